@@ -1,0 +1,82 @@
+// The DeepSeek-V3-family weights of a checkpoint, bound by name and validated against the config before any compute.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "checkpoint/hf_config.hpp"
+#include "checkpoint/safetensors_reader.hpp"
+#include "util/dtype.hpp"
+
+namespace dsinfer {
+
+// A tensor as stored in the checkpoint (zero-copy view into the mapped shard).
+struct Weight {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;          // matrices: [out_features, in_features] (y = x·Wᵀ); vectors: [n]
+  const uint8_t* data = nullptr;       // nullptr = absent
+  const float* scale_inv = nullptr;    // F8_E4M3 only: F32 [ceil(out/128), ceil(in/128)], multiplied in
+  int64_t block = 128;                 // FP8 weight block edge (weight_block_size)
+
+  bool present() const { return data != nullptr; }
+  int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
+  int64_t cols() const { return shape.size() > 1 ? shape[1] : 1; }
+  int64_t numel() const { return rows() * cols(); }
+};
+
+struct AttentionWeights {
+  Weight q_a_proj;            // [q_lora_rank, hidden]                      (absent when q_lora_rank == 0)
+  Weight q_a_layernorm;       // [q_lora_rank]                              (absent when q_lora_rank == 0)
+  Weight q_b_proj;            // [heads*(nope+rope), q_lora_rank]           (absent when q_lora_rank == 0)
+  Weight q_proj;              // [heads*(nope+rope), hidden]                (only when q_lora_rank == 0)
+  Weight kv_a_proj_with_mqa;  // [kv_lora_rank + rope, hidden]
+  Weight kv_a_layernorm;      // [kv_lora_rank]
+  Weight kv_b_proj;           // [heads*(nope+v), kv_lora_rank]
+  Weight o_proj;              // [hidden, heads*v]
+};
+
+struct IndexerWeights {       // V3.2 only
+  Weight wq_b;                // [index_heads*index_head_dim, q_lora_rank]
+  Weight wk;                  // [index_head_dim, hidden]
+  Weight k_norm_weight;       // [index_head_dim]  LayerNorm
+  Weight k_norm_bias;         // [index_head_dim]
+  Weight weights_proj;        // [index_heads, hidden]
+};
+
+struct MlpWeights {           // SwiGLU: down(silu(gate·x) ⊙ up·x)
+  Weight gate_proj;           // [inner, hidden]
+  Weight up_proj;             // [inner, hidden]
+  Weight down_proj;           // [hidden, inner]
+};
+
+struct MoeWeights {
+  Weight gate;                       // [n_routed_experts, hidden]
+  Weight e_score_correction_bias;    // [n_routed_experts] (noaux_tc only)
+  std::vector<MlpWeights> experts;   // n_routed_experts, inner = moe_intermediate_size
+  MlpWeights shared;                 // inner = moe_intermediate_size * n_shared_experts (absent if 0 shared)
+};
+
+struct LayerWeights {
+  Weight input_layernorm;            // [hidden]
+  Weight post_attention_layernorm;   // [hidden]
+  AttentionWeights attn;
+  IndexerWeights indexer;            // present iff config.has_indexer()
+  bool is_moe = false;
+  MlpWeights mlp;                    // dense layers
+  MoeWeights moe;                    // MoE layers
+};
+
+struct ModelWeights {
+  Weight embed_tokens;               // [vocab, hidden]
+  Weight norm;                       // [hidden]
+  Weight lm_head;                    // [vocab, hidden] (embed_tokens again when tie_word_embeddings)
+  std::vector<LayerWeights> layers;  // num_hidden_layers (the MTP layer, if stored, is not bound)
+};
+
+// Binds and checks every tensor the config implies: present, shape, dtype, and for F8_E4M3 weights the sibling
+// `<name>_scale_inv` with shape [ceil(out/block), ceil(in/block)] and dtype F32. Throws Error(Format) naming the
+// tensor, the file, what was expected and what was found. Tensors the config does not imply are ignored.
+ModelWeights bind_weights(const Checkpoint& ckpt, const ModelConfig& cfg);
+
+}  // namespace dsinfer
