@@ -6,24 +6,9 @@
 
 #include "checkpoint/hf_config.hpp"
 #include "checkpoint/safetensors_reader.hpp"
-#include "util/dtype.hpp"
+#include "backend/weight.hpp"
 
 namespace dsinfer {
-
-// A tensor as stored in the checkpoint (zero-copy view into the mapped shard).
-struct Weight {
-  std::string name;
-  DType dtype = DType::F32;
-  std::vector<int64_t> shape;          // matrices: [out_features, in_features] (y = x·Wᵀ); vectors: [n]
-  const uint8_t* data = nullptr;       // nullptr = absent
-  const float* scale_inv = nullptr;    // F8_E4M3 only: F32 [ceil(out/128), ceil(in/128)], multiplied in
-  int64_t block = 128;                 // FP8 weight block edge (weight_block_size)
-
-  bool present() const { return data != nullptr; }
-  int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
-  int64_t cols() const { return shape.size() > 1 ? shape[1] : 1; }
-  int64_t numel() const { return rows() * cols(); }
-};
 
 struct AttentionWeights {
   Weight q_a_proj;            // [q_lora_rank, hidden]                      (absent when q_lora_rank == 0)

@@ -1,0 +1,4 @@
+// dsinfer — the public C++ API (umbrella header).
+#pragma once
+#include "dsinfer/error.hpp"
+#include "dsinfer/model.hpp"

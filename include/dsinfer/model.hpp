@@ -1,0 +1,97 @@
+// dsinfer — loading a DeepSeek-V3-family checkpoint and evaluating token sequences on it.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dsinfer/error.hpp"
+
+namespace dsinfer {
+
+// The arithmetic a forward pass follows (docs/numerics.md).
+enum class Precision {
+  Reference,  // fp32 activations, FP8 weights dequantized, no activation or indexer quantization
+              // (what Hugging Face transformers computes)
+  Fp8,        // DeepSeek's reference numerics: 1x128 power-of-two activation quantization into FP8 GEMMs,
+              // FP8-simulated latent cache, Hadamard + FP8 indexer
+};
+
+// Which of the two exactly equivalent MLA forms computes attention.
+enum class AttentionForm { Auto, Mha, Absorbed };  // Auto: MHA for multi-token steps, absorbed for decode
+
+struct ModelLoadParams {
+  std::string backend = "cpu";  // "cpu", or "cuda" when built with it
+  int n_threads = 0;            // CPU threads; 0 = all hardware threads
+  // Called during load with the fraction done [0, 1] and the stage; may be empty. Runs on the loading thread.
+  std::function<void(double fraction, std::string_view stage)> progress;
+};
+
+struct ModelInfo {
+  std::string model_type;   // "deepseek_v32", "deepseek_v3"
+  bool has_indexer = false; // DeepSeek Sparse Attention present
+  bool fp8_weights = false; // quantization_config says fp8
+  int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, index_topk = 0;
+  int64_t bos_token_id = 0;
+  std::vector<int64_t> eos_token_ids;
+  int64_t parameter_count = 0;  // tensors bound for the forward pass
+  int64_t weight_bytes = 0;     // their bytes as stored
+};
+
+struct EvalOptions {
+  Precision precision = Precision::Fp8;
+  bool all_logits = false;   // logits for every new token, else only for the last one
+  int64_t index_topk = 0;    // 0 = the config's index_topk; larger values make attention dense
+  AttentionForm attention = AttentionForm::Auto;
+};
+
+class Model;
+
+// The cached state of one token sequence (the KV cache). Use from one thread at a time.
+class Sequence {
+ public:
+  ~Sequence();
+  int64_t size() const;      // tokens evaluated so far
+  int64_t capacity() const;  // tokens it can hold
+  void truncate(int64_t n);  // forget tokens from position n on (n <= size())
+
+ private:
+  friend class Model;
+  struct Impl;
+  explicit Sequence(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// A loaded model: immutable after load and safe to share between threads; evaluations on one model are
+// serialized (the CPU backend runs one op at a time over its thread pool).
+class Model {
+ public:
+  // Loads a Hugging Face checkpoint directory (config.json + safetensors). Every tensor is checked before any
+  // compute. Throws Error (Io, Format, Unsupported, InvalidArgument) with a message naming file, tensor and key.
+  static std::unique_ptr<Model> load(const std::string& dir, const ModelLoadParams& params = {});
+  ~Model();
+
+  const ModelInfo& info() const;
+
+  // A new empty sequence with room for `capacity` tokens. Ownership: the caller's; it must not outlive the model.
+  std::unique_ptr<Sequence> new_sequence(int64_t capacity) const;
+
+  // Appends `ids` to the sequence and returns their logits, row-major [n, vocab_size] with n = ids.size() when
+  // opts.all_logits, else [1, vocab_size] for the last id. Errors (the sequence is left unchanged):
+  // InvalidArgument for an id outside [0, vocab_size) or empty ids; OutOfMemory when the sequence is full.
+  std::vector<float> eval(Sequence& seq, std::span<const int32_t> ids, const EvalOptions& opts = {}) const;
+
+  // Greedy continuation of `prompt` by `n_new` tokens (stops early at an eos id when stop_at_eos).
+  std::vector<int32_t> generate_greedy(std::span<const int32_t> prompt, int64_t n_new, const EvalOptions& opts = {},
+                                       bool stop_at_eos = false) const;
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsinfer

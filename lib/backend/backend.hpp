@@ -1,0 +1,188 @@
+// The backend interface: device memory plus a small set of coarse, fused ops. The model (lib/model/) is written
+// once against it; the CPU backend is the reference every other backend is tested against.
+//
+// Conventions: activations are fp32, row-major 2-D views ([rows, cols] with a row stride `ld` in elements) into
+// memory the backend owns. Weights are checkpoint tensors as stored (`Weight`, zero-copy into the mapped shard);
+// a backend may upload or re-layout them in `prepare_weight` at load time, never on the per-token path.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <vector>
+
+#include "backend/weight.hpp"
+
+namespace dsinfer {
+
+// Activation view: [rows, cols] f32, row stride ld (>= cols) in elements.
+struct Tensor2D {
+  float* data = nullptr;
+  int64_t rows = 0, cols = 0, ld = 0;
+
+  float* row(int64_t r) const { return data + r * ld; }
+  Tensor2D cols_slice(int64_t c0, int64_t n) const { return {data + c0, rows, n, ld}; }
+  Tensor2D rows_slice(int64_t r0, int64_t n) const { return {data + r0 * ld, n, cols, ld}; }
+};
+
+// Memory owned by a backend; freed through the backend that made it.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(void* p, size_t bytes, void (*release)(void*)) : ptr_(p, release), bytes_(bytes) {}
+  void* data() const { return ptr_.get(); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  std::unique_ptr<void, void (*)(void*)> ptr_{nullptr, [](void*) {}};
+  size_t bytes_ = 0;
+};
+
+// A Buffer holding an fp32 matrix, with its view.
+struct Matrix {
+  Buffer buffer;
+  Tensor2D view;
+};
+
+// How a linear layer treats its input (spec §4.3, §6).
+struct LinearQuant {
+  // Quantize the activation per 1x128 group to e4m3 before the GEMM. Only applies to F8_E4M3 weights: with any
+  // other weight dtype the GEMM is a plain fp32 x·Wᵀ (the reference's bf16 linears never quantize).
+  bool fp8_activations = false;
+  bool ue8m0 = true;  // activation scales rounded up to powers of two (quantization_config.scale_fmt == "ue8m0")
+};
+
+enum class RopeLayout {
+  Interleaved,  // pairs (2j, 2j+1): MLA q_pe and k_pe
+  HalfSplit,    // pairs (j, j + d/2): the indexer's q and k
+};
+
+struct RopeArgs {
+  Tensor2D x;                    // [T, n_heads*head_dim], rotated in place
+  int64_t n_heads = 1;
+  int64_t head_dim = 0;          // stride between heads inside a row
+  int64_t rope_offset = 0;       // first rotated element inside each head
+  int64_t rope_dim = 0;          // rotated elements per head (even)
+  const float* inv_freq = nullptr;  // [rope_dim/2] YaRN-corrected frequencies (host memory)
+  const int32_t* positions = nullptr;  // [T] absolute positions (host memory)
+  RopeLayout layout = RopeLayout::Interleaved;
+};
+
+// Lightning-indexer scores and causal top-k (spec §4.2, §4.4):
+//   I[t,s] = k_scale[s] · Σ_h w[t,h] · head_scale · q_scale[t,h] · ReLU(q[t,h,:]·k[s,:])   for s ∈ [0, pos[t]]
+// and the top min(topk, pos[t]+1) positions of each row, padded with -1.
+struct IndexerTopkArgs {
+  Tensor2D q;                    // [T, Hi*D] (post-RoPE; in fp8 mode post-Hadamard e4m3 values, unscaled)
+  Tensor2D q_scale;              // [T, Hi] per (token, head) quantization scale; empty (data null) = 1
+  Tensor2D w;                    // [T, Hi] head weights (x·weights_projᵀ)
+  float head_scale = 1.0f;       // constant folded into w (Hi^-0.5 · D^-0.5)
+  Tensor2D k;                    // [S, D] indexer key cache rows 0..S-1
+  Tensor2D k_scale;              // [S, 1] per-key scale; empty = 1
+  int64_t n_heads = 0, head_dim = 0;
+  const int32_t* positions = nullptr;  // [T] absolute position of each query (host)
+  int64_t topk = 0;
+  int32_t* out_indices = nullptr;  // [T, topk] host: selected key positions, -1 = none
+  float* out_scores = nullptr;     // [T, S] host, may be null: the raw scores (tests, debugging)
+};
+
+enum class MlaMode {
+  Mha,       // expand the latent through W_UK/W_UV per head (the reference's prefill form)
+  Absorbed,  // fold W_UK into q and W_UV after attention: 576-wide dot over the latent (decode form)
+};
+
+// Multi-head latent attention over the cached latent (spec §3.3–§3.4, §4.6). Causal: query t sees cache rows
+// [0, pos[t]]; with `indices`, only the listed rows (one set per query, shared by all heads).
+struct MlaArgs {
+  Tensor2D q;                    // [T, H*(dn+dr)], per head [nope | rope], rope already applied
+  Tensor2D latent;               // [S, kvr] cached c (after kv_norm)
+  Tensor2D k_pe;                 // [S, dr] cached rotated rope key
+  Tensor2D wkv_b;                // [H*(dn+dv), kvr] fp32 (dequantized once at load)
+  int64_t n_heads = 0, nope_dim = 0, rope_dim = 0, v_dim = 0;
+  float softmax_scale = 0.0f;
+  const int32_t* positions = nullptr;  // [T] host
+  const int32_t* indices = nullptr;    // [T, n_indices] host, -1 = unused slot; null = dense causal
+  int64_t n_indices = 0;
+  MlaMode mode = MlaMode::Absorbed;
+  Tensor2D out;                  // [T, H*dv]
+};
+
+struct MoeRouteArgs {
+  Tensor2D x;                    // [T, hidden]
+  const Weight* gate = nullptr;  // [E, hidden]
+  const Weight* bias = nullptr;  // [E] e_score_correction_bias, may be null / absent
+  int64_t n_experts = 0, n_group = 1, topk_group = 1, top_k = 0;
+  bool sigmoid = true;           // scoring_func: sigmoid (V3) or softmax (V2)
+  bool normalize = true;         // norm_topk_prob
+  float routed_scale = 1.0f;
+  int32_t* out_experts = nullptr;  // [T, top_k] host
+  float* out_weights = nullptr;    // [T, top_k] host
+};
+
+struct ExpertWeights {          // one routed expert's SwiGLU: down(silu(gate·x) ⊙ up·x)
+  const Weight* gate = nullptr;  // [inner, hidden]
+  const Weight* up = nullptr;    // [inner, hidden]
+  const Weight* down = nullptr;  // [hidden, inner]
+};
+
+struct MoeExpertsArgs {
+  Tensor2D x;                    // [T, hidden]
+  std::span<const ExpertWeights> experts;  // indexed by expert id
+  const int32_t* expert_ids = nullptr;  // [T, top_k] host
+  const float* weights = nullptr;       // [T, top_k] host
+  int64_t top_k = 0;
+  LinearQuant quant;
+  Tensor2D out;                  // [T, hidden]: out = Σ_i w_i · Expert_i(x)   (overwritten)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // --- memory ---
+  virtual Buffer allocate(size_t bytes) = 0;
+  Matrix matrix(int64_t rows, int64_t cols);  // zero-filled fp32 [rows, cols]
+  virtual void fill_zero(Tensor2D x) = 0;
+  virtual void copy(Tensor2D dst, Tensor2D src) = 0;
+  virtual void to_host(float* dst, Tensor2D src) = 0;          // dst: host [rows, cols] dense
+  virtual void from_host(Tensor2D dst, const float* src) = 0;  // src: host [rows, cols] dense
+  // Called once per weight at load time (CPU: nothing; a GPU backend uploads here).
+  virtual void prepare_weight(const Weight& w) {}
+  // Dequantizes any supported weight dtype to an fp32 matrix [rows, cols] (load time only).
+  virtual Matrix dequantize(const Weight& w) = 0;
+
+  // --- ops ---
+  virtual void embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) = 0;
+  // residual += x (fp32), then out = RMSNorm(residual) · w. With x.data == nullptr: out = RMSNorm(residual) · w.
+  virtual void add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) = 0;
+  virtual void rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) = 0;
+  virtual void layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) = 0;
+  // out[T,N] = x[T,K] · Wᵀ for W [N,K] of dtype F32/BF16/F16/F8_E4M3 (+128x128 scale_inv).
+  virtual void linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q) = 0;
+  virtual void silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) = 0;  // out = silu(gate) ⊙ up
+  virtual void add(Tensor2D acc, Tensor2D x) = 0;                         // acc += x
+  virtual void rope(const RopeArgs& a) = 0;
+  // In place on each contiguous run of `n` (power of two) elements of every row: v = n^-1/2 · H_n · v.
+  virtual void hadamard(Tensor2D x, int64_t n) = 0;
+  // Per row, per group of `group` columns (last may be partial): s = amax/448 (amax floored at 1e-4; rounded up
+  // to a power of two if ue8m0), q = e4m3(clamp(x/s)). Writes q (dequantize=false) or q·s (dequantize=true)
+  // into `out` (may alias x) and, unless `scales` is empty, the scales into `scales` [rows, ceil(cols/group)].
+  virtual void fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out,
+                            Tensor2D scales) = 0;
+  virtual void indexer_topk(const IndexerTopkArgs& a) = 0;
+  virtual void mla_attention(const MlaArgs& a) = 0;
+  virtual void moe_route(const MoeRouteArgs& a) = 0;
+  virtual void moe_experts(const MoeExpertsArgs& a) = 0;
+};
+
+struct BackendOptions {
+  int n_threads = 0;  // 0 = all hardware threads
+};
+
+// "cpu" (always) and "cuda" (when built with DSINFER_CUDA). Throws Error(InvalidArgument) for an unknown name.
+std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOptions& opts = {});
+
+}  // namespace dsinfer

@@ -1,0 +1,498 @@
+#include "backend/cpu/cpu_backend.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "dsinfer/error.hpp"
+
+namespace dsinfer {
+
+namespace {
+
+constexpr float kE4m3Max = 448.0f;
+constexpr int64_t kActGroup = 128;  // activation quantization group (1x128), spec §4.3
+
+void require(bool ok, const char* what) {
+  if (!ok) throw Error(ErrorCode::Internal, fmt::format("cpu backend: {}", what));
+}
+
+// Contiguous fp32 dot product with several partial sums (keeps rounding error low and vectorizes).
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+std::vector<float> weight_vector_f32(const Weight& w) {
+  std::vector<float> v(static_cast<size_t>(w.numel()));
+  weight_row_f32(Weight{w.name, w.dtype, {1, w.numel()}, w.data, w.scale_inv, w.block}, 0, 0, w.numel(), v.data());
+  return v;
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+float fp8_group_scale(float amax, bool ue8m0) {
+  amax = std::max(amax, 1e-4f);
+  float s = amax / kE4m3Max;
+  if (!ue8m0) return s;
+  int e;
+  const float m = std::frexp(s, &e);  // s = m·2^e, m in [0.5, 1)
+  return m == 0.5f ? std::ldexp(1.0f, e - 1) : std::ldexp(1.0f, e);
+}
+
+void weight_row_f32(const Weight& w, int64_t r, int64_t c0, int64_t n, float* out) {
+  const int64_t cols = w.cols();
+  const int64_t base = r * cols + c0;
+  switch (w.dtype) {
+    case DType::F32:
+      std::memcpy(out, reinterpret_cast<const float*>(w.data) + base, size_t(n) * 4);
+      return;
+    case DType::BF16: {
+      const auto* p = reinterpret_cast<const uint16_t*>(w.data) + base;
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(p[i]);
+      return;
+    }
+    case DType::F16: {
+      const auto* p = reinterpret_cast<const uint16_t*>(w.data) + base;
+      for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(p[i]);
+      return;
+    }
+    case DType::F8_E4M3: {
+      const uint8_t* p = w.data + base;
+      if (!w.scale_inv) throw Error(ErrorCode::Internal, fmt::format("FP8 weight {} has no scale", w.name));
+      const int64_t scale_cols = (cols + w.block - 1) / w.block;
+      const float* srow = w.scale_inv + (r / w.block) * scale_cols;
+      for (int64_t i = 0; i < n; ++i) out[i] = e4m3_to_f32(p[i]) * srow[(c0 + i) / w.block];
+      return;
+    }
+    default:
+      throw Error(ErrorCode::Unsupported,
+                  fmt::format("weight {} has dtype {}, which linear layers do not take", w.name, dtype_name(w.dtype)));
+  }
+}
+
+CpuBackend::CpuBackend(const BackendOptions& opts) : pool_(opts.n_threads) {}
+
+Buffer CpuBackend::allocate(size_t bytes) {
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw Error(ErrorCode::OutOfMemory, fmt::format("cpu backend: cannot allocate {} bytes", bytes));
+  std::memset(p, 0, rounded);
+  return Buffer(p, bytes, [](void* q) { std::free(q); });
+}
+
+void CpuBackend::fill_zero(Tensor2D x) {
+  for (int64_t r = 0; r < x.rows; ++r) std::fill_n(x.row(r), x.cols, 0.0f);
+}
+
+void CpuBackend::copy(Tensor2D dst, Tensor2D src) {
+  require(dst.rows == src.rows && dst.cols == src.cols, "copy shape mismatch");
+  for (int64_t r = 0; r < src.rows; ++r) std::memmove(dst.row(r), src.row(r), size_t(src.cols) * 4);
+}
+
+void CpuBackend::to_host(float* dst, Tensor2D src) {
+  for (int64_t r = 0; r < src.rows; ++r) std::memcpy(dst + r * src.cols, src.row(r), size_t(src.cols) * 4);
+}
+
+void CpuBackend::from_host(Tensor2D dst, const float* src) {
+  for (int64_t r = 0; r < dst.rows; ++r) std::memcpy(dst.row(r), src + r * dst.cols, size_t(dst.cols) * 4);
+}
+
+Matrix CpuBackend::dequantize(const Weight& w) {
+  Matrix m = matrix(w.rows(), w.cols());
+  pool_.parallel_for(w.rows(), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) weight_row_f32(w, r, 0, w.cols(), m.view.row(r));
+  });
+  return m;
+}
+
+void CpuBackend::embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) {
+  require(out.rows == int64_t(ids.size()) && out.cols == table.cols(), "embed shape mismatch");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= table.rows())
+      throw Error(ErrorCode::InvalidArgument,
+                  fmt::format("token id {} is out of range: the model's vocabulary has {} entries", ids[i], table.rows()));
+    weight_row_f32(table, ids[i], 0, table.cols(), out.row(int64_t(i)));
+  }
+}
+
+void CpuBackend::add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) {
+  if (x.data) add(residual, x);
+  rms_norm(residual, w, eps, out);
+}
+
+void CpuBackend::rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) {
+  require(w.numel() == x.cols && out.cols == x.cols && out.rows == x.rows, "rms_norm shape mismatch");
+  const std::vector<float> g = weight_vector_f32(w);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* xi = x.row(r);
+    float* yo = out.row(r);
+    double ss = 0;
+    for (int64_t i = 0; i < x.cols; ++i) ss += double(xi[i]) * xi[i];
+    const float inv = float(1.0 / std::sqrt(ss / double(x.cols) + eps));
+    for (int64_t i = 0; i < x.cols; ++i) yo[i] = g[i] * (xi[i] * inv);
+  }
+}
+
+void CpuBackend::layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) {
+  require(w.numel() == x.cols && b.numel() == x.cols, "layer_norm shape mismatch");
+  const std::vector<float> g = weight_vector_f32(w), beta = weight_vector_f32(b);
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* xi = x.row(r);
+    float* yo = out.row(r);
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < x.cols; ++i) mean += xi[i];
+    mean /= double(x.cols);
+    for (int64_t i = 0; i < x.cols; ++i) var += (xi[i] - mean) * (xi[i] - mean);
+    var /= double(x.cols);  // biased, as torch.nn.LayerNorm
+    const float inv = float(1.0 / std::sqrt(var + eps));
+    for (int64_t i = 0; i < x.cols; ++i) yo[i] = float(xi[i] - mean) * inv * g[i] + beta[i];
+  }
+}
+
+void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q) {
+  const int64_t T = x.rows, K = x.cols, N = w.rows();
+  if (w.cols() != K || out.rows != T || out.cols != N)
+    throw Error(ErrorCode::Internal, fmt::format("linear {}: x [{}, {}] · Wᵀ [{}, {}] -> out [{}, {}]", w.name, T, K,
+                                                 N, w.cols(), out.rows, out.cols));
+  require(out.data != x.data, "linear output must not alias its input");
+  const bool fp8_path = q.fp8_activations && w.dtype == DType::F8_E4M3;
+  if (!fp8_path) {
+    // Reference numerics: the weight dequantized to fp32 (W = w8 · scale_inv for FP8), plain fp32 GEMM.
+    pool_.parallel_for(N, [&](int64_t n0, int64_t n1) {
+      std::vector<float> wrow(static_cast<size_t>(K));
+      for (int64_t n = n0; n < n1; ++n) {
+        weight_row_f32(w, n, 0, K, wrow.data());
+        for (int64_t t = 0; t < T; ++t) out.row(t)[n] = dot(x.row(t), wrow.data(), K);
+      }
+    }, 4);
+    return;
+  }
+  // DeepSeek's FP8 GEMM (spec §6): activations quantized per 1x128 group, fp32 partial sums per K block of the
+  // e4m3 products, each promoted with (activation scale × weight block scale) into an fp32 accumulator.
+  if (w.block != kActGroup)
+    throw Error(ErrorCode::Unsupported, fmt::format("FP8 weight {} has block {}, only 128 is supported", w.name, w.block));
+  const int64_t G = (K + kActGroup - 1) / kActGroup;
+  Matrix xq = matrix(T, K), xs = matrix(T, G);
+  fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, xq.view, xs.view);
+  pool_.parallel_for(N, [&](int64_t n0, int64_t n1) {
+    std::vector<float> w8(static_cast<size_t>(K));
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint8_t* wr = w.data + n * K;
+      for (int64_t k = 0; k < K; ++k) w8[k] = e4m3_to_f32(wr[k]);
+      const float* ws = w.scale_inv + (n / w.block) * G;
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xr = xq.view.row(t);
+        float acc = 0.0f;
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t k0 = g * kActGroup, kn = std::min(kActGroup, K - k0);
+          acc += dot(xr + k0, w8.data() + k0, kn) * (xs.view.row(t)[g] * ws[g]);
+        }
+        out.row(t)[n] = acc;
+      }
+    }
+  }, 4);
+}
+
+void CpuBackend::silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) {
+  for (int64_t r = 0; r < gate.rows; ++r)
+    for (int64_t i = 0; i < gate.cols; ++i) out.row(r)[i] = silu(gate.row(r)[i]) * up.row(r)[i];
+}
+
+void CpuBackend::add(Tensor2D acc, Tensor2D x) {
+  require(acc.rows == x.rows && acc.cols == x.cols, "add shape mismatch");
+  for (int64_t r = 0; r < x.rows; ++r)
+    for (int64_t i = 0; i < x.cols; ++i) acc.row(r)[i] += x.row(r)[i];
+}
+
+void CpuBackend::rope(const RopeArgs& a) {
+  require(a.rope_dim % 2 == 0 && a.rope_offset + a.rope_dim <= a.head_dim, "rope dims");
+  const int64_t half = a.rope_dim / 2;
+  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+  for (int64_t t = 0; t < a.x.rows; ++t) {
+    const float p = float(a.positions[t]);
+    for (int64_t j = 0; j < half; ++j) {
+      const float angle = p * a.inv_freq[j];  // fp32 product, as the reference computes the table
+      c[j] = float(std::cos(double(angle)));
+      s[j] = float(std::sin(double(angle)));
+    }
+    for (int64_t h = 0; h < a.n_heads; ++h) {
+      float* v = a.x.row(t) + h * a.head_dim + a.rope_offset;
+      for (int64_t j = 0; j < half; ++j) {
+        const int64_t i0 = a.layout == RopeLayout::Interleaved ? 2 * j : j;
+        const int64_t i1 = a.layout == RopeLayout::Interleaved ? 2 * j + 1 : j + half;
+        const float x0 = v[i0], x1 = v[i1];
+        v[i0] = x0 * c[j] - x1 * s[j];
+        v[i1] = x0 * s[j] + x1 * c[j];
+      }
+    }
+  }
+}
+
+void CpuBackend::hadamard(Tensor2D x, int64_t n) {
+  require(n > 0 && (n & (n - 1)) == 0 && x.cols % n == 0, "hadamard size must be a power of two dividing cols");
+  const float scale = 1.0f / std::sqrt(float(n));
+  for (int64_t r = 0; r < x.rows; ++r)
+    for (int64_t b = 0; b < x.cols; b += n) {
+      float* v = x.row(r) + b;
+      // Fast Walsh–Hadamard transform in natural (Sylvester) order: H[i][j] = (-1)^popcount(i & j).
+      for (int64_t len = 1; len < n; len <<= 1)
+        for (int64_t i = 0; i < n; i += 2 * len)
+          for (int64_t j = i; j < i + len; ++j) {
+            const float u = v[j], w = v[j + len];
+            v[j] = u + w;
+            v[j + len] = u - w;
+          }
+      for (int64_t i = 0; i < n; ++i) v[i] *= scale;
+    }
+}
+
+void CpuBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out,
+                              Tensor2D scales) {
+  require(out.rows == x.rows && out.cols == x.cols && group > 0, "fp8_quantize shape");
+  const int64_t G = (x.cols + group - 1) / group;
+  require(!scales.data || (scales.rows == x.rows && scales.cols == G), "fp8_quantize scales shape");
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* xi = x.row(r);
+    float* yo = out.row(r);
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t k0 = g * group, kn = std::min(group, x.cols - k0);
+      float amax = 0.0f;
+      for (int64_t k = 0; k < kn; ++k) amax = std::max(amax, std::fabs(xi[k0 + k]));
+      const float s = fp8_group_scale(amax, ue8m0);
+      for (int64_t k = 0; k < kn; ++k) {
+        const float v = std::clamp(xi[k0 + k] / s, -kE4m3Max, kE4m3Max);
+        const float qv = round_to_e4m3(v);
+        yo[k0 + k] = dequantize ? qv * s : qv;
+      }
+      if (scales.data) scales.row(r)[g] = s;
+    }
+  }
+}
+
+void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
+  const int64_t T = a.q.rows, S = a.k.rows, H = a.n_heads, D = a.head_dim;
+  require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
+  pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
+    std::vector<float> scores(static_cast<size_t>(S));
+    std::vector<int32_t> order(static_cast<size_t>(S));
+    std::vector<float> wt(static_cast<size_t>(H));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+      for (int64_t h = 0; h < H; ++h)
+        wt[h] = a.w.row(t)[h] * a.head_scale * (a.q_scale.data ? a.q_scale.row(t)[h] : 1.0f);
+      for (int64_t s = 0; s < visible; ++s) {
+        float acc = 0.0f;
+        for (int64_t h = 0; h < H; ++h) {
+          const float d = dot(a.q.row(t) + h * D, a.k.row(s), D);
+          acc += wt[h] * std::max(d, 0.0f);
+        }
+        scores[s] = acc * (a.k_scale.data ? a.k_scale.row(s)[0] : 1.0f);
+      }
+      if (a.out_scores) {
+        float* so = a.out_scores + t * S;
+        for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
+      }
+      const int64_t k = std::min(a.topk, visible);
+      std::iota(order.begin(), order.begin() + visible, 0);
+      // Highest score first; equal scores keep the earlier position (deterministic).
+      std::partial_sort(order.begin(), order.begin() + k, order.begin() + visible, [&](int32_t i, int32_t j) {
+        return scores[i] > scores[j] || (scores[i] == scores[j] && i < j);
+      });
+      std::sort(order.begin(), order.begin() + k);
+      int32_t* out = a.out_indices + t * a.topk;
+      for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[i] : -1;
+    }
+  });
+}
+
+void CpuBackend::mla_attention(const MlaArgs& a) {
+  const int64_t T = a.q.rows, S = a.latent.rows, H = a.n_heads;
+  const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
+  const int64_t qk_head = dn + dr, kv_head = dn + dv;
+  require(a.q.cols == H * qk_head && a.k_pe.cols == dr && a.k_pe.rows == S, "mla q/k_pe shapes");
+  require(a.wkv_b.rows == H * kv_head && a.wkv_b.cols == C && a.out.cols == H * dv, "mla wkv_b/out shapes");
+
+  // The key positions each query attends to: causal, and the DSA index set when given (spec §4.5–4.6).
+  auto keys_of = [&](int64_t t, std::vector<int32_t>& keys) {
+    keys.clear();
+    const int32_t pos = a.positions[t];
+    require(pos < S, "query position beyond the cache");
+    if (a.indices) {
+      for (int64_t i = 0; i < a.n_indices; ++i) {
+        const int32_t s = a.indices[t * a.n_indices + i];
+        if (s >= 0 && s <= pos) keys.push_back(s);
+      }
+    } else {
+      for (int32_t s = 0; s <= pos; ++s) keys.push_back(s);
+    }
+  };
+
+  // MHA form: expand every cached latent row to per-head k_nope and v once: kv[S, H*(dn+dv)] = latent · wkv_bᵀ.
+  std::vector<float> kv;
+  if (a.mode == MlaMode::Mha) {
+    kv.resize(static_cast<size_t>(S * H * kv_head));
+    pool_.parallel_for(S, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s)
+        for (int64_t n = 0; n < H * kv_head; ++n)
+          kv[size_t(s * H * kv_head + n)] = dot(a.latent.row(s), a.wkv_b.row(n), C);
+    });
+  }
+
+  pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {
+    std::vector<int32_t> keys;
+    std::vector<float> p, q_abs(static_cast<size_t>(C)), o_lat(static_cast<size_t>(C));
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t = i / H, h = i % H;
+      keys_of(t, keys);
+      const float* qn = a.q.row(t) + h * qk_head;
+      const float* qr = qn + dn;
+      float* o = a.out.row(t) + h * dv;
+      p.resize(keys.size());
+      if (a.mode == MlaMode::Absorbed) {
+        // q_abs = q_nope · W_UK[h]  (W_UK[h] = rows h*(dn+dv) + [0, dn) of wkv_b)
+        std::fill(q_abs.begin(), q_abs.end(), 0.0f);
+        for (int64_t d = 0; d < dn; ++d) {
+          const float* wr = a.wkv_b.row(h * kv_head + d);
+          for (int64_t c = 0; c < C; ++c) q_abs[c] += qn[d] * wr[c];
+        }
+        for (size_t j = 0; j < keys.size(); ++j)
+          p[j] = (dot(q_abs.data(), a.latent.row(keys[j]), C) + dot(qr, a.k_pe.row(keys[j]), dr)) * a.softmax_scale;
+      } else {
+        for (size_t j = 0; j < keys.size(); ++j) {
+          const float* kn = kv.data() + size_t(keys[j] * H * kv_head + h * kv_head);
+          p[j] = (dot(qn, kn, dn) + dot(qr, a.k_pe.row(keys[j]), dr)) * a.softmax_scale;
+        }
+      }
+      // fp32 softmax over the visible keys.
+      const float mx = *std::max_element(p.begin(), p.end());
+      double sum = 0;
+      for (auto& v : p) { v = std::exp(v - mx); sum += v; }
+      const float inv = float(1.0 / sum);
+      for (auto& v : p) v *= inv;
+      if (a.mode == MlaMode::Absorbed) {
+        std::fill(o_lat.begin(), o_lat.end(), 0.0f);
+        for (size_t j = 0; j < keys.size(); ++j) {
+          const float* c = a.latent.row(keys[j]);
+          for (int64_t k = 0; k < C; ++k) o_lat[k] += p[j] * c[k];
+        }
+        for (int64_t d = 0; d < dv; ++d) o[d] = dot(o_lat.data(), a.wkv_b.row(h * kv_head + dn + d), C);
+      } else {
+        std::fill(o, o + dv, 0.0f);
+        for (size_t j = 0; j < keys.size(); ++j) {
+          const float* v = kv.data() + size_t(keys[j] * H * kv_head + h * kv_head + dn);
+          for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * v[d];
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::moe_route(const MoeRouteArgs& a) {
+  const int64_t T = a.x.rows, E = a.n_experts, K = a.top_k;
+  const int64_t per_group = E / a.n_group;
+  require(a.gate && a.gate->rows() == E && a.gate->cols() == a.x.cols && E % a.n_group == 0, "moe_route shapes");
+  // Router logits in fp32 (spec §5.2): each gate row decoded once and dotted with every token.
+  std::vector<float> all_logits(static_cast<size_t>(T * E)), grow(static_cast<size_t>(a.x.cols));
+  for (int64_t e = 0; e < E; ++e) {
+    weight_row_f32(*a.gate, e, 0, a.x.cols, grow.data());
+    for (int64_t t = 0; t < T; ++t) all_logits[size_t(t * E + e)] = dot(a.x.row(t), grow.data(), a.x.cols);
+  }
+  std::vector<float> bias;
+  if (a.bias && a.bias->present()) bias = weight_vector_f32(*a.bias);
+  std::vector<float> logits(static_cast<size_t>(E)), scores(static_cast<size_t>(E)), choice(static_cast<size_t>(E)), gscore(static_cast<size_t>(a.n_group));
+  std::vector<int32_t> order(static_cast<size_t>(std::max(E, a.n_group)));
+  for (int64_t t = 0; t < T; ++t) {
+    std::copy_n(all_logits.begin() + t * E, E, logits.begin());
+    if (a.sigmoid) {
+      for (int64_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
+    } else {
+      const float mx = *std::max_element(logits.begin(), logits.end());
+      double sum = 0;
+      for (int64_t e = 0; e < E; ++e) { scores[e] = std::exp(logits[e] - mx); sum += scores[e]; }
+      for (auto& s : scores) s = float(s / sum);
+    }
+    // The bias only steers selection; the weights use the unbiased scores (spec §5.2).
+    for (int64_t e = 0; e < E; ++e) choice[e] = scores[e] + (bias.empty() ? 0.0f : bias[e]);
+    auto higher = [](const std::vector<float>& v) {
+      return [&v](int32_t i, int32_t j) { return v[i] > v[j] || (v[i] == v[j] && i < j); };
+    };
+    if (a.n_group > 1 && a.topk_group < a.n_group) {
+      for (int64_t g = 0; g < a.n_group; ++g) {
+        const float* c = choice.data() + g * per_group;
+        if (!bias.empty()) {  // noaux_tc: group score = sum of its top-2
+          float b1 = -INFINITY, b2 = -INFINITY;
+          for (int64_t i = 0; i < per_group; ++i) {
+            if (c[i] > b1) { b2 = b1; b1 = c[i]; } else if (c[i] > b2) b2 = c[i];
+          }
+          gscore[g] = per_group >= 2 ? b1 + b2 : b1;
+        } else {
+          gscore[g] = *std::max_element(c, c + per_group);
+        }
+      }
+      std::iota(order.begin(), order.begin() + a.n_group, 0);
+      std::partial_sort(order.begin(), order.begin() + a.topk_group, order.begin() + a.n_group, higher(gscore));
+      std::vector<bool> keep(size_t(a.n_group), false);
+      for (int64_t i = 0; i < a.topk_group; ++i) keep[order[i]] = true;
+      for (int64_t e = 0; e < E; ++e)
+        if (!keep[e / per_group]) choice[e] = -INFINITY;
+    }
+    std::iota(order.begin(), order.begin() + E, 0);
+    std::partial_sort(order.begin(), order.begin() + K, order.begin() + E, higher(choice));
+    float denom = 0.0f;
+    for (int64_t i = 0; i < K; ++i) denom += scores[order[i]];
+    for (int64_t i = 0; i < K; ++i) {
+      a.out_experts[t * K + i] = order[i];
+      float w = scores[order[i]];
+      if (a.normalize) w /= (denom + 1e-20f);
+      a.out_weights[t * K + i] = w * a.routed_scale;
+    }
+  }
+}
+
+void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
+  const int64_t T = a.x.rows, D = a.x.cols, E = int64_t(a.experts.size());
+  fill_zero(a.out);
+  // Group the (token, slot) pairs by expert so each expert runs once over its tokens; experts nobody chose are
+  // never touched.
+  std::vector<std::vector<std::pair<int32_t, float>>> routed(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < a.top_k; ++i) {
+      const int32_t e = a.expert_ids[t * a.top_k + i];
+      require(e >= 0 && e < E, "expert id out of range");
+      routed[e].push_back({int32_t(t), a.weights[t * a.top_k + i]});
+    }
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& list = routed[e];
+    if (list.empty()) continue;
+    const ExpertWeights& ew = a.experts[e];
+    const int64_t n = int64_t(list.size()), inner = ew.gate->rows();
+    Matrix xe = matrix(n, D), g = matrix(n, inner), u = matrix(n, inner), y = matrix(n, D);
+    for (int64_t i = 0; i < n; ++i) std::memcpy(xe.view.row(i), a.x.row(list[i].first), size_t(D) * 4);
+    linear(xe.view, *ew.gate, g.view, a.quant);
+    linear(xe.view, *ew.up, u.view, a.quant);
+    silu_mul(g.view, u.view, g.view);
+    linear(g.view, *ew.down, y.view, a.quant);
+    for (int64_t i = 0; i < n; ++i) {
+      float* o = a.out.row(list[i].first);
+      const float* yi = y.view.row(i);
+      const float w = list[i].second;
+      for (int64_t d = 0; d < D; ++d) o[d] += w * yi[d];
+    }
+  }
+}
+
+}  // namespace dsinfer

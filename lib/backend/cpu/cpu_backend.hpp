@@ -1,0 +1,49 @@
+// The CPU reference backend: every op written simply and obviously right, with threads where they are free.
+// Faster kernels (issue 7) will be tested against these.
+#pragma once
+#include "backend/backend.hpp"
+#include "util/thread_pool.hpp"
+
+namespace dsinfer {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& opts);
+  std::string_view name() const override { return "cpu"; }
+
+  Buffer allocate(size_t bytes) override;
+  void fill_zero(Tensor2D x) override;
+  void copy(Tensor2D dst, Tensor2D src) override;
+  void to_host(float* dst, Tensor2D src) override;
+  void from_host(Tensor2D dst, const float* src) override;
+  Matrix dequantize(const Weight& w) override;
+
+  void embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) override;
+  void add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) override;
+  void rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) override;
+  void layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) override;
+  void linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q) override;
+  void silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) override;
+  void add(Tensor2D acc, Tensor2D x) override;
+  void rope(const RopeArgs& a) override;
+  void hadamard(Tensor2D x, int64_t n) override;
+  void fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out, Tensor2D scales) override;
+  void indexer_topk(const IndexerTopkArgs& a) override;
+  void mla_attention(const MlaArgs& a) override;
+  void moe_route(const MoeRouteArgs& a) override;
+  void moe_experts(const MoeExpertsArgs& a) override;
+
+  ThreadPool& pool() { return pool_; }
+
+ private:
+  ThreadPool pool_;
+};
+
+// Shared scalar definitions used by the CPU ops and their tests.
+// The activation quantization scale of one group: amax/448 with amax floored at 1e-4, rounded up to a power of
+// two when ue8m0 (computed exactly with frexp, not through a floating log2).
+float fp8_group_scale(float amax, bool ue8m0);
+// Reads element range [c0, c0+n) of row r of a weight as fp32 (FP8: times its block scale).
+void weight_row_f32(const Weight& w, int64_t r, int64_t c0, int64_t n, float* out);
+
+}  // namespace dsinfer

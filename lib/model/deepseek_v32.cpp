@@ -1,0 +1,273 @@
+#include "model/deepseek_v32.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <numbers>
+
+namespace dsinfer {
+
+std::vector<float> yarn_inv_freq(const ModelConfig& cfg) {
+  const int64_t d = cfg.qk_rope_head_dim;
+  const double base = cfg.rope_theta;
+  std::vector<float> inv(static_cast<size_t>(d / 2));
+  const RopeScaling& y = cfg.rope_scaling;
+  const bool yarn = y.present && y.factor > 1.0;
+  // Correction range: the pair indices whose wavelength turns beta_fast / beta_slow times over the original
+  // context (spec §2.3); pairs below `low` keep their frequency, above `high` are divided by the factor.
+  auto corr = [&](double rotations) {
+    return double(d) * std::log(double(y.original_max_position_embeddings) / (rotations * 2.0 * std::numbers::pi)) /
+           (2.0 * std::log(base));
+  };
+  double low = 0, high = 0;
+  if (yarn) {
+    low = std::max(std::floor(corr(y.beta_fast)), 0.0);
+    high = std::min(std::ceil(corr(y.beta_slow)), double(d - 1));
+    if (low == high) high += 0.001;  // avoid a zero-width ramp
+  }
+  for (int64_t j = 0; j < d / 2; ++j) {
+    const float freq = float(1.0 / std::pow(base, double(2 * j) / double(d)));
+    if (!yarn) {
+      inv[j] = freq;
+      continue;
+    }
+    const float ramp = float(std::clamp((double(j) - low) / (high - low), 0.0, 1.0));
+    const float keep = 1.0f - ramp;  // 1 = original frequency (extrapolation), 0 = interpolated
+    inv[j] = (freq / float(y.factor)) * (1.0f - keep) + freq * keep;
+  }
+  return inv;
+}
+
+float mla_softmax_scale(const ModelConfig& cfg) {
+  double scale = 1.0 / std::sqrt(double(cfg.qk_head_dim()));
+  const RopeScaling& y = cfg.rope_scaling;
+  // YaRN's attention-temperature correction, squared because it applies to both q and k (spec §2.4). Like
+  // transformers we take it from mscale_all_dim; DeepSeek's configs set mscale == mscale_all_dim == 1.
+  if (y.present && y.factor > 1.0 && y.mscale_all_dim != 0.0) {
+    const double m = 0.1 * y.mscale_all_dim * std::log(y.factor) + 1.0;
+    scale *= m * m;
+  }
+  return float(scale);
+}
+
+struct DeepseekV32::Step {
+  int64_t n = 0, start = 0;
+  std::vector<int32_t> positions;
+  Precision precision = Precision::Fp8;
+  LinearQuant quant;   // for FP8 linears
+  bool ue8m0 = true;   // scale rule for the simulated-FP8 latent and the indexer
+  int64_t index_topk = 0;
+  AttentionForm attention = AttentionForm::Auto;
+};
+
+DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend)
+    : cfg_(cfg), w_(std::move(weights)), be_(backend) {
+  inv_freq_ = yarn_inv_freq(cfg_);
+  softmax_scale_ = mla_softmax_scale(cfg_);
+  for (auto& layer : w_.layers) {
+    wkv_b_.push_back(be_.dequantize(layer.attn.kv_b_proj));
+    std::vector<ExpertWeights> ex;
+    for (auto& e : layer.moe.experts) ex.push_back({&e.gate_proj, &e.up_proj, &e.down_proj});
+    experts_.push_back(std::move(ex));
+  }
+}
+
+void DeepseekV32::forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts,
+                          std::vector<float>& logits) {
+  const int64_t T = int64_t(ids.size()), D = cfg_.hidden_size, V = cfg_.vocab_size;
+  if (T == 0) throw Error(ErrorCode::InvalidArgument, "eval needs at least one token id");
+  for (int64_t i = 0; i < T; ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      throw Error(ErrorCode::InvalidArgument,
+                  fmt::format("token id {} at index {} is out of range [0, {})", ids[i], i, V));
+  if (cache.size() + T > cache.capacity())
+    throw Error(ErrorCode::OutOfMemory,
+                fmt::format("KV cache full: {} tokens cached + {} new > capacity {}", cache.size(), T,
+                            cache.capacity()));
+
+  Step step;
+  step.n = T;
+  step.start = cache.size();
+  step.positions.resize(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) step.positions[i] = int32_t(step.start + i);
+  step.precision = opts.precision;
+  // A checkpoint without quantization_config has no scale_fmt; the indexer and latent cache then use DeepSeek's
+  // ue8m0 rule, the V3.2 default.
+  step.ue8m0 = cfg_.quant.fp8 ? cfg_.quant.scale_ue8m0 : true;
+  step.quant = LinearQuant{opts.precision == Precision::Fp8, step.ue8m0};
+  step.index_topk = opts.index_topk > 0 ? opts.index_topk : cfg_.index_topk;
+  step.attention = opts.attention;
+
+  Matrix h = be_.matrix(T, D), residual = be_.matrix(T, D), x = be_.matrix(T, D);
+  be_.embed(w_.embed_tokens, ids, h.view);
+  // Pre-norm residual stream kept in fp32; the residual starts at zero so every layer is the fused add + norm.
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    const LayerWeights& lw = w_.layers[size_t(l)];
+    be_.add_rms_norm(residual.view, h.view, lw.input_layernorm, float(cfg_.rms_norm_eps), x.view);
+    attention(l, x.view, cache, step, h.view);
+    be_.add_rms_norm(residual.view, h.view, lw.post_attention_layernorm, float(cfg_.rms_norm_eps), x.view);
+    feed_forward(l, x.view, step, h.view);
+  }
+  be_.add_rms_norm(residual.view, h.view, w_.norm, float(cfg_.rms_norm_eps), x.view);
+
+  const Tensor2D rows = opts.all_logits ? x.view : x.view.rows_slice(T - 1, 1);
+  Matrix out = be_.matrix(rows.rows, V);
+  be_.linear(rows, w_.lm_head, out.view, LinearQuant{});  // lm_head in fp32, never quantized (spec §2.1)
+  logits.resize(static_cast<size_t>(rows.rows * V));
+  be_.to_host(logits.data(), out.view);
+  cache.set_size(step.start + T);
+}
+
+void DeepseekV32::attention(int64_t l, Tensor2D x, KvCache& cache, const Step& step, Tensor2D out) {
+  const LayerWeights& lw = w_.layers[size_t(l)];
+  const AttentionWeights& aw = lw.attn;
+  const int64_t T = step.n, P0 = step.start, S = P0 + T;
+  const int64_t H = cfg_.num_attention_heads, dn = cfg_.qk_nope_head_dim, dr = cfg_.qk_rope_head_dim;
+  const int64_t dv = cfg_.v_head_dim, kvr = cfg_.kv_lora_rank, qkh = dn + dr;
+  const float eps = float(cfg_.rms_norm_eps);
+  const bool fp8 = step.precision == Precision::Fp8;
+
+  // Queries: q = q_b(RMSNorm(q_a(x))); qr, the normed low-rank query, also feeds the indexer.
+  Matrix q = be_.matrix(T, H * qkh), qr;
+  if (cfg_.q_lora_rank > 0) {
+    Matrix qa = be_.matrix(T, cfg_.q_lora_rank);
+    qr = be_.matrix(T, cfg_.q_lora_rank);
+    be_.linear(x, aw.q_a_proj, qa.view, step.quant);
+    be_.rms_norm(qa.view, aw.q_a_layernorm, eps, qr.view);
+    be_.linear(qr.view, aw.q_b_proj, q.view, step.quant);
+  } else {
+    be_.linear(x, aw.q_proj, q.view, step.quant);
+  }
+  be_.rope({q.view, H, qkh, dn, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
+
+  // Keys: one latent per token (RMSNorm'd c) plus the shared rotated rope key, written into the cache.
+  Matrix kv = be_.matrix(T, kvr + dr);
+  be_.linear(x, aw.kv_a_proj_with_mqa, kv.view, step.quant);
+  const Tensor2D latent_new = cache.latent(l).rows_slice(P0, T);
+  const Tensor2D kpe_new = cache.k_pe(l).rows_slice(P0, T);
+  be_.rms_norm(kv.view.cols_slice(0, kvr), aw.kv_a_layernorm, eps, latent_new);
+  // DeepSeek deploys an FP8 latent cache and its reference simulates it (spec §3.2): quantize-dequantize c.
+  if (fp8) be_.fp8_quantize(latent_new, 128, step.ue8m0, /*dequantize=*/true, latent_new, Tensor2D{});
+  be_.copy(kpe_new, kv.view.cols_slice(kvr, dr));
+  be_.rope({kpe_new, 1, dr, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
+
+  // DSA lightning indexer (spec §4): one top-k set of cached positions per query, shared by all heads.
+  std::vector<int32_t> indices;
+  int64_t n_indices = 0;
+  if (cfg_.has_indexer()) {
+    const IndexerWeights& iw = lw.indexer;
+    const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
+    const Tensor2D k_new = cache.index_k(l).rows_slice(P0, T);
+    const Tensor2D ks_new = cache.index_scale(l).rows_slice(P0, T);
+    Matrix qi = be_.matrix(T, Hi * Di), kraw = be_.matrix(T, Di), hw = be_.matrix(T, Hi), qs;
+    be_.linear(qr.view, iw.wq_b, qi.view, step.quant);
+    be_.linear(x, iw.wk, kraw.view, step.quant);
+    be_.layer_norm(kraw.view, iw.k_norm_weight, iw.k_norm_bias, 1e-6f, k_new);
+    // The indexer's heads are [rope | nope] and use the half-split RoPE layout (spec §2.5, §11.1–2).
+    be_.rope({qi.view, Hi, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
+    be_.rope({k_new, 1, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
+    be_.linear(x, iw.weights_proj, hw.view, LinearQuant{});  // bf16 weight, fp32 math
+    if (fp8) {
+      // Hadamard spreads outliers before the single-scale FP8 quantization; q·k is unchanged by it.
+      be_.hadamard(qi.view, Di);
+      be_.hadamard(k_new, Di);
+      qs = be_.matrix(T, Hi);
+      be_.fp8_quantize(qi.view, Di, step.ue8m0, false, qi.view, qs.view);
+      be_.fp8_quantize(k_new, Di, step.ue8m0, false, k_new, ks_new);
+    } else {
+      std::vector<float> ones(size_t(T), 1.0f);
+      be_.from_host(ks_new, ones.data());
+    }
+    // With at most index_topk visible tokens DSA is dense causal attention: skip scoring, keys are cached anyway.
+    if (S > step.index_topk) {
+      n_indices = step.index_topk;
+      indices.resize(static_cast<size_t>(T * n_indices));
+      IndexerTopkArgs ia;
+      ia.q = qi.view;
+      ia.q_scale = fp8 ? qs.view : Tensor2D{};
+      ia.w = hw.view;
+      ia.head_scale = float(1.0 / std::sqrt(double(Hi)) / std::sqrt(double(Di)));
+      ia.k = cache.index_k(l).rows_slice(0, S);
+      ia.k_scale = fp8 ? cache.index_scale(l).rows_slice(0, S) : Tensor2D{};
+      ia.n_heads = Hi;
+      ia.head_dim = Di;
+      ia.positions = step.positions.data();
+      ia.topk = n_indices;
+      ia.out_indices = indices.data();
+      be_.indexer_topk(ia);
+    }
+  }
+
+  Matrix o = be_.matrix(T, H * dv);
+  MlaArgs ma;
+  ma.q = q.view;
+  ma.latent = cache.latent(l).rows_slice(0, S);
+  ma.k_pe = cache.k_pe(l).rows_slice(0, S);
+  ma.wkv_b = wkv_b_[size_t(l)].view;
+  ma.n_heads = H;
+  ma.nope_dim = dn;
+  ma.rope_dim = dr;
+  ma.v_dim = dv;
+  ma.softmax_scale = softmax_scale_;
+  ma.positions = step.positions.data();
+  ma.indices = n_indices ? indices.data() : nullptr;
+  ma.n_indices = n_indices;
+  ma.mode = step.attention == AttentionForm::Mha        ? MlaMode::Mha
+            : step.attention == AttentionForm::Absorbed ? MlaMode::Absorbed
+            : T > 1                                     ? MlaMode::Mha
+                                                        : MlaMode::Absorbed;
+  ma.out = o.view;
+  be_.mla_attention(ma);
+  be_.linear(o.view, aw.o_proj, out, step.quant);
+}
+
+void DeepseekV32::swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q, Tensor2D out) {
+  const int64_t inner = mlp.gate_proj.rows();
+  Matrix g = be_.matrix(x.rows, inner), u = be_.matrix(x.rows, inner);
+  be_.linear(x, mlp.gate_proj, g.view, q);
+  be_.linear(x, mlp.up_proj, u.view, q);
+  be_.silu_mul(g.view, u.view, g.view);
+  be_.linear(g.view, mlp.down_proj, out, q);
+}
+
+void DeepseekV32::feed_forward(int64_t l, Tensor2D x, const Step& step, Tensor2D out) {
+  const LayerWeights& lw = w_.layers[size_t(l)];
+  if (!lw.is_moe) {
+    swiglu(lw.mlp, x, step.quant, out);
+    return;
+  }
+  const int64_t T = step.n, K = cfg_.num_experts_per_tok;
+  std::vector<int32_t> experts(static_cast<size_t>(T * K));
+  std::vector<float> weights(static_cast<size_t>(T * K));
+  MoeRouteArgs ra;
+  ra.x = x;
+  ra.gate = &lw.moe.gate;
+  ra.bias = lw.moe.e_score_correction_bias.present() ? &lw.moe.e_score_correction_bias : nullptr;
+  ra.n_experts = cfg_.n_routed_experts;
+  ra.n_group = cfg_.n_group;
+  ra.topk_group = cfg_.topk_group;
+  ra.top_k = K;
+  ra.sigmoid = cfg_.scoring_func == "sigmoid";
+  ra.normalize = cfg_.norm_topk_prob;
+  ra.routed_scale = float(cfg_.routed_scaling_factor);
+  ra.out_experts = experts.data();
+  ra.out_weights = weights.data();
+  be_.moe_route(ra);
+
+  MoeExpertsArgs ea;
+  ea.x = x;
+  ea.experts = experts_[size_t(l)];
+  ea.expert_ids = experts.data();
+  ea.weights = weights.data();
+  ea.top_k = K;
+  ea.quant = step.quant;
+  ea.out = out;
+  be_.moe_experts(ea);
+  if (cfg_.n_shared_experts > 0) {
+    Matrix shared = be_.matrix(T, cfg_.hidden_size);
+    swiglu(lw.moe.shared, x, step.quant, shared.view);
+    be_.add(out, shared.view);  // the shared expert is added unweighted (spec §5.3)
+  }
+}
+
+}  // namespace dsinfer

@@ -1,0 +1,151 @@
+// The public Model / Sequence API over the checkpoint, the backend and the forward pass.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <mutex>
+
+#include "backend/backend.hpp"
+#include "checkpoint/hf_config.hpp"
+#include "checkpoint/safetensors_reader.hpp"
+#include "dsinfer/model.hpp"
+#include "kv/kv_cache.hpp"
+#include "model/deepseek_v32.hpp"
+#include "model/deepseek_weights.hpp"
+
+namespace dsinfer {
+
+struct Sequence::Impl {
+  const Model* owner = nullptr;
+  KvCache cache;
+};
+
+Sequence::Sequence(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Sequence::~Sequence() = default;
+int64_t Sequence::size() const { return impl_->cache.size(); }
+int64_t Sequence::capacity() const { return impl_->cache.capacity(); }
+void Sequence::truncate(int64_t n) { impl_->cache.truncate(n); }
+
+struct Model::Impl {
+  ModelConfig config;
+  ModelInfo info;
+  std::unique_ptr<Checkpoint> checkpoint;  // keeps the shards mapped: weights point into them
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<DeepseekV32> net;
+  std::mutex mutex;  // one forward at a time per model (the backend's thread pool is not reentrant)
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+namespace {
+
+void count_weight(const Weight& w, ModelInfo& info) {
+  if (!w.present()) return;
+  info.parameter_count += w.numel();
+  info.weight_bytes += w.numel() * int64_t(dtype_size(w.dtype));
+}
+
+template <class F>
+void for_each_weight(const ModelWeights& mw, F&& f) {
+  f(mw.embed_tokens);
+  f(mw.norm);
+  if (mw.lm_head.data != mw.embed_tokens.data) f(mw.lm_head);
+  auto mlp = [&](const MlpWeights& m) { f(m.gate_proj); f(m.up_proj); f(m.down_proj); };
+  for (const auto& l : mw.layers) {
+    f(l.input_layernorm);
+    f(l.post_attention_layernorm);
+    const auto& a = l.attn;
+    for (const Weight* w : {&a.q_a_proj, &a.q_a_layernorm, &a.q_b_proj, &a.q_proj, &a.kv_a_proj_with_mqa,
+                            &a.kv_a_layernorm, &a.kv_b_proj, &a.o_proj})
+      f(*w);
+    const auto& i = l.indexer;
+    for (const Weight* w : {&i.wq_b, &i.wk, &i.k_norm_weight, &i.k_norm_bias, &i.weights_proj}) f(*w);
+    if (l.is_moe) {
+      f(l.moe.gate);
+      f(l.moe.e_score_correction_bias);
+      for (const auto& e : l.moe.experts) mlp(e);
+      mlp(l.moe.shared);
+    } else {
+      mlp(l.mlp);
+    }
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams& params) {
+  auto progress = [&](double f, std::string_view stage) {
+    if (params.progress) params.progress(f, stage);
+  };
+  auto impl = std::make_unique<Impl>();
+  progress(0.0, "reading config.json");
+  impl->config = parse_hf_config_file(dir + "/config.json");
+  progress(0.05, "mapping safetensors shards");
+  impl->checkpoint = Checkpoint::open(dir);
+  progress(0.15, "checking tensors");
+  ModelWeights weights = bind_weights(*impl->checkpoint, impl->config);
+  BackendOptions bo;
+  bo.n_threads = params.n_threads;
+  impl->backend = create_backend(params.backend, bo);
+
+  ModelInfo& info = impl->info;
+  const ModelConfig& c = impl->config;
+  info.model_type = c.model_type;
+  info.has_indexer = c.has_indexer();
+  info.fp8_weights = c.quant.fp8;
+  info.vocab_size = c.vocab_size;
+  info.hidden_size = c.hidden_size;
+  info.num_layers = c.num_hidden_layers;
+  info.index_topk = c.index_topk;
+  info.bos_token_id = c.bos_token_id;
+  info.eos_token_ids = c.eos_token_ids;
+  int64_t n_weights = 0, done = 0;
+  for_each_weight(weights, [&](const Weight& w) { n_weights += w.present(); });
+  for_each_weight(weights, [&](const Weight& w) {
+    if (!w.present()) return;
+    count_weight(w, info);
+    impl->backend->prepare_weight(w);
+    if (++done % 64 == 0) progress(0.2 + 0.7 * double(done) / double(n_weights), "preparing weights");
+  });
+  progress(0.9, "building the model");
+  impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend);
+  progress(1.0, "ready");
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+const ModelInfo& Model::info() const { return impl_->info; }
+
+std::unique_ptr<Sequence> Model::new_sequence(int64_t capacity) const {
+  auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, KvCache(*impl_->backend, impl_->config, capacity)});
+  return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
+}
+
+std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, const EvalOptions& opts) const {
+  if (seq.impl_->owner != this)
+    throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
+  std::vector<float> logits;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->net->forward(seq.impl_->cache, ids, opts, logits);
+  return logits;
+}
+
+std::vector<int32_t> Model::generate_greedy(std::span<const int32_t> prompt, int64_t n_new, const EvalOptions& opts,
+                                            bool stop_at_eos) const {
+  if (n_new < 0) throw Error(ErrorCode::InvalidArgument, "n_new must be >= 0");
+  auto seq = new_sequence(int64_t(prompt.size()) + std::max<int64_t>(n_new, 1));
+  EvalOptions last = opts;
+  last.all_logits = false;
+  std::vector<float> logits = eval(*seq, prompt, last);
+  std::vector<int32_t> out;
+  const int64_t V = impl_->info.vocab_size;
+  for (int64_t i = 0; i < n_new; ++i) {
+    const int32_t next = int32_t(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
+    out.push_back(next);
+    const auto& eos = impl_->info.eos_token_ids;
+    if (stop_at_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) break;
+    if (i + 1 < n_new) logits = eval(*seq, std::span<const int32_t>(&next, 1), last);
+  }
+  return out;
+}
+
+}  // namespace dsinfer
