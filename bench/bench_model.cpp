@@ -1,0 +1,77 @@
+// Prefill and decode throughput of a checkpoint on the CPU backend (a baseline for the speed work of issue 7).
+//   bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N] [--precision fp8|reference]
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "dsinfer/model.hpp"
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir;
+  int threads = 2, prompt = 128, decode = 32, reps = 3;
+  std::vector<std::string> precisions = {"fp8", "reference"};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string f = argv[i], v = argv[i + 1];
+    if (f == "--model") dir = v;
+    else if (f == "--threads") threads = std::stoi(v);
+    else if (f == "--prompt") prompt = std::stoi(v);
+    else if (f == "--decode") decode = std::stoi(v);
+    else if (f == "--reps") reps = std::stoi(v);
+    else if (f == "--precision") precisions = {v};
+    else {
+      fmt::print(stderr, "unknown flag {}\n", f);
+      return 2;
+    }
+  }
+  if (dir.empty()) {
+    fmt::print(stderr, "usage: bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N]\n");
+    return 2;
+  }
+  try {
+    dsinfer::ModelLoadParams lp;
+    lp.n_threads = threads;
+    const auto t_load = std::chrono::steady_clock::now();
+    auto model = dsinfer::Model::load(dir, lp);
+    const double load_s = seconds_since(t_load);
+    const auto& info = model->info();
+    fmt::print("model {}: {} params, {:.1f} MB of weights, load {:.2f} s, {} threads\n", dir, info.parameter_count,
+               double(info.weight_bytes) / 1e6, load_s, threads);
+    std::vector<int32_t> ids(size_t(prompt));
+    for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(3 + (i * 7919) % std::max<int64_t>(1, info.vocab_size - 3));
+    for (const auto& prec : precisions) {
+      dsinfer::EvalOptions o;
+      o.precision = prec == "fp8" ? dsinfer::Precision::Fp8 : dsinfer::Precision::Reference;
+      std::vector<double> pf, dc;
+      for (int r = 0; r < reps; ++r) {
+        auto seq = model->new_sequence(prompt + decode);
+        auto t0 = std::chrono::steady_clock::now();
+        auto logits = model->eval(*seq, ids, o);
+        pf.push_back(prompt / seconds_since(t0));
+        t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < decode; ++i) {
+          const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+          logits = model->eval(*seq, std::span<const int32_t>(&next, 1), o);
+        }
+        dc.push_back(decode / seconds_since(t0));
+      }
+      std::sort(pf.begin(), pf.end());
+      std::sort(dc.begin(), dc.end());
+      fmt::print("{:>9}: prefill {:8.1f} tok/s ({}-token prompt)  decode {:8.1f} tok/s ({} tokens)  [median of {}]\n",
+                 prec, pf[pf.size() / 2], prompt, dc[dc.size() / 2], decode, reps);
+    }
+  } catch (const dsinfer::Error& e) {
+    fmt::print(stderr, "bench_model: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,236 @@
+// The whole forward pass against golden outputs made by independent implementations:
+//   tests/golden/<preset>/        Hugging Face transformers (tests/reference/hf_oracle.py), reference precision
+//   tests/golden/fp8_e2e/<preset>/ the FP8 emulation of DeepSeek's numerics (tests/reference/fp8_reference.py)
+// on the small checkpoints that scripts/make_small_checkpoint.py regenerates into DSINFER_MODELS_DIR.
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "dsinfer/model.hpp"
+
+using namespace dsinfer;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kGolden = fs::path(DSINFER_SOURCE_DIR) / "tests" / "golden";
+const fs::path kModels = fs::path(DSINFER_MODELS_DIR);
+
+json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  REQUIRE(f.good());
+  return json::parse(f);
+}
+
+std::vector<float> read_f32(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary | std::ios::ate);
+  REQUIRE(f.good());
+  const auto n = size_t(f.tellg());
+  std::vector<float> v(n / 4);
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(n));
+  return v;
+}
+
+struct Prompt {
+  std::string name;
+  std::vector<int32_t> ids;
+  std::vector<float> logits;  // [n, vocab]
+  std::vector<int32_t> greedy;
+};
+
+std::vector<Prompt> load_prompts(const fs::path& dir) {
+  const json meta = read_json(dir / "meta.json");
+  std::vector<Prompt> out;
+  for (const auto& p : meta.at("prompts")) {
+    Prompt pr;
+    pr.name = p.at("name");
+    pr.ids = p.at("ids").get<std::vector<int32_t>>();
+    pr.logits = read_f32(dir / p.at("logits_file").get<std::string>());
+    if (p.contains("greedy_ids") && !p.at("greedy_ids").is_null()) pr.greedy = p.at("greedy_ids").get<std::vector<int32_t>>();
+    out.push_back(std::move(pr));
+  }
+  return out;
+}
+
+std::unique_ptr<Model> load_model(const std::string& preset) {
+  const fs::path dir = kModels / preset;
+  INFO("small checkpoint " << dir << " (made by scripts/make_small_checkpoint.py; ctest runs it first)");
+  REQUIRE(fs::exists(dir / "config.json"));
+  ModelLoadParams p;
+  p.n_threads = 2;
+  return Model::load(dir.string(), p);
+}
+
+// Worst over positions of max|Δ| / max|ref| (the acceptance bound is per position).
+double worst_relative_error(const std::vector<float>& got, const std::vector<float>& ref, int64_t vocab) {
+  REQUIRE(got.size() == ref.size());
+  double worst = 0;
+  for (size_t r = 0; r < ref.size() / size_t(vocab); ++r) {
+    double md = 0, mr = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      md = std::max(md, double(std::fabs(got[r * vocab + v] - ref[r * vocab + v])));
+      mr = std::max(mr, double(std::fabs(ref[r * vocab + v])));
+    }
+    worst = std::max(worst, md / mr);
+  }
+  return worst;
+}
+
+std::vector<float> eval_all(const Model& m, std::span<const int32_t> ids, EvalOptions o) {
+  auto seq = m.new_sequence(int64_t(ids.size()));
+  o.all_logits = true;
+  return m.eval(*seq, ids, o);
+}
+
+EvalOptions reference() {
+  EvalOptions o;
+  o.precision = Precision::Reference;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("reference-precision logits match transformers at every position", "[golden][model]") {
+  for (const std::string preset : {"v32-tiny", "v3-tiny", "v32-tiny-bf16"}) {
+    if (!fs::exists(kGolden / preset / "meta.json")) continue;
+    auto model = load_model(preset);
+    const int64_t V = model->info().vocab_size;
+    for (const auto& p : load_prompts(kGolden / preset)) {
+      if (p.name.find("dense") != std::string::npos) continue;
+      const double err = worst_relative_error(eval_all(*model, p.ids, reference()), p.logits, V);
+      INFO(preset << " " << p.name << " (" << p.ids.size() << " tokens): worst max|Δ|/max|ref| = " << err);
+      WARN(fmt::format("{} {} ({} tokens): worst max|Δ|/max|ref| = {:.3g}", preset, p.name, p.ids.size(), err));
+      CHECK(err <= 1e-4);
+    }
+  }
+}
+
+TEST_CASE("chunked prefill then token-by-token decode equals the single pass and the reference", "[golden][model]") {
+  for (const std::string preset : {"v32-tiny", "v3-tiny"}) {
+    auto model = load_model(preset);
+    const int64_t V = model->info().vocab_size;
+    const auto prompts = load_prompts(kGolden / preset);
+    const Prompt& p = *std::max_element(prompts.begin(), prompts.end(),
+                                        [](auto& a, auto& b) { return a.ids.size() < b.ids.size(); });
+    const int64_t n = int64_t(p.ids.size());
+    for (Precision prec : {Precision::Reference, Precision::Fp8}) {
+      EvalOptions o;
+      o.precision = prec;
+      o.all_logits = true;
+      const std::vector<float> single = eval_all(*model, p.ids, o);
+      auto seq = model->new_sequence(n);
+      std::vector<float> chunked;
+      // Uneven prefill chunks, then the last 12 tokens one at a time (the absorbed decode path).
+      const std::vector<int64_t> cuts = {5, 16, 17, 30, n - 12};
+      int64_t at = 0;
+      for (int64_t cut : cuts) {
+        const auto part = model->eval(*seq, std::span(p.ids).subspan(size_t(at), size_t(cut - at)), o);
+        chunked.insert(chunked.end(), part.begin(), part.end());
+        at = cut;
+      }
+      for (; at < n; ++at) {
+        const auto part = model->eval(*seq, std::span(p.ids).subspan(size_t(at), 1), o);
+        chunked.insert(chunked.end(), part.begin(), part.end());
+      }
+      const double self_err = worst_relative_error(chunked, single, V);
+      WARN(fmt::format("{} {}: chunked+decode vs single pass: {:.3g}", preset,
+                       prec == Precision::Fp8 ? "fp8" : "reference", self_err));
+      CHECK(self_err <= 1e-4);
+      if (prec == Precision::Reference) CHECK(worst_relative_error(chunked, p.logits, V) <= 1e-4);
+    }
+  }
+}
+
+TEST_CASE("32 greedy ids equal transformers' greedy continuation", "[golden][model]") {
+  for (const std::string preset : {"v32-tiny", "v3-tiny"}) {
+    auto model = load_model(preset);
+    for (const auto& p : load_prompts(kGolden / preset)) {
+      if (p.greedy.empty()) continue;
+      const auto got = model->generate_greedy(p.ids, int64_t(p.greedy.size()), reference());
+      INFO(preset << " " << p.name);
+      CHECK(got == p.greedy);
+    }
+  }
+}
+
+TEST_CASE("sparse selection matters: index_topk below the prompt length changes the logits", "[golden][model]") {
+  auto model = load_model("v32-tiny");
+  const int64_t V = model->info().vocab_size;
+  const auto prompts = load_prompts(kGolden / "v32-tiny");
+  const Prompt* sparse = nullptr;
+  const Prompt* dense = nullptr;
+  for (const auto& p : prompts) {
+    if (p.name.find("dense") != std::string::npos) dense = &p;
+    else if (!sparse || p.ids.size() > sparse->ids.size()) sparse = &p;
+  }
+  REQUIRE(sparse);
+  REQUIRE(dense);
+  REQUIRE(int64_t(sparse->ids.size()) > model->info().index_topk);
+  EvalOptions dense_opts = reference();
+  dense_opts.index_topk = 1 << 20;
+  const auto ours_sparse = eval_all(*model, sparse->ids, reference());
+  const auto ours_dense = eval_all(*model, dense->ids, dense_opts);
+  // Both match their own reference...
+  CHECK(worst_relative_error(ours_sparse, sparse->logits, V) <= 1e-4);
+  CHECK(worst_relative_error(ours_dense, dense->logits, V) <= 1e-4);
+  // ...and differ from each other far beyond that tolerance.
+  const double gap = worst_relative_error(ours_sparse, ours_dense, V);
+  WARN(fmt::format("sparse vs dense attention on {} tokens: worst max|Δ|/max|ref| = {:.3g}", sparse->ids.size(), gap));
+  CHECK(gap > 1e-2);
+}
+
+TEST_CASE("the MHA and absorbed attention forms give the same logits", "[model]") {
+  auto model = load_model("v32-tiny");
+  const int64_t V = model->info().vocab_size;
+  const auto prompts = load_prompts(kGolden / "v32-tiny");
+  for (Precision prec : {Precision::Reference, Precision::Fp8}) {
+    EvalOptions a, b;
+    a.precision = b.precision = prec;
+    a.attention = AttentionForm::Mha;
+    b.attention = AttentionForm::Absorbed;
+    const auto& ids = prompts.back().ids;
+    CHECK(worst_relative_error(eval_all(*model, ids, a), eval_all(*model, ids, b), V) <= 1e-5);
+  }
+}
+
+TEST_CASE("bad token ids and a full cache are clear errors that leave the sequence usable", "[model][errors]") {
+  auto model = load_model("v32-tiny");
+  const int64_t V = model->info().vocab_size;
+  auto seq = model->new_sequence(8);
+  const std::vector<int32_t> good = {5, 6, 7};
+  const auto before = model->eval(*seq, good, reference());
+  REQUIRE(seq->size() == 3);
+  const std::vector<int32_t> bad = {9, int32_t(V)};
+  try {
+    model->eval(*seq, bad, reference());
+    FAIL("no error for an id >= vocab");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::InvalidArgument);
+    CHECK_THAT(e.what(), Catch::Contains(std::to_string(V)));
+  }
+  const std::vector<int32_t> negative = {-1};
+  CHECK_THROWS_AS(model->eval(*seq, negative, reference()), Error);
+  CHECK(seq->size() == 3);
+  const std::vector<int32_t> too_many(6, 5);
+  try {
+    model->eval(*seq, too_many, reference());
+    FAIL("no error for a full cache");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::OutOfMemory);
+    CHECK_THAT(e.what(), Catch::Contains("KV cache full"));
+  }
+  CHECK(seq->size() == 3);
+  // Still usable: the next token's logits equal those of a fresh sequence fed the same four tokens.
+  const std::vector<int32_t> next = {8};
+  const auto cont = model->eval(*seq, next, reference());
+  auto fresh = model->new_sequence(8);
+  const std::vector<int32_t> all = {5, 6, 7, 8};
+  const auto ref = model->eval(*fresh, all, reference());
+  CHECK(worst_relative_error(cont, ref, V) <= 1e-5);
+}
