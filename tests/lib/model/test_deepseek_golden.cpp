@@ -186,17 +186,16 @@ TEST_CASE("sparse selection matters: index_topk below the prompt length changes 
 }
 
 TEST_CASE("the MHA and absorbed attention forms give the same logits", "[model]") {
+  // Reference precision: the two forms are the same math, so they agree to rounding. (In fp8 mode a 1e-7
+  // difference can flip an e4m3 rounding and, through the indexer's top-k, change later tokens far more: see
+  // docs/numerics.md, which measures that effect instead of asserting it away.)
   auto model = load_model("v32-tiny");
   const int64_t V = model->info().vocab_size;
   const auto prompts = load_prompts(kGolden / "v32-tiny");
-  for (Precision prec : {Precision::Reference, Precision::Fp8}) {
-    EvalOptions a, b;
-    a.precision = b.precision = prec;
-    a.attention = AttentionForm::Mha;
-    b.attention = AttentionForm::Absorbed;
-    const auto& ids = prompts.back().ids;
-    CHECK(worst_relative_error(eval_all(*model, ids, a), eval_all(*model, ids, b), V) <= 1e-5);
-  }
+  EvalOptions a = reference(), b = reference();
+  a.attention = AttentionForm::Mha;
+  b.attention = AttentionForm::Absorbed;
+  for (const auto& p : prompts) CHECK(worst_relative_error(eval_all(*model, p.ids, a), eval_all(*model, p.ids, b), V) <= 1e-5);
 }
 
 TEST_CASE("bad token ids and a full cache are clear errors that leave the sequence usable", "[model][errors]") {
