@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
     const auto& info = model->info();
     fmt::print("model {}: {} params, {:.1f} MB of weights, load {:.2f} s, {} threads\n", dir, info.parameter_count,
                double(info.weight_bytes) / 1e6, load_s, threads);
-    std::vector<int32_t> ids(size_t(prompt));
+    std::vector<int32_t> ids(static_cast<size_t>(prompt));
     for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(3 + (i * 7919) % std::max<int64_t>(1, info.vocab_size - 3));
     for (const auto& prec : precisions) {
       dsinfer::EvalOptions o;
