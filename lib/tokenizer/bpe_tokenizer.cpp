@@ -1,0 +1,677 @@
+// tokenizer.json: BPE model, the DeepSeek family's pre-tokenizers (Sequence of Split regexes, ByteLevel), the
+// ByteLevel decoder, added tokens and the TemplateProcessing post-processor, matching the `tokenizers` library
+// token for token (checked on a 10,000-line corpus by tests/lib/tokenizer).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <fmt/format.h>
+#include <pcre2.h>
+
+#include <algorithm>
+#include <array>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "dsinfer/tokenizer.hpp"
+
+namespace dsinfer {
+
+namespace {
+
+using json = nlohmann::json;
+
+// ---- UTF-8 ---------------------------------------------------------------------------------------------------
+
+// Length of the well-formed UTF-8 sequence starting at s[i] (Unicode Table 3-7), or 0 if it is ill-formed.
+// With `complete_prefix`, also reports how many bytes form a valid but unfinished prefix at the end of s.
+size_t utf8_sequence(std::string_view s, size_t i, size_t* valid_prefix = nullptr) {
+  const auto b = [&](size_t k) { return uint8_t(s[k]); };
+  const uint8_t c = b(i);
+  size_t n;
+  uint8_t lo = 0x80, hi = 0xBF;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    if (valid_prefix) *valid_prefix = 0;
+    return 0;
+  }
+  size_t k = 1;
+  for (; k < n && i + k < s.size(); ++k) {
+    const uint8_t t = b(i + k);
+    const uint8_t l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
+    if (t < l || t > h) break;
+  }
+  if (valid_prefix) *valid_prefix = k;
+  return k == n ? n : 0;
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | (cp >> 6));
+    out += char(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += char(0xE0 | (cp >> 12));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xF0 | (cp >> 18));
+    out += char(0x80 | ((cp >> 12) & 0x3F));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+}
+
+// Decodes one code point of valid UTF-8 at s[i], advancing i.
+uint32_t next_codepoint(std::string_view s, size_t& i) {
+  const uint8_t c = uint8_t(s[i]);
+  const size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+  uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
+  i += n;
+  return cp;
+}
+
+// ---- byte-level alphabet (GPT-2): every byte as a printable code point -----------------------------------------
+
+struct ByteLevelMap {
+  std::array<std::string, 256> byte_to_str;  // UTF-8 of the code point standing for each byte
+  std::unordered_map<uint32_t, uint8_t> cp_to_byte;
+  ByteLevelMap() {
+    uint32_t extra = 0;
+    for (uint32_t b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      const uint32_t cp = printable ? b : 256 + extra++;
+      append_utf8(byte_to_str[b], cp);
+      cp_to_byte[cp] = uint8_t(b);
+    }
+  }
+};
+const ByteLevelMap& byte_level() {
+  static const ByteLevelMap m;
+  return m;
+}
+
+// ---- regexes (PCRE2 with Unicode properties) -------------------------------------------------------------------
+
+class Regex {
+ public:
+  Regex(const std::string& pattern, const std::string& where) {
+    int err = 0;
+    PCRE2_SIZE off = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                          &off, nullptr);
+    if (!code_) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof msg);
+      throw Error(ErrorCode::Format, fmt::format("{}: regex does not compile at offset {}: {}", where, off,
+                                                 reinterpret_cast<const char*>(msg)));
+    }
+    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // best effort: falls back to the interpreter
+  }
+  ~Regex() { pcre2_code_free(code_); }
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+
+  // Calls fn(begin, end) for every non-overlapping match in s.
+  template <class F>
+  void for_each_match(std::string_view s, F&& fn) const {
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
+    size_t off = 0;
+    while (off <= s.size()) {
+      // PCRE2_NO_UTF_CHECK: the text was validated once on entry to encode().
+      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), off, PCRE2_NO_UTF_CHECK,
+                                 md, nullptr);
+      if (rc < 0) break;
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      size_t b = ov[0], e = ov[1];
+      if (e == b) {  // empty match: step over one character
+        if (b >= s.size()) break;
+        off = b + std::max<size_t>(1, utf8_sequence(s, b));
+        continue;
+      }
+      fn(b, e);
+      off = e;
+    }
+    pcre2_match_data_free(md);
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+};
+
+enum class SplitBehavior { Isolated, Removed, MergedWithPrevious, MergedWithNext };
+
+struct PreTokenizerStep {
+  enum Kind { Split, ByteLevel, Digits } kind;
+  std::unique_ptr<Regex> regex;  // Split (and Digits, as \p{Nd} runs)
+  SplitBehavior behavior = SplitBehavior::Isolated;
+};
+
+// Spans of the text (byte offsets) that the pre-tokenizer makes into separate words.
+using Span = std::pair<size_t, size_t>;
+
+void apply_split(const Regex& re, SplitBehavior beh, std::string_view text, std::vector<Span>& spans) {
+  std::vector<Span> out;
+  for (const Span& sp : spans) {
+    const std::string_view piece = text.substr(sp.first, sp.second - sp.first);
+    std::vector<std::pair<Span, bool>> parts;  // (span, is_match)
+    size_t last = 0;
+    re.for_each_match(piece, [&](size_t b, size_t e) {
+      if (b > last) parts.push_back({{sp.first + last, sp.first + b}, false});
+      parts.push_back({{sp.first + b, sp.first + e}, true});
+      last = e;
+    });
+    if (last < piece.size()) parts.push_back({{sp.first + last, sp.second}, false});
+    switch (beh) {
+      case SplitBehavior::Isolated:
+        for (auto& p : parts) out.push_back(p.first);
+        break;
+      case SplitBehavior::Removed:
+        for (auto& p : parts)
+          if (!p.second) out.push_back(p.first);
+        break;
+      case SplitBehavior::MergedWithPrevious:
+        for (auto& p : parts) {
+          if (p.second && !out.empty() && out.back().second == p.first.first && !parts.empty() &&
+              &p != &parts.front())
+            out.back().second = p.first.second;
+          else
+            out.push_back(p.first);
+        }
+        break;
+      case SplitBehavior::MergedWithNext: {
+        bool carry = false;
+        for (auto& p : parts) {
+          if (carry) {
+            out.back().second = p.first.second;
+            carry = p.second;
+          } else {
+            out.push_back(p.first);
+            carry = p.second;
+          }
+        }
+        break;
+      }
+    }
+  }
+  spans.swap(out);
+}
+
+struct AddedToken {
+  int32_t id;
+  std::string content;
+  bool special;
+};
+
+struct TemplateItem {
+  bool sequence;              // the input ids ($A)
+  std::vector<int32_t> ids;   // or these special-token ids
+};
+
+}  // namespace
+
+std::string utf8_lossy(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t valid = 0;
+    const size_t n = utf8_sequence(s, i, &valid);
+    if (n) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";  // U+FFFD for the maximal ill-formed subpart
+      i += std::max<size_t>(valid, 1);
+    }
+  }
+  return out;
+}
+
+struct Tokenizer::Impl {
+  std::string source;
+  std::unordered_map<std::string, int32_t> vocab;
+  std::vector<std::string> id_to_token;  // vocab and added tokens; "" for holes
+  std::vector<uint8_t> special;          // per id
+  std::vector<uint8_t> added;            // per id
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left id, right id) -> (rank, merged id)
+  bool ignore_merges = false;
+  std::vector<PreTokenizerStep> steps;
+  bool byte_level_decoder = false;
+  std::vector<AddedToken> added_tokens;
+  std::array<std::vector<size_t>, 256> added_by_first_byte;  // indices into added_tokens, longest first
+  std::vector<TemplateItem> single_template;
+  bool has_template = false;
+  int32_t bos = -1, eos = -1;
+  bool add_bos = false;
+  mutable std::mutex cache_mutex;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+
+  [[noreturn]] void fail(const std::string& msg) const { throw Error(ErrorCode::Format, fmt::format("{}: {}", source, msg)); }
+
+  static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+
+  void bpe_word(const std::string& word, std::vector<int32_t>& out) const {
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      auto it = cache.find(word);
+      if (it != cache.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    std::vector<int32_t> syms;
+    auto whole = vocab.find(word);
+    if (ignore_merges && whole != vocab.end()) {
+      syms.push_back(whole->second);
+    } else {
+      for (size_t i = 0; i < word.size();) {
+        const size_t n = std::max<size_t>(1, utf8_sequence(word, i));
+        auto it = vocab.find(word.substr(i, n));
+        if (it != vocab.end()) syms.push_back(it->second);  // no unk token: unknown symbols are dropped, as HF does
+        i += n;
+      }
+      // Repeatedly apply the lowest-ranked merge present, to all its non-overlapping occurrences left to right.
+      for (;;) {
+        int32_t best_rank = INT32_MAX, best_id = -1;
+        uint64_t best_key = 0;
+        for (size_t i = 0; i + 1 < syms.size(); ++i) {
+          auto it = merges.find(pair_key(syms[i], syms[i + 1]));
+          if (it != merges.end() && it->second.first < best_rank) {
+            best_rank = it->second.first;
+            best_id = it->second.second;
+            best_key = it->first;
+          }
+        }
+        if (best_id < 0) break;
+        std::vector<int32_t> next;
+        next.reserve(syms.size());
+        for (size_t i = 0; i < syms.size(); ++i) {
+          if (i + 1 < syms.size() && pair_key(syms[i], syms[i + 1]) == best_key) {
+            next.push_back(best_id);
+            ++i;
+          } else {
+            next.push_back(syms[i]);
+          }
+        }
+        syms.swap(next);
+      }
+    }
+    out.insert(out.end(), syms.begin(), syms.end());
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    if (cache.size() > 200000) cache.clear();  // bounded: a pathological input cannot grow it without limit
+    cache.emplace(word, std::move(syms));
+  }
+
+  void encode_segment(std::string_view text, std::vector<int32_t>& out) const {
+    std::vector<Span> spans = {{0, text.size()}};
+    bool bytes_mapped = false;
+    for (const auto& step : steps) {
+      if (step.kind == PreTokenizerStep::ByteLevel) bytes_mapped = true;
+      else apply_split(*step.regex, step.behavior, text, spans);
+    }
+    const auto& bl = byte_level();
+    std::string word;
+    for (const Span& sp : spans) {
+      if (sp.second == sp.first) continue;
+      word.clear();
+      if (bytes_mapped) {
+        for (size_t i = sp.first; i < sp.second; ++i) word += bl.byte_to_str[uint8_t(text[i])];
+      } else {
+        word.assign(text.substr(sp.first, sp.second - sp.first));
+      }
+      bpe_word(word, out);
+    }
+  }
+
+  void check_id(int32_t id) const {
+    if (id < 0 || id >= int32_t(id_to_token.size()))
+      throw Error(ErrorCode::InvalidArgument,
+                  fmt::format("token id {} is out of range: the tokenizer has {} tokens (ids 0..{})", id,
+                              id_to_token.size(), id_to_token.size() - 1));
+  }
+
+  std::string token_bytes(int32_t id) const {
+    check_id(id);
+    const std::string& tok = id_to_token[size_t(id)];
+    if (!byte_level_decoder) return tok;
+    // ByteLevel decoder: map each character back to its byte; a token with a character outside the byte alphabet
+    // (e.g. an added token such as "<｜User｜>") contributes its own UTF-8 bytes unchanged.
+    const auto& bl = byte_level();
+    std::string out;
+    for (size_t i = 0; i < tok.size();) {
+      const uint32_t cp = next_codepoint(tok, i);
+      auto it = bl.cp_to_byte.find(cp);
+      if (it == bl.cp_to_byte.end()) return tok;
+      out += char(it->second);
+    }
+    return out;
+  }
+};
+
+namespace {
+
+json read_json_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(ErrorCode::Io, fmt::format("cannot open {}", path));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::parse_error& e) {
+    throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", path, e.what()));
+  }
+}
+
+std::string type_of(const json& j) {
+  return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path file = fs::is_directory(path) ? fs::path(path) / "tokenizer.json" : fs::path(path);
+  auto impl = std::make_unique<Impl>();
+  Impl& t = *impl;
+  t.source = file.string();
+  const json j = read_json_file(t.source);
+  if (!j.is_object()) t.fail("the top level must be a JSON object");
+  auto unsupported = [&](const std::string& what) {
+    throw Error(ErrorCode::Unsupported, fmt::format("{}: {}", t.source, what));
+  };
+
+  // model
+  if (!j.contains("model") || !j["model"].is_object()) t.fail("missing the \"model\" object");
+  const json& m = j["model"];
+  const std::string mtype = m.value("type", std::string("BPE"));
+  if (mtype != "BPE") unsupported(fmt::format("model type \"{}\" is not supported (BPE only)", mtype));
+  if (!m.contains("vocab") || !m["vocab"].is_object()) t.fail("\"model.vocab\" must be an object of token -> id");
+  if (m.contains("byte_fallback") && m["byte_fallback"].is_boolean() && m["byte_fallback"].get<bool>())
+    unsupported("BPE byte_fallback is not supported");
+  t.ignore_merges = m.value("ignore_merges", false);
+  int32_t max_id = -1;
+  for (const auto& [tok, idj] : m["vocab"].items()) {
+    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() > INT32_MAX)
+      t.fail(fmt::format("\"model.vocab\" entry \"{}\" has an invalid id {}", tok, idj.dump()));
+    const int32_t id = idj.get<int32_t>();
+    t.vocab[tok] = id;
+    max_id = std::max(max_id, id);
+  }
+  const json& aj = j.contains("added_tokens") && !j["added_tokens"].is_null() ? j["added_tokens"] : json::array();
+  if (!aj.is_array()) t.fail("\"added_tokens\" must be a list");
+  for (const auto& a : aj) {
+    if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") ||
+        !a["content"].is_string())
+      t.fail(fmt::format("added token {} needs an integer \"id\" and a string \"content\"", a.dump()));
+    for (const char* flag : {"lstrip", "rstrip", "single_word"})
+      if (a.value(flag, false))
+        unsupported(fmt::format("added token \"{}\" sets \"{}\", which is not supported", a["content"].get<std::string>(), flag));
+    t.added_tokens.push_back({a["id"].get<int32_t>(), a["content"].get<std::string>(), a.value("special", false)});
+    max_id = std::max(max_id, t.added_tokens.back().id);
+  }
+  t.id_to_token.assign(size_t(max_id + 1), "");
+  t.special.assign(size_t(max_id + 1), 0);
+  t.added.assign(size_t(max_id + 1), 0);
+  for (const auto& [tok, id] : t.vocab) t.id_to_token[size_t(id)] = tok;
+  for (const auto& a : t.added_tokens) {
+    t.id_to_token[size_t(a.id)] = a.content;
+    t.special[size_t(a.id)] = a.special;
+    t.added[size_t(a.id)] = 1;
+    t.vocab.emplace(a.content, a.id);
+  }
+  for (size_t i = 0; i < t.added_tokens.size(); ++i)
+    if (!t.added_tokens[i].content.empty()) t.added_by_first_byte[uint8_t(t.added_tokens[i].content[0])].push_back(i);
+  for (auto& list : t.added_by_first_byte)
+    std::sort(list.begin(), list.end(), [&](size_t x, size_t y) {
+      return t.added_tokens[x].content.size() > t.added_tokens[y].content.size();
+    });
+
+  // merges: "a b" strings (older files) or ["a", "b"] pairs (newer files)
+  const json& mj = m.contains("merges") ? m["merges"] : json::array();
+  if (!mj.is_array()) t.fail("\"model.merges\" must be a list");
+  int32_t rank = 0;
+  for (const auto& e : mj) {
+    std::string a, b;
+    if (e.is_string()) {
+      const std::string s = e.get<std::string>();
+      const size_t sp = s.find(' ', 1);
+      if (sp == std::string::npos) t.fail(fmt::format("merge \"{}\" is not two tokens separated by a space", s));
+      a = s.substr(0, sp);
+      b = s.substr(sp + 1);
+    } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
+      a = e[0].get<std::string>();
+      b = e[1].get<std::string>();
+    } else {
+      t.fail(fmt::format("merge {} is neither \"a b\" nor [\"a\", \"b\"]", e.dump()));
+    }
+    auto ia = t.vocab.find(a), ib = t.vocab.find(b), im = t.vocab.find(a + b);
+    if (ia == t.vocab.end() || ib == t.vocab.end() || im == t.vocab.end())
+      t.fail(fmt::format("merge #{} (\"{}\" + \"{}\") uses or makes a token missing from the vocabulary", rank, a, b));
+    t.merges.emplace(Impl::pair_key(ia->second, ib->second), std::make_pair(rank++, im->second));
+  }
+
+  // normalizer: DeepSeek has none (an empty Sequence)
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    const json& n = j["normalizer"];
+    const std::string ty = type_of(n);
+    if (ty != "Sequence" || !n.contains("normalizers") || !n["normalizers"].is_array() || !n["normalizers"].empty())
+      unsupported(fmt::format("normalizer {} is not supported (none or an empty Sequence only)",
+                              ty == "Sequence" && n.contains("normalizers") && !n["normalizers"].empty()
+                                  ? "\"" + type_of(n["normalizers"][0]) + "\" inside a Sequence"
+                                  : "\"" + ty + "\""));
+  }
+
+  // pre-tokenizer
+  std::function<void(const json&)> add_pre = [&](const json& p) {
+    const std::string ty = type_of(p);
+    if (ty == "Sequence") {
+      if (!p.contains("pretokenizers") || !p["pretokenizers"].is_array()) t.fail("Sequence pre-tokenizer without a list");
+      for (const auto& q : p["pretokenizers"]) add_pre(q);
+    } else if (ty == "Split") {
+      if (p.value("invert", false)) unsupported("Split pre-tokenizer with invert=true is not supported");
+      const json& pat = p.contains("pattern") ? p["pattern"] : json();
+      std::string re;
+      if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string()) {
+        re = pat["Regex"].get<std::string>();
+      } else if (pat.is_object() && pat.contains("String") && pat["String"].is_string()) {
+        // A literal: quote it for the regex engine.
+        re = "\\Q" + pat["String"].get<std::string>() + "\\E";
+      } else {
+        t.fail("Split pre-tokenizer needs a pattern {\"Regex\": ...} or {\"String\": ...}");
+      }
+      const std::string beh = p.value("behavior", std::string("Isolated"));
+      SplitBehavior b;
+      if (beh == "Isolated") b = SplitBehavior::Isolated;
+      else if (beh == "Removed") b = SplitBehavior::Removed;
+      else if (beh == "MergedWithPrevious") b = SplitBehavior::MergedWithPrevious;
+      else if (beh == "MergedWithNext") b = SplitBehavior::MergedWithNext;
+      else unsupported(fmt::format("Split behavior \"{}\" is not supported", beh));
+      PreTokenizerStep s{PreTokenizerStep::Split, std::make_unique<Regex>(re, t.source + " (Split pattern)"), b};
+      t.steps.push_back(std::move(s));
+    } else if (ty == "ByteLevel") {
+      if (p.value("add_prefix_space", false)) unsupported("ByteLevel pre-tokenizer with add_prefix_space=true is not supported");
+      if (p.value("use_regex", true)) {
+        // GPT-2's word pattern, applied before the byte mapping.
+        const std::string gpt2 = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+        t.steps.push_back({PreTokenizerStep::Split, std::make_unique<Regex>(gpt2, t.source), SplitBehavior::Isolated});
+      }
+      t.steps.push_back({PreTokenizerStep::ByteLevel, nullptr, SplitBehavior::Isolated});
+    } else if (ty == "Digits") {
+      const std::string re = p.value("individual_digits", false) ? "\\p{Nd}" : "\\p{Nd}+";
+      t.steps.push_back({PreTokenizerStep::Split, std::make_unique<Regex>(re, t.source), SplitBehavior::Isolated});
+    } else {
+      unsupported(fmt::format("pre-tokenizer type \"{}\" is not supported (Sequence, Split, ByteLevel, Digits)", ty));
+    }
+  };
+  if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) add_pre(j["pre_tokenizer"]);
+
+  // decoder
+  if (j.contains("decoder") && !j["decoder"].is_null()) {
+    const std::string ty = type_of(j["decoder"]);
+    if (ty != "ByteLevel") unsupported(fmt::format("decoder type \"{}\" is not supported (ByteLevel only)", ty));
+    t.byte_level_decoder = true;
+  }
+
+  // post-processor
+  if (j.contains("post_processor") && !j["post_processor"].is_null()) {
+    const json& pp = j["post_processor"];
+    const std::string ty = type_of(pp);
+    if (ty == "TemplateProcessing") {
+      t.has_template = true;
+      std::map<std::string, std::vector<int32_t>> sp_ids;
+      if (pp.contains("special_tokens") && pp["special_tokens"].is_object())
+        for (const auto& [name, v] : pp["special_tokens"].items())
+          sp_ids[name] = v.value("ids", std::vector<int32_t>{});
+      for (const auto& item : pp.value("single", json::array())) {
+        if (item.contains("Sequence")) {
+          t.single_template.push_back({true, {}});
+        } else if (item.contains("SpecialToken")) {
+          const std::string name = item["SpecialToken"].value("id", std::string());
+          auto it = sp_ids.find(name);
+          if (it == sp_ids.end()) t.fail(fmt::format("post_processor names special token \"{}\" without its ids", name));
+          t.single_template.push_back({false, it->second});
+        } else {
+          t.fail(fmt::format("post_processor template item {} is not understood", item.dump()));
+        }
+      }
+    } else if (ty != "ByteLevel") {
+      unsupported(fmt::format("post-processor type \"{}\" is not supported (TemplateProcessing, ByteLevel)", ty));
+    }
+  }
+
+  // tokenizer_config.json: bos/eos and add_bos_token
+  const fs::path cfg_path = file.parent_path() / "tokenizer_config.json";
+  if (fs::exists(cfg_path)) {
+    const json c = read_json_file(cfg_path.string());
+    auto token_id = [&](const char* key) -> int32_t {
+      if (!c.contains(key) || c[key].is_null()) return -1;
+      const std::string content = c[key].is_string() ? c[key].get<std::string>() : c[key].value("content", std::string());
+      auto it = t.vocab.find(content);
+      if (it == t.vocab.end())
+        throw Error(ErrorCode::Format, fmt::format("{}: \"{}\" is \"{}\", which is not a token", cfg_path.string(), key, content));
+      return it->second;
+    };
+    t.bos = token_id("bos_token");
+    t.eos = token_id("eos_token");
+    t.add_bos = c.value("add_bos_token", false);
+  }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  const Impl& t = *impl_;
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_sequence(text, i);
+    if (!n)
+      throw Error(ErrorCode::InvalidArgument,
+                  fmt::format("text to encode is not valid UTF-8: bad byte 0x{:02X} at offset {}", uint8_t(text[i]), i));
+    i += n;
+  }
+  std::vector<int32_t> ids;
+  // Added tokens first (leftmost, longest), never split; the text between them goes through the pre-tokenizer.
+  size_t seg = 0, i = 0;
+  while (i < text.size()) {
+    const AddedToken* hit = nullptr;
+    for (size_t k : t.added_by_first_byte[uint8_t(text[i])]) {
+      const std::string& c = t.added_tokens[k].content;
+      if (text.compare(i, c.size(), c) == 0) {
+        hit = &t.added_tokens[k];
+        break;
+      }
+    }
+    if (!hit) {
+      ++i;
+      continue;
+    }
+    if (i > seg) t.encode_segment(text.substr(seg, i - seg), ids);
+    ids.push_back(hit->id);
+    i += hit->content.size();
+    seg = i;
+  }
+  if (seg < text.size()) t.encode_segment(text.substr(seg), ids);
+  if (!add_special_tokens || !t.has_template) return ids;
+  std::vector<int32_t> out;
+  for (const auto& item : t.single_template) {
+    if (item.sequence) out.insert(out.end(), ids.begin(), ids.end());
+    else out.insert(out.end(), item.ids.begin(), item.ids.end());
+  }
+  return out;
+}
+
+std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  std::string bytes;
+  for (int32_t id : ids) {
+    impl_->check_id(id);
+    if (skip_special_tokens && impl_->special[size_t(id)]) continue;
+    bytes += impl_->token_bytes(id);
+  }
+  return utf8_lossy(bytes);
+}
+
+int64_t Tokenizer::size() const { return int64_t(impl_->id_to_token.size()); }
+
+int32_t Tokenizer::token_to_id(std::string_view token) const {
+  auto it = impl_->vocab.find(std::string(token));
+  return it == impl_->vocab.end() ? -1 : it->second;
+}
+
+std::string Tokenizer::id_to_token(int32_t id) const {
+  impl_->check_id(id);
+  return impl_->id_to_token[size_t(id)];
+}
+
+bool Tokenizer::is_special(int32_t id) const {
+  impl_->check_id(id);
+  return impl_->special[size_t(id)];
+}
+
+int32_t Tokenizer::bos_id() const { return impl_->bos; }
+int32_t Tokenizer::eos_id() const { return impl_->eos; }
+bool Tokenizer::add_bos_token() const { return impl_->add_bos; }
+std::string Tokenizer::token_bytes(int32_t id) const { return impl_->token_bytes(id); }
+
+Detokenizer::Detokenizer(const Tokenizer& tok, bool skip_special_tokens) : tok_(tok), skip_special_(skip_special_tokens) {}
+
+std::string Detokenizer::push(int32_t id) {
+  if (skip_special_ && tok_.is_special(id)) return {};
+  pending_ += tok_.token_bytes(id);
+  // Emit everything except a trailing, still-valid but unfinished UTF-8 sequence (at most 3 bytes): those bytes
+  // may become a character when the next token arrives.
+  size_t keep = 0;
+  for (size_t back = 1; back <= std::min<size_t>(3, pending_.size()); ++back) {
+    const size_t i = pending_.size() - back;
+    const uint8_t c = uint8_t(pending_[i]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back for the lead byte
+    size_t valid = 0;
+    const size_t n = utf8_sequence(pending_, i, &valid);
+    if (n == 0 && valid == back && c >= 0xC2 && c <= 0xF4) keep = back;  // a valid prefix cut by the end
+    break;
+  }
+  std::string out = utf8_lossy(std::string_view(pending_).substr(0, pending_.size() - keep));
+  pending_.erase(0, pending_.size() - keep);
+  return out;
+}
+
+std::string Detokenizer::finish() {
+  std::string out = utf8_lossy(pending_);
+  pending_.clear();
+  return out;
+}
+
+}  // namespace dsinfer
