@@ -1,0 +1,59 @@
+// dsinfer — DeepSeek-V3.2's chat encoding (its own DSML format; there is no Jinja template) and its inverse.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dsinfer/error.hpp"
+
+namespace dsinfer {
+
+struct ToolCall {
+  std::string id;         // may be empty (the model does not produce ids)
+  std::string name;
+  std::string arguments;  // a JSON object as text, as in OpenAI's API
+};
+
+// One message in OpenAI form. JSON-valued fields are carried as JSON text so that this header needs no JSON library.
+struct ChatMessage {
+  std::string role;                              // system, user, assistant, tool, developer
+  std::optional<std::string> content;            // nullopt = JSON null / absent
+  std::optional<std::string> reasoning_content;  // assistant thinking
+  std::vector<ToolCall> tool_calls;              // assistant
+  std::string tool_call_id;                      // tool
+  std::string tools_json;                        // system/developer: JSON list of OpenAI tools, "" = none
+  std::string response_format_json;              // system/developer: JSON schema object, "" = none
+};
+
+enum class ThinkingMode { Chat, Thinking };
+
+struct ChatOptions {
+  ThinkingMode thinking = ThinkingMode::Chat;
+  bool drop_thinking = true;  // drop reasoning of assistant turns before the last user turn (thinking mode)
+  bool add_bos = true;        // begin with <｜begin▁of▁sentence｜> (only when there is no context)
+};
+
+// The prompt text for `messages` (after `context`, which is not rendered but decides indices and reasoning
+// dropping), byte for byte what DeepSeek's encoding_dsv32.encode_messages returns. Errors: InvalidArgument for a
+// conversation the official encoder refuses (unknown role, tool result without a tool call, tool call arguments
+// that are not a JSON object, an assistant turn in thinking mode without reasoning or tool calls, ...), naming the
+// message index.
+std::string encode_chat(const std::vector<ChatMessage>& messages, const ChatOptions& options = {},
+                        const std::vector<ChatMessage>& context = {});
+
+// Messages from OpenAI-style JSON: {"messages": [...], "tools": [...]} or a bare list of messages. Top-level tools
+// are attached to the first message when it is a system message, else to an empty system message put first.
+// Errors: Format for malformed JSON or fields of the wrong type.
+std::vector<ChatMessage> chat_messages_from_json(std::string_view json);
+
+// The inverse for a completion: reasoning (thinking mode), content and DSML tool calls, as DeepSeek's
+// parse_message_from_completion_text does (which does not repair malformed output). Errors: Format with the byte
+// offset where the text stops following the format.
+ChatMessage parse_completion(std::string_view text, ThinkingMode thinking);
+
+// Serializes a value the way Python's json.dumps(value, ensure_ascii=False) does (", " and ": " separators,
+// non-ASCII kept, Python's float repr). `json_text` is any JSON document. Errors: Format if it is not JSON.
+std::string python_json_dumps(std::string_view json_text);
+
+}  // namespace dsinfer

@@ -1,0 +1,153 @@
+// Completion text -> reasoning, content and tool calls, as DeepSeek's parse_message_from_completion_text does it.
+// Like the official parser this one is strict: it reports where the text leaves the format instead of repairing
+// it (the streaming, tolerant parser of issue 4 builds on the same grammar).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <fmt/format.h>
+#include <pcre2.h>
+
+#include <map>
+#include <mutex>
+
+#include "chat/dsml_grammar.hpp"
+#include "chat/py_json.hpp"
+#include "dsinfer/chat.hpp"
+
+namespace dsinfer {
+
+namespace {
+
+using namespace dsml;
+
+[[noreturn]] void malformed(size_t offset, const std::string& what) {
+  throw Error(ErrorCode::Format, fmt::format("completion text is not in DeepSeek-V3.2's format at byte {}: {}", offset, what));
+}
+
+struct Stop {
+  size_t next;              // offset just after the stop string (or the end)
+  std::string_view before;  // text from the start offset to the stop string
+  std::string_view stop;    // the stop string found; empty if none
+};
+
+// The official _read_until_stop: the earliest of the stop strings at or after `from`.
+Stop read_until(std::string_view text, size_t from, std::initializer_list<std::string_view> stops) {
+  size_t best = std::string_view::npos;
+  std::string_view which;
+  for (std::string_view s : stops) {
+    const size_t p = text.find(s, from);
+    if (p != std::string_view::npos && p < best) {
+      best = p;
+      which = s;
+    }
+  }
+  if (best == std::string_view::npos) return {text.size(), text.substr(from), {}};
+  return {best + which.size(), text.substr(from, best - from), which};
+}
+
+// Python re.findall(pattern, s, re.DOTALL) with an anchored pattern: the capture groups of the single match, or
+// nothing. PCRE2's "$" matches at the end or before a final newline, as Python's does.
+bool match_groups(const char* pattern, std::string_view s, std::vector<std::string>& groups) {
+  static std::map<std::string, pcre2_code*> compiled;  // a few fixed patterns, compiled once
+  static std::mutex mu;
+  pcre2_code* re;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& slot = compiled[pattern];
+    if (!slot) {
+      int err;
+      PCRE2_SIZE off;
+      slot = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                           PCRE2_UTF | PCRE2_UCP | PCRE2_DOTALL, &err, &off, nullptr);
+    }
+    re = slot;
+  }
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(re, nullptr);
+  const int rc = pcre2_match(re, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0, 0, md, nullptr);
+  groups.clear();
+  if (rc > 0) {
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    for (int g = 1; g < rc; ++g) groups.emplace_back(s.substr(ov[2 * g], ov[2 * g + 1] - ov[2 * g]));
+  }
+  pcre2_match_data_free(md);
+  return rc > 0;
+}
+
+}  // namespace
+
+ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
+  ChatMessage msg;
+  msg.role = "assistant";
+  std::string reasoning, content;
+  size_t i = 0;
+  if (thinking == ThinkingMode::Thinking) {
+    const Stop s = read_until(text, i, {kThinkEnd, kToolCallsStart});
+    if (s.stop != kThinkEnd) malformed(s.next - s.stop.size(), "the reasoning does not end with </think>");
+    reasoning = s.before;
+    i = s.next;
+  }
+  Stop s = read_until(text, i, {kEos, kToolCallsStart});
+  content = s.before;
+  i = s.next;
+  std::string_view stop = s.stop;
+  if (s.stop == kToolCallsStart) {
+    // Invocations until </｜DSML｜function_calls>.
+    while (i < text.size()) {
+      const size_t at = i;
+      Stop t = read_until(text, i, {kInvokeOpen, kFunctionCallsEnd});
+      if (t.before != ">\n") malformed(at, "expected \">\\n\" before an invoke or the end of the function calls");
+      i = t.next;
+      stop = t.stop;
+      if (t.stop == kFunctionCallsEnd) break;
+      if (t.stop.empty()) malformed(i, "the function calls are not closed");
+      const size_t name_at = i;
+      Stop n = read_until(text, i, {kParameterOpen, kInvokeClose});
+      std::vector<std::string> g;
+      if (!match_groups("^\\s*name=\"(.*?)\">\\n$", n.before, g)) malformed(name_at, "malformed invoke name");
+      ToolCall call;
+      call.name = g[0];
+      i = n.next;
+      stop = n.stop;
+      // Arguments JSON written as the official decode_dsml_to_arguments does: string="true" values are JSON-quoted,
+      // string="false" values are inserted as written.
+      std::vector<std::pair<std::string, std::string>> args;
+      while (stop == kParameterOpen) {
+        const size_t param_at = i;
+        Stop p = read_until(text, i, {kParameterCloseTail});
+        if (!match_groups("^ name=\"(.*?)\" string=\"(true|false)\">(.*?)<$", p.before, g))
+          malformed(param_at, "malformed parameter");
+        for (const auto& a : args)
+          if (a.first == g[0]) malformed(param_at, fmt::format("duplicate parameter \"{}\"", g[0]));
+        args.emplace_back(g[0], g[1] == "true" ? py_dumps(ojson(g[2])) : g[2]);
+        i = p.next;
+        const size_t tail_at = i;
+        Stop q = read_until(text, i, {kParameterOpen, kInvokeClose});
+        if (q.before != ">\n") malformed(tail_at, "expected \">\\n\" after a parameter");
+        i = q.next;
+        stop = q.stop;
+      }
+      std::string json = "{";
+      for (size_t k = 0; k < args.size(); ++k) {
+        if (k) json += ", ";
+        json += py_dumps(ojson(args[k].first)) + ": " + args[k].second;
+      }
+      call.arguments = json + "}";
+      msg.tool_calls.push_back(std::move(call));
+    }
+    const size_t tail_at = i;
+    Stop e = read_until(text, i, {kEos});
+    if (!e.before.empty()) malformed(tail_at, "unexpected text after the function calls");
+    i = e.next;
+    stop = e.stop;
+  } else if (s.stop != kEos) {
+    malformed(text.size(), "the message does not end with <｜end▁of▁sentence｜>");
+  }
+  if (i != text.size() || !(stop == kEos || stop.empty())) malformed(i, "unexpected text at the end");
+  for (std::string_view tok : {kBos, kEos, kThinkStart, kThinkEnd, kDsml}) {
+    if (content.find(tok) != std::string::npos) malformed(0, fmt::format("special token {} inside the content", tok));
+    if (reasoning.find(tok) != std::string::npos) malformed(0, fmt::format("special token {} inside the reasoning", tok));
+  }
+  msg.content = content;
+  msg.reasoning_content = reasoning;
+  return msg;
+}
+
+}  // namespace dsinfer

@@ -1,0 +1,16 @@
+// JSON text exactly as Python's json.dumps(value, ensure_ascii=False) writes it: the official DeepSeek encoder
+// renders tool schemas, response formats and non-string tool arguments that way, so the prompt depends on it.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace dsinfer {
+
+using ojson = nlohmann::ordered_json;  // keeps object keys in document order, as Python dicts do
+
+std::string py_dumps(const ojson& v);
+std::string py_float_repr(double x);  // repr(float): shortest round-trip digits, Python's layout
+// Python's truthiness of a JSON value: null, false, 0, 0.0, "", [] and {} are false.
+bool py_truthy(const ojson& v);
+
+}  // namespace dsinfer
