@@ -11,3 +11,5 @@ MODEL="$BUILD/models/v32-tiny"
 "$BUILD/tools/dsinfer" info --model "$MODEL"
 echo "greedy continuation of ids 0,100,200,300,400:"
 "$BUILD/tools/dsinfer" generate --model "$MODEL" --ids 0,100,200,300,400 --n 16
+echo "greedy continuation of a text prompt (the small model has random weights: expect gibberish):"
+"$BUILD/tools/dsinfer" generate --model "$MODEL" --prompt "The weather in Hangzhou tomorrow" --n 24

@@ -1,5 +1,7 @@
 // dsinfer — command-line front end: run a DeepSeek-V3-family checkpoint.
-//   dsinfer generate --model DIR --ids 0,1234,... [--n N] [--precision fp8|reference] [--threads N]
+//   dsinfer generate --model DIR (--ids 0,1234,... | --prompt TEXT) [--n N] [--precision fp8|reference] [--threads N]
+//   dsinfer chat     --model DIR [--messages FILE|-] [--thinking] [--n N] ...
+//   dsinfer prompt   --model DIR --messages FILE|- [--thinking] [--ids]
 //   dsinfer logits   --model DIR --ids ... --out FILE [--precision fp8|reference] [--threads N]
 //   dsinfer info     --model DIR
 #include <fmt/format.h>
@@ -13,7 +15,13 @@
 #include <string>
 #include <vector>
 
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "dsinfer/chat.hpp"
 #include "dsinfer/dsinfer.hpp"
+#include "dsinfer/tokenizer.hpp"
 
 namespace {
 
@@ -24,6 +32,13 @@ constexpr const char* kUsage =
     "usage:\n"
     "  dsinfer generate --model DIR --ids ID,ID,... [--n N] [--precision fp8|reference] [--threads N]\n"
     "      prints the greedy continuation ids (N, default 32), comma-separated\n"
+    "  dsinfer generate --model DIR --prompt TEXT [--n N] [--precision ...] [--threads N]\n"
+    "      tokenizes TEXT (with the tokenizer's BOS) and streams the greedy continuation as text\n"
+    "  dsinfer chat --model DIR [--messages FILE|-] [--thinking] [--n N] [--precision ...] [--threads N]\n"
+    "      encodes {\"messages\": [...], \"tools\": [...]} (a file, or stdin) in DeepSeek-V3.2's format, streams the\n"
+    "      reply, then prints the parsed reply (reasoning, content, tool calls) as JSON on stderr\n"
+    "  dsinfer prompt --model DIR --messages FILE|- [--thinking] [--ids]\n"
+    "      prints the exact encoded prompt for the messages (or its token ids)\n"
     "  dsinfer logits --model DIR --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
     "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"
     "  dsinfer info --model DIR\n"
@@ -38,6 +53,9 @@ struct Args {
   std::map<std::string, std::string> flags;
 };
 
+// Flags that take no value.
+const std::set<std::string> kSwitches = {"thinking"};
+
 Args parse_args(int argc, char** argv, const std::map<std::string, std::set<std::string>>& allowed) {
   if (argc < 2) throw UsageError("no command given");
   Args a;
@@ -49,6 +67,10 @@ Args parse_args(int argc, char** argv, const std::map<std::string, std::set<std:
     if (f.rfind("--", 0) != 0) throw UsageError(fmt::format("unexpected argument \"{}\"", f));
     f = f.substr(2);
     if (!it->second.count(f)) throw UsageError(fmt::format("unknown flag --{} for \"{}\"", f, a.command));
+    if (kSwitches.count(f) || (a.command == "prompt" && f == "ids")) {
+      a.flags[f] = "1";
+      continue;
+    }
     if (i + 1 >= argc) throw UsageError(fmt::format("flag --{} needs a value", f));
     a.flags[f] = argv[++i];
   }
@@ -98,9 +120,73 @@ std::unique_ptr<dsinfer::Model> load(const Args& a) {
   return dsinfer::Model::load(required(a, "model"), p);
 }
 
+std::string read_messages(const Args& a) {
+  auto it = a.flags.find("messages");
+  const std::string path = it == a.flags.end() ? "-" : it->second;
+  if (path == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(ErrorCode::Io, fmt::format("cannot open {}", path));
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string encode_messages_file(const Args& a) {
+  dsinfer::ChatOptions o;
+  o.thinking = a.flags.count("thinking") ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
+  return dsinfer::encode_chat(dsinfer::chat_messages_from_json(read_messages(a)), o);
+}
+
+// Text in, text out: tokenize, greedy-decode while streaming the detokenized pieces, stop at eos.
+int run_text(const Args& a) {
+  const bool chat = a.command == "chat";
+  const std::string text = chat ? encode_messages_file(a) : required(a, "prompt");
+  const int64_t n = a.flags.count("n") ? parse_int("n", a.flags.at("n"), 0, 1 << 20) : 64;
+  auto model = load(a);
+  auto tok = dsinfer::Tokenizer::load(required(a, "model"));
+  // A chat prompt already holds its BOS as text; a plain prompt gets the tokenizer's post-processor (BOS).
+  const std::vector<int32_t> ids = tok->encode(text, /*add_special_tokens=*/!chat);
+  auto seq = model->new_sequence(int64_t(ids.size()) + n + 1);
+  dsinfer::EvalOptions opts = eval_options(a);
+  std::vector<float> logits = model->eval(*seq, ids, opts);
+  dsinfer::Detokenizer detok(*tok);
+  std::string completion;
+  const int32_t eos = tok->eos_id();
+  // Only ids the tokenizer knows: the embedding is padded beyond the vocabulary (129280 vs ~128815 for DeepSeek).
+  const int64_t usable = std::min<int64_t>(tok->size(), model->info().vocab_size);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t next = int32_t(std::max_element(logits.begin(), logits.begin() + usable) - logits.begin());
+    const std::string piece = detok.push(next);
+    completion += tok->decode(std::span<const int32_t>(&next, 1));
+    if (next == eos) break;
+    fmt::print("{}", piece);
+    std::fflush(stdout);
+    if (i + 1 < n) logits = model->eval(*seq, std::span<const int32_t>(&next, 1), opts);
+  }
+  fmt::print("{}\n", detok.finish());
+  if (chat) {
+    try {
+      const auto msg = dsinfer::parse_completion(
+          completion, a.flags.count("thinking") ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat);
+      std::string calls;
+      for (const auto& c : msg.tool_calls)
+        calls += fmt::format("{}{{\"name\": {}, \"arguments\": {}}}", calls.empty() ? "" : ", ",
+                             dsinfer::python_json_dumps("\"" + c.name + "\""), dsinfer::python_json_dumps(
+                                 "\"" + c.arguments + "\""));
+      fmt::print(stderr, "parsed: reasoning {} bytes, content {} bytes, tool calls [{}]\n",
+                 msg.reasoning_content.value_or("").size(), msg.content.value_or("").size(), calls);
+    } catch (const Error& e) {
+      fmt::print(stderr, "the reply is not a well-formed DeepSeek-V3.2 message: {}\n", e.what());
+    }
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
-      {"generate", {"model", "ids", "n", "precision", "threads"}},
+      {"generate", {"model", "ids", "prompt", "n", "precision", "threads"}},
+      {"chat", {"model", "messages", "thinking", "n", "precision", "threads"}},
+      {"prompt", {"model", "messages", "thinking", "ids"}},
       {"logits", {"model", "ids", "out", "precision", "threads"}},
       {"info", {"model", "threads"}},
   };
@@ -118,6 +204,20 @@ int run(int argc, char** argv) {
                i.hidden_size, i.num_layers, i.parameter_count, i.weight_bytes);
     return 0;
   }
+  if (a.command == "prompt") {
+    const std::string text = encode_messages_file(a);
+    if (a.flags.count("ids")) {
+      auto tok = dsinfer::Tokenizer::load(required(a, "model"));
+      const auto ids = tok->encode(text, false);
+      std::string line;
+      for (size_t i = 0; i < ids.size(); ++i) line += (i ? "," : "") + std::to_string(ids[i]);
+      fmt::print("{}\n", line);
+    } else {
+      fmt::print("{}", text);
+    }
+    return 0;
+  }
+  if (a.command == "chat" || (a.command == "generate" && a.flags.count("prompt"))) return run_text(a);
   const std::vector<int32_t> ids = parse_ids(required(a, "ids"));
   const dsinfer::EvalOptions opts = eval_options(a);
   if (a.command == "generate") {
