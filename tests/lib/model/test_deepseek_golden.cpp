@@ -236,6 +236,19 @@ TEST_CASE("fp8 mode matches the FP8 emulation of DeepSeek's formulas end to end"
   CHECK(2 * rows_tight >= rows_total);
 }
 
+TEST_CASE("loading reports progress from 0 to 1, in order", "[model]") {
+  std::vector<double> seen;
+  ModelLoadParams p;
+  p.n_threads = 1;
+  p.progress = [&](double f, std::string_view) { seen.push_back(f); };
+  auto model = Model::load((kModels / "v32-tiny").string(), p);
+  REQUIRE(seen.size() >= 4);
+  CHECK(seen.front() == 0.0);
+  CHECK(seen.back() == 1.0);
+  CHECK(std::is_sorted(seen.begin(), seen.end()));
+  CHECK(model->info().parameter_count == 10272816);
+}
+
 TEST_CASE("bad token ids and a full cache are clear errors that leave the sequence usable", "[model][errors]") {
   auto model = load_model("v32-tiny");
   const int64_t V = model->info().vocab_size;
