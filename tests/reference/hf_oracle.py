@@ -19,7 +19,6 @@ import sys
 import numpy as np
 import torch
 import transformers
-from safetensors.numpy import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
@@ -39,28 +38,7 @@ def prompt_ids(n, seed):
 
 
 def load_state(model_dir):
-    with open(os.path.join(model_dir, "model.safetensors.index.json")) as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
-    raw = {}
-    for s in shards:
-        raw.update(load_file(os.path.join(model_dir, s)))
-    state = {}
-    for name, arr in raw.items():
-        if name.endswith("_scale_inv"):
-            continue
-        if arr.dtype == np.uint8 or str(arr.dtype).startswith("float8"):  # F8_E4M3 as stored
-            codes = arr.view(np.uint8)
-            scale = raw[name + "_scale_inv"]
-            w = e4m3_value(codes).astype(np.float64)
-            blk = np.repeat(np.repeat(scale.astype(np.float64), 128, axis=0), 128, axis=1)[: w.shape[0], : w.shape[1]]
-            state[name] = torch.from_numpy((w * blk).astype(np.float32))
-        else:
-            state[name] = torch.from_numpy(np.array(arr)).to(torch.float32)
-    return state
-
-
-def load_bf16_aware(model_dir):
-    """safetensors.numpy cannot represent BF16 / F8: read those through torch's loader instead."""
+    """All tensors as float32 torch tensors, FP8 ones dequantized here (e4m3 x weight_scale_inv per 128x128 block)."""
     from safetensors.torch import load_file as load_torch
     with open(os.path.join(model_dir, "model.safetensors.index.json")) as f:
         shards = sorted(set(json.load(f)["weight_map"].values()))
@@ -196,7 +174,7 @@ def main():
 
     with open(os.path.join(args.model, "config.json")) as f:
         cfg = json.load(f)
-    state = load_bf16_aware(args.model)
+    state = load_state(args.model)
     model = build_model(cfg, state)
     lengths = PROMPT_LENGTHS if args.preset != "v32-tiny-bf16" else (17,)
 
