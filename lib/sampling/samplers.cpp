@@ -1,0 +1,379 @@
+// The sampler chain and the built-in samplers.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <unordered_map>
+
+#include "dsinfer/sampler.hpp"
+
+namespace dsinfer {
+
+void Candidates::resize(size_t n) {
+  ids.resize(n);
+  logits.resize(n);
+  if (has_probs) probs.resize(n);
+  if (selected >= int64_t(n)) selected = -1;
+}
+
+void Candidates::sort_by_logit() {
+  if (sorted) return;
+  std::vector<size_t> order(ids.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Ties keep the lower id first, so results do not depend on the sort's internals.
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && ids[a] < ids[b]);
+  });
+  auto permute = [&](auto& v) {
+    auto copy = v;
+    for (size_t i = 0; i < order.size(); ++i) v[i] = copy[order[i]];
+  };
+  permute(ids);
+  permute(logits);
+  if (has_probs) permute(probs);
+  selected = -1;
+  sorted = true;
+}
+
+void Candidates::softmax() {
+  probs.resize(ids.size());
+  if (ids.empty()) return;
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (size_t i = 0; i < ids.size(); ++i) sum += probs[i] = std::exp(logits[i] - mx);
+  for (auto& p : probs) p = float(p / sum);
+  has_probs = true;
+}
+
+namespace {
+
+[[noreturn]] void bad_param(const std::string& what) { throw Error(ErrorCode::InvalidArgument, what); }
+
+template <class Derived>
+struct Cloneable : Sampler {
+  std::unique_ptr<Sampler> clone() const override { return std::make_unique<Derived>(static_cast<const Derived&>(*this)); }
+};
+
+struct Greedy : Cloneable<Greedy> {
+  std::string name() const override { return "greedy"; }
+  void apply(Candidates& c) override {
+    int64_t best = 0;
+    for (size_t i = 1; i < c.size(); ++i)
+      if (c.logits[i] > c.logits[size_t(best)] || (c.logits[i] == c.logits[size_t(best)] && c.ids[i] < c.ids[size_t(best)]))
+        best = int64_t(i);
+    c.selected = best;
+  }
+};
+
+struct Dist : Cloneable<Dist> {
+  explicit Dist(uint64_t seed) : seed(seed), rng(seed) {}
+  uint64_t seed;
+  std::mt19937_64 rng;  // a fixed algorithm: the same seed gives the same tokens on every platform
+  std::string name() const override { return "dist"; }
+  void apply(Candidates& c) override {
+    if (!c.has_probs) c.softmax();
+    const double u = double(rng() >> 11) * 0x1.0p-53;  // uniform in [0, 1), exactly, without <random>'s distributions
+    double acc = 0;
+    for (size_t i = 0; i < c.size(); ++i) {
+      acc += c.probs[i];
+      if (u < acc) {
+        c.selected = int64_t(i);
+        return;
+      }
+    }
+    c.selected = int64_t(c.size()) - 1;  // rounding left the sum just below 1
+  }
+  void reset() override { rng.seed(seed); }
+};
+
+struct Temperature : Cloneable<Temperature> {
+  float t;
+  std::string name() const override { return "temperature"; }
+  void apply(Candidates& c) override {
+    if (t == 0.0f) {  // keep only the best token(s): temperature 0 is greedy
+      c.sort_by_logit();
+      size_t n = 1;
+      while (n < c.size() && c.logits[n] == c.logits[0]) ++n;
+      c.resize(n);
+    } else {
+      for (auto& l : c.logits) l /= t;
+    }
+    c.has_probs = false;
+  }
+};
+
+struct TopK : Cloneable<TopK> {
+  int64_t k;
+  std::string name() const override { return "top_k"; }
+  void apply(Candidates& c) override {
+    if (k <= 0 || size_t(k) >= c.size()) return;
+    c.sort_by_logit();
+    c.resize(size_t(k));
+  }
+};
+
+struct TopP : Cloneable<TopP> {
+  float p;
+  size_t min_keep;
+  std::string name() const override { return "top_p"; }
+  void apply(Candidates& c) override {
+    if (p >= 1.0f) return;
+    c.sort_by_logit();
+    c.softmax();
+    double cum = 0;
+    size_t n = c.size();
+    for (size_t i = 0; i < c.size(); ++i) {
+      cum += c.probs[i];
+      if (cum >= p && i + 1 >= min_keep) {
+        n = i + 1;
+        break;
+      }
+    }
+    c.resize(n);
+    c.has_probs = false;
+  }
+};
+
+struct MinP : Cloneable<MinP> {
+  float p;
+  size_t min_keep;
+  std::string name() const override { return "min_p"; }
+  void apply(Candidates& c) override {
+    if (p <= 0.0f || c.size() == 0) return;
+    c.sort_by_logit();
+    // prob_i >= p · prob_max  <=>  logit_i >= logit_max + ln p
+    const float cut = c.logits[0] + std::log(p);
+    size_t n = 0;
+    while (n < c.size() && (c.logits[n] >= cut || n < min_keep)) ++n;
+    c.resize(n);
+    c.has_probs = false;
+  }
+};
+
+struct Typical : Cloneable<Typical> {
+  float p;
+  size_t min_keep;
+  std::string name() const override { return "typical"; }
+  void apply(Candidates& c) override {
+    if (p >= 1.0f || c.size() == 0) return;
+    c.softmax();
+    double entropy = 0;
+    for (float q : c.probs)
+      if (q > 0) entropy -= q * std::log(double(q));
+    // Keep the tokens whose surprise is closest to the entropy until their mass reaches p.
+    std::vector<size_t> order(c.size());
+    std::iota(order.begin(), order.end(), 0);
+    auto dev = [&](size_t i) { return std::fabs(-std::log(double(c.probs[i])) - entropy); };
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return dev(a) < dev(b); });
+    double cum = 0;
+    size_t n = order.size();
+    for (size_t i = 0; i < order.size(); ++i) {
+      cum += c.probs[order[i]];
+      if (cum >= p && i + 1 >= min_keep) {
+        n = i + 1;
+        break;
+      }
+    }
+    Candidates out;
+    for (size_t i = 0; i < n; ++i) {
+      out.ids.push_back(c.ids[order[i]]);
+      out.logits.push_back(c.logits[order[i]]);
+    }
+    c = std::move(out);
+  }
+};
+
+struct Penalties : Cloneable<Penalties> {
+  int64_t last_n;
+  float repeat, frequency, presence;
+  std::vector<int32_t> history;
+  std::string name() const override { return "penalties"; }
+  void apply(Candidates& c) override {
+    if (history.empty()) return;
+    std::unordered_map<int32_t, int> count;
+    for (int32_t t : history) ++count[t];
+    for (size_t i = 0; i < c.size(); ++i) {
+      auto it = count.find(c.ids[i]);
+      if (it == count.end()) continue;
+      float& l = c.logits[i];
+      l = l > 0 ? l / repeat : l * repeat;
+      l -= float(it->second) * frequency + presence;
+    }
+    c.sorted = false;
+    c.has_probs = false;
+  }
+  void accept(int32_t token) override {
+    if (last_n == 0) return;
+    history.push_back(token);
+    if (last_n > 0 && int64_t(history.size()) > last_n) history.erase(history.begin());
+  }
+  void reset() override { history.clear(); }
+};
+
+struct LogitBias : Cloneable<LogitBias> {
+  std::map<int32_t, float> bias;
+  std::string name() const override { return "logit_bias"; }
+  void apply(Candidates& c) override {
+    for (size_t i = 0; i < c.size(); ++i) {
+      auto it = bias.find(c.ids[i]);
+      if (it != bias.end()) c.logits[i] += it->second;
+    }
+    c.sorted = false;
+    c.has_probs = false;
+  }
+};
+
+}  // namespace
+
+SamplerChain& SamplerChain::add(std::unique_ptr<Sampler> s) {
+  if (!s) throw Error(ErrorCode::InvalidArgument, "cannot add a null sampler to a chain");
+  samplers_.push_back(std::move(s));
+  return *this;
+}
+
+void SamplerChain::apply(Candidates& c) {
+  for (auto& s : samplers_) {
+    if (c.size() == 0) throw Error(ErrorCode::InvalidArgument, fmt::format("no candidates left before sampler \"{}\"", s->name()));
+    try {
+      s->apply(c);
+    } catch (const Error& e) {
+      throw Error(e.code(), fmt::format("sampler \"{}\" failed: {}", s->name(), e.what()));
+    } catch (const std::exception& e) {
+      throw Error(ErrorCode::InvalidArgument, fmt::format("sampler \"{}\" failed: {}", s->name(), e.what()));
+    }
+  }
+}
+
+void SamplerChain::accept(int32_t token) {
+  for (auto& s : samplers_) s->accept(token);
+}
+
+void SamplerChain::reset() {
+  for (auto& s : samplers_) s->reset();
+}
+
+std::unique_ptr<Sampler> SamplerChain::clone() const {
+  auto c = std::make_unique<SamplerChain>();
+  for (const auto& s : samplers_) c->add(s->clone());
+  return c;
+}
+
+int32_t SamplerChain::sample(std::span<const float> logits, int64_t n_usable) {
+  if (samplers_.empty()) throw Error(ErrorCode::InvalidArgument, "the sampler chain is empty: it needs a selector (greedy or dist)");
+  n_usable = std::min<int64_t>(n_usable, int64_t(logits.size()));
+  if (n_usable <= 0) throw Error(ErrorCode::InvalidArgument, "no token ids to sample from");
+  Candidates c;
+  c.ids.resize(size_t(n_usable));
+  std::iota(c.ids.begin(), c.ids.end(), 0);
+  c.logits.assign(logits.begin(), logits.begin() + n_usable);
+  apply(c);
+  if (c.selected < 0 || c.selected >= int64_t(c.size()))
+    throw Error(ErrorCode::InvalidArgument,
+                fmt::format("the sampler chain ended without selecting a token: its last sampler is \"{}\", not a "
+                            "selector (greedy or dist)", samplers_.back()->name()));
+  return c.ids[size_t(c.selected)];
+}
+
+std::unique_ptr<Sampler> make_greedy_sampler() { return std::make_unique<Greedy>(); }
+std::unique_ptr<Sampler> make_dist_sampler(uint64_t seed) { return std::make_unique<Dist>(seed); }
+
+std::unique_ptr<Sampler> make_temperature_sampler(float t) {
+  if (!(t >= 0.0f) || !std::isfinite(t)) bad_param(fmt::format("temperature must be a finite number >= 0, got {}", t));
+  auto s = std::make_unique<Temperature>();
+  s->t = t;
+  return s;
+}
+
+std::unique_ptr<Sampler> make_top_k_sampler(int64_t k) {
+  auto s = std::make_unique<TopK>();
+  s->k = k;
+  return s;
+}
+
+std::unique_ptr<Sampler> make_top_p_sampler(float p, size_t min_keep) {
+  if (!(p > 0.0f && p <= 1.0f)) bad_param(fmt::format("top_p must be in (0, 1], got {}", p));
+  auto s = std::make_unique<TopP>();
+  s->p = p;
+  s->min_keep = std::max<size_t>(1, min_keep);
+  return s;
+}
+
+std::unique_ptr<Sampler> make_min_p_sampler(float p, size_t min_keep) {
+  if (!(p >= 0.0f && p <= 1.0f)) bad_param(fmt::format("min_p must be in [0, 1], got {}", p));
+  auto s = std::make_unique<MinP>();
+  s->p = p;
+  s->min_keep = std::max<size_t>(1, min_keep);
+  return s;
+}
+
+std::unique_ptr<Sampler> make_typical_sampler(float p, size_t min_keep) {
+  if (!(p > 0.0f && p <= 1.0f)) bad_param(fmt::format("typical_p must be in (0, 1], got {}", p));
+  auto s = std::make_unique<Typical>();
+  s->p = p;
+  s->min_keep = std::max<size_t>(1, min_keep);
+  return s;
+}
+
+std::unique_ptr<Sampler> make_penalties_sampler(int64_t last_n, float repeat, float frequency, float presence) {
+  if (last_n < -1) bad_param(fmt::format("penalty last_n must be >= -1 (-1 = whole history), got {}", last_n));
+  if (!(repeat >= 1.0f && std::isfinite(repeat))) bad_param(fmt::format("repetition penalty must be >= 1, got {}", repeat));
+  if (!(frequency >= -2.0f && frequency <= 2.0f)) bad_param(fmt::format("frequency penalty must be in [-2, 2], got {}", frequency));
+  if (!(presence >= -2.0f && presence <= 2.0f)) bad_param(fmt::format("presence penalty must be in [-2, 2], got {}", presence));
+  auto s = std::make_unique<Penalties>();
+  s->last_n = last_n;
+  s->repeat = repeat;
+  s->frequency = frequency;
+  s->presence = presence;
+  return s;
+}
+
+std::unique_ptr<Sampler> make_logit_bias_sampler(std::map<int32_t, float> bias) {
+  for (const auto& [id, b] : bias)
+    if (id < 0 || !std::isfinite(b)) bad_param(fmt::format("logit bias {} for token {} is invalid", b, id));
+  auto s = std::make_unique<LogitBias>();
+  s->bias = std::move(bias);
+  return s;
+}
+
+GenerationConfig load_generation_config(const std::string& dir) {
+  GenerationConfig g;
+  const auto path = std::filesystem::path(dir) / "generation_config.json";
+  if (!std::filesystem::exists(path)) return g;
+  std::ifstream f(path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+  }
+  try {
+    g.do_sample = j.value("do_sample", g.do_sample);
+    g.temperature = j.value("temperature", g.temperature);
+    g.top_p = j.value("top_p", g.top_p);
+    g.top_k = j.value("top_k", g.top_k);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorCode::Format, fmt::format("{}: {}", path.string(), e.what()));
+  }
+  return g;
+}
+
+std::unique_ptr<SamplerChain> make_default_chain(const GenerationConfig& g, uint64_t seed) {
+  auto chain = std::make_unique<SamplerChain>();
+  if (!g.do_sample) {
+    chain->add(make_greedy_sampler());
+    return chain;
+  }
+  // transformers' order for these settings: temperature, then top-k, then top-p, then sampling.
+  chain->add(make_temperature_sampler(g.temperature));
+  if (g.top_k > 0) chain->add(make_top_k_sampler(g.top_k));
+  if (g.top_p < 1.0f) chain->add(make_top_p_sampler(g.top_p));
+  chain->add(make_dist_sampler(seed));
+  return chain;
+}
+
+}  // namespace dsinfer
