@@ -1,5 +1,7 @@
 // dsinfer — DeepSeek-V3.2's chat encoding (its own DSML format; there is no Jinja template) and its inverse.
 #pragma once
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,6 +53,44 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view json);
 // parse_message_from_completion_text does (which does not repair malformed output). Errors: Format with the byte
 // offset where the text stops following the format.
 ChatMessage parse_completion(std::string_view text, ThinkingMode thinking);
+
+// What the streaming parser reports while a completion is generated.
+struct ChatEvent {
+  enum class Kind {
+    ReasoningDelta,  // text: more reasoning (thinking mode, before </think>)
+    ContentDelta,    // text: more visible content (also the raw text of a malformed tool-call block)
+    ToolCallBegin,   // tool_index, name
+    ToolArgsDelta,   // tool_index, text: the next piece of the arguments JSON (concatenated: the full object)
+    ToolCallEnd,     // tool_index, name, arguments: the complete arguments JSON
+    Error,           // text: what is wrong; offset: byte offset in the completion. Parsing goes on tolerantly.
+  };
+  Kind kind = Kind::ContentDelta;
+  std::string text;
+  int32_t tool_index = -1;
+  std::string name;
+  std::string arguments;
+  size_t offset = 0;
+};
+
+// Incremental DSML parser, fed the detokenized text as it is generated. Streams reasoning, content and tool-call
+// arguments (not buffered until the end of an invocation); holds back only a few bytes that might begin a marker.
+// On malformed output it emits an Error event with the offset and delivers the raw text of the broken tool-call
+// block as content, then treats everything after as content: no text is lost. Well-formed completions give the
+// same reasoning, content and tool calls (arguments byte for byte) as parse_completion. One thread at a time.
+class ChatStreamParser {
+ public:
+  explicit ChatStreamParser(ThinkingMode thinking);
+  ~ChatStreamParser();
+  ChatStreamParser(ChatStreamParser&&) noexcept;
+  void feed(std::string_view piece, std::vector<ChatEvent>& events);
+  void finish(std::vector<ChatEvent>& events);  // the generation ended (eos, stop string, max tokens)
+  const ChatMessage& message() const;           // what has been parsed so far (complete tool calls only)
+  bool had_error() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Serializes a value the way Python's json.dumps(value, ensure_ascii=False) does (", " and ": " separators,
 // non-ASCII kept, Python's float repr). `json_text` is any JSON document. Errors: Format if it is not JSON.

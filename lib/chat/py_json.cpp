@@ -10,8 +10,7 @@ namespace dsinfer {
 
 namespace {
 
-void dump_string(const std::string& s, std::string& out) {
-  out += '"';
+void escape_into(std::string_view s, std::string& out) {
   for (unsigned char c : s) {
     switch (c) {
       case '"': out += "\\\""; break;
@@ -26,6 +25,11 @@ void dump_string(const std::string& s, std::string& out) {
         else out += char(c);  // ensure_ascii=False: everything else, non-ASCII included, as is
     }
   }
+}
+
+void dump_string(const std::string& s, std::string& out) {
+  out += '"';
+  escape_into(s, out);
   out += '"';
 }
 
@@ -99,6 +103,12 @@ std::string py_float_repr(double x) {
     out = digits.substr(0, size_t(exp10) + 1) + "." + digits.substr(size_t(exp10) + 1);
   }
   return sign + out;
+}
+
+std::string py_escape(std::string_view s) {
+  std::string out;
+  escape_into(s, out);
+  return out;
 }
 
 std::string py_dumps(const ojson& v) {

@@ -3,12 +3,16 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 namespace dsinfer {
 
 using ojson = nlohmann::ordered_json;  // keeps object keys in document order, as Python dicts do
 
 std::string py_dumps(const ojson& v);
+// The inside of a JSON string as json.dumps writes it (no surrounding quotes); works on any byte chunk, so a
+// string can be escaped piece by piece as it streams.
+std::string py_escape(std::string_view s);
 std::string py_float_repr(double x);  // repr(float): shortest round-trip digits, Python's layout
 // Python's truthiness of a JSON value: null, false, 0, 0.0, "", [] and {} are false.
 bool py_truthy(const ojson& v);
