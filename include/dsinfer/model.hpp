@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <span>
 #include <string>
@@ -84,9 +85,20 @@ class Model {
   // InvalidArgument for an id outside [0, vocab_size) or empty ids; OutOfMemory when the sequence is full.
   std::vector<float> eval(Sequence& seq, std::span<const int32_t> ids, const EvalOptions& opts = {}) const;
 
-  // Greedy continuation of `prompt` by `n_new` tokens (stops early at an eos id when stop_at_eos).
+  // A new sequence holding a copy of `src`'s cached tokens (capacity >= src.size(); 0 = src's capacity).
+  std::unique_ptr<Sequence> copy_sequence(const Sequence& src, int64_t capacity = 0) const;
+  // Writes / reads a sequence's cache: a versioned binary format checked against this model's fingerprint.
+  // Errors: Io, Format (not a dsinfer sequence file, other version, truncated), InvalidArgument (saved from a
+  // different model).
+  void save_sequence(const Sequence& seq, std::ostream& out) const;
+  std::unique_ptr<Sequence> load_sequence(std::istream& in, int64_t capacity = 0) const;
+  // Identifies the checkpoint: its config and a hash of sampled weight bytes.
+  const std::string& fingerprint() const;
+
+  // Greedy continuation of `prompt` by `n_new` tokens (stops early at an eos id when stop_at_eos). With
+  // n_usable > 0 only ids below it are chosen (the tokenizer's size: the embedding is padded beyond it).
   std::vector<int32_t> generate_greedy(std::span<const int32_t> prompt, int64_t n_new, const EvalOptions& opts = {},
-                                       bool stop_at_eos = false) const;
+                                       bool stop_at_eos = false, int64_t n_usable = 0) const;
 
  private:
   struct Impl;

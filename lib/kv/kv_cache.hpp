@@ -22,6 +22,11 @@ class KvCache {
   void truncate(int64_t n);
   void set_size(int64_t n);  // used by the model after a forward wrote rows [size, n)
 
+  // Copies rows [0, n) of every layer of `src` (same model, capacity >= n) into this cache; size becomes n.
+  void copy_from(Backend& backend, const KvCache& src, int64_t n);
+  // Every tensor of the first size() rows, layer by layer, in a fixed order (for saving and restoring).
+  std::vector<Tensor2D> tensors() const;
+
   Tensor2D latent(int64_t layer) const { return layers_[size_t(layer)].latent.view; }      // [cap, kv_lora_rank]
   Tensor2D k_pe(int64_t layer) const { return layers_[size_t(layer)].k_pe.view; }          // [cap, rope_dim]
   Tensor2D index_k(int64_t layer) const { return layers_[size_t(layer)].index_k.view; }    // [cap, index_head_dim]

@@ -2,7 +2,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <istream>
 #include <mutex>
+#include <ostream>
 
 #include "backend/backend.hpp"
 #include "checkpoint/hf_config.hpp"
@@ -32,6 +34,7 @@ struct Model::Impl {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<DeepseekV32> net;
   std::mutex mutex;  // one forward at a time per model (the backend's thread pool is not reentrant)
+  std::string fingerprint;
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -107,6 +110,15 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
     impl->backend->prepare_weight(w);
     if (++done % 64 == 0) progress(0.2 + 0.7 * double(done) / double(n_weights), "preparing weights");
   });
+  // Fingerprint: what the config says plus FNV-1a over up to 64 KiB of the embedding and the lm_head, enough to
+  // tell checkpoints apart when a saved sequence is restored.
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const Weight* w : {&weights.embed_tokens, &weights.lm_head}) {
+    const size_t n = std::min<size_t>(65536, size_t(w->numel()) * dtype_size(w->dtype));
+    for (size_t i = 0; i < n; ++i) h = (h ^ w->data[i]) * 0x100000001b3ull;
+  }
+  impl->fingerprint = fmt::format("{}:{}x{}x{}:{}:{}:{:016x}", c.model_type, c.vocab_size, c.hidden_size,
+                                  c.num_hidden_layers, info.parameter_count, info.weight_bytes, h);
   progress(0.9, "building the model");
   impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend);
   progress(1.0, "ready");
@@ -120,6 +132,71 @@ std::unique_ptr<Sequence> Model::new_sequence(int64_t capacity) const {
   return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
 }
 
+const std::string& Model::fingerprint() const { return impl_->fingerprint; }
+
+std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capacity) const {
+  if (src.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
+  auto out = new_sequence(capacity > 0 ? capacity : src.capacity());
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  out->impl_->cache.copy_from(*impl_->backend, src.impl_->cache, src.size());
+  return out;
+}
+
+namespace {
+constexpr char kSeqMagic[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '1'};  // format version 1
+void write_u64(std::ostream& o, uint64_t v) { o.write(reinterpret_cast<const char*>(&v), 8); }
+uint64_t read_u64(std::istream& in) {
+  uint64_t v = 0;
+  in.read(reinterpret_cast<char*>(&v), 8);
+  if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
+  return v;
+}
+}  // namespace
+
+void Model::save_sequence(const Sequence& seq, std::ostream& out) const {
+  if (seq.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
+  out.write(kSeqMagic, 8);
+  write_u64(out, impl_->fingerprint.size());
+  out.write(impl_->fingerprint.data(), std::streamsize(impl_->fingerprint.size()));
+  write_u64(out, uint64_t(seq.size()));
+  std::vector<float> host;
+  for (const Tensor2D& t : seq.impl_->cache.tensors()) {
+    host.resize(size_t(t.rows * t.cols));
+    impl_->backend->to_host(host.data(), t);
+    out.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size() * 4));
+  }
+  if (!out) throw Error(ErrorCode::Io, "writing the sequence failed");
+}
+
+std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacity) const {
+  char magic[8] = {};
+  in.read(magic, 8);
+  if (!in || std::string_view(magic, 6) != std::string_view(kSeqMagic, 6))
+    throw Error(ErrorCode::Format, "not a dsinfer sequence file");
+  if (std::string_view(magic, 8) != std::string_view(kSeqMagic, 8))
+    throw Error(ErrorCode::Format, fmt::format("sequence file version {} is not supported (this build reads {})",
+                                               std::string(magic + 6, 2), std::string(kSeqMagic + 6, 2)));
+  const uint64_t flen = read_u64(in);
+  if (flen > 4096) throw Error(ErrorCode::Format, "sequence file header is corrupt");
+  std::string fp(flen, '\0');
+  in.read(fp.data(), std::streamsize(flen));
+  if (fp != impl_->fingerprint)
+    throw Error(ErrorCode::InvalidArgument,
+                fmt::format("the sequence was saved from a different model ({}), not this one ({})", fp, impl_->fingerprint));
+  const int64_t n = int64_t(read_u64(in));
+  auto seq = new_sequence(std::max<int64_t>(capacity > 0 ? capacity : n, std::max<int64_t>(n, 1)));
+  if (n > seq->capacity()) throw Error(ErrorCode::InvalidArgument, "capacity below the saved sequence's length");
+  seq->impl_->cache.set_size(n);
+  std::vector<float> host;
+  for (const Tensor2D& t : seq->impl_->cache.tensors()) {
+    host.resize(size_t(t.rows * t.cols));
+    in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size() * 4));
+    if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
+    impl_->backend->from_host(t, host.data());
+  }
+  return seq;
+}
+
 std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, const EvalOptions& opts) const {
   if (seq.impl_->owner != this)
     throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
@@ -130,14 +207,14 @@ std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, cons
 }
 
 std::vector<int32_t> Model::generate_greedy(std::span<const int32_t> prompt, int64_t n_new, const EvalOptions& opts,
-                                            bool stop_at_eos) const {
+                                            bool stop_at_eos, int64_t n_usable) const {
   if (n_new < 0) throw Error(ErrorCode::InvalidArgument, "n_new must be >= 0");
   auto seq = new_sequence(int64_t(prompt.size()) + std::max<int64_t>(n_new, 1));
   EvalOptions last = opts;
   last.all_logits = false;
   std::vector<float> logits = eval(*seq, prompt, last);
   std::vector<int32_t> out;
-  const int64_t V = impl_->info.vocab_size;
+  const int64_t V = n_usable > 0 ? std::min(n_usable, impl_->info.vocab_size) : impl_->info.vocab_size;
   for (int64_t i = 0; i < n_new; ++i) {
     const int32_t next = int32_t(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
     out.push_back(next);

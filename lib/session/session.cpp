@@ -1,0 +1,286 @@
+// Session: the cache, sampler and generation loop of one conversation.
+#include "dsinfer/session.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+
+namespace dsinfer {
+
+namespace {
+
+constexpr char kSessionMagic[8] = {'D', 'S', 'I', 'S', 'E', 'S', '0', '1'};
+
+void write_vec(std::ostream& o, const void* p, uint64_t n_bytes) {
+  o.write(reinterpret_cast<const char*>(&n_bytes), 8);
+  o.write(static_cast<const char*>(p), std::streamsize(n_bytes));
+}
+template <class T>
+std::vector<T> read_vec(std::istream& in) {
+  uint64_t n = 0;
+  in.read(reinterpret_cast<char*>(&n), 8);
+  if (!in || n % sizeof(T) || n > (uint64_t(1) << 34)) throw Error(ErrorCode::Format, "session file is truncated or corrupt");
+  std::vector<T> v(n / sizeof(T));
+  in.read(reinterpret_cast<char*>(v.data()), std::streamsize(n));
+  if (!in) throw Error(ErrorCode::Format, "session file is truncated");
+  return v;
+}
+
+// Longest suffix of s that is a proper prefix of one of the stop strings.
+size_t stop_holdback(const std::string& s, const std::vector<std::string>& stops) {
+  size_t keep = 0;
+  for (const auto& st : stops)
+    for (size_t n = std::min(s.size(), st.size() - 1); n > keep; --n)
+      if (s.compare(s.size() - n, n, st, 0, n) == 0) {
+        keep = n;
+        break;
+      }
+  return keep;
+}
+
+}  // namespace
+
+struct Session::Impl {
+  const Model& model;
+  const Tokenizer& tok;
+  SessionParams params;
+  std::unique_ptr<Sequence> seq;
+  std::unique_ptr<SamplerChain> sampler;
+  std::vector<int32_t> tokens;        // exactly what the cache holds
+  std::vector<float> logits;          // after tokens.back()
+  std::optional<int32_t> pending;     // sampled at the end of a generation, not yet evaluated
+  int64_t last_prefill = 0;
+  std::atomic<bool> cancelled{false};
+  // the current generation
+  GenerateParams gen;
+  bool running = false;
+  FinishReason reason = FinishReason::None;
+  std::vector<int32_t> generated;
+  std::string text, unsent;
+  std::optional<Detokenizer> detok;
+  std::optional<ChatStreamParser> parser;
+  ChatMessage reply;
+  std::deque<ChatEvent> queue;
+
+  Impl(const Model& m, const Tokenizer& t, const SessionParams& p) : model(m), tok(t), params(p) {
+    seq = model.new_sequence(p.capacity);
+  }
+
+  int64_t usable_vocab() const { return std::min<int64_t>(tok.size(), model.info().vocab_size); }
+
+  void eval(std::span<const int32_t> ids) {
+    EvalOptions o = params.eval;
+    o.all_logits = false;
+    logits = model.eval(*seq, ids, o);  // throws before changing the cache
+    tokens.insert(tokens.end(), ids.begin(), ids.end());
+    last_prefill = int64_t(ids.size());
+  }
+
+  void prefill(std::span<const int32_t> ids) {
+    std::vector<int32_t> all;
+    if (pending) all.push_back(*pending);
+    all.insert(all.end(), ids.begin(), ids.end());
+    if (all.empty()) return;
+    eval(all);
+    pending.reset();
+  }
+
+  void set_messages(const std::vector<ChatMessage>& conversation) {
+    ChatOptions o;
+    o.thinking = params.thinking;
+    const std::vector<int32_t> full = tok.encode(encode_chat(conversation, o), false);
+    if (full.empty()) throw Error(ErrorCode::InvalidArgument, "the conversation renders to no tokens");
+    size_t common = 0;
+    while (common < tokens.size() && common < full.size() && tokens[common] == full[common]) ++common;
+    // Logits are needed after the last token, so at least one token is always evaluated.
+    if (common == full.size()) {
+      if (common == tokens.size() && !logits.empty()) {
+        pending.reset();
+        last_prefill = 0;
+        return;
+      }
+      --common;
+    }
+    seq->truncate(int64_t(common));
+    tokens.resize(common);
+    pending.reset();
+    eval(std::span<const int32_t>(full).subspan(common));
+  }
+
+  void start(const GenerateParams& g) {
+    if (logits.empty() && !pending) throw Error(ErrorCode::InvalidArgument, "nothing to continue: prefill the session first");
+    if (pending) prefill({});
+    gen = g;
+    running = true;
+    reason = FinishReason::None;
+    generated.clear();
+    text.clear();
+    unsent.clear();
+    queue.clear();
+    detok.emplace(tok, false);
+    parser.emplace(params.thinking);
+    reply = ChatMessage{};
+    cancelled = false;
+  }
+
+  void end(FinishReason r) {
+    std::vector<ChatEvent> ev;
+    if (!unsent.empty()) {
+      parser->feed(unsent, ev);
+      text += unsent;
+      unsent.clear();
+    }
+    const std::string tail = detok->finish();
+    if (!tail.empty() && r != FinishReason::StopString) {
+      parser->feed(tail, ev);
+      text += tail;
+    }
+    parser->finish(ev);
+    reply = parser->message();
+    for (auto& e : ev) queue.push_back(std::move(e));
+    reason = r;
+    running = false;
+  }
+
+  // One token: sample, emit its text, evaluate it (unless the generation ends with it).
+  void step() {
+    if (cancelled.exchange(false)) {
+      end(FinishReason::None);
+      throw Error(ErrorCode::Cancelled, fmt::format("generation cancelled after {} tokens", generated.size()));
+    }
+    if (int64_t(generated.size()) >= gen.max_tokens) return end(FinishReason::MaxTokens);
+    int32_t next;
+    try {
+      next = sampler->sample(logits, usable_vocab());
+    } catch (...) {
+      end(FinishReason::None);
+      throw;
+    }
+    sampler->accept(next);
+    generated.push_back(next);
+    if (gen.stop_at_eos && next == tok.eos_id()) {
+      pending = next;  // part of the conversation; evaluated when the session continues
+      return end(FinishReason::Eos);
+    }
+    unsent += detok->push(next);
+    std::vector<ChatEvent> ev;
+    for (const auto& s : gen.stop) {
+      const size_t p = unsent.find(s);
+      if (p != std::string::npos) {
+        unsent.resize(p);
+        pending = next;
+        return end(FinishReason::StopString);
+      }
+    }
+    const size_t keep = stop_holdback(unsent, gen.stop);
+    const std::string out = unsent.substr(0, unsent.size() - keep);
+    unsent.erase(0, unsent.size() - keep);
+    text += out;
+    parser->feed(out, ev);
+    for (auto& e : ev) queue.push_back(std::move(e));
+    if (int64_t(generated.size()) >= gen.max_tokens) {
+      pending = next;
+      return end(FinishReason::MaxTokens);
+    }
+    try {
+      eval(std::span<const int32_t>(&next, 1));
+      last_prefill = 0;
+    } catch (...) {
+      pending.reset();
+      end(FinishReason::None);
+      throw;
+    }
+  }
+
+  bool next(ChatEvent& e) {
+    while (queue.empty() && running) step();
+    if (queue.empty()) return false;
+    e = std::move(queue.front());
+    queue.pop_front();
+    return true;
+  }
+};
+
+Session::Session(const Model& model, const Tokenizer& tokenizer, const SessionParams& params)
+    : impl_(std::make_unique<Impl>(model, tokenizer, params)) {
+  // Defaults from the checkpoint's generation_config.json are applied by whoever knows the directory; without one
+  // the session samples greedily, which is deterministic.
+  impl_->sampler = std::make_unique<SamplerChain>();
+  impl_->sampler->add(make_greedy_sampler());
+}
+Session::~Session() = default;
+
+void Session::set_sampler(std::unique_ptr<SamplerChain> chain) {
+  if (!chain) throw Error(ErrorCode::InvalidArgument, "set_sampler needs a chain");
+  impl_->sampler = std::move(chain);
+}
+SamplerChain& Session::sampler() { return *impl_->sampler; }
+void Session::prefill(std::span<const int32_t> ids) { impl_->prefill(ids); }
+void Session::set_messages(const std::vector<ChatMessage>& conversation) { impl_->set_messages(conversation); }
+int64_t Session::last_prefill_tokens() const { return impl_->last_prefill; }
+void Session::start(const GenerateParams& params) { impl_->start(params); }
+bool Session::next(ChatEvent& event) { return impl_->next(event); }
+void Session::cancel() { impl_->cancelled = true; }
+FinishReason Session::finish_reason() const { return impl_->reason; }
+const std::vector<int32_t>& Session::generated() const { return impl_->generated; }
+const std::string& Session::generated_text() const { return impl_->text; }
+const ChatMessage& Session::reply() const { return impl_->reply; }
+const std::vector<int32_t>& Session::tokens() const { return impl_->tokens; }
+const std::vector<float>& Session::last_logits() const { return impl_->logits; }
+
+FinishReason Session::generate(const GenerateParams& params, const std::function<bool(const ChatEvent&)>& on_event) {
+  start(params);
+  ChatEvent e;
+  while (next(e))
+    if (on_event && !on_event(e)) {
+      impl_->end(FinishReason::None);
+      break;
+    }
+  return impl_->reason;
+}
+
+std::unique_ptr<Session> Session::fork() const {
+  auto s = std::make_unique<Session>(impl_->model, impl_->tok, impl_->params);
+  s->impl_->seq = impl_->model.copy_sequence(*impl_->seq, impl_->params.capacity);
+  s->impl_->tokens = impl_->tokens;
+  s->impl_->logits = impl_->logits;
+  s->impl_->pending = impl_->pending;
+  s->impl_->sampler.reset(static_cast<SamplerChain*>(impl_->sampler->clone().release()));
+  return s;
+}
+
+void Session::save(const std::string& path) const {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw Error(ErrorCode::Io, fmt::format("cannot open {} for writing", path));
+  out.write(kSessionMagic, 8);
+  impl_->model.save_sequence(*impl_->seq, out);
+  write_vec(out, impl_->tokens.data(), impl_->tokens.size() * 4);
+  write_vec(out, impl_->logits.data(), impl_->logits.size() * 4);
+  const int32_t pend = impl_->pending ? *impl_->pending : -1;
+  write_vec(out, &pend, 4);
+  if (!out) throw Error(ErrorCode::Io, fmt::format("writing {} failed", path));
+}
+
+void Session::restore(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::Io, fmt::format("cannot open {}", path));
+  char magic[8] = {};
+  in.read(magic, 8);
+  if (!in || std::string_view(magic, 8) != std::string_view(kSessionMagic, 8))
+    throw Error(ErrorCode::Format, fmt::format("{} is not a dsinfer session file (version 01)", path));
+  auto seq = impl_->model.load_sequence(in, impl_->params.capacity);
+  auto tokens = read_vec<int32_t>(in);
+  auto logits = read_vec<float>(in);
+  const auto pend = read_vec<int32_t>(in);
+  if (int64_t(tokens.size()) != seq->size() || pend.size() != 1)
+    throw Error(ErrorCode::Format, fmt::format("{}: the token list does not match the saved cache", path));
+  impl_->seq = std::move(seq);
+  impl_->tokens = std::move(tokens);
+  impl_->logits = std::move(logits);
+  impl_->pending = pend[0] >= 0 ? std::optional<int32_t>(pend[0]) : std::nullopt;
+}
+
+}  // namespace dsinfer
