@@ -85,6 +85,17 @@ class Model {
   // InvalidArgument for an id outside [0, vocab_size) or empty ids; OutOfMemory when the sequence is full.
   std::vector<float> eval(Sequence& seq, std::span<const int32_t> ids, const EvalOptions& opts = {}) const;
 
+  // Several sequences in one forward (a ragged batch: prefill chunks and single decode tokens may mix). Each
+  // entry's logits are exactly what eval() would give for it alone. Validates every entry before evaluating any;
+  // on error no sequence changes.
+  struct BatchEntry {
+    Sequence* sequence = nullptr;
+    std::span<const int32_t> ids;
+    bool all_logits = false;
+    std::vector<float> logits;  // out
+  };
+  void eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts = {}) const;
+
   // A new sequence holding a copy of `src`'s cached tokens (capacity >= src.size(); 0 = src's capacity).
   std::unique_ptr<Sequence> copy_sequence(const Sequence& src, int64_t capacity = 0) const;
   // Writes / reads a sequence's cache: a versioned binary format checked against this model's fingerprint.

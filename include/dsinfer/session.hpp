@@ -74,8 +74,24 @@ class Session {
   void restore(const std::string& path);
 
  private:
+  friend class Engine;
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// Steps many sessions together: each step samples one token for every session still generating and evaluates
+// all of them in one forward (Model::eval_batch). Every session gets exactly the tokens it would get alone.
+// Borrows the model. Sessions must already hold their prompts (prefill / set_messages) and share its precision.
+class Engine {
+ public:
+  explicit Engine(const Model& model) : model_(model) {}
+  // Runs until every session has finished; on_event(i, event) receives session i's events (may be empty).
+  // Errors from any session (full cache, sampler failure, cancel) end the whole call; every session stays usable.
+  void generate(std::span<Session* const> sessions, const GenerateParams& params,
+                const std::function<void(size_t, const ChatEvent&)>& on_event = {});
+
+ private:
+  const Model& model_;
 };
 
 }  // namespace dsinfer

@@ -51,8 +51,13 @@ float mla_softmax_scale(const ModelConfig& cfg) {
 }
 
 struct DeepseekV32::Step {
-  int64_t n = 0, start = 0;
-  std::vector<int32_t> positions;
+  struct Segment {       // one sequence's tokens: rows [row0, row0 + n) of the step, cache positions [start, start + n)
+    KvCache* cache;
+    int64_t row0, n, start;
+  };
+  int64_t n = 0;         // rows (tokens) in the step, all sequences together
+  std::vector<Segment> segments;
+  std::vector<int32_t> positions;  // [n] absolute position of each row in its own sequence
   Precision precision = Precision::Fp8;
   LinearQuant quant;   // for FP8 linears
   bool ue8m0 = true;   // scale rule for the simulated-FP8 latent and the indexer
@@ -74,22 +79,40 @@ DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& 
 
 void DeepseekV32::forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts,
                           std::vector<float>& logits) {
-  const int64_t T = int64_t(ids.size()), D = cfg_.hidden_size, V = cfg_.vocab_size;
-  if (T == 0) throw Error(ErrorCode::InvalidArgument, "eval needs at least one token id");
-  for (int64_t i = 0; i < T; ++i)
-    if (ids[i] < 0 || ids[i] >= V)
-      throw Error(ErrorCode::InvalidArgument,
-                  fmt::format("token id {} at index {} is out of range [0, {})", ids[i], i, V));
-  if (cache.size() + T > cache.capacity())
-    throw Error(ErrorCode::OutOfMemory,
-                fmt::format("KV cache full: {} tokens cached + {} new > capacity {}", cache.size(), T,
-                            cache.capacity()));
+  BatchItem item{&cache, ids, opts.all_logits, &logits};
+  forward_batch(std::span<BatchItem>(&item, 1), opts);
+}
+
+void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& opts) {
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
+  // Everything is checked before any cache is touched, so a failed call leaves every sequence as it was.
+  int64_t T = 0;
+  for (size_t b = 0; b < items.size(); ++b) {
+    const BatchItem& it = items[b];
+    const int64_t n = int64_t(it.ids.size());
+    if (n == 0) throw Error(ErrorCode::InvalidArgument, "eval needs at least one token id");
+    for (int64_t i = 0; i < n; ++i)
+      if (it.ids[i] < 0 || it.ids[i] >= V)
+        throw Error(ErrorCode::InvalidArgument,
+                    fmt::format("token id {} at index {} is out of range [0, {})", it.ids[i], i, V));
+    if (it.cache->size() + n > it.cache->capacity())
+      throw Error(ErrorCode::OutOfMemory, fmt::format("KV cache full: {} tokens cached + {} new > capacity {}",
+                                                      it.cache->size(), n, it.cache->capacity()));
+    for (size_t c = 0; c < b; ++c)
+      if (items[c].cache == it.cache) throw Error(ErrorCode::InvalidArgument, "a sequence appears twice in one batch");
+    T += n;
+  }
 
   Step step;
   step.n = T;
-  step.start = cache.size();
-  step.positions.resize(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) step.positions[i] = int32_t(step.start + i);
+  std::vector<int32_t> all_ids;
+  all_ids.reserve(static_cast<size_t>(T));
+  for (const BatchItem& it : items) {
+    const int64_t n = int64_t(it.ids.size()), start = it.cache->size();
+    step.segments.push_back({it.cache, int64_t(all_ids.size()), n, start});
+    for (int64_t i = 0; i < n; ++i) step.positions.push_back(int32_t(start + i));
+    all_ids.insert(all_ids.end(), it.ids.begin(), it.ids.end());
+  }
   step.precision = opts.precision;
   // A checkpoint without quantization_config has no scale_fmt; the indexer and latent cache then use DeepSeek's
   // ue8m0 rule, the V3.2 default.
@@ -99,29 +122,46 @@ void DeepseekV32::forward(KvCache& cache, std::span<const int32_t> ids, const Ev
   step.attention = opts.attention;
 
   Matrix h = be_.matrix(T, D), residual = be_.matrix(T, D), x = be_.matrix(T, D);
-  be_.embed(w_.embed_tokens, ids, h.view);
+  be_.embed(w_.embed_tokens, all_ids, h.view);
   // Pre-norm residual stream kept in fp32; the residual starts at zero so every layer is the fused add + norm.
+  // Every op but attention works row by row, so sequences batched together get exactly the results they would
+  // get alone.
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const LayerWeights& lw = w_.layers[size_t(l)];
     be_.add_rms_norm(residual.view, h.view, lw.input_layernorm, float(cfg_.rms_norm_eps), x.view);
-    attention(l, x.view, cache, step, h.view);
+    attention(l, x.view, step, h.view);
     be_.add_rms_norm(residual.view, h.view, lw.post_attention_layernorm, float(cfg_.rms_norm_eps), x.view);
     feed_forward(l, x.view, step, h.view);
   }
   be_.add_rms_norm(residual.view, h.view, w_.norm, float(cfg_.rms_norm_eps), x.view);
 
-  const Tensor2D rows = opts.all_logits ? x.view : x.view.rows_slice(T - 1, 1);
-  Matrix out = be_.matrix(rows.rows, V);
-  be_.linear(rows, w_.lm_head, out.view, LinearQuant{});  // lm_head in fp32, never quantized (spec §2.1)
-  logits.resize(static_cast<size_t>(rows.rows * V));
-  be_.to_host(logits.data(), out.view);
-  cache.set_size(step.start + T);
+  // lm_head (fp32, never quantized: spec §2.1) on the rows each caller asked for.
+  int64_t n_out = 0;
+  for (size_t b = 0; b < items.size(); ++b) n_out += items[b].all_logits ? step.segments[b].n : 1;
+  Matrix rows = be_.matrix(n_out, D), out = be_.matrix(n_out, V);
+  int64_t r = 0;
+  for (size_t b = 0; b < items.size(); ++b) {
+    const auto& sg = step.segments[b];
+    const int64_t k = items[b].all_logits ? sg.n : 1;
+    be_.copy(rows.view.rows_slice(r, k), x.view.rows_slice(sg.row0 + sg.n - k, k));
+    r += k;
+  }
+  be_.linear(rows.view, w_.lm_head, out.view, LinearQuant{});
+  r = 0;
+  for (size_t b = 0; b < items.size(); ++b) {
+    const auto& sg = step.segments[b];
+    const int64_t k = items[b].all_logits ? sg.n : 1;
+    items[b].logits->resize(static_cast<size_t>(k * V));
+    be_.to_host(items[b].logits->data(), out.view.rows_slice(r, k));
+    r += k;
+    sg.cache->set_size(sg.start + sg.n);
+  }
 }
 
-void DeepseekV32::attention(int64_t l, Tensor2D x, KvCache& cache, const Step& step, Tensor2D out) {
+void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D out) {
   const LayerWeights& lw = w_.layers[size_t(l)];
   const AttentionWeights& aw = lw.attn;
-  const int64_t T = step.n, P0 = step.start, S = P0 + T;
+  const int64_t T = step.n;
   const int64_t H = cfg_.num_attention_heads, dn = cfg_.qk_nope_head_dim, dr = cfg_.qk_rope_head_dim;
   const int64_t dv = cfg_.v_head_dim, kvr = cfg_.kv_lora_rank, qkh = dn + dr;
   const float eps = float(cfg_.rms_norm_eps);
@@ -140,84 +180,100 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, KvCache& cache, const Step& s
   }
   be_.rope({q.view, H, qkh, dn, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
 
-  // Keys: one latent per token (RMSNorm'd c) plus the shared rotated rope key, written into the cache.
+  // Keys: one latent per token (RMSNorm'd c) plus the shared rotated rope key, written into each sequence's cache.
   Matrix kv = be_.matrix(T, kvr + dr);
   be_.linear(x, aw.kv_a_proj_with_mqa, kv.view, step.quant);
-  const Tensor2D latent_new = cache.latent(l).rows_slice(P0, T);
-  const Tensor2D kpe_new = cache.k_pe(l).rows_slice(P0, T);
-  be_.rms_norm(kv.view.cols_slice(0, kvr), aw.kv_a_layernorm, eps, latent_new);
-  // DeepSeek deploys an FP8 latent cache and its reference simulates it (spec §3.2): quantize-dequantize c.
-  if (fp8) be_.fp8_quantize(latent_new, 128, step.ue8m0, /*dequantize=*/true, latent_new, Tensor2D{});
-  be_.copy(kpe_new, kv.view.cols_slice(kvr, dr));
-  be_.rope({kpe_new, 1, dr, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
+  for (const auto& sg : step.segments) {
+    const Tensor2D latent_new = sg.cache->latent(l).rows_slice(sg.start, sg.n);
+    const Tensor2D kpe_new = sg.cache->k_pe(l).rows_slice(sg.start, sg.n);
+    const Tensor2D kv_rows = kv.view.rows_slice(sg.row0, sg.n);
+    be_.rms_norm(kv_rows.cols_slice(0, kvr), aw.kv_a_layernorm, eps, latent_new);
+    // DeepSeek deploys an FP8 latent cache and its reference simulates it (spec §3.2): quantize-dequantize c.
+    if (fp8) be_.fp8_quantize(latent_new, 128, step.ue8m0, /*dequantize=*/true, latent_new, Tensor2D{});
+    be_.copy(kpe_new, kv_rows.cols_slice(kvr, dr));
+    be_.rope({kpe_new, 1, dr, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::Interleaved});
+  }
 
-  // DSA lightning indexer (spec §4): one top-k set of cached positions per query, shared by all heads.
-  std::vector<int32_t> indices;
-  int64_t n_indices = 0;
+  // DSA lightning indexer (spec §4): queries and head weights for all rows; keys into each cache; one top-k set
+  // of cached positions per query, shared by all heads.
+  Matrix qi, hw, qs, kraw;
+  const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
   if (cfg_.has_indexer()) {
     const IndexerWeights& iw = lw.indexer;
-    const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
-    const Tensor2D k_new = cache.index_k(l).rows_slice(P0, T);
-    const Tensor2D ks_new = cache.index_scale(l).rows_slice(P0, T);
-    Matrix qi = be_.matrix(T, Hi * Di), kraw = be_.matrix(T, Di), hw = be_.matrix(T, Hi), qs;
+    qi = be_.matrix(T, Hi * Di);
+    kraw = be_.matrix(T, Di);
+    hw = be_.matrix(T, Hi);
     be_.linear(qr.view, iw.wq_b, qi.view, step.quant);
     be_.linear(x, iw.wk, kraw.view, step.quant);
-    be_.layer_norm(kraw.view, iw.k_norm_weight, iw.k_norm_bias, 1e-6f, k_new);
     // The indexer's heads are [rope | nope] and use the half-split RoPE layout (spec §2.5, §11.1–2).
     be_.rope({qi.view, Hi, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
-    be_.rope({k_new, 1, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
     be_.linear(x, iw.weights_proj, hw.view, LinearQuant{});  // bf16 weight, fp32 math
     if (fp8) {
       // Hadamard spreads outliers before the single-scale FP8 quantization; q·k is unchanged by it.
       be_.hadamard(qi.view, Di);
-      be_.hadamard(k_new, Di);
       qs = be_.matrix(T, Hi);
       be_.fp8_quantize(qi.view, Di, step.ue8m0, false, qi.view, qs.view);
-      be_.fp8_quantize(k_new, Di, step.ue8m0, false, k_new, ks_new);
-    } else {
-      std::vector<float> ones(size_t(T), 1.0f);
-      be_.from_host(ks_new, ones.data());
     }
-    // With at most index_topk visible tokens DSA is dense causal attention: skip scoring, keys are cached anyway.
-    if (S > step.index_topk) {
-      n_indices = step.index_topk;
-      indices.resize(static_cast<size_t>(T * n_indices));
-      IndexerTopkArgs ia;
-      ia.q = qi.view;
-      ia.q_scale = fp8 ? qs.view : Tensor2D{};
-      ia.w = hw.view;
-      ia.head_scale = float(1.0 / std::sqrt(double(Hi)) / std::sqrt(double(Di)));
-      ia.k = cache.index_k(l).rows_slice(0, S);
-      ia.k_scale = fp8 ? cache.index_scale(l).rows_slice(0, S) : Tensor2D{};
-      ia.n_heads = Hi;
-      ia.head_dim = Di;
-      ia.positions = step.positions.data();
-      ia.topk = n_indices;
-      ia.out_indices = indices.data();
-      be_.indexer_topk(ia);
+    for (const auto& sg : step.segments) {
+      const Tensor2D k_new = sg.cache->index_k(l).rows_slice(sg.start, sg.n);
+      const Tensor2D ks_new = sg.cache->index_scale(l).rows_slice(sg.start, sg.n);
+      be_.layer_norm(kraw.view.rows_slice(sg.row0, sg.n), iw.k_norm_weight, iw.k_norm_bias, 1e-6f, k_new);
+      be_.rope({k_new, 1, Di, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::HalfSplit});
+      if (fp8) {
+        be_.hadamard(k_new, Di);
+        be_.fp8_quantize(k_new, Di, step.ue8m0, false, k_new, ks_new);
+      } else {
+        std::vector<float> ones(static_cast<size_t>(sg.n), 1.0f);
+        be_.from_host(ks_new, ones.data());
+      }
     }
   }
 
   Matrix o = be_.matrix(T, H * dv);
-  MlaArgs ma;
-  ma.q = q.view;
-  ma.latent = cache.latent(l).rows_slice(0, S);
-  ma.k_pe = cache.k_pe(l).rows_slice(0, S);
-  ma.wkv_b = wkv_b_[size_t(l)].view;
-  ma.n_heads = H;
-  ma.nope_dim = dn;
-  ma.rope_dim = dr;
-  ma.v_dim = dv;
-  ma.softmax_scale = softmax_scale_;
-  ma.positions = step.positions.data();
-  ma.indices = n_indices ? indices.data() : nullptr;
-  ma.n_indices = n_indices;
-  ma.mode = step.attention == AttentionForm::Mha        ? MlaMode::Mha
-            : step.attention == AttentionForm::Absorbed ? MlaMode::Absorbed
-            : T > 1                                     ? MlaMode::Mha
-                                                        : MlaMode::Absorbed;
-  ma.out = o.view;
-  be_.mla_attention(ma);
+  for (const auto& sg : step.segments) {
+    const int64_t S = sg.start + sg.n;
+    const int32_t* positions = step.positions.data() + sg.row0;
+    std::vector<int32_t> indices;
+    int64_t n_indices = 0;
+    // With at most index_topk visible tokens DSA is dense causal attention: skip scoring (the keys are cached).
+    if (cfg_.has_indexer() && S > step.index_topk) {
+      n_indices = step.index_topk;
+      indices.resize(static_cast<size_t>(sg.n * n_indices));
+      IndexerTopkArgs ia;
+      ia.q = qi.view.rows_slice(sg.row0, sg.n);
+      ia.q_scale = fp8 ? qs.view.rows_slice(sg.row0, sg.n) : Tensor2D{};
+      ia.w = hw.view.rows_slice(sg.row0, sg.n);
+      ia.head_scale = float(1.0 / std::sqrt(double(Hi)) / std::sqrt(double(Di)));
+      ia.k = sg.cache->index_k(l).rows_slice(0, S);
+      ia.k_scale = fp8 ? sg.cache->index_scale(l).rows_slice(0, S) : Tensor2D{};
+      ia.n_heads = Hi;
+      ia.head_dim = Di;
+      ia.positions = positions;
+      ia.topk = n_indices;
+      ia.out_indices = indices.data();
+      be_.indexer_topk(ia);
+    }
+    MlaArgs ma;
+    ma.q = q.view.rows_slice(sg.row0, sg.n);
+    ma.latent = sg.cache->latent(l).rows_slice(0, S);
+    ma.k_pe = sg.cache->k_pe(l).rows_slice(0, S);
+    ma.wkv_b = wkv_b_[size_t(l)].view;
+    ma.n_heads = H;
+    ma.nope_dim = dn;
+    ma.rope_dim = dr;
+    ma.v_dim = dv;
+    ma.softmax_scale = softmax_scale_;
+    ma.positions = positions;
+    ma.indices = n_indices ? indices.data() : nullptr;
+    ma.n_indices = n_indices;
+    // The form is chosen per sequence, as it would be if the sequence ran alone.
+    ma.mode = step.attention == AttentionForm::Mha        ? MlaMode::Mha
+              : step.attention == AttentionForm::Absorbed ? MlaMode::Absorbed
+              : sg.n > 1                                  ? MlaMode::Mha
+                                                          : MlaMode::Absorbed;
+    ma.out = o.view.rows_slice(sg.row0, sg.n);
+    be_.mla_attention(ma);
+  }
   be_.linear(o.view, aw.o_proj, out, step.quant);
 }
 

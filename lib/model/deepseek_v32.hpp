@@ -30,9 +30,19 @@ class DeepseekV32 {
   // the cache, so a failed call leaves it as it was.
   void forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts, std::vector<float>& logits);
 
+  // A ragged batch: several sequences' tokens in one forward (prefill chunks and decode tokens may mix). Each
+  // sequence gets exactly the logits it would get alone.
+  struct BatchItem {
+    KvCache* cache;
+    std::span<const int32_t> ids;
+    bool all_logits;
+    std::vector<float>* logits;  // out: [n or 1, vocab]
+  };
+  void forward_batch(std::span<BatchItem> items, const EvalOptions& opts);
+
  private:
   struct Step;  // per-call state: positions, precision
-  void attention(int64_t layer, Tensor2D x, KvCache& cache, const Step& step, Tensor2D out);
+  void attention(int64_t layer, Tensor2D x, const Step& step, Tensor2D out);
   void feed_forward(int64_t layer, Tensor2D x, const Step& step, Tensor2D out);
   void swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q, Tensor2D out);
 

@@ -206,6 +206,18 @@ std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, cons
   return logits;
 }
 
+void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) const {
+  std::vector<DeepseekV32::BatchItem> items;
+  for (auto& e : entries) {
+    if (!e.sequence || e.sequence->impl_->owner != this)
+      throw Error(ErrorCode::InvalidArgument, "a batch entry's sequence is missing or belongs to a different model");
+    items.push_back({&e.sequence->impl_->cache, e.ids, e.all_logits, &e.logits});
+  }
+  if (items.empty()) return;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->net->forward_batch(items, opts);
+}
+
 std::vector<int32_t> Model::generate_greedy(std::span<const int32_t> prompt, int64_t n_new, const EvalOptions& opts,
                                             bool stop_at_eos, int64_t n_usable) const {
   if (n_new < 0) throw Error(ErrorCode::InvalidArgument, "n_new must be >= 0");

@@ -145,13 +145,17 @@ struct Session::Impl {
     running = false;
   }
 
-  // One token: sample, emit its text, evaluate it (unless the generation ends with it).
-  void step() {
+  // Samples the next token and emits its text. Returns it when it must be evaluated (the generation goes on), or
+  // nullopt when the generation ended with it.
+  std::optional<int32_t> sample_step() {
     if (cancelled.exchange(false)) {
       end(FinishReason::None);
       throw Error(ErrorCode::Cancelled, fmt::format("generation cancelled after {} tokens", generated.size()));
     }
-    if (int64_t(generated.size()) >= gen.max_tokens) return end(FinishReason::MaxTokens);
+    if (int64_t(generated.size()) >= gen.max_tokens) {
+      end(FinishReason::MaxTokens);
+      return std::nullopt;
+    }
     int32_t next;
     try {
       next = sampler->sample(logits, usable_vocab());
@@ -163,7 +167,8 @@ struct Session::Impl {
     generated.push_back(next);
     if (gen.stop_at_eos && next == tok.eos_id()) {
       pending = next;  // part of the conversation; evaluated when the session continues
-      return end(FinishReason::Eos);
+      end(FinishReason::Eos);
+      return std::nullopt;
     }
     unsent += detok->push(next);
     std::vector<ChatEvent> ev;
@@ -172,7 +177,8 @@ struct Session::Impl {
       if (p != std::string::npos) {
         unsent.resize(p);
         pending = next;
-        return end(FinishReason::StopString);
+        end(FinishReason::StopString);
+        return std::nullopt;
       }
     }
     const size_t keep = stop_holdback(unsent, gen.stop);
@@ -183,14 +189,26 @@ struct Session::Impl {
     for (auto& e : ev) queue.push_back(std::move(e));
     if (int64_t(generated.size()) >= gen.max_tokens) {
       pending = next;
-      return end(FinishReason::MaxTokens);
+      end(FinishReason::MaxTokens);
+      return std::nullopt;
     }
+    return next;
+  }
+
+  // The sampled token's evaluation failed: the generation ends, the cache is as before it.
+  void abort_step() {
+    pending.reset();
+    end(FinishReason::None);
+  }
+
+  void step() {
+    const auto next = sample_step();
+    if (!next) return;
     try {
-      eval(std::span<const int32_t>(&next, 1));
+      eval(std::span<const int32_t>(&*next, 1));
       last_prefill = 0;
     } catch (...) {
-      pending.reset();
-      end(FinishReason::None);
+      abort_step();
       throw;
     }
   }
@@ -250,6 +268,55 @@ std::unique_ptr<Session> Session::fork() const {
   s->impl_->pending = impl_->pending;
   s->impl_->sampler.reset(static_cast<SamplerChain*>(impl_->sampler->clone().release()));
   return s;
+}
+
+void Engine::generate(std::span<Session* const> sessions, const GenerateParams& params,
+                       const std::function<void(size_t, const ChatEvent&)>& on_event) {
+  for (Session* s : sessions) {
+    if (!s) throw Error(ErrorCode::InvalidArgument, "Engine::generate: a session is null");
+    if (&s->impl_->model != &model_) throw Error(ErrorCode::InvalidArgument, "Engine::generate: a session uses another model");
+  }
+  for (Session* s : sessions) s->start(params);
+  auto drain = [&](size_t i) {
+    auto& q = sessions[i]->impl_->queue;
+    while (!q.empty()) {
+      if (on_event) on_event(i, q.front());
+      q.pop_front();
+    }
+  };
+  std::vector<Model::BatchEntry> batch;
+  std::vector<size_t> who;
+  std::vector<int32_t> next_ids(sessions.size());
+  for (;;) {
+    batch.clear();
+    who.clear();
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      Session::Impl& s = *sessions[i]->impl_;
+      if (!s.running) continue;
+      const auto t = s.sample_step();
+      drain(i);
+      if (!t) continue;
+      next_ids[i] = *t;
+      Model::BatchEntry e;
+      e.sequence = s.seq.get();
+      e.ids = std::span<const int32_t>(&next_ids[i], 1);
+      batch.push_back(std::move(e));
+      who.push_back(i);
+    }
+    if (batch.empty()) break;
+    try {
+      model_.eval_batch(batch, sessions[who[0]]->impl_->params.eval);
+    } catch (...) {
+      for (size_t i : who) sessions[i]->impl_->abort_step();
+      throw;
+    }
+    for (size_t k = 0; k < who.size(); ++k) {
+      Session::Impl& s = *sessions[who[k]]->impl_;
+      s.tokens.push_back(next_ids[who[k]]);
+      s.logits = std::move(batch[k].logits);
+      s.last_prefill = 0;
+    }
+  }
 }
 
 void Session::save(const std::string& path) const {
