@@ -27,6 +27,10 @@ enum class AttentionForm { Auto, Mha, Absorbed };  // Auto: MHA for multi-token 
 struct ModelLoadParams {
   std::string backend = "cpu";  // "cpu", or "cuda" when built with it
   int n_threads = 0;            // CPU threads; 0 = all hardware threads
+  // The KV cache pool shared by all sequences of the model: tokens it holds (0 = 32768) and tokens per block.
+  // Pages are committed as they are used, so a large pool costs address space, not memory, until it fills.
+  int64_t kv_cache_tokens = 0;
+  int64_t kv_block_tokens = 64;
   // Called during load with the fraction done [0, 1] and the stage; may be empty. Runs on the loading thread.
   std::function<void(double fraction, std::string_view stage)> progress;
 };
@@ -96,13 +100,19 @@ class Model {
   };
   void eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts = {}) const;
 
-  // A new sequence holding a copy of `src`'s cached tokens (capacity >= src.size(); 0 = src's capacity).
+  // A new sequence holding `src`'s cached tokens, sharing their cache blocks (copy on write): a common prefix is
+  // stored once. capacity >= src.size(); 0 = src's capacity.
   std::unique_ptr<Sequence> copy_sequence(const Sequence& src, int64_t capacity = 0) const;
   // Writes / reads a sequence's cache: a versioned binary format checked against this model's fingerprint.
   // Errors: Io, Format (not a dsinfer sequence file, other version, truncated), InvalidArgument (saved from a
   // different model).
   void save_sequence(const Sequence& seq, std::ostream& out) const;
   std::unique_ptr<Sequence> load_sequence(std::istream& in, int64_t capacity = 0) const;
+  struct KvCacheStats {
+    int64_t blocks_total = 0, blocks_used = 0, block_tokens = 0;
+    int64_t bytes_per_block = 0;  // all layers
+  };
+  KvCacheStats kv_cache_stats() const;
   // Identifies the checkpoint: its config and a hash of sampled weight bytes.
   const std::string& fingerprint() const;
 

@@ -48,6 +48,9 @@ class Session {
   // tokens: the cache is cut at the first differing token (in thinking mode an earlier turn re-renders when a new
   // user message arrives) and the rest is appended. Errors: as encode_chat and Model::eval.
   void set_messages(const std::vector<ChatMessage>& conversation);
+  // Like set_messages, but the suffix is only queued: the next start() evaluates it, or an Engine evaluates it in
+  // one forward together with other sessions' tokens.
+  void queue_messages(const std::vector<ChatMessage>& conversation);
   int64_t last_prefill_tokens() const;  // how many tokens the last prefill/set_messages evaluated
 
   // Pull-style generation: start(), then next() until it returns false; finish_reason() tells why it ended.
@@ -80,8 +83,9 @@ class Session {
 };
 
 // Steps many sessions together: each step samples one token for every session still generating and evaluates
-// all of them in one forward (Model::eval_batch). Every session gets exactly the tokens it would get alone.
-// Borrows the model. Sessions must already hold their prompts (prefill / set_messages) and share its precision.
+// all of them in one forward (Model::eval_batch); the first step also carries the prompts queued with
+// queue_messages, so prefill chunks and decode tokens share a forward. Every session gets exactly the tokens it
+// would get alone. Borrows the model. The sessions share one precision.
 class Engine {
  public:
   explicit Engine(const Model& model) : model_(model) {}

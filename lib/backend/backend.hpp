@@ -74,13 +74,21 @@ struct RopeArgs {
 // Lightning-indexer scores and causal top-k (spec §4.2, §4.4):
 //   I[t,s] = k_scale[s] · Σ_h w[t,h] · head_scale · q_scale[t,h] · ReLU(q[t,h,:]·k[s,:])   for s ∈ [0, pos[t]]
 // and the top min(topk, pos[t]+1) positions of each row, padded with -1.
+// Logical cache position -> row of a (possibly paged) cache tensor.
+inline int64_t cache_row(const int32_t* block_table, int64_t block_tokens, int64_t pos) {
+  return block_table ? int64_t(block_table[pos / block_tokens]) * block_tokens + pos % block_tokens : pos;
+}
+
 struct IndexerTopkArgs {
   Tensor2D q;                    // [T, Hi*D] (post-RoPE; in fp8 mode post-Hadamard e4m3 values, unscaled)
   Tensor2D q_scale;              // [T, Hi] per (token, head) quantization scale; empty (data null) = 1
   Tensor2D w;                    // [T, Hi] head weights (x·weights_projᵀ)
   float head_scale = 1.0f;       // constant folded into w (Hi^-0.5 · D^-0.5)
-  Tensor2D k;                    // [S, D] indexer key cache rows 0..S-1
-  Tensor2D k_scale;              // [S, 1] per-key scale; empty = 1
+  Tensor2D k;                    // [rows, D] indexer keys: logical position s is row row_of(s)
+  Tensor2D k_scale;              // [rows, 1] per-key scale (same rows); empty = 1
+  int64_t n_keys = 0;            // S: logical positions 0..S-1 exist
+  const int32_t* block_table = nullptr;  // paged cache: row_of(s) = block_table[s / block_tokens] * block_tokens
+  int64_t block_tokens = 0;              //   + s % block_tokens; null: row_of(s) = s
   int64_t n_heads = 0, head_dim = 0;
   const int32_t* positions = nullptr;  // [T] absolute position of each query (host)
   int64_t topk = 0;
@@ -97,8 +105,11 @@ enum class MlaMode {
 // [0, pos[t]]; with `indices`, only the listed rows (one set per query, shared by all heads).
 struct MlaArgs {
   Tensor2D q;                    // [T, H*(dn+dr)], per head [nope | rope], rope already applied
-  Tensor2D latent;               // [S, kvr] cached c (after kv_norm)
-  Tensor2D k_pe;                 // [S, dr] cached rotated rope key
+  Tensor2D latent;               // [rows, kvr] cached c (after kv_norm): logical position s is row row_of(s)
+  Tensor2D k_pe;                 // [rows, dr] cached rotated rope key (same rows)
+  int64_t n_keys = 0;            // S: logical positions 0..S-1 exist
+  const int32_t* block_table = nullptr;  // paged cache, as in IndexerTopkArgs; null: row_of(s) = s
+  int64_t block_tokens = 0;
   Tensor2D wkv_b;                // [H*(dn+dv), kvr] fp32 (dequantized once at load)
   int64_t n_heads = 0, nope_dim = 0, rope_dim = 0, v_dim = 0;
   float softmax_scale = 0.0f;
@@ -143,7 +154,9 @@ class Backend {
   virtual std::string_view name() const = 0;
 
   // --- memory ---
-  virtual Buffer allocate(size_t bytes) = 0;
+  // zero=false leaves the contents undefined (the CPU backend then commits pages only as they are written; the
+  // KV pool relies on it).
+  virtual Buffer allocate(size_t bytes, bool zero = true) = 0;
   Matrix matrix(int64_t rows, int64_t cols);  // zero-filled fp32 [rows, cols]
   virtual void fill_zero(Tensor2D x) = 0;
   virtual void copy(Tensor2D dst, Tensor2D src) = 0;

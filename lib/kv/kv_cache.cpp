@@ -2,53 +2,204 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "dsinfer/error.hpp"
 
 namespace dsinfer {
 
-KvCache::KvCache(Backend& backend, const ModelConfig& cfg, int64_t capacity) : capacity_(capacity) {
-  if (capacity <= 0) throw Error(ErrorCode::InvalidArgument, fmt::format("KV cache capacity must be positive, got {}", capacity));
+namespace {
+Matrix lazy_matrix(Backend& be, int64_t rows, int64_t cols) {
+  Matrix m;
+  m.buffer = be.allocate(size_t(rows * cols) * sizeof(float), /*zero=*/false);
+  m.view = Tensor2D{static_cast<float*>(m.buffer.data()), rows, cols, cols};
+  return m;
+}
+}  // namespace
+
+KvBlockPool::KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens)
+    : backend_(backend), n_blocks_(n_blocks), block_tokens_(block_tokens) {
+  if (n_blocks <= 0 || block_tokens <= 0)
+    throw Error(ErrorCode::InvalidArgument, fmt::format("KV pool of {} blocks of {} tokens", n_blocks, block_tokens));
+  const int64_t rows = n_blocks * block_tokens;
   layers_.resize(size_t(cfg.num_hidden_layers));
+  int64_t width = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
   for (auto& l : layers_) {
-    l.latent = backend.matrix(capacity, cfg.kv_lora_rank);
-    l.k_pe = backend.matrix(capacity, cfg.qk_rope_head_dim);
+    l.latent = lazy_matrix(backend, rows, cfg.kv_lora_rank);
+    l.k_pe = lazy_matrix(backend, rows, cfg.qk_rope_head_dim);
     if (cfg.has_indexer()) {
-      l.index_k = backend.matrix(capacity, cfg.index_head_dim);
-      l.index_scale = backend.matrix(capacity, 1);
+      l.index_k = lazy_matrix(backend, rows, cfg.index_head_dim);
+      l.index_scale = lazy_matrix(backend, rows, 1);
     }
   }
+  if (cfg.has_indexer()) width += cfg.index_head_dim + 1;
+  bytes_per_block_ = size_t(width) * sizeof(float) * size_t(block_tokens) * layers_.size();
+  refs_.assign(size_t(n_blocks), 0);
+  for (int64_t b = n_blocks - 1; b >= 0; --b) free_.push_back(int32_t(b));
 }
 
-std::vector<Tensor2D> KvCache::tensors() const {
-  std::vector<Tensor2D> out;
-  for (const auto& l : layers_)
-    for (const Matrix* m : {&l.latent, &l.k_pe, &l.index_k, &l.index_scale})
-      if (m->view.data) out.push_back(m->view.rows_slice(0, size_));
-  return out;
-}
-
-void KvCache::copy_from(Backend& backend, const KvCache& src, int64_t n) {
-  if (n > capacity_ || n > src.size_ || layers_.size() != src.layers_.size())
-    throw Error(ErrorCode::InvalidArgument, fmt::format("cannot copy {} cached tokens into a cache of capacity {}", n, capacity_));
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& s = src.layers_[i];
-    Layer& d = layers_[i];
-    for (auto [dm, sm] : {std::pair{&d.latent, &s.latent}, {&d.k_pe, &s.k_pe}, {&d.index_k, &s.index_k},
-                          {&d.index_scale, &s.index_scale}})
-      if (sm->view.data) backend.copy(dm->view.rows_slice(0, n), sm->view.rows_slice(0, n));
+Tensor2D KvBlockPool::tensor(int64_t layer, KvTensor t) const {
+  const Layer& l = layers_[size_t(layer)];
+  switch (t) {
+    case KvTensor::Latent: return l.latent.view;
+    case KvTensor::RopeKey: return l.k_pe.view;
+    case KvTensor::IndexKey: return l.index_k.view;
+    case KvTensor::IndexScale: return l.index_scale.view;
   }
-  size_ = n;
+  return {};
+}
+
+int64_t KvBlockPool::used_blocks() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return n_blocks_ - int64_t(free_.size());
+}
+
+int32_t KvBlockPool::allocate() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (free_.empty())
+    throw Error(ErrorCode::OutOfMemory,
+                fmt::format("KV cache full: all {} blocks of {} tokens of the pool are in use (raise "
+                            "ModelLoadParams::kv_cache_tokens)", n_blocks_, block_tokens_));
+  const int32_t b = free_.back();
+  free_.pop_back();
+  refs_[size_t(b)] = 1;
+  return b;
+}
+
+void KvBlockPool::retain(int32_t b) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++refs_[size_t(b)];
+}
+
+void KvBlockPool::release(int32_t b) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (--refs_[size_t(b)] == 0) free_.push_back(b);
+}
+
+int KvBlockPool::refs(int32_t b) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return refs_[size_t(b)];
+}
+
+KvCache::KvCache(std::shared_ptr<KvBlockPool> pool, int64_t capacity) : pool_(std::move(pool)), capacity_(capacity) {
+  if (capacity <= 0) throw Error(ErrorCode::InvalidArgument, fmt::format("KV cache capacity must be positive, got {}", capacity));
+}
+
+KvCache::~KvCache() {
+  for (int32_t b : blocks_) pool_->release(b);
+}
+
+std::unique_ptr<KvCache> KvCache::fork(int64_t capacity) const {
+  if (capacity < size_) throw Error(ErrorCode::InvalidArgument, "a fork needs a capacity of at least the cached tokens");
+  auto c = std::make_unique<KvCache>(pool_, capacity);
+  for (int32_t b : blocks_) pool_->retain(b);
+  c->blocks_ = blocks_;
+  c->size_ = size_;
+  return c;
 }
 
 void KvCache::truncate(int64_t n) {
   if (n < 0 || n > size_)
     throw Error(ErrorCode::InvalidArgument, fmt::format("cannot truncate a KV cache of {} tokens to {}", size_, n));
   size_ = n;
+  const size_t keep = size_t((n + block_tokens() - 1) / block_tokens());
+  while (blocks_.size() > keep) {
+    pool_->release(blocks_.back());
+    blocks_.pop_back();
+  }
 }
 
 void KvCache::set_size(int64_t n) {
-  if (n < 0 || n > capacity_) throw Error(ErrorCode::Internal, "KV cache size out of range");
+  if (n < 0 || n > int64_t(blocks_.size()) * block_tokens()) throw Error(ErrorCode::Internal, "KV cache size out of range");
   size_ = n;
+}
+
+void KvCache::prepare_append(int64_t n) {
+  if (size_ + n > capacity_)
+    throw Error(ErrorCode::OutOfMemory, fmt::format("KV cache full: {} tokens cached + {} new > capacity {}", size_, n, capacity_));
+  const int64_t B = block_tokens();
+  // Copy on write: the block holding position size_ is shared and partly filled.
+  if (size_ % B != 0) {
+    const size_t bi = size_t(size_ / B);
+    const int32_t old = blocks_[bi];
+    if (pool_->refs(old) > 1) {
+      const int32_t fresh = pool_->allocate();
+      const int64_t filled = size_ % B;
+      for (int64_t l = 0; l < pool_->n_layers(); ++l)
+        for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
+          const Tensor2D v = pool_->tensor(l, t);
+          if (v.data) pool_->backend().copy(v.rows_slice(int64_t(fresh) * B, filled), v.rows_slice(int64_t(old) * B, filled));
+        }
+      blocks_[bi] = fresh;
+      pool_->release(old);
+    }
+  }
+  const size_t need = size_t((size_ + n + B - 1) / B);
+  std::vector<int32_t> added;
+  try {
+    while (blocks_.size() + added.size() < need) added.push_back(pool_->allocate());
+  } catch (...) {
+    for (int32_t b : added) pool_->release(b);
+    throw;
+  }
+  blocks_.insert(blocks_.end(), added.begin(), added.end());
+}
+
+template <class F>
+void KvCache::for_each_run(int64_t pos, int64_t n, F&& f) const {
+  const int64_t B = block_tokens();
+  int64_t done = 0;
+  while (done < n) {
+    const int64_t p = pos + done;
+    const int64_t run = std::min(n - done, B - p % B);
+    f(physical_row(p), done, run);
+    done += run;
+  }
+}
+
+void KvCache::write(int64_t layer, KvTensor t, int64_t pos, Tensor2D src) {
+  const Tensor2D dst = pool_->tensor(layer, t);
+  for_each_run(pos, src.rows, [&](int64_t row, int64_t off, int64_t count) {
+    pool_->backend().copy(dst.rows_slice(row, count), src.rows_slice(off, count));
+  });
+}
+
+size_t KvCache::host_floats() const {
+  size_t n = 0;
+  for (int64_t l = 0; l < pool_->n_layers(); ++l)
+    for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
+      const Tensor2D v = pool_->tensor(l, t);
+      if (v.data) n += size_t(size_ * v.cols);
+    }
+  return n;
+}
+
+void KvCache::to_host(std::vector<float>& out) const {
+  out.resize(host_floats());
+  size_t at = 0;
+  for (int64_t l = 0; l < pool_->n_layers(); ++l)
+    for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
+      const Tensor2D v = pool_->tensor(l, t);
+      if (!v.data) continue;
+      for_each_run(0, size_, [&](int64_t row, int64_t off, int64_t count) {
+        pool_->backend().to_host(out.data() + at + size_t(off * v.cols), v.rows_slice(row, count));
+      });
+      at += size_t(size_ * v.cols);
+    }
+}
+
+void KvCache::from_host(const float* data, size_t n_floats) {
+  if (n_floats != host_floats()) throw Error(ErrorCode::Format, "saved KV cache has the wrong size for this model");
+  size_t at = 0;
+  for (int64_t l = 0; l < pool_->n_layers(); ++l)
+    for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
+      const Tensor2D v = pool_->tensor(l, t);
+      if (!v.data) continue;
+      for_each_run(0, size_, [&](int64_t row, int64_t off, int64_t count) {
+        pool_->backend().from_host(v.rows_slice(row, count), data + at + size_t(off * v.cols));
+      });
+      at += size_t(size_ * v.cols);
+    }
 }
 
 }  // namespace dsinfer

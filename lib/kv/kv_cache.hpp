@@ -1,9 +1,14 @@
-// The per-sequence cache of what attention needs from earlier tokens (spec §3.5, §4.7): per layer, the MLA
-// latent c (after kv_norm; in fp8 mode the FP8-simulated value) and the rotated rope key, and for V3.2 the
-// indexer key (post-RoPE, in fp8 mode post-Hadamard e4m3 values) with its per-token scale.
-// Contiguous for now; the paged layout with prefix sharing comes with sessions (issue 4).
+// The paged cache of what attention needs from earlier tokens (spec §3.5, §4.7): per layer, the MLA latent c
+// (after kv_norm; in fp8 mode the FP8-simulated value) and the rotated rope key, and for V3.2 the indexer key
+// (post-RoPE, in fp8 mode post-Hadamard e4m3 values) with its per-token scale.
+//
+// Storage is a pool of fixed-size blocks shared by all sequences of a model; a sequence is a block table. Forked
+// sequences share their common blocks (a long system prompt is stored once) and copy a shared block only when
+// they write into it. Values are fp32 here; the FP8 656/132-byte formats belong to the GPU backend.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -11,33 +16,83 @@
 
 namespace dsinfer {
 
-class KvCache {
+enum class KvTensor { Latent, RopeKey, IndexKey, IndexScale };
+
+class KvBlockPool {
  public:
-  // Allocates room for `capacity` tokens on the backend.
-  KvCache(Backend& backend, const ModelConfig& cfg, int64_t capacity);
+  // Reserves n_blocks blocks of block_tokens tokens on the backend (pages are committed as they are written).
+  KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens);
 
-  int64_t capacity() const { return capacity_; }
-  int64_t size() const { return size_; }  // tokens written so far = position of the next token
-  // Forgets tokens from position n on (n <= size()); their rows are overwritten by later writes.
-  void truncate(int64_t n);
-  void set_size(int64_t n);  // used by the model after a forward wrote rows [size, n)
+  Backend& backend() const { return backend_; }
+  int64_t block_tokens() const { return block_tokens_; }
+  int64_t n_blocks() const { return n_blocks_; }
+  int64_t used_blocks() const;
+  size_t bytes_per_block() const { return bytes_per_block_; }  // all layers and tensors
+  int64_t n_layers() const { return int64_t(layers_.size()); }
+  // [n_blocks * block_tokens, width] f32; data is null for the indexer tensors of a model without indexer.
+  Tensor2D tensor(int64_t layer, KvTensor t) const;
 
-  // Copies rows [0, n) of every layer of `src` (same model, capacity >= n) into this cache; size becomes n.
-  void copy_from(Backend& backend, const KvCache& src, int64_t n);
-  // Every tensor of the first size() rows, layer by layer, in a fixed order (for saving and restoring).
-  std::vector<Tensor2D> tensors() const;
-
-  Tensor2D latent(int64_t layer) const { return layers_[size_t(layer)].latent.view; }      // [cap, kv_lora_rank]
-  Tensor2D k_pe(int64_t layer) const { return layers_[size_t(layer)].k_pe.view; }          // [cap, rope_dim]
-  Tensor2D index_k(int64_t layer) const { return layers_[size_t(layer)].index_k.view; }    // [cap, index_head_dim]
-  Tensor2D index_scale(int64_t layer) const { return layers_[size_t(layer)].index_scale.view; }  // [cap, 1]
+  int32_t allocate();         // a block with one reference; throws Error(OutOfMemory) when none is free
+  void retain(int32_t block);
+  void release(int32_t block);
+  int refs(int32_t block) const;
 
  private:
   struct Layer {
     Matrix latent, k_pe, index_k, index_scale;
   };
-  int64_t capacity_ = 0, size_ = 0;
+  Backend& backend_;
+  int64_t n_blocks_, block_tokens_;
+  size_t bytes_per_block_ = 0;
   std::vector<Layer> layers_;
+  mutable std::mutex mutex_;
+  std::vector<int> refs_;
+  std::vector<int32_t> free_;
+};
+
+// One sequence's cache: a block table over a pool.
+class KvCache {
+ public:
+  KvCache(std::shared_ptr<KvBlockPool> pool, int64_t capacity);
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  // A cache holding the same tokens, sharing every block with this one (capacity >= size()).
+  std::unique_ptr<KvCache> fork(int64_t capacity) const;
+
+  int64_t capacity() const { return capacity_; }
+  int64_t size() const { return size_; }  // tokens written so far = position of the next token
+  void truncate(int64_t n);               // forgets tokens from position n on; frees blocks no longer used
+  void set_size(int64_t n);               // after a forward wrote rows [size, n)
+
+  // Makes positions [size, size + n) writable: allocates blocks and copies a shared block the new tokens would
+  // write into (copy on write). Throws Error(OutOfMemory) when the capacity or the pool is exhausted; on error
+  // the cache is unchanged as far as its tokens go.
+  void prepare_append(int64_t n);
+
+  KvBlockPool& pool() const { return *pool_; }
+  const std::vector<int32_t>& block_table() const { return blocks_; }
+  int64_t block_tokens() const { return pool_->block_tokens(); }
+  int64_t physical_row(int64_t pos) const {
+    return int64_t(blocks_[size_t(pos / pool_->block_tokens())]) * pool_->block_tokens() + pos % pool_->block_tokens();
+  }
+  Tensor2D tensor(int64_t layer, KvTensor t) const { return pool_->tensor(layer, t); }
+
+  // Writes src's rows to positions [pos, pos + src.rows) (blocks prepared by prepare_append).
+  void write(int64_t layer, KvTensor t, int64_t pos, Tensor2D src);
+  // Positions [0, size()) of every present tensor, layer by layer, to / from host memory (save and restore).
+  void to_host(std::vector<float>& out) const;
+  void from_host(const float* data, size_t n_floats);  // expects size() already set by set_size
+  size_t host_floats() const;
+
+ private:
+  template <class F>
+  void for_each_run(int64_t pos, int64_t n, F&& f) const;  // f(physical_row, logical_offset, count) per block run
+
+  std::shared_ptr<KvBlockPool> pool_;
+  int64_t capacity_ = 0, size_ = 0;
+  std::vector<int32_t> blocks_;
 };
 
 }  // namespace dsinfer

@@ -103,6 +103,16 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
     T += n;
   }
 
+  // Blocks for the new tokens (copying shared blocks they write into). A failure here releases what it took.
+  for (size_t b = 0; b < items.size(); ++b) {
+    try {
+      items[b].cache->prepare_append(int64_t(items[b].ids.size()));
+    } catch (...) {
+      for (size_t c = 0; c < b; ++c) items[c].cache->truncate(items[c].cache->size());  // frees the new blocks
+      throw;
+    }
+  }
+
   Step step;
   step.n = T;
   std::vector<int32_t> all_ids;
@@ -184,14 +194,16 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
   Matrix kv = be_.matrix(T, kvr + dr);
   be_.linear(x, aw.kv_a_proj_with_mqa, kv.view, step.quant);
   for (const auto& sg : step.segments) {
-    const Tensor2D latent_new = sg.cache->latent(l).rows_slice(sg.start, sg.n);
-    const Tensor2D kpe_new = sg.cache->k_pe(l).rows_slice(sg.start, sg.n);
+    // New rows are computed in scratch and then written through the block table (they may span blocks).
+    Matrix latent_new = be_.matrix(sg.n, kvr), kpe_new = be_.matrix(sg.n, dr);
     const Tensor2D kv_rows = kv.view.rows_slice(sg.row0, sg.n);
-    be_.rms_norm(kv_rows.cols_slice(0, kvr), aw.kv_a_layernorm, eps, latent_new);
+    be_.rms_norm(kv_rows.cols_slice(0, kvr), aw.kv_a_layernorm, eps, latent_new.view);
     // DeepSeek deploys an FP8 latent cache and its reference simulates it (spec §3.2): quantize-dequantize c.
-    if (fp8) be_.fp8_quantize(latent_new, 128, step.ue8m0, /*dequantize=*/true, latent_new, Tensor2D{});
-    be_.copy(kpe_new, kv_rows.cols_slice(kvr, dr));
-    be_.rope({kpe_new, 1, dr, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::Interleaved});
+    if (fp8) be_.fp8_quantize(latent_new.view, 128, step.ue8m0, /*dequantize=*/true, latent_new.view, Tensor2D{});
+    be_.copy(kpe_new.view, kv_rows.cols_slice(kvr, dr));
+    be_.rope({kpe_new.view, 1, dr, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::Interleaved});
+    sg.cache->write(l, KvTensor::Latent, sg.start, latent_new.view);
+    sg.cache->write(l, KvTensor::RopeKey, sg.start, kpe_new.view);
   }
 
   // DSA lightning indexer (spec §4): queries and head weights for all rows; keys into each cache; one top-k set
@@ -215,17 +227,18 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
       be_.fp8_quantize(qi.view, Di, step.ue8m0, false, qi.view, qs.view);
     }
     for (const auto& sg : step.segments) {
-      const Tensor2D k_new = sg.cache->index_k(l).rows_slice(sg.start, sg.n);
-      const Tensor2D ks_new = sg.cache->index_scale(l).rows_slice(sg.start, sg.n);
-      be_.layer_norm(kraw.view.rows_slice(sg.row0, sg.n), iw.k_norm_weight, iw.k_norm_bias, 1e-6f, k_new);
-      be_.rope({k_new, 1, Di, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::HalfSplit});
+      Matrix k_new = be_.matrix(sg.n, Di), ks_new = be_.matrix(sg.n, 1);
+      be_.layer_norm(kraw.view.rows_slice(sg.row0, sg.n), iw.k_norm_weight, iw.k_norm_bias, 1e-6f, k_new.view);
+      be_.rope({k_new.view, 1, Di, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::HalfSplit});
       if (fp8) {
-        be_.hadamard(k_new, Di);
-        be_.fp8_quantize(k_new, Di, step.ue8m0, false, k_new, ks_new);
+        be_.hadamard(k_new.view, Di);
+        be_.fp8_quantize(k_new.view, Di, step.ue8m0, false, k_new.view, ks_new.view);
       } else {
         std::vector<float> ones(static_cast<size_t>(sg.n), 1.0f);
-        be_.from_host(ks_new, ones.data());
+        be_.from_host(ks_new.view, ones.data());
       }
+      sg.cache->write(l, KvTensor::IndexKey, sg.start, k_new.view);
+      sg.cache->write(l, KvTensor::IndexScale, sg.start, ks_new.view);
     }
   }
 
@@ -244,8 +257,11 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
       ia.q_scale = fp8 ? qs.view.rows_slice(sg.row0, sg.n) : Tensor2D{};
       ia.w = hw.view.rows_slice(sg.row0, sg.n);
       ia.head_scale = float(1.0 / std::sqrt(double(Hi)) / std::sqrt(double(Di)));
-      ia.k = sg.cache->index_k(l).rows_slice(0, S);
-      ia.k_scale = fp8 ? sg.cache->index_scale(l).rows_slice(0, S) : Tensor2D{};
+      ia.k = sg.cache->tensor(l, KvTensor::IndexKey);
+      ia.k_scale = fp8 ? sg.cache->tensor(l, KvTensor::IndexScale) : Tensor2D{};
+      ia.n_keys = S;
+      ia.block_table = sg.cache->block_table().data();
+      ia.block_tokens = sg.cache->block_tokens();
       ia.n_heads = Hi;
       ia.head_dim = Di;
       ia.positions = positions;
@@ -255,8 +271,11 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
     }
     MlaArgs ma;
     ma.q = q.view.rows_slice(sg.row0, sg.n);
-    ma.latent = sg.cache->latent(l).rows_slice(0, S);
-    ma.k_pe = sg.cache->k_pe(l).rows_slice(0, S);
+    ma.latent = sg.cache->tensor(l, KvTensor::Latent);
+    ma.k_pe = sg.cache->tensor(l, KvTensor::RopeKey);
+    ma.n_keys = S;
+    ma.block_table = sg.cache->block_table().data();
+    ma.block_tokens = sg.cache->block_tokens();
     ma.wkv_b = wkv_b_[size_t(l)].view;
     ma.n_heads = H;
     ma.nope_dim = dn;

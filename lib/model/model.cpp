@@ -18,14 +18,14 @@ namespace dsinfer {
 
 struct Sequence::Impl {
   const Model* owner = nullptr;
-  KvCache cache;
+  std::unique_ptr<KvCache> cache;
 };
 
 Sequence::Sequence(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Sequence::~Sequence() = default;
-int64_t Sequence::size() const { return impl_->cache.size(); }
-int64_t Sequence::capacity() const { return impl_->cache.capacity(); }
-void Sequence::truncate(int64_t n) { impl_->cache.truncate(n); }
+int64_t Sequence::size() const { return impl_->cache->size(); }
+int64_t Sequence::capacity() const { return impl_->cache->capacity(); }
+void Sequence::truncate(int64_t n) { impl_->cache->truncate(n); }
 
 struct Model::Impl {
   ModelConfig config;
@@ -35,6 +35,7 @@ struct Model::Impl {
   std::unique_ptr<DeepseekV32> net;
   std::mutex mutex;  // one forward at a time per model (the backend's thread pool is not reentrant)
   std::string fingerprint;
+  std::shared_ptr<KvBlockPool> pool;
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -121,6 +122,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
                                   c.num_hidden_layers, info.parameter_count, info.weight_bytes, h);
   progress(0.9, "building the model");
   impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend);
+  const int64_t block = params.kv_block_tokens > 0 ? params.kv_block_tokens : 64;
+  const int64_t tokens = params.kv_cache_tokens > 0 ? params.kv_cache_tokens : 32768;
+  impl->pool = std::make_shared<KvBlockPool>(*impl->backend, c, (tokens + block - 1) / block, block);
   progress(1.0, "ready");
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
@@ -128,18 +132,23 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
 const ModelInfo& Model::info() const { return impl_->info; }
 
 std::unique_ptr<Sequence> Model::new_sequence(int64_t capacity) const {
-  auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, KvCache(*impl_->backend, impl_->config, capacity)});
+  auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, std::make_unique<KvCache>(impl_->pool, capacity)});
   return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
+}
+
+Model::KvCacheStats Model::kv_cache_stats() const {
+  const KvBlockPool& p = *impl_->pool;
+  return {p.n_blocks(), p.used_blocks(), p.block_tokens(), int64_t(p.bytes_per_block())};
 }
 
 const std::string& Model::fingerprint() const { return impl_->fingerprint; }
 
 std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capacity) const {
   if (src.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
-  auto out = new_sequence(capacity > 0 ? capacity : src.capacity());
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  out->impl_->cache.copy_from(*impl_->backend, src.impl_->cache, src.size());
-  return out;
+  auto s = std::make_unique<Sequence::Impl>(
+      Sequence::Impl{this, src.impl_->cache->fork(capacity > 0 ? capacity : src.capacity())});
+  return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
 }
 
 namespace {
@@ -160,11 +169,8 @@ void Model::save_sequence(const Sequence& seq, std::ostream& out) const {
   out.write(impl_->fingerprint.data(), std::streamsize(impl_->fingerprint.size()));
   write_u64(out, uint64_t(seq.size()));
   std::vector<float> host;
-  for (const Tensor2D& t : seq.impl_->cache.tensors()) {
-    host.resize(size_t(t.rows * t.cols));
-    impl_->backend->to_host(host.data(), t);
-    out.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size() * 4));
-  }
+  seq.impl_->cache->to_host(host);
+  out.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size() * 4));
   if (!out) throw Error(ErrorCode::Io, "writing the sequence failed");
 }
 
@@ -186,14 +192,13 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
   const int64_t n = int64_t(read_u64(in));
   auto seq = new_sequence(std::max<int64_t>(capacity > 0 ? capacity : n, std::max<int64_t>(n, 1)));
   if (n > seq->capacity()) throw Error(ErrorCode::InvalidArgument, "capacity below the saved sequence's length");
-  seq->impl_->cache.set_size(n);
-  std::vector<float> host;
-  for (const Tensor2D& t : seq->impl_->cache.tensors()) {
-    host.resize(size_t(t.rows * t.cols));
-    in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size() * 4));
-    if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
-    impl_->backend->from_host(t, host.data());
-  }
+  KvCache& cache = *seq->impl_->cache;
+  cache.prepare_append(n);
+  cache.set_size(n);
+  std::vector<float> host(cache.host_floats());
+  in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size() * 4));
+  if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
+  cache.from_host(host.data(), host.size());
   return seq;
 }
 
@@ -202,7 +207,7 @@ std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, cons
     throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
   std::vector<float> logits;
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->net->forward(seq.impl_->cache, ids, opts, logits);
+  impl_->net->forward(*seq.impl_->cache, ids, opts, logits);
   return logits;
 }
 
@@ -211,7 +216,7 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
   for (auto& e : entries) {
     if (!e.sequence || e.sequence->impl_->owner != this)
       throw Error(ErrorCode::InvalidArgument, "a batch entry's sequence is missing or belongs to a different model");
-    items.push_back({&e.sequence->impl_->cache, e.ids, e.all_logits, &e.logits});
+    items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits});
   }
   if (items.empty()) return;
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -52,6 +52,7 @@ struct Session::Impl {
   std::vector<int32_t> tokens;        // exactly what the cache holds
   std::vector<float> logits;          // after tokens.back()
   std::optional<int32_t> pending;     // sampled at the end of a generation, not yet evaluated
+  std::vector<int32_t> queued;        // a conversation suffix queued by queue_messages, not yet evaluated
   int64_t last_prefill = 0;
   std::atomic<bool> cancelled{false};
   // the current generation
@@ -82,13 +83,25 @@ struct Session::Impl {
   void prefill(std::span<const int32_t> ids) {
     std::vector<int32_t> all;
     if (pending) all.push_back(*pending);
+    all.insert(all.end(), queued.begin(), queued.end());
     all.insert(all.end(), ids.begin(), ids.end());
     if (all.empty()) return;
     eval(all);
     pending.reset();
+    queued.clear();
   }
 
-  void set_messages(const std::vector<ChatMessage>& conversation) {
+  // The tokens that must be evaluated before the next sample: a sampled-but-unevaluated token and a queued suffix.
+  std::vector<int32_t> take_unevaluated() {
+    std::vector<int32_t> ids;
+    if (pending) ids.push_back(*pending);
+    ids.insert(ids.end(), queued.begin(), queued.end());
+    pending.reset();
+    queued.clear();
+    return ids;
+  }
+
+  void set_messages(const std::vector<ChatMessage>& conversation, bool defer = false) {
     ChatOptions o;
     o.thinking = params.thinking;
     const std::vector<int32_t> full = tok.encode(encode_chat(conversation, o), false);
@@ -107,12 +120,21 @@ struct Session::Impl {
     seq->truncate(int64_t(common));
     tokens.resize(common);
     pending.reset();
+    if (defer) {
+      queued.assign(full.begin() + int64_t(common), full.end());
+      if (common < full.size()) logits.clear();  // stale until the queued tokens are evaluated
+      return;
+    }
+    queued.clear();
     eval(std::span<const int32_t>(full).subspan(common));
   }
 
-  void start(const GenerateParams& g) {
-    if (logits.empty() && !pending) throw Error(ErrorCode::InvalidArgument, "nothing to continue: prefill the session first");
-    if (pending) prefill({});
+  void start(const GenerateParams& g, bool evaluate_queued = true) {
+    if (evaluate_queued && (pending || !queued.empty())) {
+      const auto ids = take_unevaluated();
+      eval(ids);
+    }
+    if (logits.empty() && evaluate_queued) throw Error(ErrorCode::InvalidArgument, "nothing to continue: prefill the session first");
     gen = g;
     running = true;
     reason = FinishReason::None;
@@ -238,6 +260,7 @@ void Session::set_sampler(std::unique_ptr<SamplerChain> chain) {
 SamplerChain& Session::sampler() { return *impl_->sampler; }
 void Session::prefill(std::span<const int32_t> ids) { impl_->prefill(ids); }
 void Session::set_messages(const std::vector<ChatMessage>& conversation) { impl_->set_messages(conversation); }
+void Session::queue_messages(const std::vector<ChatMessage>& conversation) { impl_->set_messages(conversation, true); }
 int64_t Session::last_prefill_tokens() const { return impl_->last_prefill; }
 void Session::start(const GenerateParams& params) { impl_->start(params); }
 bool Session::next(ChatEvent& event) { return impl_->next(event); }
@@ -276,7 +299,15 @@ void Engine::generate(std::span<Session* const> sessions, const GenerateParams& 
     if (!s) throw Error(ErrorCode::InvalidArgument, "Engine::generate: a session is null");
     if (&s->impl_->model != &model_) throw Error(ErrorCode::InvalidArgument, "Engine::generate: a session uses another model");
   }
-  for (Session* s : sessions) s->start(params);
+  // Tokens queued by queue_messages (or left pending) are evaluated in the first step, in the same forward as the
+  // other sessions' first decode tokens: prefill chunks and decode tokens mixed in one ragged batch.
+  std::vector<std::vector<int32_t>> first(sessions.size());
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    first[i] = sessions[i]->impl_->take_unevaluated();
+    if (first[i].empty() && sessions[i]->impl_->logits.empty())
+      throw Error(ErrorCode::InvalidArgument, fmt::format("Engine::generate: session {} holds no prompt", i));
+    sessions[i]->impl_->start(params, /*evaluate_queued=*/false);
+  }
   auto drain = [&](size_t i) {
     auto& q = sessions[i]->impl_->queue;
     while (!q.empty()) {
@@ -287,19 +318,24 @@ void Engine::generate(std::span<Session* const> sessions, const GenerateParams& 
   std::vector<Model::BatchEntry> batch;
   std::vector<size_t> who;
   std::vector<int32_t> next_ids(sessions.size());
+  bool first_step = true;
   for (;;) {
     batch.clear();
     who.clear();
     for (size_t i = 0; i < sessions.size(); ++i) {
       Session::Impl& s = *sessions[i]->impl_;
       if (!s.running) continue;
-      const auto t = s.sample_step();
-      drain(i);
-      if (!t) continue;
-      next_ids[i] = *t;
       Model::BatchEntry e;
       e.sequence = s.seq.get();
-      e.ids = std::span<const int32_t>(&next_ids[i], 1);
+      if (first_step && !first[i].empty()) {
+        e.ids = first[i];  // a prefill chunk
+      } else {
+        const auto t = s.sample_step();
+        drain(i);
+        if (!t) continue;
+        next_ids[i] = *t;
+        e.ids = std::span<const int32_t>(&next_ids[i], 1);
+      }
       batch.push_back(std::move(e));
       who.push_back(i);
     }
@@ -312,10 +348,11 @@ void Engine::generate(std::span<Session* const> sessions, const GenerateParams& 
     }
     for (size_t k = 0; k < who.size(); ++k) {
       Session::Impl& s = *sessions[who[k]]->impl_;
-      s.tokens.push_back(next_ids[who[k]]);
+      s.tokens.insert(s.tokens.end(), batch[k].ids.begin(), batch[k].ids.end());
       s.logits = std::move(batch[k].logits);
-      s.last_prefill = 0;
+      s.last_prefill = int64_t(batch[k].ids.size());
     }
+    first_step = false;
   }
 }
 

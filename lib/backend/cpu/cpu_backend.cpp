@@ -86,11 +86,11 @@ void weight_row_f32(const Weight& w, int64_t r, int64_t c0, int64_t n, float* ou
 
 CpuBackend::CpuBackend(const BackendOptions& opts) : pool_(opts.n_threads) {}
 
-Buffer CpuBackend::allocate(size_t bytes) {
+Buffer CpuBackend::allocate(size_t bytes, bool zero) {
   const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded);
   if (!p) throw Error(ErrorCode::OutOfMemory, fmt::format("cpu backend: cannot allocate {} bytes", bytes));
-  std::memset(p, 0, rounded);
+  if (zero) std::memset(p, 0, rounded);
   return Buffer(p, bytes, [](void* q) { std::free(q); });
 }
 
@@ -284,8 +284,9 @@ void CpuBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequan
 }
 
 void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
-  const int64_t T = a.q.rows, S = a.k.rows, H = a.n_heads, D = a.head_dim;
+  const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads, D = a.head_dim;
   require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
+  require(a.block_table || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
   pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
     std::vector<float> scores(static_cast<size_t>(S));
     std::vector<int32_t> order(static_cast<size_t>(S));
@@ -296,11 +297,12 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
         wt[h] = a.w.row(t)[h] * a.head_scale * (a.q_scale.data ? a.q_scale.row(t)[h] : 1.0f);
       for (int64_t s = 0; s < visible; ++s) {
         float acc = 0.0f;
+        const int64_t row = cache_row(a.block_table, a.block_tokens, s);
         for (int64_t h = 0; h < H; ++h) {
-          const float d = dot(a.q.row(t) + h * D, a.k.row(s), D);
+          const float d = dot(a.q.row(t) + h * D, a.k.row(row), D);
           acc += wt[h] * std::max(d, 0.0f);
         }
-        scores[s] = acc * (a.k_scale.data ? a.k_scale.row(s)[0] : 1.0f);
+        scores[s] = acc * (a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f);
       }
       if (a.out_scores) {
         float* so = a.out_scores + t * S;
@@ -320,10 +322,13 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
 }
 
 void CpuBackend::mla_attention(const MlaArgs& a) {
-  const int64_t T = a.q.rows, S = a.latent.rows, H = a.n_heads;
+  const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads;
   const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
-  require(a.q.cols == H * qk_head && a.k_pe.cols == dr && a.k_pe.rows == S, "mla q/k_pe shapes");
+  require(a.q.cols == H * qk_head && a.k_pe.cols == dr && a.k_pe.rows == a.latent.rows, "mla q/k_pe shapes");
+  require(a.block_table || a.latent.rows >= S, "mla: fewer cache rows than keys");
+  auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
+  auto kpe = [&](int64_t s) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, s)); };
   require(a.wkv_b.rows == H * kv_head && a.wkv_b.cols == C && a.out.cols == H * dv, "mla wkv_b/out shapes");
 
   // The key positions each query attends to: causal, and the DSA index set when given (spec §4.5–4.6).
@@ -348,7 +353,7 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
     pool_.parallel_for(S, [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s)
         for (int64_t n = 0; n < H * kv_head; ++n)
-          kv[size_t(s * H * kv_head + n)] = dot(a.latent.row(s), a.wkv_b.row(n), C);
+          kv[size_t(s * H * kv_head + n)] = dot(lat(s), a.wkv_b.row(n), C);
     });
   }
 
@@ -370,11 +375,11 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
           for (int64_t c = 0; c < C; ++c) q_abs[c] += qn[d] * wr[c];
         }
         for (size_t j = 0; j < keys.size(); ++j)
-          p[j] = (dot(q_abs.data(), a.latent.row(keys[j]), C) + dot(qr, a.k_pe.row(keys[j]), dr)) * a.softmax_scale;
+          p[j] = (dot(q_abs.data(), lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
       } else {
         for (size_t j = 0; j < keys.size(); ++j) {
           const float* kn = kv.data() + size_t(keys[j] * H * kv_head + h * kv_head);
-          p[j] = (dot(qn, kn, dn) + dot(qr, a.k_pe.row(keys[j]), dr)) * a.softmax_scale;
+          p[j] = (dot(qn, kn, dn) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
         }
       }
       // fp32 softmax over the visible keys.
@@ -386,7 +391,7 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
       if (a.mode == MlaMode::Absorbed) {
         std::fill(o_lat.begin(), o_lat.end(), 0.0f);
         for (size_t j = 0; j < keys.size(); ++j) {
-          const float* c = a.latent.row(keys[j]);
+          const float* c = lat(keys[j]);
           for (int64_t k = 0; k < C; ++k) o_lat[k] += p[j] * c[k];
         }
         for (int64_t d = 0; d < dv; ++d) o[d] = dot(o_lat.data(), a.wkv_b.row(h * kv_head + dn + d), C);

@@ -11,7 +11,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(const BackendOptions& opts);
   std::string_view name() const override { return "cpu"; }
 
-  Buffer allocate(size_t bytes) override;
+  Buffer allocate(size_t bytes, bool zero = true) override;
   void fill_zero(Tensor2D x) override;
   void copy(Tensor2D dst, Tensor2D src) override;
   void to_host(float* dst, Tensor2D src) override;

@@ -167,6 +167,7 @@ TEST_CASE("the two MLA forms agree with a direct MHA formula, dense and sparse",
     a.q = q.view;
     a.latent = lat.view;
     a.k_pe = kpe.view;
+    a.n_keys = S;
     a.wkv_b = wkv.view;
     a.n_heads = H;
     a.nope_dim = dn;
@@ -238,6 +239,7 @@ TEST_CASE("indexer top-k is causal, picks the highest weighted-ReLU scores and p
   a.head_scale = 0.25f;
   a.k = k.view;
   a.k_scale = ks.view;
+  a.n_keys = S;
   a.n_heads = H;
   a.head_dim = D;
   a.positions = positions;

@@ -130,6 +130,7 @@ TEST_CASE("indexer: Hadamard + FP8 quantization + weighted-ReLU scores + causal 
   a.head_scale = float(c.at("head_scale").get<double>());
   a.k = k.view;
   a.k_scale = ks.view;
+  a.n_keys = S;
   a.n_heads = H;
   a.head_dim = D;
   a.positions = positions64.data();

@@ -66,6 +66,7 @@ TEST_CASE("1, 4 and 16 concurrent sessions give the same tokens as alone", "[eng
     GenerateParams g;
     g.max_tokens = 10;
     g.stop_at_eos = false;
+    bool queue = false;
     auto make = [&](int i) {
       SessionParams sp;
       sp.capacity = 256;
@@ -73,7 +74,10 @@ TEST_CASE("1, 4 and 16 concurrent sessions give the same tokens as alone", "[eng
       auto chain = std::make_unique<SamplerChain>();
       chain->add(make_top_k_sampler(20)).add(make_dist_sampler(uint64_t(100 + i)));
       s->set_sampler(std::move(chain));
-      s->set_messages(user(fmt::format("Question number {}: {}", i, std::string(size_t(i % 5), '?'))));
+      // Half the sessions evaluate their prompt now; the other half queue it, so the engine's first forward mixes
+      // their prefill chunks with the first decode tokens of the others.
+      if (queue && i % 2) s->queue_messages(user(fmt::format("Question number {}: {}", i, std::string(size_t(i % 5), '?'))));
+      else s->set_messages(user(fmt::format("Question number {}: {}", i, std::string(size_t(i % 5), '?'))));
       return s;
     };
     std::vector<std::vector<int32_t>> alone;
@@ -84,6 +88,7 @@ TEST_CASE("1, 4 and 16 concurrent sessions give the same tokens as alone", "[eng
       alone.push_back(s->generated());
       alone_logits.push_back(s->last_logits());
     }
+    queue = true;
     std::vector<std::unique_ptr<Session>> owned;
     std::vector<Session*> sessions;
     for (int i = 0; i < n; ++i) {
