@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "dsinfer/session.hpp"
 
@@ -165,6 +166,14 @@ TEST_CASE("fork and save/restore continue exactly like the original", "[session]
   CHECK(child->last_logits() == s.last_logits());  // bitwise: the same cache contents, the same computation
   Session restored(*f.model, *f.tok, reference_params());
   restored.restore(file.string());
+  {
+    // What was restored equals re-prefilling the same tokens from scratch.
+    Session fresh(*f.model, *f.tok, reference_params());
+    fresh.prefill(restored.tokens());
+    CHECK(fresh.last_logits() == restored.last_logits());
+    auto fork_of_restored = restored.fork();
+    CHECK(fork_of_restored->last_logits() == fresh.last_logits());
+  }
   restored.generate(g);
   CHECK(restored.generated() == s.generated());
   CHECK(restored.last_logits() == s.last_logits());
@@ -181,6 +190,33 @@ TEST_CASE("fork and save/restore continue exactly like the original", "[session]
   std::ofstream(file, std::ios::binary) << "garbage";
   CHECK_THROWS_AS(restored.restore(file.string()), Error);
   fs::remove(file);
+}
+
+TEST_CASE("cancel from another thread stops a running generation", "[session][errors]") {
+  Fixture f;
+  Session s(*f.model, *f.tok, reference_params(4096));
+  s.set_messages(user("a long answer please"));
+  GenerateParams g;
+  g.max_tokens = 3000;
+  g.stop_at_eos = false;
+  std::atomic<int> seen{0};
+  std::thread canceller([&] {
+    while (seen.load() < 5) std::this_thread::yield();
+    s.cancel();
+  });
+  try {
+    s.generate(g, [&](const ChatEvent&) {
+      ++seen;
+      return true;
+    });
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::Cancelled);
+  }
+  canceller.join();
+  CHECK(s.generated().size() < 3000);
+  g.max_tokens = 2;
+  CHECK(s.generate(g) == FinishReason::MaxTokens);
 }
 
 TEST_CASE("a full cache, a cancel and a failing sampler end with clear errors; the session stays usable",
