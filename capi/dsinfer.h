@@ -1,0 +1,203 @@
+/* dsinfer — the C ABI (C99). Every entry point is prefixed dsinfer_ and named dsinfer_<object>_<verb>.
+ *
+ * Errors: fallible functions return a dsinfer_status; on failure dsinfer_last_error() returns a message for the
+ * calling thread, valid until that thread's next dsinfer call. Nothing aborts on bad input.
+ * Ownership: "Creates ... free with X" — the caller owns the result; "Borrows" — valid until the named event;
+ * "Takes ownership on success" — on failure the caller still owns it. Every _free accepts NULL.
+ * Threads: a model and a tokenizer are immutable after load and may be shared by any number of threads; a session
+ * and a sampler are used by one thread at a time; dsinfer_session_cancel may be called from any thread.
+ * Versioning: DSINFER_ABI_VERSION changes only when a breaking change is made (docs/abi.md); params structs begin
+ * with struct_size, so older callers keep working when fields are appended.
+ */
+#ifndef DSINFER_H
+#define DSINFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define DSINFER_API __declspec(dllexport)
+#else
+#define DSINFER_API __attribute__((visibility("default")))
+#endif
+
+#define DSINFER_ABI_VERSION 1
+
+/* Status codes: values are pinned and only ever appended to. */
+typedef enum dsinfer_status {
+  DSINFER_OK = 0,
+  DSINFER_E_INVALID_ARG = 1,   /* a bad parameter, token id, JSON field, sampler contract */
+  DSINFER_E_IO = 2,            /* a file could not be opened or read */
+  DSINFER_E_FORMAT = 3,        /* malformed file or text (truncated shard, bad JSON, malformed completion) */
+  DSINFER_E_UNSUPPORTED = 4,   /* valid input this build does not handle */
+  DSINFER_E_OUT_OF_MEMORY = 5, /* an allocation failed or the KV cache is full */
+  DSINFER_E_DEVICE = 6,        /* a backend / device failure */
+  DSINFER_E_CANCELLED = 7,     /* dsinfer_session_cancel stopped the operation */
+  DSINFER_E_INTERNAL = 99      /* a bug in dsinfer */
+} dsinfer_status;
+
+typedef struct dsinfer_model dsinfer_model;         /* immutable after load; share across threads */
+typedef struct dsinfer_tokenizer dsinfer_tokenizer; /* immutable after load; share across threads */
+typedef struct dsinfer_session dsinfer_session;     /* one thread at a time */
+typedef struct dsinfer_sampler dsinfer_sampler;     /* one thread at a time */
+
+/* The ABI version of the library (compare with DSINFER_ABI_VERSION) and its version text ("0.1.0"). */
+DSINFER_API uint32_t dsinfer_abi_version(void);
+DSINFER_API const char* dsinfer_version_string(void);
+/* This thread's last error message; "" after a success. Borrows: valid until this thread's next dsinfer call. */
+DSINFER_API const char* dsinfer_last_error(void);
+/* The name of a status code ("invalid argument", ...). Static storage. */
+DSINFER_API const char* dsinfer_status_name(dsinfer_status s);
+/* Frees a string returned by dsinfer (dsinfer_*_decode, dsinfer_chat_encode, ...). NULL is a no-op. */
+DSINFER_API void dsinfer_string_free(char* s);
+
+/* ------------------------------------------------------------------------------------------------ model -- */
+typedef enum dsinfer_precision { DSINFER_PRECISION_FP8 = 0, DSINFER_PRECISION_REFERENCE = 1 } dsinfer_precision;
+
+typedef struct dsinfer_model_params {
+  size_t struct_size;       /* sizeof(dsinfer_model_params): set by DSINFER_MODEL_PARAMS_INIT */
+  int32_t n_threads;        /* CPU threads; 0 = all */
+  const char* backend;      /* "cpu" (NULL = "cpu") */
+  int64_t kv_cache_tokens;  /* KV pool size in tokens; 0 = 32768 */
+  /* Called during load with the fraction done and the stage; may be NULL. Runs on the loading thread. */
+  void (*progress)(double fraction, const char* stage, void* user_data);
+  void* progress_user_data;
+} dsinfer_model_params;
+
+DSINFER_API void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size);
+#define DSINFER_MODEL_PARAMS_INIT(p) dsinfer_model_params_init((p), sizeof *(p))
+
+/* Loads a Hugging Face checkpoint directory. On OK *out is new: free with dsinfer_model_free. On error *out is NULL.
+ * params may be NULL (defaults). */
+DSINFER_API dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* params, dsinfer_model** out);
+DSINFER_API void dsinfer_model_free(dsinfer_model* m);
+DSINFER_API int64_t dsinfer_model_vocab_size(const dsinfer_model* m);
+
+/* -------------------------------------------------------------------------------------------- tokenizer -- */
+/* Loads DIR/tokenizer.json (+ tokenizer_config.json). Creates: free with dsinfer_tokenizer_free. */
+DSINFER_API dsinfer_status dsinfer_tokenizer_load(const char* path, dsinfer_tokenizer** out);
+DSINFER_API void dsinfer_tokenizer_free(dsinfer_tokenizer* t);
+DSINFER_API int64_t dsinfer_tokenizer_size(const dsinfer_tokenizer* t);
+DSINFER_API int32_t dsinfer_tokenizer_eos_id(const dsinfer_tokenizer* t);
+/* Encodes UTF-8 text. Writes up to `capacity` ids into `ids` (may be NULL when capacity is 0) and the full count
+ * into *n_ids: call once with capacity 0 to size the buffer. */
+DSINFER_API dsinfer_status dsinfer_tokenizer_encode(const dsinfer_tokenizer* t, const char* text, size_t text_len,
+                                                    int add_special_tokens, int32_t* ids, size_t capacity,
+                                                    size_t* n_ids);
+/* Decodes ids. On OK *out is a new NUL-terminated string: free with dsinfer_string_free. */
+DSINFER_API dsinfer_status dsinfer_tokenizer_decode(const dsinfer_tokenizer* t, const int32_t* ids, size_t n_ids,
+                                                    int skip_special_tokens, char** out);
+
+/* ------------------------------------------------------------------------------------------------- chat -- */
+/* Encodes {"messages": [...], "tools": [...]} (OpenAI form) in DeepSeek-V3.2's format. On OK *out is new: free with
+ * dsinfer_string_free. */
+DSINFER_API dsinfer_status dsinfer_chat_encode(const char* messages_json, int thinking, char** out);
+/* Parses a completion into {"role", "content", "reasoning_content", "tool_calls"} JSON. Creates *out as above. */
+DSINFER_API dsinfer_status dsinfer_chat_parse_completion(const char* text, int thinking, char** out);
+
+/* ---------------------------------------------------------------------------------------------- sampler -- */
+/* The candidates a sampler works on, valid only during the call. Samplers may reorder and shrink n. */
+typedef struct dsinfer_candidates {
+  size_t struct_size;
+  int32_t* ids;
+  float* logits;
+  size_t n;
+  int64_t selected; /* index into the arrays; -1 until a selector sets it */
+} dsinfer_candidates;
+
+typedef struct dsinfer_sampler_iface {
+  size_t struct_size;
+  /* Required. Return DSINFER_OK, or an error status to fail the sampling step. */
+  dsinfer_status (*apply)(void* user_data, dsinfer_candidates* c);
+  void (*accept)(void* user_data, int32_t token); /* optional */
+  void (*free)(void* user_data);                  /* optional: called when the sampler is freed */
+  const char* name;                               /* for error messages */
+} dsinfer_sampler_iface;
+
+/* Built-ins. Each creates a sampler: free with dsinfer_sampler_free, or give it to a chain. */
+DSINFER_API dsinfer_status dsinfer_sampler_chain_create(dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_greedy_create(dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_dist_create(uint64_t seed, dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_temperature_create(float t, dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_top_k_create(int64_t k, dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_top_p_create(float p, dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_min_p_create(float p, dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, float repeat, float frequency,
+                                                            float presence, dsinfer_sampler** out);
+/* A user sampler. iface is copied; user_data is borrowed until the sampler's free callback runs. */
+DSINFER_API dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data,
+                                                         dsinfer_sampler** out);
+/* Appends `s` to `chain`. Takes ownership of s on success; on failure the caller still owns it. */
+DSINFER_API dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler* s);
+DSINFER_API void dsinfer_sampler_free(dsinfer_sampler* s);
+
+/* ---------------------------------------------------------------------------------------------- session -- */
+typedef struct dsinfer_session_params {
+  size_t struct_size;
+  int64_t capacity;              /* KV capacity in tokens; 0 = 4096 */
+  dsinfer_precision precision;
+  int thinking;                  /* render and parse in thinking mode */
+} dsinfer_session_params;
+DSINFER_API void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size);
+#define DSINFER_SESSION_PARAMS_INIT(p) dsinfer_session_params_init((p), sizeof *(p))
+
+typedef struct dsinfer_generate_params {
+  size_t struct_size;
+  int64_t max_tokens;  /* 0 = 256 */
+  int stop_at_eos;     /* default 1 */
+} dsinfer_generate_params;
+DSINFER_API void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size);
+#define DSINFER_GENERATE_PARAMS_INIT(p) dsinfer_generate_params_init((p), sizeof *(p))
+
+typedef enum dsinfer_event_kind {
+  DSINFER_EVENT_DONE = 0,
+  DSINFER_EVENT_CONTENT = 1,
+  DSINFER_EVENT_REASONING = 2,
+  DSINFER_EVENT_TOOL_CALL_BEGIN = 3,
+  DSINFER_EVENT_TOOL_ARGS = 4,
+  DSINFER_EVENT_TOOL_CALL_END = 5,
+  DSINFER_EVENT_ERROR = 6 /* malformed model output; text says what, offset where; generation goes on */
+} dsinfer_event_kind;
+
+typedef struct dsinfer_event {
+  size_t struct_size;
+  dsinfer_event_kind kind;
+  const char* text;      /* borrowed until the next call on the session; NUL-terminated */
+  size_t text_len;
+  int32_t tool_index;
+  const char* name;      /* tool name (TOOL_CALL_BEGIN / END) */
+  const char* arguments; /* complete arguments JSON (TOOL_CALL_END) */
+  size_t offset;         /* ERROR: byte offset in the completion */
+} dsinfer_event;
+
+/* Creates a session over a model and tokenizer (both borrowed: they must outlive it). Free with
+ * dsinfer_session_free. The default sampler is greedy. */
+DSINFER_API dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_tokenizer* t,
+                                                  const dsinfer_session_params* p, dsinfer_session** out);
+DSINFER_API void dsinfer_session_free(dsinfer_session* s);
+/* Takes ownership of `sampler` on success. */
+DSINFER_API dsinfer_status dsinfer_session_set_sampler(dsinfer_session* s, dsinfer_sampler* sampler);
+DSINFER_API dsinfer_status dsinfer_session_prefill(dsinfer_session* s, const int32_t* ids, size_t n_ids);
+/* {"messages": [...], "tools": [...]}: appends only what differs from the cache. */
+DSINFER_API dsinfer_status dsinfer_session_set_messages(dsinfer_session* s, const char* messages_json);
+DSINFER_API dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, const dsinfer_generate_params* p);
+/* Fills *ev with the next event; kind DONE when the generation has ended. */
+DSINFER_API dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev);
+/* Any thread: the running dsinfer_session_next_event returns DSINFER_E_CANCELLED. */
+DSINFER_API void dsinfer_session_cancel(dsinfer_session* s);
+/* The ids of the last generation: writes up to capacity, the count into *n. */
+DSINFER_API dsinfer_status dsinfer_session_generated(const dsinfer_session* s, int32_t* ids, size_t capacity, size_t* n);
+/* Creates a session sharing this one's cache: free with dsinfer_session_free. */
+DSINFER_API dsinfer_status dsinfer_session_fork(const dsinfer_session* s, dsinfer_session** out);
+DSINFER_API dsinfer_status dsinfer_session_save(const dsinfer_session* s, const char* path);
+DSINFER_API dsinfer_status dsinfer_session_restore(dsinfer_session* s, const char* path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DSINFER_H */

@@ -1,0 +1,396 @@
+// The C ABI: thin wrappers over the C++ core. Each entry point catches dsinfer::Error, std::exception and anything
+// else, and turns it into a status plus this thread's message.
+#include "dsinfer.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "dsinfer/chat.hpp"
+#include "dsinfer/dsinfer.hpp"
+#include "dsinfer/sampler.hpp"
+#include "dsinfer/session.hpp"
+#include "dsinfer/tokenizer.hpp"
+
+struct dsinfer_model {
+  std::unique_ptr<dsinfer::Model> m;
+};
+struct dsinfer_tokenizer {
+  std::unique_ptr<dsinfer::Tokenizer> t;
+};
+struct dsinfer_sampler {
+  std::unique_ptr<dsinfer::Sampler> s;
+};
+struct dsinfer_session {
+  std::unique_ptr<dsinfer::Session> s;
+  const dsinfer_model* model;
+  const dsinfer_tokenizer* tok;
+  dsinfer::ChatEvent current;  // the event whose strings the caller borrows
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+dsinfer_status to_status(dsinfer::ErrorCode c) { return static_cast<dsinfer_status>(static_cast<int>(c)); }
+
+template <class F>
+dsinfer_status guarded(F&& f) {
+  try {
+    f();
+    g_last_error.clear();
+    return DSINFER_OK;
+  } catch (const dsinfer::Error& e) {
+    g_last_error = e.what();
+    return to_status(e.code());
+  } catch (const std::bad_alloc&) {
+    g_last_error = "out of memory";
+    return DSINFER_E_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    g_last_error = e.what();
+    return DSINFER_E_INTERNAL;
+  } catch (...) {
+    g_last_error = "unknown exception";
+    return DSINFER_E_INTERNAL;
+  }
+}
+
+void require(bool ok, const char* what) {
+  if (!ok) throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, what);
+}
+
+char* dup_string(const std::string& s) {
+  char* p = static_cast<char*>(std::malloc(s.size() + 1));
+  if (!p) throw std::bad_alloc();
+  std::memcpy(p, s.data(), s.size());
+  p[s.size()] = '\0';
+  return p;
+}
+
+// A user sampler behind the C vtable.
+class CSampler final : public dsinfer::Sampler {
+ public:
+  CSampler(const dsinfer_sampler_iface& iface, void* ud) : iface_(iface), ud_(ud) {}
+  ~CSampler() override {
+    if (iface_.free) iface_.free(ud_);
+  }
+  std::string name() const override { return iface_.name ? iface_.name : "custom"; }
+  void apply(dsinfer::Candidates& c) override {
+    dsinfer_candidates v{sizeof(dsinfer_candidates), c.ids.data(), c.logits.data(), c.size(), c.selected};
+    const dsinfer_status st = iface_.apply(ud_, &v);
+    if (st != DSINFER_OK)
+      throw dsinfer::Error(static_cast<dsinfer::ErrorCode>(st),
+                           std::string("returned status ") + dsinfer_status_name(st));
+    if (v.n > c.size()) throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, "a sampler may not grow the candidates");
+    c.resize(v.n);  // the arrays were edited in place
+    c.sorted = false;
+    c.has_probs = false;
+    c.selected = v.selected >= 0 && size_t(v.selected) < v.n ? v.selected : -1;
+  }
+  void accept(int32_t token) override {
+    if (iface_.accept) iface_.accept(ud_, token);
+  }
+  std::unique_ptr<dsinfer::Sampler> clone() const override {
+    throw dsinfer::Error(dsinfer::ErrorCode::Unsupported, "C samplers cannot be cloned (fork a session before adding one)");
+  }
+
+ private:
+  dsinfer_sampler_iface iface_;
+  void* ud_;
+};
+
+dsinfer_status make_sampler(dsinfer_sampler** out, const std::function<std::unique_ptr<dsinfer::Sampler>()>& f) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(out != nullptr, "out must not be NULL");
+    *out = new dsinfer_sampler{f()};
+  });
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t dsinfer_abi_version(void) { return DSINFER_ABI_VERSION; }
+const char* dsinfer_version_string(void) { return "0.1.0"; }
+const char* dsinfer_last_error(void) { return g_last_error.c_str(); }
+const char* dsinfer_status_name(dsinfer_status s) { return dsinfer::error_code_name(static_cast<dsinfer::ErrorCode>(s)); }
+void dsinfer_string_free(char* s) { std::free(s); }
+
+void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size) {
+  if (!p) return;
+  dsinfer_model_params d{};
+  d.struct_size = sizeof(dsinfer_model_params);
+  std::memcpy(p, &d, std::min(struct_size, sizeof d));
+  p->struct_size = std::min(struct_size, sizeof d);
+}
+
+dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* params, dsinfer_model** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(dir && out, "dir and out must not be NULL");
+    // Read only the fields the caller's struct has (an older, smaller struct gets defaults for the rest).
+    dsinfer_model_params p{};
+    dsinfer_model_params_init(&p, sizeof p);
+    if (params) std::memcpy(&p, params, std::min(params->struct_size, sizeof p));
+    dsinfer::ModelLoadParams lp;
+    lp.n_threads = p.n_threads;
+    if (p.backend) lp.backend = p.backend;
+    lp.kv_cache_tokens = p.kv_cache_tokens;
+    if (p.progress) {
+      auto cb = p.progress;
+      void* ud = p.progress_user_data;
+      lp.progress = [cb, ud](double f, std::string_view stage) { cb(f, std::string(stage).c_str(), ud); };
+    }
+    *out = new dsinfer_model{dsinfer::Model::load(dir, lp)};
+  });
+}
+
+void dsinfer_model_free(dsinfer_model* m) { delete m; }
+int64_t dsinfer_model_vocab_size(const dsinfer_model* m) { return m ? m->m->info().vocab_size : 0; }
+
+dsinfer_status dsinfer_tokenizer_load(const char* path, dsinfer_tokenizer** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(path && out, "path and out must not be NULL");
+    *out = new dsinfer_tokenizer{dsinfer::Tokenizer::load(path)};
+  });
+}
+void dsinfer_tokenizer_free(dsinfer_tokenizer* t) { delete t; }
+int64_t dsinfer_tokenizer_size(const dsinfer_tokenizer* t) { return t ? t->t->size() : 0; }
+int32_t dsinfer_tokenizer_eos_id(const dsinfer_tokenizer* t) { return t ? t->t->eos_id() : -1; }
+
+dsinfer_status dsinfer_tokenizer_encode(const dsinfer_tokenizer* t, const char* text, size_t text_len,
+                                        int add_special_tokens, int32_t* ids, size_t capacity, size_t* n_ids) {
+  return guarded([&] {
+    require(t && (text || text_len == 0) && n_ids, "tokenizer, text and n_ids must not be NULL");
+    const auto v = t->t->encode(std::string_view(text ? text : "", text_len), add_special_tokens != 0);
+    *n_ids = v.size();
+    if (ids) std::memcpy(ids, v.data(), std::min(capacity, v.size()) * sizeof(int32_t));
+  });
+}
+
+dsinfer_status dsinfer_tokenizer_decode(const dsinfer_tokenizer* t, const int32_t* ids, size_t n_ids,
+                                        int skip_special_tokens, char** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(t && out && (ids || n_ids == 0), "tokenizer, ids and out must not be NULL");
+    *out = dup_string(t->t->decode(std::span<const int32_t>(ids, n_ids), skip_special_tokens != 0));
+  });
+}
+
+dsinfer_status dsinfer_chat_encode(const char* messages_json, int thinking, char** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(messages_json && out, "messages_json and out must not be NULL");
+    dsinfer::ChatOptions o;
+    o.thinking = thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
+    *out = dup_string(dsinfer::encode_chat(dsinfer::chat_messages_from_json(messages_json), o));
+  });
+}
+
+dsinfer_status dsinfer_chat_parse_completion(const char* text, int thinking, char** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(text && out, "text and out must not be NULL");
+    const auto m = dsinfer::parse_completion(text, thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat);
+    nlohmann::ordered_json j;
+    j["role"] = "assistant";
+    j["content"] = m.content.value_or("");
+    j["reasoning_content"] = m.reasoning_content.value_or("");
+    j["tool_calls"] = nlohmann::ordered_json::array();
+    for (const auto& c : m.tool_calls)
+      j["tool_calls"].push_back({{"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    *out = dup_string(j.dump());
+  });
+}
+
+dsinfer_status dsinfer_sampler_chain_create(dsinfer_sampler** out) {
+  return make_sampler(out, [] { return std::make_unique<dsinfer::SamplerChain>(); });
+}
+dsinfer_status dsinfer_sampler_greedy_create(dsinfer_sampler** out) { return make_sampler(out, dsinfer::make_greedy_sampler); }
+dsinfer_status dsinfer_sampler_dist_create(uint64_t seed, dsinfer_sampler** out) {
+  return make_sampler(out, [&] { return dsinfer::make_dist_sampler(seed); });
+}
+dsinfer_status dsinfer_sampler_temperature_create(float t, dsinfer_sampler** out) {
+  return make_sampler(out, [&] { return dsinfer::make_temperature_sampler(t); });
+}
+dsinfer_status dsinfer_sampler_top_k_create(int64_t k, dsinfer_sampler** out) {
+  return make_sampler(out, [&] { return dsinfer::make_top_k_sampler(k); });
+}
+dsinfer_status dsinfer_sampler_top_p_create(float p, dsinfer_sampler** out) {
+  return make_sampler(out, [&] { return dsinfer::make_top_p_sampler(p); });
+}
+dsinfer_status dsinfer_sampler_min_p_create(float p, dsinfer_sampler** out) {
+  return make_sampler(out, [&] { return dsinfer::make_min_p_sampler(p); });
+}
+dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, float repeat, float frequency, float presence,
+                                                dsinfer_sampler** out) {
+  return make_sampler(out, [&] { return dsinfer::make_penalties_sampler(last_n, repeat, frequency, presence); });
+}
+dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data, dsinfer_sampler** out) {
+  return make_sampler(out, [&] {
+    require(iface && iface->apply, "a custom sampler needs an apply function");
+    dsinfer_sampler_iface copy{};
+    std::memcpy(&copy, iface, std::min(iface->struct_size, sizeof copy));
+    return std::make_unique<CSampler>(copy, user_data);
+  });
+}
+
+dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler* s) {
+  return guarded([&] {
+    require(chain && s, "chain and sampler must not be NULL");
+    auto* c = dynamic_cast<dsinfer::SamplerChain*>(chain->s.get());
+    require(c != nullptr, "the first argument is not a sampler chain");
+    c->add(std::move(s->s));
+    delete s;  // ownership taken: the wrapper is released, the sampler lives in the chain
+  });
+}
+void dsinfer_sampler_free(dsinfer_sampler* s) { delete s; }
+
+void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size) {
+  if (!p) return;
+  dsinfer_session_params d{};
+  d.struct_size = sizeof d;
+  d.capacity = 4096;
+  d.precision = DSINFER_PRECISION_FP8;
+  std::memcpy(p, &d, std::min(struct_size, sizeof d));
+  p->struct_size = std::min(struct_size, sizeof d);
+}
+
+void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size) {
+  if (!p) return;
+  dsinfer_generate_params d{};
+  d.struct_size = sizeof d;
+  d.max_tokens = 256;
+  d.stop_at_eos = 1;
+  std::memcpy(p, &d, std::min(struct_size, sizeof d));
+  p->struct_size = std::min(struct_size, sizeof d);
+}
+
+dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_tokenizer* t, const dsinfer_session_params* p,
+                                      dsinfer_session** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(m && t && out, "model, tokenizer and out must not be NULL");
+    dsinfer_session_params sp{};
+    dsinfer_session_params_init(&sp, sizeof sp);
+    if (p) std::memcpy(&sp, p, std::min(p->struct_size, sizeof sp));
+    dsinfer::SessionParams params;
+    params.capacity = sp.capacity > 0 ? sp.capacity : 4096;
+    params.eval.precision = sp.precision == DSINFER_PRECISION_REFERENCE ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
+    params.thinking = sp.thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
+    *out = new dsinfer_session{std::make_unique<dsinfer::Session>(*m->m, *t->t, params), m, t, {}};
+  });
+}
+void dsinfer_session_free(dsinfer_session* s) { delete s; }
+
+dsinfer_status dsinfer_session_set_sampler(dsinfer_session* s, dsinfer_sampler* sampler) {
+  return guarded([&] {
+    require(s && sampler, "session and sampler must not be NULL");
+    std::unique_ptr<dsinfer::SamplerChain> chain;
+    if (auto* c = dynamic_cast<dsinfer::SamplerChain*>(sampler->s.get())) {
+      sampler->s.release();
+      chain.reset(c);
+    } else {
+      chain = std::make_unique<dsinfer::SamplerChain>();
+      chain->add(std::move(sampler->s));
+    }
+    s->s->set_sampler(std::move(chain));
+    delete sampler;
+  });
+}
+
+dsinfer_status dsinfer_session_prefill(dsinfer_session* s, const int32_t* ids, size_t n_ids) {
+  return guarded([&] {
+    require(s && (ids || n_ids == 0), "session and ids must not be NULL");
+    s->s->prefill(std::span<const int32_t>(ids, n_ids));
+  });
+}
+
+dsinfer_status dsinfer_session_set_messages(dsinfer_session* s, const char* messages_json) {
+  return guarded([&] {
+    require(s && messages_json, "session and messages_json must not be NULL");
+    s->s->set_messages(dsinfer::chat_messages_from_json(messages_json));
+  });
+}
+
+dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, const dsinfer_generate_params* p) {
+  return guarded([&] {
+    require(s != nullptr, "session must not be NULL");
+    dsinfer_generate_params gp{};
+    dsinfer_generate_params_init(&gp, sizeof gp);
+    if (p) std::memcpy(&gp, p, std::min(p->struct_size, sizeof gp));
+    dsinfer::GenerateParams g;
+    g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
+    g.stop_at_eos = gp.stop_at_eos != 0;
+    s->s->start(g);
+  });
+}
+
+dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev) {
+  return guarded([&] {
+    require(s && ev, "session and event must not be NULL");
+    dsinfer_event out{};
+    out.struct_size = sizeof out;
+    out.tool_index = -1;
+    if (!s->s->next(s->current)) {
+      s->current = dsinfer::ChatEvent{};
+      out.kind = DSINFER_EVENT_DONE;
+    } else {
+      using K = dsinfer::ChatEvent::Kind;
+      const auto& e = s->current;
+      out.kind = e.kind == K::ContentDelta     ? DSINFER_EVENT_CONTENT
+                 : e.kind == K::ReasoningDelta ? DSINFER_EVENT_REASONING
+                 : e.kind == K::ToolCallBegin  ? DSINFER_EVENT_TOOL_CALL_BEGIN
+                 : e.kind == K::ToolArgsDelta  ? DSINFER_EVENT_TOOL_ARGS
+                 : e.kind == K::ToolCallEnd    ? DSINFER_EVENT_TOOL_CALL_END
+                                               : DSINFER_EVENT_ERROR;
+      out.tool_index = e.tool_index;
+      out.offset = e.offset;
+    }
+    out.text = s->current.text.c_str();
+    out.text_len = s->current.text.size();
+    out.name = s->current.name.c_str();
+    out.arguments = s->current.arguments.c_str();
+    std::memcpy(ev, &out, std::min(ev->struct_size ? ev->struct_size : sizeof out, sizeof out));
+  });
+}
+
+void dsinfer_session_cancel(dsinfer_session* s) {
+  if (s) s->s->cancel();
+}
+
+dsinfer_status dsinfer_session_generated(const dsinfer_session* s, int32_t* ids, size_t capacity, size_t* n) {
+  return guarded([&] {
+    require(s && n, "session and n must not be NULL");
+    const auto& g = s->s->generated();
+    *n = g.size();
+    if (ids) std::memcpy(ids, g.data(), std::min(capacity, g.size()) * sizeof(int32_t));
+  });
+}
+
+dsinfer_status dsinfer_session_fork(const dsinfer_session* s, dsinfer_session** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(s && out, "session and out must not be NULL");
+    *out = new dsinfer_session{s->s->fork(), s->model, s->tok, {}};
+  });
+}
+
+dsinfer_status dsinfer_session_save(const dsinfer_session* s, const char* path) {
+  return guarded([&] {
+    require(s && path, "session and path must not be NULL");
+    s->s->save(path);
+  });
+}
+
+dsinfer_status dsinfer_session_restore(dsinfer_session* s, const char* path) {
+  return guarded([&] {
+    require(s && path, "session and path must not be NULL");
+    s->s->restore(path);
+  });
+}
+
+}  // extern "C"
