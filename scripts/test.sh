@@ -8,3 +8,15 @@ JOBS=${JOBS:-$(nproc)}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_TESTS=ON >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS"
+
+# The C ABI's multi-threaded test again, under ThreadSanitizer (any report fails the run).
+cmake -S . -B "$BUILD-tsan" -DDSINFER_TSAN=ON -DDSINFER_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD-tsan" -j "$JOBS" --target test_capi_threads >/dev/null
+TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/capi/test_capi_threads" "$BUILD/models/v32-tiny"
+
+# The Python package, installed with pip into a fresh virtual environment, and its pytest suite.
+python3 -m venv "$BUILD/pyvenv"
+"$BUILD/pyvenv/bin/pip" install --quiet --upgrade pip
+"$BUILD/pyvenv/bin/pip" install --quiet . pytest
+DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/capi/capi_scenarios_c" \
+  DSINFER_BAD_MODEL="$BUILD/tests/capi/bad-model" "$BUILD/pyvenv/bin/python" -m pytest -q tests/python

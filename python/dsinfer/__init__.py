@@ -1,0 +1,135 @@
+"""dsinfer: DeepSeek-V3.2-architecture inference from Python (a thin layer over the C++ core).
+
+    import dsinfer
+    model = dsinfer.Model.load("path/to/checkpoint")
+    tok = dsinfer.Tokenizer.load("path/to/checkpoint")
+    session = dsinfer.Session(model, tok)
+    for event in session.chat_stream([{"role": "user", "content": "Hi"}]):
+        print(event["text"], end="")
+"""
+import json as _json
+
+from . import _dsinfer
+from ._dsinfer import Model, Tokenizer, parse_completion as _parse_completion
+
+__all__ = ["Model", "Tokenizer", "Session", "Sampler", "Error", "InvalidArgumentError", "IoError", "FormatError",
+           "UnsupportedError", "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "encode_chat",
+           "parse_completion", "Greedy", "Dist", "Temperature", "TopK", "TopP", "MinP", "Typical", "Penalties"]
+
+
+class Error(Exception):
+    """Every dsinfer failure; `code` is the same number as the C ABI's dsinfer_status."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidArgumentError(Error): pass      # noqa: E701
+class IoError(Error): pass                   # noqa: E701
+class FormatError(Error): pass               # noqa: E701
+class UnsupportedError(Error): pass          # noqa: E701
+class OutOfMemoryError(Error): pass          # noqa: E701
+class DeviceError(Error): pass               # noqa: E701
+class CancelledError(Error): pass            # noqa: E701
+class InternalError(Error): pass             # noqa: E701
+
+
+_dsinfer._set_error_classes({1: InvalidArgumentError, 2: IoError, 3: FormatError, 4: UnsupportedError,
+                             5: OutOfMemoryError, 6: DeviceError, 7: CancelledError, 99: InternalError})
+
+
+class Sampler:
+    """Subclass and override apply(c): c.ids and c.logits are NumPy views valid only during the call; set
+    c.selected to an index to choose a token, or reorder the arrays in place and set c.n to keep the first n.
+    Raise to fail the sampling step (it surfaces as InvalidArgumentError). Optionally override accept(token)."""
+
+    def apply(self, c):
+        raise NotImplementedError
+
+    def accept(self, token):
+        pass
+
+
+# Built-in samplers: thin descriptions the C++ core turns into its own samplers.
+def Greedy(): return ("greedy",)                          # noqa: E704
+def Dist(seed=0): return ("dist", int(seed))                # noqa: E704
+def Temperature(t): return ("temperature", float(t))        # noqa: E704
+def TopK(k): return ("top_k", int(k))                       # noqa: E704
+def TopP(p): return ("top_p", float(p))                     # noqa: E704
+def MinP(p): return ("min_p", float(p))                     # noqa: E704
+def Typical(p): return ("typical", float(p))                # noqa: E704
+def Penalties(last_n=64, repeat=1.0, frequency=0.0, presence=0.0):  # noqa: E704
+    return ("penalties", int(last_n), float(repeat), float(frequency), float(presence))
+
+
+def _request(messages, tools):
+    return _json.dumps({"messages": messages, "tools": tools or []}, ensure_ascii=False)
+
+
+def encode_chat(messages, tools=None, thinking=False):
+    """The exact DeepSeek-V3.2 prompt text for OpenAI-style messages and tools."""
+    return _dsinfer.encode_chat(_request(messages, tools), thinking)
+
+
+def parse_completion(text, thinking=False):
+    """{'role', 'content', 'reasoning_content', 'tool_calls'} from a completion, as DeepSeek's parser does."""
+    return _parse_completion(text, thinking)
+
+
+class Session:
+    """One conversation: its KV cache, sampler and generation. Use from one thread at a time; cancel() from any.
+    Keeps the model and tokenizer alive."""
+
+    def __init__(self, model, tokenizer, capacity=4096, precision="fp8", thinking=False, _impl=None):
+        self._s = _impl if _impl is not None else _dsinfer.Session(model, tokenizer, capacity, precision, thinking)
+
+    def set_sampler(self, samplers):
+        """A chain: built-ins (Greedy(), Dist(seed), TopK(k), ...) and dsinfer.Sampler subclasses, in order."""
+        self._s.set_sampler(list(samplers))
+
+    def prefill(self, ids):
+        self._s.prefill(list(ids))
+
+    def set_messages(self, messages, tools=None):
+        """Renders the conversation and evaluates only the part the cache does not hold yet."""
+        self._s._set_messages_json(_request(messages, tools))
+
+    def generate(self, max_tokens=256, stop=None, stop_at_eos=True):
+        """A generator of events: dicts with kind ('content', 'reasoning', 'tool_call_begin', 'tool_args',
+        'tool_call_end', 'error'), text, tool_index, name, arguments, offset."""
+        self._s._start(max_tokens, list(stop or []), stop_at_eos)
+        while True:
+            ev = self._s._next()
+            if ev is None:
+                return
+            yield ev
+
+    def chat_stream(self, messages, tools=None, **kw):
+        self.set_messages(messages, tools)
+        yield from self.generate(**kw)
+
+    def chat(self, messages, tools=None, **kw):
+        """Runs one turn; returns the reply as an OpenAI-style message (content, reasoning_content, tool_calls)."""
+        for _ in self.chat_stream(messages, tools, **kw):
+            pass
+        return self.reply
+
+    def cancel(self):
+        self._s.cancel()
+
+    def fork(self):
+        """A new session sharing this one's cache blocks (copy on write)."""
+        return Session(None, None, _impl=self._s.fork())
+
+    def save(self, path):
+        self._s.save(path)
+
+    def restore(self, path):
+        self._s.restore(path)
+
+    generated = property(lambda self: self._s.generated)
+    generated_text = property(lambda self: self._s.generated_text)
+    reply = property(lambda self: self._s.reply)
+    tokens = property(lambda self: self._s.tokens)
+    last_logits = property(lambda self: self._s.last_logits)

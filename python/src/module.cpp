@@ -1,0 +1,310 @@
+// The Python extension `dsinfer._dsinfer`: a thin pybind11 layer over the C++ API. Heavy work runs with the GIL
+// released; Python samplers and progress callbacks take it back only for their call.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "dsinfer/chat.hpp"
+#include "dsinfer/dsinfer.hpp"
+#include "dsinfer/sampler.hpp"
+#include "dsinfer/session.hpp"
+#include "dsinfer/tokenizer.hpp"
+
+namespace py = pybind11;
+using namespace dsinfer;
+
+namespace {
+
+// One Python exception class per ErrorCode, all deriving from dsinfer.Error (created in __init__.py and handed
+// to the module through _set_error_classes).
+// Deliberately leaked: a static py::dict would be released after the interpreter has shut down.
+py::dict& error_classes() {
+  static auto* d = new py::dict();
+  return *d;
+}
+
+[[noreturn]] void rethrow_as_python(const Error& e) {
+  const int code = int(e.code());
+  py::dict& classes = error_classes();
+  py::object cls = classes.contains(py::int_(code)) ? classes[py::int_(code)] : classes[py::int_(int(ErrorCode::Internal))];
+  PyErr_SetObject(cls.ptr(), py::make_tuple(code, e.what()).ptr());
+  throw py::error_already_set();
+}
+
+// A Python object with apply(candidates) (and optionally accept(token)) as a sampler.
+class PySampler final : public Sampler {
+ public:
+  explicit PySampler(py::object obj) : obj_(std::move(obj)) {}
+  ~PySampler() override {
+    py::gil_scoped_acquire gil;
+    obj_ = py::object();
+  }
+  std::string name() const override {
+    py::gil_scoped_acquire gil;
+    return py::str(obj_.get_type().attr("__name__"));
+  }
+  void apply(Candidates& c) override {
+    py::gil_scoped_acquire gil;
+    // NumPy views on the candidates, valid only during this call (the base keeps nothing alive past it).
+    py::object base = py::capsule(&c, [](void*) {});
+    py::array_t<int32_t> ids({py::ssize_t(c.size())}, {sizeof(int32_t)}, c.ids.data(), base);
+    py::array_t<float> logits({py::ssize_t(c.size())}, {sizeof(float)}, c.logits.data(), base);
+    py::object view = py::module_::import("types").attr("SimpleNamespace")(
+        py::arg("ids") = ids, py::arg("logits") = logits, py::arg("selected") = c.selected, py::arg("n") = c.size());
+    try {
+      obj_.attr("apply")(view);
+    } catch (py::error_already_set& e) {
+      throw Error(ErrorCode::InvalidArgument, std::string("Python sampler raised: ") + e.what());
+    }
+    const size_t n = view.attr("n").cast<size_t>();
+    if (n > c.size()) throw Error(ErrorCode::InvalidArgument, "a sampler may not grow the candidates");
+    c.resize(n);
+    c.sorted = false;
+    c.has_probs = false;
+    const int64_t sel = view.attr("selected").cast<int64_t>();
+    c.selected = sel >= 0 && sel < int64_t(n) ? sel : -1;
+  }
+  void accept(int32_t token) override {
+    py::gil_scoped_acquire gil;
+    if (py::hasattr(obj_, "accept")) obj_.attr("accept")(token);
+  }
+  std::unique_ptr<Sampler> clone() const override {
+    py::gil_scoped_acquire gil;
+    return std::make_unique<PySampler>(py::module_::import("copy").attr("deepcopy")(obj_));
+  }
+
+ private:
+  py::object obj_;
+};
+
+// Builds a chain from Python: built-ins arrive as ("name", params...) tuples, anything else is a Python sampler.
+std::unique_ptr<SamplerChain> make_chain(const py::list& items) {
+  auto chain = std::make_unique<SamplerChain>();
+  for (const auto& it : items) {
+    if (py::isinstance<py::tuple>(it)) {
+      const auto t = it.cast<py::tuple>();
+      const std::string kind = t[0].cast<std::string>();
+      if (kind == "greedy") chain->add(make_greedy_sampler());
+      else if (kind == "dist") chain->add(make_dist_sampler(t[1].cast<uint64_t>()));
+      else if (kind == "temperature") chain->add(make_temperature_sampler(t[1].cast<float>()));
+      else if (kind == "top_k") chain->add(make_top_k_sampler(t[1].cast<int64_t>()));
+      else if (kind == "top_p") chain->add(make_top_p_sampler(t[1].cast<float>()));
+      else if (kind == "min_p") chain->add(make_min_p_sampler(t[1].cast<float>()));
+      else if (kind == "typical") chain->add(make_typical_sampler(t[1].cast<float>()));
+      else if (kind == "penalties")
+        chain->add(make_penalties_sampler(t[1].cast<int64_t>(), t[2].cast<float>(), t[3].cast<float>(), t[4].cast<float>()));
+      else throw Error(ErrorCode::InvalidArgument, "unknown built-in sampler \"" + kind + "\"");
+    } else {
+      chain->add(std::make_unique<PySampler>(py::reinterpret_borrow<py::object>(it)));
+    }
+  }
+  return chain;
+}
+
+py::object event_to_python(const ChatEvent& e) {
+  using K = ChatEvent::Kind;
+  const char* kind = e.kind == K::ContentDelta     ? "content"
+                     : e.kind == K::ReasoningDelta ? "reasoning"
+                     : e.kind == K::ToolCallBegin  ? "tool_call_begin"
+                     : e.kind == K::ToolArgsDelta  ? "tool_args"
+                     : e.kind == K::ToolCallEnd    ? "tool_call_end"
+                                                   : "error";
+  py::dict d;
+  d["kind"] = kind;
+  d["text"] = py::bytes(e.text).attr("decode")("utf-8", "replace");
+  d["tool_index"] = e.tool_index;
+  d["name"] = e.name;
+  d["arguments"] = e.arguments;
+  d["offset"] = e.offset;
+  return std::move(d);
+}
+
+py::dict message_to_python(const ChatMessage& m) {
+  py::dict d;
+  d["role"] = m.role;
+  d["content"] = m.content.value_or("");
+  d["reasoning_content"] = m.reasoning_content.value_or("");
+  py::list calls;
+  for (const auto& c : m.tool_calls) {
+    py::dict fn;
+    fn["name"] = c.name;
+    fn["arguments"] = c.arguments;
+    py::dict call;
+    call["type"] = "function";
+    call["function"] = fn;
+    calls.append(call);
+  }
+  d["tool_calls"] = calls;
+  return d;
+}
+
+template <class F>
+auto translate(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    rethrow_as_python(e);
+  }
+}
+
+struct PyModel {
+  std::shared_ptr<Model> model;
+};
+struct PyTokenizer {
+  std::shared_ptr<Tokenizer> tok;
+};
+struct PySession {
+  std::shared_ptr<Model> model;  // keep the model and tokenizer alive as long as the session
+  std::shared_ptr<Tokenizer> tok;
+  std::unique_ptr<Session> s;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_dsinfer, m) {
+  m.doc() = "dsinfer: DeepSeek-V3.2-architecture inference (C++ core)";
+  m.def("_set_error_classes", [](py::dict classes) { error_classes() = classes; });
+
+  py::class_<PyModel>(m, "Model")
+      .def_static(
+          "load",
+          [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens) {
+            ModelLoadParams p;
+            p.n_threads = n_threads;
+            p.kv_cache_tokens = kv_cache_tokens;
+            if (!progress.is_none())
+              p.progress = [progress](double f, std::string_view stage) {
+                py::gil_scoped_acquire gil;
+                progress(f, std::string(stage));
+              };
+            return translate([&] {
+              std::unique_ptr<Model> model;
+              {
+                py::gil_scoped_release nogil;
+                model = Model::load(path, p);
+              }
+              return PyModel{std::shared_ptr<Model>(std::move(model))};
+            });
+          },
+          py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0)
+      .def_property_readonly("info", [](const PyModel& pm) {
+        const auto& i = pm.model->info();
+        py::dict d;
+        d["model_type"] = i.model_type;
+        d["has_indexer"] = i.has_indexer;
+        d["fp8_weights"] = i.fp8_weights;
+        d["vocab_size"] = i.vocab_size;
+        d["hidden_size"] = i.hidden_size;
+        d["num_layers"] = i.num_layers;
+        d["parameter_count"] = i.parameter_count;
+        return d;
+      })
+      .def("logits", [](const PyModel& pm, const std::vector<int32_t>& ids, const std::string& precision) {
+        return translate([&] {
+          EvalOptions o;
+          o.precision = precision == "reference" ? Precision::Reference : Precision::Fp8;
+          o.all_logits = true;
+          std::vector<float> out;
+          {
+            py::gil_scoped_release nogil;
+            auto seq = pm.model->new_sequence(int64_t(std::max<size_t>(ids.size(), 1)));
+            out = pm.model->eval(*seq, ids, o);
+          }
+          const py::ssize_t V = pm.model->info().vocab_size;
+          py::array_t<float> a({py::ssize_t(ids.size()), V});
+          std::memcpy(a.mutable_data(), out.data(), out.size() * sizeof(float));
+          return a;
+        });
+      }, py::arg("ids"), py::arg("precision") = "fp8");
+
+  py::class_<PyTokenizer>(m, "Tokenizer")
+      .def_static("load", [](const std::string& path) {
+        return translate([&] { return PyTokenizer{std::shared_ptr<Tokenizer>(Tokenizer::load(path))}; });
+      })
+      .def("encode", [](const PyTokenizer& t, const std::string& text, bool add_special_tokens) {
+        return translate([&] { return t.tok->encode(text, add_special_tokens); });
+      }, py::arg("text"), py::arg("add_special_tokens") = false)
+      .def("decode", [](const PyTokenizer& t, const std::vector<int32_t>& ids, bool skip_special_tokens) {
+        return translate([&] { return py::bytes(t.tok->decode(ids, skip_special_tokens)).attr("decode")("utf-8"); });
+      }, py::arg("ids"), py::arg("skip_special_tokens") = false)
+      .def("__len__", [](const PyTokenizer& t) { return t.tok->size(); })
+      .def_property_readonly("eos_id", [](const PyTokenizer& t) { return t.tok->eos_id(); })
+      .def_property_readonly("bos_id", [](const PyTokenizer& t) { return t.tok->bos_id(); });
+
+  m.def("encode_chat", [](const std::string& messages_json, bool thinking) {
+    return translate([&] {
+      ChatOptions o;
+      o.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
+      return encode_chat(chat_messages_from_json(messages_json), o);
+    });
+  });
+  m.def("parse_completion", [](const std::string& text, bool thinking) {
+    return translate([&] { return message_to_python(parse_completion(text, thinking ? ThinkingMode::Thinking : ThinkingMode::Chat)); });
+  });
+
+  py::class_<PySession>(m, "Session")
+      .def(py::init([](const PyModel& model, const PyTokenizer& tok, int64_t capacity, const std::string& precision,
+                       bool thinking) {
+             SessionParams p;
+             p.capacity = capacity;
+             p.eval.precision = precision == "reference" ? Precision::Reference : Precision::Fp8;
+             p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
+             return translate([&] {
+               return PySession{model.model, tok.tok, std::make_unique<Session>(*model.model, *tok.tok, p)};
+             });
+           }),
+           py::arg("model"), py::arg("tokenizer"), py::arg("capacity") = 4096, py::arg("precision") = "fp8",
+           py::arg("thinking") = false)
+      .def("set_sampler", [](PySession& s, const py::list& items) {
+        translate([&] { s.s->set_sampler(make_chain(items)); });
+      })
+      .def("prefill", [](PySession& s, const std::vector<int32_t>& ids) {
+        translate([&] {
+          py::gil_scoped_release nogil;
+          s.s->prefill(ids);
+        });
+      })
+      .def("_set_messages_json", [](PySession& s, const std::string& json) {
+        translate([&] {
+          const auto msgs = chat_messages_from_json(json);
+          py::gil_scoped_release nogil;
+          s.s->set_messages(msgs);
+        });
+      })
+      .def("_start", [](PySession& s, int64_t max_tokens, std::vector<std::string> stop, bool stop_at_eos) {
+        GenerateParams g;
+        g.max_tokens = max_tokens;
+        g.stop = std::move(stop);
+        g.stop_at_eos = stop_at_eos;
+        translate([&] { s.s->start(g); });
+      })
+      .def("_next", [](PySession& s) -> py::object {
+        return translate([&]() -> py::object {
+          ChatEvent e;
+          bool more;
+          {
+            py::gil_scoped_release nogil;
+            more = s.s->next(e);
+          }
+          if (!more) return py::none();
+          return event_to_python(e);
+        });
+      })
+      .def("cancel", [](PySession& s) { s.s->cancel(); })
+      .def_property_readonly("generated", [](const PySession& s) { return s.s->generated(); })
+      .def_property_readonly("generated_text", [](const PySession& s) { return s.s->generated_text(); })
+      .def_property_readonly("reply", [](const PySession& s) { return message_to_python(s.s->reply()); })
+      .def_property_readonly("tokens", [](const PySession& s) { return s.s->tokens(); })
+      .def_property_readonly("last_logits", [](const PySession& s) {
+        const auto& l = s.s->last_logits();
+        py::array_t<float> a(py::ssize_t(l.size()));
+        std::memcpy(a.mutable_data(), l.data(), l.size() * sizeof(float));
+        return a;
+      })
+      .def("fork", [](const PySession& s) {
+        return translate([&] { return PySession{s.model, s.tok, s.s->fork()}; });
+      })
+      .def("save", [](const PySession& s, const std::string& path) { translate([&] { s.s->save(path); }); })
+      .def("restore", [](PySession& s, const std::string& path) { translate([&] { s.s->restore(path); }); });
+}
