@@ -196,6 +196,17 @@ DSINFER_API dsinfer_status dsinfer_session_fork(const dsinfer_session* s, dsinfe
 DSINFER_API dsinfer_status dsinfer_session_save(const dsinfer_session* s, const char* path);
 DSINFER_API dsinfer_status dsinfer_session_restore(dsinfer_session* s, const char* path);
 
+/* ----------------------------------------------------------------------------------------------- engine -- */
+/* Generates with every session at once, one forward per step for all of them (each gets exactly the tokens it
+ * would get alone). The sessions must belong to `m`, hold a prompt, and share one precision. on_event (may be NULL)
+ * receives each session's events, the event borrowed for the duration of the call; it runs on the calling thread.
+ * Errors end the whole call; every session stays usable. */
+DSINFER_API dsinfer_status dsinfer_engine_generate(const dsinfer_model* m, dsinfer_session* const* sessions,
+                                                   size_t n_sessions, const dsinfer_generate_params* p,
+                                                   void (*on_event)(size_t session_index, const dsinfer_event* ev,
+                                                                    void* user_data),
+                                                   void* user_data);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "dsinfer/chat.hpp"
 #include "dsinfer/dsinfer.hpp"
@@ -390,6 +391,45 @@ dsinfer_status dsinfer_session_restore(dsinfer_session* s, const char* path) {
   return guarded([&] {
     require(s && path, "session and path must not be NULL");
     s->s->restore(path);
+  });
+}
+
+dsinfer_status dsinfer_engine_generate(const dsinfer_model* m, dsinfer_session* const* sessions, size_t n_sessions,
+                                       const dsinfer_generate_params* p,
+                                       void (*on_event)(size_t, const dsinfer_event*, void*), void* user_data) {
+  return guarded([&] {
+    require(m && (sessions || n_sessions == 0), "model and sessions must not be NULL");
+    dsinfer_generate_params gp{};
+    dsinfer_generate_params_init(&gp, sizeof gp);
+    if (p) std::memcpy(&gp, p, std::min(p->struct_size, sizeof gp));
+    dsinfer::GenerateParams g;
+    g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
+    g.stop_at_eos = gp.stop_at_eos != 0;
+    std::vector<dsinfer::Session*> ss;
+    for (size_t i = 0; i < n_sessions; ++i) {
+      require(sessions[i] != nullptr && sessions[i]->model == m, "every session must be non-NULL and use this model");
+      ss.push_back(sessions[i]->s.get());
+    }
+    dsinfer::Engine engine(*m->m);
+    engine.generate(ss, g, [&](size_t i, const dsinfer::ChatEvent& e) {
+      if (!on_event) return;
+      using K = dsinfer::ChatEvent::Kind;
+      dsinfer_event ev{};
+      ev.struct_size = sizeof ev;
+      ev.kind = e.kind == K::ContentDelta     ? DSINFER_EVENT_CONTENT
+                : e.kind == K::ReasoningDelta ? DSINFER_EVENT_REASONING
+                : e.kind == K::ToolCallBegin  ? DSINFER_EVENT_TOOL_CALL_BEGIN
+                : e.kind == K::ToolArgsDelta  ? DSINFER_EVENT_TOOL_ARGS
+                : e.kind == K::ToolCallEnd    ? DSINFER_EVENT_TOOL_CALL_END
+                                              : DSINFER_EVENT_ERROR;
+      ev.text = e.text.c_str();
+      ev.text_len = e.text.size();
+      ev.tool_index = e.tool_index;
+      ev.name = e.name.c_str();
+      ev.arguments = e.arguments.c_str();
+      ev.offset = e.offset;
+      on_event(i, &ev, user_data);
+    });
   });
 }
 

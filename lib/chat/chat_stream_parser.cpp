@@ -282,12 +282,9 @@ struct ChatStreamParser::Impl {
         if (param_is_string) {
           emit_args("\"", ev);
         } else {
-          try {
-            (void)ojson::parse(raw_value);
-          } catch (const ojson::parse_error&) {
+          if (!ojson::accept(raw_value))
             report(consumed, fmt::format("parameter \"{}\" has string=\"false\" but its value is not JSON: {}", param,
                                          raw_value.substr(0, 80)), ev);
-          }
         }
         state = State::ParamEnd;
         return;
