@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    auto model = dsinfer::Model::load(dir, dsinfer::ModelLoadParams{"cpu", threads, {}});
+    auto model = dsinfer::Model::load(dir, dsinfer::ModelLoadParams{.n_threads = threads});
     auto tok = dsinfer::Tokenizer::load(dir);
     dsinfer::GenerateParams g;
     g.max_tokens = tokens;

@@ -34,7 +34,7 @@ struct ScriptedSampler : Sampler {
 
 TEST_CASE("the tool-calling loop runs the tool and feeds the result back into the same session", "[tools][session]") {
   const std::string dir = (fs::path(DSINFER_MODELS_DIR) / "v32-tiny").string();
-  auto model = Model::load(dir, ModelLoadParams{"cpu", 2, {}});
+  auto model = Model::load(dir, ModelLoadParams{.n_threads = 2});
   auto tok = Tokenizer::load(dir);
   for (ThinkingMode mode : {ThinkingMode::Chat, ThinkingMode::Thinking}) {
     SessionParams sp;

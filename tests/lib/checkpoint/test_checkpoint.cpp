@@ -71,7 +71,7 @@ struct TempCheckpoint {
 // Loads the checkpoint as Model::load does up to binding; returns the error.
 Error load_error(const TempCheckpoint& t) {
   try {
-    Model::load(t.path(), ModelLoadParams{"cpu", 1, {}});
+    Model::load(t.path(), ModelLoadParams{.n_threads = 1});
   } catch (const Error& e) {
     return e;
   }

@@ -22,7 +22,7 @@ std::vector<ChatMessage> user(const std::string& text) {
 }  // namespace
 
 TEST_CASE("a ragged batch (prefill chunks + decode tokens) equals each sequence alone, bitwise", "[engine]") {
-  auto model = Model::load(kModel, ModelLoadParams{"cpu", 2, {}});
+  auto model = Model::load(kModel, ModelLoadParams{.n_threads = 2});
   for (Precision prec : {Precision::Reference, Precision::Fp8}) {
     EvalOptions o;
     o.precision = prec;
@@ -60,7 +60,7 @@ TEST_CASE("a ragged batch (prefill chunks + decode tokens) equals each sequence 
 }
 
 TEST_CASE("1, 4 and 16 concurrent sessions give the same tokens as alone", "[engine][session]") {
-  auto model = Model::load(kModel, ModelLoadParams{"cpu", 2, {}});
+  auto model = Model::load(kModel, ModelLoadParams{.n_threads = 2});
   auto tok = Tokenizer::load(kModel);
   for (int n : {1, 4, 16}) {
     GenerateParams g;
