@@ -89,6 +89,14 @@ PRESETS = {
     "v3-tiny": dict(seed=2, fp8=True, config={
         **COMMON, **FP8,
         "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3"}),
+    # A benchmark-sized V3.2 model (issue 7): ~440 M parameters, ~0.45 GB in FP8; not used by the tests.
+    "v32-bench": dict(seed=4, fp8=True, config={
+        **COMMON, **FP8, "index_n_heads": 16, "index_head_dim": 64, "index_topk": 256,
+        "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+        "vocab_size": 8192, "hidden_size": 1024, "intermediate_size": 2816, "moe_intermediate_size": 512,
+        "num_hidden_layers": 8, "first_k_dense_replace": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "n_routed_experts": 48, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8, "topk_group": 4,
+        "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}),
     "v32-tiny-bf16": dict(seed=3, fp8=False, config={
         **COMMON, **INDEXER,
         "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}),

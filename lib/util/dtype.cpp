@@ -60,7 +60,7 @@ float decode_e4m3(uint8_t v) {
                        : std::ldexp(1.0f + float(man) / 8.0f, exp - 7);
   return neg ? -mag : mag;
 }
-const std::array<float, 256>& e4m3_table() {
+const std::array<float, 256>& table_256() {
   static const std::array<float, 256> table = [] {
     std::array<float, 256> t{};
     for (int i = 0; i < 256; ++i) t[i] = decode_e4m3(uint8_t(i));
@@ -70,7 +70,8 @@ const std::array<float, 256>& e4m3_table() {
 }
 }  // namespace
 
-float e4m3_to_f32(uint8_t v) noexcept { return e4m3_table()[v]; }
+float e4m3_to_f32(uint8_t v) noexcept { return table_256()[v]; }
+const float* e4m3_table() noexcept { return table_256().data(); }
 
 uint8_t f32_to_e4m3(float x) noexcept {
   if (std::isnan(x)) return 0x7f;

@@ -31,6 +31,8 @@ float f16_to_f32(uint16_t h) noexcept;
 // float8 e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no inf, 0x7f/0xff are NaN; max 448.
 // Decoding goes through a 256-entry table built once.
 float e4m3_to_f32(uint8_t v) noexcept;
+// The decoding table itself (256 floats), for hot loops that decode whole rows.
+const float* e4m3_table() noexcept;
 // Round to nearest even; |x| > 448 saturates to ±448 (the reference clamps before casting). NaN -> NaN.
 uint8_t f32_to_e4m3(float x) noexcept;
 // The e4m3 value nearest to x, as a float: f32 -> e4m3 -> f32.

@@ -23,8 +23,16 @@ void require(bool ok, const char* what) {
   if (!ok) throw Error(ErrorCode::Internal, fmt::format("cpu backend: {}", what));
 }
 
-// Contiguous fp32 dot product with several partial sums (keeps rounding error low and vectorizes).
-float dot(const float* a, const float* b, int64_t n) {
+// Contiguous fp32 dot product with several partial sums (keeps rounding error low and vectorizes). The loops that
+// call it are compiled for AVX2 (haswell) and baseline x86-64 and the best is chosen at load time (GCC function
+// multiversioning). The summation order is the same in every version and ISO C++ mode keeps FP contraction off, so
+// results do not depend on the machine. (An AVX-512 clone measured slower on this loop shape: docs/benchmarks.md.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DSINFER_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define DSINFER_MULTIVERSION
+#endif
+inline __attribute__((always_inline)) float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -32,6 +40,27 @@ float dot(const float* a, const float* b, int64_t n) {
   float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+// y[t*ldy] = x[t]·w for every row t of x: one weight row against all activation rows (the inner loop of linear).
+DSINFER_MULTIVERSION void row_times_rows(const float* x, int64_t ldx, int64_t T, const float* w, int64_t K, float* y,
+                                         int64_t ldy) {
+  for (int64_t t = 0; t < T; ++t) y[t * ldy] = dot(x + t * ldx, w, K);
+}
+
+// The FP8 version: per K block of 128, the fp32 sum of e4m3 products promoted with both scales (spec §6).
+DSINFER_MULTIVERSION void row_times_rows_fp8(const float* xq, int64_t ldx, int64_t T, const float* w8, int64_t K,
+                                             const float* xs, int64_t ldxs, const float* ws, float* y, int64_t ldy) {
+  const int64_t G = (K + 127) / 128;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = xq + t * ldx;
+    float acc = 0.0f;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t k0 = g * 128, kn = std::min<int64_t>(128, K - k0);
+      acc += dot(xr + k0, w8 + k0, kn) * (xs[t * ldxs + g] * ws[g]);
+    }
+    y[t * ldy] = acc;
+  }
 }
 
 std::vector<float> weight_vector_f32(const Weight& w) {
@@ -75,7 +104,12 @@ void weight_row_f32(const Weight& w, int64_t r, int64_t c0, int64_t n, float* ou
       if (!w.scale_inv) throw Error(ErrorCode::Internal, fmt::format("FP8 weight {} has no scale", w.name));
       const int64_t scale_cols = (cols + w.block - 1) / w.block;
       const float* srow = w.scale_inv + (r / w.block) * scale_cols;
-      for (int64_t i = 0; i < n; ++i) out[i] = e4m3_to_f32(p[i]) * srow[(c0 + i) / w.block];
+      const float* table = e4m3_table();
+      for (int64_t i = 0; i < n;) {  // one scale per run of columns inside a 128-wide block
+        const int64_t col = c0 + i, end = std::min(n, i + (w.block - col % w.block));
+        const float sc = srow[col / w.block];
+        for (; i < end; ++i) out[i] = table[p[i]] * sc;
+      }
       return;
     }
     default:
@@ -176,7 +210,7 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
       std::vector<float> wrow(static_cast<size_t>(K));
       for (int64_t n = n0; n < n1; ++n) {
         weight_row_f32(w, n, 0, K, wrow.data());
-        for (int64_t t = 0; t < T; ++t) out.row(t)[n] = dot(x.row(t), wrow.data(), K);
+        row_times_rows(x.data, x.ld, T, wrow.data(), K, out.data + n, out.ld);
       }
     }, 4);
     return;
@@ -192,17 +226,10 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
     std::vector<float> w8(static_cast<size_t>(K));
     for (int64_t n = n0; n < n1; ++n) {
       const uint8_t* wr = w.data + n * K;
-      for (int64_t k = 0; k < K; ++k) w8[k] = e4m3_to_f32(wr[k]);
+      const float* table = e4m3_table();
+      for (int64_t k = 0; k < K; ++k) w8[k] = table[wr[k]];
       const float* ws = w.scale_inv + (n / w.block) * G;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* xr = xq.view.row(t);
-        float acc = 0.0f;
-        for (int64_t g = 0; g < G; ++g) {
-          const int64_t k0 = g * kActGroup, kn = std::min(kActGroup, K - k0);
-          acc += dot(xr + k0, w8.data() + k0, kn) * (xs.view.row(t)[g] * ws[g]);
-        }
-        out.row(t)[n] = acc;
-      }
+      row_times_rows_fp8(xq.view.data, xq.view.ld, T, w8.data(), K, xs.view.data, xs.view.ld, ws, out.data + n, out.ld);
     }
   }, 4);
 }
