@@ -101,6 +101,26 @@ class CSampler final : public dsinfer::Sampler {
   void* ud_;
 };
 
+// A core event as the C view; its strings borrow from `e`.
+dsinfer_event to_c_event(const dsinfer::ChatEvent& e) {
+  using K = dsinfer::ChatEvent::Kind;
+  dsinfer_event ev{};
+  ev.struct_size = sizeof ev;
+  ev.kind = e.kind == K::ContentDelta     ? DSINFER_EVENT_CONTENT
+            : e.kind == K::ReasoningDelta ? DSINFER_EVENT_REASONING
+            : e.kind == K::ToolCallBegin  ? DSINFER_EVENT_TOOL_CALL_BEGIN
+            : e.kind == K::ToolArgsDelta  ? DSINFER_EVENT_TOOL_ARGS
+            : e.kind == K::ToolCallEnd    ? DSINFER_EVENT_TOOL_CALL_END
+                                          : DSINFER_EVENT_ERROR;
+  ev.text = e.text.c_str();
+  ev.text_len = e.text.size();
+  ev.tool_index = e.tool_index;
+  ev.name = e.name.c_str();
+  ev.arguments = e.arguments.c_str();
+  ev.offset = e.offset;
+  return ev;
+}
+
 dsinfer_status make_sampler(dsinfer_sampler** out, const std::function<std::unique_ptr<dsinfer::Sampler>()>& f) {
   if (out) *out = nullptr;
   return guarded([&] {
@@ -333,28 +353,14 @@ dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, const dsinfer_
 dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev) {
   return guarded([&] {
     require(s && ev, "session and event must not be NULL");
-    dsinfer_event out{};
-    out.struct_size = sizeof out;
-    out.tool_index = -1;
+    dsinfer_event out;
     if (!s->s->next(s->current)) {
       s->current = dsinfer::ChatEvent{};
+      out = to_c_event(s->current);
       out.kind = DSINFER_EVENT_DONE;
     } else {
-      using K = dsinfer::ChatEvent::Kind;
-      const auto& e = s->current;
-      out.kind = e.kind == K::ContentDelta     ? DSINFER_EVENT_CONTENT
-                 : e.kind == K::ReasoningDelta ? DSINFER_EVENT_REASONING
-                 : e.kind == K::ToolCallBegin  ? DSINFER_EVENT_TOOL_CALL_BEGIN
-                 : e.kind == K::ToolArgsDelta  ? DSINFER_EVENT_TOOL_ARGS
-                 : e.kind == K::ToolCallEnd    ? DSINFER_EVENT_TOOL_CALL_END
-                                               : DSINFER_EVENT_ERROR;
-      out.tool_index = e.tool_index;
-      out.offset = e.offset;
+      out = to_c_event(s->current);
     }
-    out.text = s->current.text.c_str();
-    out.text_len = s->current.text.size();
-    out.name = s->current.name.c_str();
-    out.arguments = s->current.arguments.c_str();
     std::memcpy(ev, &out, std::min(ev->struct_size ? ev->struct_size : sizeof out, sizeof out));
   });
 }
@@ -413,21 +419,7 @@ dsinfer_status dsinfer_engine_generate(const dsinfer_model* m, dsinfer_session* 
     dsinfer::Engine engine(*m->m);
     engine.generate(ss, g, [&](size_t i, const dsinfer::ChatEvent& e) {
       if (!on_event) return;
-      using K = dsinfer::ChatEvent::Kind;
-      dsinfer_event ev{};
-      ev.struct_size = sizeof ev;
-      ev.kind = e.kind == K::ContentDelta     ? DSINFER_EVENT_CONTENT
-                : e.kind == K::ReasoningDelta ? DSINFER_EVENT_REASONING
-                : e.kind == K::ToolCallBegin  ? DSINFER_EVENT_TOOL_CALL_BEGIN
-                : e.kind == K::ToolArgsDelta  ? DSINFER_EVENT_TOOL_ARGS
-                : e.kind == K::ToolCallEnd    ? DSINFER_EVENT_TOOL_CALL_END
-                                              : DSINFER_EVENT_ERROR;
-      ev.text = e.text.c_str();
-      ev.text_len = e.text.size();
-      ev.tool_index = e.tool_index;
-      ev.name = e.name.c_str();
-      ev.arguments = e.arguments.c_str();
-      ev.offset = e.offset;
+      const dsinfer_event ev = to_c_event(e);
       on_event(i, &ev, user_data);
     });
   });

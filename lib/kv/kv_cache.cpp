@@ -174,32 +174,28 @@ size_t KvCache::host_floats() const {
   return n;
 }
 
-void KvCache::to_host(std::vector<float>& out) const {
-  out.resize(host_floats());
-  size_t at = 0;
+template <class F>
+void KvCache::for_each_row_run(F&& f) const {
+  size_t at = 0;  // offset of the current tensor in the host layout
   for (int64_t l = 0; l < pool_->n_layers(); ++l)
     for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
       const Tensor2D v = pool_->tensor(l, t);
       if (!v.data) continue;
       for_each_run(0, size_, [&](int64_t row, int64_t off, int64_t count) {
-        pool_->backend().to_host(out.data() + at + size_t(off * v.cols), v.rows_slice(row, count));
+        f(v.rows_slice(row, count), at + size_t(off * v.cols));
       });
       at += size_t(size_ * v.cols);
     }
 }
 
+void KvCache::to_host(std::vector<float>& out) const {
+  out.resize(host_floats());
+  for_each_row_run([&](Tensor2D rows, size_t at) { pool_->backend().to_host(out.data() + at, rows); });
+}
+
 void KvCache::from_host(const float* data, size_t n_floats) {
   if (n_floats != host_floats()) throw Error(ErrorCode::Format, "saved KV cache has the wrong size for this model");
-  size_t at = 0;
-  for (int64_t l = 0; l < pool_->n_layers(); ++l)
-    for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
-      const Tensor2D v = pool_->tensor(l, t);
-      if (!v.data) continue;
-      for_each_run(0, size_, [&](int64_t row, int64_t off, int64_t count) {
-        pool_->backend().from_host(v.rows_slice(row, count), data + at + size_t(off * v.cols));
-      });
-      at += size_t(size_ * v.cols);
-    }
+  for_each_row_run([&](Tensor2D rows, size_t at) { pool_->backend().from_host(rows, data + at); });
 }
 
 }  // namespace dsinfer

@@ -89,6 +89,8 @@ class KvCache {
  private:
   template <class F>
   void for_each_run(int64_t pos, int64_t n, F&& f) const;  // f(physical_row, logical_offset, count) per block run
+  template <class F>
+  void for_each_row_run(F&& f) const;  // f(rows, offset in the host layout) over positions [0, size) of every tensor
 
   std::shared_ptr<KvBlockPool> pool_;
   int64_t capacity_ = 0, size_ = 0;
