@@ -121,6 +121,17 @@ dsinfer_event to_c_event(const dsinfer::ChatEvent& e) {
   return ev;
 }
 
+// The caller's params as far as its struct_size reaches, defaults for the rest.
+dsinfer::GenerateParams to_generate_params(const dsinfer_generate_params* p) {
+  dsinfer_generate_params gp{};
+  dsinfer_generate_params_init(&gp, sizeof gp);
+  if (p) std::memcpy(&gp, p, std::min(p->struct_size, sizeof gp));
+  dsinfer::GenerateParams g;
+  g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
+  g.stop_at_eos = gp.stop_at_eos != 0;
+  return g;
+}
+
 dsinfer_status make_sampler(dsinfer_sampler** out, const std::function<std::unique_ptr<dsinfer::Sampler>()>& f) {
   if (out) *out = nullptr;
   return guarded([&] {
@@ -340,12 +351,7 @@ dsinfer_status dsinfer_session_set_messages(dsinfer_session* s, const char* mess
 dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, const dsinfer_generate_params* p) {
   return guarded([&] {
     require(s != nullptr, "session must not be NULL");
-    dsinfer_generate_params gp{};
-    dsinfer_generate_params_init(&gp, sizeof gp);
-    if (p) std::memcpy(&gp, p, std::min(p->struct_size, sizeof gp));
-    dsinfer::GenerateParams g;
-    g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
-    g.stop_at_eos = gp.stop_at_eos != 0;
+    const dsinfer::GenerateParams g = to_generate_params(p);
     s->s->start(g);
   });
 }
@@ -405,12 +411,7 @@ dsinfer_status dsinfer_engine_generate(const dsinfer_model* m, dsinfer_session* 
                                        void (*on_event)(size_t, const dsinfer_event*, void*), void* user_data) {
   return guarded([&] {
     require(m && (sessions || n_sessions == 0), "model and sessions must not be NULL");
-    dsinfer_generate_params gp{};
-    dsinfer_generate_params_init(&gp, sizeof gp);
-    if (p) std::memcpy(&gp, p, std::min(p->struct_size, sizeof gp));
-    dsinfer::GenerateParams g;
-    g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
-    g.stop_at_eos = gp.stop_at_eos != 0;
+    const dsinfer::GenerateParams g = to_generate_params(p);
     std::vector<dsinfer::Session*> ss;
     for (size_t i = 0; i < n_sessions; ++i) {
       require(sessions[i] != nullptr && sessions[i]->model == m, "every session must be non-NULL and use this model");
