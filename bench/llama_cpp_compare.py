@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""dsinfer vs llama.cpp on the same DeepSeek-V3.2-architecture checkpoint, side by side in one run.
+
+    python3 bench/llama_cpp_compare.py --model build/models/v32-bench --llama-cpp /path/to/llama.cpp \
+        --convert-python /path/to/venv/bin/python [--threads 1 2] [--reps 3]
+
+llama.cpp comes from a package this machine can install: the `llama-cpp-python` source distribution on PyPI vendors
+llama.cpp (`pip download --no-deps --no-binary :all: llama-cpp-python`, unpack, then
+`cmake -B build && cmake --build build --target llama-bench` in vendor/llama.cpp). Its own converter
+(convert_hf_to_gguf.py, run with a Python that has torch, transformers and numpy) turns the checkpoint into GGUF
+(architecture deepseek32, FP8 weights dequantized by the converter) at Q8_0 — the 8-bit format nearest to dsinfer's
+FP8 — and its own llama-bench measures it. dsinfer's bench_model measures the FP8 checkpoint. Same prompt length
+(512), decode length (128), threads and repetitions; peak RSS from the OS for each process.
+
+The repo's small checkpoints carry a tokenizer trained here, which the converter does not know by hash; the
+conversion therefore tells it that the pre-tokenizer is DeepSeek-V3's (which it is) — the vocabulary does not affect
+the timings. No llama.cpp code is part of this repository.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONVERT_WRAPPER = r"""
+import sys, runpy
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[1] + "/gguf-py")
+import conversion.base as base
+import conversion.deepseek as deepseek
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "deepseek-v3"
+# The V3.2 converter asserts add_bos_token through transformers' tokenizer object, which transformers 5 no longer
+# exposes for this tokenizer class; the BOS flag does not matter for timings.
+deepseek.DeepseekV32Model.set_vocab = lambda self: self._set_vocab_gpt2()
+sys.argv = [sys.argv[1] + "/convert_hf_to_gguf.py"] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def rss_of(cmd):
+    """Peak RSS (MB) of one command, measured in a fresh Python child so earlier children do not mask it."""
+    code = ("import resource, subprocess, sys, json; r = subprocess.run(json.loads(sys.argv[1]), capture_output=True,"
+            " text=True); print(json.dumps({'rc': r.returncode, 'out': r.stdout, 'err': r.stderr[-2000:],"
+            " 'rss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(cmd)], capture_output=True, text=True, check=True)
+    res = json.loads(r.stdout)
+    if res["rc"] != 0:
+        sys.exit(f"{cmd[0]} failed:\n{res['err']}")
+    return res["out"], res["rss_kb"] / 1024.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--llama-cpp", required=True, help="llama.cpp source tree with build/bin/llama-bench")
+    ap.add_argument("--convert-python", default=sys.executable)
+    ap.add_argument("--bench", default=os.path.join(REPO, "build", "bench", "bench_model"))
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--work", default=os.path.join(REPO, "build", "llama-compare"))
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+
+    gguf = os.path.join(a.work, "model-q8_0.gguf")
+    if not os.path.exists(gguf):
+        # DeepSeek's GGUFs add BOS: give the converter a copy of the directory with add_bos_token true.
+        src = os.path.join(a.work, "hf")
+        shutil.rmtree(src, ignore_errors=True)
+        os.makedirs(src)
+        for f in os.listdir(a.model):
+            os.symlink(os.path.abspath(os.path.join(a.model, f)), os.path.join(src, f))
+        os.remove(os.path.join(src, "tokenizer_config.json"))
+        with open(os.path.join(a.model, "tokenizer_config.json")) as f:
+            tc = json.load(f)
+        tc["add_bos_token"] = True
+        with open(os.path.join(src, "tokenizer_config.json"), "w") as f:
+            json.dump(tc, f)
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as w:
+            w.write(CONVERT_WRAPPER)
+        subprocess.run([a.convert_python, w.name, a.llama_cpp, src, "--outtype", "q8_0", "--outfile", gguf],
+                       check=True)
+    llama_bench = os.path.join(a.llama_cpp, "build", "bin", "llama-bench")
+
+    rows = []
+    for t in a.threads:
+        for _ in range(1):  # each tool repeats internally (--reps / -r); the tools alternate per thread count
+            out, rss_l = rss_of([llama_bench, "-m", gguf, "-p", str(a.prompt), "-n", str(a.decode), "-t", str(t),
+                                 "-r", str(a.reps), "-o", "json"])
+            lb = json.loads(out)
+            pp = next(x for x in lb if x["n_prompt"] > 0)["avg_ts"]
+            tg = next(x for x in lb if x["n_gen"] > 0)["avg_ts"]
+            out, rss_d = rss_of([a.bench, "--model", a.model, "--threads", str(t), "--prompt", str(a.prompt),
+                                 "--decode", str(a.decode), "--reps", str(a.reps), "--precision", "fp8"])
+            m = re.search(r"fp8: prefill\s+([\d.]+) tok/s.*decode\s+([\d.]+) tok/s", out)
+            dp, dd = float(m.group(1)), float(m.group(2))
+            rows.append((t, dp, pp, dd, tg, rss_d, rss_l))
+    print(f"model {a.model} (dsinfer FP8) vs {os.path.basename(gguf)} (llama.cpp Q8_0); prompt {a.prompt}, "
+          f"decode {a.decode}, {a.reps} repetitions")
+    print("threads | prefill tok/s dsinfer / llama.cpp = ratio | decode tok/s dsinfer / llama.cpp = ratio | "
+          "peak RSS MB dsinfer / llama.cpp")
+    for t, dp, pp, dd, tg, rd, rl in rows:
+        print(f"{t:7} | {dp:8.1f} / {pp:8.1f} = {dp / pp:4.2f}x | {dd:8.1f} / {tg:8.1f} = {dd / tg:4.2f}x | "
+              f"{rd:7.0f} / {rl:7.0f}")
+    if len(rows) >= 2:
+        print(f"decode scaling 1 -> {rows[-1][0]} threads: dsinfer {rows[-1][3] / rows[0][3]:.2f}x, "
+              f"llama.cpp {rows[-1][4] / rows[0][4]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
