@@ -27,7 +27,8 @@ void require(bool ok, const char* what) {
 // call it are compiled for AVX2 (haswell) and baseline x86-64 and the best is chosen at load time (GCC function
 // multiversioning). The summation order is the same in every version and ISO C++ mode keeps FP contraction off, so
 // results do not depend on the machine. (An AVX-512 clone measured slower on this loop shape: docs/benchmarks.md.)
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Sanitizer builds go without: the IFUNC resolvers run during relocation, before the sanitizer runtime starts.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DSINFER_NO_MULTIVERSION)
 #define DSINFER_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
 #else
 #define DSINFER_MULTIVERSION
