@@ -64,6 +64,32 @@ DSINFER_MULTIVERSION void row_times_rows_fp8(const float* xq, int64_t ldx, int64
   }
 }
 
+// The same as decoding the weight row through the table and calling row_times_rows_fp8, for few activation rows:
+// the e4m3 bytes are looked up inside the dot (a gather) instead of being written out and read back. The products
+// and their summation order are exactly dot()'s, so the result is bitwise the same for any number of rows.
+DSINFER_MULTIVERSION void row_bytes_times_rows_fp8(const float* xq, int64_t ldx, int64_t T, const uint8_t* w8,
+                                                   int64_t K, const float* table, const float* xs, int64_t ldxs,
+                                                   const float* ws, float* y, int64_t ldy) {
+  const int64_t G = (K + 127) / 128;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = xq + t * ldx;
+    float total = 0.0f;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t k0 = g * 128, kn = std::min<int64_t>(128, K - k0);
+      const float* a = xr + k0;
+      const uint8_t* b = w8 + k0;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 8 <= kn; i += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * table[b[i + j]];
+      float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      for (; i < kn; ++i) s += a[i] * table[b[i]];
+      total += s * (xs[t * ldxs + g] * ws[g]);
+    }
+    y[t * ldy] = total;
+  }
+}
+
 std::vector<float> weight_vector_f32(const Weight& w) {
   std::vector<float> v(static_cast<size_t>(w.numel()));
   weight_row_f32(Weight{w.name, w.dtype, {1, w.numel()}, w.data, w.scale_inv, w.block}, 0, 0, w.numel(), v.data());
@@ -228,8 +254,13 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
     for (int64_t n = n0; n < n1; ++n) {
       const uint8_t* wr = w.data + n * K;
       const float* table = e4m3_table();
-      for (int64_t k = 0; k < K; ++k) w8[k] = table[wr[k]];
       const float* ws = w.scale_inv + (n / w.block) * G;
+      if (T <= 2) {  // decode: look the bytes up inside the dot
+        row_bytes_times_rows_fp8(xq.view.data, xq.view.ld, T, wr, K, table, xs.view.data, xs.view.ld, ws, out.data + n,
+                                 out.ld);
+        continue;
+      }
+      for (int64_t k = 0; k < K; ++k) w8[k] = table[wr[k]];
       row_times_rows_fp8(xq.view.data, xq.view.ld, T, w8.data(), K, xs.view.data, xs.view.ld, ws, out.data + n, out.ld);
     }
   }, 4);

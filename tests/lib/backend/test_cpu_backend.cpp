@@ -71,6 +71,28 @@ TEST_CASE("linear dequantizes FP8 weights with their 128x128 block scales, parti
     }
 }
 
+TEST_CASE("the FP8 GEMM gives bitwise the same rows whatever the number of rows (decode and prefill kernels)",
+          "[cpu][fp8]") {
+  CpuBackend be({2});
+  Rand rnd(11);
+  const int64_t N = 70, K = 300;
+  std::vector<uint8_t> w8(static_cast<size_t>(N * K));
+  for (auto& b : w8) {
+    do b = uint8_t(rnd.gen() & 0xff); while ((b & 0x7f) == 0x7f);
+  }
+  std::vector<float> scale(static_cast<size_t>(1 * 3), 0.01f);
+  Weight w{"fp8", DType::F8_E4M3, {N, K}, w8.data(), scale.data()};
+  Matrix x = be.matrix(6, K);
+  rnd.fill(x.view);
+  Matrix all = be.matrix(6, N);
+  be.linear(x.view, w, all.view, LinearQuant{true, true});  // 6 rows: the decode-then-dot kernel
+  for (int64_t r = 0; r < 6; ++r) {
+    Matrix one = be.matrix(1, N);
+    be.linear(x.view.rows_slice(r, 1), w, one.view, LinearQuant{true, true});  // 1 row: the fused kernel
+    for (int64_t n = 0; n < N; ++n) REQUIRE(one.view.row(0)[n] == all.view.row(r)[n]);
+  }
+}
+
 TEST_CASE("linear reads BF16 and F16 weights exactly", "[cpu]") {
   CpuBackend be({1});
   const int64_t N = 3, K = 5;
