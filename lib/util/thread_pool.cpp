@@ -2,7 +2,20 @@
 
 #include <algorithm>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DSINFER_CPU_RELAX() _mm_pause()
+#else
+#define DSINFER_CPU_RELAX() ((void)0)
+#endif
+
 namespace dsinfer {
+
+namespace {
+// A decode step is a few hundred short parallel loops: waking a sleeping thread costs as much as a small loop, so
+// threads spin this many rounds for the next job or for the others to finish before they block.
+constexpr int kSpinRounds = 20000;
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
@@ -14,6 +27,7 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -35,9 +49,9 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     job_n_ = n;
     job_chunk_ = chunk;
     job_chunks_ = chunks;
-    pending_ = chunks - 1;
     error_ = nullptr;
-    ++generation_;
+    pending_.store(n_threads_ - 1, std::memory_order_relaxed);  // every worker reports, with or without a chunk
+    generation_.fetch_add(1, std::memory_order_release);
   }
   work_cv_.notify_all();
   // The caller runs chunk 0.
@@ -47,9 +61,12 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   } catch (...) {
     mine = std::current_exception();
   }
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
-  job_ = nullptr;
+  for (int spin = 0; spin < kSpinRounds && pending_.load(std::memory_order_acquire) != 0; ++spin) DSINFER_CPU_RELAX();
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    job_ = nullptr;
+  }
   if (mine) std::rethrow_exception(mine);
   if (error_) std::rethrow_exception(error_);
 }
@@ -57,31 +74,30 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
+    for (int spin = 0; spin < kSpinRounds && generation_.load(std::memory_order_acquire) == seen; ++spin)
+      DSINFER_CPU_RELAX();
     const std::function<void(int64_t, int64_t)>* job;
     int64_t begin, end;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      work_cv_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
       if (stop_) return;
-      seen = generation_;
-      if (index >= job_chunks_) continue;  // fewer chunks than threads this time
-      job = job_;
+      seen = generation_.load(std::memory_order_acquire);
+      job = index < job_chunks_ ? job_ : nullptr;  // fewer chunks than threads this time
       begin = index * job_chunk_;
       end = std::min(job_n_, begin + job_chunk_);
     }
     std::exception_ptr err;
-    if (begin < end) {
+    if (job && begin < end) {
       try {
         (*job)(begin, end);
       } catch (...) {
         err = std::current_exception();
       }
     }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (err && !error_) error_ = err;
-      if (--pending_ == 0) done_cv_.notify_one();
-    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (err && !error_) error_ = err;
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_cv_.notify_one();
   }
 }
 

@@ -1,5 +1,6 @@
 // A persistent pool of worker threads for data-parallel loops (created once per backend, not per op).
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -35,8 +36,8 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0, job_chunk_ = 0;
   int job_chunks_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
+  std::atomic<uint64_t> generation_{0};  // bumped (under mutex_) for every job
+  std::atomic<int> pending_{0};          // workers that have not reported on the current job
   std::exception_ptr error_;
   bool stop_ = false;
 };
