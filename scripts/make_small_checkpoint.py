@@ -2,6 +2,7 @@
 """Writes small DeepSeek-V3.2-architecture checkpoints in the real Hugging Face layout.
 
     python3 scripts/make_small_checkpoint.py --preset v32-tiny --out DIR [--tokenizer DIR] [--check META]
+    python3 scripts/make_small_checkpoint.py --preset v32-tiny --check tests/golden/v32-tiny/meta.json  (temp dir)
 
 The output is bit-identical on every machine and numpy version: weights come from this script's own integer
 PRNG (splitmix64) mapped to floats with exact arithmetic, and float32 -> bfloat16 / float8_e4m3fn rounding and the
@@ -15,10 +16,12 @@ indexer's weights_proj and all norms are BF16; the router's e_score_correction_b
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
 import sys
+import tempfile
 
 import numpy as np
 
@@ -29,6 +32,7 @@ COMMON = {
     "attention_dropout": 0.0,
     "bos_token_id": 0,
     "eos_token_id": 1,
+    "ep_size": 1,
     "hidden_act": "silu",
     "initializer_range": 0.02,
     "max_position_embeddings": 163840,
@@ -51,6 +55,7 @@ COMMON = {
     "tie_word_embeddings": False,
     "topk_method": "noaux_tc",
     "torch_dtype": "bfloat16",
+    "transformers_version": "4.44.2",  # as in DeepSeek's config.json; informational only
     "use_cache": True,
     "vocab_size": 4096,
     "hidden_size": 256,
@@ -188,7 +193,7 @@ class Writer:
         self.add(name, "BF16", to_bf16_bits(uniform(self.seed, name, shape, lo, hi)))
 
     def projection(self, name, out_f, in_f, gain=1.0):
-        a = gain * (3.0 / in_f) ** 0.5
+        a = gain * math.sqrt(3.0 / in_f)  # sqrt is correctly rounded everywhere (IEEE 754); pow() need not be
         w = uniform(self.seed, name, (out_f, in_f), -a, a)
         if self.fp8:
             codes, scale = quantize_fp8_blocks(w)
@@ -264,11 +269,11 @@ def build(preset):
             w.projection(i + "wk.weight", di, D)
             w.bf16(i + "k_norm.weight", (di,), 0.8, 1.2)
             w.bf16(i + "k_norm.bias", (di,), -0.1, 0.1)
-            w.bf16(i + "weights_proj.weight", (hi, D), -(3.0 / D) ** 0.5, (3.0 / D) ** 0.5)
+            w.bf16(i + "weights_proj.weight", (hi, D), -math.sqrt(3.0 / D), math.sqrt(3.0 / D))
         m = pre + "mlp."
         if layer >= c["first_k_dense_replace"]:
             E = c["n_routed_experts"]
-            g = 2.0 * (3.0 / D) ** 0.5
+            g = 2.0 * math.sqrt(3.0 / D)
             w.bf16(m + "gate.weight", (E, D), -g, g)
             w.add(m + "gate.e_score_correction_bias", "F32", uniform(w.seed, m + "bias", (E,), -0.05, 0.05))
             for e in range(E):
@@ -277,7 +282,7 @@ def build(preset):
         else:
             w.mlp(m, D, c["intermediate_size"])
     w.norm("model.norm.weight", D)
-    lm = 3.0 * (3.0 / D) ** 0.5  # logits with a std of about 3: clear greedy decisions
+    lm = 3.0 * math.sqrt(3.0 / D)  # logits with a std of about 3: clear greedy decisions
     w.bf16("lm_head.weight", (V, D), -lm, lm)
     return w
 
@@ -293,12 +298,21 @@ def sha256(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="output directory (optional with --check: a temporary directory is used)")
     ap.add_argument("--tokenizer", default=os.path.join(REPO, "tests", "fixtures", "tokenizer"),
                     help="directory with tokenizer.json / tokenizer_config.json to copy (skipped if absent)")
     ap.add_argument("--check", metavar="META", help="golden meta.json whose checkpoint_sha256 the output must match")
     args = ap.parse_args()
+    if not args.out and not args.check:
+        ap.error("--out is required (it may be left out only with --check)")
+    if args.out:
+        return generate(args)
+    with tempfile.TemporaryDirectory(prefix=f"dsinfer-{args.preset}-") as tmp:
+        args.out = tmp
+        return generate(args)
 
+
+def generate(args):
     os.makedirs(args.out, exist_ok=True)
     cfg = PRESETS[args.preset]["config"]
     with open(os.path.join(args.out, "config.json"), "w") as f:
@@ -308,7 +322,8 @@ def main():
         json.dump({"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 1.0, "top_p": 0.95}, f,
                   indent=2)
         f.write("\n")
-    shards = build(args.preset).save(args.out)
+    writer = build(args.preset)
+    shards = writer.save(args.out)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         src = os.path.join(args.tokenizer, name)
         if os.path.exists(src):
@@ -317,16 +332,25 @@ def main():
     digests = {f: sha256(os.path.join(args.out, f)) for f in files}
     if args.check:
         with open(args.check) as f:
-            want = json.load(f).get("checkpoint_sha256", {})
-        bad = [f for f in want if digests.get(f) != want[f]]
+            want = json.load(f).get("checkpoint_sha256") or {}
+        if not want:
+            print(f"{args.check} has no checkpoint_sha256 map: nothing to check against", file=sys.stderr)
+            return 1
+        bad = [f for f in sorted(set(want) | set(digests)) if digests.get(f) != want.get(f)]
         if bad:
             for f in bad:
-                print(f"{args.out}/{f}: sha256 {digests.get(f)} != {want[f]} recorded in {args.check}", file=sys.stderr)
-            print("the regenerated checkpoint differs from the one the golden files were made from", file=sys.stderr)
+                print(f"{args.preset}: {f}: sha256 {digests.get(f)} != {want.get(f)} recorded in {args.check}",
+                      file=sys.stderr)
+            print(f"{args.preset}: the regenerated checkpoint differs from the one the golden files in "
+                  f"{os.path.dirname(args.check)} were made from; re-make the goldens (tests/reference/README.md) "
+                  f"or restore the generator", file=sys.stderr)
             return 1
         print(f"{args.preset}: {len(want)} files match {args.check}")
     else:
-        print(json.dumps({"preset": args.preset, "out": args.out, "checkpoint_sha256": digests}, indent=2))
+        params = sum(int(np.prod(shape)) for name, _, shape, _ in writer.tensors if not name.endswith("_scale_inv"))
+        print(json.dumps({"preset": args.preset, "out": args.out, "parameters": params,
+                          "tensor_bytes": sum(len(b) for _, _, _, b in writer.tensors),
+                          "checkpoint_sha256": digests}, indent=2))
     return 0
 
 
