@@ -53,7 +53,7 @@ constexpr std::string_view kResponseFormatHead =
 
 ojson parse_field(const std::string& text, size_t index, const char* field) {
   try {
-    return ojson::parse(text);
+    return py_parse(text);
   } catch (const ojson::parse_error& e) {
     throw Error(ErrorCode::InvalidArgument, fmt::format("message {}: {} is not valid JSON: {}", index, field, e.what()));
   }
@@ -67,7 +67,7 @@ std::string render_tools(const ojson& tools, size_t index) {
   bool first = true;
   for (const auto& t : tools) {
     if (!t.is_object() || !t.contains("function"))
-      refuse(index, fmt::format("tool {} is not in OpenAI form {{\"type\": \"function\", \"function\": {{...}}}}", t.dump()));
+      refuse(index, fmt::format("tool {} is not in OpenAI form {{\"type\": \"function\", \"function\": {{...}}}}", py_dumps(t)));
     if (!first) out += "\n";
     first = false;
     out += py_dumps(t["function"]);
@@ -79,7 +79,7 @@ std::string render_tools(const ojson& tools, size_t index) {
 std::string encode_arguments(const ToolCall& call, size_t index) {
   ojson args;
   try {
-    args = ojson::parse(call.arguments);
+    args = py_parse(call.arguments);
   } catch (const ojson::parse_error& e) {
     throw Error(ErrorCode::InvalidArgument, fmt::format("message {}: the arguments of tool call \"{}\" are not JSON: {}",
                                                         index, call.name, e.what()));
@@ -218,7 +218,7 @@ namespace {
 std::optional<std::string> opt_string(const ojson& m, const char* key, size_t index) {
   if (!m.contains(key) || m[key].is_null()) return std::nullopt;
   if (!m[key].is_string())
-    throw Error(ErrorCode::Format, fmt::format("message {}: \"{}\" must be a string, found {}", index, key, m[key].dump()));
+    throw Error(ErrorCode::Format, fmt::format("message {}: \"{}\" must be a string, found {}", index, key, py_dumps(m[key])));
   return m[key].get<std::string>();
 }
 
@@ -227,7 +227,7 @@ std::optional<std::string> opt_string(const ojson& m, const char* key, size_t in
 std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
   ojson j;
   try {
-    j = ojson::parse(text);
+    j = py_parse(text);
   } catch (const ojson::parse_error& e) {
     throw Error(ErrorCode::Format, fmt::format("messages are not valid JSON: {}", e.what()));
   }
@@ -255,15 +255,15 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
     c.content = opt_string(m, "content", i);
     c.reasoning_content = opt_string(m, "reasoning_content", i);
     c.tool_call_id = opt_string(m, "tool_call_id", i).value_or("");
-    if (m.contains("tools") && !m["tools"].is_null()) c.tools_json = m["tools"].dump();
-    if (m.contains("response_format") && !m["response_format"].is_null()) c.response_format_json = m["response_format"].dump();
+    if (m.contains("tools") && !m["tools"].is_null()) c.tools_json = py_dumps(m["tools"]);
+    if (m.contains("response_format") && !m["response_format"].is_null()) c.response_format_json = py_dumps(m["response_format"]);
     if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
       if (!m["tool_calls"].is_array()) throw Error(ErrorCode::Format, fmt::format("message {}: \"tool_calls\" must be a list", i));
       for (const auto& tc : m["tool_calls"]) {
         const ojson& fn = tc.is_object() && tc.contains("function") ? tc["function"] : ojson();
         if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string() || !fn.contains("arguments"))
           throw Error(ErrorCode::Format,
-                      fmt::format("message {}: tool call {} needs {{\"function\": {{\"name\", \"arguments\"}}}}", i, tc.dump()));
+                      fmt::format("message {}: tool call {} needs {{\"function\": {{\"name\", \"arguments\"}}}}", i, py_dumps(tc)));
         ToolCall call;
         call.id = tc.contains("id") && tc["id"].is_string() ? tc["id"].get<std::string>() : "";
         call.name = fn["name"].get<std::string>();
@@ -283,14 +283,14 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
       sys.content = "";
       out.insert(out.begin(), sys);
     }
-    out[0].tools_json = tools.dump();
+    out[0].tools_json = py_dumps(tools);
   }
   return out;
 }
 
 std::string python_json_dumps(std::string_view json_text) {
   try {
-    return py_dumps(ojson::parse(json_text));
+    return py_dumps(py_parse(json_text));
   } catch (const ojson::parse_error& e) {
     throw Error(ErrorCode::Format, fmt::format("not valid JSON: {}", e.what()));
   }

@@ -5,10 +5,29 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 namespace dsinfer {
 
 namespace {
+
+// Marks a binary value made by py_parse: the decimal digits of an integer beyond 64 bits.
+constexpr std::uint8_t kBigIntSubtype = 0x42;
+
+// nlohmann's DOM builder, except that an integer literal too large for (u)int64, which nlohmann hands over as a
+// double, is kept as its literal text.
+struct PySax : nlohmann::detail::json_sax_dom_parser<ojson> {
+  using Base = nlohmann::detail::json_sax_dom_parser<ojson>;
+  using Base::Base;
+  bool number_float(double v, const std::string& lexeme) {
+    if (lexeme.find_first_of(".eE") == std::string::npos) {
+      ojson::binary_t digits(std::vector<std::uint8_t>(lexeme.begin(), lexeme.end()), kBigIntSubtype);
+      return Base::binary(digits);
+    }
+    return Base::number_float(v, lexeme);
+  }
+};
 
 void escape_into(std::string_view s, std::string& out) {
   for (unsigned char c : s) {
@@ -65,6 +84,11 @@ void dump(const ojson& v, std::string& out) {
       out += '}';
       return;
     }
+    case ojson::value_t::binary: {
+      const auto& b = v.get_binary();
+      out.append(b.begin(), b.end());
+      return;
+    }
     default: out += "null"; return;
   }
 }
@@ -111,6 +135,13 @@ std::string py_escape(std::string_view s) {
   return out;
 }
 
+ojson py_parse(std::string_view text) {
+  ojson j;
+  PySax sax(j, true);
+  ojson::sax_parse(text, &sax);
+  return j;
+}
+
 std::string py_dumps(const ojson& v) {
   std::string out;
   dump(v, out);
@@ -127,6 +158,7 @@ bool py_truthy(const ojson& v) {
     case ojson::value_t::string: return !v.get_ref<const std::string&>().empty();
     case ojson::value_t::array:
     case ojson::value_t::object: return !v.empty();
+    case ojson::value_t::binary: return true;  // a big integer from py_parse, never 0
     default: return false;
   }
 }

@@ -9,6 +9,10 @@ namespace dsinfer {
 
 using ojson = nlohmann::ordered_json;  // keeps object keys in document order, as Python dicts do
 
+// Parses JSON text as Python's json.loads sees it, for what json.dumps will print: integers too large for 64 bits
+// keep their digits (Python ints are unbounded; nlohmann would round them to a double) and come back as a binary
+// value that py_dumps prints verbatim. Errors: throws ojson::parse_error as ojson::parse does.
+ojson py_parse(std::string_view text);
 std::string py_dumps(const ojson& v);
 // The inside of a JSON string as json.dumps writes it (no surrounding quotes); works on any byte chunk, so a
 // string can be escaped piece by piece as it streams.

@@ -1,5 +1,6 @@
 // The chat encoder and completion parser against DeepSeek's official encoding_dsv32.py, run by
-// tests/reference/make_chat_goldens.py on the official test input and 150 generated conversations.
+// tests/reference/make_chat_goldens.py on the official test input, 150 generated and 20 handcrafted edge conversations
+// (also split into context + tail), 369 assistant renderings and 3534 JSON texts for json.dumps.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
@@ -48,15 +49,28 @@ TEST_CASE("the official test conversation encodes byte for byte", "[chat][golden
 
 TEST_CASE("generated conversations encode byte for byte, and are refused where the official encoder refuses",
           "[chat][golden]") {
-  size_t equal = 0, refused_both = 0, n = 0;
+  size_t equal = 0, refused_both = 0, n = 0, with_context = 0, context_equal = 0;
   const auto cases = read_jsonl(kDir / "cases.jsonl");
   for (const auto& c : cases) {
     ++n;
     ChatOptions o;
     o.thinking = c.at("thinking_mode") == "thinking" ? ThinkingMode::Thinking : ThinkingMode::Chat;
     o.drop_thinking = c.at("drop_thinking").get<bool>();
-    const auto messages = chat_messages_from_json(c.at("request").dump());
+    // Edge cases carry their request as exact text (integers beyond 64 bits would not survive a parse here).
+    const auto messages =
+        chat_messages_from_json(c.contains("request_json") ? c.at("request_json").get<std::string>() : c.at("request").dump());
     INFO(c.at("name").get<std::string>());
+    if (c.contains("context_output")) {
+      // The same conversation as context (head) + messages (tail): what a session appends to its KV cache.
+      const size_t k = c.at("context_len").get<size_t>();
+      REQUIRE(k <= messages.size());
+      const std::vector<ChatMessage> head(messages.begin(), messages.begin() + ptrdiff_t(k));
+      const std::vector<ChatMessage> tail(messages.begin() + ptrdiff_t(k), messages.end());
+      ++with_context;
+      const std::string got = encode_chat(tail, o, head);
+      CHECK(got == c.at("context_output").get<std::string>());
+      context_equal += got == c.at("context_output").get<std::string>();
+    }
     if (c.contains("output")) {
       const std::string got = encode_chat(messages, o);
       const std::string want = c.at("output").get<std::string>();
@@ -77,8 +91,10 @@ TEST_CASE("generated conversations encode byte for byte, and are refused where t
   }
   const size_t refused =
       size_t(std::count_if(cases.begin(), cases.end(), [](const ojson& c) { return c.contains("error"); }));
-  WARN(fmt::format("{} generated conversations: {} encoded byte-for-byte equal, {} of {} refusals matched", n, equal,
-                   refused_both, refused));
+  WARN(fmt::format("{} generated and edge conversations: {} encoded byte-for-byte equal, {} of {} refusals matched; "
+                   "{} of {} split into context + tail equal",
+                   n, equal, refused_both, refused, context_equal, with_context));
+  CHECK(context_equal == with_context);
   CHECK(n >= 100);
   CHECK(equal + refused == n);
   CHECK(refused_both == refused);
@@ -139,6 +155,25 @@ TEST_CASE("Python json.dumps formatting", "[chat][json]") {
         "{\"k\": \"café \\\"q\\\" \\\\ \\n\\t\\u0001 <x>\", \"z\": null, \"b\": [true, false, {}], \"e\": []}");
   CHECK(python_json_dumps("123456789012345678") == "123456789012345678");
   CHECK(python_json_dumps("1.5e300") == "1.5e+300");
+}
+
+TEST_CASE("Python json.dumps formatting agrees with the official to_json on thousands of texts", "[chat][json]") {
+  size_t n = 0, equal = 0;
+  for (const auto& c : read_jsonl(kDir / "json_dumps.jsonl")) {
+    ++n;
+    const std::string in = c.at("in"), want = c.at("out");
+    std::string got;
+    try {
+      got = python_json_dumps(in);
+    } catch (const Error& e) {
+      got = std::string("error: ") + e.what();
+    }
+    INFO(in);
+    CHECK(got == want);
+    equal += got == want;
+  }
+  WARN(fmt::format("{} JSON texts: {} printed as json.dumps prints them", n, equal));
+  CHECK(n > 3000);
 }
 
 TEST_CASE("bad conversations and completions give precise errors", "[chat][errors]") {
