@@ -37,21 +37,40 @@ struct ChatOptions {
 };
 
 // The prompt text for `messages` (after `context`, which is not rendered but decides indices and reasoning
-// dropping), byte for byte what DeepSeek's encoding_dsv32.encode_messages returns. Errors: InvalidArgument for a
-// conversation the official encoder refuses (unknown role, tool result without a tool call, tool call arguments
-// that are not a JSON object, an assistant turn in thinking mode without reasoning or tool calls, ...), naming the
-// message index.
+// dropping), byte for byte what DeepSeek's encoding_dsv32.encode_messages returns: with a context the result is the
+// suffix a session appends to its cache (no bos). The official code's quirks are kept: a null user or tool content
+// prints as "None", tool results map by order onto the previous assistant's tool calls, reasoning is rendered only
+// after the last user/developer message. JSON (tools, response_format, non-string arguments) is printed as Python's
+// json.dumps(..., ensure_ascii=False) prints it, integers beyond 64 bits included.
+// Ownership: returns a new string; nothing is kept.
+// Errors: InvalidArgument, naming the message index, for a conversation the official encoder refuses (unknown role,
+// tool result without a tool call, tool call arguments that are not JSON or not an object, naming the tool, a
+// developer message without content, an assistant turn in thinking mode without reasoning or tool calls after the
+// last user message, ...). Where Python's json.loads is laxer than JSON (NaN, Infinity, 1e400) this refuses too.
+// Threads: any number of threads at once.
 std::string encode_chat(const std::vector<ChatMessage>& messages, const ChatOptions& options = {},
                         const std::vector<ChatMessage>& context = {});
 
-// Messages from OpenAI-style JSON: {"messages": [...], "tools": [...]} or a bare list of messages. Top-level tools
-// are attached to the first message when it is a system message, else to an empty system message put first.
-// Errors: Format for malformed JSON or fields of the wrong type.
+// Messages from OpenAI-style JSON, as the CLI and the C API pass them: {"messages": [...], "tools": [...]} or a bare
+// list of messages. Per message: role, content, reasoning_content, tool_calls ({"id", "function": {"name",
+// "arguments"}}; arguments as a JSON string or, leniently, an object), tool_call_id, tools, response_format; other
+// keys (name, ...) are ignored, as the official encoder ignores them. Top-level tools go where the official test
+// puts them, on messages[0] when it is a system message (replacing any tools it had); without a system message an
+// empty one is put first, so the prompt starts "<bos>\n\n## Tools" (dsinfer's choice; spec §10.1).
+// Ownership: returns new messages; `json` is not kept.
+// Errors: Format for malformed JSON or fields of the wrong type (content must be a string or null: OpenAI content
+// parts are not accepted), naming the message index.
+// Threads: any number of threads at once.
 std::vector<ChatMessage> chat_messages_from_json(std::string_view json);
 
-// The inverse for a completion: reasoning (thinking mode), content and DSML tool calls, as DeepSeek's
-// parse_message_from_completion_text does (which does not repair malformed output). Errors: Format with the byte
-// offset where the text stops following the format.
+// The inverse for a completion: reasoning (thinking mode, up to </think>), content and DSML tool calls, as
+// DeepSeek's parse_message_from_completion_text does it (which does not repair malformed output). Tool call
+// arguments come back as JSON text: string="true" values JSON-quoted, string="false" values as written; ids are empty.
+// `text` ends with <｜end▁of▁sentence｜> (or just ends). For streaming and malformed output see ChatStreamParser.
+// Ownership: returns a new message; `text` is not kept.
+// Errors: Format with the byte offset where the text stops following the format (no </think> in thinking mode,
+// malformed invoke or parameter, text after the calls, special tokens inside content or reasoning).
+// Threads: any number of threads at once.
 ChatMessage parse_completion(std::string_view text, ThinkingMode thinking);
 
 // What the streaming parser reports while a completion is generated.
@@ -92,8 +111,10 @@ class ChatStreamParser {
   std::unique_ptr<Impl> impl_;
 };
 
-// Serializes a value the way Python's json.dumps(value, ensure_ascii=False) does (", " and ": " separators,
-// non-ASCII kept, Python's float repr). `json_text` is any JSON document. Errors: Format if it is not JSON.
+// Serializes a value the way Python's json.dumps(json.loads(json_text), ensure_ascii=False) does (", " and ": "
+// separators, non-ASCII kept, only '"', '\\' and control characters escaped, Python's float repr, integers of any
+// size, duplicate keys: first position, last value). Ownership: returns a new string.
+// Errors: Format if `json_text` is not JSON. Threads: any number of threads at once.
 std::string python_json_dumps(std::string_view json_text);
 
 }  // namespace dsinfer
