@@ -9,6 +9,8 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -105,18 +107,114 @@ const ByteLevelMap& byte_level() {
 
 // ---- regexes (PCRE2 with Unicode properties) -------------------------------------------------------------------
 
+// PCRE2 and the tokenizers library's Oniguruma carry Unicode tables of different ages, so recent characters (new
+// emoji, scripts) fall in \p{S}/\p{L}/... for the library and nowhere for PCRE2, and the pre-tokenizer splits the text
+// differently. The table (tests/reference/make_tokenizer_unicode.py asks both engines about every code point) lists
+// what to add to each class, and the library's \s in full (PCRE2's also has U+180E).
+struct ClassRange {
+  char cls;
+  uint32_t first, last;
+};
+constexpr ClassRange kOracleClasses[] = {
+#include "unicode_classes.inc"
+};
+
+std::string class_ranges(char cls) {
+  std::string out;
+  for (const ClassRange& r : kOracleClasses)
+    if (r.cls == cls) out += r.first == r.last ? fmt::format("\\x{{{:X}}}", r.first)
+                                               : fmt::format("\\x{{{:X}}}-\\x{{{:X}}}", r.first, r.last);
+  return out;
+}
+
+// Rewrites \p{L} \p{M} \p{N} \p{P} \p{S} (and \pL...) to include the table's code points, and \s / \S to the
+// library's whitespace. Inside a bracket class the ranges are inserted in place; outside, the item becomes a class.
+// \P{X} and \S inside a bracket class cannot be widened this way and are left to PCRE2's tables.
+std::string align_unicode_classes(const std::string& re) {
+  std::string out;
+  bool in_class = false;
+  size_t i = 0;
+  while (i < re.size()) {
+    const char c = re[i];
+    if (c == '\\' && i + 1 < re.size()) {
+      const char n = re[i + 1];
+      if (n == 'Q') {  // literal text up to \E
+        const size_t e = re.find("\\E", i + 2);
+        const size_t end = e == std::string::npos ? re.size() : e + 2;
+        out.append(re, i, end - i);
+        i = end;
+        continue;
+      }
+      if (n == 'p' || n == 'P') {
+        std::string name;
+        size_t end;
+        if (i + 2 < re.size() && re[i + 2] == '{') {
+          const size_t close = re.find('}', i + 3);
+          if (close == std::string::npos) break;  // let PCRE2 report the error
+          name = re.substr(i + 3, close - i - 3);
+          end = close + 1;
+        } else {
+          name = re.substr(i + 2, 1);
+          end = i + 3;
+        }
+        const std::string extra = name.size() == 1 ? class_ranges(name[0]) : std::string();
+        if (extra.empty() || (n == 'P' && in_class)) {
+          out.append(re, i, end - i);
+        } else if (in_class) {
+          out += "\\p{" + name + "}" + extra;
+        } else {
+          out += std::string(n == 'p' ? "[" : "[^") + "\\p{" + name + "}" + extra + "]";
+        }
+        i = end;
+        continue;
+      }
+      if (n == 's' || (n == 'S' && !in_class)) {
+        const std::string ws = class_ranges('s');
+        out += in_class ? ws : (n == 's' ? "[" : "[^") + ws + "]";
+        i += 2;
+        continue;
+      }
+      out.append(re, i, 2);
+      i += 2;
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      ++i;
+      if (i < re.size() && re[i] == '^') out += re[i++];
+      if (i < re.size() && re[i] == ']') out += re[i++];  // a leading ']' is a literal
+      continue;
+    }
+    if (c == '[' && in_class && i + 1 < re.size() && re[i + 1] == ':') {  // POSIX class [:name:]
+      const size_t e = re.find(":]", i + 2);
+      const size_t end = e == std::string::npos ? i + 1 : e + 2;
+      out.append(re, i, end - i);
+      i = end;
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
+    out += c;
+    ++i;
+  }
+  if (i < re.size()) out.append(re, i, std::string::npos);
+  return out;
+}
+
 class Regex {
  public:
   Regex(const std::string& pattern, const std::string& where) {
     int err = 0;
     PCRE2_SIZE off = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+    const std::string aligned = align_unicode_classes(pattern);
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(aligned.data()), aligned.size(), PCRE2_UTF | PCRE2_UCP, &err,
                           &off, nullptr);
     if (!code_) {
+      // Report against the pattern as written in the file; the offset is the one PCRE2 gives.
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof msg);
-      throw Error(ErrorCode::Format, fmt::format("{}: regex does not compile at offset {}: {}", where, off,
-                                                 reinterpret_cast<const char*>(msg)));
+      throw Error(ErrorCode::Format, fmt::format("{}: regex {} does not compile: {} (offset {})", where,
+                                                 json(pattern).dump(), reinterpret_cast<const char*>(msg), off));
     }
     pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // best effort: falls back to the interpreter
   }
@@ -151,22 +249,25 @@ class Regex {
   pcre2_code* code_ = nullptr;
 };
 
-enum class SplitBehavior { Isolated, Removed, MergedWithPrevious, MergedWithNext };
+enum class SplitBehavior { Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous };
 
 struct PreTokenizerStep {
-  enum Kind { Split, ByteLevel, Digits } kind;
-  std::unique_ptr<Regex> regex;  // Split (and Digits, as \p{Nd} runs)
+  enum Kind { Split, ByteLevel } kind;
+  std::unique_ptr<Regex> regex;  // Split
   SplitBehavior behavior = SplitBehavior::Isolated;
 };
 
 // Spans of the text (byte offsets) that the pre-tokenizer makes into separate words.
 using Span = std::pair<size_t, size_t>;
 
+// One Split step over every current piece. The pieces of a piece are its matches and the gaps between them; the
+// behaviours combine them as the tokenizers library's SplitDelimiterBehavior does (empty pieces are dropped).
 void apply_split(const Regex& re, SplitBehavior beh, std::string_view text, std::vector<Span>& spans) {
   std::vector<Span> out;
+  std::vector<std::pair<Span, bool>> parts;  // (span, is_match)
   for (const Span& sp : spans) {
     const std::string_view piece = text.substr(sp.first, sp.second - sp.first);
-    std::vector<std::pair<Span, bool>> parts;  // (span, is_match)
+    parts.clear();
     size_t last = 0;
     re.for_each_match(piece, [&](size_t b, size_t e) {
       if (b > last) parts.push_back({{sp.first + last, sp.first + b}, false});
@@ -174,6 +275,8 @@ void apply_split(const Regex& re, SplitBehavior beh, std::string_view text, std:
       last = e;
     });
     if (last < piece.size()) parts.push_back({{sp.first + last, sp.second}, false});
+    const size_t first_out = out.size();
+    bool previous_match = false;
     switch (beh) {
       case SplitBehavior::Isolated:
         for (auto& p : parts) out.push_back(p.first);
@@ -182,28 +285,30 @@ void apply_split(const Regex& re, SplitBehavior beh, std::string_view text, std:
         for (auto& p : parts)
           if (!p.second) out.push_back(p.first);
         break;
-      case SplitBehavior::MergedWithPrevious:
+      case SplitBehavior::MergedWithPrevious:  // a match joins the gap before it
         for (auto& p : parts) {
-          if (p.second && !out.empty() && out.back().second == p.first.first && !parts.empty() &&
-              &p != &parts.front())
-            out.back().second = p.first.second;
-          else
-            out.push_back(p.first);
+          if (p.second && !previous_match && out.size() > first_out) out.back().second = p.first.second;
+          else out.push_back(p.first);
+          previous_match = p.second;
         }
         break;
-      case SplitBehavior::MergedWithNext: {
-        bool carry = false;
-        for (auto& p : parts) {
-          if (carry) {
-            out.back().second = p.first.second;
-            carry = p.second;
-          } else {
-            out.push_back(p.first);
-            carry = p.second;
-          }
+      case SplitBehavior::MergedWithNext: {  // a match joins the gap after it (the library folds from the right)
+        std::vector<Span> rev;
+        for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+          if (it->second && !previous_match && !rev.empty()) rev.back().first = it->first.first;
+          else rev.push_back(it->first);
+          previous_match = it->second;
         }
+        out.insert(out.end(), rev.rbegin(), rev.rend());
         break;
       }
+      case SplitBehavior::Contiguous:  // runs of matches (and runs of gaps) become one piece
+        for (size_t k = 0; k < parts.size(); ++k) {
+          if (k > 0 && parts[k].second == previous_match) out.back().second = parts[k].first.second;
+          else out.push_back(parts[k].first);
+          previous_match = parts[k].second;
+        }
+        break;
     }
   }
   spans.swap(out);
@@ -212,7 +317,37 @@ void apply_split(const Regex& re, SplitBehavior beh, std::string_view text, std:
 struct AddedToken {
   int32_t id;
   std::string content;
-  bool special;
+  bool special, single_word, lstrip, rstrip, normalized;
+};
+
+// Rust's char::is_whitespace, which the library's lstrip/rstrip use: the same code points as its regex \s.
+bool is_rust_whitespace(uint32_t cp) {
+  for (const ClassRange& r : kOracleClasses)
+    if (r.cls == 's' && cp >= r.first && cp <= r.last) return true;
+  return false;
+}
+
+// The added tokens of one matching pass: leftmost-longest, non-overlapping, as the library's Aho-Corasick automaton.
+struct AddedMatcher {
+  std::array<std::vector<const AddedToken*>, 256> by_first_byte;  // longest first
+  bool empty = true;
+  void add(const AddedToken& a) {
+    if (a.content.empty()) return;
+    by_first_byte[uint8_t(a.content[0])].push_back(&a);
+    empty = false;
+  }
+  void sort() {
+    for (auto& list : by_first_byte)
+      std::stable_sort(list.begin(), list.end(), [](const AddedToken* x, const AddedToken* y) {
+        return x->content.size() > y->content.size();
+      });
+  }
+};
+
+// A piece of the input after added-token matching: an added token's id, or text (id -1) for the pre-tokenizer.
+struct Piece {
+  int32_t id;
+  size_t begin, end;
 };
 
 struct TemplateItem {
@@ -251,7 +386,10 @@ struct Tokenizer::Impl {
   std::vector<PreTokenizerStep> steps;
   bool byte_level_decoder = false;
   std::vector<AddedToken> added_tokens;
-  std::array<std::vector<size_t>, 256> added_by_first_byte;  // indices into added_tokens, longest first
+  // The library matches tokens with normalized=false on the input first, then normalized=true ones on the text
+  // between (after the normalizer, which DeepSeek's files do not have).
+  AddedMatcher raw_matcher, normalized_matcher;
+  std::unique_ptr<Regex> word_char;  // single_word: the regex crate's \w, which the library uses
   std::vector<TemplateItem> single_template;
   bool has_template = false;
   int32_t bos = -1, eos = -1;
@@ -334,6 +472,72 @@ struct Tokenizer::Impl {
       }
       bpe_word(word, out);
     }
+  }
+
+  // Splits text[begin, end) into added tokens and the text between, as the library's AddedVocabulary does:
+  // leftmost-longest matches, scanning on past a match that single_word rejects; lstrip/rstrip take the
+  // whitespace beside a token into it (lstrip never reaches back into the previous piece).
+  void match_added(const AddedMatcher& m, std::string_view text, size_t begin, size_t end,
+                   std::vector<Piece>& out) const {
+    if (m.empty) {
+      out.push_back({-1, begin, end});
+      return;
+    }
+    size_t start_offset = begin, i = begin;
+    while (i < end) {
+      const AddedToken* hit = nullptr;
+      for (const AddedToken* a : m.by_first_byte[uint8_t(text[i])])
+        if (a->content.size() <= end - i && text.compare(i, a->content.size(), a->content) == 0) {
+          hit = a;
+          break;
+        }
+      if (!hit) {
+        ++i;
+        continue;
+      }
+      size_t start = i, stop = i + hit->content.size();
+      i = stop;
+      if (hit->single_word && ((start > begin && is_word_char_before(text, begin, start)) ||
+                               (stop < end && is_word_char_at(text, stop)))) {
+        continue;
+      }
+      if (hit->lstrip) {
+        size_t k = start;
+        while (k > start_offset) {
+          size_t b = k - 1;
+          while (b > begin && (uint8_t(text[b]) & 0xC0) == 0x80) --b;
+          size_t q = b;
+          if (!is_rust_whitespace(next_codepoint(text, q))) break;
+          k = b;
+        }
+        start = k;
+      }
+      if (hit->rstrip) {
+        while (stop < end) {
+          size_t q = stop;
+          if (!is_rust_whitespace(next_codepoint(text, q))) break;
+          stop = q;
+        }
+        i = stop;
+      }
+      if (start > start_offset) out.push_back({-1, start_offset, start});
+      out.push_back({hit->id, start, stop});
+      start_offset = stop;
+    }
+    if (start_offset < end) out.push_back({-1, start_offset, end});
+  }
+
+  bool is_word_char_at(std::string_view text, size_t i) const {
+    size_t q = i;
+    next_codepoint(text, q);
+    bool yes = false;
+    word_char->for_each_match(text.substr(i, q - i), [&](size_t, size_t) { yes = true; });
+    return yes;
+  }
+  bool is_word_char_before(std::string_view text, size_t begin, size_t i) const {
+    size_t b = i - 1;
+    while (b > begin && (uint8_t(text[b]) & 0xC0) == 0x80) --b;
+    return is_word_char_at(text, b);
   }
 
   void check_id(int32_t id) const {
@@ -419,10 +623,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") ||
         !a["content"].is_string())
       t.fail(fmt::format("added token {} needs an integer \"id\" and a string \"content\"", a.dump()));
-    for (const char* flag : {"lstrip", "rstrip", "single_word"})
-      if (a.value(flag, false))
-        unsupported(fmt::format("added token \"{}\" sets \"{}\", which is not supported", a["content"].get<std::string>(), flag));
-    t.added_tokens.push_back({a["id"].get<int32_t>(), a["content"].get<std::string>(), a.value("special", false)});
+    const bool special = a.value("special", false);
+    t.added_tokens.push_back({a["id"].get<int32_t>(), a["content"].get<std::string>(), special,
+                              a.value("single_word", false), a.value("lstrip", false), a.value("rstrip", false),
+                              a.value("normalized", !special)});
+    if (t.added_tokens.back().id < 0) t.fail(fmt::format("added token {} has a negative id", a.dump()));
     max_id = std::max(max_id, t.added_tokens.back().id);
   }
   t.id_to_token.assign(size_t(max_id + 1), "");
@@ -435,12 +640,10 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     t.added[size_t(a.id)] = 1;
     t.vocab.emplace(a.content, a.id);
   }
-  for (size_t i = 0; i < t.added_tokens.size(); ++i)
-    if (!t.added_tokens[i].content.empty()) t.added_by_first_byte[uint8_t(t.added_tokens[i].content[0])].push_back(i);
-  for (auto& list : t.added_by_first_byte)
-    std::sort(list.begin(), list.end(), [&](size_t x, size_t y) {
-      return t.added_tokens[x].content.size() > t.added_tokens[y].content.size();
-    });
+  for (const auto& a : t.added_tokens) (a.normalized ? t.normalized_matcher : t.raw_matcher).add(a);
+  t.raw_matcher.sort();
+  t.normalized_matcher.sort();
+  t.word_char = std::make_unique<Regex>("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]", "word characters");
 
   // merges: "a b" strings (older files) or ["a", "b"] pairs (newer files)
   const json& mj = m.contains("merges") ? m["merges"] : json::array();
@@ -501,6 +704,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
       else if (beh == "Removed") b = SplitBehavior::Removed;
       else if (beh == "MergedWithPrevious") b = SplitBehavior::MergedWithPrevious;
       else if (beh == "MergedWithNext") b = SplitBehavior::MergedWithNext;
+      else if (beh == "Contiguous") b = SplitBehavior::Contiguous;
       else unsupported(fmt::format("Split behavior \"{}\" is not supported", beh));
       PreTokenizerStep s{PreTokenizerStep::Split, std::make_unique<Regex>(re, t.source + " (Split pattern)"), b};
       t.steps.push_back(std::move(s));
@@ -513,7 +717,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
       }
       t.steps.push_back({PreTokenizerStep::ByteLevel, nullptr, SplitBehavior::Isolated});
     } else if (ty == "Digits") {
-      const std::string re = p.value("individual_digits", false) ? "\\p{Nd}" : "\\p{Nd}+";
+      // The library's Digits splits on char::is_numeric (general category N), each digit alone or runs of them.
+      const std::string re = p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+";
       t.steps.push_back({PreTokenizerStep::Split, std::make_unique<Regex>(re, t.source), SplitBehavior::Isolated});
     } else {
       unsupported(fmt::format("pre-tokenizer type \"{}\" is not supported (Sequence, Split, ByteLevel, Digits)", ty));
@@ -528,20 +733,32 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     t.byte_level_decoder = true;
   }
 
-  // post-processor
-  if (j.contains("post_processor") && !j["post_processor"].is_null()) {
-    const json& pp = j["post_processor"];
+  // post-processor: TemplateProcessing (DeepSeek's prepends BOS), ByteLevel (offsets only: no effect on ids), or a
+  // Sequence of them, the shape Llama-3-style files have.
+  std::function<void(const json&)> add_post = [&](const json& pp) {
     const std::string ty = type_of(pp);
-    if (ty == "TemplateProcessing") {
+    if (ty == "Sequence") {
+      if (!pp.contains("processors") || !pp["processors"].is_array()) t.fail("Sequence post_processor without a \"processors\" list");
+      for (const auto& q : pp["processors"]) add_post(q);
+    } else if (ty == "TemplateProcessing") {
+      if (t.has_template) unsupported("more than one TemplateProcessing post-processor is not supported");
       t.has_template = true;
       std::map<std::string, std::vector<int32_t>> sp_ids;
       if (pp.contains("special_tokens") && pp["special_tokens"].is_object())
-        for (const auto& [name, v] : pp["special_tokens"].items())
-          sp_ids[name] = v.value("ids", std::vector<int32_t>{});
-      for (const auto& item : pp.value("single", json::array())) {
-        if (item.contains("Sequence")) {
+        for (const auto& [name, v] : pp["special_tokens"].items()) {
+          if (!v.is_object() || !v.contains("ids") || !v["ids"].is_array())
+            t.fail(fmt::format("post_processor special token \"{}\" has no \"ids\" list", name));
+          for (const auto& id : v["ids"])
+            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+              t.fail(fmt::format("post_processor special token \"{}\" has an invalid id {}", name, id.dump()));
+          sp_ids[name] = v["ids"].get<std::vector<int32_t>>();
+        }
+      const json single = pp.contains("single") ? pp["single"] : json::array();
+      if (!single.is_array()) t.fail("post_processor \"single\" must be a list");
+      for (const auto& item : single) {
+        if (item.is_object() && item.contains("Sequence")) {
           t.single_template.push_back({true, {}});
-        } else if (item.contains("SpecialToken")) {
+        } else if (item.is_object() && item.contains("SpecialToken") && item["SpecialToken"].is_object()) {
           const std::string name = item["SpecialToken"].value("id", std::string());
           auto it = sp_ids.find(name);
           if (it == sp_ids.end()) t.fail(fmt::format("post_processor names special token \"{}\" without its ids", name));
@@ -551,9 +768,10 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
         }
       }
     } else if (ty != "ByteLevel") {
-      unsupported(fmt::format("post-processor type \"{}\" is not supported (TemplateProcessing, ByteLevel)", ty));
+      unsupported(fmt::format("post-processor type \"{}\" is not supported (TemplateProcessing, ByteLevel, Sequence)", ty));
     }
-  }
+  };
+  if (j.contains("post_processor") && !j["post_processor"].is_null()) add_post(j["post_processor"]);
 
   // tokenizer_config.json: bos/eos and add_bos_token
   const fs::path cfg_path = file.parent_path() / "tokenizer_config.json";
@@ -584,27 +802,20 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
     i += n;
   }
   std::vector<int32_t> ids;
-  // Added tokens first (leftmost, longest), never split; the text between them goes through the pre-tokenizer.
-  size_t seg = 0, i = 0;
-  while (i < text.size()) {
-    const AddedToken* hit = nullptr;
-    for (size_t k : t.added_by_first_byte[uint8_t(text[i])]) {
-      const std::string& c = t.added_tokens[k].content;
-      if (text.compare(i, c.size(), c) == 0) {
-        hit = &t.added_tokens[k];
-        break;
-      }
+  // Added tokens first, never split; the text between them goes through the pre-tokenizer.
+  std::vector<Piece> pieces, gaps;
+  t.match_added(t.raw_matcher, text, 0, text.size(), pieces);
+  if (!t.normalized_matcher.empty) {
+    gaps.swap(pieces);
+    for (const Piece& p : gaps) {
+      if (p.id >= 0) pieces.push_back(p);
+      else t.match_added(t.normalized_matcher, text, p.begin, p.end, pieces);
     }
-    if (!hit) {
-      ++i;
-      continue;
-    }
-    if (i > seg) t.encode_segment(text.substr(seg, i - seg), ids);
-    ids.push_back(hit->id);
-    i += hit->content.size();
-    seg = i;
   }
-  if (seg < text.size()) t.encode_segment(text.substr(seg), ids);
+  for (const Piece& p : pieces) {
+    if (p.id >= 0) ids.push_back(p.id);
+    else if (p.end > p.begin) t.encode_segment(text.substr(p.begin, p.end - p.begin), ids);
+  }
   if (!add_special_tokens || !t.has_template) return ids;
   std::vector<int32_t> out;
   for (const auto& item : t.single_template) {
