@@ -6,11 +6,15 @@
     python tests/reference/fp8_reference.py e2e --preset v32-tiny --model build/models/v32-tiny \
         --golden tests/golden/v32-tiny --out tests/golden/fp8_e2e/v32-tiny
     python tests/reference/fp8_reference.py selfcheck --model build/models/v32-tiny --golden tests/golden/v32-tiny
+    python tests/reference/fp8_reference.py noise --model build/models/v32-tiny --golden tests/golden/v32-tiny \
+        --json tests/golden/fp8_e2e/v32-tiny/self_noise.json
 
 `ops` writes op-level goldens (activation quantization, block-scaled FP8 GEMM, Hadamard, indexer scores and
-top-k) from random inputs; `e2e` runs the whole forward in fp8 mode (and reference mode) on a small checkpoint;
+top-k) from random inputs; `e2e` runs the whole forward in fp8 mode and reference mode on a small checkpoint and
+writes both logits plus the size of the FP8 effect, the decisions it changes and the float32-vs-float64 self-noise;
 `selfcheck` runs the emulation in reference mode and compares it with transformers' logits (the goldens of
-hf_oracle.py), which checks this script's plumbing.
+hf_oracle.py), which checks this script's plumbing; `noise` re-runs the fp8 contract with other summation orders,
+perturbations and deliberate contract breaks (the basis of the end-to-end tolerance in docs/numerics.md).
 
 The contract emulated (docs/numerics.md): FP8 linears quantize each activation row per 1x128 group with
 s = 2^ceil(log2(max(amax,1e-4)/448)) (ue8m0), q = e4m3(clamp(x/s)), and sum per 128-wide K block of e4m3 products
@@ -477,7 +481,13 @@ def cmd_noise(args):
                                f"tight {e['rows_within_1e-4']}/{e['rows']}" for n, e in row.items()), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump({"made_by": f"tests/reference/fp8_reference.py noise --seeds {args.seeds} --size {args.size:g}",
+                       "what": "each run vs the float64 fp8 emulation (the golden): float32_<order> = the whole "
+                               "contract in float32 with the FP8 K-block sums in that order; noise<size>_seed<i> = "
+                               "float64 with every linear output times (1 + size*N(0,1)); the rest = deliberate "
+                               "departures from the contract. mean_rel/max_rel: over rows of max|Δ|/max|golden|",
+                       "runs": result}, f, indent=1)
+            f.write("\n")
 
 
 def indexer_case(g, name, T, S, Hi, D, topk, save):
