@@ -21,12 +21,17 @@ class Tokenizer {
   static std::unique_ptr<Tokenizer> load(const std::string& path);
   ~Tokenizer();
 
-  // Token ids of `text` (UTF-8). Added/special tokens in the text are matched first and never split.
-  // add_special_tokens applies tokenizer.json's post-processor (DeepSeek's prepends BOS).
+  // Token ids of `text` (UTF-8), equal to the tokenizers library's encode(text, add_special_tokens).ids.
+  // Added/special tokens in the text are matched first (leftmost-longest, honouring their lstrip, rstrip,
+  // single_word and normalized flags) and never split; the text between goes through the pre-tokenizer and BPE.
+  // add_special_tokens applies tokenizer.json's post-processor (DeepSeek's prepends BOS); tokenizer_config.json's
+  // add_bos_token is reported by add_bos_token() and not applied here (DeepSeek's chat encoder writes BOS itself).
+  // Threads: safe to call concurrently.
   // Errors: InvalidArgument for text that is not valid UTF-8 (the message gives the byte offset).
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
 
   // Text of `ids`; bytes that do not form valid UTF-8 become U+FFFD (as the tokenizers library does).
+  // Threads: safe to call concurrently.
   // Errors: InvalidArgument for an id < 0 or >= size() (models pad their embedding beyond the tokenizer).
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 

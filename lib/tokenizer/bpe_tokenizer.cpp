@@ -1,6 +1,7 @@
 // tokenizer.json: BPE model, the DeepSeek family's pre-tokenizers (Sequence of Split regexes, ByteLevel), the
 // ByteLevel decoder, added tokens and the TemplateProcessing post-processor, matching the `tokenizers` library
-// token for token (checked on a 10,000-line corpus by tests/lib/tokenizer).
+// token for token (checked on a 10,000-line corpus and three variant files by tests/lib/tokenizer). The regex classes
+// are widened to the library's Unicode tables (unicode_classes.inc, from tests/reference/make_tokenizer_unicode.py).
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
 #include <pcre2.h>
