@@ -13,6 +13,7 @@ import time
 
 os.environ["RAYON_NUM_THREADS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+import tokenizers  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def main():
     print(ours, end="")
     mbs = float(re.search(r"best of \d+: ([\d.]+) MB/s", ours).group(1))
     lib_single, lib_batch = nbytes / best_single / 1e6, nbytes / best_batch / 1e6
-    print(f"tokenizers {tok.__class__.__module__}: encode one by one {lib_single:.2f} MB/s, "
+    print(f"tokenizers {tokenizers.__version__}: encode one by one {lib_single:.2f} MB/s, "
           f"encode_batch (RAYON_NUM_THREADS=1) {lib_batch:.2f} MB/s")
     print(f"ratio dsinfer / tokenizers: {mbs / lib_single:.2f}x (one by one), {mbs / lib_batch:.2f}x (batch)")
 
