@@ -102,7 +102,8 @@ TEST_CASE("Hadamard matches the emulation", "[fp8][golden]") {
 TEST_CASE("indexer: Hadamard + FP8 quantization + weighted-ReLU scores + causal top-k match the emulation",
           "[fp8][golden][indexer]") {
   CpuBackend be({2});
-  const json c = cases("indexer").front();
+  for (const json& c : cases("indexer")) {
+  INFO(c.at("name").get<std::string>());
   const int64_t T = c.at("T"), S = c.at("S"), H = c.at("heads"), D = c.at("dim"), K = c.at("topk");
   Matrix q = load_matrix(be, read<float>(c.at("q")), T, H * D), k = load_matrix(be, read<float>(c.at("k")), S, D);
   Matrix w = load_matrix(be, read<float>(c.at("w")), T, H), qs = be.matrix(T, H), ks = be.matrix(S, 1);
@@ -148,4 +149,5 @@ TEST_CASE("indexer: Hadamard + FP8 quantization + weighted-ReLU scores + causal 
     }
   }
   CHECK(idx == want_idx);
+  }
 }

@@ -201,10 +201,11 @@ TEST_CASE("the MHA and absorbed attention forms give the same logits", "[model]"
 TEST_CASE("fp8 mode matches the FP8 emulation of DeepSeek's formulas end to end", "[golden][model][fp8]") {
   // Tolerance (docs/numerics.md): in fp8 mode a 1e-7 difference in summation order can move one activation across
   // an e4m3 rounding boundary (a 6% jump of that element), and the change cascades through later tokens' FP8
-  // quantizations and the indexer's top-k. So: (1) a 1-token prompt must match to 1e-4, and at least half of all
-  // rows must (a wrong formula changes every token, so it fails both); (2) per prompt, the mean over rows of
-  // max|Δ|/max|ref| must stay below 0.15 — 2.5x the 0.06 that dsinfer's own two attention forms differ by in fp8
-  // mode, and half of the smallest mean FP8 effect (fp8 vs reference, 0.30) measured on these prompts.
+  // quantizations and the indexer's top-k. So: (1) a 1-token prompt must match to 1e-4, and at least 20% of all
+  // rows must (a wrong formula changes every token and leaves 0%; harmless summation-order noise leaves ~35% in the
+  // worst of 16 measured re-runs, tests/golden/fp8_e2e/*/self_noise.json); (2) per prompt, the mean over rows of
+  // max|Δ|/max|ref| must stay below 0.15 — 1.6x the worst measured noise (0.092) and below every deliberate
+  // contract break measured (0.28 and up). docs/numerics.md has the figures.
   int64_t rows_total = 0, rows_tight = 0;
   for (const std::string preset : {"v32-tiny", "v3-tiny"}) {
     auto model = load_model(preset);
@@ -233,7 +234,7 @@ TEST_CASE("fp8 mode matches the FP8 emulation of DeepSeek's formulas end to end"
       rows_tight += tight;
     }
   }
-  CHECK(2 * rows_tight >= rows_total);
+  CHECK(5 * rows_tight >= rows_total);
 }
 
 TEST_CASE("loading reports progress from 0 to 1, in order", "[model]") {
