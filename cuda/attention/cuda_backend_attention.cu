@@ -1,17 +1,161 @@
-// The CUDA backend's attention ops (issue 8): MLA attention and the lightning indexer's top-k. Until those kernels
-// land, both refuse with Unsupported so a model on the "cuda" backend fails loudly rather than computing garbage.
-#include "cuda_backend.hpp"
+// The CUDA backend's attention ops (issue 8): MLA attention (cuda/attention/) and the lightning indexer's scores +
+// top-k (cuda/indexer/), with MlaArgs / IndexerTopkArgs semantics exactly as the CPU reference defines them.
+//
+// The interface hands over host arrays (positions, block table, index lists) and wants the top-k on the host, so
+// each call uploads those small arrays through the backend's staging buffers (scratch slots 32..39, all on the
+// backend stream) and indexer_topk synchronizes once at the end. Both ops process the queries in chunks so that
+// their device workspace stays bounded (a long prefill would otherwise need T·H·C floats twice for MLA and T·S
+// floats for the index scores).
+// MLA always runs the absorbed form, for prefill too (MlaMode is a CPU-side choice of algorithm; both forms compute
+// the same attention, see cuda/attention/mla_attention.cuh).
+#include <algorithm>
+#include <cstdint>
+#include <string>
 
+#include "attention/mla_attention.cuh"
+#include "common/check.cuh"
+#include "cuda_backend.hpp"
 #include "dsinfer/error.hpp"
+#include "indexer/indexer_scores.cuh"
+#include "indexer/indexer_topk.cuh"
 
 namespace dsinfer {
 
-void CudaBackend::indexer_topk(const IndexerTopkArgs&) {
-  throw Error(ErrorCode::Unsupported, "cuda backend: indexer_topk is not yet on the GPU (issue 8)");
+namespace {
+
+// Scratch slots of this file (cuda_backend.hpp reserves 32..63 for the attention/indexer/KV code).
+enum Slot : int {
+  kSlotPositions = 32,
+  kSlotBlockTable = 33,
+  kSlotIndices = 34,
+  kSlotMlaWorkspace = 35,
+  kSlotQ = 36,
+  kSlotScores = 37,
+  kSlotTopk = 38,
+};
+
+constexpr size_t kMlaWorkspaceBudget = size_t(512) << 20;  // bytes per MLA chunk (q_abs + o_lat + split partials)
+constexpr size_t kScoreBudget = size_t(256) << 20;         // bytes of index scores per indexer chunk
+
+void require(bool ok, const char* what) {
+  if (!ok) throw Error(ErrorCode::Internal, std::string("cuda backend: ") + what);
 }
 
-void CudaBackend::mla_attention(const MlaArgs&) {
-  throw Error(ErrorCode::Unsupported, "cuda backend: mla_attention is not yet on the GPU (issue 8)");
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
+  const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads, D = a.head_dim;
+  require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
+  require(a.block_table || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
+  if (T == 0) return;
+  if (H > 64 || D > 128 || D % 4 || a.q.ld % 4 || a.k.ld % 4 || !aligned16(a.q.data) || !aligned16(a.k.data))
+    throw Error(ErrorCode::Unsupported,
+                "cuda backend: indexer_topk supports up to 64 heads of up to 128 dims (multiples of 4, 16-byte "
+                "aligned rows); got " + std::to_string(H) + " x " + std::to_string(D));
+  DSINFER_CUDA_REQUIRE(!a.block_table || a.block_tokens > 0, "indexer_topk: block_tokens");
+  const int32_t* d_pos = static_cast<const int32_t*>(upload(kSlotPositions, a.positions, size_t(T) * 4));
+  const int32_t* d_table = nullptr;
+  if (a.block_table) {
+    const int64_t n_blocks = (S + a.block_tokens - 1) / a.block_tokens;
+    d_table = static_cast<const int32_t*>(upload(kSlotBlockTable, a.block_table, size_t(std::max<int64_t>(n_blocks, 1)) * 4));
+  }
+  const int64_t chunk = std::clamp<int64_t>(int64_t(kScoreBudget / (size_t(std::max<int64_t>(S, 1)) * 4)), 1, 65535);
+  float* scores = static_cast<float*>(scratch(kSlotScores, size_t(std::min(chunk, T) * std::max<int64_t>(S, 1)) * 4));
+  int32_t* topk = static_cast<int32_t*>(scratch(kSlotTopk, size_t(T * a.topk) * 4));
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - t0);
+    gpu::attn::IndexerScoresParams sp;
+    sp.T = n, sp.H = H, sp.D = D;
+    sp.q = a.q.data + t0 * a.q.ld, sp.q_t = a.q.ld;
+    sp.w = a.w.data + t0 * a.w.ld, sp.w_t = a.w.ld;
+    sp.q_scale = a.q_scale.data ? a.q_scale.data + t0 * a.q_scale.ld : nullptr, sp.qs_t = a.q_scale.ld;
+    sp.head_scale = a.head_scale;
+    sp.keys.format = gpu::attn::IndexKeyFormat::F32, sp.keys.D = D, sp.keys.k = a.k.data, sp.keys.ld_k = a.k.ld;
+    sp.keys.scale = a.k_scale.data, sp.keys.ld_scale = a.k_scale.ld;
+    sp.blocks = gpu::attn::BlockTable{d_table, 0, a.block_tokens};
+    sp.n_keys = S, sp.positions = d_pos + t0;
+    sp.max_keys = S, sp.scores = scores, sp.scores_t = S;
+    DSINFER_CUDA_CHECK(gpu::attn::launch_indexer_scores(sp, stream()));
+    gpu::attn::TopkParams tp;
+    tp.T = n, tp.scores = scores, tp.scores_t = S, tp.n_keys = S, tp.positions = d_pos + t0, tp.k = a.topk;
+    tp.out = topk + t0 * a.topk, tp.out_t = a.topk;
+    DSINFER_CUDA_CHECK(gpu::attn::launch_indexer_topk(tp, stream()));
+    if (a.out_scores)
+      DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_scores + t0 * S, scores, size_t(n * S) * 4, cudaMemcpyDeviceToHost,
+                                         stream()));
+  }
+  DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_indices, topk, size_t(T * a.topk) * 4, cudaMemcpyDeviceToHost, stream()));
+  synchronize();
+}
+
+void CudaBackend::mla_attention(const MlaArgs& a) {
+  const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads;
+  const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
+  const int64_t qk_head = dn + dr, kv_head = dn + dv;
+  require(a.q.cols == H * qk_head && a.k_pe.cols == dr && a.k_pe.rows == a.latent.rows, "mla q/k_pe shapes");
+  require(a.block_table || a.latent.rows >= S, "mla: fewer cache rows than keys");
+  require(a.wkv_b.rows == H * kv_head && a.wkv_b.cols == C && a.out.cols == H * dv, "mla wkv_b/out shapes");
+  if (T == 0) return;
+  int64_t max_vis = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    require(a.positions[t] < S, "query position beyond the cache");
+    max_vis = std::max<int64_t>(max_vis, std::min<int64_t>(int64_t(a.positions[t]) + 1, S));
+  }
+  if (C > 512 || C % 4 || dr % 4 || dn % 4 || C + dr > 576 || a.latent.ld % 4 || a.k_pe.ld % 4 ||
+      !aligned16(a.latent.data) || !aligned16(a.k_pe.data))
+    throw Error(ErrorCode::Unsupported,
+                "cuda backend: mla_attention supports a latent of up to 512 and latent + rope up to 576 (multiples "
+                "of 4, 16-byte aligned rows); got " + std::to_string(C) + " + " + std::to_string(dr));
+  DSINFER_CUDA_REQUIRE(!a.block_table || a.block_tokens > 0, "mla: block_tokens");
+
+  const int32_t* d_pos = static_cast<const int32_t*>(upload(kSlotPositions, a.positions, size_t(T) * 4));
+  const int32_t* d_table = nullptr;
+  if (a.block_table) {
+    const int64_t n_blocks = (S + a.block_tokens - 1) / a.block_tokens;
+    d_table = static_cast<const int32_t*>(upload(kSlotBlockTable, a.block_table, size_t(std::max<int64_t>(n_blocks, 1)) * 4));
+  }
+  const int32_t* d_idx = nullptr;
+  if (a.indices) d_idx = static_cast<const int32_t*>(upload(kSlotIndices, a.indices, size_t(T * a.n_indices) * 4));
+
+  // q as the kernels want it: 16-byte aligned rows (copied when the view is not).
+  const float* q = a.q.data;
+  int64_t ld_q = a.q.ld;
+  if (!aligned16(q) || ld_q % 4) {
+    float* qc = static_cast<float*>(scratch(kSlotQ, size_t(T * a.q.cols) * 4));
+    DSINFER_CUDA_CHECK(cudaMemcpy2DAsync(qc, size_t(a.q.cols) * 4, a.q.data, size_t(a.q.ld) * 4,
+                                         size_t(a.q.cols) * 4, size_t(T), cudaMemcpyDeviceToDevice, stream()));
+    q = qc;
+    ld_q = a.q.cols;
+  }
+
+  gpu::attn::MlaAttentionParams p;
+  p.H = H, p.dn = dn, p.dr = dr, p.dv = dv, p.C = C;
+  p.ld_q = ld_q, p.wkv_b = a.wkv_b.data, p.ld_w = a.wkv_b.ld;
+  p.cache.format = gpu::attn::LatentFormat::F32, p.cache.C = C, p.cache.R = dr;
+  p.cache.latent = a.latent.data, p.cache.ld_latent = a.latent.ld, p.cache.k_pe = a.k_pe.data,
+  p.cache.ld_rope = a.k_pe.ld;
+  p.blocks = gpu::attn::BlockTable{d_table, 0, a.block_tokens};
+  p.n_keys = S;
+  p.n_indices = a.indices ? a.n_indices : 0;
+  p.max_list = a.indices ? a.n_indices : max_vis;
+  p.softmax_scale = a.softmax_scale;
+  p.ld_out = a.out.ld;
+  p.num_sms = num_sms();
+  // Queries per chunk: the workspace is about 2·T·H·C floats plus the split partials.
+  const size_t per_query = size_t(H * C) * 4 * 3;
+  const int64_t chunk = std::clamp<int64_t>(int64_t(kMlaWorkspaceBudget / std::max<size_t>(per_query, 1)), 1, 65535);
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - t0);
+    p.T = n;
+    p.q = q + t0 * ld_q;
+    p.positions = d_pos + t0;
+    p.indices = d_idx ? d_idx + t0 * a.n_indices : nullptr;
+    p.out = a.out.data + t0 * a.out.ld;
+    p.workspace = scratch(kSlotMlaWorkspace, gpu::attn::mla_attention_workspace_bytes(p));
+    DSINFER_CUDA_CHECK(gpu::attn::launch_mla_attention(p, stream()));
+  }
 }
 
 }  // namespace dsinfer

@@ -1,0 +1,223 @@
+// MLA attention benchmarks on one GPU (issue 8): dense absorbed decode as achieved cache bandwidth against the
+// measured device-to-device copy bandwidth, and sparse (top-k 2048) decode in TFLOPS. Times the latent-attention
+// kernel itself (launch_mla_decode: split-K + combine), not the absorb GEMMs around it, so the numbers compare
+// with FlashMLA's. cudaEvent timing, 2 warm-up runs, median of 10. Prints markdown tables. Exits 77 without a device.
+//
+//   bench_mla [--quick]      (--quick: one context per batch, for smoke runs)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "../../cuda/attention/mla_decode.cuh"
+#include "../../cuda/kv/kv_cache_formats.cuh"
+
+using namespace dsinfer::gpu::attn;
+
+namespace {
+
+#define CUDA_OK(expr)                                                                          \
+  do {                                                                                         \
+    cudaError_t e_ = (expr);                                                                   \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+double median_ms(const std::function<void()>& run, int warmup = 2, int iters = 10) {
+  cudaEvent_t a, b;
+  CUDA_OK(cudaEventCreate(&a));
+  CUDA_OK(cudaEventCreate(&b));
+  for (int i = 0; i < warmup; ++i) run();
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> ms;
+  for (int i = 0; i < iters; ++i) {
+    CUDA_OK(cudaEventRecord(a));
+    run();
+    CUDA_OK(cudaEventRecord(b));
+    CUDA_OK(cudaEventSynchronize(b));
+    float m;
+    CUDA_OK(cudaEventElapsedTime(&m, a, b));
+    ms.push_back(m);
+  }
+  std::sort(ms.begin(), ms.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms[ms.size() / 2];
+}
+
+// Fills a device buffer with small pseudo-random floats (values matter only for not being denormal/NaN).
+__global__ void fill_kernel(float* p, size_t n, uint32_t seed) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
+    x ^= x >> 13, x *= 0x5bd1e995u, x ^= x >> 15;
+    p[i] = (float(x & 0xffff) / 65536.0f - 0.5f);
+  }
+}
+void fill(float* p, size_t n, uint32_t seed) {
+  fill_kernel<<<1024, 256>>>(p, n, seed);
+  CUDA_OK(cudaGetLastError());
+}
+
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t(4) << 30;
+  void *a, *b;
+  CUDA_OK(cudaMalloc(&a, bytes));
+  CUDA_OK(cudaMalloc(&b, bytes));
+  CUDA_OK(cudaMemset(a, 1, bytes));
+  const double ms = median_ms([&] { CUDA_OK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;  // read + write
+}
+
+constexpr int64_t kH = 128, kC = 512, kR = 64;
+
+struct Result {
+  double ms, gbs, tflops;
+};
+
+// B sequences of `ctx` keys, one decode query each, paged in blocks of 64 (shuffled), cache in `format`.
+Result run_decode(LatentFormat format, int64_t B, int64_t ctx, int64_t topk, int num_sms) {
+  const int64_t bt = 64, blocks_per = (ctx + bt - 1) / bt, rows = B * blocks_per * bt;
+  std::vector<int32_t> table(static_cast<size_t>(B * blocks_per));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(1));
+  std::vector<int32_t> pos(static_cast<size_t>(B), int32_t(ctx - 1)), qseq(static_cast<size_t>(B)),
+      len(static_cast<size_t>(B), int32_t(ctx));
+  std::iota(qseq.begin(), qseq.end(), 0);
+  std::vector<int32_t> idx;
+  if (topk) {
+    std::mt19937 rng(2);
+    idx.resize(static_cast<size_t>(B * topk));
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int32_t> all(static_cast<size_t>(ctx));
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), rng);
+      std::sort(all.begin(), all.begin() + topk);
+      std::copy_n(all.begin(), topk, idx.begin() + b * topk);
+    }
+  }
+  int32_t *dtable, *dpos, *dqseq, *dlen, *didx = nullptr;
+  CUDA_OK(cudaMalloc(&dtable, table.size() * 4));
+  CUDA_OK(cudaMalloc(&dpos, size_t(B) * 4));
+  CUDA_OK(cudaMalloc(&dqseq, size_t(B) * 4));
+  CUDA_OK(cudaMalloc(&dlen, size_t(B) * 4));
+  CUDA_OK(cudaMemcpy(dtable, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dpos, pos.data(), size_t(B) * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dqseq, qseq.data(), size_t(B) * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dlen, len.data(), size_t(B) * 4, cudaMemcpyHostToDevice));
+  if (topk) {
+    CUDA_OK(cudaMalloc(&didx, idx.size() * 4));
+    CUDA_OK(cudaMemcpy(didx, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
+  }
+  // Cache: written from f32 rows through the format's writer, a chunk of rows at a time.
+  float *lat = nullptr, *kpe = nullptr;
+  uint8_t* packed = nullptr;
+  const int64_t rb = latent_row_bytes(format, kC, kR);
+  if (format == LatentFormat::F32) {
+    CUDA_OK(cudaMalloc(&lat, size_t(rows * kC) * 4));
+    CUDA_OK(cudaMalloc(&kpe, size_t(rows * kR) * 4));
+    fill(lat, size_t(rows * kC), 3);
+    fill(kpe, size_t(rows * kR), 4);
+  } else {
+    CUDA_OK(cudaMalloc(&packed, size_t(rows * rb)));
+    const int64_t chunk = 65536;
+    float *c, *pe;
+    int64_t* slots;
+    CUDA_OK(cudaMalloc(&c, size_t(chunk * kC) * 4));
+    CUDA_OK(cudaMalloc(&pe, size_t(chunk * kR) * 4));
+    CUDA_OK(cudaMalloc(&slots, size_t(chunk) * 8));
+    fill(c, size_t(chunk * kC), 5);
+    fill(pe, size_t(chunk * kR), 6);
+    std::vector<int64_t> hs(static_cast<size_t>(chunk));
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t n = std::min(chunk, rows - r0);
+      std::iota(hs.begin(), hs.begin() + n, r0);
+      CUDA_OK(cudaMemcpy(slots, hs.data(), size_t(n) * 8, cudaMemcpyHostToDevice));
+      LatentWriteParams w;
+      w.format = format, w.n = n, w.C = kC, w.R = kR, w.c_new = c, w.ld_c = kC, w.kpe_new = pe, w.ld_pe = kR,
+      w.slots = slots, w.packed = packed;
+      CUDA_OK(launch_latent_cache_write(w, nullptr));
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    cudaFree(c), cudaFree(pe), cudaFree(slots);
+  }
+  float *qabs, *qpe, *o;
+  CUDA_OK(cudaMalloc(&qabs, size_t(B * kH * kC) * 4));
+  CUDA_OK(cudaMalloc(&qpe, size_t(B * kH * kR) * 4));
+  CUDA_OK(cudaMalloc(&o, size_t(B * kH * kC) * 4));
+  fill(qabs, size_t(B * kH * kC), 7);
+  fill(qpe, size_t(B * kH * kR), 8);
+
+  MlaDecodeParams p;
+  p.T = B, p.H = kH, p.q_abs = qabs, p.qabs_t = kH * kC, p.qabs_h = kC, p.q_pe = qpe, p.qpe_t = kH * kR, p.qpe_h = kR;
+  p.cache.format = format, p.cache.C = kC, p.cache.R = kR, p.cache.latent = lat, p.cache.ld_latent = kC,
+  p.cache.k_pe = kpe, p.cache.ld_rope = kR, p.cache.packed = packed;
+  p.blocks = BlockTable{dtable, blocks_per, bt};
+  p.query_seq = dqseq, p.seq_len = dlen, p.n_keys = ctx, p.positions = dpos;
+  p.indices = didx, p.n_indices = topk, p.max_list = topk ? topk : ctx;
+  p.softmax_scale = 0.135f, p.o_lat = o, p.num_sms = num_sms;
+  float* ws = nullptr;
+  const size_t wsb = mla_decode_workspace_bytes(B, kH, kC, mla_decode_num_splits(p));
+  if (wsb) CUDA_OK(cudaMalloc(&ws, wsb));
+  p.workspace = ws;
+  const double ms = median_ms([&] { CUDA_OK(launch_mla_decode(p, nullptr)); });
+  const int64_t keys = topk ? topk : ctx;
+  const double bytes = double(B) * double(keys) *
+                       double(format == LatentFormat::F32 ? (kC + kR) * 4 : rb);
+  const double flops = 2.0 * double(B) * double(kH) * double(keys) * double(kC + kR + kC);
+  cudaFree(ws), cudaFree(qabs), cudaFree(qpe), cudaFree(o), cudaFree(lat), cudaFree(kpe), cudaFree(packed);
+  cudaFree(dtable), cudaFree(dpos), cudaFree(dqseq), cudaFree(dlen), cudaFree(didx);
+  return {ms, bytes / (ms * 1e-3) / 1e9, flops / (ms * 1e-3) / 1e12};
+}
+
+const char* fmt_name(LatentFormat f) {
+  return f == LatentFormat::F32 ? "f32 (2304 B/token)" : f == LatentFormat::BF16 ? "bf16 (1152 B/token)" : "fp8 (656 B/token)";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n_dev = 0;
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 77;
+  }
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  std::printf("# MLA attention (absorbed, %lld heads, 576/512) on %s, %d SMs, driver %d, runtime %d\n\n",
+              (long long)kH, prop.name, prop.multiProcessorCount, driver, runtime);
+  const double copy = copy_bandwidth_gbs();
+  std::printf("measured D2D copy bandwidth (read+write): %.0f GB/s\n\n", copy);
+
+  std::printf("## Dense decode\n\n| cache | batch | context | ms | cache GB/s | %% of copy | TFLOPS |\n|---|---|---|---|---|---|---|\n");
+  const std::vector<int64_t> ctxs = quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{4096, 16384, 65536};
+  for (LatentFormat f : {LatentFormat::FP8, LatentFormat::BF16, LatentFormat::F32})
+    for (int64_t B : {64, 128})
+      for (int64_t ctx : ctxs) {
+        const Result r = run_decode(f, B, ctx, 0, prop.multiProcessorCount);
+        std::printf("| %s | %lld | %lld | %.3f | %.0f | %.1f | %.1f |\n", fmt_name(f), (long long)B, (long long)ctx,
+                    r.ms, r.gbs, 100.0 * r.gbs / copy, r.tflops);
+        std::fflush(stdout);
+      }
+  std::printf("\n## Sparse decode (top-k 2048)\n\n| cache | batch | context | ms | TFLOPS |\n|---|---|---|---|---|\n");
+  for (LatentFormat f : {LatentFormat::FP8, LatentFormat::F32})
+    for (int64_t ctx : quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 65536}) {
+      const Result r = run_decode(f, 128, ctx, 2048, prop.multiProcessorCount);
+      std::printf("| %s | 128 | %lld | %.3f | %.1f |\n", fmt_name(f), (long long)ctx, r.ms, r.tflops);
+      std::fflush(stdout);
+    }
+  std::printf("\n(FLOPs count 576-wide q·k plus 512-wide p·v per head and key, as FlashMLA does.)\n");
+  return 0;
+}
