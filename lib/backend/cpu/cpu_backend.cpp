@@ -11,6 +11,12 @@
 #include <vector>
 
 #include "dsinfer/error.hpp"
+#include "backend/cpu/fp8_gemm.hpp"
+
+#include <sys/mman.h>
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
 
 namespace dsinfer {
 
@@ -25,7 +31,7 @@ void require(bool ok, const char* what) {
 
 // Contiguous fp32 dot product with several partial sums (keeps rounding error low and vectorizes). The loops that
 // call it are compiled for AVX2 (haswell) and baseline x86-64 and the best is chosen at load time (GCC function
-// multiversioning). The summation order is the same in every version and ISO C++ mode keeps FP contraction off, so
+// multiversioning). The summation order is the same in every version and -ffp-contract=off (CMakeLists.txt) keeps FMAs out, so
 // results do not depend on the machine. (An AVX-512 clone measured slower on this loop shape: docs/benchmarks.md.)
 // Sanitizer builds go without: the IFUNC resolvers run during relocation, before the sanitizer runtime starts.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DSINFER_NO_MULTIVERSION)
@@ -47,47 +53,6 @@ inline __attribute__((always_inline)) float dot(const float* a, const float* b, 
 DSINFER_MULTIVERSION void row_times_rows(const float* x, int64_t ldx, int64_t T, const float* w, int64_t K, float* y,
                                          int64_t ldy) {
   for (int64_t t = 0; t < T; ++t) y[t * ldy] = dot(x + t * ldx, w, K);
-}
-
-// The FP8 version: per K block of 128, the fp32 sum of e4m3 products promoted with both scales (spec §6).
-DSINFER_MULTIVERSION void row_times_rows_fp8(const float* xq, int64_t ldx, int64_t T, const float* w8, int64_t K,
-                                             const float* xs, int64_t ldxs, const float* ws, float* y, int64_t ldy) {
-  const int64_t G = (K + 127) / 128;
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xr = xq + t * ldx;
-    float acc = 0.0f;
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t k0 = g * 128, kn = std::min<int64_t>(128, K - k0);
-      acc += dot(xr + k0, w8 + k0, kn) * (xs[t * ldxs + g] * ws[g]);
-    }
-    y[t * ldy] = acc;
-  }
-}
-
-// The same as decoding the weight row through the table and calling row_times_rows_fp8, for few activation rows:
-// the e4m3 bytes are looked up inside the dot (a gather) instead of being written out and read back. The products
-// and their summation order are exactly dot()'s, so the result is bitwise the same for any number of rows.
-DSINFER_MULTIVERSION void row_bytes_times_rows_fp8(const float* xq, int64_t ldx, int64_t T, const uint8_t* w8,
-                                                   int64_t K, const float* table, const float* xs, int64_t ldxs,
-                                                   const float* ws, float* y, int64_t ldy) {
-  const int64_t G = (K + 127) / 128;
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xr = xq + t * ldx;
-    float total = 0.0f;
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t k0 = g * 128, kn = std::min<int64_t>(128, K - k0);
-      const float* a = xr + k0;
-      const uint8_t* b = w8 + k0;
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t i = 0;
-      for (; i + 8 <= kn; i += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * table[b[i + j]];
-      float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-      for (; i < kn; ++i) s += a[i] * table[b[i]];
-      total += s * (xs[t * ldxs + g] * ws[g]);
-    }
-    y[t * ldy] = total;
-  }
 }
 
 std::vector<float> weight_vector_f32(const Weight& w) {
@@ -247,23 +212,35 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
   if (w.block != kActGroup)
     throw Error(ErrorCode::Unsupported, fmt::format("FP8 weight {} has block {}, only 128 is supported", w.name, w.block));
   const int64_t G = (K + kActGroup - 1) / kActGroup;
-  Matrix xq = matrix(T, K), xs = matrix(T, G);
-  fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, xq.view, xs.view);
-  pool_.parallel_for(N, [&](int64_t n0, int64_t n1) {
-    std::vector<float> w8(static_cast<size_t>(K));
-    for (int64_t n = n0; n < n1; ++n) {
-      const uint8_t* wr = w.data + n * K;
-      const float* table = e4m3_table();
-      const float* ws = w.scale_inv + (n / w.block) * G;
-      if (T <= 2) {  // decode: look the bytes up inside the dot
-        row_bytes_times_rows_fp8(xq.view.data, xq.view.ld, T, wr, K, table, xs.view.data, xs.view.ld, ws, out.data + n,
-                                 out.ld);
-        continue;
-      }
-      for (int64_t k = 0; k < K; ++k) w8[k] = table[wr[k]];
-      row_times_rows_fp8(xq.view.data, xq.view.ld, T, w8.data(), K, xs.view.data, xs.view.ld, ws, out.data + n, out.ld);
-    }
-  }, 4);
+  // Per-thread scratch for the quantized activations: no allocation per call once it has grown.
+  thread_local std::vector<float> xq_buf, xs_buf;
+  if (xq_buf.size() < size_t(T * K)) xq_buf.resize(size_t(T * K));
+  if (xs_buf.size() < size_t(T * G)) xs_buf.resize(size_t(T * G));
+  const Tensor2D xq{xq_buf.data(), T, K, K}, xs{xs_buf.data(), T, G, G};
+  fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, xq, xs);
+  if (const PackedFp8Weight* packed = packed_fp8(w)) {
+    fp8_gemm(xq.data, K, xs.data, G, T, *packed, out.data, out.ld, pool_);
+  } else {  // a weight that was never prepared (tests): pack it for this call
+    const PackedFp8Weight tmp = pack_fp8_weight(w);
+    fp8_gemm(xq.data, K, xs.data, G, T, tmp, out.data, out.ld, pool_);
+  }
+}
+
+void CpuBackend::prepare_weight(const Weight& w) {
+  if (w.dtype != DType::F8_E4M3 || w.shape.size() != 2 || !w.scale_inv || w.block != kActGroup) return;
+  if (packed_.count(w.data)) return;
+  packed_.emplace(w.data, pack_fp8_weight(w));
+  // The kernels read only the packed copy from now on: hand the checkpoint's pages back so resident memory holds
+  // the weight once. MADV_PAGEOUT keeps the contents (a page read again is faulted back in from the file, or was
+  // never dropped if it is anonymous memory), unlike MADV_DONTNEED on private memory.
+  const uintptr_t page = 4096, begin = (uintptr_t(w.data) + page - 1) / page * page,
+                  end = (uintptr_t(w.data) + uintptr_t(w.numel())) / page * page;
+  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
+}
+
+const PackedFp8Weight* CpuBackend::packed_fp8(const Weight& w) const {
+  auto it = packed_.find(w.data);
+  return it == packed_.end() ? nullptr : &it->second;
 }
 
 void CpuBackend::silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) {

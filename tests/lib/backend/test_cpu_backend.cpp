@@ -82,13 +82,13 @@ TEST_CASE("the FP8 GEMM gives bitwise the same rows whatever the number of rows 
   }
   std::vector<float> scale(static_cast<size_t>(1 * 3), 0.01f);
   Weight w{"fp8", DType::F8_E4M3, {N, K}, w8.data(), scale.data()};
-  Matrix x = be.matrix(6, K);
+  Matrix x = be.matrix(12, K);
   rnd.fill(x.view);
-  Matrix all = be.matrix(6, N);
-  be.linear(x.view, w, all.view, LinearQuant{true, true});  // 6 rows: the decode-then-dot kernel
-  for (int64_t r = 0; r < 6; ++r) {
+  Matrix all = be.matrix(12, N);
+  be.linear(x.view, w, all.view, LinearQuant{true, true});  // 12 rows: the converted-panel (prefill) kernel
+  for (int64_t r = 0; r < 12; ++r) {
     Matrix one = be.matrix(1, N);
-    be.linear(x.view.rows_slice(r, 1), w, one.view, LinearQuant{true, true});  // 1 row: the fused kernel
+    be.linear(x.view.rows_slice(r, 1), w, one.view, LinearQuant{true, true});  // 1 row: the decode kernel
     for (int64_t n = 0; n < N; ++n) REQUIRE(one.view.row(0)[n] == all.view.row(r)[n]);
   }
 }

@@ -1,0 +1,303 @@
+#include "backend/cpu/fp8_gemm.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "dsinfer/error.hpp"
+#include "util/dtype.hpp"
+#include "util/thread_pool.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DSINFER_HAVE_AVX2_KERNELS 1
+#endif
+
+namespace dsinfer {
+
+namespace {
+
+constexpr int64_t kBlock = 128;       // weight block edge and activation group (spec §6)
+constexpr int64_t kNr = kFp8PanelRows;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scalar kernel: the reference order, over the packed layout.
+void panels_scalar(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const PackedFp8Weight& w,
+                   int64_t p0, int64_t p1, float* y, int64_t ldy) {
+  const int64_t K = w.k, G = ceil_div(K, kBlock);
+  const float* table = e4m3_table();
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = w.panel(p);
+    const int64_t n0 = p * kNr, nvalid = std::min(kNr, w.n - n0);
+    const float* ws = w.scale_inv + (n0 / kBlock) * G;
+    for (int64_t t = 0; t < T; ++t) {
+      float total[kNr] = {};
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t k0 = g * kBlock, k1 = std::min(K, k0 + kBlock);
+        float s[kNr] = {};
+        for (int64_t k = k0; k < k1; ++k) {
+          const float xv = xq[t * ldx + k];
+          for (int64_t j = 0; j < kNr; ++j) s[j] += xv * table[panel[k * kNr + j]];
+        }
+        const float c = xs[t * ldxs + g] * ws[g];
+        for (int64_t j = 0; j < kNr; ++j) total[j] += s[j] * c;
+      }
+      for (int64_t j = 0; j < nvalid; ++j) y[t * ldy + n0 + j] = total[j];
+    }
+  }
+}
+
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+// ---------------------------------------------------------------------------------------------------------------
+// AVX2 kernels. The weight bytes become floats without a table: an e4m3 byte sign-extended to 16 bits and shifted
+// left by 7 is, once bit 14 is cleared, the IEEE half with the same sign, exponent field and mantissa bits, whose
+// value is the e4m3 value times 2^-8 (subnormals included: both formats' subnormals line up); F16C widens it to
+// fp32 exactly. The 2^8 goes into the block's scale product, an exact power-of-two factor, so every sum is the
+// reference's sum times 2^-8, rounded identically, and the result is bitwise the reference's.
+#define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+#define DSINFER_AVX2_FN __attribute__((target("avx2,fma,f16c")))
+
+DSINFER_AVX2 void e4m3x16_to_f32(const uint8_t* p, __m256& lo, __m256& hi) {
+  const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i h = _mm256_and_si256(_mm256_slli_epi16(w, 7), _mm256_set1_epi16(int16_t(0xBF80)));
+  lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+  hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+}
+
+// Lane masks for a panel with `nvalid` real rows (the partial last panel of a weight whose N is not a multiple of
+// 16): loads and stores of y go through them so no row past N is touched.
+struct PanelMask {
+  __m256i lo, hi;
+};
+DSINFER_AVX2 PanelMask panel_mask(int64_t nvalid) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(int(nvalid)), idx),
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nvalid) - 8), idx)};
+}
+
+// y[0..16) += s·c (multiply, then add: the reference's order), through the panel's masks.
+DSINFER_AVX2 void add_block(float* y, const PanelMask& m, __m256 s_lo, __m256 s_hi, float c) {
+  const __m256 cv = _mm256_set1_ps(c * 256.0f);
+  _mm256_maskstore_ps(y, m.lo, _mm256_add_ps(_mm256_maskload_ps(y, m.lo), _mm256_mul_ps(s_lo, cv)));
+  _mm256_maskstore_ps(y + 8, m.hi, _mm256_add_ps(_mm256_maskload_ps(y + 8, m.hi), _mm256_mul_ps(s_hi, cv)));
+}
+
+// Few tokens (decode): P panels × MR tokens, weight bytes converted inside the k loop (each converted byte is used
+// MR times). 2·P·MR accumulators: P·MR ≥ 4 keeps enough independent FMA chains in flight to hide their latency.
+template <int P, int MR>
+DSINFER_AVX2_FN void direct_tile(const float* xq, int64_t ldx, const float* xs, int64_t ldxs,
+                                 const PackedFp8Weight& w, int64_t p0, float* y, int64_t ldy) {
+  const int64_t K = w.k, G = ceil_div(K, kBlock);
+  const uint8_t* panel[P];
+  const float* ws[P];
+  PanelMask mask[P];
+  for (int p = 0; p < P; ++p) {
+    const int64_t n0 = (p0 + p) * kNr;
+    panel[p] = w.panel(p0 + p);
+    ws[p] = w.scale_inv + (n0 / kBlock) * G;
+    mask[p] = panel_mask(std::min(kNr, w.n - n0));
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t k0 = g * kBlock, k1 = std::min(K, k0 + kBlock);
+    __m256 s[MR][P][2];
+    for (int m = 0; m < MR; ++m)
+      for (int p = 0; p < P; ++p) s[m][p][0] = s[m][p][1] = _mm256_setzero_ps();
+    for (int64_t k = k0; k < k1; ++k) {
+      __m256 b[MR];
+      for (int m = 0; m < MR; ++m) b[m] = _mm256_broadcast_ss(xq + m * ldx + k);
+      for (int p = 0; p < P; ++p) {
+        __m256 lo, hi;
+        e4m3x16_to_f32(panel[p] + k * kNr, lo, hi);
+        for (int m = 0; m < MR; ++m) {
+          s[m][p][0] = _mm256_fmadd_ps(b[m], lo, s[m][p][0]);
+          s[m][p][1] = _mm256_fmadd_ps(b[m], hi, s[m][p][1]);
+        }
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      for (int p = 0; p < P; ++p)
+        add_block(y + m * ldy + (p0 + p) * kNr, mask[p], s[m][p][0], s[m][p][1], xs[m * ldxs + g] * ws[p][g]);
+  }
+}
+
+// Many tokens (prefill): one panel's block is converted once into `wf` (16·kn floats, L1-resident) and reused by
+// every token; MR tokens × 16 outputs per tile (12 accumulators at MR = 6).
+template <int MR>
+DSINFER_AVX2_FN void converted_tile(const float* xq, int64_t ldx, const float* wf, int64_t k0, int64_t k1,
+                                    __m256 (&s)[MR][2]) {
+  for (int m = 0; m < MR; ++m) s[m][0] = s[m][1] = _mm256_setzero_ps();
+  for (int64_t k = k0; k < k1; ++k) {
+    const __m256 lo = _mm256_load_ps(wf + (k - k0) * kNr), hi = _mm256_load_ps(wf + (k - k0) * kNr + 8);
+    for (int m = 0; m < MR; ++m) {
+      const __m256 b = _mm256_broadcast_ss(xq + m * ldx + k);
+      s[m][0] = _mm256_fmadd_ps(b, lo, s[m][0]);
+      s[m][1] = _mm256_fmadd_ps(b, hi, s[m][1]);
+    }
+  }
+}
+
+template <int MR>
+DSINFER_AVX2_FN void converted_rows(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, const float* wf,
+                                    int64_t g, int64_t k0, int64_t k1, const float* ws, const PanelMask& mask,
+                                    float* y, int64_t ldy) {
+  __m256 s[MR][2];
+  converted_tile<MR>(xq, ldx, wf, k0, k1, s);
+  for (int m = 0; m < MR; ++m) add_block(y + m * ldy, mask, s[m][0], s[m][1], xs[m * ldxs + g] * ws[g]);
+}
+
+DSINFER_AVX2_FN void panels_avx2(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T,
+                                 const PackedFp8Weight& w, int64_t p0, int64_t p1, float* y, int64_t ldy) {
+  const int64_t K = w.k, G = ceil_div(K, kBlock);
+  if (T < 8) {
+    // Decode and small batches: weight bytes straight from memory, converted in registers.
+    int64_t t = 0;
+    for (; t + 2 <= T; t += 2) {
+      int64_t p = p0;
+      for (; p + 2 <= p1; p += 2)
+        direct_tile<2, 2>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
+      for (; p < p1; ++p) direct_tile<1, 2>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
+    }
+    if (t < T) {
+      int64_t p = p0;
+      for (; p + 4 <= p1; p += 4) direct_tile<4, 1>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
+      for (; p < p1; ++p) direct_tile<1, 1>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
+    }
+    return;
+  }
+  // Prefill: tokens in chunks whose activations stay in L2 while every panel of the range passes over them.
+  constexpr int64_t kChunk = 64;
+  alignas(64) float wf[kBlock * kNr];
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int64_t t1 = std::min(T, t0 + kChunk);
+    for (int64_t p = p0; p < p1; ++p) {
+      const uint8_t* panel = w.panel(p);
+      const int64_t n0 = p * kNr;
+      const float* ws = w.scale_inv + (n0 / kBlock) * G;
+      const PanelMask mask = panel_mask(std::min(kNr, w.n - n0));
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t k0 = g * kBlock, k1 = std::min(K, k0 + kBlock);
+        for (int64_t k = k0; k < k1; ++k) {
+          __m256 lo, hi;
+          e4m3x16_to_f32(panel + k * kNr, lo, hi);
+          _mm256_store_ps(wf + (k - k0) * kNr, lo);
+          _mm256_store_ps(wf + (k - k0) * kNr + 8, hi);
+        }
+        int64_t t = t0;
+        auto at = [&](int64_t tt) { return std::make_tuple(xq + tt * ldx, xs + tt * ldxs, y + tt * ldy + n0); };
+        for (; t + 6 <= t1; t += 6) {
+          auto [x, s, yy] = at(t);
+          converted_rows<6>(x, ldx, s, ldxs, wf, g, k0, k1, ws, mask, yy, ldy);
+        }
+        auto [x, s, yy] = at(t);
+        switch (t1 - t) {
+          case 5: converted_rows<5>(x, ldx, s, ldxs, wf, g, k0, k1, ws, mask, yy, ldy); break;
+          case 4: converted_rows<4>(x, ldx, s, ldxs, wf, g, k0, k1, ws, mask, yy, ldy); break;
+          case 3: converted_rows<3>(x, ldx, s, ldxs, wf, g, k0, k1, ws, mask, yy, ldy); break;
+          case 2: converted_rows<2>(x, ldx, s, ldxs, wf, g, k0, k1, ws, mask, yy, ldy); break;
+          case 1: converted_rows<1>(x, ldx, s, ldxs, wf, g, k0, k1, ws, mask, yy, ldy); break;
+          default: break;
+        }
+      }
+    }
+  }
+}
+#endif  // DSINFER_HAVE_AVX2_KERNELS
+
+enum class Isa { Scalar, Avx2 };
+
+Isa detect_isa() {
+  const char* force = std::getenv("DSINFER_CPU_KERNELS");
+  if (force && std::strcmp(force, "scalar") == 0) return Isa::Scalar;
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return Isa::Avx2;
+#endif
+  return Isa::Scalar;
+}
+
+Isa isa() {
+  static const Isa chosen = detect_isa();
+  return chosen;
+}
+
+}  // namespace
+
+const char* fp8_gemm_isa() { return isa() == Isa::Avx2 ? "avx2" : "scalar"; }
+
+PackedFp8Weight pack_fp8_weight(const Weight& w) {
+  if (w.dtype != DType::F8_E4M3 || w.shape.size() != 2 || !w.scale_inv || w.block != kBlock)
+    throw Error(ErrorCode::Internal, fmt::format("pack_fp8_weight: {} is not a 2-D block-128 FP8 weight", w.name));
+  PackedFp8Weight p;
+  p.n = w.rows();
+  p.k = w.cols();
+  p.panels = ceil_div(p.n, kNr);
+  p.scale_inv = w.scale_inv;
+  const size_t bytes = size_t(p.panels * kNr * p.k);
+  void* mem = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!mem) throw Error(ErrorCode::OutOfMemory, fmt::format("cannot allocate {} bytes to repack {}", bytes, w.name));
+  p.bytes = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(mem), [](void* q) { std::free(q); });
+  uint8_t* out = p.bytes.get();
+  for (int64_t pi = 0; pi < p.panels; ++pi) {
+    uint8_t* dst = out + pi * p.k * kNr;
+    for (int64_t j = 0; j < kNr; ++j) {
+      const int64_t n = pi * kNr + j;
+      if (n >= p.n) {
+        for (int64_t k = 0; k < p.k; ++k) dst[k * kNr + j] = 0;
+        continue;
+      }
+      const uint8_t* src = w.data + n * p.k;
+      for (int64_t k = 0; k < p.k; ++k) {
+        const uint8_t b = src[k];
+        if ((b & 0x7f) == 0x7f)
+          throw Error(ErrorCode::Format, fmt::format("FP8 weight {} holds a NaN (byte 0x{:02x}) at row {}, column {}",
+                                                     w.name, b, n, k));
+        dst[k * kNr + j] = b;
+      }
+    }
+  }
+  return p;
+}
+
+void fp8_gemm(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const PackedFp8Weight& w,
+              float* y, int64_t ldy, ThreadPool& pool, Fp8Kernel kernel) {
+  if (T <= 0 || w.n <= 0) return;
+  const Isa which = kernel == Fp8Kernel::Scalar ? Isa::Scalar : isa();
+  // Enough panels per chunk that the threads do not fight over y's cache lines; decode splits finer.
+  pool.parallel_for(w.panels, [&](int64_t p0, int64_t p1) {
+    const int64_t n0 = p0 * kNr, n1 = std::min(w.n, p1 * kNr);
+    for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy + n0, y + t * ldy + n1, 0.0f);
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+    if (which == Isa::Avx2) {
+      panels_avx2(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
+      return;
+    }
+#endif
+    (void)which;
+    panels_scalar(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
+  }, 2);
+}
+
+void fp8_gemm_reference(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const Weight& w,
+                        float* y, int64_t ldy) {
+  const int64_t N = w.rows(), K = w.cols(), G = ceil_div(K, kBlock);
+  const float* table = e4m3_table();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      const uint8_t* wr = w.data + n * K;
+      const float* ws = w.scale_inv + (n / kBlock) * G;
+      float total = 0.0f;
+      for (int64_t g = 0; g < G; ++g) {
+        float s = 0.0f;
+        for (int64_t k = g * kBlock; k < std::min(K, (g + 1) * kBlock); ++k) s += xq[t * ldx + k] * table[wr[k]];
+        total += s * (xs[t * ldxs + g] * ws[g]);
+      }
+      y[t * ldy + n] = total;
+    }
+}
+
+}  // namespace dsinfer

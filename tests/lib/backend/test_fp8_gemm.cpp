@@ -1,0 +1,107 @@
+// The SIMD FP8 GEMM kernels (lib/backend/cpu/fp8_gemm.cpp) against the scalar definition of the sum order
+// (fp8_gemm_reference): bitwise equal over shapes that exercise every kernel path (decode tiles of 1/2 rows and
+// 1/2/4 panels, the converted-panel prefill tiles of 1..6 rows), partial K blocks, partial panels, partial
+// 128-row scale blocks, every e4m3 byte but NaN (subnormals included) and thread splits.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.hpp"
+#include "backend/cpu/fp8_gemm.hpp"
+#include "dsinfer/error.hpp"
+#include "util/thread_pool.hpp"
+
+using namespace dsinfer;
+
+namespace {
+
+struct Fp8Case {
+  std::vector<uint8_t> w8;
+  std::vector<float> scale;
+  Weight w;
+};
+
+Fp8Case random_weight(std::mt19937& gen, int64_t N, int64_t K) {
+  Fp8Case c;
+  c.w8.resize(size_t(N * K));
+  for (auto& b : c.w8) {
+    do b = uint8_t(gen() & 0xff); while ((b & 0x7f) == 0x7f);
+  }
+  const int64_t GN = (N + 127) / 128, GK = (K + 127) / 128;
+  std::uniform_real_distribution<float> u(1e-4f, 3e-2f);
+  c.scale.resize(size_t(GN * GK));
+  for (auto& s : c.scale) s = u(gen);
+  c.w = Weight{"model.layers.0.mlp.up_proj.weight", DType::F8_E4M3, {N, K}, c.w8.data(), c.scale.data()};
+  return c;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("FP8 GEMM kernels equal the scalar sum order bit for bit", "[cpu][fp8][kernels]") {
+  INFO("best kernel on this machine: " << fp8_gemm_isa());
+  std::mt19937 gen(7);
+  CpuBackend be({1});
+  for (int threads : {1, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t N : {16, 70, 288}) {
+      for (int64_t K : {128, 300, 1024}) {
+        Fp8Case c = random_weight(gen, N, K);
+        const PackedFp8Weight packed = pack_fp8_weight(c.w);
+        const int64_t G = (K + 127) / 128;
+        for (int64_t T : {1, 2, 3, 5, 7, 8, 13, 70}) {
+          // Activations quantized the way linear() does, with a stride wider than K.
+          const int64_t ldx = K + 5;
+          std::vector<float> x(size_t(T * ldx)), xq(size_t(T * ldx)), xs(size_t(T * G));
+          std::normal_distribution<float> nd(0.0f, 2.0f);
+          for (auto& v : x) v = nd(gen);
+          be.fp8_quantize(Tensor2D{x.data(), T, K, ldx}, 128, true, false, Tensor2D{xq.data(), T, K, ldx},
+                          Tensor2D{xs.data(), T, G, G});
+          const int64_t ldy = N + 3;
+          std::vector<float> ref(size_t(T * ldy), -7.0f), best(ref), scalar(ref);
+          fp8_gemm_reference(xq.data(), ldx, xs.data(), G, T, c.w, ref.data(), ldy);
+          fp8_gemm(xq.data(), ldx, xs.data(), G, T, packed, best.data(), ldy, pool);
+          fp8_gemm(xq.data(), ldx, xs.data(), G, T, packed, scalar.data(), ldy, pool, Fp8Kernel::Scalar);
+          INFO("threads " << threads << " N " << N << " K " << K << " T " << T);
+          REQUIRE(same_bits(best, ref));  // columns past N (the stride's padding) untouched too
+          REQUIRE(same_bits(scalar, ref));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("an FP8 weight holding an e4m3 NaN is refused with its name and position", "[cpu][fp8][kernels]") {
+  std::mt19937 gen(3);
+  Fp8Case c = random_weight(gen, 40, 256);
+  c.w8[size_t(17 * 256 + 200)] = 0xff;
+  try {
+    (void)pack_fp8_weight(c.w);
+    FAIL("no error");
+  } catch (const Error& e) {
+    REQUIRE(e.code() == ErrorCode::Format);
+    REQUIRE(std::string(e.what()).find("model.layers.0.mlp.up_proj.weight holds a NaN (byte 0xff) at row 17, "
+                                       "column 200") != std::string::npos);
+  }
+}
+
+TEST_CASE("a prepared (repacked) FP8 weight and an unprepared one give the same linear", "[cpu][fp8][kernels]") {
+  std::mt19937 gen(5);
+  Fp8Case c = random_weight(gen, 96, 384);
+  CpuBackend prepared({2}), plain({2});
+  prepared.prepare_weight(c.w);
+  Matrix x = plain.matrix(3, 384);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t i = 0; i < 3 * 384; ++i) x.view.data[i] = nd(gen);
+  Matrix a = prepared.matrix(3, 96), b = plain.matrix(3, 96);
+  prepared.linear(x.view, c.w, a.view, LinearQuant{true, true});
+  plain.linear(x.view, c.w, b.view, LinearQuant{true, true});
+  REQUIRE(std::memcmp(a.view.data, b.view.data, 3 * 96 * sizeof(float)) == 0);
+  // The checkpoint bytes are still readable after prepare (the pages were handed back, not discarded).
+  REQUIRE(c.w8[size_t(95 * 384 + 383)] == c.w.data[95 * 384 + 383]);
+}
