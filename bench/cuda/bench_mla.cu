@@ -84,7 +84,8 @@ struct Result {
 };
 
 // B sequences of `ctx` keys, one decode query each, paged in blocks of 64 (shuffled), cache in `format`.
-Result run_decode(LatentFormat format, int64_t B, int64_t ctx, int64_t topk, int num_sms) {
+Result run_decode(LatentFormat format, int64_t B, int64_t ctx, int64_t topk, int num_sms,
+                  MlaKernel kernel = MlaKernel::Auto) {
   const int64_t bt = 64, blocks_per = (ctx + bt - 1) / bt, rows = B * blocks_per * bt;
   std::vector<int32_t> table(static_cast<size_t>(B * blocks_per));
   std::iota(table.begin(), table.end(), 0);
@@ -163,7 +164,7 @@ Result run_decode(LatentFormat format, int64_t B, int64_t ctx, int64_t topk, int
   p.blocks = BlockTable{dtable, blocks_per, bt};
   p.query_seq = dqseq, p.seq_len = dlen, p.n_keys = ctx, p.positions = dpos;
   p.indices = didx, p.n_indices = topk, p.max_list = topk ? topk : ctx;
-  p.softmax_scale = 0.135f, p.o_lat = o, p.num_sms = num_sms;
+  p.softmax_scale = 0.135f, p.o_lat = o, p.num_sms = num_sms, p.kernel = kernel;
   float* ws = nullptr;
   const size_t wsb = mla_decode_workspace_bytes(B, kH, kC, mla_decode_num_splits(p));
   if (wsb) CUDA_OK(cudaMalloc(&ws, wsb));
@@ -180,6 +181,11 @@ Result run_decode(LatentFormat format, int64_t B, int64_t ctx, int64_t topk, int
 
 const char* fmt_name(LatentFormat f) {
   return f == LatentFormat::F32 ? "f32 (2304 B/token)" : f == LatentFormat::BF16 ? "bf16 (1152 B/token)" : "fp8 (656 B/token)";
+}
+const char* kernel_name(LatentFormat f, MlaKernel k) {
+  MlaDecodeParams p;
+  p.cache.format = f, p.cache.C = kC, p.cache.R = kR, p.kernel = k;
+  return mla_decode_kernel_for(p) == MlaKernel::TensorCore ? "bf16 mma" : "fp32 CUDA cores";
 }
 
 }  // namespace
@@ -201,21 +207,32 @@ int main(int argc, char** argv) {
   const double copy = copy_bandwidth_gbs();
   std::printf("measured D2D copy bandwidth (read+write): %.0f GB/s\n\n", copy);
 
-  std::printf("## Dense decode\n\n| cache | batch | context | ms | cache GB/s | %% of copy | TFLOPS |\n|---|---|---|---|---|---|---|\n");
+  std::printf("## Dense decode\n\n| cache | kernel | batch | context | ms | cache GB/s | %% of copy | TFLOPS |\n"
+              "|---|---|---|---|---|---|---|---|\n");
   const std::vector<int64_t> ctxs = quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{4096, 16384, 65536};
-  for (LatentFormat f : {LatentFormat::FP8, LatentFormat::BF16, LatentFormat::F32})
+  struct Variant {
+    LatentFormat f;
+    MlaKernel k;
+  };
+  const Variant dense[] = {{LatentFormat::FP8, MlaKernel::Auto}, {LatentFormat::BF16, MlaKernel::Auto},
+                           {LatentFormat::F32, MlaKernel::Auto}, {LatentFormat::FP8, MlaKernel::CudaCore}};
+  for (const Variant& v : dense)
     for (int64_t B : {64, 128})
       for (int64_t ctx : ctxs) {
-        const Result r = run_decode(f, B, ctx, 0, prop.multiProcessorCount);
-        std::printf("| %s | %lld | %lld | %.3f | %.0f | %.1f | %.1f |\n", fmt_name(f), (long long)B, (long long)ctx,
-                    r.ms, r.gbs, 100.0 * r.gbs / copy, r.tflops);
+        if (v.k == MlaKernel::CudaCore && (B != 64 || ctx != 4096)) continue;  // one comparison point
+        const Result r = run_decode(v.f, B, ctx, 0, prop.multiProcessorCount, v.k);
+        std::printf("| %s | %s | %lld | %lld | %.3f | %.0f | %.1f | %.1f |\n", fmt_name(v.f), kernel_name(v.f, v.k),
+                    (long long)B, (long long)ctx, r.ms, r.gbs, 100.0 * r.gbs / copy, r.tflops);
         std::fflush(stdout);
       }
-  std::printf("\n## Sparse decode (top-k 2048)\n\n| cache | batch | context | ms | TFLOPS |\n|---|---|---|---|---|\n");
-  for (LatentFormat f : {LatentFormat::FP8, LatentFormat::F32})
+  std::printf("\n## Sparse decode (top-k 2048)\n\n| cache | kernel | batch | context | ms | TFLOPS |\n"
+              "|---|---|---|---|---|---|\n");
+  for (const Variant& v : {Variant{LatentFormat::FP8, MlaKernel::Auto}, Variant{LatentFormat::BF16, MlaKernel::Auto},
+                           Variant{LatentFormat::F32, MlaKernel::Auto}})
     for (int64_t ctx : quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 65536}) {
-      const Result r = run_decode(f, 128, ctx, 2048, prop.multiProcessorCount);
-      std::printf("| %s | 128 | %lld | %.3f | %.1f |\n", fmt_name(f), (long long)ctx, r.ms, r.tflops);
+      const Result r = run_decode(v.f, 128, ctx, 2048, prop.multiProcessorCount, v.k);
+      std::printf("| %s | %s | 128 | %lld | %.3f | %.1f |\n", fmt_name(v.f), kernel_name(v.f, v.k), (long long)ctx,
+                  r.ms, r.tflops);
       std::fflush(stdout);
     }
   std::printf("\n(FLOPs count 576-wide q·k plus 512-wide p·v per head and key, as FlashMLA does.)\n");

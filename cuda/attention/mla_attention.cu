@@ -29,6 +29,7 @@ MlaDecodeParams decode_params(const MlaAttentionParams& p) {
   d.softmax_scale = p.softmax_scale;
   d.num_splits = p.num_splits;
   d.num_sms = p.num_sms;
+  d.kernel = p.kernel;
   return d;
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "../kv/kv_cache_formats.cuh"
+#include "mla_decode.cuh"
 
 namespace dsinfer::gpu::attn {
 
@@ -34,6 +35,7 @@ struct MlaAttentionParams {
   void* workspace = nullptr;         // mla_attention_workspace_bytes(*this) bytes, 16-byte aligned
   int num_sms = 132;
   int num_splits = 0;                // 0 = automatic
+  MlaKernel kernel = MlaKernel::Auto;
 };
 
 size_t mla_attention_workspace_bytes(const MlaAttentionParams& p);

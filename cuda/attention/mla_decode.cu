@@ -19,6 +19,7 @@
 #include <cmath>
 
 #include "mla_decode.cuh"
+#include "mla_decode_tc.cuh"
 
 namespace dsinfer::gpu::attn {
 
@@ -272,20 +273,29 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(const float* __restric
   }
 }
 
-int64_t chunk_for(int64_t max_list, int splits) {
+int64_t chunk_for(int64_t max_list, int splits, int tile) {
   const int64_t per = (max_list + splits - 1) / splits;
-  return (per + kTile - 1) / kTile * kTile;
+  return (per + tile - 1) / tile * tile;
 }
 
 }  // namespace
 
+MlaKernel mla_decode_kernel_for(const MlaDecodeParams& p) {
+  const bool v32 = p.cache.C == 512 && p.cache.R == 64;
+  if (p.kernel == MlaKernel::TensorCore && v32) return MlaKernel::TensorCore;
+  if (p.kernel == MlaKernel::Auto && v32 && p.cache.format != LatentFormat::F32) return MlaKernel::TensorCore;
+  return MlaKernel::CudaCore;
+}
+
 int mla_decode_num_splits(const MlaDecodeParams& p) {
   if (p.num_splits > 0) return p.num_splits < kMaxSplits ? p.num_splits : kMaxSplits;
-  // One 256-thread block per SM fits (about 115 KB of shared memory); aim for two waves, and never give a split
+  // One 256-thread block per SM fits (115-160 KB of shared memory); aim for two waves, and never give a split
   // fewer than 4 tiles (the combine pass then costs more than it saves).
-  const int64_t blocks = p.T * ((p.H + kHeads - 1) / kHeads);
+  const bool tc = mla_decode_kernel_for(p) == MlaKernel::TensorCore;
+  const int heads = tc ? kMlaTcHeads : kHeads, tile = tc ? kMlaTcTile : kTile;
+  const int64_t blocks = p.T * ((p.H + heads - 1) / heads);
   const int64_t want = (2 * int64_t(p.num_sms) + blocks - 1) / blocks;
-  const int64_t most = (p.max_list + 4 * kTile - 1) / (4 * kTile);
+  const int64_t most = (p.max_list + 4 * tile - 1) / (4 * tile);
   int64_t s = want < most ? want : most;
   if (s < 1) s = 1;
   if (s > kMaxSplits) s = kMaxSplits;
@@ -305,10 +315,19 @@ cudaError_t launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
   if (p.T > 65535 || (p.H + kHeads - 1) / kHeads > 65535) return cudaErrorInvalidValue;
   const int splits = mla_decode_num_splits(p);
   if (splits > 1 && !p.workspace) return cudaErrorInvalidValue;
-  const int64_t chunk = chunk_for(p.max_list > 0 ? p.max_list : 1, splits);
+  const bool tc = mla_decode_kernel_for(p) == MlaKernel::TensorCore;
+  const int64_t chunk = chunk_for(p.max_list > 0 ? p.max_list : 1, splits, tc ? kMlaTcTile : kTile);
+  cudaError_t err = cudaSuccess;
+  if (tc) {
+    if ((err = launch_mla_decode_tc_kernel(p, chunk, splits, stream)) != cudaSuccess) return err;
+    if (splits > 1) {
+      mla_combine_kernel<<<unsigned(p.T * p.H), 128, 0, stream>>>(p.workspace, p.T * p.H, C, splits, p.o_lat);
+      err = cudaGetLastError();
+    }
+    return err;
+  }
   const size_t smem = smem_floats(int(C + R)) * sizeof(float);
   const dim3 grid(unsigned(splits), unsigned((p.H + kHeads - 1) / kHeads), unsigned(p.T));
-  cudaError_t err = cudaSuccess;
   switch (p.cache.format) {
     case LatentFormat::F32:
       err = cudaFuncSetAttribute(mla_decode_kernel<LatentFormat::F32>,

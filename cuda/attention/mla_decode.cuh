@@ -16,6 +16,11 @@
 
 namespace dsinfer::gpu::attn {
 
+// Which attention kernel: fp32 CUDA cores (any dims, matches the CPU to fp32 rounding), or bf16 tensor cores
+// (mla_decode_tc.cuh: V3.2 dims only; queries and probabilities rounded to bf16). Auto takes the tensor cores for
+// the BF16 and FP8 caches at V3.2 dims, whose values are bf16-exact anyway, and CUDA cores otherwise.
+enum class MlaKernel : int { Auto = 0, CudaCore = 1, TensorCore = 2 };
+
 struct MlaDecodeParams {
   int64_t T = 0, H = 0;             // query tokens, heads
   const float* q_abs = nullptr;     // [T, H, C] f32: element (t,h,i) at q_abs[t*qabs_t + h*qabs_h + i]
@@ -36,7 +41,11 @@ struct MlaDecodeParams {
   int num_splits = 0;               // 0 = choose (mla_decode_num_splits)
   float* workspace = nullptr;       // mla_decode_workspace_bytes(...) bytes when num_splits > 1
   int num_sms = 132;                // used when choosing splits
+  MlaKernel kernel = MlaKernel::Auto;
 };
+
+// The kernel launch_mla_decode runs for these parameters (never Auto).
+MlaKernel mla_decode_kernel_for(const MlaDecodeParams& p);
 
 // Splits the launcher uses for these parameters (1 = no combine step).
 int mla_decode_num_splits(const MlaDecodeParams& p);
