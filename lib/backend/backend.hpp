@@ -162,8 +162,12 @@ class Backend {
   virtual void copy(Tensor2D dst, Tensor2D src) = 0;
   virtual void to_host(float* dst, Tensor2D src) = 0;          // dst: host [rows, cols] dense
   virtual void from_host(Tensor2D dst, const float* src) = 0;  // src: host [rows, cols] dense
-  // Called once per weight at load time (CPU: nothing; a GPU backend uploads here).
+  // Called once per weight at load time (a GPU backend uploads here; the CPU backend repacks linear weights).
   virtual void prepare_weight(const Weight& w) {}
+  // The same with how the model reads the weight, so a backend can skip work for weights never passed to linear()
+  // (embedding rows, weights the model dequantizes once, the router). Defaults to the one-argument form.
+  enum class WeightUse { Linear, Other };
+  virtual void prepare_weight(const Weight& w, WeightUse use) { prepare_weight(w); }
   // Dequantizes any supported weight dtype to an fp32 matrix [rows, cols] (load time only).
   virtual Matrix dequantize(const Weight& w) = 0;
 

@@ -51,22 +51,25 @@ void count_weight(const Weight& w, ModelInfo& info) {
 
 template <class F>
 void for_each_weight(const ModelWeights& mw, F&& f) {
-  f(mw.embed_tokens);
-  f(mw.norm);
-  if (mw.lm_head.data != mw.embed_tokens.data) f(mw.lm_head);
-  auto mlp = [&](const MlpWeights& m) { f(m.gate_proj); f(m.up_proj); f(m.down_proj); };
+  using Use = Backend::WeightUse;
+  const bool tied = mw.lm_head.data == mw.embed_tokens.data;
+  f(mw.embed_tokens, tied ? Use::Linear : Use::Other);  // rows looked up, unless it is the lm_head too
+  f(mw.norm, Use::Other);
+  if (!tied) f(mw.lm_head, Use::Linear);
+  auto mlp = [&](const MlpWeights& m) { f(m.gate_proj, Use::Linear); f(m.up_proj, Use::Linear); f(m.down_proj, Use::Linear); };
   for (const auto& l : mw.layers) {
-    f(l.input_layernorm);
-    f(l.post_attention_layernorm);
+    f(l.input_layernorm, Use::Other);
+    f(l.post_attention_layernorm, Use::Other);
     const auto& a = l.attn;
-    for (const Weight* w : {&a.q_a_proj, &a.q_a_layernorm, &a.q_b_proj, &a.q_proj, &a.kv_a_proj_with_mqa,
-                            &a.kv_a_layernorm, &a.kv_b_proj, &a.o_proj})
-      f(*w);
+    for (const Weight* w : {&a.q_a_proj, &a.q_b_proj, &a.q_proj, &a.kv_a_proj_with_mqa, &a.o_proj}) f(*w, Use::Linear);
+    // kv_b is dequantized once by the model (MLA absorbs it); the norms are vectors.
+    for (const Weight* w : {&a.q_a_layernorm, &a.kv_a_layernorm, &a.kv_b_proj}) f(*w, Use::Other);
     const auto& i = l.indexer;
-    for (const Weight* w : {&i.wq_b, &i.wk, &i.k_norm_weight, &i.k_norm_bias, &i.weights_proj}) f(*w);
+    for (const Weight* w : {&i.wq_b, &i.wk, &i.weights_proj}) f(*w, Use::Linear);
+    for (const Weight* w : {&i.k_norm_weight, &i.k_norm_bias}) f(*w, Use::Other);
     if (l.is_moe) {
-      f(l.moe.gate);
-      f(l.moe.e_score_correction_bias);
+      f(l.moe.gate, Use::Other);
+      f(l.moe.e_score_correction_bias, Use::Other);
       for (const auto& e : l.moe.experts) mlp(e);
       mlp(l.moe.shared);
     } else {
@@ -104,11 +107,11 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   info.bos_token_id = c.bos_token_id;
   info.eos_token_ids = c.eos_token_ids;
   int64_t n_weights = 0, done = 0;
-  for_each_weight(weights, [&](const Weight& w) { n_weights += w.present(); });
-  for_each_weight(weights, [&](const Weight& w) {
+  for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
+  for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
     if (!w.present()) return;
     count_weight(w, info);
-    impl->backend->prepare_weight(w);
+    impl->backend->prepare_weight(w, use);
     if (++done % 64 == 0) progress(0.2 + 0.7 * double(done) / double(n_weights), "preparing weights");
   });
   // Fingerprint: what the config says plus FNV-1a over up to 64 KiB of the embedding and the lm_head, enough to

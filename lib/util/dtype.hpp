@@ -35,7 +35,16 @@ float e4m3_to_f32(uint8_t v) noexcept;
 const float* e4m3_table() noexcept;
 // Round to nearest even; |x| > 448 saturates to ±448 (the reference clamps before casting). NaN -> NaN.
 uint8_t f32_to_e4m3(float x) noexcept;
-// The e4m3 value nearest to x, as a float: f32 -> e4m3 -> f32.
-inline float round_to_e4m3(float x) noexcept { return e4m3_to_f32(f32_to_e4m3(x)); }
+// The e4m3 value nearest to x, as a float: e4m3_to_f32(f32_to_e4m3(x)), computed on the float's bits (activation
+// quantization runs it on every element; tests/lib/util/test_dtype.cpp checks it against the encoder).
+inline float round_to_e4m3(float x) noexcept {
+  const uint32_t b = f32_to_bits(x), a = b & 0x7fffffffu, sign = b & 0x80000000u;
+  if (a >= 0x43e00000u) return e4m3_to_f32(f32_to_e4m3(x));  // |x| >= 448, inf, NaN: saturate, keep NaN
+  if (a >= 0x3c800000u)  // |x| >= 2^-6, a normal e4m3: keep 3 mantissa bits, round half to even
+    return bits_to_f32(sign | ((a + 0x7ffffu + ((a >> 20) & 1u)) & 0xfff00000u));
+  // Subnormal range: multiples of 2^-9; adding and removing 2^23 rounds |x|·2^9 (< 8) half to even.
+  const float m = (bits_to_f32(a) * 512.0f + 8388608.0f) - 8388608.0f;
+  return bits_to_f32(sign | f32_to_bits(m * 0.001953125f));
+}
 
 }  // namespace dsinfer

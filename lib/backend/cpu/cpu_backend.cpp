@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dsinfer/error.hpp"
+#include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
 
 #include <sys/mman.h>
@@ -196,8 +197,18 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
                                                  N, w.cols(), out.rows, out.cols));
   require(out.data != x.data, "linear output must not alias its input");
   const bool fp8_path = q.fp8_activations && w.dtype == DType::F8_E4M3;
+  if (!fp8_path && w.dtype != DType::F8_E4M3) {
+    // BF16/F16/F32 weights: fp32 GEMM over the packed panels (dense_gemm.hpp), packed now if never prepared.
+    if (auto it = packed_dense_.find(w.data); it != packed_dense_.end()) {
+      dense_gemm(x.data, x.ld, T, it->second, out.data, out.ld, pool_);
+    } else {
+      const PackedDenseWeight tmp = pack_dense_weight(w);
+      dense_gemm(x.data, x.ld, T, tmp, out.data, out.ld, pool_);
+    }
+    return;
+  }
   if (!fp8_path) {
-    // Reference numerics: the weight dequantized to fp32 (W = w8 · scale_inv for FP8), plain fp32 GEMM.
+    // Reference numerics for an FP8 weight: dequantized to fp32 (W = w8 · scale_inv), plain fp32 GEMM.
     pool_.parallel_for(N, [&](int64_t n0, int64_t n1) {
       std::vector<float> wrow(static_cast<size_t>(K));
       for (int64_t n = n0; n < n1; ++n) {
@@ -226,15 +237,22 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
   }
 }
 
-void CpuBackend::prepare_weight(const Weight& w) {
-  if (w.dtype != DType::F8_E4M3 || w.shape.size() != 2 || !w.scale_inv || w.block != kActGroup) return;
-  if (packed_.count(w.data)) return;
-  packed_.emplace(w.data, pack_fp8_weight(w));
+void CpuBackend::prepare_weight(const Weight& w) { prepare_weight(w, WeightUse::Linear); }
+
+void CpuBackend::prepare_weight(const Weight& w, WeightUse use) {
+  if (use != WeightUse::Linear || !w.present()) return;
+  if (w.dtype == DType::F8_E4M3 && w.shape.size() == 2 && w.scale_inv && w.block == kActGroup) {
+    if (!packed_.count(w.data)) packed_.emplace(w.data, pack_fp8_weight(w));
+  } else if (dense_gemm_supports(w)) {
+    if (!packed_dense_.count(w.data)) packed_dense_.emplace(w.data, pack_dense_weight(w));
+  } else {
+    return;
+  }
   // The kernels read only the packed copy from now on: hand the checkpoint's pages back so resident memory holds
   // the weight once. MADV_PAGEOUT keeps the contents (a page read again is faulted back in from the file, or was
   // never dropped if it is anonymous memory), unlike MADV_DONTNEED on private memory.
   const uintptr_t page = 4096, begin = (uintptr_t(w.data) + page - 1) / page * page,
-                  end = (uintptr_t(w.data) + uintptr_t(w.numel())) / page * page;
+                  end = (uintptr_t(w.data) + uintptr_t(w.numel()) * dtype_size(w.dtype)) / page * page;
   if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
 }
 

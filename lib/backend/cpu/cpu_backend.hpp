@@ -3,6 +3,7 @@
 #pragma once
 #include "backend/backend.hpp"
 #include "util/thread_pool.hpp"
+#include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
 
 #include <unordered_map>
@@ -21,7 +22,8 @@ class CpuBackend final : public Backend {
   void from_host(Tensor2D dst, const float* src) override;
   Matrix dequantize(const Weight& w) override;
   // FP8 weights are repacked for the SIMD kernels (backend/cpu/fp8_gemm.hpp); others are used in place.
-  void prepare_weight(const Weight& w) override;
+  void prepare_weight(const Weight& w) override;  // as WeightUse::Linear
+  void prepare_weight(const Weight& w, WeightUse use) override;
 
   void embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) override;
   void add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) override;
@@ -46,6 +48,7 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   // Filled at load time only (prepare_weight), read concurrently afterwards.
   std::unordered_map<const uint8_t*, PackedFp8Weight> packed_;
+  std::unordered_map<const uint8_t*, PackedDenseWeight> packed_dense_;
 };
 
 // Shared scalar definitions used by the CPU ops and their tests.

@@ -51,3 +51,27 @@ TEST_CASE("thread pool covers the range exactly once and forwards exceptions", "
   pool.parallel_for(10, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; ++i) hits[i]++; });
   CHECK(hits[9] == 2);
 }
+
+TEST_CASE("round_to_e4m3 equals encode-then-decode for every float pattern tried", "[dtype][e4m3]") {
+  // Every 61st bit pattern of each sign up to and past 448, plus each e4m3 value's neighbourhood (ties included).
+  int64_t mismatches = 0;
+  auto check = [&](uint32_t bits) {
+    const float x = bits_to_f32(bits);
+    const float want = e4m3_to_f32(f32_to_e4m3(x)), got = round_to_e4m3(x);
+    mismatches += f32_to_bits(want) != f32_to_bits(got) && !(std::isnan(want) && std::isnan(got));
+  };
+  for (uint32_t a = 0; a <= 0x44000000u; a += 61) {
+    check(a);
+    check(a | 0x80000000u);
+  }
+  for (int c = 0; c < 256; ++c) {
+    const uint32_t v = f32_to_bits(e4m3_to_f32(uint8_t(c)));
+    for (uint32_t d = 0; d < 4096; ++d) {
+      check(v + d);
+      check(v - d);
+    }
+  }
+  check(0x7f800000u);
+  check(0x7fc00000u);
+  REQUIRE(mismatches == 0);
+}

@@ -1,5 +1,5 @@
-// The SIMD FP8 GEMM kernels (lib/backend/cpu/fp8_gemm.cpp) against the scalar definition of the sum order
-// (fp8_gemm_reference): bitwise equal over shapes that exercise every kernel path (decode tiles of 1/2 rows and
+// The SIMD GEMM kernels (lib/backend/cpu/fp8_gemm.cpp, dense_gemm.cpp) against the scalar definitions of their sum
+// orders (fp8_gemm_reference, dense_gemm_reference). FP8: bitwise equal over shapes that exercise every kernel path (decode tiles of 1/2 rows and
 // 1/2/4 panels, the converted-panel prefill tiles of 1..6 rows), partial K blocks, partial panels, partial
 // 128-row scale blocks, every e4m3 byte but NaN (subnormals included) and thread splits.
 #include <catch2/catch.hpp>
@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.hpp"
+#include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
+#include "util/dtype.hpp"
 #include "dsinfer/error.hpp"
 #include "util/thread_pool.hpp"
 
@@ -104,4 +106,44 @@ TEST_CASE("a prepared (repacked) FP8 weight and an unprepared one give the same 
   REQUIRE(std::memcmp(a.view.data, b.view.data, 3 * 96 * sizeof(float)) == 0);
   // The checkpoint bytes are still readable after prepare (the pages were handed back, not discarded).
   REQUIRE(c.w8[size_t(95 * 384 + 383)] == c.w.data[95 * 384 + 383]);
+}
+
+TEST_CASE("dense GEMM kernels (BF16, F16, F32 weights) equal the scalar FMA chain bit for bit", "[cpu][kernels]") {
+  std::mt19937 gen(9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+    for (int threads : {1, 3}) {
+      ThreadPool pool(threads);
+      for (int64_t N : {16, 45, 160}) {
+        for (int64_t K : {64, 130, 700}) {
+          const size_t es = dt == DType::F32 ? 4 : 2;
+          std::vector<uint8_t> data(size_t(N * K) * es);
+          for (int64_t i = 0; i < N * K; ++i) {
+            const float v = nd(gen) * 0.05f;
+            if (dt == DType::F32) std::memcpy(&data[size_t(i) * 4], &v, 4);
+            else {
+              // Random half/bfloat16 bit patterns that are finite numbers.
+              uint16_t h = dt == DType::BF16 ? f32_to_bf16(v) : uint16_t(gen() & 0x7bff);
+              if (dt == DType::F16 && (gen() & 1)) h |= 0x8000;
+              std::memcpy(&data[size_t(i) * 2], &h, 2);
+            }
+          }
+          Weight w{"lm_head.weight", dt, {N, K}, data.data(), nullptr};
+          const PackedDenseWeight packed = pack_dense_weight(w);
+          for (int64_t T : {1, 2, 3, 7, 8, 11, 70}) {
+            const int64_t ldx = K + 3, ldy = N + 2;
+            std::vector<float> x(size_t(T * ldx));
+            for (auto& v : x) v = nd(gen);
+            std::vector<float> ref(size_t(T * ldy), -7.0f), best(ref), scalar(ref);
+            dense_gemm_reference(x.data(), ldx, T, w, ref.data(), ldy);
+            dense_gemm(x.data(), ldx, T, packed, best.data(), ldy, pool);
+            dense_gemm(x.data(), ldx, T, packed, scalar.data(), ldy, pool, DenseKernel::Scalar);
+            INFO("dtype " << dtype_name(dt) << " threads " << threads << " N " << N << " K " << K << " T " << T);
+            REQUIRE(same_bits(best, ref));
+            REQUIRE(same_bits(scalar, ref));
+          }
+        }
+      }
+    }
+  }
 }
