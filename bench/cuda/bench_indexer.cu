@@ -72,7 +72,7 @@ struct Result {
 };
 
 // n_seqs sequences of ctx keys; q_per_seq queries each at positions ctx - q_per_seq .. ctx - 1.
-Result run(IndexKeyFormat fmt, int64_t n_seqs, int64_t ctx, int64_t q_per_seq) {
+Result run(IndexKeyFormat fmt, IndexerKernel kernel, int64_t n_seqs, int64_t ctx, int64_t q_per_seq) {
   const int64_t bt = 64, blocks_per = (ctx + bt - 1) / bt, rows = n_seqs * blocks_per * bt, T = n_seqs * q_per_seq;
   std::vector<int32_t> table(static_cast<size_t>(n_seqs * blocks_per)), pos, qseq, len(static_cast<size_t>(n_seqs), int32_t(ctx));
   std::iota(table.begin(), table.end(), 0);
@@ -132,6 +132,7 @@ Result run(IndexKeyFormat fmt, int64_t n_seqs, int64_t ctx, int64_t q_per_seq) {
   sp.blocks = BlockTable{dtable, blocks_per, bt};
   sp.query_seq = dqseq, sp.seq_len = dlen, sp.n_keys = ctx, sp.positions = dpos, sp.max_keys = ctx;
   sp.scores = scores, sp.scores_t = ctx;
+  sp.kernel = kernel;
   TopkParams tp;
   tp.T = T, tp.scores = scores, tp.scores_t = ctx, tp.query_seq = dqseq, tp.seq_len = dlen, tp.n_keys = ctx,
   tp.positions = dpos, tp.k = kTopk, tp.out = dout, tp.out_t = kTopk;
@@ -161,7 +162,8 @@ int main(int argc, char** argv) {
   cudaRuntimeGetVersion(&runtime);
   std::printf("# DSA lightning indexer (64 heads x 128, top-k 2048) on %s, %d SMs, driver %d, runtime %d\n\n",
               prop.name, prop.multiProcessorCount, driver, runtime);
-  std::printf("| key cache | case | queries | context | scores ms | scores TFLOPS | top-k ms |\n|---|---|---|---|---|---|---|\n");
+  std::printf("| key cache | kernel | case | queries | context | scores ms | scores TFLOPS | top-k ms |\n"
+              "|---|---|---|---|---|---|---|---|\n");
   struct Shape {
     const char* what;
     int64_t n_seqs, ctx, q_per_seq;
@@ -170,12 +172,18 @@ int main(int argc, char** argv) {
                                {"decode", 128, 65536, 1}, {"prefill chunk", 1, 8192, 1024},
                                {"prefill from 0", 1, 4096, 4096}};
   if (quick) shapes = {{"decode", 128, 8192, 1}, {"prefill chunk", 1, 8192, 1024}};
-  for (IndexKeyFormat f : {IndexKeyFormat::FP8, IndexKeyFormat::F32})
+  struct Variant {
+    IndexKeyFormat f;
+    IndexerKernel k;
+  };
+  for (const Variant& v : {Variant{IndexKeyFormat::FP8, IndexerKernel::Fp8Mma},
+                           Variant{IndexKeyFormat::FP8, IndexerKernel::CudaCore},
+                           Variant{IndexKeyFormat::F32, IndexerKernel::CudaCore}})
     for (const Shape& s : shapes) {
-      const Result r = run(f, s.n_seqs, s.ctx, s.q_per_seq);
-      std::printf("| %s | %s | %lld | %lld | %.3f | %.1f | %.3f |\n", f == IndexKeyFormat::FP8 ? "fp8 132 B" : "f32",
-                  s.what, (long long)(s.n_seqs * s.q_per_seq), (long long)s.ctx, r.score_ms, r.score_tflops,
-                  r.topk_ms);
+      const Result r = run(v.f, v.k, s.n_seqs, s.ctx, s.q_per_seq);
+      std::printf("| %s | %s | %s | %lld | %lld | %.3f | %.1f | %.3f |\n", v.f == IndexKeyFormat::FP8 ? "fp8 132 B" : "f32",
+                  v.k == IndexerKernel::Fp8Mma ? "e4m3 mma" : "fp32 CUDA cores", s.what,
+                  (long long)(s.n_seqs * s.q_per_seq), (long long)s.ctx, r.score_ms, r.score_tflops, r.topk_ms);
       std::fflush(stdout);
     }
   std::printf("\n(FLOPs: 2·64·128 per visible (query, key) pair; the weighting and ReLU are not counted.)\n");

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "indexer_scores.cuh"
+#include "indexer_scores_fp8.cuh"
 
 namespace dsinfer::gpu::attn {
 
@@ -110,8 +111,16 @@ __global__ void __launch_bounds__(kThreads) indexer_scores_kernel(IndexerScoresP
 
 }  // namespace
 
+IndexerKernel indexer_scores_kernel_for(const IndexerScoresParams& p) {
+  const bool mma_ok = p.D % 32 == 0 && p.D <= 128 && p.H <= kMaxHeads;
+  if (p.kernel == IndexerKernel::Fp8Mma && mma_ok) return IndexerKernel::Fp8Mma;
+  if (p.kernel == IndexerKernel::Auto && mma_ok && p.keys.format == IndexKeyFormat::FP8) return IndexerKernel::Fp8Mma;
+  return IndexerKernel::CudaCore;
+}
+
 cudaError_t launch_indexer_scores(const IndexerScoresParams& p, cudaStream_t stream) {
   if (p.T <= 0 || p.max_keys <= 0) return cudaSuccess;
+  if (indexer_scores_kernel_for(p) == IndexerKernel::Fp8Mma) return launch_indexer_scores_fp8_mma(p, stream);
   if (p.H <= 0 || p.H > kMaxHeads || p.D <= 0 || p.D > kMaxDim || p.D % 4 || p.keys.D != p.D)
     return cudaErrorInvalidValue;
   if (p.keys.format == IndexKeyFormat::FP8 && p.keys.block_tokens <= 0) return cudaErrorInvalidValue;

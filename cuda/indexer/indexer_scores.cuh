@@ -13,6 +13,11 @@
 
 namespace dsinfer::gpu::attn {
 
+// Which kernel: fp32 CUDA cores (any e4m3-or-not values, fp32 sums in a fixed order), or e4m3 tensor cores
+// (indexer_scores_fp8.cuh: q and keys must hold e4m3 values; head dim a multiple of 32). Auto takes the tensor
+// cores for the FP8 key cache, whose values are e4m3 by construction, and CUDA cores for the F32 cache.
+enum class IndexerKernel : int { Auto = 0, CudaCore = 1, Fp8Mma = 2 };
+
 struct IndexerScoresParams {
   int64_t T = 0, H = 0, D = 0;         // queries, heads (<= 64), head dim (<= 128, multiple of 4)
   const float* q = nullptr;            // [T, H*D] f32 (row stride q_t): post-RoPE (fp8 mode: e4m3 values, unscaled)
@@ -31,7 +36,11 @@ struct IndexerScoresParams {
   int64_t max_keys = 0;                // columns written per row (>= every visible(t))
   float* scores = nullptr;             // [T, scores_t] f32 out
   int64_t scores_t = 0;
+  IndexerKernel kernel = IndexerKernel::Auto;
 };
+
+// The kernel launch_indexer_scores runs for these parameters (never Auto).
+IndexerKernel indexer_scores_kernel_for(const IndexerScoresParams& p);
 cudaError_t launch_indexer_scores(const IndexerScoresParams& p, cudaStream_t stream);
 
 }  // namespace dsinfer::gpu::attn

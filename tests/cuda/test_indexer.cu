@@ -11,7 +11,9 @@
 // adversarial score rows (all equal, ±0, negatives, k = visible ± 1, 64K candidates) must equal a host model of
 // the CPU's rule exactly. Paged block tables (shuffled blocks), several sequences per launch (query_seq/seq_len),
 // and the 132-byte FP8 key cache (which must give bit-identical scores to the F32 cache holding the same
-// values) are covered. Exits 77 without a CUDA device.
+// values) are covered. The e4m3 tensor-core kernel (indexer_scores_fp8.cu) runs the same cases: exact on integer
+// inputs, within 1e-3 of the score scale on floats (its accumulation may keep fewer bits than fp32).
+// Exits 77 without a CUDA device.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -166,107 +168,123 @@ void run_case(const Case& c) {
     t0 += n;
   }
 
-  // GPU.
+  // GPU: the scores kernel over one cache format with one kernel, then the top-k kernel on its scores.
   std::vector<int32_t> seq_len;
   for (const auto& s : c.seqs) seq_len.push_back(int32_t(s.n_keys));
   DevBuf<float> dq(q), dw(w), dqs(qs), dk(k), dks(ks);
   DevBuf<int32_t> dpos(pos), dqseq(qseq), dlen(seq_len), dtable(table);
-  DevBuf<float> dscores(static_cast<size_t>(T * max_keys));
-  DevBuf<int32_t> dout(static_cast<size_t>(T * c.topk));
-  IndexerScoresParams sp;
-  sp.T = T, sp.H = H, sp.D = D, sp.q = dq.p, sp.q_t = H * D, sp.w = dw.p, sp.w_t = H, sp.q_scale = dqs.p, sp.qs_t = H;
-  sp.head_scale = head_scale;
-  sp.keys.format = IndexKeyFormat::F32, sp.keys.D = D, sp.keys.k = dk.p, sp.keys.ld_k = D, sp.keys.scale = dks.p,
-  sp.keys.ld_scale = 1;
-  sp.blocks = BlockTable{paged ? dtable.p : nullptr, max_blocks, bt};
-  sp.query_seq = dqseq.p, sp.seq_len = dlen.p, sp.n_keys = max_keys, sp.positions = dpos.p;
-  sp.max_keys = max_keys, sp.scores = dscores.p, sp.scores_t = max_keys;
-  CUDA_OK(launch_indexer_scores(sp, nullptr));
-  TopkParams tp;
-  tp.T = T, tp.scores = dscores.p, tp.scores_t = max_keys, tp.query_seq = dqseq.p, tp.seq_len = dlen.p,
-  tp.n_keys = max_keys, tp.positions = dpos.p, tp.k = c.topk, tp.out = dout.p, tp.out_t = c.topk;
-  CUDA_OK(launch_indexer_topk(tp, nullptr));
-  CUDA_OK(cudaDeviceSynchronize());
-  const std::vector<float> got_scores = dscores.host();
-  const std::vector<int32_t> got = dout.host();
-
-  // Scores.
-  int64_t bad_scores = 0;
-  double worst = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t S = c.seqs[size_t(qseq[size_t(t)])].n_keys;
-    for (int64_t s = 0; s < max_keys; ++s) {
-      const float g = got_scores[size_t(t * max_keys + s)];
-      const float r = s < S ? want_scores[size_t(t * max_keys + s)] : -INFINITY;
-      if (c.integer || std::isinf(r)) {
-        if (std::memcmp(&g, &r, 4) != 0) ++bad_scores;
-      } else {
-        // Bound on the fp32 reordering error: 1e-5 of the score scale of this row (its largest magnitude).
-        const double d = std::fabs(double(g) - double(r));
-        worst = std::max(worst, d);
-        if (!(d <= 1e-5 * (std::fabs(r) + 1.0))) ++bad_scores;
-      }
-    }
+  // The 132-byte FP8 cache holding the same (e4m3-representable) keys and scales, in DeepGEMM's paged layout.
+  const int64_t fbt = paged ? bt : 64, frows = (rows + fbt - 1) / fbt * fbt;
+  std::vector<uint8_t> packed(static_cast<size_t>(frows * (D + 4)), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* pg = packed.data() + (r / fbt) * fbt * (D + 4);
+    for (int64_t d = 0; d < D; ++d) pg[(r % fbt) * D + d] = f32_to_e4m3(k[size_t(r * D + d)]);
+    std::memcpy(pg + fbt * D + (r % fbt) * 4, &ks[size_t(r)], 4);
   }
-  CHECK(bad_scores == 0, "%s: %lld scores off (worst |d| %.3g)", c.name, (long long)bad_scores, worst);
-
-  // Index sets.
-  int64_t bad_rows = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t* g = got.data() + t * c.topk;
-    const int32_t* r = want.data() + t * c.topk;
-    if (c.integer) {
-      if (!std::equal(g, g + c.topk, r)) ++bad_rows;
-      continue;
-    }
-    // Well-formed: ascending, unique, in range, −1 only as a suffix, same count.
-    bool ok = true;
-    int64_t ng = 0, nr = 0;
-    const int64_t S = c.seqs[size_t(qseq[size_t(t)])].n_keys, vis = std::min<int64_t>(pos[size_t(t)] + 1, S);
-    for (int64_t i = 0; i < c.topk; ++i) {
-      if (g[i] >= 0) {
-        ok &= ng == i && g[i] < vis && (i == 0 || g[i] > g[i - 1]);
-        ++ng;
-      }
-      if (r[i] >= 0) ++nr;
-    }
-    ok &= ng == nr;
-    // Differences only between tie-equivalent positions (scores within tolerance of the CPU's k-th score).
-    if (ok && nr > 0) {
-      const float* rs = want_scores.data() + t * max_keys;
-      float kth = INFINITY;
-      for (int64_t i = 0; i < nr; ++i) kth = std::min(kth, rs[r[i]]);
-      std::vector<int32_t> diff;
-      std::set_symmetric_difference(g, g + ng, r, r + nr, std::back_inserter(diff));
-      for (int32_t s : diff) ok &= std::fabs(double(rs[s]) - double(kth)) <= 2e-5 * (std::fabs(kth) + 1.0);
-    }
-    if (!ok) ++bad_rows;
-  }
-  CHECK(bad_rows == 0, "%s: %lld of %lld index rows differ", c.name, (long long)bad_rows, (long long)T);
-
-  // The 132-byte FP8 cache with the same (e4m3-representable) keys: identical scores. Its scales must be what the
-  // FP8 writer would store, so build the FP8 cache on the host from k and ks directly.
-  if (c.fp8_cache) {
-    const int64_t fbt = paged ? bt : 64, frows = (rows + fbt - 1) / fbt * fbt;
-    std::vector<uint8_t> packed(static_cast<size_t>(frows * (D + 4)), 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      uint8_t* pg = packed.data() + (r / fbt) * fbt * (D + 4);
-      for (int64_t d = 0; d < D; ++d) pg[(r % fbt) * D + d] = f32_to_e4m3(k[size_t(r * D + d)]);
-      std::memcpy(pg + fbt * D + (r % fbt) * 4, &ks[size_t(r)], 4);
-    }
-    DevBuf<uint8_t> dpacked(packed);
-    DevBuf<float> dscores8(static_cast<size_t>(T * max_keys));
-    IndexerScoresParams sp8 = sp;
-    sp8.keys = IndexKeyCacheView{};
-    sp8.keys.format = IndexKeyFormat::FP8, sp8.keys.D = D, sp8.keys.packed = dpacked.p, sp8.keys.block_tokens = fbt;
-    sp8.scores = dscores8.p;
-    CUDA_OK(launch_indexer_scores(sp8, nullptr));
+  DevBuf<uint8_t> dpacked(packed);
+  auto run_gpu = [&](IndexKeyFormat fmt, IndexerKernel kernel, std::vector<float>& scores_out,
+                     std::vector<int32_t>& idx_out) {
+    DevBuf<float> dscores(static_cast<size_t>(T * max_keys));
+    DevBuf<int32_t> dout(static_cast<size_t>(T * c.topk));
+    IndexerScoresParams sp;
+    sp.T = T, sp.H = H, sp.D = D, sp.q = dq.p, sp.q_t = H * D, sp.w = dw.p, sp.w_t = H, sp.q_scale = dqs.p,
+    sp.qs_t = H;
+    sp.head_scale = head_scale;
+    sp.keys.format = fmt, sp.keys.D = D, sp.keys.k = dk.p, sp.keys.ld_k = D, sp.keys.scale = dks.p,
+    sp.keys.ld_scale = 1, sp.keys.packed = dpacked.p, sp.keys.block_tokens = fbt;
+    sp.blocks = BlockTable{paged ? dtable.p : nullptr, max_blocks, bt};
+    sp.query_seq = dqseq.p, sp.seq_len = dlen.p, sp.n_keys = max_keys, sp.positions = dpos.p;
+    sp.max_keys = max_keys, sp.scores = dscores.p, sp.scores_t = max_keys;
+    sp.kernel = kernel;
+    CUDA_OK(launch_indexer_scores(sp, nullptr));
+    TopkParams tp;
+    tp.T = T, tp.scores = dscores.p, tp.scores_t = max_keys, tp.query_seq = dqseq.p, tp.seq_len = dlen.p,
+    tp.n_keys = max_keys, tp.positions = dpos.p, tp.k = c.topk, tp.out = dout.p, tp.out_t = c.topk;
+    CUDA_OK(launch_indexer_topk(tp, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
-    const std::vector<float> s8 = dscores8.host();
-    CHECK(std::memcmp(s8.data(), got_scores.data(), s8.size() * 4) == 0, "%s: FP8-cache scores differ from F32",
-          c.name);
+    scores_out = dscores.host();
+    idx_out = dout.host();
+  };
+
+  // Compares one GPU result with the CPU: `tol` is the relative score tolerance of float inputs (integer inputs:
+  // bit-exact scores and identical index lists).
+  auto compare = [&](const char* what, const std::vector<float>& got_scores, const std::vector<int32_t>& got,
+                     double tol) {
+    int64_t bad_scores = 0;
+    double worst = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t S = c.seqs[size_t(qseq[size_t(t)])].n_keys;
+      for (int64_t s = 0; s < max_keys; ++s) {
+        const float g = got_scores[size_t(t * max_keys + s)];
+        const float r = s < S ? want_scores[size_t(t * max_keys + s)] : -INFINITY;
+        if (c.integer || std::isinf(r)) {
+          if (std::memcmp(&g, &r, 4) != 0) ++bad_scores;
+        } else {
+          const double d = std::fabs(double(g) - double(r));
+          worst = std::max(worst, d);
+          if (!(d <= tol * (std::fabs(r) + 1.0))) ++bad_scores;
+        }
+      }
+    }
+    CHECK(bad_scores == 0, "%s, %s: %lld scores off (worst |d| %.3g)", c.name, what, (long long)bad_scores, worst);
+    int64_t bad_rows = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t* g = got.data() + t * c.topk;
+      const int32_t* r = want.data() + t * c.topk;
+      if (c.integer) {
+        if (!std::equal(g, g + c.topk, r)) ++bad_rows;
+        continue;
+      }
+      // Well-formed: ascending, unique, in range, −1 only as a suffix, same count.
+      bool ok = true;
+      int64_t ng = 0, nr = 0;
+      const int64_t S = c.seqs[size_t(qseq[size_t(t)])].n_keys, vis = std::min<int64_t>(pos[size_t(t)] + 1, S);
+      for (int64_t i = 0; i < c.topk; ++i) {
+        if (g[i] >= 0) {
+          ok &= ng == i && g[i] < vis && (i == 0 || g[i] > g[i - 1]);
+          ++ng;
+        }
+        if (r[i] >= 0) ++nr;
+      }
+      ok &= ng == nr;
+      // Differences only between tie-equivalent positions (CPU scores within twice the score tolerance of the
+      // CPU's k-th score).
+      if (ok && nr > 0) {
+        const float* rs = want_scores.data() + t * max_keys;
+        float kth = INFINITY;
+        for (int64_t i = 0; i < nr; ++i) kth = std::min(kth, rs[r[i]]);
+        std::vector<int32_t> diff;
+        std::set_symmetric_difference(g, g + ng, r, r + nr, std::back_inserter(diff));
+        for (int32_t s : diff) ok &= std::fabs(double(rs[s]) - double(kth)) <= 2 * tol * (std::fabs(kth) + 1.0);
+      }
+      if (!ok) ++bad_rows;
+    }
+    CHECK(bad_rows == 0, "%s, %s: %lld of %lld index rows differ", c.name, what, (long long)bad_rows, (long long)T);
+    std::printf("%-44s %-22s T=%-5lld keys<=%-6lld worst|d| %.2e\n", c.name, what, (long long)T,
+                (long long)max_keys, worst);
+  };
+
+  // fp32 CUDA cores over the F32 cache: fp32 reordering only (1e-5, see the top).
+  std::vector<float> s32, s8, s8mma, s32mma;
+  std::vector<int32_t> i32, i8, i8mma, i32mma;
+  run_gpu(IndexKeyFormat::F32, IndexerKernel::CudaCore, s32, i32);
+  compare("f32 cache, fp32 cores", s32, i32, 1e-5);
+  if (c.fp8_cache) {
+    // The FP8 cache decodes to the same values: the CUDA-core kernel must give bit-identical scores.
+    run_gpu(IndexKeyFormat::FP8, IndexerKernel::CudaCore, s8, i8);
+    CHECK(std::memcmp(s8.data(), s32.data(), s8.size() * 4) == 0 && i8 == i32,
+          "%s: FP8-cache scores differ from the F32 cache", c.name);
+    // e4m3 tensor cores: products exact, accumulation possibly with fewer bits than fp32 (Hopper FP8 MMA keeps
+    // ~14): 1e-3 relative to the score scale bounds that for 4 k-steps of 32 (integer inputs stay exact: every
+    // partial sum is a small integer).
+    if (D % 32 == 0) {
+      run_gpu(IndexKeyFormat::FP8, IndexerKernel::Fp8Mma, s8mma, i8mma);
+      compare("fp8 cache, e4m3 MMA", s8mma, i8mma, 1e-3);
+      run_gpu(IndexKeyFormat::F32, IndexerKernel::Fp8Mma, s32mma, i32mma);
+      CHECK(std::memcmp(s8mma.data(), s32mma.data(), s8mma.size() * 4) == 0,
+            "%s: e4m3 MMA over the F32 cache differs from the FP8 cache", c.name);
+    }
   }
-  std::printf("%-44s T=%-5lld keys<=%-6lld ok\n", c.name, (long long)T, (long long)max_keys);
 }
 
 void test_topk_only() {
