@@ -17,8 +17,20 @@ Matrix Backend::matrix(int64_t rows, int64_t cols) {
 
 std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOptions& opts) {
   if (name == "cpu") return std::make_unique<CpuBackend>(opts);
+#ifdef DSINFER_HAVE_CUDA
+  // "cuda" (device from DSINFER_CUDA_DEVICE, else 0) or "cuda:N"; defined in cuda/cuda_backend_factory.cpp so
+  // this file needs no CUDA header.
+  std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts, int device);
+  if (name == "cuda") return make_cuda_backend(opts, -1);
+  if (name.starts_with("cuda:") && name.size() > 5 &&
+      name.find_first_not_of("0123456789", 5) == std::string_view::npos)
+    return make_cuda_backend(opts, std::stoi(std::string(name.substr(5))));
+  throw Error(ErrorCode::InvalidArgument,
+              fmt::format("unknown backend \"{}\" (this build has: cpu, cuda, cuda:N)", name));
+#else
   throw Error(ErrorCode::InvalidArgument,
               fmt::format("unknown backend \"{}\" (this build has: cpu)", name));
+#endif
 }
 
 }  // namespace dsinfer

@@ -1,0 +1,596 @@
+// The CUDA backend (see cuda_backend.hpp): memory, weights, and the host side of every op except attention and
+// the indexer (cuda/attention/cuda_backend_attention.cu). Kernels live in cuda/kernels/, one family per file.
+#include "cuda_backend.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "common/check.cuh"
+#include "dsinfer/error.hpp"
+#include "kernels/fp8_quant.cuh"
+#include "kernels/moe_permute.cuh"
+#include "kernels/moe_router.cuh"
+#include "kernels/skinny_gemm.cuh"
+
+namespace dsinfer {
+
+namespace {
+
+using gpu::WeightKind;
+
+// Scratch slots of this file (see CudaBackend::scratch).
+enum Slot : int {
+  kSlotXq, kSlotXs, kSlotXb, kSlotOut, kSlotSplitK, kSlotIds, kSlotIds2, kSlotFreq,
+  kSlotLogits, kSlotBias, kSlotRouteIds, kSlotRouteW,
+  kSlotMoeIds, kSlotMoeW, kSlotGroupWs, kSlotRowSrc, kSlotRowSeg, kSlotSlotRow,
+  kSlotMoeX, kSlotMoeXs, kSlotMoeG, kSlotMoeU, kSlotMoeH, kSlotMoeHs, kSlotMoeY,
+};
+
+constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
+
+[[noreturn]] void fail(ErrorCode code, const std::string& what) {
+  throw Error(code, "cuda backend: " + what);
+}
+
+void require(bool ok, const char* what) {
+  if (!ok) fail(ErrorCode::Internal, what);
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+WeightKind kind_of(DType t, const std::string& name) {
+  switch (t) {
+    case DType::F32: return WeightKind::F32;
+    case DType::BF16: return WeightKind::BF16;
+    case DType::F16: return WeightKind::F16;
+    case DType::F8_E4M3: return WeightKind::FP8;
+    default:
+      fail(ErrorCode::Unsupported, "weight " + name + " has dtype " + std::string(dtype_name(t)) +
+                                       ", which the CUDA backend does not take");
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// A device Tensor2D's 2-D copy geometry in bytes.
+size_t pitch(const Tensor2D& t) { return size_t(t.ld) * sizeof(float); }
+
+int device_from_env() {
+  const char* e = std::getenv("DSINFER_CUDA_DEVICE");
+  return e && *e ? std::atoi(e) : 0;
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(const BackendOptions&, int device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0)
+    fail(ErrorCode::Device, std::string("no CUDA device is available (") +
+                                (e == cudaSuccess ? "device count 0" : cudaGetErrorString(e)) + ")");
+  device_ = device >= 0 ? device : device_from_env();
+  if (device_ >= count)
+    fail(ErrorCode::InvalidArgument,
+         "CUDA device " + std::to_string(device_) + " requested, this machine has " + std::to_string(count));
+  DSINFER_CUDA_CHECK(cudaSetDevice(device_));
+  DSINFER_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
+  // A blocking stream: Buffers are released on the legacy default stream (their release function cannot carry
+  // the backend), which then orders after everything enqueued here.
+  DSINFER_CUDA_CHECK(cudaStreamCreate(&stream_));
+  cudaMemPool_t pool = nullptr;
+  DSINFER_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
+  uint64_t keep = UINT64_MAX;  // keep freed blocks cached in the pool instead of returning them at each sync
+  DSINFER_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  if (const char* m = std::getenv("DSINFER_CUDA_SMALL_M"); m && *m) small_m_max_ = std::atoll(m);
+  lt_ = std::make_unique<gpu::LtGemm>();
+  DSINFER_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
+  lt_->set_workspace(lt_workspace_, kLtWorkspaceBytes);
+}
+
+CudaBackend::~CudaBackend() {
+  // Errors cannot leave a destructor; a failing device at this point has already been reported by an op.
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& s : scratch_)
+    if (s.ptr) cudaFreeAsync(s.ptr, stream_);
+  for (auto& s : staging_) {
+    if (s.done) cudaEventDestroy(s.done);
+    if (s.host) cudaFreeHost(s.host);
+  }
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& [k, w] : weights_) {
+    if (w.data) cudaFree(w.data);
+    if (w.scale) cudaFree(w.scale);
+  }
+  lt_.reset();
+  if (lt_workspace_) cudaFree(lt_workspace_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::synchronize() { DSINFER_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+// --- memory ---
+
+Buffer CudaBackend::allocate(size_t bytes, bool zero) {
+  DSINFER_CUDA_CHECK(cudaSetDevice(device_));
+  void* p = nullptr;
+  const size_t n = std::max<size_t>(bytes, 1);
+  DSINFER_CUDA_CHECK(cudaMallocAsync(&p, n, stream_));
+  if (zero) DSINFER_CUDA_CHECK(cudaMemsetAsync(p, 0, n, stream_));
+  return Buffer(p, bytes, [](void* q) { cudaFreeAsync(q, cudaStreamLegacy); });
+}
+
+void* CudaBackend::scratch(int slot, size_t bytes) {
+  require(slot >= 0 && slot < kScratchSlots, "scratch slot out of range");
+  Scratch& s = scratch_[size_t(slot)];
+  if (s.bytes < bytes || !s.ptr) {
+    if (s.ptr) DSINFER_CUDA_CHECK(cudaFreeAsync(s.ptr, stream_));
+    s.ptr = nullptr;
+    const size_t n = std::max<size_t>(256, bytes + bytes / 4);  // grow with headroom
+    DSINFER_CUDA_CHECK(cudaMallocAsync(&s.ptr, n, stream_));
+    s.bytes = n;
+  }
+  return s.ptr;
+}
+
+void* CudaBackend::upload(int slot, const void* host, size_t bytes) {
+  void* dst = scratch(slot, bytes);
+  if (bytes == 0) return dst;
+  Staging& st = staging_[size_t(slot)];
+  if (!st.done) DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming));
+  else DSINFER_CUDA_CHECK(cudaEventSynchronize(st.done));  // the previous copy out of this staging buffer
+  if (st.bytes < bytes) {
+    if (st.host) DSINFER_CUDA_CHECK(cudaFreeHost(st.host));
+    st.host = nullptr;
+    const size_t n = std::max<size_t>(4096, bytes * 2);
+    DSINFER_CUDA_CHECK(cudaMallocHost(&st.host, n));
+    st.bytes = n;
+  }
+  std::memcpy(st.host, host, bytes);
+  DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, st.host, bytes, cudaMemcpyHostToDevice, stream_));
+  DSINFER_CUDA_CHECK(cudaEventRecord(st.done, stream_));
+  return dst;
+}
+
+void CudaBackend::fill_zero(Tensor2D x) {
+  if (x.rows == 0 || x.cols == 0) return;
+  DSINFER_CUDA_CHECK(cudaMemset2DAsync(x.data, pitch(x), 0, size_t(x.cols) * 4, size_t(x.rows), stream_));
+}
+
+void CudaBackend::copy(Tensor2D dst, Tensor2D src) {
+  require(dst.rows == src.rows && dst.cols == src.cols, "copy shape mismatch");
+  if (src.rows == 0 || src.cols == 0 || dst.data == src.data) return;
+  DSINFER_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, pitch(dst), src.data, pitch(src), size_t(src.cols) * 4,
+                                       size_t(src.rows), cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaBackend::to_host(float* dst, Tensor2D src) {
+  if (src.rows == 0 || src.cols == 0) return;
+  DSINFER_CUDA_CHECK(cudaMemcpy2DAsync(dst, size_t(src.cols) * 4, src.data, pitch(src), size_t(src.cols) * 4,
+                                       size_t(src.rows), cudaMemcpyDeviceToHost, stream_));
+  synchronize();
+}
+
+void CudaBackend::from_host(Tensor2D dst, const float* src) {
+  if (dst.rows == 0 || dst.cols == 0) return;
+  DSINFER_CUDA_CHECK(cudaMemcpy2DAsync(dst.data, pitch(dst), src, size_t(dst.cols) * 4, size_t(dst.cols) * 4,
+                                       size_t(dst.rows), cudaMemcpyHostToDevice, stream_));
+  synchronize();  // the caller may free or reuse `src` as soon as we return
+}
+
+// --- weights ---
+
+const CudaBackend::DeviceWeight& CudaBackend::upload_weight(const Weight& w) {
+  if (!w.present()) fail(ErrorCode::Internal, "weight " + w.name + " is absent");
+  auto it = weights_.find(w.data);
+  if (it != weights_.end()) return it->second;
+  kind_of(w.dtype, w.name);  // refuses dtypes the kernels cannot read
+  DSINFER_CUDA_CHECK(cudaSetDevice(device_));
+  DeviceWeight d;
+  d.dtype = w.dtype;
+  d.numel = w.numel();
+  const size_t bytes = size_t(d.numel) * dtype_size(w.dtype);
+  DSINFER_CUDA_CHECK(cudaMalloc(&d.data, std::max<size_t>(bytes, 16)));
+  DSINFER_CUDA_CHECK(cudaMemcpy(d.data, w.data, bytes, cudaMemcpyHostToDevice));
+  if (w.dtype == DType::F8_E4M3) {
+    if (!w.scale_inv) fail(ErrorCode::Internal, "FP8 weight " + w.name + " has no scale");
+    // cuBLASLt's BLK128x128_32F layout: per 128-row block, the K blocks contiguous, padded to a multiple of 4.
+    const int64_t rb = (w.rows() + w.block - 1) / w.block, kb = (w.cols() + w.block - 1) / w.block;
+    d.scale_ld = round_up(kb, 4);
+    std::vector<float> s(size_t(rb * d.scale_ld), 0.0f);
+    for (int64_t r = 0; r < rb; ++r) std::memcpy(&s[size_t(r * d.scale_ld)], w.scale_inv + r * kb, size_t(kb) * 4);
+    DSINFER_CUDA_CHECK(cudaMalloc(&d.scale, s.size() * 4));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d.scale, s.data(), s.size() * 4, cudaMemcpyHostToDevice));
+  }
+  return weights_.emplace(w.data, d).first->second;
+}
+
+void CudaBackend::prepare_weight(const Weight& w) {
+  if (w.present()) upload_weight(w);
+}
+
+gpu::DeviceTensorRef CudaBackend::device_weight(const Weight& w) {
+  const DeviceWeight& d = upload_weight(w);
+  if (d.dtype != w.dtype || d.numel != w.numel())
+    fail(ErrorCode::Internal, "weight " + w.name + " shares its data with a differently shaped weight");
+  gpu::DeviceTensorRef r;
+  r.data = d.data;
+  r.kind = kind_of(w.dtype, w.name);
+  r.rows = w.rows();
+  r.cols = w.cols();
+  r.scale = d.scale;
+  r.scale_ld = d.scale_ld;
+  r.block = w.block;
+  return r;
+}
+
+Matrix CudaBackend::dequantize(const Weight& w) {
+  const gpu::DeviceTensorRef r = device_weight(w);
+  Matrix m;
+  m.buffer = allocate(size_t(r.rows * r.cols) * sizeof(float), false);
+  m.view = Tensor2D{static_cast<float*>(m.buffer.data()), r.rows, r.cols, r.cols};
+  gpu::decode_rows(r, nullptr, r.rows, m.view.data, m.view.ld, stream_);
+  return m;
+}
+
+// --- elementwise ops ---
+
+void CudaBackend::embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) {
+  require(out.rows == int64_t(ids.size()) && out.cols == table.cols(), "embed shape mismatch");
+  for (const int32_t id : ids)
+    if (id < 0 || id >= table.rows())
+      fail(ErrorCode::InvalidArgument, "token id " + std::to_string(id) +
+                                           " is out of range: the model's vocabulary has " +
+                                           std::to_string(table.rows()) + " entries");
+  if (ids.empty()) return;
+  const gpu::DeviceTensorRef r = device_weight(table);
+  const auto* d_ids = static_cast<const int32_t*>(upload(kSlotIds, ids.data(), ids.size_bytes()));
+  gpu::decode_rows(r, d_ids, int64_t(ids.size()), out.data, out.ld, stream_);
+}
+
+void CudaBackend::add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) {
+  require(w.numel() == residual.cols && out.cols == residual.cols && out.rows == residual.rows &&
+              (!x.data || (x.rows == residual.rows && x.cols == residual.cols)),
+          "add_rms_norm shape mismatch");
+  gpu::rms_norm_rows(residual.data, residual.ld, x.data, x.ld, device_weight(w), eps, out.data, out.ld,
+                     residual.rows, residual.cols, stream_);
+}
+
+void CudaBackend::rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) {
+  require(w.numel() == x.cols && out.cols == x.cols && out.rows == x.rows, "rms_norm shape mismatch");
+  gpu::rms_norm_rows(x.data, x.ld, nullptr, 0, device_weight(w), eps, out.data, out.ld, x.rows, x.cols, stream_);
+}
+
+void CudaBackend::layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) {
+  require(w.numel() == x.cols && b.numel() == x.cols && out.rows == x.rows && out.cols == x.cols,
+          "layer_norm shape mismatch");
+  gpu::layer_norm_rows(x.data, x.ld, device_weight(w), device_weight(b), eps, out.data, out.ld, x.rows, x.cols,
+                       stream_);
+}
+
+void CudaBackend::silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) {
+  require(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols,
+          "silu_mul shape mismatch");
+  gpu::silu_mul_rows(gate.data, gate.ld, up.data, up.ld, out.data, out.ld, gate.rows, gate.cols, stream_);
+}
+
+void CudaBackend::add(Tensor2D acc, Tensor2D x) {
+  require(acc.rows == x.rows && acc.cols == x.cols, "add shape mismatch");
+  gpu::add_rows(acc.data, acc.ld, x.data, x.ld, x.rows, x.cols, stream_);
+}
+
+void CudaBackend::rope(const RopeArgs& a) {
+  require(a.rope_dim % 2 == 0 && a.rope_offset + a.rope_dim <= a.head_dim, "rope dims");
+  if (a.x.rows == 0 || a.rope_dim == 0) return;
+  gpu::RopeParams p;
+  p.x = a.x.data;
+  p.ldx = a.x.ld;
+  p.rows = a.x.rows;
+  p.n_heads = a.n_heads;
+  p.head_dim = a.head_dim;
+  p.rope_offset = a.rope_offset;
+  p.rope_dim = a.rope_dim;
+  p.positions = static_cast<const int32_t*>(upload(kSlotIds, a.positions, size_t(a.x.rows) * 4));
+  p.inv_freq = static_cast<const float*>(upload(kSlotFreq, a.inv_freq, size_t(a.rope_dim / 2) * 4));
+  p.interleaved = a.layout == RopeLayout::Interleaved;
+  gpu::rope_rows(p, stream_);
+}
+
+void CudaBackend::hadamard(Tensor2D x, int64_t n) {
+  require(n > 0 && (n & (n - 1)) == 0 && x.cols % n == 0, "hadamard size must be a power of two dividing cols");
+  gpu::hadamard_rows(x.data, x.ld, x.rows, x.cols, n, stream_);
+}
+
+void CudaBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out,
+                               Tensor2D scales) {
+  require(out.rows == x.rows && out.cols == x.cols && group > 0, "fp8_quantize shape");
+  const int64_t G = (x.cols + group - 1) / group;
+  require(!scales.data || (scales.rows == x.rows && scales.cols == G), "fp8_quantize scales shape");
+  gpu::Fp8QuantParams p;
+  p.x = x.data;
+  p.ldx = x.ld;
+  p.rows = x.rows;
+  p.cols = x.cols;
+  p.group = int(group);
+  p.ue8m0 = ue8m0;
+  p.qf = out.data;
+  p.ldqf = out.ld;
+  p.qf_dequant = dequantize;
+  p.scales = scales.data;
+  p.s_row = scales.ld;
+  p.s_grp = 1;
+  gpu::fp8_quantize_rows(p, stream_);
+}
+
+// --- linear ---
+
+void CudaBackend::skinny(const gpu::SkinnyGemmParams& p) {
+  const size_t ws = gpu::skinny_gemm_workspace(p, num_sms_);
+  void* w = ws ? scratch(kSlotSplitK, ws) : nullptr;
+  gpu::skinny_gemm(p, w, num_sms_, stream_);
+}
+
+void CudaBackend::fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale, int64_t xs_ld, int64_t M,
+                                        int64_t K, const Weight& w, float* out, int64_t ldo, LinearPath path) {
+  const gpu::DeviceTensorRef r = device_weight(w);
+  const int64_t N = r.rows, Mp = round_up(M, 4);
+  bool use_lt = path == LinearPath::CublasLt || (path == LinearPath::Auto && M > small_m_max_);
+  if (use_lt) {
+    gpu::LtGemmArgs la;
+    la.kind = gpu::LtKind::Fp8Block;
+    la.N = N; la.M = Mp; la.K = K;
+    la.w = r.data; la.ldw = K;
+    la.x = xq; la.ldx = K;
+    la.w_scale = r.scale; la.x_scale = x_scale;
+    // The padding rows of D must not land in the caller's rows: with M % 4 != 0, D goes to scratch and M rows
+    // are copied out.
+    la.out = Mp == M ? out : static_cast<float*>(scratch(kSlotOut, size_t(Mp * N) * 4));
+    la.ldo = Mp == M ? ldo : N;
+    // cuBLASLt's FP8 needs 16-byte aligned rows and scale segments.
+    use_lt = xs_ld >= Mp && K % 128 == 0 && N % 4 == 0 && la.ldo % 4 == 0 && aligned16(la.out) && aligned16(xq) &&
+             aligned16(x_scale) && lt_->supported(la);
+    if (!use_lt && path == LinearPath::CublasLt)
+      fail(ErrorCode::Unsupported, "cuBLASLt FP8 block-scaled GEMM unavailable for " + w.name);
+    if (use_lt) {
+      lt_->run(la, stream_);
+      if (Mp != M)
+        DSINFER_CUDA_CHECK(cudaMemcpy2DAsync(out, size_t(ldo) * 4, la.out, size_t(N) * 4, size_t(N) * 4, size_t(M),
+                                             cudaMemcpyDeviceToDevice, stream_));
+      return;
+    }
+  }
+  gpu::SkinnyGemmParams p;
+  p.w = r.data; p.w_kind = WeightKind::FP8; p.N = N; p.K = K;
+  p.w_scale = r.scale; p.w_scale_ld = r.scale_ld;
+  p.M = M; p.x_q8 = xq; p.ldx = K;
+  p.x_scale = x_scale; p.xs_m = 1; p.xs_g = xs_ld;
+  p.out = out; p.ldo = ldo;
+  skinny(p);
+}
+
+void CudaBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q) {
+  linear_path(x, w, out, q, LinearPath::Auto);
+}
+
+void CudaBackend::linear_path(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q, LinearPath path) {
+  const int64_t T = x.rows, K = x.cols, N = w.rows();
+  if (w.cols() != K || out.rows != T || out.cols != N)
+    fail(ErrorCode::Internal, "linear " + w.name + ": x [" + std::to_string(T) + ", " + std::to_string(K) +
+                                  "] · Wᵀ [" + std::to_string(N) + ", " + std::to_string(w.cols()) + "] -> out [" +
+                                  std::to_string(out.rows) + ", " + std::to_string(out.cols) + "]");
+  require(out.data != x.data, "linear output must not alias its input");
+  if (T == 0 || N == 0) return;
+  const gpu::DeviceTensorRef r = device_weight(w);
+  if (w.dtype == DType::F8_E4M3 && w.block != 128)
+    fail(ErrorCode::Unsupported, "FP8 weight " + w.name + " has block " + std::to_string(w.block) +
+                                     ", only 128 is supported");
+  if (q.fp8_activations && w.dtype == DType::F8_E4M3) {
+    // DeepSeek's FP8 GEMM (spec §6): activations quantized per 1x128 group, scales token-major ([G][Mp]) as
+    // cuBLASLt's VEC128_32F wants, padding rows zero.
+    const int64_t G = (K + 127) / 128, Mp = round_up(T, 4);
+    auto* xq = static_cast<uint8_t*>(scratch(kSlotXq, size_t(Mp * K)));
+    auto* xs = static_cast<float*>(scratch(kSlotXs, size_t(G * Mp) * 4));
+    if (Mp != T) {
+      DSINFER_CUDA_CHECK(cudaMemsetAsync(xq + T * K, 0, size_t((Mp - T) * K), stream_));
+      DSINFER_CUDA_CHECK(cudaMemsetAsync(xs, 0, size_t(G * Mp) * 4, stream_));
+    }
+    gpu::Fp8QuantParams p;
+    p.x = x.data; p.ldx = x.ld; p.rows = T; p.cols = K; p.group = 128; p.ue8m0 = q.ue8m0;
+    p.q8 = xq; p.ldq8 = K;
+    p.scales = xs; p.s_row = 1; p.s_grp = Mp;
+    gpu::fp8_quantize_rows(p, stream_);
+    fp8_gemm_prequantized(xq, xs, Mp, T, K, w, out.data, out.ld, path);
+    return;
+  }
+  // Plain fp32 x·Wᵀ with the weight as stored (FP8 without activation quantization: the reference numerics).
+  const bool lt_dtype = w.dtype == DType::BF16 || w.dtype == DType::F32;
+  bool use_lt = lt_dtype && (path == LinearPath::CublasLt || (path == LinearPath::Auto && T > small_m_max_));
+  if (use_lt) {
+    gpu::LtGemmArgs la;
+    la.N = N; la.M = T; la.K = K;
+    la.w = r.data; la.ldw = K;
+    la.out = out.data; la.ldo = out.ld;
+    if (w.dtype == DType::BF16) {
+      // cuBLASLt takes bf16 x bf16: the activations are rounded to bf16 (the reference's bf16 linears do the
+      // same); the skinny path keeps them fp32.
+      auto* xb = static_cast<uint16_t*>(scratch(kSlotXb, size_t(T * K) * 2));
+      gpu::f32_to_bf16_rows(x.data, x.ld, xb, K, T, K, stream_);
+      la.kind = gpu::LtKind::Bf16;
+      la.x = xb;
+      la.ldx = K;
+    } else {
+      la.kind = gpu::LtKind::Fp32;
+      la.x = x.data;
+      la.ldx = x.ld;
+    }
+    use_lt = lt_->supported(la);
+    if (use_lt) {
+      lt_->run(la, stream_);
+      return;
+    }
+    if (path == LinearPath::CublasLt) fail(ErrorCode::Unsupported, "cuBLASLt GEMM unavailable for " + w.name);
+  }
+  gpu::SkinnyGemmParams p;
+  p.w = r.data; p.w_kind = r.kind; p.N = N; p.K = K;
+  p.w_scale = r.scale; p.w_scale_ld = r.scale_ld;
+  p.M = T; p.x_f32 = x.data; p.ldx = x.ld;
+  p.out = out.data; p.ldo = out.ld;
+  skinny(p);
+}
+
+// --- MoE ---
+
+void CudaBackend::moe_route(const MoeRouteArgs& a) {
+  const int64_t T = a.x.rows, E = a.n_experts, K = a.top_k;
+  require(a.gate && a.gate->rows() == E && a.gate->cols() == a.x.cols && E % a.n_group == 0, "moe_route shapes");
+  if (T == 0) return;
+  // Router logits in fp32 (spec §5.2): fp32 activations against the gate as stored, through the skinny kernel
+  // at every T so the selection sees the same fp32 logits whatever the batch.
+  const gpu::DeviceTensorRef g = device_weight(*a.gate);
+  auto* logits = static_cast<float*>(scratch(kSlotLogits, size_t(T * E) * 4));
+  gpu::SkinnyGemmParams p;
+  p.w = g.data; p.w_kind = g.kind; p.N = E; p.K = a.x.cols;
+  p.w_scale = g.scale; p.w_scale_ld = g.scale_ld;
+  p.M = T; p.x_f32 = a.x.data; p.ldx = a.x.ld;
+  p.out = logits; p.ldo = E;
+  if (g.kind == WeightKind::FP8 && a.gate->block != 128)
+    fail(ErrorCode::Unsupported, "FP8 router gate with block != 128");
+  skinny(p);
+
+  const float* bias = nullptr;
+  if (a.bias && a.bias->present()) {
+    require(a.bias->numel() == E, "moe_route bias size");
+    gpu::DeviceTensorRef b = device_weight(*a.bias);
+    if (b.kind == WeightKind::F32) {
+      bias = static_cast<const float*>(b.data);
+    } else {
+      b.rows = 1;
+      b.cols = E;
+      auto* bf = static_cast<float*>(scratch(kSlotBias, size_t(E) * 4));
+      gpu::decode_rows(b, nullptr, 1, bf, E, stream_);
+      bias = bf;
+    }
+  }
+  gpu::MoeRouterParams rp;
+  rp.logits = logits;
+  rp.bias = bias;
+  rp.T = T;
+  rp.E = int(E);
+  rp.n_group = int(a.n_group);
+  rp.topk_group = int(a.topk_group);
+  rp.top_k = int(K);
+  rp.sigmoid = a.sigmoid;
+  rp.normalize = a.normalize;
+  rp.routed_scale = a.routed_scale;
+  rp.out_ids = static_cast<int32_t*>(scratch(kSlotRouteIds, size_t(T * K) * 4));
+  rp.out_weights = static_cast<float*>(scratch(kSlotRouteW, size_t(T * K) * 4));
+  gpu::moe_router(rp, stream_);
+  DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_experts, rp.out_ids, size_t(T * K) * 4, cudaMemcpyDeviceToHost, stream_));
+  DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_weights, rp.out_weights, size_t(T * K) * 4, cudaMemcpyDeviceToHost, stream_));
+  synchronize();
+}
+
+void CudaBackend::moe_experts(const MoeExpertsArgs& a) {
+  const int64_t T = a.x.rows, D = a.x.cols, E = int64_t(a.experts.size()), K = a.top_k;
+  require(a.out.rows == T && a.out.cols == D, "moe_experts out shape");
+  if (T == 0) return;
+  require(K >= 1 && K <= 32, "moe_experts: top_k must be in [1, 32]");
+  // Launch shapes come from the host copy of the routing (no device round trip); the device builds the same
+  // grouping with CUB from the uploaded ids (stable sort: identical order).
+  std::vector<int64_t> count(size_t(E), 0), poff(size_t(E) + 1, 0);
+  for (int64_t i = 0; i < T * K; ++i) {
+    const int32_t e = a.expert_ids[i];
+    require(e >= 0 && e < E, "expert id out of range");
+    ++count[size_t(e)];
+  }
+  for (int64_t e = 0; e < E; ++e) poff[size_t(e) + 1] = poff[size_t(e)] + round_up(count[size_t(e)], gpu::kMoeSegmentPad);
+  const int64_t Rp = poff[size_t(E)];
+
+  int64_t inner = -1;
+  bool fast = a.quant.fp8_activations && D % 128 == 0;
+  for (int64_t e = 0; e < E; ++e) {
+    if (!count[size_t(e)]) continue;
+    const ExpertWeights& ew = a.experts[size_t(e)];
+    require(ew.gate && ew.up && ew.down && ew.gate->present() && ew.up->present() && ew.down->present(),
+            "moe_experts: a chosen expert has no weights");
+    if (inner < 0) inner = ew.gate->rows();
+    require(ew.gate->rows() == inner && ew.up->rows() == inner && ew.down->cols() == inner &&
+                ew.gate->cols() == D && ew.up->cols() == D && ew.down->rows() == D,
+            "moe_experts: expert shapes differ");
+    for (const Weight* w : {ew.gate, ew.up, ew.down})
+      fast = fast && w->dtype == DType::F8_E4M3 && w->block == 128;
+  }
+  fast = fast && inner % 128 == 0;
+
+  const auto* d_ids = static_cast<const int32_t*>(upload(kSlotMoeIds, a.expert_ids, size_t(T * K) * 4));
+  const auto* d_w = static_cast<const float*>(upload(kSlotMoeW, a.weights, size_t(T * K) * 4));
+  gpu::MoeGroupingParams gp;
+  gp.expert_ids = d_ids;
+  gp.S = T * K;
+  gp.top_k = int(K);
+  gp.E = int(E);
+  gp.rows_padded = Rp;
+  gp.row_src = static_cast<int32_t*>(scratch(kSlotRowSrc, size_t(Rp) * 4));
+  gp.row_seg = static_cast<int2*>(scratch(kSlotRowSeg, size_t(Rp) * 8));
+  gp.slot_row = static_cast<int32_t*>(scratch(kSlotSlotRow, size_t(T * K) * 4));
+  const size_t gws = gpu::moe_grouping_workspace(T * K, int(E));
+  gpu::moe_group_by_expert(gp, scratch(kSlotGroupWs, gws), gws, stream_);
+
+  auto* y = static_cast<float*>(scratch(kSlotMoeY, size_t(Rp * D) * 4));
+  auto* gb = static_cast<float*>(scratch(kSlotMoeG, size_t(Rp * inner) * 4));
+  auto* ub = static_cast<float*>(scratch(kSlotMoeU, size_t(Rp * inner) * 4));
+  if (fast) {
+    // Each token quantized once per chosen expert straight into its grouped row (spec §6: 1x128 e4m3).
+    const int64_t G1 = D / 128, G2 = inner / 128;
+    auto* xq = static_cast<uint8_t*>(scratch(kSlotMoeX, size_t(Rp * D)));
+    auto* xs = static_cast<float*>(scratch(kSlotMoeXs, size_t(Rp * G1) * 4));
+    gpu::Fp8QuantParams qp;
+    qp.x = a.x.data; qp.ldx = a.x.ld; qp.row_src = gp.row_src;
+    qp.rows = Rp; qp.cols = D; qp.group = 128; qp.ue8m0 = a.quant.ue8m0;
+    qp.q8 = xq; qp.ldq8 = D; qp.scales = xs; qp.row_seg = gp.row_seg;
+    gpu::fp8_quantize_rows(qp, stream_);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t c = count[size_t(e)], o = poff[size_t(e)], pc = poff[size_t(e) + 1] - o;
+      if (!c) continue;
+      const ExpertWeights& ew = a.experts[size_t(e)];
+      fp8_gemm_prequantized(xq + o * D, xs + o * G1, pc, c, D, *ew.gate, gb + o * inner, inner, LinearPath::Auto);
+      fp8_gemm_prequantized(xq + o * D, xs + o * G1, pc, c, D, *ew.up, ub + o * inner, inner, LinearPath::Auto);
+    }
+    // SwiGLU fused into the quantization of the down projection's input; padding rows become zero.
+    auto* hq = static_cast<uint8_t*>(scratch(kSlotMoeH, size_t(Rp * inner)));
+    auto* hs = static_cast<float*>(scratch(kSlotMoeHs, size_t(Rp * G2) * 4));
+    gpu::Fp8QuantParams hp;
+    hp.x = gb; hp.ldx = inner; hp.up = ub; hp.ldup = inner; hp.row_src = gp.row_src;
+    hp.rows = Rp; hp.cols = inner; hp.group = 128; hp.ue8m0 = a.quant.ue8m0;
+    hp.q8 = hq; hp.ldq8 = inner; hp.scales = hs; hp.row_seg = gp.row_seg;
+    gpu::fp8_quantize_rows(hp, stream_);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t c = count[size_t(e)], o = poff[size_t(e)], pc = poff[size_t(e) + 1] - o;
+      if (!c) continue;
+      fp8_gemm_prequantized(hq + o * inner, hs + o * G2, pc, c, inner, *a.experts[size_t(e)].down, y + o * D, D,
+                            LinearPath::Auto);
+    }
+  } else {
+    // Any other dtype or the fp32-activation numerics: gather rows, then the generic linear per expert.
+    auto* xg = static_cast<float*>(scratch(kSlotMoeX, size_t(Rp * D) * 4));
+    gpu::gather_rows_f32(a.x.data, a.x.ld, gp.row_src, Rp, D, xg, D, stream_);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t c = count[size_t(e)], o = poff[size_t(e)];
+      if (!c) continue;
+      const ExpertWeights& ew = a.experts[size_t(e)];
+      const Tensor2D xe{xg + o * D, c, D, D}, ge{gb + o * inner, c, inner, inner}, ue{ub + o * inner, c, inner, inner};
+      linear(xe, *ew.gate, ge, a.quant);
+      linear(xe, *ew.up, ue, a.quant);
+      silu_mul(ge, ue, ge);
+      linear(ge, *ew.down, Tensor2D{y + o * D, c, D, D}, a.quant);
+    }
+  }
+  gpu::MoeCombineParams cp;
+  cp.y = y; cp.ldy = D; cp.slot_row = gp.slot_row; cp.expert_ids = d_ids; cp.weights = d_w;
+  cp.T = T; cp.D = D; cp.top_k = int(K); cp.out = a.out.data; cp.ldo = a.out.ld;
+  gpu::moe_combine(cp, stream_);
+}
+
+}  // namespace dsinfer

@@ -1,0 +1,119 @@
+// The CUDA backend: the Backend interface (lib/backend/backend.hpp) on one NVIDIA GPU.
+//
+// Memory: activations and Buffers come from the device's stream-ordered pool (cudaMallocAsync; the pool keeps
+// freed memory cached). Weights are uploaded once, in their stored dtype (FP8 stays e4m3 plus fp32 block scales),
+// by prepare_weight (or on first use), and looked up by the host Weight's data pointer.
+// Streams: every op is enqueued on the backend's own stream; ops that return host data (to_host, moe_route,
+// indexer_topk) synchronize it. No hidden per-thread state: one backend is used by one thread at a time (the
+// model serializes its evaluations), several backends may coexist.
+// Errors: every CUDA/cuBLASLt status becomes dsinfer::Error (Device, OutOfMemory, Unsupported) with file:line.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "kernels/elementwise.cuh"
+#include "kernels/lt_gemm.hpp"
+
+namespace dsinfer {
+
+class CudaBackend final : public Backend {
+ public:
+  // device: CUDA device ordinal; < 0 takes DSINFER_CUDA_DEVICE from the environment, else 0.
+  explicit CudaBackend(const BackendOptions& opts, int device = -1);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+  std::string_view name() const override { return "cuda"; }
+
+  Buffer allocate(size_t bytes, bool zero = true) override;
+  void fill_zero(Tensor2D x) override;
+  void copy(Tensor2D dst, Tensor2D src) override;
+  void to_host(float* dst, Tensor2D src) override;
+  void from_host(Tensor2D dst, const float* src) override;
+  using Backend::prepare_weight;  // any other overload forwards to this one
+  void prepare_weight(const Weight& w) override;
+  Matrix dequantize(const Weight& w) override;
+
+  void embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) override;
+  void add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) override;
+  void rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) override;
+  void layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) override;
+  void linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q) override;
+  void silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) override;
+  void add(Tensor2D acc, Tensor2D x) override;
+  void rope(const RopeArgs& a) override;
+  void hadamard(Tensor2D x, int64_t n) override;
+  void fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out, Tensor2D scales) override;
+  void indexer_topk(const IndexerTopkArgs& a) override;   // cuda/attention/cuda_backend_attention.cu
+  void mla_attention(const MlaArgs& a) override;          // cuda/attention/cuda_backend_attention.cu
+  void moe_route(const MoeRouteArgs& a) override;
+  void moe_experts(const MoeExpertsArgs& a) override;
+
+  // --- for the CUDA code of other files (attention, indexer, KV cache) and for tests/benchmarks ---
+  cudaStream_t stream() const { return stream_; }
+  int device() const { return device_; }
+  int num_sms() const { return num_sms_; }
+  void synchronize();
+  // The device copy of a weight (uploaded now if prepare_weight was not called), shaped as `w`.
+  gpu::DeviceTensorRef device_weight(const Weight& w);
+  // Grow-only device scratch, one buffer per slot, valid until the same slot is requested again. Reuse is
+  // stream-ordered (an old buffer is freed after the work already enqueued). Slots [0, 32) belong to
+  // cuda_backend.cu, [32, 64) to the attention/indexer/KV files.
+  static constexpr int kScratchSlots = 64;
+  void* scratch(int slot, size_t bytes);
+  // Copies host memory into scratch `slot` through a pinned staging buffer, ordered on the stream; the host
+  // buffer may be reused as soon as this returns.
+  void* upload(int slot, const void* host, size_t bytes);
+
+  // Linear layers with at most this many activation rows use the skinny kernel, larger ones cuBLASLt
+  // (default 64, or DSINFER_CUDA_SMALL_M from the environment).
+  int64_t small_m_max() const { return small_m_max_; }
+  void set_small_m_max(int64_t m) { small_m_max_ = m; }
+  enum class LinearPath { Auto, Skinny, CublasLt };
+  // linear() through a chosen path (benchmarks and tests compare the two).
+  void linear_path(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q, LinearPath path);
+
+ private:
+  struct DeviceWeight {
+    void* data = nullptr;
+    float* scale = nullptr;  // FP8: [ceil(rows/128), scale_ld] with scale_ld = round_up(ceil(cols/128), 4)
+    int64_t scale_ld = 0;
+    DType dtype = DType::F32;
+    int64_t numel = 0;
+  };
+  struct Scratch {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+  };
+  struct Staging {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t done = nullptr;
+  };
+
+  const DeviceWeight& upload_weight(const Weight& w);
+  // One FP8 GEMM over pre-quantized activations: rows [0, M) of xq (row stride K) with scales
+  // x_scale[g * xs_ld + m] (token-major, xs_ld ≥ round_up(M, 4) rows, padded rows zero) -> out [M, N] (ldo).
+  void fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale, int64_t xs_ld, int64_t M, int64_t K,
+                             const Weight& w, float* out, int64_t ldo, LinearPath path);
+  void skinny(const gpu::SkinnyGemmParams& p);
+
+  int device_ = 0;
+  int num_sms_ = 1;
+  cudaStream_t stream_ = nullptr;
+  int64_t small_m_max_ = 64;
+  std::unique_ptr<gpu::LtGemm> lt_;
+  void* lt_workspace_ = nullptr;
+  std::unordered_map<const void*, DeviceWeight> weights_;
+  std::array<Scratch, kScratchSlots> scratch_{};
+  std::array<Staging, kScratchSlots> staging_{};
+};
+
+}  // namespace dsinfer

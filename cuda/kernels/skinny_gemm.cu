@@ -1,0 +1,298 @@
+// Skinny GEMM (see skinny_gemm.cuh). One block = 16 warps = 32 weight rows; each warp owns 2 rows and walks K in
+// steps of 32 lanes x 16 bytes, so every weight load is a coalesced 16-byte load and each weight byte is read
+// once per 16 activation rows. The activations of the current K chunk sit in shared memory in a lane-permuted
+// layout (a lane's 16 consecutive k are 4 float4 at stride 128 floats) so the reads are bank-conflict free.
+// FP8 follows DeepSeek's GEMM (spec §6): per 128-wide K group, the sum of e4m3 products is promoted with
+// (activation scale x weight block scale); here each lane promotes its 16-element slice of a group, which is the
+// same sum in a different order.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+
+#include "common/check.cuh"
+#include "kernels/skinny_gemm.cuh"
+
+namespace dsinfer::gpu {
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRowsPerWarp = 2;
+constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;  // 32
+
+template <WeightKind WK>
+struct WTraits {
+  static constexpr int kBytes = WK == WeightKind::F32 ? 4 : WK == WeightKind::FP8 ? 1 : 2;
+  static constexpr int kVec = 16 / kBytes;      // elements per 16-byte load
+  static constexpr int kStep = 32 * kVec;       // K covered by one warp-wide load
+};
+
+__device__ __forceinline__ int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ float e4m3_to_float(uint8_t b) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(b, __NV_E4M3);
+  return __half2float(__half(h));
+}
+
+__device__ __forceinline__ void decode_fp8_word(uint32_t w, float* f) {
+  const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w & 0xffffu), __NV_E4M3);
+  const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w >> 16), __NV_E4M3);
+  const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
+  f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+}
+
+// 16 bytes of weight -> kVec floats.
+template <WeightKind WK>
+__device__ __forceinline__ void decode16(const uint4& r, float* f) {
+  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+  if constexpr (WK == WeightKind::FP8) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) decode_fp8_word(w[i], f + 4 * i);
+  } else if constexpr (WK == WeightKind::BF16) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  } else if constexpr (WK == WeightKind::F16) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      __half2_raw h;
+      h.x = uint16_t(w[i] & 0xffffu);
+      h.y = uint16_t(w[i] >> 16);
+      const float2 v = __half22float2(__half2(h));
+      f[2 * i] = v.x;
+      f[2 * i + 1] = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f[i] = __uint_as_float(w[i]);
+  }
+}
+
+template <WeightKind WK>
+__device__ __forceinline__ float load_one(const void* w, int64_t i) {
+  if constexpr (WK == WeightKind::FP8) return e4m3_to_float(static_cast<const uint8_t*>(w)[i]);
+  else if constexpr (WK == WeightKind::BF16)
+    return __uint_as_float(uint32_t(static_cast<const uint16_t*>(w)[i]) << 16);
+  else if constexpr (WK == WeightKind::F16) {
+    __half_raw h;
+    h.x = static_cast<const uint16_t*>(w)[i];
+    return __half2float(__half(h));
+  } else return static_cast<const float*>(w)[i];
+}
+
+// Shared-memory chunk of K per activation row: 32 KiB of fp32 activations for any MT.
+template <WeightKind WK, int MT>
+constexpr int chunk_k() {
+  constexpr int c = 8192 / MT;
+  return c < WTraits<WK>::kStep ? WTraits<WK>::kStep : c;
+}
+
+template <WeightKind WK, bool QX, int MT>
+__global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(SkinnyGemmParams p, int64_t k_chunk,
+                                                               float* partial) {
+  using T = WTraits<WK>;
+  constexpr int VEC = T::kVec, STEP = T::kStep, KC = chunk_k<WK, MT>(), GC = KC / 128;
+  __shared__ __align__(16) float xs[MT * KC];
+  __shared__ float sx[QX ? MT * GC : 1];
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t n_base = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
+  const int64_t m0 = int64_t(blockIdx.z) * MT;
+  const int mt = int(imin64(MT, p.M - m0));
+  const int64_t kb = int64_t(blockIdx.y) * k_chunk, ke = imin64(p.K, kb + k_chunk);
+  // 16-byte loads need every row to start 16-byte aligned; otherwise element loads (odd test shapes only).
+  const bool vec_ok = (p.K % VEC) == 0 && (reinterpret_cast<uintptr_t>(p.w) % 16) == 0;
+
+  float acc[kRowsPerWarp][MT];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
+
+  for (int64_t c0 = kb; c0 < ke; c0 += KC) {
+    const int cn = int(imin64(KC, ke - c0));
+    // Stage the activations of this chunk (zero outside the valid rows/columns).
+    for (int i = threadIdx.x; i < MT * KC; i += kThreads) {
+      const int m = i / KC, kk = i % KC;
+      float v = 0.0f;
+      if (m < mt && kk < cn) {
+        const int64_t row = m0 + m, k = c0 + kk;
+        if constexpr (QX) v = e4m3_to_float(p.x_q8[row * p.ldx + k]);
+        else v = p.x_f32[row * p.ldx + k];
+      }
+      const int within = kk % STEP, l = within / VEC, c = within % VEC;
+      xs[m * KC + (kk - within) + (c / 4) * 128 + l * 4 + (c % 4)] = v;
+    }
+    if constexpr (QX) {
+      for (int i = threadIdx.x; i < MT * GC; i += kThreads) {
+        const int m = i / GC, gg = i % GC;
+        const int64_t g = c0 / 128 + gg;
+        sx[i] = (m < mt && gg * 128 < cn) ? p.x_scale[(m0 + m) * p.xs_m + g * p.xs_g] : 0.0f;
+      }
+    }
+    __syncthreads();
+
+    for (int s = 0; s < cn; s += STEP) {
+      const int64_t k = c0 + s + lane * VEC;
+      float wf[kRowsPerWarp][VEC];
+      float wsc[kRowsPerWarp];
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const int64_t n = n_base + r;
+        const bool in = n < p.N && k < ke;
+        if (in && vec_ok) {
+          const uint4 raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) +
+                                                                  (n * p.K + k) * T::kBytes));
+          decode16<WK>(raw, wf[r]);
+        } else {
+#pragma unroll
+          for (int c = 0; c < VEC; ++c)
+            wf[r][c] = (in && k + c < ke) ? load_one<WK>(p.w, n * p.K + k + c) : 0.0f;
+        }
+        if constexpr (WK == WeightKind::FP8) wsc[r] = in ? __ldg(p.w_scale + (n / 128) * p.w_scale_ld + k / 128) : 0.0f;
+        else wsc[r] = 1.0f;
+      }
+      const int gg = (s + lane * VEC) / 128;
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        float xv[VEC];
+#pragma unroll
+        for (int j = 0; j < VEC / 4; ++j) {
+          const float4 v = *reinterpret_cast<const float4*>(&xs[m * KC + s + j * 128 + lane * 4]);
+          xv[4 * j] = v.x; xv[4 * j + 1] = v.y; xv[4 * j + 2] = v.z; xv[4 * j + 3] = v.w;
+        }
+        const float xsc = QX ? sx[m * GC + gg] : 1.0f;
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+          float d = 0.0f;
+#pragma unroll
+          for (int c = 0; c < VEC; ++c) d = fmaf(xv[c], wf[r][c], d);
+          acc[r][m] = fmaf(d, xsc * wsc[r], acc[r][m]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      float v = acc[r][m];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+      const int64_t n = n_base + r;
+      if (lane == 0 && n < p.N && m < mt) {
+        if (partial) partial[(int64_t(blockIdx.y) * p.M + m0 + m) * p.N + n] = v;
+        else p.out[(m0 + m) * p.ldo + n] = v;
+      }
+    }
+}
+
+// out[m, n] = Σ_split partial[split, m, n], in split order (deterministic).
+__global__ void splitk_reduce_kernel(const float* partial, int splits, int64_t M, int64_t N, float* out,
+                                     int64_t ldo) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= M * N) return;
+  float s = 0.0f;
+  for (int y = 0; y < splits; ++y) s += partial[int64_t(y) * M * N + i];
+  out[(i / N) * ldo + i % N] = s;
+}
+
+struct Plan {
+  int mt = 1;
+  int64_t k_chunk = 0;
+  int splits = 1;
+  dim3 grid;
+};
+
+int pick_mt(const SkinnyGemmParams& p) {
+  const bool qx = p.x_q8 != nullptr;
+  if (p.M <= 1) return 1;
+  if (qx) return p.M <= 2 ? 2 : p.M <= 4 ? 4 : p.M <= 8 ? 8 : 16;
+  return 8;
+}
+
+int step_of(WeightKind k) {
+  switch (k) {
+    case WeightKind::FP8: return WTraits<WeightKind::FP8>::kStep;
+    case WeightKind::F32: return WTraits<WeightKind::F32>::kStep;
+    default: return WTraits<WeightKind::BF16>::kStep;
+  }
+}
+
+Plan make_plan(const SkinnyGemmParams& p, int num_sms) {
+  Plan pl;
+  pl.mt = pick_mt(p);
+  const int64_t nb = (p.N + kRowsPerBlock - 1) / kRowsPerBlock, mb = (p.M + pl.mt - 1) / pl.mt;
+  const int64_t step = step_of(p.w_kind);
+  const int64_t ksteps = (p.K + step - 1) / step;
+  // Two blocks per SM keep enough 16-byte loads in flight to stream the weight; split K when N x M is short.
+  const int64_t want = (2 * int64_t(std::max(num_sms, 1)) + nb * mb - 1) / (nb * mb);
+  const int64_t splits = std::clamp<int64_t>(want, 1, ksteps);
+  pl.k_chunk = ((ksteps + splits - 1) / splits) * step;
+  pl.splits = int((p.K + pl.k_chunk - 1) / pl.k_chunk);
+  pl.grid = dim3(unsigned(nb), unsigned(pl.splits), unsigned(mb));
+  return pl;
+}
+
+template <WeightKind WK, bool QX, int MT>
+void launch(const SkinnyGemmParams& p, const Plan& pl, float* partial, cudaStream_t s) {
+  skinny_gemm_kernel<WK, QX, MT><<<pl.grid, kThreads, 0, s>>>(p, pl.k_chunk, partial);
+}
+
+}  // namespace
+
+size_t skinny_gemm_workspace(const SkinnyGemmParams& p, int num_sms) {
+  const Plan pl = make_plan(p, num_sms);
+  return pl.splits > 1 ? size_t(pl.splits) * size_t(p.M) * size_t(p.N) * sizeof(float) : 0;
+}
+
+void skinny_gemm(const SkinnyGemmParams& p, void* workspace, int num_sms, cudaStream_t s) {
+  if (p.M == 0 || p.N == 0) return;
+  DSINFER_CUDA_REQUIRE(p.x_q8 == nullptr || p.w_kind == WeightKind::FP8, "skinny_gemm: e4m3 activations need FP8 weights");
+  DSINFER_CUDA_REQUIRE(p.w_kind != WeightKind::FP8 || p.w_scale, "skinny_gemm: FP8 weight without scales");
+  const Plan pl = make_plan(p, num_sms);
+  float* partial = pl.splits > 1 ? static_cast<float*>(workspace) : nullptr;
+  DSINFER_CUDA_REQUIRE(pl.splits == 1 || partial, "skinny_gemm: split-K needs a workspace");
+  const bool qx = p.x_q8 != nullptr;
+  switch (p.w_kind) {
+    case WeightKind::FP8:
+      if (qx) {
+        switch (pl.mt) {
+          case 1: launch<WeightKind::FP8, true, 1>(p, pl, partial, s); break;
+          case 2: launch<WeightKind::FP8, true, 2>(p, pl, partial, s); break;
+          case 4: launch<WeightKind::FP8, true, 4>(p, pl, partial, s); break;
+          case 8: launch<WeightKind::FP8, true, 8>(p, pl, partial, s); break;
+          default: launch<WeightKind::FP8, true, 16>(p, pl, partial, s); break;
+        }
+      } else if (pl.mt == 1) launch<WeightKind::FP8, false, 1>(p, pl, partial, s);
+      else launch<WeightKind::FP8, false, 8>(p, pl, partial, s);
+      break;
+    case WeightKind::BF16:
+      if (pl.mt == 1) launch<WeightKind::BF16, false, 1>(p, pl, partial, s);
+      else launch<WeightKind::BF16, false, 8>(p, pl, partial, s);
+      break;
+    case WeightKind::F16:
+      if (pl.mt == 1) launch<WeightKind::F16, false, 1>(p, pl, partial, s);
+      else launch<WeightKind::F16, false, 8>(p, pl, partial, s);
+      break;
+    case WeightKind::F32:
+      if (pl.mt == 1) launch<WeightKind::F32, false, 1>(p, pl, partial, s);
+      else launch<WeightKind::F32, false, 8>(p, pl, partial, s);
+      break;
+  }
+  DSINFER_CUDA_CHECK_LAUNCH();
+  if (partial) {
+    const int64_t total = p.M * p.N;
+    splitk_reduce_kernel<<<unsigned((total + 255) / 256), 256, 0, s>>>(partial, pl.splits, p.M, p.N, p.out, p.ldo);
+    DSINFER_CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace dsinfer::gpu

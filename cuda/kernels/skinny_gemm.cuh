@@ -1,0 +1,40 @@
+// Skinny GEMM for few activation rows (decode, small expert batches): out[m, n] = Σ_k x(m, k) · W[n, k], reading
+// the weight in its stored dtype (e4m3 with 128x128 block scales, bf16, f16, f32) straight from global memory.
+// At M ≤ 64 the weight bytes dominate the traffic, so the kernel is built to stream them at copy bandwidth:
+// 16-byte loads, one pass over the weight per 16 activation rows, split-K when N alone cannot fill the GPU.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace dsinfer::gpu {
+
+enum class WeightKind : int { F32 = 0, BF16 = 1, F16 = 2, FP8 = 3 };
+
+struct SkinnyGemmParams {
+  // Weight W [N, K] row-major (y = x·Wᵀ).
+  const void* w = nullptr;
+  WeightKind w_kind = WeightKind::F32;
+  int64_t N = 0, K = 0;
+  // FP8 only: block scales, scale(n, k) = w_scale[(n / 128) * w_scale_ld + k / 128].
+  const float* w_scale = nullptr;
+  int64_t w_scale_ld = 0;
+  // Activations, M rows: fp32 (x_f32), or e4m3 bytes (x_q8, FP8 weights only) with per-128 group scales
+  // scale(m, g) = x_scale[m * xs_m + g * xs_g].
+  int64_t M = 0;
+  const float* x_f32 = nullptr;
+  const uint8_t* x_q8 = nullptr;
+  int64_t ldx = 0;
+  const float* x_scale = nullptr;
+  int64_t xs_m = 0, xs_g = 0;
+  // Output [M, N], row stride ldo.
+  float* out = nullptr;
+  int64_t ldo = 0;
+};
+
+// Bytes of device workspace skinny_gemm needs for split-K partial sums (0 when it will not split).
+size_t skinny_gemm_workspace(const SkinnyGemmParams& p, int num_sms);
+// Launches on `stream`; `workspace` has at least skinny_gemm_workspace() bytes.
+void skinny_gemm(const SkinnyGemmParams& p, void* workspace, int num_sms, cudaStream_t stream);
+
+}  // namespace dsinfer::gpu
