@@ -13,6 +13,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define DSINFER_HAVE_AVX2_KERNELS 1
+// GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined values and trip this warning.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace dsinfer {
@@ -152,20 +154,15 @@ DSINFER_AVX2_FN void converted_rows(const float* xq, int64_t ldx, const float* x
 DSINFER_AVX2_FN void panels_avx2(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T,
                                  const PackedFp8Weight& w, int64_t p0, int64_t p1, float* y, int64_t ldy) {
   const int64_t K = w.k, G = ceil_div(K, kBlock);
-  if (T < 8) {
-    // Decode and small batches: weight bytes straight from memory, converted in registers.
-    int64_t t = 0;
-    for (; t + 2 <= T; t += 2) {
+  if (T <= 3) {  // decode and small batches: weight bytes straight from memory, converted in registers
+    auto run = [&]<int P, int MR>() {
       int64_t p = p0;
-      for (; p + 2 <= p1; p += 2)
-        direct_tile<2, 2>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
-      for (; p < p1; ++p) direct_tile<1, 2>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
-    }
-    if (t < T) {
-      int64_t p = p0;
-      for (; p + 4 <= p1; p += 4) direct_tile<4, 1>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
-      for (; p < p1; ++p) direct_tile<1, 1>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, w, p, y + t * ldy, ldy);
-    }
+      for (; p + P <= p1; p += P) direct_tile<P, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
+      for (; p < p1; ++p) direct_tile<1, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
+    };
+    if (T == 1) run.template operator()<4, 1>();
+    else if (T == 2) run.template operator()<2, 2>();
+    else run.template operator()<2, 3>();
     return;
   }
   // Prefill: tokens in chunks whose activations stay in L2 while every panel of the range passes over them.
@@ -205,15 +202,155 @@ DSINFER_AVX2_FN void panels_avx2(const float* xq, int64_t ldx, const float* xs, 
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// AVX-512 kernels: the same lanes, 16 to a register (one panel row per lane), so one zmm holds a whole panel
+// column; the e4m3 -> half -> fp32 conversion (the decode bottleneck, its shuffles all on one port) handles twice
+// the bytes per instruction.
+#define DSINFER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline)) inline
+#define DSINFER_AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+DSINFER_AVX512 __m512 e4m3x16_to_f32_512(const uint8_t* p) {
+  const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(w, 7), _mm256_set1_epi16(int16_t(0xBF80))));
+}
+
+DSINFER_AVX512 void add_block_512(float* y, __mmask16 m, __m512 s, float c) {
+  const __m512 cv = _mm512_set1_ps(c * 256.0f);
+  _mm512_mask_storeu_ps(y, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), _mm512_mul_ps(s, cv)));
+}
+
+DSINFER_AVX512 __mmask16 panel_mask_512(int64_t nvalid) { return __mmask16((1u << nvalid) - 1u); }
+
+template <int P, int MR>
+DSINFER_AVX512_FN void direct_tile_512(const float* xq, int64_t ldx, const float* xs, int64_t ldxs,
+                                       const PackedFp8Weight& w, int64_t p0, float* y, int64_t ldy) {
+  const int64_t K = w.k, G = ceil_div(K, kBlock);
+  const uint8_t* panel[P];
+  const float* ws[P];
+  __mmask16 mask[P];
+  for (int p = 0; p < P; ++p) {
+    const int64_t n0 = (p0 + p) * kNr;
+    panel[p] = w.panel(p0 + p);
+    ws[p] = w.scale_inv + (n0 / kBlock) * G;
+    mask[p] = panel_mask_512(std::min(kNr, w.n - n0));
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t k0 = g * kBlock, k1 = std::min(K, k0 + kBlock);
+    __m512 s[MR][P];
+    for (int m = 0; m < MR; ++m)
+      for (int p = 0; p < P; ++p) s[m][p] = _mm512_setzero_ps();
+    for (int64_t k = k0; k < k1; ++k) {
+      __m512 b[MR];
+      for (int m = 0; m < MR; ++m) b[m] = _mm512_set1_ps(xq[m * ldx + k]);
+      for (int p = 0; p < P; ++p) {
+        const __m512 wv = e4m3x16_to_f32_512(panel[p] + k * kNr);
+        for (int m = 0; m < MR; ++m) s[m][p] = _mm512_fmadd_ps(b[m], wv, s[m][p]);
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      for (int p = 0; p < P; ++p)
+        add_block_512(y + m * ldy + (p0 + p) * kNr, mask[p], s[m][p], xs[m * ldxs + g] * ws[p][g]);
+  }
+}
+
+// P panels' converted block (wf: P × kn × 16 floats) against MR rows: 2·MR loads... per k, P·MR FMAs.
+template <int P, int MR>
+DSINFER_AVX512_FN void converted_rows_512(const float* xq, int64_t ldx, const float* xs, int64_t ldxs,
+                                          const float* wf, int64_t g, int64_t k0, int64_t k1,
+                                          const float* const* ws, const __mmask16* mask, float* y, int64_t ldy) {
+  const int64_t kn = k1 - k0;
+  __m512 s[MR][P];
+  for (int m = 0; m < MR; ++m)
+    for (int p = 0; p < P; ++p) s[m][p] = _mm512_setzero_ps();
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512 wv[P];
+    for (int p = 0; p < P; ++p) wv[p] = _mm512_load_ps(wf + (p * kn + k - k0) * kNr);
+    for (int m = 0; m < MR; ++m) {
+      const __m512 b = _mm512_set1_ps(xq[m * ldx + k]);
+      for (int p = 0; p < P; ++p) s[m][p] = _mm512_fmadd_ps(b, wv[p], s[m][p]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int p = 0; p < P; ++p) add_block_512(y + m * ldy + p * kNr, mask[p], s[m][p], xs[m * ldxs + g] * ws[p][g]);
+}
+
+// Prefill over panels [p0, p0+P): per K block, the P panels are converted once and every row of the token chunk
+// passes over them in tiles of 12 (then 8, 4, 2, 1).
+template <int P>
+DSINFER_AVX512_FN void converted_panels_512(const float* xq, int64_t ldx, const float* xs, int64_t ldxs,
+                                            int64_t t0, int64_t t1, const PackedFp8Weight& w, int64_t p0,
+                                            float* y, int64_t ldy) {
+  const int64_t K = w.k, G = ceil_div(K, kBlock), n0 = p0 * kNr;
+  alignas(64) float wf[P * kBlock * kNr];
+  const float* ws[P];
+  __mmask16 mask[P];
+  for (int p = 0; p < P; ++p) {
+    ws[p] = w.scale_inv + ((p0 + p) * kNr / kBlock) * G;
+    mask[p] = panel_mask_512(std::min(kNr, w.n - (p0 + p) * kNr));
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t k0 = g * kBlock, k1 = std::min(K, k0 + kBlock), kn = k1 - k0;
+    for (int p = 0; p < P; ++p) {
+      const uint8_t* panel = w.panel(p0 + p);
+      for (int64_t k = k0; k < k1; ++k)
+        _mm512_store_ps(wf + (p * kn + k - k0) * kNr, e4m3x16_to_f32_512(panel + k * kNr));
+    }
+    int64_t t = t0;
+    auto tile = [&]<int MR>() {
+      converted_rows_512<P, MR>(xq + t * ldx, ldx, xs + t * ldxs, ldxs, wf, g, k0, k1, ws, mask, y + t * ldy + n0,
+                                ldy);
+      t += MR;
+    };
+    while (t + 12 <= t1) tile.template operator()<12>();
+    if (t + 8 <= t1) tile.template operator()<8>();
+    if (t + 4 <= t1) tile.template operator()<4>();
+    if (t + 2 <= t1) tile.template operator()<2>();
+    if (t + 1 <= t1) tile.template operator()<1>();
+  }
+}
+
+DSINFER_AVX512_FN void panels_avx512(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T,
+                                     const PackedFp8Weight& w, int64_t p0, int64_t p1, float* y, int64_t ldy) {
+  if (T <= 8) {  // decode and small batches: every weight byte read and converted once, used by all T rows
+    auto run = [&]<int P, int MR>() {
+      int64_t p = p0;
+      for (; p + P <= p1; p += P) direct_tile_512<P, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
+      for (; p < p1; ++p) direct_tile_512<1, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
+    };
+    switch (T) {  // at most 16 accumulators
+      case 1: run.template operator()<4, 1>(); break;
+      case 2: run.template operator()<4, 2>(); break;
+      case 3: run.template operator()<4, 3>(); break;
+      case 4: run.template operator()<4, 4>(); break;
+      case 5: run.template operator()<2, 5>(); break;
+      case 6: run.template operator()<2, 6>(); break;
+      case 7: run.template operator()<2, 7>(); break;
+      default: run.template operator()<2, 8>(); break;
+    }
+    return;
+  }
+  constexpr int64_t kChunk = 96;  // tokens whose activations stay in L2 while the panels pass
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int64_t t1 = std::min(T, t0 + kChunk);
+    int64_t p = p0;
+    for (; p + 2 <= p1; p += 2) converted_panels_512<2>(xq, ldx, xs, ldxs, t0, t1, w, p, y, ldy);
+    if (p < p1) converted_panels_512<1>(xq, ldx, xs, ldxs, t0, t1, w, p, y, ldy);
+  }
+}
 #endif  // DSINFER_HAVE_AVX2_KERNELS
 
-enum class Isa { Scalar, Avx2 };
+enum class Isa { Scalar, Avx2, Avx512 };
 
 Isa detect_isa() {
   const char* force = std::getenv("DSINFER_CPU_KERNELS");
   if (force && std::strcmp(force, "scalar") == 0) return Isa::Scalar;
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (avx2 && !(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return Isa::Avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
     return Isa::Avx2;
 #endif
@@ -227,7 +364,13 @@ Isa isa() {
 
 }  // namespace
 
-const char* fp8_gemm_isa() { return isa() == Isa::Avx2 ? "avx2" : "scalar"; }
+const char* fp8_gemm_isa() {
+  switch (isa()) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
 
 PackedFp8Weight pack_fp8_weight(const Weight& w) {
   if (w.dtype != DType::F8_E4M3 || w.shape.size() != 2 || !w.scale_inv || w.block != kBlock)
@@ -266,12 +409,18 @@ PackedFp8Weight pack_fp8_weight(const Weight& w) {
 void fp8_gemm(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const PackedFp8Weight& w,
               float* y, int64_t ldy, ThreadPool& pool, Fp8Kernel kernel) {
   if (T <= 0 || w.n <= 0) return;
-  const Isa which = kernel == Fp8Kernel::Scalar ? Isa::Scalar : isa();
+  const Isa which = kernel == Fp8Kernel::Scalar ? Isa::Scalar
+                    : kernel == Fp8Kernel::Avx2 && isa() == Isa::Avx512 ? Isa::Avx2
+                                                                          : isa();
   // Enough panels per chunk that the threads do not fight over y's cache lines; decode splits finer.
   pool.parallel_for(w.panels, [&](int64_t p0, int64_t p1) {
     const int64_t n0 = p0 * kNr, n1 = std::min(w.n, p1 * kNr);
     for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy + n0, y + t * ldy + n1, 0.0f);
 #ifdef DSINFER_HAVE_AVX2_KERNELS
+    if (which == Isa::Avx512) {
+      panels_avx512(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
+      return;
+    }
     if (which == Isa::Avx2) {
       panels_avx2(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
       return;

@@ -39,8 +39,8 @@ PackedFp8Weight pack_fp8_weight(const Weight& w);
 
 // y[T, N] = the FP8 GEMM above over the packed weight. xq [T, K] (row stride ldx) holds e4m3 values as floats,
 // xs [T, ceil(K/128)] (stride ldxs) their scales; y (stride ldy) is overwritten. Uses the pool's threads, split
-// by panels. `kernel` = Fp8Kernel::Scalar forces the portable kernel (tests compare it with the SIMD one).
-enum class Fp8Kernel { Best, Scalar };
+// by panels. `kernel` forces a lesser kernel than the machine's best (tests compare them all).
+enum class Fp8Kernel { Best, Avx2, Scalar };
 void fp8_gemm(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const PackedFp8Weight& w,
               float* y, int64_t ldy, ThreadPool& pool, Fp8Kernel kernel = Fp8Kernel::Best);
 
@@ -49,8 +49,8 @@ void fp8_gemm(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64
 void fp8_gemm_reference(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const Weight& w,
                         float* y, int64_t ldy);
 
-// Which kernel fp8_gemm runs on this machine ("avx2" or "scalar"); DSINFER_CPU_KERNELS=scalar forces the scalar
-// one (tests compare the two).
+// Which kernel fp8_gemm runs on this machine ("avx512", "avx2" or "scalar"); DSINFER_CPU_KERNELS=avx2 or =scalar
+// caps the choice.
 const char* fp8_gemm_isa();
 
 }  // namespace dsinfer

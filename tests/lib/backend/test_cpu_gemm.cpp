@@ -56,7 +56,7 @@ TEST_CASE("FP8 GEMM kernels equal the scalar sum order bit for bit", "[cpu][fp8]
         Fp8Case c = random_weight(gen, N, K);
         const PackedFp8Weight packed = pack_fp8_weight(c.w);
         const int64_t G = (K + 127) / 128;
-        for (int64_t T : {1, 2, 3, 5, 7, 8, 13, 70}) {
+        for (int64_t T : {1, 2, 3, 5, 7, 8, 13, 70, 111}) {
           // Activations quantized the way linear() does, with a stride wider than K.
           const int64_t ldx = K + 5;
           std::vector<float> x(size_t(T * ldx)), xq(size_t(T * ldx)), xs(size_t(T * G));
@@ -65,12 +65,14 @@ TEST_CASE("FP8 GEMM kernels equal the scalar sum order bit for bit", "[cpu][fp8]
           be.fp8_quantize(Tensor2D{x.data(), T, K, ldx}, 128, true, false, Tensor2D{xq.data(), T, K, ldx},
                           Tensor2D{xs.data(), T, G, G});
           const int64_t ldy = N + 3;
-          std::vector<float> ref(size_t(T * ldy), -7.0f), best(ref), scalar(ref);
+          std::vector<float> ref(size_t(T * ldy), -7.0f), best(ref), avx2(ref), scalar(ref);
           fp8_gemm_reference(xq.data(), ldx, xs.data(), G, T, c.w, ref.data(), ldy);
           fp8_gemm(xq.data(), ldx, xs.data(), G, T, packed, best.data(), ldy, pool);
+          fp8_gemm(xq.data(), ldx, xs.data(), G, T, packed, avx2.data(), ldy, pool, Fp8Kernel::Avx2);
           fp8_gemm(xq.data(), ldx, xs.data(), G, T, packed, scalar.data(), ldy, pool, Fp8Kernel::Scalar);
           INFO("threads " << threads << " N " << N << " K " << K << " T " << T);
           REQUIRE(same_bits(best, ref));  // columns past N (the stride's padding) untouched too
+          REQUIRE(same_bits(avx2, ref));
           REQUIRE(same_bits(scalar, ref));
         }
       }
