@@ -2,9 +2,9 @@
 //
 // Block = (split, 64 heads, query token), 256 threads = 8 warps. Shared memory holds the block's queries
 // [64 heads x 576] and one key tile [64 keys x 576] as bf16, plus the tile's probabilities [64 x 64] bf16 - about
-// 157 KB, one block per SM. Per tile:
+// 157 KB (FP8: 198 KB with the cp.async staging tile), one block per SM. Per tile:
 //   1. resolve the 64 list entries to physical rows (−1 = masked), load and convert the rows (FP8 rows are
-//      dequantized with their per-128 scales) into sK;
+//      dequantized with their per-128 scales) into sK; FP8 rows of the next tile are already in flight;
 //   2. S = Q·Kᵀ: warp w owns heads 16·(w%4).. and keys 32·(w/4)..; fragments come from ldmatrix (row-major Q is
 //      the A operand, key-major K is already the "col" B operand);
 //   3. softmax in the log2 domain (scores pre-multiplied by scale·log2 e): row maxima and sums of the two warps
@@ -28,8 +28,13 @@ constexpr int kThreads = 256;
 constexpr int kC = 512, kR = 64, kDqk = kC + kR;
 constexpr int kQS = kDqk + 8;          // sQ/sK row stride in bf16 (1168 bytes ≡ 16 mod 128)
 constexpr int kPS = kMlaTcTile + 8;    // sP row stride in bf16 (144 bytes)
-constexpr size_t kSmemBytes = size_t(kMlaTcHeads + kMlaTcTile) * kQS * 2 + size_t(kMlaTcHeads) * kPS * 2 +
-                              (2 * kMlaTcHeads + 2 * kMlaTcHeads + 2 * kMlaTcHeads) * 4 + kMlaTcTile * 8;
+constexpr int kFp8Row = 656;           // bytes of one FP8 cache row at these dims (41 x 16)
+// sQ, sK, sP, sRedMax/sRedSum/sM/sL, two row buffers; FP8 adds the raw staging tile of the cp.async pipeline.
+constexpr size_t kSmemBase = size_t(kMlaTcHeads + kMlaTcTile) * kQS * 2 + size_t(kMlaTcHeads) * kPS * 2 +
+                             (2 * kMlaTcHeads + 2 * kMlaTcHeads + 2 * kMlaTcHeads) * 4 + 2 * kMlaTcTile * 8;
+constexpr size_t smem_bytes(LatentFormat f) {
+  return kSmemBase + (f == LatentFormat::FP8 ? size_t(kMlaTcTile) * kFp8Row : 0);
+}
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -52,6 +57,11 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 __device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v) {
   __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
   uint2 u;
@@ -70,9 +80,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(MlaDecodePar
   float* sRedSum = sRedMax + 2 * kMlaTcHeads;           // [2][64]
   float* sM = sRedSum + 2 * kMlaTcHeads;                // [64] running max (log2 domain)
   float* sL = sM + kMlaTcHeads;                         // [64] running sum
-  int64_t* sRow = reinterpret_cast<int64_t*>(sL + kMlaTcHeads);  // [64]
+  int64_t* sRowBuf = reinterpret_cast<int64_t*>(sL + kMlaTcHeads);  // [2][64] physical rows, −1 = masked
+  uint8_t* sStage = reinterpret_cast<uint8_t*>(sRowBuf + 2 * kMlaTcTile);  // FP8: [64][656] raw rows
   LatentCacheView cache = p.cache;
   cache.format = kFormat;
+  // FP8 rows are fetched one tile ahead with cp.async into the raw staging tile, so the memory latency of tile
+  // k+1 hides behind the MMAs of tile k; BF16/F32 rows are loaded synchronously (their bf16 tile would not fit
+  // twice next to the queries).
+  constexpr bool kAsync = kFormat == LatentFormat::FP8;
+  LatentCacheView stage = cache;
+  stage.packed = sStage;
 
   const int split = blockIdx.x;
   const int h0 = blockIdx.y * kMlaTcHeads;
@@ -108,8 +125,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(MlaDecodePar
 #pragma unroll
   for (int j = 0; j < 32; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
 
-  for (int64_t k0 = begin; k0 < end; k0 += kMlaTcTile) {
-    __syncthreads();  // previous tile consumed (first time: sQ, sM, sL written)
+  // Physical rows of the list entries [k0, k0 + 64) (−1: past the list, −1 entry, or outside the causal range).
+  auto resolve = [&](int64_t k0, int64_t* rows) {
     if (tid < kMlaTcTile) {
       const int64_t li = k0 + tid;
       int64_t row = -1;
@@ -117,15 +134,46 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(MlaDecodePar
         const int64_t s = p.indices ? int64_t(p.indices[t * p.n_indices + li]) : li;
         if (s >= 0 && s <= pos && s < n_keys) row = p.blocks.row(seq, s);
       }
-      sRow[tid] = row;
+      rows[tid] = row;
     }
-    __syncthreads();
-    for (int e = tid; e < kMlaTcTile * (kDqk / 4); e += kThreads) {
-      const int j = e / (kDqk / 4), i = (e % (kDqk / 4)) * 4;
-      const int64_t row = sRow[j];
-      store_bf16x4(sK + j * kQS + i, row >= 0 ? load_latent4(cache, row, i) : make_float4(0.f, 0.f, 0.f, 0.f));
+  };
+  auto issue = [&](const int64_t* rows) {
+    for (int e = tid; e < kMlaTcTile * (kFp8Row / 16); e += kThreads) {
+      const int j = e / (kFp8Row / 16), c = (e % (kFp8Row / 16)) * 16;
+      if (rows[j] >= 0) cp_async16(sStage + j * kFp8Row + c, cache.packed + rows[j] * kFp8Row + c);
     }
+    cp_async_commit();
+  };
+  int cur = 0;
+  if (kAsync && begin < end) {
+    resolve(begin, sRowBuf);
     __syncthreads();
+    issue(sRowBuf);
+  }
+
+  for (int64_t k0 = begin; k0 < end; k0 += kMlaTcTile) {
+    const int64_t* sRow = sRowBuf + cur * kMlaTcTile;
+    if constexpr (kAsync) {
+      cp_async_wait_all();
+      __syncthreads();  // staging holds this tile; the previous tile is consumed (first time: sQ, sM, sL written)
+      for (int e = tid; e < kMlaTcTile * (kDqk / 4); e += kThreads) {
+        const int j = e / (kDqk / 4), i = (e % (kDqk / 4)) * 4;
+        store_bf16x4(sK + j * kQS + i, sRow[j] >= 0 ? load_latent4(stage, j, i) : make_float4(0.f, 0.f, 0.f, 0.f));
+      }
+      if (k0 + kMlaTcTile < end) resolve(k0 + kMlaTcTile, sRowBuf + (cur ^ 1) * kMlaTcTile);
+      __syncthreads();  // staging free, sK and the next rows ready
+      if (k0 + kMlaTcTile < end) issue(sRowBuf + (cur ^ 1) * kMlaTcTile);
+    } else {
+      __syncthreads();  // previous tile consumed (first time: sQ, sM, sL written)
+      resolve(k0, sRowBuf);
+      __syncthreads();
+      for (int e = tid; e < kMlaTcTile * (kDqk / 4); e += kThreads) {
+        const int j = e / (kDqk / 4), i = (e % (kDqk / 4)) * 4;
+        const int64_t row = sRow[j];
+        store_bf16x4(sK + j * kQS + i, row >= 0 ? load_latent4(cache, row, i) : make_float4(0.f, 0.f, 0.f, 0.f));
+      }
+      __syncthreads();
+    }
 
     // 2. S = Q·Kᵀ for heads mt*16.., keys half*32.. (4 n-tiles of 8 keys).
     float s[4][4];
@@ -228,6 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(MlaDecodePar
         }
       }
     }
+    if constexpr (kAsync) cur ^= 1;
   }
   __syncthreads();
 
@@ -258,11 +307,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(MlaDecodePar
 
 template <LatentFormat F>
 cudaError_t launch_format(const MlaDecodeParams& p, int64_t chunk, int splits, cudaStream_t stream) {
+  constexpr size_t smem = smem_bytes(F);
   cudaError_t err =
-      cudaFuncSetAttribute(mla_decode_tc_kernel<F>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes));
+      cudaFuncSetAttribute(mla_decode_tc_kernel<F>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(splits), unsigned((p.H + kMlaTcHeads - 1) / kMlaTcHeads), unsigned(p.T));
-  mla_decode_tc_kernel<F><<<grid, kThreads, kSmemBytes, stream>>>(p, chunk, splits);
+  mla_decode_tc_kernel<F><<<grid, kThreads, smem, stream>>>(p, chunk, splits);
   return cudaGetLastError();
 }
 
