@@ -31,12 +31,13 @@ void require(bool ok, const char* what) {
 }
 
 // Contiguous fp32 dot product with several partial sums (keeps rounding error low and vectorizes). The loops that
-// call it are compiled for AVX2 (haswell) and baseline x86-64 and the best is chosen at load time (GCC function
-// multiversioning). The summation order is the same in every version and -ffp-contract=off (CMakeLists.txt) keeps FMAs out, so
-// results do not depend on the machine. (An AVX-512 clone measured slower on this loop shape: docs/benchmarks.md.)
+// call it are compiled for AVX2 and baseline x86-64 and the best is chosen at load time (GCC function
+// multiversioning on the CPU's features: an "arch=haswell" clone would be chosen only on a CPU that identifies as
+// Haswell). The summation order is the same in every version and -ffp-contract=off (CMakeLists.txt) keeps FMAs out,
+// so results do not depend on the machine.
 // Sanitizer builds go without: the IFUNC resolvers run during relocation, before the sanitizer runtime starts.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DSINFER_NO_MULTIVERSION)
-#define DSINFER_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
+#define DSINFER_MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #else
 #define DSINFER_MULTIVERSION
 #endif
@@ -54,6 +55,55 @@ inline __attribute__((always_inline)) float dot(const float* a, const float* b, 
 DSINFER_MULTIVERSION void row_times_rows(const float* x, int64_t ldx, int64_t T, const float* w, int64_t K, float* y,
                                          int64_t ldy) {
   for (int64_t t = 0; t < T; ++t) y[t * ldy] = dot(x + t * ldx, w, K);
+}
+
+// One query row and one head of mla_attention (below), compiled for AVX2 as well as baseline x86-64 like dot():
+// the same operations in the same order either way.
+DSINFER_MULTIVERSION void mla_one_head(const MlaArgs& a, const std::vector<int32_t>& keys, int64_t t, int64_t h,
+                                       const float* kv, float* p, float* q_abs, float* o_lat) {
+  const int64_t H = a.n_heads, dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
+  const int64_t qk_head = dn + dr, kv_head = dn + dv;
+  auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
+  auto kpe = [&](int64_t s) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, s)); };
+  const size_t n = keys.size();
+  const float* qn = a.q.row(t) + h * qk_head;
+  const float* qr = qn + dn;
+  float* o = a.out.row(t) + h * dv;
+  if (a.mode == MlaMode::Absorbed) {
+    // q_abs = q_nope · W_UK[h]  (W_UK[h] = rows h*(dn+dv) + [0, dn) of wkv_b)
+    std::fill(q_abs, q_abs + C, 0.0f);
+    for (int64_t d = 0; d < dn; ++d) {
+      const float* wr = a.wkv_b.row(h * kv_head + d);
+      for (int64_t c = 0; c < C; ++c) q_abs[c] += qn[d] * wr[c];
+    }
+    for (size_t j = 0; j < n; ++j)
+      p[j] = (dot(q_abs, lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
+  } else {
+    for (size_t j = 0; j < n; ++j) {
+      const float* kn = kv + size_t(keys[j] * H * kv_head + h * kv_head);
+      p[j] = (dot(qn, kn, dn) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
+    }
+  }
+  // fp32 softmax over the visible keys.
+  const float mx = *std::max_element(p, p + n);
+  double sum = 0;
+  for (size_t j = 0; j < n; ++j) { p[j] = std::exp(p[j] - mx); sum += p[j]; }
+  const float inv = float(1.0 / sum);
+  for (size_t j = 0; j < n; ++j) p[j] *= inv;
+  if (a.mode == MlaMode::Absorbed) {
+    std::fill(o_lat, o_lat + C, 0.0f);
+    for (size_t j = 0; j < n; ++j) {
+      const float* c = lat(keys[j]);
+      for (int64_t k = 0; k < C; ++k) o_lat[k] += p[j] * c[k];
+    }
+    for (int64_t d = 0; d < dv; ++d) o[d] = dot(o_lat, a.wkv_b.row(h * kv_head + dn + d), C);
+  } else {
+    std::fill(o, o + dv, 0.0f);
+    for (size_t j = 0; j < n; ++j) {
+      const float* v = kv + size_t(keys[j] * H * kv_head + h * kv_head + dn);
+      for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * v[d];
+    }
+  }
 }
 
 std::vector<float> weight_vector_f32(const Weight& w) {
@@ -382,7 +432,6 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
   require(a.q.cols == H * qk_head && a.k_pe.cols == dr && a.k_pe.rows == a.latent.rows, "mla q/k_pe shapes");
   require(a.block_table || a.latent.rows >= S, "mla: fewer cache rows than keys");
   auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
-  auto kpe = [&](int64_t s) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, s)); };
   require(a.wkv_b.rows == H * kv_head && a.wkv_b.cols == C && a.out.cols == H * dv, "mla wkv_b/out shapes");
 
   // The key positions each query attends to: causal, and the DSA index set when given (spec §4.5–4.6).
@@ -405,9 +454,8 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
   if (a.mode == MlaMode::Mha) {
     kv.resize(static_cast<size_t>(S * H * kv_head));
     pool_.parallel_for(S, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0; s < s1; ++s)
-        for (int64_t n = 0; n < H * kv_head; ++n)
-          kv[size_t(s * H * kv_head + n)] = dot(lat(s), a.wkv_b.row(n), C);
+      for (int64_t s = s0; s < s1; ++s) row_times_rows(a.wkv_b.data, a.wkv_b.ld, H * kv_head, lat(s), C,
+                                                      kv.data() + size_t(s * H * kv_head), 1);
     });
   }
 
@@ -417,45 +465,8 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t = i / H, h = i % H;
       keys_of(t, keys);
-      const float* qn = a.q.row(t) + h * qk_head;
-      const float* qr = qn + dn;
-      float* o = a.out.row(t) + h * dv;
       p.resize(keys.size());
-      if (a.mode == MlaMode::Absorbed) {
-        // q_abs = q_nope · W_UK[h]  (W_UK[h] = rows h*(dn+dv) + [0, dn) of wkv_b)
-        std::fill(q_abs.begin(), q_abs.end(), 0.0f);
-        for (int64_t d = 0; d < dn; ++d) {
-          const float* wr = a.wkv_b.row(h * kv_head + d);
-          for (int64_t c = 0; c < C; ++c) q_abs[c] += qn[d] * wr[c];
-        }
-        for (size_t j = 0; j < keys.size(); ++j)
-          p[j] = (dot(q_abs.data(), lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
-      } else {
-        for (size_t j = 0; j < keys.size(); ++j) {
-          const float* kn = kv.data() + size_t(keys[j] * H * kv_head + h * kv_head);
-          p[j] = (dot(qn, kn, dn) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
-        }
-      }
-      // fp32 softmax over the visible keys.
-      const float mx = *std::max_element(p.begin(), p.end());
-      double sum = 0;
-      for (auto& v : p) { v = std::exp(v - mx); sum += v; }
-      const float inv = float(1.0 / sum);
-      for (auto& v : p) v *= inv;
-      if (a.mode == MlaMode::Absorbed) {
-        std::fill(o_lat.begin(), o_lat.end(), 0.0f);
-        for (size_t j = 0; j < keys.size(); ++j) {
-          const float* c = lat(keys[j]);
-          for (int64_t k = 0; k < C; ++k) o_lat[k] += p[j] * c[k];
-        }
-        for (int64_t d = 0; d < dv; ++d) o[d] = dot(o_lat.data(), a.wkv_b.row(h * kv_head + dn + d), C);
-      } else {
-        std::fill(o, o + dv, 0.0f);
-        for (size_t j = 0; j < keys.size(); ++j) {
-          const float* v = kv.data() + size_t(keys[j] * H * kv_head + h * kv_head + dn);
-          for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * v[d];
-        }
-      }
+      mla_one_head(a, keys, t, h, kv.data(), p.data(), q_abs.data(), o_lat.data());
     }
   });
 }
