@@ -7,6 +7,8 @@
 #include "backend/cpu/fp8_gemm.hpp"
 
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace dsinfer {
 
@@ -44,6 +46,7 @@ class CpuBackend final : public Backend {
 
  private:
   const PackedFp8Weight* packed_fp8(const Weight& w) const;
+  bool moe_experts_fused(const MoeExpertsArgs& a, const std::vector<std::vector<std::pair<int32_t, float>>>& routed);
 
   ThreadPool pool_;
   // Filled at load time only (prepare_weight), read concurrently afterwards.

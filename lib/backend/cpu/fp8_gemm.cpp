@@ -406,28 +406,33 @@ PackedFp8Weight pack_fp8_weight(const Weight& w) {
   return p;
 }
 
-void fp8_gemm(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const PackedFp8Weight& w,
-              float* y, int64_t ldy, ThreadPool& pool, Fp8Kernel kernel) {
-  if (T <= 0 || w.n <= 0) return;
+void fp8_gemm_panels(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T,
+                     const PackedFp8Weight& w, int64_t p0, int64_t p1, float* y, int64_t ldy, Fp8Kernel kernel) {
+  if (T <= 0 || p0 >= p1) return;
   const Isa which = kernel == Fp8Kernel::Scalar ? Isa::Scalar
                     : kernel == Fp8Kernel::Avx2 && isa() == Isa::Avx512 ? Isa::Avx2
                                                                           : isa();
-  // Enough panels per chunk that the threads do not fight over y's cache lines; decode splits finer.
-  pool.parallel_for(w.panels, [&](int64_t p0, int64_t p1) {
-    const int64_t n0 = p0 * kNr, n1 = std::min(w.n, p1 * kNr);
-    for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy + n0, y + t * ldy + n1, 0.0f);
+  const int64_t n0 = p0 * kNr, n1 = std::min(w.n, p1 * kNr);
+  for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy + n0, y + t * ldy + n1, 0.0f);
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-    if (which == Isa::Avx512) {
-      panels_avx512(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
-      return;
-    }
-    if (which == Isa::Avx2) {
-      panels_avx2(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
-      return;
-    }
+  if (which == Isa::Avx512) {
+    panels_avx512(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
+    return;
+  }
+  if (which == Isa::Avx2) {
+    panels_avx2(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
+    return;
+  }
 #endif
-    (void)which;
-    panels_scalar(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
+  (void)which;
+  panels_scalar(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy);
+}
+
+void fp8_gemm(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const PackedFp8Weight& w,
+              float* y, int64_t ldy, ThreadPool& pool, Fp8Kernel kernel) {
+  if (T <= 0 || w.n <= 0) return;
+  pool.parallel_for(w.panels, [&](int64_t p0, int64_t p1) {
+    fp8_gemm_panels(xq, ldx, xs, ldxs, T, w, p0, p1, y, ldy, kernel);
   }, 2);
 }
 

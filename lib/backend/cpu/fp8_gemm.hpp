@@ -44,6 +44,12 @@ enum class Fp8Kernel { Best, Avx2, Scalar };
 void fp8_gemm(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const PackedFp8Weight& w,
               float* y, int64_t ldy, ThreadPool& pool, Fp8Kernel kernel = Fp8Kernel::Best);
 
+// Panels [p0, p1) only (output columns [16·p0, min(N, 16·p1))), on the calling thread: for callers that spread
+// several GEMMs over the threads themselves (the fused MoE).
+void fp8_gemm_panels(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T,
+                     const PackedFp8Weight& w, int64_t p0, int64_t p1, float* y, int64_t ldy,
+                     Fp8Kernel kernel = Fp8Kernel::Best);
+
 // The same sums in plain scalar code over the unpacked checkpoint weight: the definition the kernels are tested
 // against (bitwise).
 void fp8_gemm_reference(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const Weight& w,

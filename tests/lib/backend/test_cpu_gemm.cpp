@@ -149,3 +149,40 @@ TEST_CASE("dense GEMM kernels (BF16, F16, F32 weights) equal the scalar FMA chai
     }
   }
 }
+
+TEST_CASE("the fused FP8 MoE (prepared experts) equals expert-by-expert linears bit for bit", "[cpu][fp8][kernels]") {
+  std::mt19937 gen(21);
+  const int64_t E = 6, D = 256, inner = 176, top_k = 2;
+  std::vector<Fp8Case> gate, up, down;
+  std::vector<ExpertWeights> experts;
+  for (int64_t e = 0; e < E; ++e) {
+    gate.push_back(random_weight(gen, inner, D));
+    up.push_back(random_weight(gen, inner, D));
+    down.push_back(random_weight(gen, D, inner));
+  }
+  for (int64_t e = 0; e < E; ++e) experts.push_back({&gate[size_t(e)].w, &up[size_t(e)].w, &down[size_t(e)].w});
+  CpuBackend fused({3}), plain({2});
+  for (int64_t e = 0; e < E; ++e)
+    for (const Weight* w : {experts[size_t(e)].gate, experts[size_t(e)].up, experts[size_t(e)].down})
+      fused.prepare_weight(*w);
+  for (int64_t T : {1, 3, 17}) {
+    Matrix x = plain.matrix(T, D);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (int64_t i = 0; i < T * D; ++i) x.view.data[i] = nd(gen);
+    std::vector<int32_t> ids(size_t(T * top_k));
+    std::vector<float> wts(size_t(T * top_k));
+    for (int64_t t = 0; t < T; ++t) {
+      ids[size_t(t * top_k)] = int32_t(gen() % E);
+      ids[size_t(t * top_k + 1)] = int32_t((ids[size_t(t * top_k)] + 1 + gen() % (E - 1)) % E);
+      wts[size_t(t * top_k)] = 0.7f;
+      wts[size_t(t * top_k + 1)] = 0.45f;
+    }
+    Matrix a = fused.matrix(T, D), b = plain.matrix(T, D);
+    MoeExpertsArgs args{x.view, experts, ids.data(), wts.data(), top_k, LinearQuant{true, true}, a.view};
+    fused.moe_experts(args);
+    args.out = b.view;
+    plain.moe_experts(args);
+    INFO("T " << T);
+    REQUIRE(std::memcmp(a.view.data, b.view.data, size_t(T * D) * sizeof(float)) == 0);
+  }
+}
