@@ -3,6 +3,8 @@
 #include "cuda_backend.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -211,6 +213,15 @@ void CudaBackend::prepare_weight(const Weight& w) {
   if (w.present()) upload_weight(w);
 }
 
+void CudaBackend::release_weight(const Weight& w) {
+  auto it = weights_.find(w.data);
+  if (it == weights_.end()) return;
+  synchronize();  // kernels already enqueued may still read it
+  if (it->second.data) DSINFER_CUDA_CHECK(cudaFree(it->second.data));
+  if (it->second.scale) DSINFER_CUDA_CHECK(cudaFree(it->second.scale));
+  weights_.erase(it);
+}
+
 gpu::DeviceTensorRef CudaBackend::device_weight(const Weight& w) {
   const DeviceWeight& d = upload_weight(w);
   if (d.dtype != w.dtype || d.numel != w.numel())
@@ -326,18 +337,111 @@ void CudaBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequa
 
 // --- linear ---
 
+void CudaBackend::skinny_batched(const std::vector<gpu::SkinnyGemmParams>& ps) {
+  for (size_t i = 0; i < ps.size(); i += gpu::kSkinnyMaxBatch) {
+    const int n = int(std::min<size_t>(gpu::kSkinnyMaxBatch, ps.size() - i));
+    const size_t ws = gpu::skinny_gemm_batched_workspace(&ps[i], n, num_sms_);
+    void* w = ws ? scratch(kSlotSplitK, ws) : nullptr;
+    gpu::skinny_gemm_batched(&ps[i], n, w, num_sms_, stream_);
+  }
+}
+
 void CudaBackend::skinny(const gpu::SkinnyGemmParams& p) {
   const size_t ws = gpu::skinny_gemm_workspace(p, num_sms_);
   void* w = ws ? scratch(kSlotSplitK, ws) : nullptr;
   gpu::skinny_gemm(p, w, num_sms_, stream_);
 }
 
-void CudaBackend::fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale, int64_t xs_ld, int64_t M,
-                                        int64_t K, const Weight& w, float* out, int64_t ldo, LinearPath path) {
+CudaBackend::Fp8ScaleLayout CudaBackend::fp8_scale_layout() {
+  if (fp8_layout_ != Fp8ScaleLayout::Unknown) return fp8_layout_;
+  fp8_layout_ = Fp8ScaleLayout::None;  // stays None if the probe fails in any way
+  if (const char* e = std::getenv("DSINFER_CUDA_LT_FP8"); e && std::string(e) == "0") return fp8_layout_;
+  // Probe: N = 256 (two weight row blocks), K = 512 (four K blocks: no padding question), M = 8 rows with
+  // distinct power-of-two scales per (row, group), so any misread scale shows.
+  constexpr int64_t N = 256, K = 512, M = 8, G = K / 128;
+  std::vector<uint8_t> wq(size_t(N * K)), xq(size_t(M * K));
+  uint64_t r = 0x243F6A8885A308D3ull;
+  auto next = [&] { r ^= r << 13; r ^= r >> 7; r ^= r << 17; return r; };
+  for (auto* v : {&wq, &xq})
+    for (auto& b : *v) {
+      b = uint8_t(next() >> 24);
+      if ((b & 0x7f) >= 0x70) b &= 0xb7;  // no NaN, moderate magnitudes
+    }
+  std::vector<float> ws(size_t(2 * G)), xs_tok(size_t(G * M)), xs_row(size_t(M * G));
+  for (auto& v : ws) v = std::ldexp(1.0f, -int(next() % 6) - 6);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t g = 0; g < G; ++g) {
+      const float v = std::ldexp(1.0f, -int((m * G + g) % 9));
+      xs_tok[size_t(g * M + m)] = v;
+      xs_row[size_t(m * G + g)] = v;
+    }
+  const size_t bytes = wq.size() + xq.size() + (ws.size() + xs_tok.size() + xs_row.size() + 2 * size_t(M * N)) * 4;
+  char* d = nullptr;
+  DSINFER_CUDA_CHECK(cudaMalloc(&d, bytes + 1024));
+  auto* d_w = reinterpret_cast<uint8_t*>(d);
+  auto* d_x = d_w + wq.size();
+  auto* d_ws = reinterpret_cast<float*>(d_x + xq.size());
+  float* d_tok = d_ws + ws.size();
+  float* d_row = d_tok + xs_tok.size();
+  float* d_ref = d_row + xs_row.size();
+  float* d_out = d_ref + M * N;
+  Fp8ScaleLayout found = Fp8ScaleLayout::None;
+  try {
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_w, wq.data(), wq.size(), cudaMemcpyHostToDevice));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_x, xq.data(), xq.size(), cudaMemcpyHostToDevice));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_ws, ws.data(), ws.size() * 4, cudaMemcpyHostToDevice));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_tok, xs_tok.data(), xs_tok.size() * 4, cudaMemcpyHostToDevice));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_row, xs_row.data(), xs_row.size() * 4, cudaMemcpyHostToDevice));
+    gpu::SkinnyGemmParams p;
+    p.w = d_w; p.w_kind = WeightKind::FP8; p.N = N; p.K = K; p.w_scale = d_ws; p.w_scale_ld = G;
+    p.M = M; p.x_q8 = d_x; p.ldx = K; p.x_scale = d_row; p.xs_m = G; p.xs_g = 1;
+    p.out = d_ref; p.ldo = N;
+    skinny(p);
+    std::vector<float> ref(size_t(M * N)), got(size_t(M * N));
+    DSINFER_CUDA_CHECK(cudaMemcpyAsync(ref.data(), d_ref, ref.size() * 4, cudaMemcpyDeviceToHost, stream_));
+    synchronize();
+    double ss = 0;
+    for (float v : ref) ss += double(v) * v;
+    const double rms = std::sqrt(ss / double(ref.size()));
+    for (const Fp8ScaleLayout layout : {Fp8ScaleLayout::TokenMajor, Fp8ScaleLayout::RowMajor}) {
+      gpu::LtGemmArgs la;
+      la.kind = gpu::LtKind::Fp8Block;
+      la.N = N; la.M = M; la.K = K;
+      la.w = d_w; la.ldw = K; la.x = d_x; la.ldx = K;
+      la.w_scale = d_ws; la.x_scale = layout == Fp8ScaleLayout::TokenMajor ? d_tok : d_row;
+      la.out = d_out; la.ldo = N;
+      if (!lt_->supported(la)) break;
+      lt_->run(la, stream_);
+      DSINFER_CUDA_CHECK(cudaMemcpyAsync(got.data(), d_out, got.size() * 4, cudaMemcpyDeviceToHost, stream_));
+      synchronize();
+      double worst = 0;
+      for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::fabs(ref[i] - got[i])));
+      if (rms > 0 && worst <= 1e-2 * rms) {
+        found = layout;
+        break;
+      }
+    }
+  } catch (const Error&) {
+    found = Fp8ScaleLayout::None;
+  }
+  cudaFree(d);
+  if (found != Fp8ScaleLayout::TokenMajor)
+    std::fprintf(stderr, "dsinfer cuda backend: cuBLASLt block-scaled FP8 %s\n",
+                 found == Fp8ScaleLayout::RowMajor ? "reads row-major activation scales; using that layout"
+                                                   : "is unavailable or disagrees with the reference; FP8 linears "
+                                                     "use the skinny kernel at every size");
+  fp8_layout_ = found;
+  return fp8_layout_;
+}
+
+void CudaBackend::fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale, int64_t xs_m, int64_t xs_g,
+                                        int64_t M, int64_t K, const Weight& w, float* out, int64_t ldo,
+                                        LinearPath path) {
   const gpu::DeviceTensorRef r = device_weight(w);
-  const int64_t N = r.rows, Mp = round_up(M, 4);
+  const int64_t N = r.rows, Mp = round_up(M, 4), G = (K + 127) / 128;
   bool use_lt = path == LinearPath::CublasLt || (path == LinearPath::Auto && M > small_m_max_);
   if (use_lt) {
+    const Fp8ScaleLayout layout = fp8_scale_layout();
     gpu::LtGemmArgs la;
     la.kind = gpu::LtKind::Fp8Block;
     la.N = N; la.M = Mp; la.K = K;
@@ -348,8 +452,10 @@ void CudaBackend::fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale,
     // are copied out.
     la.out = Mp == M ? out : static_cast<float*>(scratch(kSlotOut, size_t(Mp * N) * 4));
     la.ldo = Mp == M ? ldo : N;
+    const bool scales_fit = (layout == Fp8ScaleLayout::TokenMajor && xs_m == 1 && xs_g == Mp) ||
+                            (layout == Fp8ScaleLayout::RowMajor && xs_m == G && xs_g == 1);
     // cuBLASLt's FP8 needs 16-byte aligned rows and scale segments.
-    use_lt = xs_ld >= Mp && K % 128 == 0 && N % 4 == 0 && la.ldo % 4 == 0 && aligned16(la.out) && aligned16(xq) &&
+    use_lt = scales_fit && K % 128 == 0 && N % 4 == 0 && la.ldo % 4 == 0 && aligned16(la.out) && aligned16(xq) &&
              aligned16(x_scale) && lt_->supported(la);
     if (!use_lt && path == LinearPath::CublasLt)
       fail(ErrorCode::Unsupported, "cuBLASLt FP8 block-scaled GEMM unavailable for " + w.name);
@@ -365,7 +471,7 @@ void CudaBackend::fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale,
   p.w = r.data; p.w_kind = WeightKind::FP8; p.N = N; p.K = K;
   p.w_scale = r.scale; p.w_scale_ld = r.scale_ld;
   p.M = M; p.x_q8 = xq; p.ldx = K;
-  p.x_scale = x_scale; p.xs_m = 1; p.xs_g = xs_ld;
+  p.x_scale = x_scale; p.xs_m = xs_m; p.xs_g = xs_g;
   p.out = out; p.ldo = ldo;
   skinny(p);
 }
@@ -390,6 +496,9 @@ void CudaBackend::linear_path(Tensor2D x, const Weight& w, Tensor2D out, const L
     // DeepSeek's FP8 GEMM (spec §6): activations quantized per 1x128 group, scales token-major ([G][Mp]) as
     // cuBLASLt's VEC128_32F wants, padding rows zero.
     const int64_t G = (K + 127) / 128, Mp = round_up(T, 4);
+    const bool may_lt = path == LinearPath::CublasLt || (path == LinearPath::Auto && T > small_m_max_);
+    const bool row_major = may_lt && fp8_scale_layout() == Fp8ScaleLayout::RowMajor;
+    const int64_t xs_m = row_major ? G : 1, xs_g = row_major ? 1 : Mp;
     auto* xq = static_cast<uint8_t*>(scratch(kSlotXq, size_t(Mp * K)));
     auto* xs = static_cast<float*>(scratch(kSlotXs, size_t(G * Mp) * 4));
     if (Mp != T) {
@@ -399,9 +508,9 @@ void CudaBackend::linear_path(Tensor2D x, const Weight& w, Tensor2D out, const L
     gpu::Fp8QuantParams p;
     p.x = x.data; p.ldx = x.ld; p.rows = T; p.cols = K; p.group = 128; p.ue8m0 = q.ue8m0;
     p.q8 = xq; p.ldq8 = K;
-    p.scales = xs; p.s_row = 1; p.s_grp = Mp;
+    p.scales = xs; p.s_row = xs_m; p.s_grp = xs_g;
     gpu::fp8_quantize_rows(p, stream_);
-    fp8_gemm_prequantized(xq, xs, Mp, T, K, w, out.data, out.ld, path);
+    fp8_gemm_prequantized(xq, xs, xs_m, xs_g, T, K, w, out.data, out.ld, path);
     return;
   }
   // Plain fp32 x·Wᵀ with the weight as stored (FP8 without activation quantization: the reference numerics).
@@ -544,34 +653,66 @@ void CudaBackend::moe_experts(const MoeExpertsArgs& a) {
   if (fast) {
     // Each token quantized once per chosen expert straight into its grouped row (spec §6: 1x128 e4m3).
     const int64_t G1 = D / 128, G2 = inner / 128;
+    // Scales per expert segment in the layout cuBLASLt reads (token-major inside each segment, or row-major);
+    // the skinny kernel takes either.
+    const bool may_lt = *std::max_element(count.begin(), count.end()) > small_m_max_;
+    const bool row_major = may_lt && fp8_scale_layout() == Fp8ScaleLayout::RowMajor;
     auto* xq = static_cast<uint8_t*>(scratch(kSlotMoeX, size_t(Rp * D)));
     auto* xs = static_cast<float*>(scratch(kSlotMoeXs, size_t(Rp * G1) * 4));
     gpu::Fp8QuantParams qp;
     qp.x = a.x.data; qp.ldx = a.x.ld; qp.row_src = gp.row_src;
     qp.rows = Rp; qp.cols = D; qp.group = 128; qp.ue8m0 = a.quant.ue8m0;
-    qp.q8 = xq; qp.ldq8 = D; qp.scales = xs; qp.row_seg = gp.row_seg;
+    qp.q8 = xq; qp.ldq8 = D; qp.scales = xs;
+    if (row_major) { qp.s_row = G1; qp.s_grp = 1; } else { qp.row_seg = gp.row_seg; }
     gpu::fp8_quantize_rows(qp, stream_);
+    // Experts with few rows go through the skinny kernel, batched (gate and up of up to 8 experts per launch);
+    // experts with many rows through cuBLASLt one by one.
+    auto expert_problem = [&](const Weight& w, const uint8_t* xq_e, const float* xs_e, int64_t sm, int64_t sg,
+                              int64_t c, int64_t K, float* out_e, int64_t ldo) {
+      const gpu::DeviceTensorRef r = device_weight(w);
+      gpu::SkinnyGemmParams p;
+      p.w = r.data; p.w_kind = WeightKind::FP8; p.N = r.rows; p.K = K;
+      p.w_scale = r.scale; p.w_scale_ld = r.scale_ld;
+      p.M = c; p.x_q8 = xq_e; p.ldx = K; p.x_scale = xs_e; p.xs_m = sm; p.xs_g = sg;
+      p.out = out_e; p.ldo = ldo;
+      return p;
+    };
+    std::vector<gpu::SkinnyGemmParams> batch;
     for (int64_t e = 0; e < E; ++e) {
       const int64_t c = count[size_t(e)], o = poff[size_t(e)], pc = poff[size_t(e) + 1] - o;
       if (!c) continue;
       const ExpertWeights& ew = a.experts[size_t(e)];
-      fp8_gemm_prequantized(xq + o * D, xs + o * G1, pc, c, D, *ew.gate, gb + o * inner, inner, LinearPath::Auto);
-      fp8_gemm_prequantized(xq + o * D, xs + o * G1, pc, c, D, *ew.up, ub + o * inner, inner, LinearPath::Auto);
+      const int64_t sm = row_major ? G1 : 1, sg = row_major ? 1 : pc;
+      if (c > small_m_max_) {
+        fp8_gemm_prequantized(xq + o * D, xs + o * G1, sm, sg, c, D, *ew.gate, gb + o * inner, inner, LinearPath::Auto);
+        fp8_gemm_prequantized(xq + o * D, xs + o * G1, sm, sg, c, D, *ew.up, ub + o * inner, inner, LinearPath::Auto);
+      } else {
+        batch.push_back(expert_problem(*ew.gate, xq + o * D, xs + o * G1, sm, sg, c, D, gb + o * inner, inner));
+        batch.push_back(expert_problem(*ew.up, xq + o * D, xs + o * G1, sm, sg, c, D, ub + o * inner, inner));
+      }
     }
+    skinny_batched(batch);
     // SwiGLU fused into the quantization of the down projection's input; padding rows become zero.
     auto* hq = static_cast<uint8_t*>(scratch(kSlotMoeH, size_t(Rp * inner)));
     auto* hs = static_cast<float*>(scratch(kSlotMoeHs, size_t(Rp * G2) * 4));
     gpu::Fp8QuantParams hp;
     hp.x = gb; hp.ldx = inner; hp.up = ub; hp.ldup = inner; hp.row_src = gp.row_src;
     hp.rows = Rp; hp.cols = inner; hp.group = 128; hp.ue8m0 = a.quant.ue8m0;
-    hp.q8 = hq; hp.ldq8 = inner; hp.scales = hs; hp.row_seg = gp.row_seg;
+    hp.q8 = hq; hp.ldq8 = inner; hp.scales = hs;
+    if (row_major) { hp.s_row = G2; hp.s_grp = 1; } else { hp.row_seg = gp.row_seg; }
     gpu::fp8_quantize_rows(hp, stream_);
+    batch.clear();
     for (int64_t e = 0; e < E; ++e) {
       const int64_t c = count[size_t(e)], o = poff[size_t(e)], pc = poff[size_t(e) + 1] - o;
       if (!c) continue;
-      fp8_gemm_prequantized(hq + o * inner, hs + o * G2, pc, c, inner, *a.experts[size_t(e)].down, y + o * D, D,
-                            LinearPath::Auto);
+      const Weight& down = *a.experts[size_t(e)].down;
+      const int64_t sm = row_major ? G2 : 1, sg = row_major ? 1 : pc;
+      if (c > small_m_max_)
+        fp8_gemm_prequantized(hq + o * inner, hs + o * G2, sm, sg, c, inner, down, y + o * D, D, LinearPath::Auto);
+      else
+        batch.push_back(expert_problem(down, hq + o * inner, hs + o * G2, sm, sg, c, inner, y + o * D, D));
     }
+    skinny_batched(batch);
   } else {
     // Any other dtype or the fp32-activation numerics: gather rows, then the generic linear per expert.
     auto* xg = static_cast<float*>(scratch(kSlotMoeX, size_t(Rp * D) * 4));

@@ -61,8 +61,11 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   int num_sms() const { return num_sms_; }
   void synchronize();
-  // The device copy of a weight (uploaded now if prepare_weight was not called), shaped as `w`.
+  // The device copy of a weight (uploaded now if prepare_weight was not called), shaped as `w`. Device copies are
+  // found by the host Weight's data pointer: the host data must stay where it is (a mapped checkpoint does) or be
+  // released here first.
   gpu::DeviceTensorRef device_weight(const Weight& w);
+  void release_weight(const Weight& w);
   // Grow-only device scratch, one buffer per slot, valid until the same slot is requested again. Reuse is
   // stream-ordered (an old buffer is freed after the work already enqueued). Slots [0, 32) belong to
   // cuda_backend.cu, [32, 64) to the attention/indexer/KV files.
@@ -77,6 +80,12 @@ class CudaBackend final : public Backend {
   int64_t small_m_max() const { return small_m_max_; }
   void set_small_m_max(int64_t m) { small_m_max_ = m; }
   enum class LinearPath { Auto, Skinny, CublasLt };
+  // How cuBLASLt's VEC128_32F activation scales are laid out, found once by a probe GEMM against the skinny
+  // kernel (the documentation leaves it implicit): TokenMajor = [G][M] (all rows of group 0, then group 1, ...),
+  // RowMajor = [M][G]; None = cuBLASLt's block-scaled FP8 is unavailable or disagrees, and every FP8 linear uses
+  // the skinny kernel. DSINFER_CUDA_LT_FP8=0 forces None.
+  enum class Fp8ScaleLayout { Unknown, TokenMajor, RowMajor, None };
+  Fp8ScaleLayout fp8_scale_layout();
   // linear() through a chosen path (benchmarks and tests compare the two).
   void linear_path(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q, LinearPath path);
 
@@ -100,15 +109,18 @@ class CudaBackend final : public Backend {
 
   const DeviceWeight& upload_weight(const Weight& w);
   // One FP8 GEMM over pre-quantized activations: rows [0, M) of xq (row stride K) with scales
-  // x_scale[g * xs_ld + m] (token-major, xs_ld ≥ round_up(M, 4) rows, padded rows zero) -> out [M, N] (ldo).
-  void fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale, int64_t xs_ld, int64_t M, int64_t K,
-                             const Weight& w, float* out, int64_t ldo, LinearPath path);
+  // x_scale[m * xs_m + g * xs_g] -> out [M, N] (ldo). xq and the scales hold round_up(M, 4) rows (padding rows
+  // zero) so that cuBLASLt can take them when the scale layout is the one it reads (Fp8ScaleLayout).
+  void fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale, int64_t xs_m, int64_t xs_g, int64_t M,
+                             int64_t K, const Weight& w, float* out, int64_t ldo, LinearPath path);
   void skinny(const gpu::SkinnyGemmParams& p);
+  void skinny_batched(const std::vector<gpu::SkinnyGemmParams>& ps);  // in launches of up to 16 problems
 
   int device_ = 0;
   int num_sms_ = 1;
   cudaStream_t stream_ = nullptr;
   int64_t small_m_max_ = 64;
+  Fp8ScaleLayout fp8_layout_ = Fp8ScaleLayout::Unknown;
   std::unique_ptr<gpu::LtGemm> lt_;
   void* lt_workspace_ = nullptr;
   std::unordered_map<const void*, DeviceWeight> weights_;

@@ -75,8 +75,11 @@ int main() {
               "BF16 µs | BF16 TFLOPS | FP8 µs | FP8 TFLOPS | ours vs BF16 | ours vs FP8 |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   uint64_t seed = 1;
+  // Host weights stay alive: the backend caches device copies by host data pointer.
+  std::vector<std::unique_ptr<HostFp8>> keep;
   for (const Shape& sh : kShapes) {
-    auto hw = host_fp8(sh, seed++);
+    keep.push_back(host_fp8(sh, seed++));
+    HostFp8* hw = keep.back().get();
     backend->prepare_weight(hw->w);
     const gpu::DeviceTensorRef dw = cuda.device_weight(hw->w);
     uint16_t* wb = nullptr;  // bf16 baseline weight
@@ -127,8 +130,9 @@ int main() {
   // The skinny kernel alone against cuBLASLt FP8 at the decode sizes (where the dispatch threshold is decided).
   std::printf("\n| shape | M | skinny µs (incl. quant) | cuBLASLt FP8 path µs (incl. quant) | skinny weight GB/s | %% copy BW |\n");
   std::printf("|---|---|---|---|---|---|\n");
-  for (const Shape& sh : kShapes) {
-    auto hw = host_fp8(sh, seed++);
+  for (size_t si = 0; si < std::size(kShapes); ++si) {
+    const Shape& sh = kShapes[si];
+    HostFp8* hw = keep[si].get();
     for (const int64_t M : {1, 2, 4, 8, 16, 32, 64, 128}) {
       Matrix x = backend->matrix(M, sh.K), out = backend->matrix(M, sh.N);
       fill_f32_kernel<<<fill_blocks(size_t(M * sh.K)), 256, 0, s>>>(x.view.data, size_t(M * sh.K), seed++, -2.f, 2.f);

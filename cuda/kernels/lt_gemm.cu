@@ -1,4 +1,5 @@
 // cuBLASLt GEMM wrapper (see lt_gemm.hpp).
+#include <cstdint>
 #include <string>
 
 #include "common/check.cuh"
@@ -18,8 +19,19 @@ LtGemm::~LtGemm() {
   if (handle_) cublasLtDestroy(handle_);
 }
 
+namespace {
+// Largest power of two (≤ 256) dividing the address.
+int alignment(const void* p) {
+  const uintptr_t v = reinterpret_cast<uintptr_t>(p);
+  int a = 1;
+  while (a < 256 && v % uintptr_t(2 * a) == 0) a *= 2;
+  return a;
+}
+}  // namespace
+
 LtGemm::Plan& LtGemm::plan(const LtGemmArgs& a) {
-  const Key key{int(a.kind), a.N, a.M, a.K, a.ldw, a.ldx, a.ldo};
+  const int al_w = alignment(a.w), al_x = alignment(a.x), al_d = alignment(a.out);
+  const Key key{int(a.kind), a.N, a.M, a.K, a.ldw, a.ldx, a.ldo, al_w, al_x, al_d};
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   Plan& p = plans_[key];
@@ -49,6 +61,11 @@ LtGemm::Plan& LtGemm::plan(const LtGemmArgs& a) {
   DSINFER_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = workspace_bytes_;
   DSINFER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  const uint32_t al[3] = {uint32_t(al_w), uint32_t(al_x), uint32_t(al_d)};
+  DSINFER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4));
+  DSINFER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4));
+  DSINFER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4));
+  DSINFER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], 4));
   cublasLtMatmulHeuristicResult_t res{};
   int n = 0;
   const cublasStatus_t st =

@@ -52,7 +52,8 @@ class LtGemm {
     cublasLtMatmulAlgo_t algo{};
     bool ok = false;
   };
-  using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+  // kind, N, M, K, ldw, ldx, ldo, and the pointers' alignments (the heuristic may pick kernels that need more).
+  using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int>;
   Plan& plan(const LtGemmArgs& a);
 
   cublasLtHandle_t handle_ = nullptr;

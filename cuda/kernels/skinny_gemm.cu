@@ -92,17 +92,46 @@ constexpr int chunk_k() {
   return c < WTraits<WK>::kStep ? WTraits<WK>::kStep : c;
 }
 
+// The problems of one launch. Problem i owns the blockIdx.z range [z_begin[i], z_begin[i + 1]) (one z per MT
+// activation rows) and, when split, partial sums at partial[i] ([splits, M_i, N]).
+struct SkinnyBatch {
+  SkinnyGemmParams p[kSkinnyMaxBatch];
+  float* partial[kSkinnyMaxBatch];
+  int z_begin[kSkinnyMaxBatch + 1];
+  int n = 0;
+};
+
+// Copies problem i out of the parameter block with constant offsets only (a dynamically indexed kernel parameter
+// would be copied to local memory by every thread).
+__device__ __forceinline__ void select_problem(const SkinnyBatch& b, int i, SkinnyGemmParams& p, float*& partial) {
+  p = b.p[0];
+  partial = b.partial[0];
+#pragma unroll
+  for (int j = 1; j < kSkinnyMaxBatch; ++j)
+    if (j == i) {
+      p = b.p[j];
+      partial = b.partial[j];
+    }
+}
+
 template <WeightKind WK, bool QX, int MT>
-__global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(SkinnyGemmParams p, int64_t k_chunk,
-                                                               float* partial) {
+__global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(const __grid_constant__ SkinnyBatch batch,
+                                                               int64_t k_chunk) {
   using T = WTraits<WK>;
   constexpr int VEC = T::kVec, STEP = T::kStep, KC = chunk_k<WK, MT>(), GC = KC / 128;
+  constexpr int U = MT <= 4 ? 2 : 1;
   __shared__ __align__(16) float xs[MT * KC];
   __shared__ float sx[QX ? MT * GC : 1];
 
+  int pi = 0;
+  while (pi + 1 < batch.n && int(blockIdx.z) >= batch.z_begin[pi + 1]) ++pi;
+  SkinnyGemmParams p;
+  float* partial;
+  select_problem(batch, pi, p, partial);
+
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t n_base = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
-  const int64_t m0 = int64_t(blockIdx.z) * MT;
+  const int64_t m0 = int64_t(int(blockIdx.z) - batch.z_begin[pi]) * MT;
   const int mt = int(imin64(MT, p.M - m0));
   const int64_t kb = int64_t(blockIdx.y) * k_chunk, ke = imin64(p.K, kb + k_chunk);
   // 16-byte loads need every row to start 16-byte aligned; otherwise element loads (odd test shapes only).
@@ -137,42 +166,60 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(SkinnyGemmParams 
     }
     __syncthreads();
 
-    for (int s = 0; s < cn; s += STEP) {
-      const int64_t k = c0 + s + lane * VEC;
-      float wf[kRowsPerWarp][VEC];
-      float wsc[kRowsPerWarp];
+    // U warp-steps per iteration: all their weight loads are issued before any is used, so each thread keeps
+    // U x 2 x 16 bytes in flight (few activation rows: the kernel is purely load-latency bound).
+    for (int s = 0; s < cn; s += U * STEP) {
+      uint4 raw[U][kRowsPerWarp];
+      float wsc[U][kRowsPerWarp];
 #pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
-        const int64_t n = n_base + r;
-        const bool in = n < p.N && k < ke;
-        if (in && vec_ok) {
-          const uint4 raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) +
-                                                                  (n * p.K + k) * T::kBytes));
-          decode16<WK>(raw, wf[r]);
-        } else {
-#pragma unroll
-          for (int c = 0; c < VEC; ++c)
-            wf[r][c] = (in && k + c < ke) ? load_one<WK>(p.w, n * p.K + k + c) : 0.0f;
-        }
-        if constexpr (WK == WeightKind::FP8) wsc[r] = in ? __ldg(p.w_scale + (n / 128) * p.w_scale_ld + k / 128) : 0.0f;
-        else wsc[r] = 1.0f;
-      }
-      const int gg = (s + lane * VEC) / 128;
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        float xv[VEC];
-#pragma unroll
-        for (int j = 0; j < VEC / 4; ++j) {
-          const float4 v = *reinterpret_cast<const float4*>(&xs[m * KC + s + j * 128 + lane * 4]);
-          xv[4 * j] = v.x; xv[4 * j + 1] = v.y; xv[4 * j + 2] = v.z; xv[4 * j + 3] = v.w;
-        }
-        const float xsc = QX ? sx[m * GC + gg] : 1.0f;
+      for (int u = 0; u < U; ++u) {
+        const int64_t k = c0 + s + u * STEP + lane * VEC;
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) {
-          float d = 0.0f;
+          const int64_t n = n_base + r;
+          const bool in = n < p.N && k < ke;
+          raw[u][r] = make_uint4(0, 0, 0, 0);
+          if (in && vec_ok)
+            raw[u][r] = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + (n * p.K + k) * T::kBytes));
+          if constexpr (WK == WeightKind::FP8) wsc[u][r] = in ? __ldg(p.w_scale + (n / 128) * p.w_scale_ld + k / 128) : 0.0f;
+          else wsc[u][r] = 1.0f;
+        }
+      }
 #pragma unroll
-          for (int c = 0; c < VEC; ++c) d = fmaf(xv[c], wf[r][c], d);
-          acc[r][m] = fmaf(d, xsc * wsc[r], acc[r][m]);
+      for (int u = 0; u < U; ++u) {
+        const int su = s + u * STEP;
+        if (su >= cn) break;
+        const int64_t k = c0 + su + lane * VEC;
+        float wf[kRowsPerWarp][VEC];
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+          if (vec_ok) {
+            decode16<WK>(raw[u][r], wf[r]);
+          } else {
+            const int64_t n = n_base + r;
+            const bool in = n < p.N && k < ke;
+#pragma unroll
+            for (int c = 0; c < VEC; ++c)
+              wf[r][c] = (in && k + c < ke) ? load_one<WK>(p.w, n * p.K + k + c) : 0.0f;
+          }
+        }
+        const int gg = (su + lane * VEC) / 128;
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          float xv[VEC];
+#pragma unroll
+          for (int j = 0; j < VEC / 4; ++j) {
+            const float4 v = *reinterpret_cast<const float4*>(&xs[m * KC + su + j * 128 + lane * 4]);
+            xv[4 * j] = v.x; xv[4 * j + 1] = v.y; xv[4 * j + 2] = v.z; xv[4 * j + 3] = v.w;
+          }
+          const float xsc = QX ? sx[m * GC + gg] : 1.0f;
+#pragma unroll
+          for (int r = 0; r < kRowsPerWarp; ++r) {
+            float d = 0.0f;
+#pragma unroll
+            for (int c = 0; c < VEC; ++c) d = fmaf(xv[c], wf[r][c], d);
+            acc[r][m] = fmaf(d, xsc * wsc[u][r], acc[r][m]);
+          }
         }
       }
     }
@@ -194,27 +241,29 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(SkinnyGemmParams 
     }
 }
 
-// out[m, n] = Σ_split partial[split, m, n], in split order (deterministic).
-__global__ void splitk_reduce_kernel(const float* partial, int splits, int64_t M, int64_t N, float* out,
-                                     int64_t ldo) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= M * N) return;
-  float s = 0.0f;
-  for (int y = 0; y < splits; ++y) s += partial[int64_t(y) * M * N + i];
-  out[(i / N) * ldo + i % N] = s;
+// out[m, n] = Σ_split partial[split, m, n], in split order (deterministic); blockIdx.y = problem.
+__global__ void splitk_reduce_kernel(const __grid_constant__ SkinnyBatch batch, int splits) {
+  SkinnyGemmParams p;
+  float* partial;
+  select_problem(batch, int(blockIdx.y), p, partial);
+  const int64_t M = p.M, N = p.N;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < M * N; i += int64_t(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (int y = 0; y < splits; ++y) s += partial[int64_t(y) * M * N + i];
+    p.out[(i / N) * p.ldo + i % N] = s;
+  }
 }
 
 struct Plan {
   int mt = 1;
   int64_t k_chunk = 0;
   int splits = 1;
-  dim3 grid;
+  int64_t nb = 0, chunks = 0;  // N tiles, total MT-row chunks over the problems
 };
 
-int pick_mt(const SkinnyGemmParams& p) {
-  const bool qx = p.x_q8 != nullptr;
-  if (p.M <= 1) return 1;
-  if (qx) return p.M <= 2 ? 2 : p.M <= 4 ? 4 : p.M <= 8 ? 8 : 16;
+int pick_mt(bool qx, int64_t max_m) {
+  if (max_m <= 1) return 1;
+  if (qx) return max_m <= 2 ? 2 : max_m <= 4 ? 4 : max_m <= 8 ? 8 : 16;
   return 8;
 }
 
@@ -226,73 +275,117 @@ int step_of(WeightKind k) {
   }
 }
 
-Plan make_plan(const SkinnyGemmParams& p, int num_sms) {
+Plan make_plan(const SkinnyGemmParams* p, int n, int num_sms) {
   Plan pl;
-  pl.mt = pick_mt(p);
-  const int64_t nb = (p.N + kRowsPerBlock - 1) / kRowsPerBlock, mb = (p.M + pl.mt - 1) / pl.mt;
-  const int64_t step = step_of(p.w_kind);
-  const int64_t ksteps = (p.K + step - 1) / step;
+  int64_t max_m = 0;
+  for (int i = 0; i < n; ++i) max_m = std::max(max_m, p[i].M);
+  pl.mt = pick_mt(p[0].x_q8 != nullptr, max_m);
+  for (int i = 0; i < n; ++i) pl.chunks += (p[i].M + pl.mt - 1) / pl.mt;
+  pl.nb = (p[0].N + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t step = step_of(p[0].w_kind);
+  const int64_t ksteps = (p[0].K + step - 1) / step;
   // Two blocks per SM keep enough 16-byte loads in flight to stream the weight; split K when N x M is short.
-  const int64_t want = (2 * int64_t(std::max(num_sms, 1)) + nb * mb - 1) / (nb * mb);
+  const int64_t blocks = std::max<int64_t>(pl.nb * pl.chunks, 1);
+  const int64_t want = (2 * int64_t(std::max(num_sms, 1)) + blocks - 1) / blocks;
   const int64_t splits = std::clamp<int64_t>(want, 1, ksteps);
   pl.k_chunk = ((ksteps + splits - 1) / splits) * step;
-  pl.splits = int((p.K + pl.k_chunk - 1) / pl.k_chunk);
-  pl.grid = dim3(unsigned(nb), unsigned(pl.splits), unsigned(mb));
+  pl.splits = int((p[0].K + pl.k_chunk - 1) / pl.k_chunk);
   return pl;
 }
 
+size_t partial_bytes(const SkinnyGemmParams& p, int splits) {
+  return (size_t(splits) * size_t(p.M) * size_t(p.N) * sizeof(float) + 255) / 256 * 256;
+}
+
 template <WeightKind WK, bool QX, int MT>
-void launch(const SkinnyGemmParams& p, const Plan& pl, float* partial, cudaStream_t s) {
-  skinny_gemm_kernel<WK, QX, MT><<<pl.grid, kThreads, 0, s>>>(p, pl.k_chunk, partial);
+void launch(const SkinnyBatch& b, const Plan& pl, cudaStream_t s) {
+  const dim3 grid(unsigned(pl.nb), unsigned(pl.splits), unsigned(pl.chunks));
+  skinny_gemm_kernel<WK, QX, MT><<<grid, kThreads, 0, s>>>(b, pl.k_chunk);
 }
 
 }  // namespace
 
+size_t skinny_gemm_batched_workspace(const SkinnyGemmParams* p, int n, int num_sms) {
+  if (n <= 0) return 0;
+  const Plan pl = make_plan(p, n, num_sms);
+  if (pl.splits == 1) return 0;
+  size_t total = 0;
+  for (int i = 0; i < n; ++i) total += partial_bytes(p[i], pl.splits);
+  return total;
+}
+
+void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int num_sms, cudaStream_t s) {
+  DSINFER_CUDA_REQUIRE(n >= 1 && n <= kSkinnyMaxBatch, "skinny_gemm: 1..16 problems per launch");
+  const bool qx = p[0].x_q8 != nullptr;
+  for (int i = 0; i < n; ++i) {
+    DSINFER_CUDA_REQUIRE(p[i].N == p[0].N && p[i].K == p[0].K && p[i].w_kind == p[0].w_kind &&
+                             (p[i].x_q8 != nullptr) == qx,
+                         "skinny_gemm: batched problems must share N, K and dtypes");
+    DSINFER_CUDA_REQUIRE(!qx || p[i].w_kind == WeightKind::FP8, "skinny_gemm: e4m3 activations need FP8 weights");
+    DSINFER_CUDA_REQUIRE(p[i].w_kind != WeightKind::FP8 || p[i].w_scale, "skinny_gemm: FP8 weight without scales");
+  }
+  const Plan pl = make_plan(p, n, num_sms);
+  if (pl.chunks == 0 || p[0].N == 0) return;
+  SkinnyBatch b;
+  b.n = n;
+  int z = 0;
+  auto* ws = static_cast<char*>(workspace);
+  for (int i = 0; i < n; ++i) {
+    b.p[i] = p[i];
+    b.z_begin[i] = z;
+    z += int((p[i].M + pl.mt - 1) / pl.mt);
+    b.partial[i] = nullptr;
+    if (pl.splits > 1) {
+      DSINFER_CUDA_REQUIRE(ws != nullptr, "skinny_gemm: split-K needs a workspace");
+      b.partial[i] = reinterpret_cast<float*>(ws);
+      ws += partial_bytes(p[i], pl.splits);
+    }
+  }
+  for (int i = n; i <= kSkinnyMaxBatch; ++i) b.z_begin[i] = z;
+  for (int i = n; i < kSkinnyMaxBatch; ++i) { b.p[i] = p[0]; b.partial[i] = b.partial[0]; }
+  switch (p[0].w_kind) {
+    case WeightKind::FP8:
+      if (qx) {
+        switch (pl.mt) {
+          case 1: launch<WeightKind::FP8, true, 1>(b, pl, s); break;
+          case 2: launch<WeightKind::FP8, true, 2>(b, pl, s); break;
+          case 4: launch<WeightKind::FP8, true, 4>(b, pl, s); break;
+          case 8: launch<WeightKind::FP8, true, 8>(b, pl, s); break;
+          default: launch<WeightKind::FP8, true, 16>(b, pl, s); break;
+        }
+      } else if (pl.mt == 1) launch<WeightKind::FP8, false, 1>(b, pl, s);
+      else launch<WeightKind::FP8, false, 8>(b, pl, s);
+      break;
+    case WeightKind::BF16:
+      if (pl.mt == 1) launch<WeightKind::BF16, false, 1>(b, pl, s);
+      else launch<WeightKind::BF16, false, 8>(b, pl, s);
+      break;
+    case WeightKind::F16:
+      if (pl.mt == 1) launch<WeightKind::F16, false, 1>(b, pl, s);
+      else launch<WeightKind::F16, false, 8>(b, pl, s);
+      break;
+    case WeightKind::F32:
+      if (pl.mt == 1) launch<WeightKind::F32, false, 1>(b, pl, s);
+      else launch<WeightKind::F32, false, 8>(b, pl, s);
+      break;
+  }
+  DSINFER_CUDA_CHECK_LAUNCH();
+  if (pl.splits > 1) {
+    int64_t max_mn = 0;
+    for (int i = 0; i < n; ++i) max_mn = std::max(max_mn, p[i].M * p[i].N);
+    const unsigned bx = unsigned(std::min<int64_t>((max_mn + 255) / 256, 4096));
+    splitk_reduce_kernel<<<dim3(bx, unsigned(n)), 256, 0, s>>>(b, pl.splits);
+    DSINFER_CUDA_CHECK_LAUNCH();
+  }
+}
+
 size_t skinny_gemm_workspace(const SkinnyGemmParams& p, int num_sms) {
-  const Plan pl = make_plan(p, num_sms);
-  return pl.splits > 1 ? size_t(pl.splits) * size_t(p.M) * size_t(p.N) * sizeof(float) : 0;
+  return skinny_gemm_batched_workspace(&p, 1, num_sms);
 }
 
 void skinny_gemm(const SkinnyGemmParams& p, void* workspace, int num_sms, cudaStream_t s) {
   if (p.M == 0 || p.N == 0) return;
-  DSINFER_CUDA_REQUIRE(p.x_q8 == nullptr || p.w_kind == WeightKind::FP8, "skinny_gemm: e4m3 activations need FP8 weights");
-  DSINFER_CUDA_REQUIRE(p.w_kind != WeightKind::FP8 || p.w_scale, "skinny_gemm: FP8 weight without scales");
-  const Plan pl = make_plan(p, num_sms);
-  float* partial = pl.splits > 1 ? static_cast<float*>(workspace) : nullptr;
-  DSINFER_CUDA_REQUIRE(pl.splits == 1 || partial, "skinny_gemm: split-K needs a workspace");
-  const bool qx = p.x_q8 != nullptr;
-  switch (p.w_kind) {
-    case WeightKind::FP8:
-      if (qx) {
-        switch (pl.mt) {
-          case 1: launch<WeightKind::FP8, true, 1>(p, pl, partial, s); break;
-          case 2: launch<WeightKind::FP8, true, 2>(p, pl, partial, s); break;
-          case 4: launch<WeightKind::FP8, true, 4>(p, pl, partial, s); break;
-          case 8: launch<WeightKind::FP8, true, 8>(p, pl, partial, s); break;
-          default: launch<WeightKind::FP8, true, 16>(p, pl, partial, s); break;
-        }
-      } else if (pl.mt == 1) launch<WeightKind::FP8, false, 1>(p, pl, partial, s);
-      else launch<WeightKind::FP8, false, 8>(p, pl, partial, s);
-      break;
-    case WeightKind::BF16:
-      if (pl.mt == 1) launch<WeightKind::BF16, false, 1>(p, pl, partial, s);
-      else launch<WeightKind::BF16, false, 8>(p, pl, partial, s);
-      break;
-    case WeightKind::F16:
-      if (pl.mt == 1) launch<WeightKind::F16, false, 1>(p, pl, partial, s);
-      else launch<WeightKind::F16, false, 8>(p, pl, partial, s);
-      break;
-    case WeightKind::F32:
-      if (pl.mt == 1) launch<WeightKind::F32, false, 1>(p, pl, partial, s);
-      else launch<WeightKind::F32, false, 8>(p, pl, partial, s);
-      break;
-  }
-  DSINFER_CUDA_CHECK_LAUNCH();
-  if (partial) {
-    const int64_t total = p.M * p.N;
-    splitk_reduce_kernel<<<unsigned((total + 255) / 256), 256, 0, s>>>(partial, pl.splits, p.M, p.N, p.out, p.ldo);
-    DSINFER_CUDA_CHECK_LAUNCH();
-  }
+  skinny_gemm_batched(&p, 1, workspace, num_sms, s);
 }
 
 }  // namespace dsinfer::gpu

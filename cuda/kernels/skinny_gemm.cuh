@@ -37,4 +37,11 @@ size_t skinny_gemm_workspace(const SkinnyGemmParams& p, int num_sms);
 // Launches on `stream`; `workspace` has at least skinny_gemm_workspace() bytes.
 void skinny_gemm(const SkinnyGemmParams& p, void* workspace, int num_sms, cudaStream_t stream);
 
+// Up to kSkinnyMaxBatch problems with the same N, K, weight kind and activation kind (e4m3 or fp32), each with its
+// own weight, activations (any M) and output, in one launch (plus one split-K reduction): the MoE experts of a
+// decode step, whose separate launches would cost more than their weight reads.
+constexpr int kSkinnyMaxBatch = 16;
+size_t skinny_gemm_batched_workspace(const SkinnyGemmParams* p, int n, int num_sms);
+void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int num_sms, cudaStream_t stream);
+
 }  // namespace dsinfer::gpu

@@ -41,6 +41,15 @@ struct OwnedWeight {
   std::vector<float> scales;
 };
 
+// Test weights live until the process ends: backends cache per-weight state by the host data pointer (the CUDA
+// backend its device copy), as they may for a model's mapped checkpoint, so a freed test weight whose address
+// came back for another weight would alias a stale cached copy.
+inline OwnedWeight* keep(std::unique_ptr<OwnedWeight> o) {
+  static std::vector<std::unique_ptr<OwnedWeight>> all;
+  all.push_back(std::move(o));
+  return all.back().get();
+}
+
 inline std::vector<float> randn(size_t n, std::mt19937& rng, float sigma = 1.0f) {
   std::normal_distribution<float> d(0.0f, sigma);
   std::vector<float> v(n);
@@ -50,7 +59,7 @@ inline std::vector<float> randn(size_t n, std::mt19937& rng, float sigma = 1.0f)
 
 // Random e4m3 bytes (every finite code: wide dynamic range, subnormals, both zeros) and block scales in
 // [2^-12, 2^-8] (arbitrary fp32, as the spec says weight scales may be).
-inline std::unique_ptr<OwnedWeight> fp8_weight(int64_t rows, int64_t cols, std::mt19937& rng, const char* name = "w") {
+inline OwnedWeight* fp8_weight(int64_t rows, int64_t cols, std::mt19937& rng, const char* name = "w") {
   auto o = std::make_unique<OwnedWeight>();
   o->bytes.resize(size_t(rows * cols));
   std::uniform_int_distribution<int> b(0, 255);
@@ -69,11 +78,11 @@ inline std::unique_ptr<OwnedWeight> fp8_weight(int64_t rows, int64_t cols, std::
   o->w.data = o->bytes.data();
   o->w.scale_inv = o->scales.data();
   o->w.block = 128;
-  return o;
+  return keep(std::move(o));
 }
 
 // bf16 / f16 / f32 weight with N(0, sigma) values.
-inline std::unique_ptr<OwnedWeight> dense_weight(DType t, std::vector<int64_t> shape, std::mt19937& rng,
+inline OwnedWeight* dense_weight(DType t, std::vector<int64_t> shape, std::mt19937& rng,
                                                  float sigma = 0.05f, const char* name = "w") {
   auto o = std::make_unique<OwnedWeight>();
   int64_t n = 1;
@@ -102,12 +111,12 @@ inline std::unique_ptr<OwnedWeight> dense_weight(DType t, std::vector<int64_t> s
   o->w.dtype = t;
   o->w.shape = shape;
   o->w.data = o->bytes.data();
-  return o;
+  return keep(std::move(o));
 }
 
 // A large bf16 weight filled straight from a xorshift generator (no fp32 staging): magnitudes in [2^-7, 2^-1),
 // random signs and mantissas.
-inline std::unique_ptr<OwnedWeight> bf16_weight_fast(int64_t rows, int64_t cols, uint64_t seed, const char* name) {
+inline OwnedWeight* bf16_weight_fast(int64_t rows, int64_t cols, uint64_t seed, const char* name) {
   auto o = std::make_unique<OwnedWeight>();
   o->bytes.resize(size_t(rows * cols) * 2);
   uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -121,7 +130,7 @@ inline std::unique_ptr<OwnedWeight> bf16_weight_fast(int64_t rows, int64_t cols,
   o->w.dtype = DType::BF16;
   o->w.shape = {rows, cols};
   o->w.data = o->bytes.data();
-  return o;
+  return keep(std::move(o));
 }
 
 // A view of rows [r0, r0 + n) of a matrix weight (r0 a multiple of 128 for FP8), sharing its bytes: the CPU

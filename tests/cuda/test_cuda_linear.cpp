@@ -5,6 +5,8 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <cstdio>
+
 #include "cuda_backend.hpp"
 #include "cuda_test_util.hpp"
 
@@ -70,6 +72,15 @@ const Shape kV32[] = {{"wq_a", 1536, 7168},   {"wq_b", 24576, 1536}, {"wkv_a", 5
                       {"dense_w1", 18432, 7168}, {"dense_w2", 7168, 18432}};
 
 }  // namespace
+
+TEST_CASE("cuBLASLt block-scaled FP8 is available and its activation-scale layout is known") {
+  const auto layout = backends().cuda().fp8_scale_layout();
+  std::printf("cuBLASLt FP8 activation scale layout: %s\n",
+              layout == CudaBackend::Fp8ScaleLayout::TokenMajor ? "token-major [G][M]"
+              : layout == CudaBackend::Fp8ScaleLayout::RowMajor ? "row-major [M][G]"
+                                                                 : "none (cuBLASLt FP8 unusable)");
+  CHECK((layout == CudaBackend::Fp8ScaleLayout::TokenMajor || layout == CudaBackend::Fp8ScaleLayout::RowMajor));
+}
 
 TEST_CASE("FP8 linear at the V3.2 shapes: skinny kernel (M <= 64) and cuBLASLt block scaling") {
   std::mt19937 rng(11);

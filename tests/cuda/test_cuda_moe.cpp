@@ -142,7 +142,7 @@ std::vector<int32_t> random_routing(int64_t T, int64_t K, int64_t E_pool, std::m
 }
 
 struct ExpertSet {
-  std::vector<std::unique_ptr<OwnedWeight>> owned;
+  std::vector<OwnedWeight*> owned;
   std::vector<ExpertWeights> experts;
 };
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The GPU check of the CUDA backend (issues 6 and 8), for a machine with an NVIDIA GPU:
+#   bash scripts/gpu_check.sh OUTDIR
+# Builds a Release tree with -DDSINFER_CUDA=ON for the GPU's architecture (90a on Hopper), runs every CUDA test
+# (CTest label "cuda": tests/cuda/*) and the GPU benchmarks (bench/cuda/*), and writes OUTDIR/summary.md (GPU,
+# driver, CUDA version, pass/fail table, benchmark tables) plus one full log per step in OUTDIR/*.log.
+# Budget: about 8 minutes on an H200 with 16 cores (only the needed targets are built).
+set -uo pipefail
+OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+BUILD=${BUILD:-build-gpu}
+JOBS=${JOBS:-$(nproc)}
+TEST_TIMEOUT=${TEST_TIMEOUT:-300}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-240}
+export PATH=/usr/local/cuda/bin:$PATH
+start=$(date +%s)
+log() { echo "[gpu_check $(( $(date +%s) - start ))s] $*" | tee -a "$OUT/gpu_check.log"; }
+
+# Dependencies: the same Debian packages as the test script (no network is fine when they are present).
+bash scripts/install_deps.sh > "$OUT/install_deps.log" 2>&1 || log "install_deps.sh failed (see install_deps.log); trying with what is installed"
+
+nvidia-smi > "$OUT/nvidia-smi.log" 2>&1 || log "nvidia-smi failed"
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')
+NVCC=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' | head -1)
+case "$CC" in
+  9.0) ARCH=90a ;;          # Hopper: the arch-specific target (wgmma, setmaxnreg)
+  "") ARCH=90a ;;
+  *) ARCH=${CC/./} ;;
+esac
+log "GPU: ${GPU:-unknown} (compute capability ${CC:-?}), driver ${DRIVER:-?}, nvcc ${NVCC:-?}, building for sm_$ARCH"
+
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
+  -DDSINFER_TESTS=ON -DDSINFER_BENCH=ON > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -30 "$OUT/configure.log"; }
+tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
+benches=$(ls bench/cuda/bench_*.cu bench/cuda/bench_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
+build_ok=1
+# One target at a time on failure would be slow; build all at once, then again per target to know which broke.
+if ! cmake --build "$BUILD" -j "$JOBS" --target $tests $benches > "$OUT/build.log" 2>&1; then
+  build_ok=0
+  log "build FAILED (see build.log); building targets one by one"
+  for t in $tests $benches; do cmake --build "$BUILD" -j "$JOBS" --target "$t" >> "$OUT/build.log" 2>&1 || log "target $t failed to build"; done
+fi
+log "build done (ok=$build_ok)"
+
+{
+  echo "# GPU check"
+  echo
+  echo "- GPU: ${GPU:-unknown} (compute capability ${CC:-?}, built for sm_$ARCH)"
+  echo "- driver: ${DRIVER:-?}; CUDA toolkit: ${NVCC:-?}"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | grep -q . && echo '(working tree modified)')"
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "## Tests (ctest -L cuda, one test per run; full output in <test>.log)"
+  echo
+  echo "| test | result | seconds |"
+  echo "|---|---|---|"
+} > "$OUT/summary.md"
+
+n_fail=0
+for t in $tests; do
+  t0=$(date +%s)
+  if [ ! -x "$BUILD/tests/cuda/$t" ]; then
+    res="NOT BUILT"; n_fail=$((n_fail + 1))
+  else
+    timeout "$TEST_TIMEOUT" ctest --test-dir "$BUILD" -R "^${t}\$" -V --output-on-failure > "$OUT/$t.log" 2>&1
+    rc=$?
+    if grep -q "tests passed, 0 tests failed" "$OUT/$t.log" && ! grep -q "Skipped\|\*\*\*Skipped" "$OUT/$t.log"; then res="pass"
+    elif grep -q "Skipped" "$OUT/$t.log"; then res="SKIPPED"; n_fail=$((n_fail + 1))
+    elif [ $rc -eq 124 ]; then res="TIMEOUT (${TEST_TIMEOUT}s)"; n_fail=$((n_fail + 1))
+    else res="FAIL"; n_fail=$((n_fail + 1)); fi
+  fi
+  dt=$(( $(date +%s) - t0 ))
+  log "test $t: $res (${dt}s)"
+  echo "| $t | $res | $dt |" >> "$OUT/summary.md"
+done
+
+echo >> "$OUT/summary.md"
+echo "## Benchmarks (full output in <bench>.log)" >> "$OUT/summary.md"
+# bench_gemm and bench_moe first: they carry the issue-6 acceptance figures.
+for b in bench_gemm bench_moe $(echo "$benches" | grep -v -x -e bench_gemm -e bench_moe); do
+  echo "$benches" | grep -q -x "$b" || continue
+  t0=$(date +%s)
+  if [ -x "$BUILD/bench/cuda/$b" ]; then
+    timeout "$BENCH_TIMEOUT" "$BUILD/bench/cuda/$b" > "$OUT/$b.log" 2>&1
+    rc=$?
+  else
+    rc=-1; echo "not built" > "$OUT/$b.log"
+  fi
+  dt=$(( $(date +%s) - t0 ))
+  log "bench $b: rc=$rc (${dt}s)"
+  { echo; echo "### $b (rc=$rc, ${dt}s)"; echo; cat "$OUT/$b.log"; } >> "$OUT/summary.md"
+done
+
+log "done: $n_fail test(s) not passing; total $(( $(date +%s) - start ))s"
+{ echo; echo "Total time: $(( $(date +%s) - start )) s; tests not passing: $n_fail"; } >> "$OUT/summary.md"
+[ $n_fail -eq 0 ] && [ $build_ok -eq 1 ]
