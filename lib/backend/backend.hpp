@@ -111,6 +111,8 @@ struct MlaArgs {
   const int32_t* block_table = nullptr;  // paged cache, as in IndexerTopkArgs; null: row_of(s) = s
   int64_t block_tokens = 0;
   Tensor2D wkv_b;                // [H*(dn+dv), kvr] fp32 (dequantized once at load)
+  const Weight* wkv_b_stored = nullptr;  // the same weight as stored (may be null); a backend may read it instead
+                                         // of wkv_b where that is cheaper, with the same fp32 values (w8·scale)
   int64_t n_heads = 0, nope_dim = 0, rope_dim = 0, v_dim = 0;
   float softmax_scale = 0.0f;
   const int32_t* positions = nullptr;  // [T] host

@@ -277,6 +277,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
     ma.block_table = sg.cache->block_table().data();
     ma.block_tokens = sg.cache->block_tokens();
     ma.wkv_b = wkv_b_[size_t(l)].view;
+    ma.wkv_b_stored = &aw.kv_b_proj;
     ma.n_heads = H;
     ma.nope_dim = dn;
     ma.rope_dim = dr;
