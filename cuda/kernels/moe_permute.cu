@@ -17,10 +17,16 @@ struct Layout {
   size_t slots, sorted_ids, sorted_slots, counts, padded, off, poff, temp, temp_bytes, total;
 };
 
+int bits_for(int E) {
+  int b = 1;
+  while ((1 << b) < E) ++b;
+  return b;
+}
+
 Layout layout(int64_t S, int E) {
   size_t sort_bytes = 0, scan_bytes = 0;
-  DSINFER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (const int32_t*)nullptr, (int32_t*)nullptr,
-                                                     (const int32_t*)nullptr, (int32_t*)nullptr, int(S), 0, 16));
+  DSINFER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (const uint32_t*)nullptr, (uint32_t*)nullptr,
+                                                     (const int32_t*)nullptr, (int32_t*)nullptr, int(S), 0, bits_for(E)));
   DSINFER_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, (const int32_t*)nullptr, (int32_t*)nullptr,
                                                    E + 1));
   Layout l{};
@@ -37,12 +43,6 @@ Layout layout(int64_t S, int E) {
   l.temp = take(l.temp_bytes);
   l.total = at;
   return l;
-}
-
-int bits_for(int E) {
-  int b = 1;
-  while ((1 << b) < E) ++b;
-  return b;
 }
 
 __global__ void iota_and_count_kernel(const int32_t* ids, int64_t S, int32_t* slots, int32_t* counts) {
@@ -136,7 +136,9 @@ void moe_group_by_expert(const MoeGroupingParams& p, void* workspace, size_t wor
   iota_and_count_kernel<<<blocks_for(p.S, 256), 256, 0, s>>>(p.expert_ids, p.S, slots, counts);
   DSINFER_CUDA_CHECK_LAUNCH();
   size_t temp_bytes = l.temp_bytes;
-  DSINFER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, p.expert_ids, sorted_ids, slots, sorted_slots,
+  // Unsigned keys: the ids are non-negative, and only their low bits_for(E) bits are sorted.
+  DSINFER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, reinterpret_cast<const uint32_t*>(p.expert_ids),
+                                                     reinterpret_cast<uint32_t*>(sorted_ids), slots, sorted_slots,
                                                      int(p.S), 0, bits_for(p.E), s));
   pad_counts_kernel<<<blocks_for(p.E + 1, 256), 256, 0, s>>>(counts, p.E, padded);
   DSINFER_CUDA_CHECK_LAUNCH();
