@@ -121,6 +121,13 @@ __attribute__((target("avx2,f16c"))) inline __m256 kv_b_values8(const uint8_t* b
   return _mm256_mul_ps(_mm256_cvtph_ps(hf), _mm256_set1_ps(scale256));
 }
 
+// dot()'s final sum of its eight running sums.
+__attribute__((target("avx2,f16c"))) inline float tree(__m256 acc) {
+  alignas(32) float l[8];
+  _mm256_store_ps(l, acc);
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
 __attribute__((target("avx2,f16c"))) void mla_absorbed_fp8_head(const MlaArgs& a, const std::vector<int32_t>& keys,
                                                                int64_t t, int64_t h, float* p, float* q_abs,
                                                                float* o_lat) {
@@ -138,13 +145,37 @@ __attribute__((target("avx2,f16c"))) void mla_absorbed_fp8_head(const MlaArgs& a
   std::fill(q_abs, q_abs + C, 0.0f);
   for (int64_t d = 0; d < dn; ++d) {
     const int64_t r = h * kv_head + d;
+    const uint8_t* wr = wrow(r);
+    const float* sr = srow(r);
     const __m256 qd = _mm256_set1_ps(qn[d]);
-    for (int64_t c = 0; c < C; c += 8) {
-      const __m256 v = kv_b_values8(wrow(r) + c, srow(r)[c / W.block] * 256.0f);
-      _mm256_storeu_ps(q_abs + c, _mm256_add_ps(_mm256_loadu_ps(q_abs + c), _mm256_mul_ps(qd, v)));
+    for (int64_t c0 = 0; c0 < C; c0 += W.block) {
+      const float s256 = sr[c0 / W.block] * 256.0f;
+      for (int64_t c = c0; c < std::min(C, c0 + W.block); c += 8) {
+        const __m256 v = kv_b_values8(wr + c, s256);
+        _mm256_storeu_ps(q_abs + c, _mm256_add_ps(_mm256_loadu_ps(q_abs + c), _mm256_mul_ps(qd, v)));
+      }
     }
   }
-  for (size_t j = 0; j < n; ++j) p[j] = (dot(q_abs, lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
+  // Scores: dot(q_abs, latent row) for four keys at a time (four independent chains instead of one), each with
+  // dot()'s eight running sums and tree.
+  size_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* l0 = lat(keys[j]);
+    const float* l1 = lat(keys[j + 1]);
+    const float* l2 = lat(keys[j + 2]);
+    const float* l3 = lat(keys[j + 3]);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c = 0; c < C; c += 8) {
+      const __m256 qv = _mm256_loadu_ps(q_abs + c);
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(qv, _mm256_loadu_ps(l0 + c)));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(qv, _mm256_loadu_ps(l1 + c)));
+      a2 = _mm256_add_ps(a2, _mm256_mul_ps(qv, _mm256_loadu_ps(l2 + c)));
+      a3 = _mm256_add_ps(a3, _mm256_mul_ps(qv, _mm256_loadu_ps(l3 + c)));
+    }
+    const __m256 acc[4] = {a0, a1, a2, a3};
+    for (int k = 0; k < 4; ++k) p[j + k] = (tree(acc[k]) + dot(qr, kpe(keys[j + k]), dr)) * a.softmax_scale;
+  }
+  for (; j < n; ++j) p[j] = (dot(q_abs, lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
   const float mx = *std::max_element(p, p + n);
   double sum = 0;
   for (size_t j = 0; j < n; ++j) { p[j] = std::exp(p[j] - mx); sum += p[j]; }
@@ -157,12 +188,15 @@ __attribute__((target("avx2,f16c"))) void mla_absorbed_fp8_head(const MlaArgs& a
   }
   for (int64_t d = 0; d < dv; ++d) {  // dot(o_lat, W_UV row): eight running sums, then dot()'s tree
     const int64_t r = h * kv_head + dn + d;
+    const uint8_t* wr = wrow(r);
+    const float* sr = srow(r);
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t c = 0; c < C; c += 8)
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(o_lat + c), kv_b_values8(wrow(r) + c, srow(r)[c / W.block] * 256.0f)));
-    alignas(32) float l[8];
-    _mm256_store_ps(l, acc);
-    o[d] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    for (int64_t c0 = 0; c0 < C; c0 += W.block) {
+      const float s256 = sr[c0 / W.block] * 256.0f;
+      for (int64_t c = c0; c < std::min(C, c0 + W.block); c += 8)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(o_lat + c), kv_b_values8(wr + c, s256)));
+    }
+    o[d] = tree(acc);
   }
 }
 
