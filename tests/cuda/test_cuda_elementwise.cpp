@@ -79,23 +79,24 @@ TEST_CASE("rms_norm, add_rms_norm, layer_norm") {
       Matrix xc = upload(*cpu, x, rows, cols), xg = upload(*gpu, x, rows, cols);
       Matrix rc = upload(*cpu, r, rows, cols), rg = upload(*gpu, r, rows, cols);
       Matrix oc = cpu->matrix(rows, cols), og = gpu->matrix(rows, cols);
-      // RMS: double sums in both; products in the same order. Allow 1 ulp-level noise from the sum order.
+      // Double sums on both sides in a different order: the fp32 1/rms may differ by an ulp, which moves an
+      // output of a few RMS by ~5e-7 of the RMS.
       cpu->rms_norm(xc.view, g->w, 1e-6f, oc.view);
       gpu->rms_norm(xg.view, g->w, 1e-6f, og.view);
       Diff d = compare(download(*cpu, oc.view), download(*gpu, og.view), rows, cols);
       INFO("rms_norm " << d.str());
-      CHECK(d.rel < 1e-6);
+      CHECK(d.rel < 2e-6);
       cpu->add_rms_norm(rc.view, xc.view, g->w, 1e-6f, oc.view);
       gpu->add_rms_norm(rg.view, xg.view, g->w, 1e-6f, og.view);
       CHECK(download(*gpu, rg.view) == download(*cpu, rc.view));  // the residual add is exact
       d = compare(download(*cpu, oc.view), download(*gpu, og.view), rows, cols);
       INFO("add_rms_norm " << d.str());
-      CHECK(d.rel < 1e-6);
+      CHECK(d.rel < 2e-6);
       cpu->layer_norm(xc.view, g->w, b->w, 1e-6f, oc.view);
       gpu->layer_norm(xg.view, g->w, b->w, 1e-6f, og.view);
       d = compare(download(*cpu, oc.view), download(*gpu, og.view), rows, cols);
       INFO("layer_norm " << d.str());
-      CHECK(d.rel < 1e-6);
+      CHECK(d.rel < 2e-6);
     }
   }
 }
@@ -110,10 +111,10 @@ TEST_CASE("silu_mul and add") {
   Matrix oc = cpu->matrix(rows, cols), og = gpu->matrix(rows, cols);
   cpu->silu_mul(ac.view, bc.view, oc.view);
   gpu->silu_mul(ag.view, bg.view, og.view);
-  // expf (GPU) vs glibc exp: a few ulp.
+  // expf (GPU, <= 2 ulp) vs glibc exp: a few ulp of outputs up to ~15x the RMS.
   const Diff d = compare(download(*cpu, oc.view), download(*gpu, og.view), rows, cols);
   INFO(d.str());
-  CHECK(d.rel < 1e-6);
+  CHECK(d.rel < 1e-5);
   cpu->add(ac.view, bc.view);
   gpu->add(ag.view, bg.view);
   CHECK(download(*gpu, ag.view) == download(*cpu, ac.view));
@@ -148,7 +149,7 @@ TEST_CASE("rope, both layouts, MLA and indexer shapes") {
     // trigonometry.
     const Diff d = compare(download(*cpu, xc.view), download(*gpu, xg.view), T, cols);
     INFO(d.str());
-    CHECK(d.rel < 1e-6);
+    CHECK(d.rel < 2e-6);
   }
 }
 

@@ -27,17 +27,19 @@ Pair& backends() {
 
 // Tolerances (max |gpu - cpu| / rms(cpu) and cosine), per path, and why:
 //  FP8 skinny:  identical e4m3 operands and scales, exact e4m3 x e4m3 products; only the fp32 summation order
-//               differs (16-element slices promoted per lane vs 8-lane dot per 128 group): ~1e-6 relative.
+//               differs (16-element slices promoted per lane vs 8-lane dots per 128 group). The order error grows
+//               like sqrt(K) x 2^-24 (K up to 18432: ~1e-5 of the RMS, a few times that at the maximum): 1e-4.
 //  FP8 cuBLASLt: same operands; Hopper's FP8 tensor cores accumulate inside a 128-wide K block with reduced
-//               precision (DeepSeek-V3 report: ~14 bits) before the fp32 promotion: allow 2e-3.
-//  BF16 cuBLASLt: the activations are rounded to bf16 (2^-9 relative each) before the GEMM: allow 2e-2,
-//               cosine 0.9999.
-//  F32 cuBLASLt / skinny, BF16/F16/FP8 skinny with fp32 activations: fp32 sums in a different order: 1e-5.
+//               precision (the DeepSeek-V3 report measures ~2% error over K = 4096 without promotion; here every
+//               128 is promoted to fp32): allow 1e-2 of the RMS and cosine 0.99995.
+//  BF16 cuBLASLt: the activations are rounded to bf16 (2^-9 relative each) before the GEMM: ~1e-3 of the RMS
+//               per output, ~5e-3 at the maximum over 10^5 outputs: allow 2e-2, cosine 0.9999.
+//  F32 cuBLASLt / skinny, BF16/F16/FP8 skinny with fp32 activations: fp32 summation order only: 1e-4.
 struct Tol {
   double rel, cosine;
 };
-constexpr Tol kExact{2e-5, 0.9999999};
-constexpr Tol kFp8Lt{2e-3, 0.99999};
+constexpr Tol kExact{1e-4, 0.999999};
+constexpr Tol kFp8Lt{1e-2, 0.99995};
 constexpr Tol kBf16Lt{2e-2, 0.9999};
 
 using Path = CudaBackend::LinearPath;

@@ -170,8 +170,9 @@ ExpertSet make_experts(int64_t E, int64_t distinct, int64_t D, int64_t inner, DT
 
 // Tolerances for the experts: FP8 — the SwiGLU output is quantized to e4m3 again before the down projection; a
 // gate/up value a float ulp away can round to the neighbouring e4m3 code (6% of that element), which moves the
-// output by ~1e-3 of its RMS per flipped element: allow 2e-2 and cosine 0.9999. Other dtypes with fp32
-// activations: fp32 summation order only (1e-4); BF16 through cuBLASLt rounds activations to bf16 (3e-2).
+// output by ~1e-3 of its RMS per flipped element (more where the flip changes a group's power-of-two scale), and
+// cuBLASLt's FP8 accumulation adds up to ~1e-2 (test_cuda_linear): allow 3e-2 and cosine 0.9999. Other dtypes
+// with fp32 activations: fp32 summation order only (1e-4); BF16 through cuBLASLt rounds activations to bf16 (3e-2).
 void check_experts(const ExpertSet& s, int64_t T, int64_t K, int64_t E_pool, const LinearQuant& q, double tol_rel,
                    double tol_cos, uint32_t seed) {
   auto& b = backends();
@@ -249,9 +250,9 @@ TEST_CASE("moe_experts FP8 at V3.2 sizes (hidden 7168, inner 2048, 256 experts, 
   const ExpertSet s = make_experts(256, 16, 7168, 2048, DType::F8_E4M3, rng);
   const LinearQuant q{true, true};
   uint32_t seed = 70;
-  for (int64_t T : {1, 5, 64}) check_experts(s, T, 8, 256, q, 2e-2, 0.9999, seed++);
+  for (int64_t T : {1, 5, 64}) check_experts(s, T, 8, 256, q, 3e-2, 0.9999, seed++);
   // Few experts, many tokens each: the per-expert GEMMs go through cuBLASLt (counts > 64).
-  check_experts(s, 128, 8, 12, q, 2e-2, 0.9999, seed++);
+  check_experts(s, 128, 8, 12, q, 3e-2, 0.9999, seed++);
 }
 
 TEST_CASE("moe_experts FP8, small sizes, every dispatch (skinny only, cuBLASLt only, auto)") {
@@ -263,8 +264,8 @@ TEST_CASE("moe_experts FP8, small sizes, every dispatch (skinny only, cuBLASLt o
   for (int64_t small : {keep, int64_t(0), int64_t(1) << 30}) {
     b.cuda().set_small_m_max(small);
     for (int64_t T : {1, 3, 100, 600}) {
-      check_experts(s, T, 2, 8, LinearQuant{true, true}, 2e-2, 0.9999, seed++);
-      check_experts(s, T, 2, 8, LinearQuant{true, false}, 2e-2, 0.9999, seed++);
+      check_experts(s, T, 2, 8, LinearQuant{true, true}, 3e-2, 0.9999, seed++);
+      check_experts(s, T, 2, 8, LinearQuant{true, false}, 3e-2, 0.9999, seed++);
     }
   }
   b.cuda().set_small_m_max(keep);
