@@ -7,9 +7,13 @@
 // their device workspace stays bounded (a long prefill would otherwise need T·H·C floats twice for MLA and T·S
 // floats for the index scores).
 // MLA always runs the absorbed form, for prefill too (MlaMode is a CPU-side choice of algorithm; both forms compute
-// the same attention, see cuda/attention/mla_attention.cuh).
+// the same attention, see cuda/attention/mla_attention.cuh), on the fp32 CUDA-core kernel: the interface's cache is
+// fp32 and the CPU reference computes in fp32. DSINFER_CUDA_MLA_KERNEL=tc in the environment selects the bf16
+// tensor-core kernel instead (queries, k_pe and probabilities rounded to bf16), to measure what it changes end to end.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "attention/mla_attention.cuh"
@@ -143,6 +147,9 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
   p.softmax_scale = a.softmax_scale;
   p.ld_out = a.out.ld;
   p.num_sms = num_sms();
+  const char* kernel_env = std::getenv("DSINFER_CUDA_MLA_KERNEL");
+  p.kernel = kernel_env && std::strcmp(kernel_env, "tc") == 0 ? gpu::attn::MlaKernel::TensorCore
+                                                               : gpu::attn::MlaKernel::CudaCore;
   // Queries per chunk: the workspace is about 2·T·H·C floats plus the split partials.
   const size_t per_query = size_t(H * C) * 4 * 3;
   const int64_t chunk = std::clamp<int64_t>(int64_t(kMlaWorkspaceBudget / std::max<size_t>(per_query, 1)), 1, 65535);
