@@ -85,9 +85,13 @@ DSINFER_AVX2_FN void direct_tile(const float* x, int64_t ldx, const PackedDenseW
     for (int p = 0; p < P; ++p) s[m][p][0] = s[m][p][1] = _mm256_setzero_ps();
   const uint8_t* panel[P];
   for (int p = 0; p < P; ++p) panel[p] = w.panel(p0 + p);
+  const int64_t line_k = int64_t(64 / (kNr * es)) > 0 ? int64_t(64 / (kNr * es)) : 1;  // k per cache line
   for (int64_t k = 0; k < w.k; ++k) {
     __m256 b[MR];
     for (int m = 0; m < MR; ++m) b[m] = _mm256_broadcast_ss(x + m * ldx + k);
+    if (k % line_k == 0)  // ask for each panel's line 1 KiB ahead
+      for (int p = 0; p < P; ++p)
+        _mm_prefetch(reinterpret_cast<const char*>(panel[p] + size_t(k * kNr) * es + 1024), _MM_HINT_T0);
     for (int p = 0; p < P; ++p) {
       __m256 lo, hi;
       load16<D>(panel[p] + size_t(k * kNr) * es, lo, hi);

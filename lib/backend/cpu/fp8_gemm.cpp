@@ -243,6 +243,8 @@ DSINFER_AVX512_FN void direct_tile_512(const float* xq, int64_t ldx, const float
     for (int64_t k = k0; k < k1; ++k) {
       __m512 b[MR];
       for (int m = 0; m < MR; ++m) b[m] = _mm512_set1_ps(xq[m * ldx + k]);
+      if ((k & 3) == 0)  // one cache line per panel every 4 k: ask for the line 1 KiB ahead
+        for (int p = 0; p < P; ++p) _mm_prefetch(reinterpret_cast<const char*>(panel[p] + k * kNr + 1024), _MM_HINT_T0);
       for (int p = 0; p < P; ++p) {
         const __m512 wv = e4m3x16_to_f32_512(panel[p] + k * kNr);
         for (int m = 0; m < MR; ++m) s[m][p] = _mm512_fmadd_ps(b[m], wv, s[m][p]);
