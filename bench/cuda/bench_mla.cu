@@ -1,7 +1,8 @@
 // MLA attention benchmarks on one GPU (issue 8): dense absorbed decode as achieved cache bandwidth against the
 // measured device-to-device copy bandwidth, and sparse (top-k 2048) decode in TFLOPS. Times the latent-attention
 // kernel itself (launch_mla_decode: split-K + combine), not the absorb GEMMs around it, so the numbers compare
-// with FlashMLA's. cudaEvent timing, 2 warm-up runs, median of 10. Prints markdown tables. Exits 77 without a device.
+// with FlashMLA's; a last table times the whole MlaArgs op per layer (batch 1/16/128, 8K context) as the backend
+// runs it. cudaEvent timing, 2 warm-up runs, median of 10. Prints markdown tables. Exits 77 without a device.
 //
 //   bench_mla [--quick]      (--quick: one context per batch, for smoke runs)
 #include <cuda_runtime.h>
@@ -14,6 +15,7 @@
 #include <random>
 #include <vector>
 
+#include "../../cuda/attention/mla_attention.cuh"
 #include "../../cuda/attention/mla_decode.cuh"
 #include "../../cuda/kv/kv_cache_formats.cuh"
 
@@ -179,6 +181,53 @@ Result run_decode(LatentFormat format, int64_t B, int64_t ctx, int64_t topk, int
   return {ms, bytes / (ms * 1e-3) / 1e9, flops / (ms * 1e-3) / 1e12};
 }
 
+// The whole MlaArgs op (absorb GEMM, attention, W_UV GEMM) for B decode queries of one layer at V3.2 dims, F32
+// cache as the backend interface holds it: the per-layer attention latency the model sees (indexer excluded).
+double run_full_op(int64_t B, int64_t ctx, int64_t topk, MlaKernel kernel, int num_sms) {
+  const int64_t dn = 128, dv = 128, bt = 64, blocks_per = (ctx + bt - 1) / bt, rows = B * blocks_per * bt;
+  std::vector<int32_t> table(static_cast<size_t>(B * blocks_per)), pos(static_cast<size_t>(B), int32_t(ctx - 1)),
+      qseq(static_cast<size_t>(B)), len(static_cast<size_t>(B), int32_t(ctx)), idx;
+  std::iota(table.begin(), table.end(), 0);
+  std::iota(qseq.begin(), qseq.end(), 0);
+  if (topk) {
+    idx.resize(static_cast<size_t>(B * topk));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < topk; ++i) idx[size_t(b * topk + i)] = int32_t((i * 2654435761u) % uint32_t(ctx));
+  }
+  auto dev_i32 = [](const std::vector<int32_t>& h) {
+    int32_t* d = nullptr;
+    CUDA_OK(cudaMalloc(&d, std::max<size_t>(h.size(), 1) * 4));
+    if (!h.empty()) CUDA_OK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    return d;
+  };
+  int32_t *dtable = dev_i32(table), *dpos = dev_i32(pos), *dqseq = dev_i32(qseq), *dlen = dev_i32(len),
+          *didx = dev_i32(idx);
+  float *lat, *kpe, *q, *w, *out;
+  CUDA_OK(cudaMalloc(&lat, size_t(rows * kC) * 4));
+  CUDA_OK(cudaMalloc(&kpe, size_t(rows * kR) * 4));
+  CUDA_OK(cudaMalloc(&q, size_t(B * kH * (dn + kR)) * 4));
+  CUDA_OK(cudaMalloc(&w, size_t(kH * (dn + dv) * kC) * 4));
+  CUDA_OK(cudaMalloc(&out, size_t(B * kH * dv) * 4));
+  fill(lat, size_t(rows * kC), 11), fill(kpe, size_t(rows * kR), 12), fill(q, size_t(B * kH * (dn + kR)), 13);
+  fill(w, size_t(kH * (dn + dv) * kC), 14);
+  MlaAttentionParams p;
+  p.T = B, p.H = kH, p.dn = dn, p.dr = kR, p.dv = dv, p.C = kC, p.q = q, p.ld_q = kH * (dn + kR), p.wkv_b = w,
+  p.ld_w = kC;
+  p.cache.format = LatentFormat::F32, p.cache.C = kC, p.cache.R = kR, p.cache.latent = lat, p.cache.ld_latent = kC,
+  p.cache.k_pe = kpe, p.cache.ld_rope = kR;
+  p.blocks = BlockTable{dtable, blocks_per, bt};
+  p.query_seq = dqseq, p.seq_len = dlen, p.n_keys = ctx, p.positions = dpos;
+  p.indices = topk ? didx : nullptr, p.n_indices = topk, p.max_list = topk ? topk : ctx;
+  p.softmax_scale = 0.135f, p.out = out, p.ld_out = kH * dv, p.num_sms = num_sms, p.kernel = kernel;
+  void* ws;
+  CUDA_OK(cudaMalloc(&ws, std::max<size_t>(mla_attention_workspace_bytes(p), 16)));
+  p.workspace = ws;
+  const double ms = median_ms([&] { CUDA_OK(launch_mla_attention(p, nullptr)); });
+  cudaFree(ws), cudaFree(lat), cudaFree(kpe), cudaFree(q), cudaFree(w), cudaFree(out);
+  cudaFree(dtable), cudaFree(dpos), cudaFree(dqseq), cudaFree(dlen), cudaFree(didx);
+  return ms;
+}
+
 const char* fmt_name(LatentFormat f) {
   return f == LatentFormat::F32 ? "f32 (2304 B/token)" : f == LatentFormat::BF16 ? "bf16 (1152 B/token)" : "fp8 (656 B/token)";
 }
@@ -236,5 +285,16 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   std::printf("\n(FLOPs count 576-wide q·k plus 512-wide p·v per head and key, as FlashMLA does.)\n");
+  std::printf("\n## Whole op per layer (absorb GEMM + attention + W_UV GEMM, F32 cache as the backend holds it)\n\n"
+              "| batch | context | top-k | attention kernel | ms |\n|---|---|---|---|---|\n");
+  for (int64_t B : {1, 16, 128})
+    for (int64_t topk : {int64_t(0), int64_t(2048)})
+      for (MlaKernel k : {MlaKernel::CudaCore, MlaKernel::TensorCore}) {
+        const int64_t ctx = 8192;
+        const double ms = run_full_op(B, ctx, topk, k, prop.multiProcessorCount);
+        std::printf("| %lld | %lld | %s | %s | %.3f |\n", (long long)B, (long long)ctx, topk ? "2048" : "dense",
+                    k == MlaKernel::TensorCore ? "bf16 mma" : "fp32 CUDA cores", ms);
+        std::fflush(stdout);
+      }
   return 0;
 }
