@@ -38,6 +38,14 @@ double median_ms(const std::function<void()>& run, int warmup = 2, int iters = 1
   CUDA_OK(cudaEventCreate(&b));
   for (int i = 0; i < warmup; ++i) run();
   CUDA_OK(cudaDeviceSynchronize());
+  // Long runs (the fp32 kernels at 64K contexts) get 3 timed runs instead of 10: the script's time budget is shared.
+  CUDA_OK(cudaEventRecord(a));
+  run();
+  CUDA_OK(cudaEventRecord(b));
+  CUDA_OK(cudaEventSynchronize(b));
+  float first;
+  CUDA_OK(cudaEventElapsedTime(&first, a, b));
+  if (first > 50.0f) iters = 3;
   std::vector<float> ms;
   for (int i = 0; i < iters; ++i) {
     CUDA_OK(cudaEventRecord(a));
@@ -97,14 +105,14 @@ Result run_decode(LatentFormat format, int64_t B, int64_t ctx, int64_t topk, int
   std::iota(qseq.begin(), qseq.end(), 0);
   std::vector<int32_t> idx;
   if (topk) {
-    std::mt19937 rng(2);
+    // Distinct positions spread over the context: i·m mod ctx for an odd m is a permutation when ctx is a power
+    // of two (the contexts here are), sorted as the indexer returns them.
     idx.resize(static_cast<size_t>(B * topk));
     for (int64_t b = 0; b < B; ++b) {
-      std::vector<int32_t> all(static_cast<size_t>(ctx));
-      std::iota(all.begin(), all.end(), 0);
-      std::shuffle(all.begin(), all.end(), rng);
-      std::sort(all.begin(), all.begin() + topk);
-      std::copy_n(all.begin(), topk, idx.begin() + b * topk);
+      int32_t* row = idx.data() + b * topk;
+      const uint64_t m = 2 * uint64_t(b) * 7919 + 40503;
+      for (int64_t i = 0; i < topk; ++i) row[i] = int32_t((uint64_t(i) * m + uint64_t(b)) % uint64_t(ctx));
+      std::sort(row, row + topk);
     }
   }
   int32_t *dtable, *dpos, *dqseq, *dlen, *didx = nullptr;
