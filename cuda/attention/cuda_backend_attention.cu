@@ -10,6 +10,8 @@
 // the same attention, see cuda/attention/mla_attention.cuh), on the fp32 CUDA-core kernel: the interface's cache is
 // fp32 and the CPU reference computes in fp32. DSINFER_CUDA_MLA_KERNEL=tc in the environment selects the bf16
 // tensor-core kernel instead (queries, k_pe and probabilities rounded to bf16), to measure what it changes end to end.
+// Likewise the indexer scores run on fp32 CUDA cores; DSINFER_CUDA_INDEXER_KERNEL=mma selects the e4m3 tensor-core
+// kernel when the call is in fp8 mode (q and key scales given, so q and the keys hold e4m3 values).
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -65,6 +67,8 @@ void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
     const int64_t n_blocks = (S + a.block_tokens - 1) / a.block_tokens;
     d_table = static_cast<const int32_t*>(upload(kSlotBlockTable, a.block_table, size_t(std::max<int64_t>(n_blocks, 1)) * 4));
   }
+  const char* kernel_env = std::getenv("DSINFER_CUDA_INDEXER_KERNEL");
+  const bool mma = kernel_env && std::strcmp(kernel_env, "mma") == 0 && a.q_scale.data && a.k_scale.data;
   const int64_t chunk = std::clamp<int64_t>(int64_t(kScoreBudget / (size_t(std::max<int64_t>(S, 1)) * 4)), 1, 65535);
   float* scores = static_cast<float*>(scratch(kSlotScores, size_t(std::min(chunk, T) * std::max<int64_t>(S, 1)) * 4));
   int32_t* topk = static_cast<int32_t*>(scratch(kSlotTopk, size_t(T * a.topk) * 4));
@@ -81,6 +85,7 @@ void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
     sp.blocks = gpu::attn::BlockTable{d_table, 0, a.block_tokens};
     sp.n_keys = S, sp.positions = d_pos + t0;
     sp.max_keys = S, sp.scores = scores, sp.scores_t = S;
+    sp.kernel = mma ? gpu::attn::IndexerKernel::Fp8Mma : gpu::attn::IndexerKernel::CudaCore;
     DSINFER_CUDA_CHECK(gpu::attn::launch_indexer_scores(sp, stream()));
     gpu::attn::TopkParams tp;
     tp.T = n, tp.scores = scores, tp.scores_t = S, tp.n_keys = S, tp.positions = d_pos + t0, tp.k = a.topk;
