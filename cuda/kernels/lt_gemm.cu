@@ -1,4 +1,5 @@
 // cuBLASLt GEMM wrapper (see lt_gemm.hpp).
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -17,6 +18,7 @@ LtGemm::~LtGemm() {
     if (p.desc) cublasLtMatmulDescDestroy(p.desc);
   }
   if (handle_) cublasLtDestroy(handle_);
+  if (bf16_out_) cudaFree(bf16_out_);
 }
 
 namespace {
@@ -27,6 +29,12 @@ int alignment(const void* p) {
   while (a < 256 && v % uintptr_t(2 * a) == 0) a *= 2;
   return a;
 }
+// out[m, n] (row stride ldo) = float(d[m * N + n]) for the bf16 D of a bf16_out plan.
+__global__ void widen_bf16_kernel(const uint16_t* d, int64_t N, int64_t M, float* out, int64_t ldo) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < N * M; i += int64_t(gridDim.x) * blockDim.x)
+    out[(i / N) * ldo + i % N] = __uint_as_float(uint32_t(d[i]) << 16);
+}
+
 }  // namespace
 
 LtGemm::Plan& LtGemm::plan(const LtGemmArgs& a) {
@@ -56,7 +64,18 @@ LtGemm::Plan& LtGemm::plan(const LtGemmArgs& a) {
   DSINFER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, uint64_t(a.K), uint64_t(a.N), a.ldw));
   DSINFER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab, uint64_t(a.K), uint64_t(a.M), a.ldx));
   DSINFER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, CUDA_R_32F, uint64_t(a.N), uint64_t(a.M), a.ldo));
+  p.ok = heuristic(p, al_w, al_x, al_d);
+  if (!p.ok && a.kind == LtKind::Fp8Block) {
+    cublasLtMatrixLayoutDestroy(p.d);
+    p.d = nullptr;
+    DSINFER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, CUDA_R_16BF, uint64_t(a.N), uint64_t(a.M), a.N));
+    p.bf16_out = true;
+    p.ok = heuristic(p, al_w, al_x, 256);
+  }
+  return p;
+}
 
+bool LtGemm::heuristic(Plan& p, int al_w, int al_x, int al_d) {
   cublasLtMatmulPreference_t pref = nullptr;
   DSINFER_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = workspace_bytes_;
@@ -71,9 +90,9 @@ LtGemm::Plan& LtGemm::plan(const LtGemmArgs& a) {
   const cublasStatus_t st =
       cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.d, p.d, pref, 1, &res, &n);
   cublasLtMatmulPreferenceDestroy(pref);
-  p.ok = st == CUBLAS_STATUS_SUCCESS && n > 0 && res.state == CUBLAS_STATUS_SUCCESS;
-  if (p.ok) p.algo = res.algo;
-  return p;
+  const bool ok = st == CUBLAS_STATUS_SUCCESS && n > 0 && res.state == CUBLAS_STATUS_SUCCESS;
+  if (ok) p.algo = res.algo;
+  return ok;
 }
 
 bool LtGemm::supported(const LtGemmArgs& a) { return plan(a).ok; }
@@ -92,8 +111,25 @@ void LtGemm::run(const LtGemmArgs& a, cudaStream_t stream) {
     DSINFER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a.x_scale, sizeof(a.x_scale)));
   }
   const float alpha = 1.0f, beta = 0.0f;
-  DSINFER_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, a.w, p.a, a.x, p.b, &beta, a.out, p.d, a.out, p.d,
-                                      &p.algo, workspace_, workspace_bytes_, stream));
+  if (!p.bf16_out) {
+    DSINFER_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, a.w, p.a, a.x, p.b, &beta, a.out, p.d, a.out, p.d,
+                                        &p.algo, workspace_, workspace_bytes_, stream));
+    return;
+  }
+  const size_t bytes = size_t(a.N) * size_t(a.M) * 2;
+  if (bf16_out_bytes_ < bytes) {
+    DSINFER_CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffer may still be in use
+    if (bf16_out_) DSINFER_CUDA_CHECK(cudaFree(bf16_out_));
+    bf16_out_ = nullptr;
+    DSINFER_CUDA_CHECK(cudaMalloc(&bf16_out_, bytes));
+    bf16_out_bytes_ = bytes;
+  }
+  DSINFER_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, a.w, p.a, a.x, p.b, &beta, bf16_out_, p.d, bf16_out_,
+                                      p.d, &p.algo, workspace_, workspace_bytes_, stream));
+  const int64_t total = a.N * a.M;
+  widen_bf16_kernel<<<unsigned(std::min<int64_t>((total + 255) / 256, 65535)), 256, 0, stream>>>(
+      static_cast<const uint16_t*>(bf16_out_), a.N, a.M, a.out, a.ldo);
+  DSINFER_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace dsinfer::gpu

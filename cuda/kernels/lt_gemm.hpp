@@ -51,12 +51,16 @@ class LtGemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool ok = false;
+    bool bf16_out = false;  // cuBLASLt had no fp32-output algorithm: D in bf16 (ld N), widened into `out`
   };
   // kind, N, M, K, ldw, ldx, ldo, and the pointers' alignments (the heuristic may pick kernels that need more).
   using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int>;
   Plan& plan(const LtGemmArgs& a);
+  bool heuristic(Plan& p, int al_w, int al_x, int al_d);
 
   cublasLtHandle_t handle_ = nullptr;
+  void* bf16_out_ = nullptr;  // D buffer of bf16_out plans (grown on demand)
+  size_t bf16_out_bytes_ = 0;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::map<Key, Plan> plans_;

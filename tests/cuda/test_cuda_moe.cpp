@@ -85,8 +85,9 @@ void check_route(const RouteCase& c, uint32_t seed) {
   std::vector<float> bias_f(size_t(c.E));
   std::memcpy(bias_f.data(), bias->bytes.data(), bias_f.size() * 4);
   Matrix xc = upload(*b.cpu, x, c.T, c.hidden), xg = upload(*b.gpu, x, c.T, c.hidden);
-  std::vector<int32_t> ic(size_t(c.T * c.top_k)), ig(ic.size(), -7);
-  std::vector<float> wc(ic.size()), wg(ic.size());
+  const size_t n_out = size_t(c.T * c.top_k);
+  std::vector<int32_t> ic(n_out, 0), ig(n_out, -7);
+  std::vector<float> wc(n_out), wg(n_out);
   MoeRouteArgs a;
   a.gate = &gate->w;
   a.bias = c.bias ? &bias->w : nullptr;
