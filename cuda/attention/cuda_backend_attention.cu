@@ -10,8 +10,10 @@
 // the same attention, see cuda/attention/mla_attention.cuh), on the fp32 CUDA-core kernel: the interface's cache is
 // fp32 and the CPU reference computes in fp32. DSINFER_CUDA_MLA_KERNEL=tc in the environment selects the bf16
 // tensor-core kernel instead (queries, k_pe and probabilities rounded to bf16), to measure what it changes end to end.
-// Likewise the indexer scores run on fp32 CUDA cores; DSINFER_CUDA_INDEXER_KERNEL=mma selects the e4m3 tensor-core
-// kernel when the call is in fp8 mode (q and key scales given, so q and the keys hold e4m3 values).
+// With at most 32 queries and kv_b given as stored FP8 (MlaArgs::wkv_b_stored), the absorb products read the e4m3
+// weight instead of the fp32 copy (cuda/attention/mla_absorb.cuh).
+// The indexer scores run on fp32 CUDA cores; DSINFER_CUDA_INDEXER_KERNEL=mma selects the e4m3 tensor-core kernel
+// when the call is in fp8 mode (q and key scales given, so q and the keys hold e4m3 values).
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -142,6 +144,15 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
   gpu::attn::MlaAttentionParams p;
   p.H = H, p.dn = dn, p.dr = dr, p.dv = dv, p.C = C;
   p.ld_q = ld_q, p.wkv_b = a.wkv_b.data, p.ld_w = a.wkv_b.ld;
+  // Decode-sized calls stream kv_b as stored (e4m3, a quarter of the fp32 copy's bytes, the same values).
+  const Weight* ws = a.wkv_b_stored;
+  if (ws && ws->present() && ws->dtype == DType::F8_E4M3 && ws->block == 128 && ws->rows() == H * kv_head &&
+      ws->cols() == C && C % 16 == 0 && dn <= 128) {
+    const gpu::DeviceTensorRef r = device_weight(*ws);
+    p.wkv_b8.w8 = static_cast<const uint8_t*>(r.data);
+    p.wkv_b8.scale = r.scale;
+    p.wkv_b8.scale_ld = r.scale_ld;
+  }
   p.cache.format = gpu::attn::LatentFormat::F32, p.cache.C = C, p.cache.R = dr;
   p.cache.latent = a.latent.data, p.cache.ld_latent = a.latent.ld, p.cache.k_pe = a.k_pe.data,
   p.cache.ld_rope = a.k_pe.ld;

@@ -25,3 +25,23 @@ struct StridedBatchedGemmParams {
 cudaError_t launch_strided_batched_sgemm(const StridedBatchedGemmParams& p, cudaStream_t stream);
 
 }  // namespace dsinfer::gpu::attn
+
+namespace dsinfer::gpu::attn {
+
+// The same two absorb products for few queries (decode), reading wkv_b as stored: e4m3 [H*(dn+dv), C] with fp32
+// block scales, scale(r, c) = scale[(r/128)*scale_ld + c/128]. The fp32 values used are w8·scale, exactly the
+// dequantized matrix's, at a quarter of its bytes: at decode the absorb steps are pure weight streaming.
+struct Fp8AbsorbWeight {
+  const uint8_t* w8 = nullptr;   // [H*(dn+dv), C] e4m3 device
+  const float* scale = nullptr;  // [ceil(H*(dn+dv)/128), scale_ld] f32 device
+  int64_t scale_ld = 0;
+};
+// q_abs[t,h,:] (row stride H*C, head stride C) = q_nope[t,h,:] · W_UK[h]; q_nope (t,h,d) at q[t*ld_q + h*(dn+dr) + d].
+// C multiple of 4 and <= 512.
+cudaError_t launch_absorb_q_fp8(const Fp8AbsorbWeight& w, const float* q, int64_t ld_q, int64_t T, int64_t H,
+                                int64_t dn, int64_t dr, int64_t dv, int64_t C, float* q_abs, cudaStream_t stream);
+// out[t, h*dv + e] (row stride ld_out) = o_lat[t,h,:] · W_UV[h][e,:]; o_lat [T, H, C] contiguous; C multiple of 16.
+cudaError_t launch_absorb_out_fp8(const Fp8AbsorbWeight& w, const float* o_lat, int64_t T, int64_t H, int64_t dn,
+                                  int64_t dv, int64_t C, float* out, int64_t ld_out, cudaStream_t stream);
+
+}  // namespace dsinfer::gpu::attn

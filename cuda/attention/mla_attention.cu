@@ -53,13 +53,19 @@ cudaError_t launch_mla_attention(const MlaAttentionParams& p, cudaStream_t strea
   float* o_lat = reinterpret_cast<float*>(static_cast<char*>(p.workspace) + lat);
   float* split_ws = reinterpret_cast<float*>(static_cast<char*>(p.workspace) + 2 * lat);
 
+  const bool fp8_absorb = p.wkv_b8.w8 && p.T <= p.fp8_absorb_max_t && p.C % 16 == 0 && p.dn <= 128;
+  cudaError_t err;
   // q_abs[t,h,c] = Σ_d q[t, h*(dn+dr) + d] · wkv_b[h*(dn+dv) + d, c]
-  StridedBatchedGemmParams g1;
-  g1.batch = p.H, g1.M = p.T, g1.N = p.C, g1.K = p.dn;
-  g1.A = p.q, g1.a_b = p.dn + p.dr, g1.a_m = p.ld_q, g1.a_k = 1;
-  g1.B = p.wkv_b, g1.b_b = (p.dn + p.dv) * p.ld_w, g1.b_k = p.ld_w, g1.b_n = 1;
-  g1.C = q_abs, g1.c_b = p.C, g1.c_m = p.H * p.C, g1.c_n = 1;
-  cudaError_t err = launch_strided_batched_sgemm(g1, stream);
+  if (fp8_absorb) {
+    err = launch_absorb_q_fp8(p.wkv_b8, p.q, p.ld_q, p.T, p.H, p.dn, p.dr, p.dv, p.C, q_abs, stream);
+  } else {
+    StridedBatchedGemmParams g1;
+    g1.batch = p.H, g1.M = p.T, g1.N = p.C, g1.K = p.dn;
+    g1.A = p.q, g1.a_b = p.dn + p.dr, g1.a_m = p.ld_q, g1.a_k = 1;
+    g1.B = p.wkv_b, g1.b_b = (p.dn + p.dv) * p.ld_w, g1.b_k = p.ld_w, g1.b_n = 1;
+    g1.C = q_abs, g1.c_b = p.C, g1.c_m = p.H * p.C, g1.c_n = 1;
+    err = launch_strided_batched_sgemm(g1, stream);
+  }
   if (err != cudaSuccess) return err;
 
   MlaDecodeParams d = decode_params(p);
@@ -69,6 +75,7 @@ cudaError_t launch_mla_attention(const MlaAttentionParams& p, cudaStream_t strea
   if ((err = launch_mla_decode(d, stream)) != cudaSuccess) return err;
 
   // out[t, h*dv + e] = Σ_c o_lat[t,h,c] · wkv_b[h*(dn+dv) + dn + e, c]
+  if (fp8_absorb) return launch_absorb_out_fp8(p.wkv_b8, o_lat, p.T, p.H, p.dn, p.dv, p.C, p.out, p.ld_out, stream);
   StridedBatchedGemmParams g2;
   g2.batch = p.H, g2.M = p.T, g2.N = p.dv, g2.K = p.C;
   g2.A = o_lat, g2.a_b = p.C, g2.a_m = p.H * p.C, g2.a_k = 1;

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "../kv/kv_cache_formats.cuh"
+#include "mla_absorb.cuh"
 #include "mla_decode.cuh"
 
 namespace dsinfer::gpu::attn {
@@ -20,6 +21,10 @@ struct MlaAttentionParams {
   int64_t ld_q = 0;
   const float* wkv_b = nullptr;      // [H*(dn+dv), C] f32 device (row stride ld_w)
   int64_t ld_w = 0;
+  // The same weight as stored (e4m3 + 128x128 scales), may be null: with at most fp8_absorb_max_t queries the
+  // absorb products stream it instead of the fp32 copy (same values, a quarter of the bytes).
+  Fp8AbsorbWeight wkv_b8;
+  int64_t fp8_absorb_max_t = 32;
   LatentCacheView cache;
   BlockTable blocks;
   const int32_t* query_seq = nullptr;  // [T] device, null = sequence 0

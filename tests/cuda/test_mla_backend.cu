@@ -18,6 +18,7 @@
 
 #include "backend/backend.hpp"
 #include "dsinfer/error.hpp"
+#include "util/dtype.hpp"
 
 using namespace dsinfer;
 
@@ -53,7 +54,9 @@ struct MlaShape {
 };
 
 // tol: max|d| <= tol·max|ref| (2e-4: fp32 reordering; 3e-2: the bf16 tensor-core kernel, see test_mla.cu).
-void check_mla(Backend& cpu, Backend& gpu, const MlaShape& c, double tol = 2e-4) {
+// fp8_kvb: kv_b also handed over as stored (MlaArgs::wkv_b_stored, random e4m3 bytes + block scales), the fp32
+// copy being its dequantization on each backend: decode-sized calls then read the e4m3 weight on the GPU.
+void check_mla(Backend& cpu, Backend& gpu, const MlaShape& c, double tol = 2e-4, bool fp8_kvb = false) {
   std::mt19937 rng(unsigned(c.H + c.S + c.T + c.topk));
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int64_t H = c.H, C = c.C, R = c.R, dn = c.dn, dv = c.dv, S = c.S, T = c.T;
@@ -84,12 +87,27 @@ void check_mla(Backend& cpu, Backend& gpu, const MlaShape& c, double tol = 2e-4)
       std::copy_n(all.begin(), take, idx.begin() + t * c.topk);
     }
   }
+  // The stored FP8 kv_b: e4m3 codes except NaN, scales in [2^-13, 2^-11] (values up to ~0.2).
+  const int64_t wr = H * (dn + dv);
+  std::vector<uint8_t> w8(static_cast<size_t>(wr * C));
+  std::vector<float> w8s(static_cast<size_t>(((wr + 127) / 128) * ((C + 127) / 128)));
+  for (auto& x : w8) {
+    do x = uint8_t(rng()); while ((x & 0x7f) == 0x7f);
+  }
+  for (auto& x : w8s) x = std::ldexp(1.0f + float(rng() % 1000) / 1000.0f, -13 + int(rng() % 2));
+  Weight stored;
+  stored.name = "kv_b_proj";
+  stored.dtype = DType::F8_E4M3;
+  stored.shape = {wr, C};
+  stored.data = w8.data();
+  stored.scale_inv = w8s.data();
+  stored.block = 128;
   std::vector<float> out[2];
   Backend* bes[2] = {&cpu, &gpu};
   for (int i = 0; i < 2; ++i) {
     Backend& b = *bes[i];
     Matrix mq = put(b, qwide, T, qc + 3), ml = put(b, lat, rows, C), mk = put(b, kpe, rows, R),
-           mw = put(b, wkv, H * (dn + dv), C), mo = b.matrix(T, H * dv + 5);
+           mw = fp8_kvb ? b.dequantize(stored) : put(b, wkv, wr, C), mo = b.matrix(T, H * dv + 5);
     MlaArgs a;
     a.q = mq.view.cols_slice(1, qc);
     a.latent = ml.view;
@@ -98,6 +116,7 @@ void check_mla(Backend& cpu, Backend& gpu, const MlaShape& c, double tol = 2e-4)
     a.block_table = c.block_tokens > 0 ? table.data() : nullptr;
     a.block_tokens = bt;
     a.wkv_b = mw.view;
+    a.wkv_b_stored = fp8_kvb ? &stored : nullptr;
     a.n_heads = H, a.nope_dim = dn, a.rope_dim = R, a.v_dim = dv;
     a.softmax_scale = 0.1352337789f;
     a.positions = pos.data();
@@ -115,6 +134,14 @@ void check_mla(Backend& cpu, Backend& gpu, const MlaShape& c, double tol = 2e-4)
     max_err = std::isfinite(out[1][i]) ? std::max(max_err, d) : INFINITY;
   }
   CHECK(max_err <= tol * max_ref + 1e-7, "%s: max|d| %.3g, max|ref| %.3g", c.name, max_err, max_ref);
+  // The CUDA backend keys its device copies of weights by host address: keep the bytes alive (and their
+  // addresses unused by later cases) until the process ends.
+  static std::vector<std::vector<uint8_t>> keep_bytes;
+  static std::vector<std::vector<float>> keep_scales;
+  if (fp8_kvb) {
+    keep_bytes.push_back(std::move(w8));
+    keep_scales.push_back(std::move(w8s));
+  }
   std::printf("%-48s max|d|/max|ref| %.2e\n", c.name, max_ref > 0 ? max_err / max_ref : max_err);
 }
 
@@ -190,6 +217,16 @@ int main() {
   check_indexer(*cpu, *gpu, 8, 64, 100, 0, 100, 16, 16, true);
   check_indexer(*cpu, *gpu, 16, 64, 500, 300, 200, 256, 0, false);
   check_indexer(*cpu, *gpu, 64, 128, 5000, 4990, 10, 2048, 64, true);
+  // kv_b as stored FP8: decode-sized calls stream the e4m3 weight (the absorb kernels of mla_absorb_fp8.cu);
+  // 40 queries exceed the 32-query limit and take the fp32 GEMMs over the same values.
+  check_mla(*cpu, *gpu, {"V3.2 decode 4K, stored FP8 kv_b", 128, 512, 64, 128, 128, 4096, 4095, 1, 64, 0,
+                         MlaMode::Absorbed}, 2e-4, true);
+  check_mla(*cpu, *gpu, {"V3.2 sparse, 9 queries, stored FP8 kv_b", 128, 512, 64, 128, 128, 6000, 5991, 9, 64,
+                         2048, MlaMode::Absorbed}, 2e-4, true);
+  check_mla(*cpu, *gpu, {"tiny prefill 40, stored FP8 kv_b", 16, 256, 32, 64, 64, 40, 0, 40, 16, 0, MlaMode::Mha},
+            2e-4, true);
+  check_mla(*cpu, *gpu, {"tiny decode, stored FP8 kv_b", 4, 128, 32, 64, 64, 45, 44, 1, 16, 0, MlaMode::Absorbed},
+            2e-4, true);
   // The opt-in tensor-core paths (environment switches of cuda_backend_attention.cu): the e4m3 indexer kernel is
   // exact on these integer inputs; the bf16 MLA kernel is held to the bf16 bound.
   setenv("DSINFER_CUDA_INDEXER_KERNEL", "mma", 1);
