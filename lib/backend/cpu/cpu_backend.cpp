@@ -54,10 +54,45 @@ inline __attribute__((always_inline)) float dot(const float* a, const float* b, 
   return s;
 }
 
+// dot(a, b[r], n) for four vectors b[r] at once: each in dot()'s order, but four independent chains in flight
+// instead of one (a single dot waits on its adds' latency).
+typedef float v8f __attribute__((vector_size(32)));  // GCC vector extension: one ymm, or two xmm without AVX
+#pragma GCC diagnostic ignored "-Wpsabi"  // load8 is always inlined: no call passes a v8f
+inline __attribute__((always_inline)) v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline __attribute__((always_inline)) void dot4(const float* a, const float* const* b, int64_t n, float* out) {
+  v8f acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const v8f av = load8(a + i);
+    acc0 += av * load8(b[0] + i);
+    acc1 += av * load8(b[1] + i);
+    acc2 += av * load8(b[2] + i);
+    acc3 += av * load8(b[3] + i);
+  }
+  const v8f acc[4] = {acc0, acc1, acc2, acc3};
+  for (int r = 0; r < 4; ++r) {
+    const v8f c = acc[r];
+    float s = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
+    for (int64_t k = i; k < n; ++k) s += a[k] * b[r][k];
+    out[r] = s;
+  }
+}
+
 // y[t*ldy] = x[t]·w for every row t of x: one weight row against all activation rows (the inner loop of linear).
 DSINFER_MULTIVERSION void row_times_rows(const float* x, int64_t ldx, int64_t T, const float* w, int64_t K, float* y,
                                          int64_t ldy) {
-  for (int64_t t = 0; t < T; ++t) y[t * ldy] = dot(x + t * ldx, w, K);
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) {
+    const float* rows[4] = {x + t * ldx, x + (t + 1) * ldx, x + (t + 2) * ldx, x + (t + 3) * ldx};
+    float out[4];
+    dot4(w, rows, K, out);  // w·x[t] = x[t]·w: the same products
+    for (int r = 0; r < 4; ++r) y[(t + r) * ldy] = out[r];
+  }
+  for (; t < T; ++t) y[t * ldy] = dot(x + t * ldx, w, K);
 }
 
 // One query row and one head of mla_attention (below), compiled for AVX2 as well as baseline x86-64 like dot():
@@ -82,7 +117,15 @@ DSINFER_MULTIVERSION void mla_one_head(const MlaArgs& a, const std::vector<int32
     for (size_t j = 0; j < n; ++j)
       p[j] = (dot(q_abs, lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
   } else {
-    for (size_t j = 0; j < n; ++j) {
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const float* kn[4];
+      for (int r = 0; r < 4; ++r) kn[r] = kv + size_t(keys[j + r] * H * kv_head + h * kv_head);
+      float d[4];
+      dot4(qn, kn, dn, d);
+      for (int r = 0; r < 4; ++r) p[j + r] = (d[r] + dot(qr, kpe(keys[j + r]), dr)) * a.softmax_scale;
+    }
+    for (; j < n; ++j) {
       const float* kn = kv + size_t(keys[j] * H * kv_head + h * kv_head);
       p[j] = (dot(qn, kn, dn) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
     }
@@ -213,6 +256,26 @@ bool mla_fp8_kv_b_usable(const MlaArgs& a) {
 bool mla_fp8_kv_b_usable(const MlaArgs&) { return false; }
 void mla_absorbed_fp8_head(const MlaArgs&, const std::vector<int32_t>&, int64_t, int64_t, float*, float*, float*) {}
 #endif
+
+// Lightning-indexer scores of one query against keys [s0, s1) (indexer_topk below): per key, the heads' dots
+// (four at a time, each in dot()'s order) summed in head order after ReLU and weighting.
+DSINFER_MULTIVERSION void indexer_scores(const float* q, const float* wt, int64_t H, int64_t D,
+                                         const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores) {
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t row = cache_row(a.block_table, a.block_tokens, s);
+    const float* k = a.k.row(row);
+    float acc = 0.0f;
+    int64_t h = 0;
+    for (; h + 4 <= H; h += 4) {
+      const float* qh[4] = {q + h * D, q + (h + 1) * D, q + (h + 2) * D, q + (h + 3) * D};
+      float d[4];
+      dot4(k, qh, D, d);  // k·q_h = q_h·k: the same products
+      for (int r = 0; r < 4; ++r) acc += wt[h + r] * std::max(d[r], 0.0f);
+    }
+    for (; h < H; ++h) acc += wt[h] * std::max(dot(q + h * D, k, D), 0.0f);
+    scores[s] = acc * (a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f);
+  }
+}
 
 std::vector<float> weight_vector_f32(const Weight& w) {
   std::vector<float> v(static_cast<size_t>(w.numel()));
@@ -499,23 +562,32 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads, D = a.head_dim;
   require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
   require(a.block_table || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
+  // Scores first, over (query, block of 64 keys) units so that one decoding query also spreads over the threads;
+  // then each query's top-k.
+  thread_local std::vector<float> all_scores, all_wt;
+  if (all_scores.size() < size_t(T * S)) all_scores.resize(size_t(T * S));
+  if (all_wt.size() < size_t(T * H)) all_wt.resize(size_t(T * H));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h)
+      all_wt[size_t(t * H + h)] = a.w.row(t)[h] * a.head_scale * (a.q_scale.data ? a.q_scale.row(t)[h] : 1.0f);
+  constexpr int64_t kKeys = 64;
+  const int64_t blocks = (S + kKeys - 1) / kKeys;
+  float* scores_all = all_scores.data();
+  const float* wt_all = all_wt.data();
+  pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t t = u / blocks, s0 = (u % blocks) * kKeys;
+      const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+      const int64_t s1 = std::min(visible, s0 + kKeys);
+      if (s0 < s1)
+        indexer_scores(a.q.row(t), wt_all + t * H, H, D, a, s0, s1, scores_all + t * S);
+    }
+  });
   pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
-    std::vector<float> scores(static_cast<size_t>(S));
     std::vector<int32_t> order(static_cast<size_t>(S));
-    std::vector<float> wt(static_cast<size_t>(H));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
-      for (int64_t h = 0; h < H; ++h)
-        wt[h] = a.w.row(t)[h] * a.head_scale * (a.q_scale.data ? a.q_scale.row(t)[h] : 1.0f);
-      for (int64_t s = 0; s < visible; ++s) {
-        float acc = 0.0f;
-        const int64_t row = cache_row(a.block_table, a.block_tokens, s);
-        for (int64_t h = 0; h < H; ++h) {
-          const float d = dot(a.q.row(t) + h * D, a.k.row(row), D);
-          acc += wt[h] * std::max(d, 0.0f);
-        }
-        scores[s] = acc * (a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f);
-      }
+      const float* scores = scores_all + t * S;
       if (a.out_scores) {
         float* so = a.out_scores + t * S;
         for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
