@@ -2,7 +2,11 @@
 """dsinfer vs llama.cpp on the same DeepSeek-V3.2-architecture checkpoint, side by side in one run.
 
     python3 bench/llama_cpp_compare.py --model build/models/v32-bench --llama-cpp /path/to/llama.cpp \
-        --convert-python /path/to/venv/bin/python [--threads 1 2] [--reps 3]
+        --convert-python /path/to/venv/bin/python [--threads 1 2] [--reps 3] [--rounds 3] [--outtype q8_0|bf16]
+
+With --outtype bf16 give the BF16 checkpoint (preset v32-bench-bf16): BF16 weights on both sides.
+Each round runs llama.cpp then dsinfer at every thread count; figures are medians over rounds (each tool's own
+figure inside a round: llama-bench's mean over --reps, bench_model's median over --reps).
 
 llama.cpp comes from a package this machine can install: the `llama-cpp-python` source distribution on PyPI vendors
 llama.cpp (`pip download --no-deps --no-binary :all: llama-cpp-python`, unpack, then
@@ -66,13 +70,15 @@ def main():
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--decode", type=int, default=128)
     ap.add_argument("--work", default=os.path.join(REPO, "build", "llama-compare"))
+    ap.add_argument("--outtype", default="q8_0", choices=["q8_0", "bf16"])
+    ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
 
-    gguf = os.path.join(a.work, "model-q8_0.gguf")
+    gguf = os.path.join(a.work, f"model-{a.outtype}.gguf")
     if not os.path.exists(gguf):
         # DeepSeek's GGUFs add BOS: give the converter a copy of the directory with add_bos_token true.
-        src = os.path.join(a.work, "hf")
+        src = os.path.join(a.work, f"hf-{a.outtype}")
         shutil.rmtree(src, ignore_errors=True)
         os.makedirs(src)
         for f in os.listdir(a.model):
@@ -85,13 +91,14 @@ def main():
             json.dump(tc, f)
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as w:
             w.write(CONVERT_WRAPPER)
-        subprocess.run([a.convert_python, w.name, a.llama_cpp, src, "--outtype", "q8_0", "--outfile", gguf],
+        subprocess.run([a.convert_python, w.name, a.llama_cpp, src, "--outtype", a.outtype, "--outfile", gguf],
                        check=True)
     llama_bench = os.path.join(a.llama_cpp, "build", "bin", "llama-bench")
 
-    rows = []
-    for t in a.threads:
-        for _ in range(1):  # each tool repeats internally (--reps / -r); the tools alternate per thread count
+    import statistics
+    samples = {t: [] for t in a.threads}
+    for _ in range(a.rounds):
+        for t in a.threads:  # llama.cpp then dsinfer, per thread count, every round
             out, rss_l = rss_of([llama_bench, "-m", gguf, "-p", str(a.prompt), "-n", str(a.decode), "-t", str(t),
                                  "-r", str(a.reps), "-o", "json"])
             lb = json.loads(out)
@@ -101,9 +108,13 @@ def main():
                                  "--decode", str(a.decode), "--reps", str(a.reps), "--precision", "fp8"])
             m = re.search(r"fp8: prefill\s+([\d.]+) tok/s.*decode\s+([\d.]+) tok/s", out)
             dp, dd = float(m.group(1)), float(m.group(2))
-            rows.append((t, dp, pp, dd, tg, rss_d, rss_l))
-    print(f"model {a.model} (dsinfer FP8) vs {os.path.basename(gguf)} (llama.cpp Q8_0); prompt {a.prompt}, "
-          f"decode {a.decode}, {a.reps} repetitions")
+            samples[t].append((dp, pp, dd, tg, rss_d, rss_l))
+            print(f"round: {t} threads: dsinfer prefill {dp:.1f} decode {dd:.1f}; llama.cpp prefill {pp:.1f} "
+                  f"decode {tg:.1f}", flush=True)
+    rows = [(t, *[statistics.median(x[i] for x in samples[t]) for i in range(6)]) for t in a.threads]
+    ours = "FP8" if a.outtype == "q8_0" else "BF16"
+    print(f"model {a.model} (dsinfer {ours}) vs {os.path.basename(gguf)} (llama.cpp {a.outtype.upper()}); "
+          f"prompt {a.prompt}, decode {a.decode}, {a.reps} repetitions, median of {a.rounds} round(s)")
     print("threads | prefill tok/s dsinfer / llama.cpp = ratio | decode tok/s dsinfer / llama.cpp = ratio | "
           "peak RSS MB dsinfer / llama.cpp")
     for t, dp, pp, dd, tg, rd, rl in rows:
