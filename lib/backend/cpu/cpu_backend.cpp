@@ -716,6 +716,22 @@ void CpuBackend::moe_route(const MoeRouteArgs& a) {
 }
 
 void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
+  // Long prompts in chunks of tokens: bounds the stacked per-expert buffers (each token's output depends only on
+  // its own rows, so chunking changes no result), while each chunk still gives every expert enough rows to reuse
+  // its weights.
+  constexpr int64_t kChunk = 128;
+  if (a.x.rows > kChunk) {
+    for (int64_t t0 = 0; t0 < a.x.rows; t0 += kChunk) {
+      const int64_t n = std::min(kChunk, a.x.rows - t0);
+      MoeExpertsArgs c = a;
+      c.x = a.x.rows_slice(t0, n);
+      c.out = a.out.rows_slice(t0, n);
+      c.expert_ids = a.expert_ids + t0 * a.top_k;
+      c.weights = a.weights + t0 * a.top_k;
+      moe_experts(c);
+    }
+    return;
+  }
   const int64_t T = a.x.rows, D = a.x.cols, E = int64_t(a.experts.size());
   fill_zero(a.out);
   // Group the (token, slot) pairs by expert so each expert runs once over its tokens; experts nobody chose are
@@ -774,12 +790,13 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a,
   if (jobs.empty()) return true;
   const int64_t T = a.x.rows, D = a.x.cols, G = (D + kActGroup - 1) / kActGroup, Gi = (inner + kActGroup - 1) / kActGroup;
   thread_local std::vector<float> buf;
-  const size_t need = size_t(T * D + T * G + R * D + R * G + 2 * R * inner + R * Gi + R * D);
+  const size_t need = size_t(T * D + T * G + R * D + R * G + 2 * R * inner + R * Gi);
   if (buf.size() < need) buf.resize(need);
   float* p = buf.data();
   auto take = [&](int64_t n) { float* q = p; p += n; return q; };
   float *xq_t = take(T * D), *xs_t = take(T * G), *xq = take(R * D), *xs = take(R * G), *g = take(R * inner),
-        *u = take(R * inner), *hs = take(R * Gi), *y = take(R * D);
+        *u = take(R * inner), *hs = take(R * Gi);
+  float* y = xq;  // the stacked inputs are dead once gate and up have run: the down outputs reuse them
   // Quantize each token once, then stack its quantized row for every expert that chose it.
   fp8_quantize(a.x, kActGroup, a.quant.ue8m0, false, Tensor2D{xq_t, T, D, D}, Tensor2D{xs_t, T, G, G});
   for (const Job& j : jobs)
