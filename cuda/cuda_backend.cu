@@ -337,19 +337,82 @@ void CudaBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequa
 
 // --- linear ---
 
-void CudaBackend::skinny_batched(const std::vector<gpu::SkinnyGemmParams>& ps) {
+void CudaBackend::skinny_batched(const std::vector<gpu::SkinnyGemmParams>& ps, bool use_mma) {
   for (size_t i = 0; i < ps.size(); i += gpu::kSkinnyMaxBatch) {
     const int n = int(std::min<size_t>(gpu::kSkinnyMaxBatch, ps.size() - i));
-    const size_t ws = gpu::skinny_gemm_batched_workspace(&ps[i], n, num_sms_);
+    const size_t ws = gpu::skinny_gemm_batched_workspace(&ps[i], n, num_sms_, use_mma);
     void* w = ws ? scratch(kSlotSplitK, ws) : nullptr;
-    gpu::skinny_gemm_batched(&ps[i], n, w, num_sms_, stream_);
+    gpu::skinny_gemm_batched(&ps[i], n, w, num_sms_, stream_, use_mma);
   }
 }
 
-void CudaBackend::skinny(const gpu::SkinnyGemmParams& p) {
-  const size_t ws = gpu::skinny_gemm_workspace(p, num_sms_);
-  void* w = ws ? scratch(kSlotSplitK, ws) : nullptr;
-  gpu::skinny_gemm(p, w, num_sms_, stream_);
+void CudaBackend::skinny(const gpu::SkinnyGemmParams& p, bool use_mma) {
+  if (p.M == 0 || p.N == 0) return;
+  skinny_batched({p}, use_mma);
+}
+
+bool CudaBackend::small_mma_enabled() {
+  if (mma_state_ != 0) return mma_state_ > 0;
+  mma_state_ = -1;
+  if (const char* e = std::getenv("DSINFER_CUDA_MMA"); e && std::string(e) == "0") return false;
+  // Probe: the tensor-core kernel against the CUDA-core kernel on random e4m3 operands, one and five token tiles,
+  // with distinct scales per (row, group) and per weight block.
+  constexpr int64_t N = 256, K = 1024, G = K / 128, Mmax = 37;
+  std::vector<uint8_t> wq(size_t(N * K)), xq(size_t(Mmax * K));
+  uint64_t r = 0x13198A2E03707344ull;
+  auto next = [&] { r ^= r << 13; r ^= r >> 7; r ^= r << 17; return r; };
+  for (auto* v : {&wq, &xq})
+    for (auto& b : *v) {
+      b = uint8_t(next() >> 24);
+      if ((b & 0x7f) >= 0x70) b &= 0xb7;
+    }
+  std::vector<float> ws(size_t(2 * G)), xs(size_t(Mmax * G));
+  for (auto& v : ws) v = std::ldexp(1.0f, -int(next() % 6) - 6);
+  for (auto& v : xs) v = std::ldexp(1.0f, -int(next() % 9));
+  const size_t bytes = wq.size() + xq.size() + (ws.size() + xs.size() + 2 * size_t(Mmax * N)) * 4;
+  char* d = nullptr;
+  DSINFER_CUDA_CHECK(cudaMalloc(&d, bytes + 1024));
+  auto* d_w = reinterpret_cast<uint8_t*>(d);
+  auto* d_x = d_w + wq.size();
+  auto* d_ws = reinterpret_cast<float*>(d_x + xq.size());
+  float* d_xs = d_ws + ws.size();
+  float* d_ref = d_xs + xs.size();
+  float* d_got = d_ref + Mmax * N;
+  bool ok = true;
+  try {
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_w, wq.data(), wq.size(), cudaMemcpyHostToDevice));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_x, xq.data(), xq.size(), cudaMemcpyHostToDevice));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_ws, ws.data(), ws.size() * 4, cudaMemcpyHostToDevice));
+    DSINFER_CUDA_CHECK(cudaMemcpy(d_xs, xs.data(), xs.size() * 4, cudaMemcpyHostToDevice));
+    for (const int64_t M : {int64_t(3), Mmax}) {
+      gpu::SkinnyGemmParams p;
+      p.w = d_w; p.w_kind = WeightKind::FP8; p.N = N; p.K = K; p.w_scale = d_ws; p.w_scale_ld = G;
+      p.M = M; p.x_q8 = d_x; p.ldx = K; p.x_scale = d_xs; p.xs_m = G; p.xs_g = 1;
+      p.out = d_ref; p.ldo = N;
+      skinny(p, false);
+      p.out = d_got;
+      skinny(p, true);
+      std::vector<float> ref(size_t(M * N)), got(size_t(M * N));
+      DSINFER_CUDA_CHECK(cudaMemcpyAsync(ref.data(), d_ref, ref.size() * 4, cudaMemcpyDeviceToHost, stream_));
+      DSINFER_CUDA_CHECK(cudaMemcpyAsync(got.data(), d_got, got.size() * 4, cudaMemcpyDeviceToHost, stream_));
+      synchronize();
+      double ss = 0, worst = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ss += double(ref[i]) * ref[i];
+        worst = std::max(worst, double(std::fabs(ref[i] - got[i])));
+      }
+      const double rms = std::sqrt(ss / double(ref.size()));
+      ok = ok && rms > 0 && worst <= 5e-3 * rms && std::isfinite(worst);
+    }
+  } catch (const Error&) {
+    ok = false;
+  }
+  cudaFree(d);
+  if (!ok)
+    std::fprintf(stderr, "dsinfer cuda backend: the tensor-core skinny FP8 kernel disagrees with the CUDA-core "
+                         "kernel; using the CUDA-core kernel\n");
+  mma_state_ = ok ? 1 : -1;
+  return ok;
 }
 
 CudaBackend::Fp8ScaleLayout CudaBackend::fp8_scale_layout() {
@@ -473,7 +536,10 @@ void CudaBackend::fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale,
   p.M = M; p.x_q8 = xq; p.ldx = K;
   p.x_scale = x_scale; p.xs_m = xs_m; p.xs_g = xs_g;
   p.out = out; p.ldo = ldo;
-  skinny(p);
+  const bool mma_ok = gpu::skinny_fp8_mma_eligible(&p, 1);
+  if (path == LinearPath::SkinnyMma && !mma_ok)
+    fail(ErrorCode::Unsupported, "the tensor-core skinny kernel does not take " + w.name + " at M=" + std::to_string(M));
+  skinny(p, mma_ok && (path == LinearPath::SkinnyMma || (path == LinearPath::Auto && small_mma_enabled())));
 }
 
 void CudaBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q) {
@@ -691,7 +757,7 @@ void CudaBackend::moe_experts(const MoeExpertsArgs& a) {
         batch.push_back(expert_problem(*ew.up, xq + o * D, xs + o * G1, sm, sg, c, D, ub + o * inner, inner));
       }
     }
-    skinny_batched(batch);
+    skinny_batched(batch, small_mma_enabled());
     // SwiGLU fused into the quantization of the down projection's input; padding rows become zero.
     auto* hq = static_cast<uint8_t*>(scratch(kSlotMoeH, size_t(Rp * inner)));
     auto* hs = static_cast<float*>(scratch(kSlotMoeHs, size_t(Rp * G2) * 4));
@@ -712,7 +778,7 @@ void CudaBackend::moe_experts(const MoeExpertsArgs& a) {
       else
         batch.push_back(expert_problem(down, hq + o * inner, hs + o * G2, sm, sg, c, inner, y + o * D, D));
     }
-    skinny_batched(batch);
+    skinny_batched(batch, small_mma_enabled());
   } else {
     // Any other dtype or the fp32-activation numerics: gather rows, then the generic linear per expert.
     auto* xg = static_cast<float*>(scratch(kSlotMoeX, size_t(Rp * D) * 4));

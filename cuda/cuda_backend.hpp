@@ -79,7 +79,14 @@ class CudaBackend final : public Backend {
   // (default 64, or DSINFER_CUDA_SMALL_M from the environment).
   int64_t small_m_max() const { return small_m_max_; }
   void set_small_m_max(int64_t m) { small_m_max_ = m; }
-  enum class LinearPath { Auto, Skinny, CublasLt };
+  // Skinny: the CUDA-core skinny kernel; SkinnyMma: its tensor-core FP8 variant (FP8 weights with FP8
+  // activations, M ≤ 64, K % 128 == 0, N % 16 == 0); CublasLt: cuBLASLt. Auto: SkinnyMma (where it applies and its
+  // probe passed) or Skinny up to small_m_max rows, cuBLASLt above.
+  enum class LinearPath { Auto, Skinny, SkinnyMma, CublasLt };
+  // Whether the tensor-core skinny kernel is used: probed once against the CUDA-core kernel (a wrong result
+  // turns it off with a line on stderr); DSINFER_CUDA_MMA=0 turns it off.
+  bool small_mma_enabled();
+  void set_small_mma_enabled(bool on) { mma_state_ = on ? 1 : -1; }  // tests: both kernels in every path
   // How cuBLASLt's VEC128_32F activation scales are laid out, found once by a probe GEMM against the skinny
   // kernel (the documentation leaves it implicit): TokenMajor = [G][M] (all rows of group 0, then group 1, ...),
   // RowMajor = [M][G]; None = cuBLASLt's block-scaled FP8 is unavailable or disagrees, and every FP8 linear uses
@@ -113,14 +120,15 @@ class CudaBackend final : public Backend {
   // zero) so that cuBLASLt can take them when the scale layout is the one it reads (Fp8ScaleLayout).
   void fp8_gemm_prequantized(const uint8_t* xq, const float* x_scale, int64_t xs_m, int64_t xs_g, int64_t M,
                              int64_t K, const Weight& w, float* out, int64_t ldo, LinearPath path);
-  void skinny(const gpu::SkinnyGemmParams& p);
-  void skinny_batched(const std::vector<gpu::SkinnyGemmParams>& ps);  // in launches of up to 16 problems
+  void skinny(const gpu::SkinnyGemmParams& p, bool use_mma = false);
+  void skinny_batched(const std::vector<gpu::SkinnyGemmParams>& ps, bool use_mma = false);  // launches of <= 16
 
   int device_ = 0;
   int num_sms_ = 1;
   cudaStream_t stream_ = nullptr;
   int64_t small_m_max_ = 64;
   Fp8ScaleLayout fp8_layout_ = Fp8ScaleLayout::Unknown;
+  int mma_state_ = 0;  // 0 unknown, 1 on, -1 off
   std::unique_ptr<gpu::LtGemm> lt_;
   void* lt_workspace_ = nullptr;
   std::unordered_map<const void*, DeviceWeight> weights_;

@@ -2,6 +2,7 @@
 // quantization + the skinny kernel for M <= small_m_max, cuBLASLt block-scaled FP8 above) against cuBLASLt BF16
 // and cuBLASLt block-scaled FP8 (GEMM only, pre-quantized activations), same run, cudaEvent medians after
 // warm-up, plus the device copy bandwidth as the weight-streaming floor. Prints a markdown table.
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -118,7 +119,8 @@ int main() {
       auto tf = [&](double us) { return us > 0 ? flops / (us * 1e-6) / 1e12 : 0.0; };
       std::printf("| %s | %lld | %lld | %lld | %.1f | %s | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx |\n",
                   sh.name, (long long)sh.N, (long long)sh.K, (long long)M, t_ours,
-                  M <= cuda.small_m_max() ? "skinny" : "cuBLASLt", tf(t_ours), gbs, 100.0 * gbs / copy_gbs, t_bf16,
+                  M <= cuda.small_m_max() ? (cuda.small_mma_enabled() ? "skinny (tensor cores)" : "skinny") : "cuBLASLt",
+                  tf(t_ours), gbs, 100.0 * gbs / copy_gbs, t_bf16,
                   tf(t_bf16), t_fp8, tf(t_fp8), t_bf16 > 0 ? t_bf16 / t_ours : 0.0,
                   t_fp8 > 0 ? t_fp8 / t_ours : 0.0);
       std::fflush(stdout);
@@ -127,9 +129,11 @@ int main() {
     BENCH_CHECK(cudaStreamSynchronize(s));
     cudaFree(wb);
   }
-  // The skinny kernel alone against cuBLASLt FP8 at the decode sizes (where the dispatch threshold is decided).
-  std::printf("\n| shape | M | skinny µs (incl. quant) | cuBLASLt FP8 path µs (incl. quant) | skinny weight GB/s | %% copy BW |\n");
-  std::printf("|---|---|---|---|---|---|\n");
+  // The small-M kernels alone against cuBLASLt FP8 at the decode sizes (where the dispatch threshold is decided).
+  std::printf("\ntensor-core skinny kernel (Auto path for M <= %lld): %s\n\n", (long long)cuda.small_m_max(),
+              cuda.small_mma_enabled() ? "on" : "off (probe failed)");
+  std::printf("| shape | M | CUDA-core skinny µs | tensor-core skinny µs | cuBLASLt FP8 path µs | best small-M weight GB/s | %% copy BW |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
   for (size_t si = 0; si < std::size(kShapes); ++si) {
     const Shape& sh = kShapes[si];
     HostFp8* hw = keep[si].get();
@@ -137,14 +141,19 @@ int main() {
       Matrix x = backend->matrix(M, sh.K), out = backend->matrix(M, sh.N);
       fill_f32_kernel<<<fill_blocks(size_t(M * sh.K)), 256, 0, s>>>(x.view.data, size_t(M * sh.K), seed++, -2.f, 2.f);
       const LinearQuant q{true, true};
-      const double t_sk = time_us(s, [&] { cuda.linear_path(x.view, hw->w, out.view, q, CudaBackend::LinearPath::Skinny); });
-      double t_lt = -1;
-      try {
-        t_lt = time_us(s, [&] { cuda.linear_path(x.view, hw->w, out.view, q, CudaBackend::LinearPath::CublasLt); });
-      } catch (const std::exception&) {
-      }
-      const double gbs = double(sh.N) * double(sh.K) / (t_sk * 1e-6) / 1e9;
-      std::printf("| %s | %lld | %.1f | %.1f | %.0f | %.0f%% |\n", sh.name, (long long)M, t_sk, t_lt, gbs,
+      auto timed = [&](CudaBackend::LinearPath path) {
+        try {
+          return time_us(s, [&] { cuda.linear_path(x.view, hw->w, out.view, q, path); });
+        } catch (const std::exception&) {
+          return -1.0;
+        }
+      };
+      const double t_sk = timed(CudaBackend::LinearPath::Skinny);
+      const double t_mma = timed(CudaBackend::LinearPath::SkinnyMma);
+      const double t_lt = timed(CudaBackend::LinearPath::CublasLt);
+      const double best = t_mma > 0 ? std::min(t_sk, t_mma) : t_sk;
+      const double gbs = double(sh.N) * double(sh.K) / (best * 1e-6) / 1e9;
+      std::printf("| %s | %lld | %.1f | %.1f | %.1f | %.0f | %.0f%% |\n", sh.name, (long long)M, t_sk, t_mma, t_lt, gbs,
                   100.0 * gbs / copy_gbs);
       std::fflush(stdout);
     }

@@ -254,6 +254,95 @@ __global__ void splitk_reduce_kernel(const __grid_constant__ SkinnyBatch batch, 
   }
 }
 
+// --- Tensor-core variant for FP8 weights x e4m3 activations, M ≤ 64 ---
+// Swap-AB: the weight rows are the mma's M side (16 per warp, 128 per block = one weight scale row block) and the
+// activation rows its N side (NT tiles of 8). Within a 64-wide K step each lane loads 16 contiguous bytes of its two
+// weight rows and of its token; the mma's k slots are assigned to those bytes with the same lane mapping for A and
+// B (the sum over k does not care about order), so every load is a 16-byte load straight from global memory.
+// Per 128-wide K group the fp32 mma sum is promoted with (activation scale x weight block scale), as the
+// reference GEMM does.
+__device__ __forceinline__ void mma_e4m3_16832(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+constexpr int kMmaThreads = 256;  // 8 warps x 16 weight rows = 128 rows per block
+
+template <int NT>
+__global__ void __launch_bounds__(kMmaThreads, NT >= 4 ? 1 : 2) skinny_fp8_mma_kernel(const __grid_constant__ SkinnyBatch batch,
+                                                                        int64_t k_chunk) {
+  constexpr int NA = NT < 4 ? NT : 4;
+  SkinnyGemmParams p;
+  float* partial;
+  select_problem(batch, int(blockIdx.z), p, partial);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t n0 = int64_t(blockIdx.x) * 128 + warp * 16;
+  if (n0 >= p.N) return;  // no block-level synchronization in this kernel
+  const int64_t kb = int64_t(blockIdx.y) * k_chunk, ke = imin64(p.K, kb + k_chunk);
+  const uint8_t* w0 = static_cast<const uint8_t*>(p.w) + (n0 + g) * p.K;
+  const uint8_t* w1 = w0 + 8 * p.K;
+  const float* ws_row = p.w_scale + (n0 / 128) * p.w_scale_ld;
+
+  float tot[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) tot[j][0] = tot[j][1] = tot[j][2] = tot[j][3] = 0.0f;
+
+  for (int64_t k0 = kb; k0 < ke; k0 += 128) {
+    // All weight bytes of this 128-wide group first (4 x 16 bytes per lane in flight), then the activations.
+    uint4 wa[2], wbv[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t kk = k0 + h * 64 + t * 16;
+      wa[h] = __ldg(reinterpret_cast<const uint4*>(w0 + kk));
+      wbv[h] = __ldg(reinterpret_cast<const uint4*>(w1 + kk));
+    }
+    const int64_t grp = k0 / 128;
+    const float wsc = __ldg(ws_row + grp);
+    // Token tiles in passes of up to 4 (the group accumulators of 8 tiles would not fit next to the totals).
+#pragma unroll
+    for (int jb = 0; jb < NT; jb += NA) {
+      float acc[NA][4];
+#pragma unroll
+      for (int jj = 0; jj < NA; ++jj) acc[jj][0] = acc[jj][1] = acc[jj][2] = acc[jj][3] = 0.0f;
+#pragma unroll
+      for (int jj = 0; jj < NA; ++jj) {
+        const int64_t token = (jb + jj) * 8 + g;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          uint4 xv = make_uint4(0, 0, 0, 0);
+          if (token < p.M) xv = __ldg(reinterpret_cast<const uint4*>(p.x_q8 + token * p.ldx + k0 + h * 64 + t * 16));
+          mma_e4m3_16832(acc[jj], wa[h].x, wbv[h].x, wa[h].y, wbv[h].y, xv.x, xv.y);
+          mma_e4m3_16832(acc[jj], wa[h].z, wbv[h].z, wa[h].w, wbv[h].w, xv.z, xv.w);
+        }
+      }
+#pragma unroll
+      for (int jj = 0; jj < NA; ++jj) {
+        const int j = jb + jj;
+        const int64_t m0 = j * 8 + t * 2, m1 = m0 + 1;
+        const float s0 = m0 < p.M ? p.x_scale[m0 * p.xs_m + grp * p.xs_g] * wsc : 0.0f;
+        const float s1 = m1 < p.M ? p.x_scale[m1 * p.xs_m + grp * p.xs_g] * wsc : 0.0f;
+        tot[j][0] = fmaf(acc[jj][0], s0, tot[j][0]);
+        tot[j][1] = fmaf(acc[jj][1], s1, tot[j][1]);
+        tot[j][2] = fmaf(acc[jj][2], s0, tot[j][2]);
+        tot[j][3] = fmaf(acc[jj][3], s1, tot[j][3]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int64_t m = j * 8 + t * 2 + (c & 1), n = n0 + g + (c >> 1) * 8;
+      if (m >= p.M) continue;
+      if (partial) partial[(int64_t(blockIdx.y) * p.M + m) * p.N + n] = tot[j][c];
+      else p.out[m * p.ldo + n] = tot[j][c];
+    }
+}
+
 struct Plan {
   int mt = 1;
   int64_t k_chunk = 0;
@@ -293,6 +382,23 @@ Plan make_plan(const SkinnyGemmParams* p, int n, int num_sms) {
   return pl;
 }
 
+// The tensor-core kernel: one block per 128 weight rows per K split per problem; NT from the largest M.
+Plan make_mma_plan(const SkinnyGemmParams* p, int n, int num_sms) {
+  Plan pl;
+  int64_t max_m = 0;
+  for (int i = 0; i < n; ++i) max_m = std::max(max_m, p[i].M);
+  pl.mt = max_m <= 8 ? 1 : max_m <= 16 ? 2 : max_m <= 32 ? 4 : 8;  // n-tiles of 8 tokens
+  pl.nb = (p[0].N + 127) / 128;
+  pl.chunks = n;
+  const int64_t groups = p[0].K / 128;
+  const int64_t blocks = std::max<int64_t>(pl.nb * n, 1);
+  const int64_t want = (3 * int64_t(std::max(num_sms, 1)) + blocks - 1) / blocks;
+  const int64_t splits = std::clamp<int64_t>(want, 1, groups);
+  pl.k_chunk = ((groups + splits - 1) / splits) * 128;
+  pl.splits = int((p[0].K + pl.k_chunk - 1) / pl.k_chunk);
+  return pl;
+}
+
 size_t partial_bytes(const SkinnyGemmParams& p, int splits) {
   return (size_t(splits) * size_t(p.M) * size_t(p.N) * sizeof(float) + 255) / 256 * 256;
 }
@@ -305,16 +411,27 @@ void launch(const SkinnyBatch& b, const Plan& pl, cudaStream_t s) {
 
 }  // namespace
 
-size_t skinny_gemm_batched_workspace(const SkinnyGemmParams* p, int n, int num_sms) {
+bool skinny_fp8_mma_eligible(const SkinnyGemmParams* p, int n) {
+  for (int i = 0; i < n; ++i) {
+    const SkinnyGemmParams& q = p[i];
+    if (q.w_kind != WeightKind::FP8 || !q.x_q8 || q.M > kSkinnyMmaMaxM || q.K % 128 != 0 || q.N % 16 != 0 ||
+        q.ldx % 16 != 0 || reinterpret_cast<uintptr_t>(q.w) % 16 != 0 || reinterpret_cast<uintptr_t>(q.x_q8) % 16 != 0)
+      return false;
+  }
+  return n > 0;
+}
+
+size_t skinny_gemm_batched_workspace(const SkinnyGemmParams* p, int n, int num_sms, bool use_mma) {
   if (n <= 0) return 0;
-  const Plan pl = make_plan(p, n, num_sms);
+  const Plan pl = use_mma && skinny_fp8_mma_eligible(p, n) ? make_mma_plan(p, n, num_sms) : make_plan(p, n, num_sms);
   if (pl.splits == 1) return 0;
   size_t total = 0;
   for (int i = 0; i < n; ++i) total += partial_bytes(p[i], pl.splits);
   return total;
 }
 
-void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int num_sms, cudaStream_t s) {
+void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int num_sms, cudaStream_t s,
+                         bool use_mma) {
   DSINFER_CUDA_REQUIRE(n >= 1 && n <= kSkinnyMaxBatch, "skinny_gemm: 1..16 problems per launch");
   const bool qx = p[0].x_q8 != nullptr;
   for (int i = 0; i < n; ++i) {
@@ -324,7 +441,8 @@ void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int 
     DSINFER_CUDA_REQUIRE(!qx || p[i].w_kind == WeightKind::FP8, "skinny_gemm: e4m3 activations need FP8 weights");
     DSINFER_CUDA_REQUIRE(p[i].w_kind != WeightKind::FP8 || p[i].w_scale, "skinny_gemm: FP8 weight without scales");
   }
-  const Plan pl = make_plan(p, n, num_sms);
+  const bool mma = use_mma && skinny_fp8_mma_eligible(p, n);
+  const Plan pl = mma ? make_mma_plan(p, n, num_sms) : make_plan(p, n, num_sms);
   if (pl.chunks == 0 || p[0].N == 0) return;
   SkinnyBatch b;
   b.n = n;
@@ -343,7 +461,15 @@ void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int 
   }
   for (int i = n; i <= kSkinnyMaxBatch; ++i) b.z_begin[i] = z;
   for (int i = n; i < kSkinnyMaxBatch; ++i) { b.p[i] = p[0]; b.partial[i] = b.partial[0]; }
-  switch (p[0].w_kind) {
+  if (mma) {
+    const dim3 grid(unsigned(pl.nb), unsigned(pl.splits), unsigned(n));
+    switch (pl.mt) {
+      case 1: skinny_fp8_mma_kernel<1><<<grid, kMmaThreads, 0, s>>>(b, pl.k_chunk); break;
+      case 2: skinny_fp8_mma_kernel<2><<<grid, kMmaThreads, 0, s>>>(b, pl.k_chunk); break;
+      case 4: skinny_fp8_mma_kernel<4><<<grid, kMmaThreads, 0, s>>>(b, pl.k_chunk); break;
+      default: skinny_fp8_mma_kernel<8><<<grid, kMmaThreads, 0, s>>>(b, pl.k_chunk); break;
+    }
+  } else switch (p[0].w_kind) {
     case WeightKind::FP8:
       if (qx) {
         switch (pl.mt) {

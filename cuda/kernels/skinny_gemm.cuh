@@ -41,7 +41,13 @@ void skinny_gemm(const SkinnyGemmParams& p, void* workspace, int num_sms, cudaSt
 // own weight, activations (any M) and output, in one launch (plus one split-K reduction): the MoE experts of a
 // decode step, whose separate launches would cost more than their weight reads.
 constexpr int kSkinnyMaxBatch = 16;
-size_t skinny_gemm_batched_workspace(const SkinnyGemmParams* p, int n, int num_sms);
-void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int num_sms, cudaStream_t stream);
+// use_mma: FP8 weights with e4m3 activations, M ≤ 64, K % 128 == 0, N % 16 == 0 (skinny_fp8_mma_eligible) run on
+// the tensor cores (mma.sync m16n8k32 e4m3, fp32 accumulate, promoted with both scales per 128-wide K group)
+// instead of the CUDA cores; otherwise the CUDA-core kernel. Pass the same flag to the workspace query.
+constexpr int64_t kSkinnyMmaMaxM = 64;
+bool skinny_fp8_mma_eligible(const SkinnyGemmParams* p, int n);
+size_t skinny_gemm_batched_workspace(const SkinnyGemmParams* p, int n, int num_sms, bool use_mma = false);
+void skinny_gemm_batched(const SkinnyGemmParams* p, int n, void* workspace, int num_sms, cudaStream_t stream,
+                         bool use_mma = false);
 
 }  // namespace dsinfer::gpu

@@ -84,6 +84,22 @@ TEST_CASE("cuBLASLt block-scaled FP8 is available and its activation-scale layou
   CHECK((layout == CudaBackend::Fp8ScaleLayout::TokenMajor || layout == CudaBackend::Fp8ScaleLayout::RowMajor));
 }
 
+TEST_CASE("the tensor-core skinny FP8 kernel passes its probe") {
+  const bool on = backends().cuda().small_mma_enabled();
+  std::printf("tensor-core skinny FP8 kernel: %s\n", on ? "on" : "OFF (probe failed)");
+  CHECK(on);
+}
+
+TEST_CASE("FP8 linear at the V3.2 shapes: tensor-core skinny kernel (M <= 64)") {
+  std::mt19937 rng(16);
+  const LinearQuant q{true, true};
+  uint32_t seed = 500;
+  for (const Shape& s : kV32) {
+    auto w = fp8_weight(s.N, s.K, rng, s.name);
+    for (int64_t M : {1, 5, 8, 9, 16, 37, 64}) check_linear(w->w, M, q, Path::SkinnyMma, kFp8Lt, 256, seed++);
+  }
+}
+
 TEST_CASE("FP8 linear at the V3.2 shapes: skinny kernel (M <= 64) and cuBLASLt block scaling") {
   std::mt19937 rng(11);
   const LinearQuant q{true, true};

@@ -262,13 +262,19 @@ TEST_CASE("moe_experts FP8, small sizes, every dispatch (skinny only, cuBLASLt o
   const ExpertSet s = make_experts(8, 8, 256, 128, DType::F8_E4M3, rng);
   uint32_t seed = 90;
   const int64_t keep = b.cuda().small_m_max();
-  for (int64_t small : {keep, int64_t(0), int64_t(1) << 30}) {
-    b.cuda().set_small_m_max(small);
-    for (int64_t T : {1, 3, 100, 600}) {
-      check_experts(s, T, 2, 8, LinearQuant{true, true}, 3e-2, 0.9999, seed++);
-      check_experts(s, T, 2, 8, LinearQuant{true, false}, 3e-2, 0.9999, seed++);
+  const bool mma = b.cuda().small_mma_enabled();
+  for (const bool use_mma : {true, false}) {
+    b.cuda().set_small_mma_enabled(use_mma);
+    for (int64_t small : {keep, int64_t(0), int64_t(1) << 30}) {
+      b.cuda().set_small_m_max(small);
+      for (int64_t T : {1, 3, 100, 600}) {
+        INFO("tensor-core skinny kernel " << use_mma);
+        check_experts(s, T, 2, 8, LinearQuant{true, true}, 3e-2, 0.9999, seed++);
+        check_experts(s, T, 2, 8, LinearQuant{true, false}, 3e-2, 0.9999, seed++);
+      }
     }
   }
+  b.cuda().set_small_mma_enabled(mma);
   b.cuda().set_small_m_max(keep);
 }
 
