@@ -7,9 +7,20 @@
 # Budget: about 8 minutes on an H200 with 16 cores (only the needed targets are built); GPU_CHECK_BUDGET seconds
 # (default 540) bound the whole run: steps that no longer fit are reported as not run. All logs are also packed
 # into OUTDIR/all_logs.tar.gz (one file to copy back from a machine that returns few files).
+#
+# GPU machines may have no network and lack the Debian build dependencies (fmt, nlohmann-json, Catch2, PCRE2,
+# pkg-config). `bash scripts/gpu_check.sh --fetch-deps` (on a machine with apt and network) downloads their .deb
+# files into .gpu_deps/ (about 2 MB, git-ignored); carried to the GPU machine, they are unpacked into
+# .gpu_deps/root (never into /) and used through CMAKE_PREFIX_PATH / PKG_CONFIG_* when the system lacks them.
 set -uo pipefail
-OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
 cd "$(dirname "$0")/.."
+DEBS=(libfmt-dev libfmt9 nlohmann-json3-dev catch2 libpcre2-dev libpcre2-8-0 pkgconf pkgconf-bin libpkgconf3)
+if [ "${1:-}" = "--fetch-deps" ]; then
+  mkdir -p .gpu_deps && chmod 777 .gpu_deps
+  (cd .gpu_deps && apt-get download "${DEBS[@]}") && ls -la .gpu_deps
+  exit $?
+fi
+OUT=${1:?usage: scripts/gpu_check.sh OUTDIR   (or --fetch-deps)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 BUILD=${BUILD:-build-gpu}
@@ -21,10 +32,46 @@ BUDGET=${GPU_CHECK_BUDGET:-540}
 start=$(date +%s)
 # Seconds a step may take: its own limit, or what is left of the budget (minus a margin for packing).
 step_limit() { local left=$(( BUDGET - ($(date +%s) - start) - 15 )); [ "$left" -lt "$1" ] && echo "$left" || echo "$1"; }
+# A .deb's files under a prefix: dpkg -x, else Python (an .deb is an ar archive holding data.tar.xz).
+unpack_deb() {
+  if command -v dpkg >/dev/null; then dpkg -x "$1" "$2"; return; fi
+  python3 - "$1" "$2" <<'PY'
+import io, sys, tarfile
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"!<arch>\n"
+pos = 8
+while pos < len(data):
+    name = data[pos:pos + 16].decode().strip().rstrip("/")
+    size = int(data[pos + 48:pos + 58].decode().strip())
+    body = data[pos + 60:pos + 60 + size]
+    if name.startswith("data.tar"):
+        tarfile.open(fileobj=io.BytesIO(body)).extractall(sys.argv[2])
+    pos += 60 + size + (size & 1)
+PY
+}
 log() { echo "[gpu_check $(( $(date +%s) - start ))s] $*" | tee -a "$OUT/gpu_check.log"; }
 
-# Dependencies: the same Debian packages as the test script (no network is fine when they are present).
-bash scripts/install_deps.sh > "$OUT/install_deps.log" 2>&1 || log "install_deps.sh failed (see install_deps.log); trying with what is installed"
+# Dependencies: the same Debian packages as the test script (no network is fine when they are present); else
+# the carried .gpu_deps/*.deb, unpacked into a private prefix.
+if command -v dpkg >/dev/null && dpkg -s libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev >/dev/null 2>&1; then
+  log "build dependencies: installed"
+else
+  timeout 120 bash scripts/install_deps.sh > "$OUT/install_deps.log" 2>&1 || log "install_deps.sh failed (see install_deps.log)"
+  if ls .gpu_deps/*.deb >/dev/null 2>&1; then
+    ROOT=$PWD/.gpu_deps/root
+    rm -rf "$ROOT" && mkdir -p "$ROOT"
+    for f in .gpu_deps/*.deb; do unpack_deb "$f" "$ROOT" 2>>"$OUT/install_deps.log" || log "could not unpack $f"; done
+    LIBDIR=$ROOT/usr/lib/x86_64-linux-gnu
+    export PATH=$ROOT/usr/bin:$PATH
+    export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$ROOT/usr/share/pkgconfig
+    export PKG_CONFIG_SYSROOT_DIR=$ROOT
+    export CMAKE_PREFIX_PATH=$ROOT/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+    log "build dependencies: unpacked .gpu_deps/*.deb into $ROOT"
+  else
+    log "build dependencies missing and no .gpu_deps/*.deb carried (run --fetch-deps where apt has network)"
+  fi
+fi
 
 nvidia-smi > "$OUT/nvidia-smi.log" 2>&1 || log "nvidia-smi failed"
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
