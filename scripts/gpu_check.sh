@@ -56,7 +56,10 @@ log() { echo "[gpu_check $(( $(date +%s) - start ))s] $*" | tee -a "$OUT/gpu_che
 if command -v dpkg >/dev/null && dpkg -s libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev >/dev/null 2>&1; then
   log "build dependencies: installed"
 else
-  timeout 120 bash scripts/install_deps.sh > "$OUT/install_deps.log" 2>&1 || log "install_deps.sh failed (see install_deps.log)"
+  # Carried .deb files first: apt without network can hang on name resolution.
+  if ! ls .gpu_deps/*.deb >/dev/null 2>&1; then
+    timeout 90 bash scripts/install_deps.sh > "$OUT/install_deps.log" 2>&1 || log "install_deps.sh failed (see install_deps.log)"
+  fi
   if ls .gpu_deps/*.deb >/dev/null 2>&1; then
     ROOT=$PWD/.gpu_deps/root
     rm -rf "$ROOT" && mkdir -p "$ROOT"
