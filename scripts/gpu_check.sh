@@ -164,4 +164,5 @@ done
 log "done: $n_fail test(s) not passing; total $(( $(date +%s) - start ))s"
 { echo; echo "Total time: $(( $(date +%s) - start )) s; tests not passing: $n_fail"; } >> "$OUT/summary.md"
 (cd "$OUT" && tar czf all_logs.tar.gz --exclude=all_logs.tar.gz ./*.log summary.md) || log "packing the logs failed"
+cat "$OUT/summary.md"  # also on stdout: the tail of a remote run's output carries the figures
 [ $n_fail -eq 0 ] && [ $build_ok -eq 1 ]
