@@ -164,5 +164,8 @@ done
 log "done: $n_fail test(s) not passing; total $(( $(date +%s) - start ))s"
 { echo; echo "Total time: $(( $(date +%s) - start )) s; tests not passing: $n_fail"; } >> "$OUT/summary.md"
 (cd "$OUT" && tar czf all_logs.tar.gz --exclude=all_logs.tar.gz ./*.log summary.md) || log "packing the logs failed"
-cat "$OUT/summary.md"  # also on stdout: the tail of a remote run's output carries the figures
+# Also on stdout, most important last (a remote run returns only the tail of its output).
+for b in bench_mla bench_indexer bench_gemm bench_moe; do [ -f "$OUT/$b.log" ] && { echo "### $b"; cat "$OUT/$b.log"; }; done
+sed -n '1,/^## Benchmarks/p' "$OUT/summary.md"
+echo "Total time: $(( $(date +%s) - start )) s; tests not passing: $n_fail"
 [ $n_fail -eq 0 ] && [ $build_ok -eq 1 ]
