@@ -71,7 +71,7 @@ def main():
     ap.add_argument("--decode", type=int, default=128)
     ap.add_argument("--work", default=os.path.join(REPO, "build", "llama-compare"))
     ap.add_argument("--outtype", default="q8_0", choices=["q8_0", "bf16"])
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="0: only convert")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
 
@@ -96,6 +96,9 @@ def main():
     llama_bench = os.path.join(a.llama_cpp, "build", "bin", "llama-bench")
 
     import statistics
+    if a.rounds < 1:
+        print(f"converted: {gguf}")
+        return
     samples = {t: [] for t in a.threads}
     for _ in range(a.rounds):
         for t in a.threads:  # llama.cpp then dsinfer, per thread count, every round
