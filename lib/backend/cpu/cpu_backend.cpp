@@ -332,14 +332,14 @@ void weight_row_f32(const Weight& w, int64_t r, int64_t c0, int64_t n, float* ou
   }
 }
 
-CpuBackend::CpuBackend(const BackendOptions& opts) : pool_(opts.n_threads) {}
+CpuBackend::CpuBackend(const BackendOptions& opts) : pool_(opts.n_threads), buffers_(BufferCache::create()) {}
+
+CpuBackend::~CpuBackend() { buffers_->release_ref(); }
 
 Buffer CpuBackend::allocate(size_t bytes, bool zero) {
-  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
+  void* p = buffers_->take(bytes, zero);
   if (!p) throw Error(ErrorCode::OutOfMemory, fmt::format("cpu backend: cannot allocate {} bytes", bytes));
-  if (zero) std::memset(p, 0, rounded);
-  return Buffer(p, bytes, [](void* q) { std::free(q); });
+  return Buffer(p, bytes, &BufferCache::free_block);
 }
 
 void CpuBackend::fill_zero(Tensor2D x) {

@@ -3,6 +3,7 @@
 #pragma once
 #include "backend/backend.hpp"
 #include "util/thread_pool.hpp"
+#include "backend/cpu/buffer_cache.hpp"
 #include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
 
@@ -15,6 +16,7 @@ namespace dsinfer {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& opts);
+  ~CpuBackend() override;
   std::string_view name() const override { return "cpu"; }
 
   Buffer allocate(size_t bytes, bool zero = true) override;
@@ -49,6 +51,7 @@ class CpuBackend final : public Backend {
   bool moe_experts_fused(const MoeExpertsArgs& a, const std::vector<std::vector<std::pair<int32_t, float>>>& routed);
 
   ThreadPool pool_;
+  BufferCache* buffers_;  // recycled activation memory (one reference held here, one per live buffer)
   // Filled at load time only (prepare_weight), read concurrently afterwards.
   std::unordered_map<const uint8_t*, PackedFp8Weight> packed_;
   std::unordered_map<const uint8_t*, PackedDenseWeight> packed_dense_;

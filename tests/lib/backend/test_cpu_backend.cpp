@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <bit>
+#include <cstring>
+#include <memory>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -348,4 +350,24 @@ TEST_CASE("embedding rejects ids outside the table", "[cpu]") {
     CHECK(e.code() == ErrorCode::InvalidArgument);
     CHECK_THAT(e.what(), Catch::Contains("token id 4"));
   }
+}
+
+TEST_CASE("activation buffers are recycled, zeroed on request, and may outlive the backend", "[cpu][memory]") {
+  auto be = std::make_unique<CpuBackend>(BackendOptions{1});
+  void* first;
+  {
+    Buffer b = be->allocate(1000);
+    first = b.data();
+    std::memset(b.data(), 0x5a, 1000);
+  }
+  Buffer again = be->allocate(1000);  // the same size comes back from the cache ...
+  REQUIRE(again.data() == first);
+  for (int i = 0; i < 1000; ++i) REQUIRE(static_cast<unsigned char*>(again.data())[i] == 0);  // ... zeroed
+  REQUIRE(reinterpret_cast<uintptr_t>(again.data()) % 64 == 0);
+  Buffer other = be->allocate(1000);  // while it is in use, another block
+  REQUIRE(other.data() != again.data());
+  Matrix m = be->matrix(3, 5);
+  be.reset();  // buffers still alive: released later without the backend
+  m.view.data[14] = 1.0f;
+  REQUIRE(m.view.data[0] == 0.0f);
 }

@@ -1,0 +1,78 @@
+#include "backend/cpu/buffer_cache.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace dsinfer {
+
+namespace {
+// Each block starts with this header; the caller's memory begins kHeader bytes in (keeping 64-byte alignment).
+struct Header {
+  BufferCache* cache;
+  size_t rounded;
+};
+constexpr size_t kHeader = 64;
+static_assert(sizeof(Header) <= kHeader);
+// Blocks above this size go back to the system (the KV pool, long-prompt scratch), and the cache keeps at most
+// kMaxCached bytes: enough for every activation of a decode step and of a prompt chunk.
+constexpr size_t kMaxBlock = size_t(64) << 20;
+constexpr size_t kMaxCached = size_t(512) << 20;
+}  // namespace
+
+BufferCache* BufferCache::create() { return new BufferCache(); }
+
+void BufferCache::release_ref() {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  for (auto& [size, blocks] : free_)
+    for (void* b : blocks) std::free(b);
+  delete this;
+}
+
+void* BufferCache::take(size_t bytes, bool zero) {
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  void* block = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.find(rounded);
+    if (it != free_.end() && !it->second.empty()) {
+      block = it->second.back();
+      it->second.pop_back();
+      cached_bytes_ -= rounded;
+    }
+  }
+  if (!block) {
+    block = std::aligned_alloc(64, rounded + kHeader);
+    if (!block) return nullptr;
+    // Fresh memory from the system reads as zero only by accident: zero it when asked, like recycled memory.
+  }
+  refs_.fetch_add(1, std::memory_order_relaxed);
+  Header h{this, rounded};
+  std::memcpy(block, &h, sizeof h);
+  void* p = static_cast<char*>(block) + kHeader;
+  if (zero) std::memset(p, 0, rounded);
+  return p;
+}
+
+void BufferCache::free_block(void* p) {
+  if (!p) return;
+  void* block = static_cast<char*>(p) - kHeader;
+  Header h;
+  std::memcpy(&h, block, sizeof h);
+  h.cache->give_back(block, h.rounded);
+}
+
+void BufferCache::give_back(void* block, size_t rounded) {
+  bool keep = false;
+  if (rounded <= kMaxBlock) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cached_bytes_ + rounded <= kMaxCached) {
+      free_[rounded].push_back(block);
+      cached_bytes_ += rounded;
+      keep = true;
+    }
+  }
+  if (!keep) std::free(block);
+  release_ref();
+}
+
+}  // namespace dsinfer
