@@ -14,6 +14,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define DSINFER_HAVE_AVX2_KERNELS 1
+// GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined values and trip this warning.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace dsinfer {
@@ -190,11 +192,139 @@ DSINFER_AVX2_FN void panels_avx2(const float* x, int64_t ldx, int64_t T, const P
   }
 }
 
-bool have_avx2() {
+// AVX-512: one zmm per panel column (16 lanes), the same chains.
+#define DSINFER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline)) inline
+#define DSINFER_AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+template <DType D>
+DSINFER_AVX512 __m512 load16_512(const uint8_t* p) {
+  if constexpr (D == DType::F32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+  } else if constexpr (D == DType::BF16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+  } else {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+}
+
+template <DType D, int P, int MR>
+DSINFER_AVX512_FN void direct_tile_512(const float* x, int64_t ldx, const PackedDenseWeight& w, int64_t p0, float* y,
+                                       int64_t ldy) {
+  const size_t es = w.elem();
+  const int64_t line_k = int64_t(64 / (kNr * es)) > 0 ? int64_t(64 / (kNr * es)) : 1;
+  __m512 s[MR][P];
+  for (int m = 0; m < MR; ++m)
+    for (int p = 0; p < P; ++p) s[m][p] = _mm512_setzero_ps();
+  const uint8_t* panel[P];
+  for (int p = 0; p < P; ++p) panel[p] = w.panel(p0 + p);
+  for (int64_t k = 0; k < w.k; ++k) {
+    __m512 b[MR];
+    for (int m = 0; m < MR; ++m) b[m] = _mm512_set1_ps(x[m * ldx + k]);
+    if (k % line_k == 0)
+      for (int p = 0; p < P; ++p)
+        _mm_prefetch(reinterpret_cast<const char*>(panel[p] + size_t(k * kNr) * es + 1024), _MM_HINT_T0);
+    for (int p = 0; p < P; ++p) {
+      const __m512 wv = load16_512<D>(panel[p] + size_t(k * kNr) * es);
+      for (int m = 0; m < MR; ++m) s[m][p] = _mm512_fmadd_ps(b[m], wv, s[m][p]);
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    const __mmask16 mk = __mmask16((1u << std::min(kNr, w.n - (p0 + p) * kNr)) - 1u);
+    for (int m = 0; m < MR; ++m) _mm512_mask_storeu_ps(y + m * ldy + (p0 + p) * kNr, mk, s[m][p]);
+  }
+}
+
+template <int P, int MR>
+DSINFER_AVX512_FN void converted_tile_512(const float* x, int64_t ldx, const float* wf, int64_t k0, int64_t k1,
+                                          float* y, int64_t ldy, const __mmask16* mk) {
+  const int64_t kn = k1 - k0;
+  __m512 s[MR][P];
+  for (int m = 0; m < MR; ++m)
+    for (int p = 0; p < P; ++p)
+      s[m][p] = k0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk[p], y + m * ldy + p * kNr);
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512 wv[P];
+    for (int p = 0; p < P; ++p) wv[p] = _mm512_load_ps(wf + (p * kn + k - k0) * kNr);
+    for (int m = 0; m < MR; ++m) {
+      const __m512 b = _mm512_set1_ps(x[m * ldx + k]);
+      for (int p = 0; p < P; ++p) s[m][p] = _mm512_fmadd_ps(b, wv[p], s[m][p]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int p = 0; p < P; ++p) _mm512_mask_storeu_ps(y + m * ldy + p * kNr, mk[p], s[m][p]);
+}
+
+template <DType D, int P>
+DSINFER_AVX512_FN void converted_panels_512(const float* x, int64_t ldx, int64_t t0, int64_t t1,
+                                            const PackedDenseWeight& w, int64_t p0, float* y, int64_t ldy) {
+  const size_t es = w.elem();
+  alignas(64) float wf[P * kChunk * kNr];
+  __mmask16 mk[P];
+  for (int p = 0; p < P; ++p) mk[p] = __mmask16((1u << std::min(kNr, w.n - (p0 + p) * kNr)) - 1u);
+  const int64_t n0 = p0 * kNr;
+  for (int64_t k0 = 0; k0 < w.k; k0 += kChunk) {
+    const int64_t k1 = std::min(w.k, k0 + kChunk), kn = k1 - k0;
+    for (int p = 0; p < P; ++p) {
+      const uint8_t* panel = w.panel(p0 + p);
+      for (int64_t k = k0; k < k1; ++k)
+        _mm512_store_ps(wf + (p * kn + k - k0) * kNr, load16_512<D>(panel + size_t(k * kNr) * es));
+    }
+    int64_t t = t0;
+    auto tile = [&]<int MR>() {
+      converted_tile_512<P, MR>(x + t * ldx, ldx, wf, k0, k1, y + t * ldy + n0, ldy, mk);
+      t += MR;
+    };
+    while (t + 12 <= t1) tile.template operator()<12>();
+    if (t + 8 <= t1) tile.template operator()<8>();
+    if (t + 4 <= t1) tile.template operator()<4>();
+    if (t + 2 <= t1) tile.template operator()<2>();
+    if (t + 1 <= t1) tile.template operator()<1>();
+  }
+}
+
+template <DType D>
+DSINFER_AVX512_FN void panels_avx512(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight& w, int64_t p0,
+                                     int64_t p1, float* y, int64_t ldy) {
+  if (T <= 8) {
+    auto run = [&]<int P, int MR>() {
+      int64_t p = p0;
+      for (; p + P <= p1; p += P) direct_tile_512<D, P, MR>(x, ldx, w, p, y, ldy);
+      for (; p < p1; ++p) direct_tile_512<D, 1, MR>(x, ldx, w, p, y, ldy);
+    };
+    switch (T) {
+      case 1: run.template operator()<4, 1>(); break;
+      case 2: run.template operator()<4, 2>(); break;
+      case 3: run.template operator()<4, 3>(); break;
+      case 4: run.template operator()<4, 4>(); break;
+      case 5: run.template operator()<2, 5>(); break;
+      case 6: run.template operator()<2, 6>(); break;
+      case 7: run.template operator()<2, 7>(); break;
+      default: run.template operator()<2, 8>(); break;
+    }
+    return;
+  }
+  constexpr int64_t kTokens = 96;
+  for (int64_t t0 = 0; t0 < T; t0 += kTokens) {
+    const int64_t t1 = std::min(T, t0 + kTokens);
+    int64_t p = p0;
+    for (; p + 2 <= p1; p += 2) converted_panels_512<D, 2>(x, ldx, t0, t1, w, p, y, ldy);
+    if (p < p1) converted_panels_512<D, 1>(x, ldx, t0, t1, w, p, y, ldy);
+  }
+}
+
+enum class Isa { Scalar, Avx2, Avx512 };
+
+Isa detect_isa() {
   const char* force = std::getenv("DSINFER_CPU_KERNELS");
-  if (force && std::strcmp(force, "scalar") == 0) return false;
+  if (force && std::strcmp(force, "scalar") == 0) return Isa::Scalar;
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (!avx2) return Isa::Scalar;
+  if (!(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    return Isa::Avx512;
+  return Isa::Avx2;
 }
 #endif  // DSINFER_HAVE_AVX2_KERNELS
 
@@ -233,14 +363,21 @@ void dense_gemm(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight&
                 ThreadPool& pool, DenseKernel kernel) {
   if (T <= 0 || w.n <= 0) return;
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-  static const bool avx2 = have_avx2();
-  const bool fast = avx2 && kernel == DenseKernel::Best;
-#else
-  const bool fast = false;
+  static const Isa best = detect_isa();
+  const Isa which = kernel == DenseKernel::Scalar                    ? Isa::Scalar
+                    : kernel == DenseKernel::Avx2 && best == Isa::Avx512 ? Isa::Avx2
+                                                                         : best;
 #endif
   pool.parallel_for(w.panels, [&](int64_t p0, int64_t p1) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-    if (fast) {
+    if (which == Isa::Avx512) {
+      switch (w.dtype) {
+        case DType::BF16: panels_avx512<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
+        case DType::F16: panels_avx512<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;
+        default: panels_avx512<DType::F32>(x, ldx, T, w, p0, p1, y, ldy); return;
+      }
+    }
+    if (which == Isa::Avx2) {
       switch (w.dtype) {
         case DType::BF16: panels_avx2<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
         case DType::F16: panels_avx2<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;
@@ -248,7 +385,6 @@ void dense_gemm(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight&
       }
     }
 #endif
-    (void)fast;
     panels_scalar(x, ldx, T, w, p0, p1, y, ldy);
   }, 2);
 }

@@ -28,7 +28,7 @@ struct PackedDenseWeight {
 bool dense_gemm_supports(const Weight& w);  // 2-D BF16, F16 or F32
 PackedDenseWeight pack_dense_weight(const Weight& w);
 
-enum class DenseKernel { Best, Scalar };
+enum class DenseKernel { Best, Avx2, Scalar };  // Avx2/Scalar cap the choice (tests compare them all)
 // y[T, N] (stride ldy, overwritten) = x[T, K] (stride ldx) · Wᵀ over the packed weight, split by panels over the
 // pool's threads.
 void dense_gemm(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight& w, float* y, int64_t ldy,

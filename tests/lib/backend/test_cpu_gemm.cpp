@@ -132,13 +132,15 @@ TEST_CASE("dense GEMM kernels (BF16, F16, F32 weights) equal the scalar FMA chai
           }
           Weight w{"lm_head.weight", dt, {N, K}, data.data(), nullptr};
           const PackedDenseWeight packed = pack_dense_weight(w);
-          for (int64_t T : {1, 2, 3, 7, 8, 11, 70}) {
+          for (int64_t T : {1, 2, 3, 7, 8, 11, 70, 111}) {
             const int64_t ldx = K + 3, ldy = N + 2;
             std::vector<float> x(size_t(T * ldx));
             for (auto& v : x) v = nd(gen);
-            std::vector<float> ref(size_t(T * ldy), -7.0f), best(ref), scalar(ref);
+            std::vector<float> ref(size_t(T * ldy), -7.0f), best(ref), avx2(ref), scalar(ref);
             dense_gemm_reference(x.data(), ldx, T, w, ref.data(), ldy);
             dense_gemm(x.data(), ldx, T, packed, best.data(), ldy, pool);
+            dense_gemm(x.data(), ldx, T, packed, avx2.data(), ldy, pool, DenseKernel::Avx2);
+            REQUIRE(same_bits(avx2, ref));
             dense_gemm(x.data(), ldx, T, packed, scalar.data(), ldy, pool, DenseKernel::Scalar);
             INFO("dtype " << dtype_name(dt) << " threads " << threads << " N " << N << " K " << K << " T " << T);
             REQUIRE(same_bits(best, ref));
