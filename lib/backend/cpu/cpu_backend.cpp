@@ -277,6 +277,10 @@ DSINFER_MULTIVERSION void indexer_scores(const float* q, const float* wt, int64_
   }
 }
 
+// Causal work grows with the query's position: visiting queries as 0, T-1, 1, T-2, ... makes every contiguous
+// chunk of a parallel loop hold early and late queries alike, so the threads finish together.
+inline int64_t balanced_row(int64_t i, int64_t T) { return (i % 2 == 0) ? i / 2 : T - 1 - i / 2; }
+
 std::vector<float> weight_vector_f32(const Weight& w) {
   std::vector<float> v(static_cast<size_t>(w.numel()));
   weight_row_f32(Weight{w.name, w.dtype, {1, w.numel()}, w.data, w.scale_inv, w.block}, 0, 0, w.numel(), v.data());
@@ -483,8 +487,10 @@ const PackedFp8Weight* CpuBackend::packed_fp8(const Weight& w) const {
 }
 
 void CpuBackend::silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) {
-  for (int64_t r = 0; r < gate.rows; ++r)
-    for (int64_t i = 0; i < gate.cols; ++i) out.row(r)[i] = silu(gate.row(r)[i]) * up.row(r)[i];
+  pool_.parallel_for(gate.rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t i = 0; i < gate.cols; ++i) out.row(r)[i] = silu(gate.row(r)[i]) * up.row(r)[i];
+  }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, gate.cols)));
 }
 
 void CpuBackend::add(Tensor2D acc, Tensor2D x) {
@@ -540,7 +546,9 @@ void CpuBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequan
   require(out.rows == x.rows && out.cols == x.cols && group > 0, "fp8_quantize shape");
   const int64_t G = (x.cols + group - 1) / group;
   require(!scales.data || (scales.rows == x.rows && scales.cols == G), "fp8_quantize scales shape");
-  for (int64_t r = 0; r < x.rows; ++r) {
+  // Rows are independent: spread long inputs (prompts) over the threads, keep one decode row on the caller.
+  pool_.parallel_for(x.rows, [&](int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* xi = x.row(r);
     float* yo = out.row(r);
     for (int64_t g = 0; g < G; ++g) {
@@ -556,6 +564,7 @@ void CpuBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequan
       if (scales.data) scales.row(r)[g] = s;
     }
   }
+  }, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, x.cols)));
 }
 
 void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
@@ -576,7 +585,7 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   const float* wt_all = all_wt.data();
   pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t t = u / blocks, s0 = (u % blocks) * kKeys;
+      const int64_t t = balanced_row(u / blocks, T), s0 = (u % blocks) * kKeys;
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
       const int64_t s1 = std::min(visible, s0 + kKeys);
       if (s0 < s1)
@@ -644,7 +653,7 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
     std::vector<int32_t> keys;
     std::vector<float> p, q_abs(static_cast<size_t>(C)), o_lat(static_cast<size_t>(C));
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t t = i / H, h = i % H;
+      const int64_t t = balanced_row(i / H, T), h = i % H;
       keys_of(t, keys);
       p.resize(keys.size());
       if (fp8_kv_b) mla_absorbed_fp8_head(a, keys, t, h, p.data(), q_abs.data(), o_lat.data());
