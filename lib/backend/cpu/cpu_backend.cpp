@@ -594,7 +594,8 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   });
   pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
     std::vector<int32_t> order(static_cast<size_t>(S));
-    for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t i = t0; i < t1; ++i) {
+      const int64_t t = balanced_row(i, T);
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
       const float* scores = scores_all + t * S;
       if (a.out_scores) {
