@@ -110,7 +110,8 @@ struct MlaArgs {
   int64_t n_keys = 0;            // S: logical positions 0..S-1 exist
   const int32_t* block_table = nullptr;  // paged cache, as in IndexerTopkArgs; null: row_of(s) = s
   int64_t block_tokens = 0;
-  Tensor2D wkv_b;                // [H*(dn+dv), kvr] fp32 (dequantized once at load)
+  Tensor2D wkv_b;                // [H*(dn+dv), kvr] fp32 (dequantized once at load); data null when the backend
+                                 // said it needs no fp32 copy (Backend::mla_needs_fp32_kv_b), rows/cols still set
   const Weight* wkv_b_stored = nullptr;  // the same weight as stored (may be null); a backend may read it instead
                                          // of wkv_b where that is cheaper, with the same fp32 values (w8·scale)
   int64_t n_heads = 0, nope_dim = 0, rope_dim = 0, v_dim = 0;
@@ -193,6 +194,9 @@ class Backend {
                             Tensor2D scales) = 0;
   virtual void indexer_topk(const IndexerTopkArgs& a) = 0;
   virtual void mla_attention(const MlaArgs& a) = 0;
+  // Whether mla_attention needs MlaArgs::wkv_b as an fp32 copy held by the model (true), or reads
+  // MlaArgs::wkv_b_stored itself (false: the model then keeps no copy, saving 4 bytes per kv_b value).
+  virtual bool mla_needs_fp32_kv_b() const { return true; }
   virtual void moe_route(const MoeRouteArgs& a) = 0;
   virtual void moe_experts(const MoeExpertsArgs& a) = 0;
 };

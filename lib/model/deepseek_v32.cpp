@@ -70,7 +70,14 @@ DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& 
   inv_freq_ = yarn_inv_freq(cfg_);
   softmax_scale_ = mla_softmax_scale(cfg_);
   for (auto& layer : w_.layers) {
-    wkv_b_.push_back(be_.dequantize(layer.attn.kv_b_proj));
+    const Weight& kvb = layer.attn.kv_b_proj;
+    if (be_.mla_needs_fp32_kv_b()) {
+      wkv_b_.push_back(be_.dequantize(kvb));
+    } else {  // the backend reads the stored weight (MlaArgs::wkv_b_stored): only the shape travels
+      Matrix m;
+      m.view = Tensor2D{nullptr, kvb.rows(), kvb.cols(), kvb.cols()};
+      wkv_b_.push_back(std::move(m));
+    }
     std::vector<ExpertWeights> ex;
     for (auto& e : layer.moe.experts) ex.push_back({&e.gate_proj, &e.up_proj, &e.down_proj});
     experts_.push_back(std::move(ex));

@@ -51,7 +51,7 @@ class DeepseekV32 {
   Backend& be_;
   std::vector<float> inv_freq_;
   float softmax_scale_ = 0.0f;
-  std::vector<Matrix> wkv_b_;                       // per layer: kv_b_proj dequantized to fp32 once (spec §3.4)
+  std::vector<Matrix> wkv_b_;  // per layer: kv_b_proj dequantized to fp32 once (spec §3.4), or only its shape when the backend reads it as stored
   std::vector<std::vector<ExpertWeights>> experts_;  // per MoE layer: routed experts as the backend takes them
 };
 

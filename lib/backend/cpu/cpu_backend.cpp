@@ -171,16 +171,30 @@ __attribute__((target("avx2,f16c"))) inline float tree(__m256 acc) {
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-__attribute__((target("avx2,f16c"))) void mla_absorbed_fp8_head(const MlaArgs& a, const std::vector<int32_t>& keys,
-                                                               int64_t t, int64_t h, float* p, float* q_abs,
-                                                               float* o_lat) {
+// Eight consecutive values of row r of the stored kv_b starting at column c (c a multiple of 8), exactly as the
+// fp32 copy holds them: FP8 as fl(e4m3 · scale) (scale256 = that block's scale · 2^8), BF16 as is.
+template <bool kFp8>
+__attribute__((target("avx2,f16c"))) inline __m256 stored_values8(const uint8_t* row, int64_t c, float scale256) {
+  if constexpr (kFp8) {
+    return kv_b_values8(row + c, scale256);
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <bool kFp8>
+__attribute__((target("avx2,f16c"))) void mla_absorbed_stored_head(const MlaArgs& a, const std::vector<int32_t>& keys,
+                                                                  int64_t t, int64_t h, float* p, float* q_abs,
+                                                                  float* o_lat) {
   const Weight& W = *a.wkv_b_stored;
   const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
-  const int64_t qk_head = dn + dr, kv_head = dn + dv, Gc = (C + W.block - 1) / W.block;
+  const int64_t qk_head = dn + dr, kv_head = dn + dv;
+  const int64_t block = kFp8 ? W.block : C, Gc = (C + block - 1) / block;
   auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
   auto kpe = [&](int64_t s) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, s)); };
-  auto wrow = [&](int64_t r) { return W.data + r * C; };
-  auto srow = [&](int64_t r) { return W.scale_inv + (r / W.block) * Gc; };
+  auto wrow = [&](int64_t r) { return W.data + r * C * (kFp8 ? 1 : 2); };
+  auto scale256 = [&](int64_t r, int64_t c0) { return kFp8 ? W.scale_inv[(r / W.block) * Gc + c0 / W.block] * 256.0f : 1.0f; };
   const size_t n = keys.size();
   const float* qn = a.q.row(t) + h * qk_head;
   const float* qr = qn + dn;
@@ -189,12 +203,11 @@ __attribute__((target("avx2,f16c"))) void mla_absorbed_fp8_head(const MlaArgs& a
   for (int64_t d = 0; d < dn; ++d) {
     const int64_t r = h * kv_head + d;
     const uint8_t* wr = wrow(r);
-    const float* sr = srow(r);
     const __m256 qd = _mm256_set1_ps(qn[d]);
-    for (int64_t c0 = 0; c0 < C; c0 += W.block) {
-      const float s256 = sr[c0 / W.block] * 256.0f;
-      for (int64_t c = c0; c < std::min(C, c0 + W.block); c += 8) {
-        const __m256 v = kv_b_values8(wr + c, s256);
+    for (int64_t c0 = 0; c0 < C; c0 += block) {
+      const float s256 = scale256(r, c0);
+      for (int64_t c = c0; c < std::min(C, c0 + block); c += 8) {
+        const __m256 v = stored_values8<kFp8>(wr, c, s256);
         _mm256_storeu_ps(q_abs + c, _mm256_add_ps(_mm256_loadu_ps(q_abs + c), _mm256_mul_ps(qd, v)));
       }
     }
@@ -232,29 +245,34 @@ __attribute__((target("avx2,f16c"))) void mla_absorbed_fp8_head(const MlaArgs& a
   for (int64_t d = 0; d < dv; ++d) {  // dot(o_lat, W_UV row): eight running sums, then dot()'s tree
     const int64_t r = h * kv_head + dn + d;
     const uint8_t* wr = wrow(r);
-    const float* sr = srow(r);
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t c0 = 0; c0 < C; c0 += W.block) {
-      const float s256 = sr[c0 / W.block] * 256.0f;
-      for (int64_t c = c0; c < std::min(C, c0 + W.block); c += 8)
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(o_lat + c), kv_b_values8(wr + c, s256)));
+    for (int64_t c0 = 0; c0 < C; c0 += block) {
+      const float s256 = scale256(r, c0);
+      for (int64_t c = c0; c < std::min(C, c0 + block); c += 8)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(o_lat + c), stored_values8<kFp8>(wr, c, s256)));
     }
     o[d] = tree(acc);
   }
 }
 
-bool mla_fp8_kv_b_usable(const MlaArgs& a) {
+// Which stored-kv_b kernel (if any) serves this absorbed call: 1 = FP8, 2 = BF16, 0 = none (use the fp32 copy).
+int mla_stored_kv_b_kind(const MlaArgs& a) {
   static const bool cpu_ok = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
   }();
   const Weight* w = a.wkv_b_stored;
-  return cpu_ok && a.mode == MlaMode::Absorbed && w && w->dtype == DType::F8_E4M3 && w->scale_inv &&
-         w->block % 8 == 0 && w->rows() == a.wkv_b.rows && w->cols() == a.latent.cols && a.latent.cols % 8 == 0;
+  if (!cpu_ok || a.mode != MlaMode::Absorbed || !w || w->rows() != a.n_heads * (a.nope_dim + a.v_dim) ||
+      w->cols() != a.latent.cols || a.latent.cols % 8 != 0)
+    return 0;
+  if (w->dtype == DType::F8_E4M3 && w->scale_inv && w->block % 8 == 0) return 1;
+  if (w->dtype == DType::BF16) return 2;
+  return 0;
 }
 #else
-bool mla_fp8_kv_b_usable(const MlaArgs&) { return false; }
-void mla_absorbed_fp8_head(const MlaArgs&, const std::vector<int32_t>&, int64_t, int64_t, float*, float*, float*) {}
+int mla_stored_kv_b_kind(const MlaArgs&) { return 0; }
+template <bool kFp8>
+void mla_absorbed_stored_head(const MlaArgs&, const std::vector<int32_t>&, int64_t, int64_t, float*, float*, float*) {}
 #endif
 
 // Lightning-indexer scores of one query against keys [s0, s1) (indexer_topk below): per key, the heads' dots
@@ -615,7 +633,21 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   });
 }
 
-void CpuBackend::mla_attention(const MlaArgs& a) {
+void CpuBackend::mla_attention(const MlaArgs& args) {
+  // Without the model's fp32 copy of kv_b (mla_needs_fp32_kv_b() is false), the forms that read it get one made
+  // here from the stored weight, with the same values; the absorbed decode kernels read the stored weight directly.
+  MlaArgs a = args;
+  if (!a.wkv_b.data && mla_stored_kv_b_kind(a) == 0) {
+    require(a.wkv_b_stored && a.wkv_b_stored->present(), "mla: neither an fp32 nor a stored kv_b");
+    const Weight& w = *a.wkv_b_stored;
+    thread_local std::vector<float> kv_b_f32;
+    if (kv_b_f32.size() < size_t(w.numel())) kv_b_f32.resize(size_t(w.numel()));
+    float* dst = kv_b_f32.data();  // (a thread_local named inside the loop would be each worker's own)
+    pool_.parallel_for(w.rows(), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) weight_row_f32(w, r, 0, w.cols(), dst + r * w.cols());
+    }, 16);
+    a.wkv_b = Tensor2D{dst, w.rows(), w.cols(), w.cols()};
+  }
   const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads;
   const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
@@ -649,7 +681,7 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
     });
   }
 
-  const bool fp8_kv_b = mla_fp8_kv_b_usable(a);
+  const int stored_kind = mla_stored_kv_b_kind(a);
   pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {
     std::vector<int32_t> keys;
     std::vector<float> p, q_abs(static_cast<size_t>(C)), o_lat(static_cast<size_t>(C));
@@ -657,7 +689,8 @@ void CpuBackend::mla_attention(const MlaArgs& a) {
       const int64_t t = balanced_row(i / H, T), h = i % H;
       keys_of(t, keys);
       p.resize(keys.size());
-      if (fp8_kv_b) mla_absorbed_fp8_head(a, keys, t, h, p.data(), q_abs.data(), o_lat.data());
+      if (stored_kind == 1) mla_absorbed_stored_head<true>(a, keys, t, h, p.data(), q_abs.data(), o_lat.data());
+      else if (stored_kind == 2) mla_absorbed_stored_head<false>(a, keys, t, h, p.data(), q_abs.data(), o_lat.data());
       else mla_one_head(a, keys, t, h, kv.data(), p.data(), q_abs.data(), o_lat.data());
     }
   });

@@ -41,6 +41,7 @@ class CpuBackend final : public Backend {
   void fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out, Tensor2D scales) override;
   void indexer_topk(const IndexerTopkArgs& a) override;
   void mla_attention(const MlaArgs& a) override;
+  bool mla_needs_fp32_kv_b() const override { return false; }
   void moe_route(const MoeRouteArgs& a) override;
   void moe_experts(const MoeExpertsArgs& a) override;
 

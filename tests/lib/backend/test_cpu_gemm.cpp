@@ -189,41 +189,50 @@ TEST_CASE("the fused FP8 MoE (prepared experts) equals expert-by-expert linears 
   }
 }
 
-TEST_CASE("absorbed MLA reading the stored FP8 kv_b equals reading its fp32 copy, bit for bit", "[cpu][mla][kernels]") {
+TEST_CASE("MLA reading the stored kv_b (FP8 or BF16, no fp32 copy) equals reading the fp32 copy, bit for bit",
+          "[cpu][mla][kernels]") {
   std::mt19937 gen(33);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int64_t H = 4, dn = 16, dr = 8, dv = 24, C = 256, S = 37;
-  Fp8Case kvb = random_weight(gen, H * (dn + dv), C);
+  Fp8Case kvb8 = random_weight(gen, H * (dn + dv), C);
+  std::vector<uint16_t> bf(size_t(H * (dn + dv) * C));
+  for (auto& v : bf) v = f32_to_bf16(nd(gen) * 0.05f);
+  Weight kvb16{"kv_b_proj.weight", DType::BF16, {H * (dn + dv), C}, reinterpret_cast<const uint8_t*>(bf.data()), nullptr};
   CpuBackend be({2});
-  Matrix wkv_b = be.dequantize(kvb.w);
+  REQUIRE_FALSE(be.mla_needs_fp32_kv_b());
   Matrix q = be.matrix(2, H * (dn + dr)), lat = be.matrix(S, C), kpe = be.matrix(S, dr);
   for (Matrix* m : {&q, &lat, &kpe})
     for (int64_t i = 0; i < m->view.rows * m->view.cols; ++i) m->view.data[i] = nd(gen);
   const std::vector<int32_t> positions = {30, 36};
   std::vector<int32_t> indices = {0, 3, 7, 29, -1, 12, 1, 2, 36, 35, 5, -1};
-  for (bool sparse : {false, true}) {
-    Matrix with = be.matrix(2, H * dv), without = be.matrix(2, H * dv);
-    MlaArgs a;
-    a.q = q.view;
-    a.latent = lat.view;
-    a.k_pe = kpe.view;
-    a.n_keys = S;
-    a.wkv_b = wkv_b.view;
-    a.n_heads = H;
-    a.nope_dim = dn;
-    a.rope_dim = dr;
-    a.v_dim = dv;
-    a.softmax_scale = 0.125f;
-    a.positions = positions.data();
-    a.indices = sparse ? indices.data() : nullptr;
-    a.n_indices = sparse ? 6 : 0;
-    a.mode = MlaMode::Absorbed;
-    a.out = without.view;
-    be.mla_attention(a);
-    a.wkv_b_stored = &kvb.w;
-    a.out = with.view;
-    be.mla_attention(a);
-    INFO("sparse " << sparse);
-    REQUIRE(std::memcmp(with.view.data, without.view.data, size_t(2 * H * dv) * sizeof(float)) == 0);
+  for (const Weight* kvb : {static_cast<const Weight*>(&kvb8.w), static_cast<const Weight*>(&kvb16)}) {
+    Matrix wkv_b = be.dequantize(*kvb);
+    for (MlaMode mode : {MlaMode::Absorbed, MlaMode::Mha})
+      for (bool sparse : {false, true}) {
+        Matrix with = be.matrix(2, H * dv), without = be.matrix(2, H * dv);
+        MlaArgs a;
+        a.q = q.view;
+        a.latent = lat.view;
+        a.k_pe = kpe.view;
+        a.n_keys = S;
+        a.wkv_b = wkv_b.view;
+        a.n_heads = H;
+        a.nope_dim = dn;
+        a.rope_dim = dr;
+        a.v_dim = dv;
+        a.softmax_scale = 0.125f;
+        a.positions = positions.data();
+        a.indices = sparse ? indices.data() : nullptr;
+        a.n_indices = sparse ? 6 : 0;
+        a.mode = mode;
+        a.out = without.view;
+        be.mla_attention(a);  // the fp32 copy only
+        a.wkv_b = Tensor2D{nullptr, wkv_b.view.rows, wkv_b.view.cols, wkv_b.view.cols};
+        a.wkv_b_stored = kvb;
+        a.out = with.view;
+        be.mla_attention(a);  // the stored weight only
+        INFO(dtype_name(kvb->dtype) << (mode == MlaMode::Mha ? " mha" : " absorbed") << " sparse " << sparse);
+        REQUIRE(std::memcmp(with.view.data, without.view.data, size_t(2 * H * dv) * sizeof(float)) == 0);
+      }
   }
 }
