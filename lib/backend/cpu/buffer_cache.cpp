@@ -13,10 +13,11 @@ struct Header {
 };
 constexpr size_t kHeader = 64;
 static_assert(sizeof(Header) <= kHeader);
-// Blocks above this size go back to the system (the KV pool, long-prompt scratch), and the cache keeps at most
-// kMaxCached bytes: enough for every activation of a decode step and of a prompt chunk.
-constexpr size_t kMaxBlock = size_t(64) << 20;
-constexpr size_t kMaxCached = size_t(512) << 20;
+// Blocks above this size go back to the system (the KV pool, the activations of long prompts: recycling those by
+// exact size would keep blocks of sizes that never come back and raise peak memory), and the cache keeps at most
+// kMaxCached bytes: every activation of a decode step fits many times over.
+constexpr size_t kMaxBlock = size_t(1) << 20;
+constexpr size_t kMaxCached = size_t(64) << 20;
 }  // namespace
 
 BufferCache* BufferCache::create() { return new BufferCache(); }
