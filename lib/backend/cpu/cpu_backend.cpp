@@ -13,6 +13,7 @@
 #include "dsinfer/error.hpp"
 #include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
+#include "backend/cpu/simd.hpp"
 
 #include <sys/mman.h>
 #if defined(__x86_64__)
@@ -257,12 +258,8 @@ __attribute__((target("avx2,f16c"))) void mla_absorbed_stored_head(const MlaArgs
 
 // Which stored-kv_b kernel (if any) serves this absorbed call: 1 = FP8, 2 = BF16, 0 = none (use the fp32 copy).
 int mla_stored_kv_b_kind(const MlaArgs& a) {
-  static const bool cpu_ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  }();
   const Weight* w = a.wkv_b_stored;
-  if (!cpu_ok || a.mode != MlaMode::Absorbed || !w || w->rows() != a.n_heads * (a.nope_dim + a.v_dim) ||
+  if (cpu_kernel_isa() == CpuIsa::Scalar || a.mode != MlaMode::Absorbed || !w || w->rows() != a.n_heads * (a.nope_dim + a.v_dim) ||
       w->cols() != a.latent.cols || a.latent.cols % 8 != 0)
     return 0;
   if (w->dtype == DType::F8_E4M3 && w->scale_inv && w->block % 8 == 0) return 1;

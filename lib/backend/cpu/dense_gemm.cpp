@@ -11,12 +11,7 @@
 #include "util/dtype.hpp"
 #include "util/thread_pool.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define DSINFER_HAVE_AVX2_KERNELS 1
-// GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined values and trip this warning.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "backend/cpu/simd.hpp"
 
 namespace dsinfer {
 
@@ -48,8 +43,6 @@ void panels_scalar(const float* x, int64_t ldx, int64_t T, const PackedDenseWeig
 }
 
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-#define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
-#define DSINFER_AVX2_FN __attribute__((target("avx2,fma,f16c")))
 
 // 16 consecutive panel elements of weight dtype D as two fp32 vectors.
 template <DType D>
@@ -66,15 +59,6 @@ DSINFER_AVX2 void load16(const uint8_t* p, __m256& lo, __m256& hi) {
     lo = _mm256_cvtph_ps(_mm256_castsi256_si128(v));
     hi = _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1));
   }
-}
-
-struct PanelMask {
-  __m256i lo, hi;
-};
-DSINFER_AVX2 PanelMask panel_mask(int64_t nvalid) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(int(nvalid)), idx),
-          _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nvalid) - 8), idx)};
 }
 
 // Decode: P panels × MR tokens, the whole K in registers (2·P·MR independent FMA chains).
@@ -193,8 +177,6 @@ DSINFER_AVX2_FN void panels_avx2(const float* x, int64_t ldx, int64_t T, const P
 }
 
 // AVX-512: one zmm per panel column (16 lanes), the same chains.
-#define DSINFER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline)) inline
-#define DSINFER_AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 template <DType D>
 DSINFER_AVX512 __m512 load16_512(const uint8_t* p) {
@@ -313,19 +295,6 @@ DSINFER_AVX512_FN void panels_avx512(const float* x, int64_t ldx, int64_t T, con
   }
 }
 
-enum class Isa { Scalar, Avx2, Avx512 };
-
-Isa detect_isa() {
-  const char* force = std::getenv("DSINFER_CPU_KERNELS");
-  if (force && std::strcmp(force, "scalar") == 0) return Isa::Scalar;
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (!avx2) return Isa::Scalar;
-  if (!(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return Isa::Avx512;
-  return Isa::Avx2;
-}
 #endif  // DSINFER_HAVE_AVX2_KERNELS
 
 }  // namespace
@@ -363,21 +332,21 @@ void dense_gemm(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight&
                 ThreadPool& pool, DenseKernel kernel) {
   if (T <= 0 || w.n <= 0) return;
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-  static const Isa best = detect_isa();
-  const Isa which = kernel == DenseKernel::Scalar                    ? Isa::Scalar
-                    : kernel == DenseKernel::Avx2 && best == Isa::Avx512 ? Isa::Avx2
-                                                                         : best;
+  const CpuIsa best = cpu_kernel_isa();
+  const CpuIsa which = kernel == DenseKernel::Scalar                       ? CpuIsa::Scalar
+                       : kernel == DenseKernel::Avx2 && best == CpuIsa::Avx512 ? CpuIsa::Avx2
+                                                                                : best;
 #endif
   pool.parallel_for(w.panels, [&](int64_t p0, int64_t p1) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-    if (which == Isa::Avx512) {
+    if (which == CpuIsa::Avx512) {
       switch (w.dtype) {
         case DType::BF16: panels_avx512<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
         case DType::F16: panels_avx512<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;
         default: panels_avx512<DType::F32>(x, ldx, T, w, p0, p1, y, ldy); return;
       }
     }
-    if (which == Isa::Avx2) {
+    if (which == CpuIsa::Avx2) {
       switch (w.dtype) {
         case DType::BF16: panels_avx2<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
         case DType::F16: panels_avx2<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;

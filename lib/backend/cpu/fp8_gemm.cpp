@@ -10,12 +10,7 @@
 #include "util/dtype.hpp"
 #include "util/thread_pool.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define DSINFER_HAVE_AVX2_KERNELS 1
-// GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined values and trip this warning.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "backend/cpu/simd.hpp"
 
 namespace dsinfer {
 
@@ -60,25 +55,12 @@ void panels_scalar(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, 
 // value is the e4m3 value times 2^-8 (subnormals included: both formats' subnormals line up); F16C widens it to
 // fp32 exactly. The 2^8 goes into the block's scale product, an exact power-of-two factor, so every sum is the
 // reference's sum times 2^-8, rounded identically, and the result is bitwise the reference's.
-#define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
-#define DSINFER_AVX2_FN __attribute__((target("avx2,fma,f16c")))
 
 DSINFER_AVX2 void e4m3x16_to_f32(const uint8_t* p, __m256& lo, __m256& hi) {
   const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   const __m256i h = _mm256_and_si256(_mm256_slli_epi16(w, 7), _mm256_set1_epi16(int16_t(0xBF80)));
   lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
   hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
-}
-
-// Lane masks for a panel with `nvalid` real rows (the partial last panel of a weight whose N is not a multiple of
-// 16): loads and stores of y go through them so no row past N is touched.
-struct PanelMask {
-  __m256i lo, hi;
-};
-DSINFER_AVX2 PanelMask panel_mask(int64_t nvalid) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(int(nvalid)), idx),
-          _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nvalid) - 8), idx)};
 }
 
 // y[0..16) += s·c (multiply, then add: the reference's order), through the panel's masks.
@@ -207,8 +189,6 @@ DSINFER_AVX2_FN void panels_avx2(const float* xq, int64_t ldx, const float* xs, 
 // AVX-512 kernels: the same lanes, 16 to a register (one panel row per lane), so one zmm holds a whole panel
 // column; the e4m3 -> half -> fp32 conversion (the decode bottleneck, its shuffles all on one port) handles twice
 // the bytes per instruction.
-#define DSINFER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"), always_inline)) inline
-#define DSINFER_AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 DSINFER_AVX512 __m512 e4m3x16_to_f32_512(const uint8_t* p) {
   const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -219,8 +199,6 @@ DSINFER_AVX512 void add_block_512(float* y, __mmask16 m, __m512 s, float c) {
   const __m512 cv = _mm512_set1_ps(c * 256.0f);
   _mm512_mask_storeu_ps(y, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), _mm512_mul_ps(s, cv)));
 }
-
-DSINFER_AVX512 __mmask16 panel_mask_512(int64_t nvalid) { return __mmask16((1u << nvalid) - 1u); }
 
 template <int P, int MR>
 DSINFER_AVX512_FN void direct_tile_512(const float* xq, int64_t ldx, const float* xs, int64_t ldxs,
@@ -342,27 +320,8 @@ DSINFER_AVX512_FN void panels_avx512(const float* xq, int64_t ldx, const float* 
 }
 #endif  // DSINFER_HAVE_AVX2_KERNELS
 
-enum class Isa { Scalar, Avx2, Avx512 };
-
-Isa detect_isa() {
-  const char* force = std::getenv("DSINFER_CPU_KERNELS");
-  if (force && std::strcmp(force, "scalar") == 0) return Isa::Scalar;
-#ifdef DSINFER_HAVE_AVX2_KERNELS
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (avx2 && !(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-    return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return Isa::Avx2;
-#endif
-  return Isa::Scalar;
-}
-
-Isa isa() {
-  static const Isa chosen = detect_isa();
-  return chosen;
-}
+using Isa = CpuIsa;
+Isa isa() { return cpu_kernel_isa(); }
 
 }  // namespace
 
