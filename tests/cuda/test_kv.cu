@@ -18,49 +18,13 @@
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "util/dtype.hpp"
+#include "attn_test_util.cuh"
 
 using namespace dsinfer;
 using namespace dsinfer::gpu::attn;
+using namespace dsinfer::attn_test;
 
 namespace {
-
-int g_failures = 0;
-#define CHECK(cond, ...)                                       \
-  do {                                                         \
-    if (!(cond)) {                                             \
-      ++g_failures;                                            \
-      std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                \
-      std::printf("\n");                                       \
-    }                                                          \
-  } while (0)
-#define CUDA_OK(expr)                                                                          \
-  do {                                                                                         \
-    cudaError_t e_ = (expr);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
-
-template <class T>
-struct DevBuf {
-  T* p = nullptr;
-  size_t n = 0;
-  explicit DevBuf(size_t count) : n(count) {
-    CUDA_OK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
-    CUDA_OK(cudaMemset(p, 0, std::max<size_t>(count, 1) * sizeof(T)));
-  }
-  DevBuf(const std::vector<T>& h) : DevBuf(h.size()) {
-    CUDA_OK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~DevBuf() { cudaFree(p); }
-  std::vector<T> host() const {
-    std::vector<T> h(n);
-    CUDA_OK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
 
 // Rows with very different magnitudes per 128-group (including an all-zero group: amax floor 1e-4, and values
 // that land exactly on e4m3 rounding ties after scaling).

@@ -19,21 +19,12 @@
 #include "backend/backend.hpp"
 #include "dsinfer/error.hpp"
 #include "util/dtype.hpp"
+#include "attn_test_util.cuh"
 
 using namespace dsinfer;
+using namespace dsinfer::attn_test;
 
 namespace {
-
-int g_failures = 0;
-#define CHECK(cond, ...)                                          \
-  do {                                                            \
-    if (!(cond)) {                                                \
-      ++g_failures;                                               \
-      std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                   \
-      std::printf("\n");                                          \
-    }                                                             \
-  } while (0)
 
 // A matrix on `b` holding `host` [rows, cols].
 Matrix put(Backend& b, const std::vector<float>& host, int64_t rows, int64_t cols) {
