@@ -15,65 +15,17 @@
 #include <random>
 #include <vector>
 
+#include "attn_bench_util.cuh"
 #include "../../cuda/attention/mla_attention.cuh"
 #include "../../cuda/attention/mla_decode.cuh"
 #include "../../cuda/kv/kv_cache_formats.cuh"
 
 using namespace dsinfer::gpu::attn;
 
+using namespace dsinfer::attn_bench;
+
 namespace {
 
-#define CUDA_OK(expr)                                                                          \
-  do {                                                                                         \
-    cudaError_t e_ = (expr);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
-
-double median_ms(const std::function<void()>& run, int warmup = 2, int iters = 10) {
-  cudaEvent_t a, b;
-  CUDA_OK(cudaEventCreate(&a));
-  CUDA_OK(cudaEventCreate(&b));
-  for (int i = 0; i < warmup; ++i) run();
-  CUDA_OK(cudaDeviceSynchronize());
-  // Long runs (the fp32 kernels at 64K contexts) get 3 timed runs instead of 10: the script's time budget is shared.
-  CUDA_OK(cudaEventRecord(a));
-  run();
-  CUDA_OK(cudaEventRecord(b));
-  CUDA_OK(cudaEventSynchronize(b));
-  float first;
-  CUDA_OK(cudaEventElapsedTime(&first, a, b));
-  if (first > 50.0f) iters = 3;
-  std::vector<float> ms;
-  for (int i = 0; i < iters; ++i) {
-    CUDA_OK(cudaEventRecord(a));
-    run();
-    CUDA_OK(cudaEventRecord(b));
-    CUDA_OK(cudaEventSynchronize(b));
-    float m;
-    CUDA_OK(cudaEventElapsedTime(&m, a, b));
-    ms.push_back(m);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return ms[ms.size() / 2];
-}
-
-// Fills a device buffer with small pseudo-random floats (values matter only for not being denormal/NaN).
-__global__ void fill_kernel(float* p, size_t n, uint32_t seed) {
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed;
-    x ^= x >> 13, x *= 0x5bd1e995u, x ^= x >> 15;
-    p[i] = (float(x & 0xffff) / 65536.0f - 0.5f);
-  }
-}
-void fill(float* p, size_t n, uint32_t seed) {
-  fill_kernel<<<1024, 256>>>(p, n, seed);
-  CUDA_OK(cudaGetLastError());
-}
 
 double copy_bandwidth_gbs() {
   const size_t bytes = size_t(4) << 30;
