@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <numeric>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -53,5 +55,38 @@ struct DevBuf {
     return h;
   }
 };
+
+// Block tables for several sequences sharing one cache pool: each sequence gets ceil(n_keys / block_tokens) blocks
+// taken from a shuffled pool of that many plus `spare` blocks, so logical and physical order never agree.
+// block_tokens 0 means contiguous (one sequence; `rows` = its keys, table unused).
+struct PagedTables {
+  bool paged = false;
+  int64_t bt = 1, max_blocks = 0, max_keys = 0, T = 0, rows = 0;
+  std::vector<int32_t> table;  // [n_seqs, max_blocks]
+};
+template <class Seqs, class Rng>
+PagedTables make_paged_tables(const Seqs& seqs, int64_t block_tokens, int64_t spare, Rng& rng) {
+  PagedTables t;
+  t.paged = block_tokens > 0;
+  t.bt = t.paged ? block_tokens : 1;
+  int64_t total_blocks = 0;
+  for (const auto& s : seqs) {
+    t.max_blocks = std::max(t.max_blocks, (s.n_keys + t.bt - 1) / t.bt);
+    total_blocks += (s.n_keys + t.bt - 1) / t.bt;
+    t.max_keys = std::max(t.max_keys, s.n_keys);
+    t.T += int64_t(s.positions.size());
+  }
+  const int64_t pool_blocks = total_blocks + spare;
+  t.rows = t.paged ? pool_blocks * t.bt : t.max_keys;
+  std::vector<int32_t> perm(static_cast<size_t>(pool_blocks));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  const int64_t n_seqs = int64_t(seqs.size());
+  t.table.assign(static_cast<size_t>(std::max<int64_t>(1, n_seqs * t.max_blocks)), 0);
+  for (int64_t s = 0, next = 0; s < n_seqs; ++s)
+    for (int64_t b = 0; b < (seqs[size_t(s)].n_keys + t.bt - 1) / t.bt; ++b)
+      t.table[size_t(s * t.max_blocks + b)] = perm[size_t(next++)];
+  return t;
+}
 
 }  // namespace dsinfer::attn_test

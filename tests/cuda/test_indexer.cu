@@ -67,23 +67,11 @@ struct Case {
 void run_case(const Case& c) {
   std::mt19937 rng(unsigned(c.H * 1000 + c.D + c.topk + c.seqs.size()));
   const int64_t H = c.H, D = c.D, n_seqs = int64_t(c.seqs.size());
-  const bool paged = c.block_tokens > 0;
-  const int64_t bt = paged ? c.block_tokens : 1;
   // Per sequence its own blocks, taken from one shuffled pool.
-  int64_t max_blocks = 0, total_blocks = 0, max_keys = 0, T = 0;
-  for (const auto& s : c.seqs) {
-    max_blocks = std::max(max_blocks, (s.n_keys + bt - 1) / bt);
-    total_blocks += (s.n_keys + bt - 1) / bt;
-    max_keys = std::max(max_keys, s.n_keys);
-    T += int64_t(s.positions.size());
-  }
-  const int64_t pool_blocks = total_blocks + 3, rows = paged ? pool_blocks * bt : max_keys;
-  std::vector<int32_t> perm(static_cast<size_t>(pool_blocks));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  std::vector<int32_t> table(static_cast<size_t>(std::max<int64_t>(1, n_seqs * max_blocks)), 0);
-  for (int64_t s = 0, next = 0; s < n_seqs; ++s)
-    for (int64_t b = 0; b < (c.seqs[size_t(s)].n_keys + bt - 1) / bt; ++b) table[size_t(s * max_blocks + b)] = perm[size_t(next++)];
+  const PagedTables pt = make_paged_tables(c.seqs, c.block_tokens, 3, rng);
+  const bool paged = pt.paged;
+  const int64_t bt = pt.bt, max_blocks = pt.max_blocks, max_keys = pt.max_keys, T = pt.T, rows = pt.rows;
+  const std::vector<int32_t>& table = pt.table;
 
   // Keys (one cache per sequence region; rows of other sequences are simply other rows of the pool).
   std::vector<float> k(static_cast<size_t>(rows * D)), ks(static_cast<size_t>(rows));

@@ -61,22 +61,11 @@ void run_case(const Case& c) {
   std::mt19937 rng(unsigned(c.H * 31 + c.C + c.seqs.size() * 7 + c.topk + int(c.format)));
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int64_t H = c.H, C = c.C, R = c.R, dn = c.dn, dv = c.dv, n_seqs = int64_t(c.seqs.size());
-  const bool paged = c.block_tokens > 0;
-  const int64_t bt = paged ? c.block_tokens : 1;
-  int64_t max_blocks = 0, total_blocks = 0, max_keys = 0, T = 0;
-  for (const auto& s : c.seqs) {
-    max_blocks = std::max(max_blocks, (s.n_keys + bt - 1) / bt);
-    total_blocks += (s.n_keys + bt - 1) / bt;
-    max_keys = std::max(max_keys, s.n_keys);
-    T += int64_t(s.positions.size());
-  }
-  const int64_t pool_blocks = total_blocks + 2, rows = paged ? pool_blocks * bt : max_keys;
-  std::vector<int32_t> perm(static_cast<size_t>(pool_blocks));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  std::vector<int32_t> table(static_cast<size_t>(std::max<int64_t>(1, n_seqs * max_blocks)), 0);
-  for (int64_t s = 0, next = 0; s < n_seqs; ++s)
-    for (int64_t b = 0; b < (c.seqs[size_t(s)].n_keys + bt - 1) / bt; ++b) table[size_t(s * max_blocks + b)] = perm[size_t(next++)];
+  // Per sequence its own blocks, taken from one shuffled pool.
+  const PagedTables pt = make_paged_tables(c.seqs, c.block_tokens, 2, rng);
+  const bool paged = pt.paged;
+  const int64_t bt = pt.bt, max_blocks = pt.max_blocks, max_keys = pt.max_keys, T = pt.T, rows = pt.rows;
+  const std::vector<int32_t>& table = pt.table;
 
   // Cache contents (as written: f32), and what the format makes of them (the CPU reference reads the latter).
   std::vector<float> lat(static_cast<size_t>(rows * C)), kpe(static_cast<size_t>(rows * R));
