@@ -11,6 +11,8 @@
 #include <functional>
 #include <vector>
 
+#include "bench_util.cuh"  // the no-device skip and the device line
+
 #define CUDA_OK(expr)                                                                          \
   do {                                                                                         \
     cudaError_t e_ = (expr);                                                                   \

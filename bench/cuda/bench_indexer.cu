@@ -110,19 +110,12 @@ Result run(IndexKeyFormat fmt, IndexerKernel kernel, int64_t n_seqs, int64_t ctx
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n_dev = 0;
-  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
-    std::printf("SKIP: no CUDA device\n");
-    return 77;
-  }
+  if (const int rc = dsinfer::bench::skip_without_device("bench_indexer")) return rc;
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   cudaDeviceProp prop;
   CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  int driver = 0, runtime = 0;
-  cudaDriverGetVersion(&driver);
-  cudaRuntimeGetVersion(&runtime);
-  std::printf("# DSA lightning indexer (64 heads x 128, top-k 2048) on %s, %d SMs, driver %d, runtime %d\n\n",
-              prop.name, prop.multiProcessorCount, driver, runtime);
+  std::printf("# DSA lightning indexer (64 heads x 128, top-k 2048)\n");
+  dsinfer::bench::print_device();
   std::printf("| key cache | kernel | case | queries | context | scores ms | scores TFLOPS | top-k ms |\n"
               "|---|---|---|---|---|---|---|---|\n");
   struct Shape {

@@ -210,19 +210,12 @@ const char* kernel_name(LatentFormat f, MlaKernel k) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n_dev = 0;
-  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
-    std::printf("SKIP: no CUDA device\n");
-    return 77;
-  }
+  if (const int rc = dsinfer::bench::skip_without_device("bench_mla")) return rc;
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   cudaDeviceProp prop;
   CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  int driver = 0, runtime = 0;
-  cudaDriverGetVersion(&driver);
-  cudaRuntimeGetVersion(&runtime);
-  std::printf("# MLA attention (absorbed, %lld heads, 576/512) on %s, %d SMs, driver %d, runtime %d\n\n",
-              (long long)kH, prop.name, prop.multiProcessorCount, driver, runtime);
+  std::printf("# MLA attention (absorbed, %lld heads, 576/512)\n", (long long)kH);
+  dsinfer::bench::print_device();
   const double copy = copy_bandwidth_gbs();
   std::printf("measured D2D copy bandwidth (read+write): %.0f GB/s\n\n", copy);
 
