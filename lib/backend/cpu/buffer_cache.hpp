@@ -1,5 +1,6 @@
-// Recycles the CPU backend's activation buffers so that a decode step, after the first, allocates nothing from the
-// system: a released buffer goes to a free list by size and the next request of that size takes it back.
+// Recycles the CPU backend's activation buffers so that a decode step, after the first, takes its activation
+// matrices from here rather than from the allocator: a released buffer goes to a free list by size and the next
+// request of that size takes it back.
 #pragma once
 #include <atomic>
 #include <cstddef>
