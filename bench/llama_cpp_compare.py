@@ -14,7 +14,13 @@ llama.cpp (`pip download --no-deps --no-binary :all: llama-cpp-python`, unpack, 
 (convert_hf_to_gguf.py, run with a Python that has torch, transformers and numpy) turns the checkpoint into GGUF
 (architecture deepseek32, FP8 weights dequantized by the converter) at Q8_0 — the 8-bit format nearest to dsinfer's
 FP8 — and its own llama-bench measures it. dsinfer's bench_model measures the FP8 checkpoint. Same prompt length
-(512), decode length (128), threads and repetitions; peak RSS from the OS for each process.
+(512), decode length (128), threads and repetitions; peak RSS from the OS for each process (the larger of llama-bench's
+two runs).
+
+Decode is compared at two cache depths, each side at the same positions: from an empty cache (llama-bench's plain
+tg128, positions 0-127) and right after the 512-token prompt (llama-bench `-p 0 -n 128 -d 512`, positions 512-639;
+bench_model decodes after its timed prefill). A step's attention and indexer work grow with the depth, so a decode
+figure means little without it.
 
 The repo's small checkpoints carry a tokenizer trained here, which the converter does not know by hash; the
 conversion therefore tells it that the pre-tokenizer is DeepSeek-V3's (which it is) — the vocabulary does not affect
@@ -102,31 +108,37 @@ def main():
     samples = {t: [] for t in a.threads}
     for _ in range(a.rounds):
         for t in a.threads:  # llama.cpp then dsinfer, per thread count, every round
-            out, rss_l = rss_of([llama_bench, "-m", gguf, "-p", str(a.prompt), "-n", str(a.decode), "-t", str(t),
-                                 "-r", str(a.reps), "-o", "json"])
+            common = ["-m", gguf, "-t", str(t), "-r", str(a.reps), "-o", "json"]
+            out, rss_l = rss_of([llama_bench, "-p", str(a.prompt), "-n", str(a.decode)] + common)
             lb = json.loads(out)
             pp = next(x for x in lb if x["n_prompt"] > 0)["avg_ts"]
-            tg = next(x for x in lb if x["n_gen"] > 0)["avg_ts"]
+            tg0 = next(x for x in lb if x["n_gen"] > 0)["avg_ts"]
+            out, rss_l2 = rss_of([llama_bench, "-p", "0", "-n", str(a.decode), "-d", str(a.prompt)] + common)
+            lb = json.loads(out)
+            tgp = next(x for x in lb if x["n_gen"] > 0 and x.get("n_depth", 0) == a.prompt)["avg_ts"]
+            rss_l = max(rss_l, rss_l2)
             out, rss_d = rss_of([a.bench, "--model", a.model, "--threads", str(t), "--prompt", str(a.prompt),
                                  "--decode", str(a.decode), "--reps", str(a.reps), "--precision", "fp8"])
-            m = re.search(r"fp8: prefill\s+([\d.]+) tok/s.*decode\s+([\d.]+) tok/s", out)
-            dp, dd = float(m.group(1)), float(m.group(2))
-            samples[t].append((dp, pp, dd, tg, rss_d, rss_l))
-            print(f"round: {t} threads: dsinfer prefill {dp:.1f} decode {dd:.1f}; llama.cpp prefill {pp:.1f} "
-                  f"decode {tg:.1f}", flush=True)
-    rows = [(t, *[statistics.median(x[i] for x in samples[t]) for i in range(6)]) for t in a.threads]
+            m = re.search(r"fp8: prefill\s+([\d.]+) tok/s.*decode\s+([\d.]+) tok/s \(\d+ tokens after the prompt\)"
+                          r".*decode\s+([\d.]+) tok/s \(\d+ tokens from an empty cache\)", out)
+            dp, ddp, dd0 = float(m.group(1)), float(m.group(2)), float(m.group(3))
+            samples[t].append((dp, pp, dd0, tg0, ddp, tgp, rss_d, rss_l))
+            print(f"round: {t} threads: dsinfer prefill {dp:.1f} decode@0 {dd0:.1f} decode@{a.prompt} {ddp:.1f}; "
+                  f"llama.cpp prefill {pp:.1f} decode@0 {tg0:.1f} decode@{a.prompt} {tgp:.1f}", flush=True)
+    rows = [(t, *[statistics.median(x[i] for x in samples[t]) for i in range(8)]) for t in a.threads]
     ours = "FP8" if a.outtype == "q8_0" else "BF16"
     print(f"model {a.model} (dsinfer {ours}) vs {os.path.basename(gguf)} (llama.cpp {a.outtype.upper()}); "
           f"prompt {a.prompt}, decode {a.decode}, {a.reps} repetitions, median of {a.rounds} round(s)")
-    print("threads | prefill tok/s dsinfer / llama.cpp = ratio | decode tok/s dsinfer / llama.cpp = ratio | "
-          "peak RSS MB dsinfer / llama.cpp")
-    for t, dp, pp, dd, tg, rd, rl in rows:
-        print(f"{t:7} | {dp:8.1f} / {pp:8.1f} = {dp / pp:4.2f}x | {dd:8.1f} / {tg:8.1f} = {dd / tg:4.2f}x | "
-              f"{rd:7.0f} / {rl:7.0f}")
+    print(f"threads | prefill tok/s dsinfer / llama.cpp = ratio | decode@0 tok/s dsinfer / llama.cpp = ratio | "
+          f"decode@{a.prompt} tok/s dsinfer / llama.cpp = ratio | peak RSS MB dsinfer / llama.cpp")
+    for t, dp, pp, dd0, tg0, ddp, tgp, rd, rl in rows:
+        print(f"{t:7} | {dp:8.1f} / {pp:8.1f} = {dp / pp:4.2f}x | {dd0:8.1f} / {tg0:8.1f} = {dd0 / tg0:4.2f}x | "
+              f"{ddp:8.1f} / {tgp:8.1f} = {ddp / tgp:4.2f}x | {rd:7.0f} / {rl:7.0f}")
     if len(rows) >= 2:
-        print(f"decode scaling 1 -> {rows[-1][0]} threads: dsinfer {rows[-1][3] / rows[0][3]:.2f}x, "
-              f"llama.cpp {rows[-1][4] / rows[0][4]:.2f}x")
-
+        first, last = rows[0], rows[-1]
+        print(f"decode scaling {first[0]} -> {last[0]} threads: at depth 0 dsinfer {last[3] / first[3]:.2f}x, "
+              f"llama.cpp {last[4] / first[4]:.2f}x; at depth {a.prompt} dsinfer {last[5] / first[5]:.2f}x, "
+              f"llama.cpp {last[6] / first[6]:.2f}x")
 
 if __name__ == "__main__":
     main()
