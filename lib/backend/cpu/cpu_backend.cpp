@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dsinfer/error.hpp"
+#include "backend/cpu/attention_kernels.hpp"
 #include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
 #include "backend/cpu/simd.hpp"
@@ -96,40 +97,28 @@ DSINFER_MULTIVERSION void row_times_rows(const float* x, int64_t ldx, int64_t T,
   for (; t < T; ++t) y[t * ldy] = dot(x + t * ldx, w, K);
 }
 
-// One query row and one head of mla_attention (below), compiled for AVX2 as well as baseline x86-64 like dot():
-// the same operations in the same order either way.
-DSINFER_MULTIVERSION void mla_one_head(const MlaArgs& a, const std::vector<int32_t>& keys, int64_t t, int64_t h,
-                                       const float* kv, float* p, float* q_abs, float* o_lat) {
-  const int64_t H = a.n_heads, dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
+// One query row and one head of mla_attention's MHA form (below), compiled for AVX2 as well as baseline x86-64 like
+// dot(): the same operations in the same order either way. kv holds every cached row's per-head k_nope and v.
+DSINFER_MULTIVERSION void mla_mha_head(const MlaArgs& a, const std::vector<int32_t>& keys, int64_t t, int64_t h,
+                                       const float* kv, float* p) {
+  const int64_t H = a.n_heads, dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim;
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
-  auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
   auto kpe = [&](int64_t s) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, s)); };
   const size_t n = keys.size();
   const float* qn = a.q.row(t) + h * qk_head;
   const float* qr = qn + dn;
   float* o = a.out.row(t) + h * dv;
-  if (a.mode == MlaMode::Absorbed) {
-    // q_abs = q_nope · W_UK[h]  (W_UK[h] = rows h*(dn+dv) + [0, dn) of wkv_b)
-    std::fill(q_abs, q_abs + C, 0.0f);
-    for (int64_t d = 0; d < dn; ++d) {
-      const float* wr = a.wkv_b.row(h * kv_head + d);
-      for (int64_t c = 0; c < C; ++c) q_abs[c] += qn[d] * wr[c];
-    }
-    for (size_t j = 0; j < n; ++j)
-      p[j] = (dot(q_abs, lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
-  } else {
-    size_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-      const float* kn[4];
-      for (int r = 0; r < 4; ++r) kn[r] = kv + size_t(keys[j + r] * H * kv_head + h * kv_head);
-      float d[4];
-      dot4(qn, kn, dn, d);
-      for (int r = 0; r < 4; ++r) p[j + r] = (d[r] + dot(qr, kpe(keys[j + r]), dr)) * a.softmax_scale;
-    }
-    for (; j < n; ++j) {
-      const float* kn = kv + size_t(keys[j] * H * kv_head + h * kv_head);
-      p[j] = (dot(qn, kn, dn) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
-    }
+  size_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* kn[4];
+    for (int r = 0; r < 4; ++r) kn[r] = kv + size_t(keys[j + r] * H * kv_head + h * kv_head);
+    float d[4];
+    dot4(qn, kn, dn, d);
+    for (int r = 0; r < 4; ++r) p[j + r] = (d[r] + dot(qr, kpe(keys[j + r]), dr)) * a.softmax_scale;
+  }
+  for (; j < n; ++j) {
+    const float* kn = kv + size_t(keys[j] * H * kv_head + h * kv_head);
+    p[j] = (dot(qn, kn, dn) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
   }
   // fp32 softmax over the visible keys.
   const float mx = *std::max_element(p, p + n);
@@ -137,158 +126,10 @@ DSINFER_MULTIVERSION void mla_one_head(const MlaArgs& a, const std::vector<int32
   for (size_t j = 0; j < n; ++j) { p[j] = std::exp(p[j] - mx); sum += p[j]; }
   const float inv = float(1.0 / sum);
   for (size_t j = 0; j < n; ++j) p[j] *= inv;
-  if (a.mode == MlaMode::Absorbed) {
-    std::fill(o_lat, o_lat + C, 0.0f);
-    for (size_t j = 0; j < n; ++j) {
-      const float* c = lat(keys[j]);
-      for (int64_t k = 0; k < C; ++k) o_lat[k] += p[j] * c[k];
-    }
-    for (int64_t d = 0; d < dv; ++d) o[d] = dot(o_lat, a.wkv_b.row(h * kv_head + dn + d), C);
-  } else {
-    std::fill(o, o + dv, 0.0f);
-    for (size_t j = 0; j < n; ++j) {
-      const float* v = kv + size_t(keys[j] * H * kv_head + h * kv_head + dn);
-      for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * v[d];
-    }
-  }
-}
-
-
-#if defined(__x86_64__) && defined(__GNUC__)
-// The absorbed form of mla_one_head for an FP8 kv_b (decode): W_UK and W_UV are read as stored, one byte per value
-// instead of the fp32 copy's four (reading that copy was most of decode attention's time). Each value is formed as
-// the copy holds it, fl(e4m3 · scale) (here (e4m3·2^-8)·(scale·2^8), the same real product, so the same rounding),
-// and enters the same operations in the same order as in mla_one_head, so the output is bitwise the same.
-__attribute__((target("avx2,f16c"))) inline __m256 kv_b_values8(const uint8_t* b, float scale256) {
-  const __m128i w = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b)));
-  const __m128i hf = _mm_and_si128(_mm_slli_epi16(w, 7), _mm_set1_epi16(int16_t(0xBF80)));
-  return _mm256_mul_ps(_mm256_cvtph_ps(hf), _mm256_set1_ps(scale256));
-}
-
-// dot()'s final sum of its eight running sums.
-__attribute__((target("avx2,f16c"))) inline float tree(__m256 acc) {
-  alignas(32) float l[8];
-  _mm256_store_ps(l, acc);
-  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-}
-
-// Eight consecutive values of row r of the stored kv_b starting at column c (c a multiple of 8), exactly as the
-// fp32 copy holds them: FP8 as fl(e4m3 · scale) (scale256 = that block's scale · 2^8), BF16 as is.
-template <bool kFp8>
-__attribute__((target("avx2,f16c"))) inline __m256 stored_values8(const uint8_t* row, int64_t c, float scale256) {
-  if constexpr (kFp8) {
-    return kv_b_values8(row + c, scale256);
-  } else {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-}
-
-template <bool kFp8>
-__attribute__((target("avx2,f16c"))) void mla_absorbed_stored_head(const MlaArgs& a, const std::vector<int32_t>& keys,
-                                                                  int64_t t, int64_t h, float* p, float* q_abs,
-                                                                  float* o_lat) {
-  const Weight& W = *a.wkv_b_stored;
-  const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
-  const int64_t qk_head = dn + dr, kv_head = dn + dv;
-  const int64_t block = kFp8 ? W.block : C, Gc = (C + block - 1) / block;
-  auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
-  auto kpe = [&](int64_t s) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, s)); };
-  auto wrow = [&](int64_t r) { return W.data + r * C * (kFp8 ? 1 : 2); };
-  auto scale256 = [&](int64_t r, int64_t c0) { return kFp8 ? W.scale_inv[(r / W.block) * Gc + c0 / W.block] * 256.0f : 1.0f; };
-  const size_t n = keys.size();
-  const float* qn = a.q.row(t) + h * qk_head;
-  const float* qr = qn + dn;
-  float* o = a.out.row(t) + h * dv;
-  std::fill(q_abs, q_abs + C, 0.0f);
-  for (int64_t d = 0; d < dn; ++d) {
-    const int64_t r = h * kv_head + d;
-    const uint8_t* wr = wrow(r);
-    const __m256 qd = _mm256_set1_ps(qn[d]);
-    for (int64_t c0 = 0; c0 < C; c0 += block) {
-      const float s256 = scale256(r, c0);
-      for (int64_t c = c0; c < std::min(C, c0 + block); c += 8) {
-        const __m256 v = stored_values8<kFp8>(wr, c, s256);
-        _mm256_storeu_ps(q_abs + c, _mm256_add_ps(_mm256_loadu_ps(q_abs + c), _mm256_mul_ps(qd, v)));
-      }
-    }
-  }
-  // Scores: dot(q_abs, latent row) for four keys at a time (four independent chains instead of one), each with
-  // dot()'s eight running sums and tree.
-  size_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const float* l0 = lat(keys[j]);
-    const float* l1 = lat(keys[j + 1]);
-    const float* l2 = lat(keys[j + 2]);
-    const float* l3 = lat(keys[j + 3]);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t c = 0; c < C; c += 8) {
-      const __m256 qv = _mm256_loadu_ps(q_abs + c);
-      a0 = _mm256_add_ps(a0, _mm256_mul_ps(qv, _mm256_loadu_ps(l0 + c)));
-      a1 = _mm256_add_ps(a1, _mm256_mul_ps(qv, _mm256_loadu_ps(l1 + c)));
-      a2 = _mm256_add_ps(a2, _mm256_mul_ps(qv, _mm256_loadu_ps(l2 + c)));
-      a3 = _mm256_add_ps(a3, _mm256_mul_ps(qv, _mm256_loadu_ps(l3 + c)));
-    }
-    const __m256 acc[4] = {a0, a1, a2, a3};
-    for (int k = 0; k < 4; ++k) p[j + k] = (tree(acc[k]) + dot(qr, kpe(keys[j + k]), dr)) * a.softmax_scale;
-  }
-  for (; j < n; ++j) p[j] = (dot(q_abs, lat(keys[j]), C) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
-  const float mx = *std::max_element(p, p + n);
-  double sum = 0;
-  for (size_t j = 0; j < n; ++j) { p[j] = std::exp(p[j] - mx); sum += p[j]; }
-  const float inv = float(1.0 / sum);
-  for (size_t j = 0; j < n; ++j) p[j] *= inv;
-  std::fill(o_lat, o_lat + C, 0.0f);
+  std::fill(o, o + dv, 0.0f);
   for (size_t j = 0; j < n; ++j) {
-    const float* c = lat(keys[j]);
-    for (int64_t k = 0; k < C; ++k) o_lat[k] += p[j] * c[k];
-  }
-  for (int64_t d = 0; d < dv; ++d) {  // dot(o_lat, W_UV row): eight running sums, then dot()'s tree
-    const int64_t r = h * kv_head + dn + d;
-    const uint8_t* wr = wrow(r);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t c0 = 0; c0 < C; c0 += block) {
-      const float s256 = scale256(r, c0);
-      for (int64_t c = c0; c < std::min(C, c0 + block); c += 8)
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(o_lat + c), stored_values8<kFp8>(wr, c, s256)));
-    }
-    o[d] = tree(acc);
-  }
-}
-
-// Which stored-kv_b kernel (if any) serves this absorbed call: 1 = FP8, 2 = BF16, 0 = none (use the fp32 copy).
-int mla_stored_kv_b_kind(const MlaArgs& a) {
-  const Weight* w = a.wkv_b_stored;
-  if (cpu_kernel_isa() == CpuIsa::Scalar || a.mode != MlaMode::Absorbed || !w || w->rows() != a.n_heads * (a.nope_dim + a.v_dim) ||
-      w->cols() != a.latent.cols || a.latent.cols % 8 != 0)
-    return 0;
-  if (w->dtype == DType::F8_E4M3 && w->scale_inv && w->block % 8 == 0) return 1;
-  if (w->dtype == DType::BF16) return 2;
-  return 0;
-}
-#else
-int mla_stored_kv_b_kind(const MlaArgs&) { return 0; }
-template <bool kFp8>
-void mla_absorbed_stored_head(const MlaArgs&, const std::vector<int32_t>&, int64_t, int64_t, float*, float*, float*) {}
-#endif
-
-// Lightning-indexer scores of one query against keys [s0, s1) (indexer_topk below): per key, the heads' dots
-// (four at a time, each in dot()'s order) summed in head order after ReLU and weighting.
-DSINFER_MULTIVERSION void indexer_scores(const float* q, const float* wt, int64_t H, int64_t D,
-                                         const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores) {
-  for (int64_t s = s0; s < s1; ++s) {
-    const int64_t row = cache_row(a.block_table, a.block_tokens, s);
-    const float* k = a.k.row(row);
-    float acc = 0.0f;
-    int64_t h = 0;
-    for (; h + 4 <= H; h += 4) {
-      const float* qh[4] = {q + h * D, q + (h + 1) * D, q + (h + 2) * D, q + (h + 3) * D};
-      float d[4];
-      dot4(k, qh, D, d);  // k·q_h = q_h·k: the same products
-      for (int r = 0; r < 4; ++r) acc += wt[h + r] * std::max(d[r], 0.0f);
-    }
-    for (; h < H; ++h) acc += wt[h] * std::max(dot(q + h * D, k, D), 0.0f);
-    scores[s] = acc * (a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f);
+    const float* v = kv + size_t(keys[j] * H * kv_head + h * kv_head + dn);
+    for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * v[d];
   }
 }
 
@@ -603,12 +444,12 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
       const int64_t t = balanced_row(u / blocks, T), s0 = (u % blocks) * kKeys;
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
       const int64_t s1 = std::min(visible, s0 + kKeys);
-      if (s0 < s1)
-        indexer_scores(a.q.row(t), wt_all + t * H, H, D, a, s0, s1, scores_all + t * S);
+      if (s0 < s1) indexer_scores(a.q.row(t), wt_all + t * H, a, s0, s1, scores_all + t * S);
     }
   });
   pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
-    std::vector<int32_t> order(static_cast<size_t>(S));
+    thread_local std::vector<int32_t> order;
+    if (order.size() < size_t(S)) order.resize(size_t(S));
     for (int64_t i = t0; i < t1; ++i) {
       const int64_t t = balanced_row(i, T);
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
@@ -619,22 +460,32 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
       }
       const int64_t k = std::min(a.topk, visible);
       std::iota(order.begin(), order.begin() + visible, 0);
-      // Highest score first; equal scores keep the earlier position (deterministic).
-      std::partial_sort(order.begin(), order.begin() + k, order.begin() + visible, [&](int32_t i, int32_t j) {
+      // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
+      // determined); selection, then the chosen positions in ascending order.
+      std::nth_element(order.begin(), order.begin() + (k - 1), order.begin() + visible, [&](int32_t i, int32_t j) {
         return scores[i] > scores[j] || (scores[i] == scores[j] && i < j);
       });
       std::sort(order.begin(), order.begin() + k);
       int32_t* out = a.out_indices + t * a.topk;
-      for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[i] : -1;
+      for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;
     }
   });
 }
 
 void CpuBackend::mla_attention(const MlaArgs& args) {
+  const int64_t T = args.q.rows, S = args.n_keys, H = args.n_heads;
+  const int64_t dn = args.nope_dim, dr = args.rope_dim, dv = args.v_dim, C = args.latent.cols;
+  const int64_t qk_head = dn + dr, kv_head = dn + dv;
+  require(args.q.cols == H * qk_head && args.k_pe.cols == dr && args.k_pe.rows == args.latent.rows,
+          "mla q/k_pe shapes");
+  require(args.block_table || args.latent.rows >= S, "mla: fewer cache rows than keys");
+  require(args.wkv_b.rows == H * kv_head && args.wkv_b.cols == C && args.out.cols == H * dv, "mla wkv_b/out shapes");
   // Without the model's fp32 copy of kv_b (mla_needs_fp32_kv_b() is false), the forms that read it get one made
-  // here from the stored weight, with the same values; the absorbed decode kernels read the stored weight directly.
+  // here from the stored weight, with the same values; the absorbed vector kernels read the stored weight directly.
   MlaArgs a = args;
-  if (!a.wkv_b.data && mla_stored_kv_b_kind(a) == 0) {
+  const bool absorbed = a.mode == MlaMode::Absorbed;
+  const bool vectorized = absorbed && mla_absorbed_vectorized(a);
+  if (!a.wkv_b.data && !vectorized) {
     require(a.wkv_b_stored && a.wkv_b_stored->present(), "mla: neither an fp32 nor a stored kv_b");
     const Weight& w = *a.wkv_b_stored;
     thread_local std::vector<float> kv_b_f32;
@@ -645,13 +496,7 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
     }, 16);
     a.wkv_b = Tensor2D{dst, w.rows(), w.cols(), w.cols()};
   }
-  const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads;
-  const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
-  const int64_t qk_head = dn + dr, kv_head = dn + dv;
-  require(a.q.cols == H * qk_head && a.k_pe.cols == dr && a.k_pe.rows == a.latent.rows, "mla q/k_pe shapes");
-  require(a.block_table || a.latent.rows >= S, "mla: fewer cache rows than keys");
   auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
-  require(a.wkv_b.rows == H * kv_head && a.wkv_b.cols == C && a.out.cols == H * dv, "mla wkv_b/out shapes");
 
   // The key positions each query attends to: causal, and the DSA index set when given (spec §4.5–4.6).
   auto keys_of = [&](int64_t t, std::vector<int32_t>& keys) {
@@ -668,27 +513,35 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
     }
   };
 
-  // MHA form: expand every cached latent row to per-head k_nope and v once: kv[S, H*(dn+dv)] = latent · wkv_bᵀ.
-  std::vector<float> kv;
-  if (a.mode == MlaMode::Mha) {
-    kv.resize(static_cast<size_t>(S * H * kv_head));
-    pool_.parallel_for(S, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0; s < s1; ++s) row_times_rows(a.wkv_b.data, a.wkv_b.ld, H * kv_head, lat(s), C,
-                                                      kv.data() + size_t(s * H * kv_head), 1);
+  if (absorbed) {
+    // Units of (query, block of heads): the vector kernel reads each selected latent row once per head block.
+    const int64_t hb = mla_absorbed_head_block(), blocks = (H + hb - 1) / hb;
+    pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1) {
+      thread_local std::vector<int32_t> keys;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t t = balanced_row(u / blocks, T), h0 = (u % blocks) * hb, h1 = std::min(H, h0 + hb);
+        keys_of(t, keys);
+        if (vectorized) mla_absorbed(a, keys.data(), int64_t(keys.size()), t, h0, h1);
+        else mla_absorbed_reference(a, keys.data(), int64_t(keys.size()), t, h0, h1);
+      }
     });
+    return;
   }
 
-  const int stored_kind = mla_stored_kv_b_kind(a);
+  // MHA form: expand every cached latent row to per-head k_nope and v once: kv[S, H*(dn+dv)] = latent · wkv_bᵀ.
+  std::vector<float> kv(static_cast<size_t>(S * H * kv_head));
+  pool_.parallel_for(S, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      row_times_rows(a.wkv_b.data, a.wkv_b.ld, H * kv_head, lat(s), C, kv.data() + size_t(s * H * kv_head), 1);
+  });
   pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {
     std::vector<int32_t> keys;
-    std::vector<float> p, q_abs(static_cast<size_t>(C)), o_lat(static_cast<size_t>(C));
+    std::vector<float> p;
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t = balanced_row(i / H, T), h = i % H;
       keys_of(t, keys);
       p.resize(keys.size());
-      if (stored_kind == 1) mla_absorbed_stored_head<true>(a, keys, t, h, p.data(), q_abs.data(), o_lat.data());
-      else if (stored_kind == 2) mla_absorbed_stored_head<false>(a, keys, t, h, p.data(), q_abs.data(), o_lat.data());
-      else mla_one_head(a, keys, t, h, kv.data(), p.data(), q_abs.data(), o_lat.data());
+      mla_mha_head(a, keys, t, h, kv.data(), p.data());
     }
   });
 }

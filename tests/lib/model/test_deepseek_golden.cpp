@@ -112,6 +112,11 @@ TEST_CASE("reference-precision logits match transformers at every position", "[g
 }
 
 TEST_CASE("chunked prefill then token-by-token decode equals the single pass and the reference", "[golden][model]") {
+  // Rows do not depend on how a prompt is cut into steps: with one attention form throughout, chunked prefill and
+  // token-by-token decode give the single pass's logits bit for bit. The default form mixes MHA (multi-token steps)
+  // and absorbed (decode), which round differently; at reference precision that stays within 1e-4 of the single
+  // pass and of transformers. (In FP8 mode a last-bit difference can cross an e4m3 rounding boundary of an
+  // activation or flip an expert choice, so the mixed-form comparison there is reported, not bounded.)
   for (const std::string preset : {"v32-tiny", "v3-tiny"}) {
     auto model = load_model(preset);
     const int64_t V = model->info().vocab_size;
@@ -119,31 +124,38 @@ TEST_CASE("chunked prefill then token-by-token decode equals the single pass and
     const Prompt& p = *std::max_element(prompts.begin(), prompts.end(),
                                         [](auto& a, auto& b) { return a.ids.size() < b.ids.size(); });
     const int64_t n = int64_t(p.ids.size());
-    for (Precision prec : {Precision::Reference, Precision::Fp8}) {
-      EvalOptions o;
-      o.precision = prec;
-      o.all_logits = true;
-      const std::vector<float> single = eval_all(*model, p.ids, o);
-      auto seq = model->new_sequence(n);
-      std::vector<float> chunked;
-      // Uneven prefill chunks, then the last 12 tokens one at a time (the absorbed decode path).
-      const std::vector<int64_t> cuts = {5, 16, 17, 30, n - 12};
-      int64_t at = 0;
-      for (int64_t cut : cuts) {
-        const auto part = model->eval(*seq, std::span(p.ids).subspan(size_t(at), size_t(cut - at)), o);
-        chunked.insert(chunked.end(), part.begin(), part.end());
-        at = cut;
+    for (Precision prec : {Precision::Reference, Precision::Fp8})
+      for (AttentionForm form : {AttentionForm::Auto, AttentionForm::Absorbed, AttentionForm::Mha}) {
+        EvalOptions o;
+        o.precision = prec;
+        o.attention = form;
+        o.all_logits = true;
+        const std::vector<float> single = eval_all(*model, p.ids, o);
+        auto seq = model->new_sequence(n);
+        std::vector<float> chunked;
+        // Uneven prefill chunks, then the last 12 tokens one at a time.
+        const std::vector<int64_t> cuts = {5, 16, 17, 30, n - 12};
+        int64_t at = 0;
+        for (int64_t cut : cuts) {
+          const auto part = model->eval(*seq, std::span(p.ids).subspan(size_t(at), size_t(cut - at)), o);
+          chunked.insert(chunked.end(), part.begin(), part.end());
+          at = cut;
+        }
+        for (; at < n; ++at) {
+          const auto part = model->eval(*seq, std::span(p.ids).subspan(size_t(at), 1), o);
+          chunked.insert(chunked.end(), part.begin(), part.end());
+        }
+        const double self_err = worst_relative_error(chunked, single, V);
+        const char* form_name = form == AttentionForm::Auto ? "auto" : form == AttentionForm::Mha ? "mha" : "absorbed";
+        WARN(fmt::format("{} {} {}: chunked+decode vs single pass: {:.3g}", preset,
+                         prec == Precision::Fp8 ? "fp8" : "reference", form_name, self_err));
+        if (form != AttentionForm::Auto) {
+          CHECK(chunked == single);
+        } else if (prec == Precision::Reference) {
+          CHECK(self_err <= 1e-4);
+          CHECK(worst_relative_error(chunked, p.logits, V) <= 1e-4);
+        }
       }
-      for (; at < n; ++at) {
-        const auto part = model->eval(*seq, std::span(p.ids).subspan(size_t(at), 1), o);
-        chunked.insert(chunked.end(), part.begin(), part.end());
-      }
-      const double self_err = worst_relative_error(chunked, single, V);
-      WARN(fmt::format("{} {}: chunked+decode vs single pass: {:.3g}", preset,
-                       prec == Precision::Fp8 ? "fp8" : "reference", self_err));
-      CHECK(self_err <= 1e-4);
-      if (prec == Precision::Reference) CHECK(worst_relative_error(chunked, p.logits, V) <= 1e-4);
-    }
   }
 }
 

@@ -1,0 +1,303 @@
+#include "backend/cpu/attention_kernels.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/simd.hpp"
+
+// V is passed and returned by value only between always-inlined functions of one instruction set.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined values (as simd.hpp notes for -Wmaybe-uninitialized).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace dsinfer {
+
+namespace {
+
+// Where the absorbed kernels read kv_b from.
+constexpr int kKvbF32 = 0, kKvbFp8 = 1, kKvbBf16 = 2;
+struct KvbRows {
+  int kind = kKvbF32;
+  const uint8_t* bytes = nullptr;  // stored weight, row-major [rows, cols]
+  const float* scale_inv = nullptr;
+  int64_t cols = 0, block = 128, scale_cols = 0;
+  const float* f32 = nullptr;  // the fp32 copy, rows ld apart
+  int64_t ld = 0;
+};
+
+// Per-thread scratch of the absorbed kernel, kept between calls so a decode step allocates nothing once warm.
+struct MlaScratch {
+  std::vector<float> q_abs, p, o_lat;
+  std::vector<const float*> lat, kpe;
+};
+
+float tree16(const float* l) {
+  float a[8], b[4];
+  for (int i = 0; i < 8; ++i) a[i] = l[i] + l[i + 8];
+  for (int i = 0; i < 4; ++i) b[i] = a[i] + a[i + 4];
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+// p[0..n) ← softmax(p) in fp32 with the sum in double (shared by the reference and the vector kernels).
+void softmax_in_place(float* p, int64_t n) {
+  const float mx = *std::max_element(p, p + n);
+  double sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// References: the orders of attention_kernels.hpp, one value at a time.
+
+void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
+                              float* scores) {
+  const int64_t H = a.n_heads, D = a.head_dim, Hp = (H + 15) / 16 * 16;
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t row = cache_row(a.block_table, a.block_tokens, s);
+    const float* k = a.k.row(row);
+    float lanes[16];
+    for (int64_t h = 0; h < Hp; ++h) {
+      float d = 0.0f;
+      for (int64_t i = 0; i < D; ++i) d = std::fma(h < H ? q[h * D + i] : 0.0f, k[i], d);
+      const float v = (h < H ? wt[h] : 0.0f) * std::max(d, 0.0f);
+      lanes[h % 16] = h < 16 ? v : lanes[h % 16] + v;
+    }
+    scores[s] = tree16(lanes) * (a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f);
+  }
+}
+
+void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1) {
+  const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
+  const int64_t qk_head = dn + dr, kv_head = dn + dv;
+  auto lat = [&](int64_t j) { return a.latent.row(cache_row(a.block_table, a.block_tokens, keys[j])); };
+  auto kpe = [&](int64_t j) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j])); };
+  thread_local std::vector<float> q_abs, p, o_lat;
+  q_abs.resize(static_cast<size_t>(C));
+  p.resize(static_cast<size_t>(n));
+  o_lat.resize(static_cast<size_t>(C));
+  for (int64_t h = h0; h < h1; ++h) {
+    const float* qn = a.q.row(t) + h * qk_head;
+    const float* qr = qn + dn;
+    float* o = a.out.row(t) + h * dv;
+    if (n == 0) {
+      std::fill(o, o + dv, 0.0f);
+      continue;
+    }
+    std::fill(q_abs.begin(), q_abs.end(), 0.0f);
+    for (int64_t d = 0; d < dn; ++d) {
+      const float* w = a.wkv_b.row(h * kv_head + d);
+      for (int64_t c = 0; c < C; ++c) q_abs[size_t(c)] = std::fma(qn[d], w[c], q_abs[size_t(c)]);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      float lanes[16] = {};
+      const float* l = lat(j);
+      const float* r = kpe(j);
+      for (int64_t c = 0; c < C; ++c) lanes[c % 16] = std::fma(q_abs[size_t(c)], l[c], lanes[c % 16]);
+      for (int64_t e = 0; e < dr; ++e) lanes[(C + e) % 16] = std::fma(qr[e], r[e], lanes[(C + e) % 16]);
+      p[size_t(j)] = tree16(lanes) * a.softmax_scale;
+    }
+    softmax_in_place(p.data(), n);
+    std::fill(o_lat.begin(), o_lat.end(), 0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+      const float* l = lat(j);
+      for (int64_t c = 0; c < C; ++c) o_lat[size_t(c)] = std::fma(p[size_t(j)], l[c], o_lat[size_t(c)]);
+    }
+    for (int64_t v = 0; v < dv; ++v) {
+      float lanes[16] = {};
+      const float* w = a.wkv_b.row(h * kv_head + dn + v);
+      for (int64_t c = 0; c < C; ++c) lanes[c % 16] = std::fma(o_lat[size_t(c)], w[c], lanes[c % 16]);
+      o[v] = tree16(lanes);
+    }
+  }
+}
+
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+// ---------------------------------------------------------------------------------------------------------------
+// 16 lanes as one zmm.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+namespace avx512 {
+namespace {
+struct V {
+  __m512 v;
+  static V zero() { return {_mm512_setzero_ps()}; }
+  static V load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static V set1(float x) { return {_mm512_set1_ps(x)}; }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  // std::max(d, 0.0f): MAXPS returns its second operand when the first is not greater (ties of ±0, NaN).
+  static V relu(V d) { return {_mm512_max_ps(_mm512_setzero_ps(), d.v)}; }
+  // 16 e4m3 bytes as fl(e4m3 · scale), given scale256 = scale · 2^8: the byte becomes the IEEE half of value
+  // e4m3 · 2^-8 (fp8_gemm.cpp explains the bit trick), widened exactly, then one rounding in the product.
+  static V e4m3(const uint8_t* b, float scale256) {
+    const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+    const __m256i h = _mm256_and_si256(_mm256_slli_epi16(w, 7), _mm256_set1_epi16(int16_t(0xBF80)));
+    return {_mm512_mul_ps(_mm512_cvtph_ps(h), _mm512_set1_ps(scale256))};
+  }
+  static V bf16(const uint8_t* p) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
+  }
+  float tree() const {
+    const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+  }
+};
+// (Free functions: GCC does not apply the target pragma to friends defined in the class.)
+inline V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline V operator+(V a, V b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline V operator*(V a, V b) { return {_mm512_mul_ps(a.v, b.v)}; }
+constexpr int kKeys = 4;   // indexer keys per tile; MLA keys per score tile
+constexpr int kHeads = 4;  // MLA heads per pass over the keys
+constexpr int kColsA = 8;  // q_abs columns (×16) per pass over W_UK
+constexpr int kColsC = 4;  // o_lat columns (×16) per pass over the keys
+#include "backend/cpu/attention_kernels.inc"
+}  // namespace
+}  // namespace avx512
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------------------------------------------
+// 16 lanes as two ymm: lanes 0-7 and 8-15.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+namespace {
+struct V {
+  __m256 lo, hi;
+  static V zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  static V load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+  static V set1(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+  void store(float* p) const {
+    _mm256_storeu_ps(p, lo);
+    _mm256_storeu_ps(p + 8, hi);
+  }
+  static V relu(V d) { return {_mm256_max_ps(_mm256_setzero_ps(), d.lo), _mm256_max_ps(_mm256_setzero_ps(), d.hi)}; }
+  static V e4m3(const uint8_t* b, float scale256) {
+    const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+    const __m256i h = _mm256_and_si256(_mm256_slli_epi16(w, 7), _mm256_set1_epi16(int16_t(0xBF80)));
+    const __m256 s = _mm256_set1_ps(scale256);
+    return {_mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), s),
+            _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), s)};
+  }
+  static V bf16(const uint8_t* p) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16)),
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16))};
+  }
+  float tree() const {
+    const __m256 a = _mm256_add_ps(lo, hi);
+    const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+  }
+};
+inline V fma(V a, V b, V c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
+inline V operator+(V a, V b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+inline V operator*(V a, V b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+constexpr int kKeys = 2;
+constexpr int kHeads = 2;
+constexpr int kColsA = 4;
+constexpr int kColsC = 2;
+#include "backend/cpu/attention_kernels.inc"
+}  // namespace
+}  // namespace avx2
+#pragma GCC pop_options
+#endif  // DSINFER_HAVE_AVX2_KERNELS
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dispatch.
+
+void indexer_scores(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
+                    float* scores) {
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  if (a.n_heads <= 64) {
+    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::indexer_scores_vec(q, wt, a, s0, s1, scores);
+    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(q, wt, a, s0, s1, scores);
+  }
+#endif
+  indexer_scores_reference(q, wt, a, s0, s1, scores);
+}
+
+namespace {
+// The kv_b source of the vector kernel, or none (kind < 0).
+KvbRows kv_b_rows(const MlaArgs& a) {
+  KvbRows w;
+  w.kind = -1;
+  const int64_t H = a.n_heads, C = a.latent.cols, rows = H * (a.nope_dim + a.v_dim);
+  if (C % 16 != 0 || a.rope_dim % 16 != 0 || a.k_pe.cols != a.rope_dim) return w;
+  const Weight* s = a.wkv_b_stored;
+  if (s && s->present() && s->rows() == rows && s->cols() == C) {
+    if (s->dtype == DType::F8_E4M3 && s->scale_inv && s->block % 16 == 0) {
+      w.kind = kKvbFp8;
+      w.scale_cols = (C + s->block - 1) / s->block;
+      w.block = s->block;
+      w.scale_inv = s->scale_inv;
+    } else if (s->dtype == DType::BF16) {
+      w.kind = kKvbBf16;
+    }
+    w.bytes = s->data;
+    w.cols = C;
+  }
+  if (w.kind < 0 && a.wkv_b.data && a.wkv_b.rows == rows && a.wkv_b.cols == C) {
+    w.kind = kKvbF32;
+    w.f32 = a.wkv_b.data;
+    w.ld = a.wkv_b.ld;
+  }
+  return w;
+}
+}  // namespace
+
+bool mla_absorbed_vectorized(const MlaArgs& a) {
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  return cpu_kernel_isa() != CpuIsa::Scalar && kv_b_rows(a).kind >= 0;
+#else
+  (void)a;
+  return false;
+#endif
+}
+
+int64_t mla_absorbed_head_block() {
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::kHeads;
+  if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::kHeads;
+#endif
+  return 1;
+}
+
+void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1) {
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  const KvbRows w = kv_b_rows(a);
+  if (cpu_kernel_isa() != CpuIsa::Scalar && w.kind >= 0 && n > 0) {
+    thread_local MlaScratch s;
+    const int64_t C = a.latent.cols, heads = std::max<int64_t>(avx512::kHeads, avx2::kHeads);
+    if (s.q_abs.size() < size_t(heads * C)) s.q_abs.resize(size_t(heads * C));
+    if (s.o_lat.size() < size_t(heads * C)) s.o_lat.resize(size_t(heads * C));
+    if (s.p.size() < size_t(heads * n)) s.p.resize(size_t(heads * n));
+    if (s.lat.size() < size_t(n)) {
+      s.lat.resize(size_t(n));
+      s.kpe.resize(size_t(n));
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t row = cache_row(a.block_table, a.block_tokens, keys[j]);
+      s.lat[size_t(j)] = a.latent.row(row);
+      s.kpe[size_t(j)] = a.k_pe.row(row);
+    }
+    if (cpu_kernel_isa() == CpuIsa::Avx512)
+      return avx512::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);
+    return avx2::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);
+  }
+#endif
+  mla_absorbed_reference(a, keys, n, t, h0, h1);
+}
+
+}  // namespace dsinfer

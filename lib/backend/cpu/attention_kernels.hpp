@@ -1,0 +1,44 @@
+// The CPU backend's attention kernels for the step that matters most in decode: the lightning indexer's scores and
+// the absorbed MLA over the latent cache (cpu_backend.cpp's indexer_topk and mla_attention call them). Each has a
+// scalar reference that states its operation order, and AVX-512 and AVX2 versions that follow that order lane by
+// lane, so a result does not depend on the instruction set, the thread count or how the work is split
+// (tests/lib/backend/test_cpu_attention.cpp compares them bit for bit).
+//
+// The order's unit is 16 fp32 lanes: a dot product keeps 16 running sums (lane l takes the elements whose index is
+// l mod 16), each a chain of fused multiply-adds from +0, and ends with tree16:
+//   a[i] = l[i] + l[i+8] (i < 8), b[i] = a[i] + a[i+4] (i < 4), c[i] = b[i] + b[i+2] (i < 2), result c[0] + c[1].
+// One zmm register, or two ymm, hold those lanes.
+#pragma once
+#include <cstdint>
+
+#include "backend/backend.hpp"
+
+namespace dsinfer {
+
+// Lightning-indexer scores of one query against keys [s0, s1) of `a` (IndexerTopkArgs; scores indexed by key
+// position). q is the query row [H*D], wt the H head weights (w · head_scale · q_scale). Per key: each head's q_h·k
+// is one fused multiply-add chain over the D dims; v_h = wt_h · max(q_h·k, 0); heads are padded with zero queries
+// and weights to a multiple of 16; lane l = v_l + v_{16+l} + v_{32+l} + ... in that order; score = tree16(lanes)
+// times the key's scale.
+void indexer_scores(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores);
+void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
+                              float* scores);
+
+// Absorbed MLA (MlaMode::Absorbed) of query row t for heads [h0, h1), over the cached positions keys[0..n), written
+// to a.out. kv_b values come from a.wkv_b_stored (FP8 as fl(e4m3 · scale), BF16 as is) or from the fp32 copy
+// a.wkv_b when that is given instead (the reference needs the copy). Per head:
+//   q_abs[c] = fused multiply-add chain over d < dn of q_nope[d] · W_UK[d][c], from +0;
+//   score_j  = tree16 dot of [q_abs | q_rope] with [latent_j | k_pe_j] (one 16-lane dot over kvr + dr values),
+//              times softmax_scale;
+//   p        = softmax(score): max, exp(s - max), the sum in double in key order, times float(1 / sum);
+//   o_lat[c] = fused multiply-add chain over the keys in order of p_j · latent_j[c], from +0;
+//   out[v]   = tree16 dot of o_lat with W_UV[v].
+void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1);
+void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1);
+// Whether mla_absorbed has a vector kernel for these arguments (else it runs the reference, which needs a.wkv_b).
+bool mla_absorbed_vectorized(const MlaArgs& a);
+// Heads the vector kernel takes together (each latent row it loads serves that many heads): the natural unit of
+// work to hand a thread.
+int64_t mla_absorbed_head_block();
+
+}  // namespace dsinfer

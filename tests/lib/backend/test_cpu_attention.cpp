@@ -1,0 +1,189 @@
+// The vector attention kernels (lib/backend/cpu/attention_kernels.cpp) against their scalar references, bit for
+// bit: the lightning indexer's scores and the absorbed MLA from FP8, BF16 and fp32 kv_b, over head counts that fill
+// and do not fill the kernels' tiles, key counts around the key tiles, and a paged cache. The process's kernel
+// family is the best this CPU runs; ctest runs this binary again with DSINFER_CPU_KERNELS=avx2.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/attention_kernels.hpp"
+#include "backend/cpu/cpu_backend.hpp"
+#include "backend/cpu/simd.hpp"
+#include "util/dtype.hpp"
+
+using namespace dsinfer;
+
+namespace {
+
+std::vector<float> normal(std::mt19937& gen, size_t n, float sd = 1.0f) {
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(gen);
+  return v;
+}
+
+// A paged layout for S positions: blocks of 16 rows in a shuffled order.
+std::vector<int32_t> shuffled_blocks(std::mt19937& gen, int64_t S, int64_t block_tokens) {
+  std::vector<int32_t> table(size_t((S + block_tokens - 1) / block_tokens));
+  for (size_t i = 0; i < table.size(); ++i) table[i] = int32_t(i);
+  std::shuffle(table.begin(), table.end(), gen);
+  return table;
+}
+
+bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
+
+}  // namespace
+
+TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cpu][indexer][kernels]") {
+  INFO("kernel family " << int(cpu_kernel_isa()));
+  std::mt19937 gen(7);
+  for (int64_t H : {4, 16, 20, 64})
+    for (int64_t D : {64, 7})
+      for (bool paged : {false, true})
+        for (bool scaled : {false, true}) {
+          const int64_t S = 83, bt = 16;
+          const auto table = shuffled_blocks(gen, S, bt);
+          const int64_t rows = int64_t(table.size()) * bt;
+          auto q = normal(gen, size_t(H * D)), k = normal(gen, size_t(rows * D)), wt = normal(gen, size_t(H));
+          auto ks = normal(gen, size_t(rows));
+          // Edge values: a key of zeros (every dot ±0), negative zeros, an exact zero query head.
+          for (int64_t i = 0; i < D; ++i) k[size_t(5 * D + i)] = 0.0f, k[size_t(6 * D + i)] = -0.0f;
+          for (int64_t i = 0; i < D; ++i) q[size_t(1 * D + i)] = 0.0f;
+          IndexerTopkArgs a;
+          a.k = Tensor2D{k.data(), rows, D, D};
+          a.k_scale = scaled ? Tensor2D{ks.data(), rows, 1, 1} : Tensor2D{};
+          a.n_keys = S;
+          a.block_table = paged ? table.data() : nullptr;
+          a.block_tokens = paged ? bt : 0;
+          a.n_heads = H;
+          a.head_dim = D;
+          std::vector<float> got(size_t(S), 1.0f), want(size_t(S), 2.0f);
+          indexer_scores(q.data(), wt.data(), a, 0, S, got.data());
+          indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data());
+          INFO("H " << H << " D " << D << " paged " << paged << " scaled " << scaled);
+          REQUIRE(same_bits(got.data(), want.data(), size_t(S)));
+          // A sub-range writes only its keys.
+          std::vector<float> part(size_t(S), 9.0f);
+          indexer_scores(q.data(), wt.data(), a, 10, 13, part.data());
+          CHECK(part[9] == 9.0f);
+          CHECK(part[13] == 9.0f);
+          CHECK(same_bits(part.data() + 10, want.data() + 10, 3));
+        }
+}
+
+TEST_CASE("absorbed MLA: vector kernel from FP8, BF16 or fp32 kv_b equals the reference bit for bit",
+          "[cpu][mla][kernels]") {
+  INFO("kernel family " << int(cpu_kernel_isa()));
+  std::mt19937 gen(11);
+  struct Dims {
+    int64_t H, dn, dr, dv, C;
+  };
+  for (const Dims dims : {Dims{4, 16, 16, 24, 128}, Dims{5, 64, 32, 64, 256}, Dims{3, 8, 16, 5, 48}}) {
+    const int64_t H = dims.H, dn = dims.dn, dr = dims.dr, dv = dims.dv, C = dims.C, R = H * (dn + dv);
+    // kv_b in the three forms, all with the same fp32 values.
+    std::vector<uint8_t> w8(size_t(R * C));
+    for (auto& b : w8) do b = uint8_t(gen() & 0xff); while ((b & 0x7f) == 0x7f);
+    const int64_t blk = 128, GR = (R + blk - 1) / blk, GC = (C + blk - 1) / blk;
+    std::vector<float> sc(size_t(GR * GC));
+    std::uniform_real_distribution<float> u(1e-3f, 3e-2f);
+    for (auto& s : sc) s = u(gen);
+    const Weight fp8{"kv_b_proj.weight", DType::F8_E4M3, {R, C}, w8.data(), sc.data()};
+    std::vector<uint16_t> bf(size_t(R * C));
+    for (auto& v : bf) v = f32_to_bf16(normal(gen, 1, 0.05f)[0]);
+    const Weight bf16{"kv_b_proj.weight", DType::BF16, {R, C}, reinterpret_cast<const uint8_t*>(bf.data()), nullptr};
+    CpuBackend be({1});
+    const int64_t S = 45, bt = 16;
+    const auto table = shuffled_blocks(gen, S, bt);
+    const int64_t rows = int64_t(table.size()) * bt;
+    auto q = normal(gen, size_t(2 * H * (dn + dr))), lat = normal(gen, size_t(rows * C)), kpe = normal(gen, size_t(rows * dr));
+    for (const Weight* w : {&fp8, &bf16}) {
+      Matrix copy = be.dequantize(*w);
+      for (bool stored : {true, false})
+        for (int64_t n : {1, 3, 4, 5, 37}) {
+          std::vector<int32_t> keys(static_cast<size_t>(n));
+          for (int64_t j = 0; j < n; ++j) keys[size_t(j)] = int32_t((j * 7 + 3) % S);
+          MlaArgs a;
+          a.q = Tensor2D{q.data(), 2, H * (dn + dr), H * (dn + dr)};
+          a.latent = Tensor2D{lat.data(), rows, C, C};
+          a.k_pe = Tensor2D{kpe.data(), rows, dr, dr};
+          a.n_keys = S;
+          a.block_table = table.data();
+          a.block_tokens = bt;
+          a.n_heads = H;
+          a.nope_dim = dn;
+          a.rope_dim = dr;
+          a.v_dim = dv;
+          a.softmax_scale = 0.1f;
+          a.mode = MlaMode::Absorbed;
+          std::vector<float> got(size_t(2 * H * dv), 1.0f), want(size_t(2 * H * dv), 2.0f);
+          a.wkv_b = copy.view;
+          a.out = Tensor2D{want.data(), 2, H * dv, H * dv};
+          mla_absorbed_reference(a, keys.data(), n, 1, 0, H);
+          if (stored) {
+            a.wkv_b = Tensor2D{nullptr, R, C, C};
+            a.wkv_b_stored = w;
+          }
+          a.out = Tensor2D{got.data(), 2, H * dv, H * dv};
+          mla_absorbed(a, keys.data(), n, 1, 0, H);
+          INFO("H " << H << " C " << C << " " << dtype_name(w->dtype) << (stored ? " stored" : " fp32 copy") << " n " << n);
+          CHECK(mla_absorbed_vectorized(a) == (cpu_kernel_isa() != CpuIsa::Scalar));
+          REQUIRE(same_bits(got.data() + H * dv, want.data() + H * dv, size_t(H * dv)));
+          CHECK(got[0] == 1.0f);  // row 0 untouched
+          // Heads split at any boundary give the same bits.
+          std::vector<float> split(size_t(2 * H * dv), 3.0f);
+          a.out = Tensor2D{split.data(), 2, H * dv, H * dv};
+          mla_absorbed(a, keys.data(), n, 1, 0, 1);
+          mla_absorbed(a, keys.data(), n, 1, 1, H);
+          REQUIRE(same_bits(split.data() + H * dv, want.data() + H * dv, size_t(H * dv)));
+        }
+    }
+  }
+}
+
+TEST_CASE("absorbed MLA through the backend agrees with the MHA form (dense and sparse, stored FP8 kv_b)",
+          "[cpu][mla][kernels]") {
+  std::mt19937 gen(5);
+  const int64_t H = 4, dn = 64, dr = 32, dv = 64, C = 128, R = H * (dn + dv), S = 40, T = 3;
+  std::vector<uint8_t> w8(size_t(R * C));
+  for (auto& b : w8) do b = uint8_t(gen() & 0xff); while ((b & 0x7f) == 0x7f);
+  std::vector<float> sc(size_t(((R + 127) / 128) * 1), 0.01f);
+  const Weight fp8{"kv_b_proj.weight", DType::F8_E4M3, {R, C}, w8.data(), sc.data()};
+  CpuBackend be({2});
+  auto q = normal(gen, size_t(T * H * (dn + dr))), lat = normal(gen, size_t(S * C)), kpe = normal(gen, size_t(S * dr));
+  const std::vector<int32_t> positions = {5, 20, 39};
+  const std::vector<int32_t> indices = {0, 3, 5, -1, 7, 19, 20, 2, 39, 1, 11, 30};
+  for (bool sparse : {false, true}) {
+    std::vector<float> absorbed(size_t(T * H * dv)), mha(size_t(T * H * dv));
+    MlaArgs a;
+    a.q = Tensor2D{q.data(), T, H * (dn + dr), H * (dn + dr)};
+    a.latent = Tensor2D{lat.data(), S, C, C};
+    a.k_pe = Tensor2D{kpe.data(), S, dr, dr};
+    a.n_keys = S;
+    a.wkv_b = Tensor2D{nullptr, R, C, C};
+    a.wkv_b_stored = &fp8;
+    a.n_heads = H;
+    a.nope_dim = dn;
+    a.rope_dim = dr;
+    a.v_dim = dv;
+    a.softmax_scale = 0.05f;
+    a.positions = positions.data();
+    a.indices = sparse ? indices.data() : nullptr;
+    a.n_indices = sparse ? 4 : 0;
+    a.mode = MlaMode::Absorbed;
+    a.out = Tensor2D{absorbed.data(), T, H * dv, H * dv};
+    be.mla_attention(a);
+    a.mode = MlaMode::Mha;
+    a.out = Tensor2D{mha.data(), T, H * dv, H * dv};
+    be.mla_attention(a);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < mha.size(); ++i) {
+      worst = std::max(worst, std::abs(double(absorbed[i]) - mha[i]));
+      scale = std::max(scale, std::abs(double(mha[i])));
+    }
+    INFO("sparse " << sparse << " worst " << worst << " of " << scale);
+    CHECK(worst <= 1e-5 * scale);
+  }
+}
