@@ -53,7 +53,7 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
+void ThreadPool::parallel_for(int64_t n, LoopBody fn, int64_t grain) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t max_chunks = std::max<int64_t>(1, n / grain);
@@ -95,7 +95,7 @@ void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     spin_then_yield([&] { return generation_.load(std::memory_order_acquire) != seen; });
-    const std::function<void(int64_t, int64_t)>* job;
+    const LoopBody* job;
     int64_t begin, end;
     {
       std::unique_lock<std::mutex> lock(mutex_);

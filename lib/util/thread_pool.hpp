@@ -3,12 +3,30 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
+#include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace dsinfer {
+
+// A non-owning reference to a callable fn(begin, end): what parallel_for takes. A std::function would copy the
+// loop's lambda onto the heap whenever it captures more than two references (most ops' loops), once per op call;
+// this only points at it. It must not outlive the callable: pass the lambda straight to parallel_for.
+class LoopBody {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::remove_cvref_t<F>, LoopBody>>>
+  LoopBody(F&& fn) noexcept  // NOLINT(google-explicit-constructor): lambdas convert implicitly
+      : fn_(const_cast<void*>(static_cast<const void*>(std::addressof(fn)))),
+        call_([](void* f, int64_t begin, int64_t end) { (*static_cast<std::remove_reference_t<F>*>(f))(begin, end); }) {}
+  void operator()(int64_t begin, int64_t end) const { call_(fn_, begin, end); }
+
+ private:
+  void* fn_;
+  void (*call_)(void*, int64_t, int64_t);
+};
 
 class ThreadPool {
  public:
@@ -24,7 +42,7 @@ class ThreadPool {
   // Calls fn(begin, end) over a split of [0, n) into contiguous chunks, at most one per thread, and returns when
   // all are done. Chunks are at least `grain` long. Not reentrant: fn must not call parallel_for on this pool.
   // An exception thrown by fn is rethrown here (the first one).
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+  void parallel_for(int64_t n, LoopBody fn, int64_t grain = 1);
 
  private:
   void worker_loop(int index);
@@ -33,7 +51,7 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable work_cv_, done_cv_;
-  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  const LoopBody* job_ = nullptr;
   int64_t job_n_ = 0, job_chunk_ = 0;
   int job_chunks_ = 0;
   std::atomic<uint64_t> generation_{0};  // bumped (under mutex_) for every job
