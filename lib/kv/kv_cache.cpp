@@ -83,6 +83,10 @@ int KvBlockPool::refs(int32_t b) const {
 
 KvCache::KvCache(std::shared_ptr<KvBlockPool> pool, int64_t capacity) : pool_(std::move(pool)), capacity_(capacity) {
   if (capacity <= 0) throw Error(ErrorCode::InvalidArgument, fmt::format("KV cache capacity must be positive, got {}", capacity));
+  // The whole block table up front (a sequence never holds more blocks than the pool has), so that a decode step
+  // that starts a new block does not grow it.
+  const int64_t B = pool_->block_tokens();
+  blocks_.reserve(size_t(std::min((capacity + B - 1) / B, pool_->n_blocks())));
 }
 
 KvCache::~KvCache() {
@@ -134,15 +138,14 @@ void KvCache::prepare_append(int64_t n) {
       pool_->release(old);
     }
   }
-  const size_t need = size_t((size_ + n + B - 1) / B);
-  std::vector<int32_t> added;
+  const size_t need = size_t((size_ + n + B - 1) / B), had = blocks_.size();
+  blocks_.reserve(need);  // already reserved by the constructor; keeps the push_back below from throwing
   try {
-    while (blocks_.size() + added.size() < need) added.push_back(pool_->allocate());
+    while (blocks_.size() < need) blocks_.push_back(pool_->allocate());
   } catch (...) {
-    for (int32_t b : added) pool_->release(b);
+    for (; blocks_.size() > had; blocks_.pop_back()) pool_->release(blocks_.back());
     throw;
   }
-  blocks_.insert(blocks_.end(), added.begin(), added.end());
 }
 
 template <class F>
