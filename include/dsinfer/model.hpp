@@ -91,12 +91,14 @@ class Model {
 
   // Several sequences in one forward (a ragged batch: prefill chunks and single decode tokens may mix). Each
   // entry's logits are exactly what eval() would give for it alone. Validates every entry before evaluating any;
-  // on error no sequence changes.
+  // on error no sequence changes. Unlike eval(), which returns a new vector every call, the logits go into vectors
+  // the caller owns: a caller that keeps its entries from step to step reuses their storage (the allocation-free
+  // decode path, tests/lib/model/test_decode_allocations.cpp).
   struct BatchEntry {
     Sequence* sequence = nullptr;
     std::span<const int32_t> ids;
     bool all_logits = false;
-    std::vector<float> logits;  // out
+    std::vector<float> logits;  // out: resized to [n or 1, vocab_size]; its storage is reused when large enough
   };
   void eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts = {}) const;
 

@@ -50,21 +50,6 @@ float mla_softmax_scale(const ModelConfig& cfg) {
   return float(scale);
 }
 
-struct DeepseekV32::Step {
-  struct Segment {       // one sequence's tokens: rows [row0, row0 + n) of the step, cache positions [start, start + n)
-    KvCache* cache;
-    int64_t row0, n, start;
-  };
-  int64_t n = 0;         // rows (tokens) in the step, all sequences together
-  std::vector<Segment> segments;
-  std::vector<int32_t> positions;  // [n] absolute position of each row in its own sequence
-  Precision precision = Precision::Fp8;
-  LinearQuant quant;   // for FP8 linears
-  bool ue8m0 = true;   // scale rule for the simulated-FP8 latent and the indexer
-  int64_t index_topk = 0;
-  AttentionForm attention = AttentionForm::Auto;
-};
-
 DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend)
     : cfg_(cfg), w_(std::move(weights)), be_(backend) {
   inv_freq_ = yarn_inv_freq(cfg_);
@@ -120,15 +105,16 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
     }
   }
 
-  Step step;
+  Step& step = step_;  // cleared, not freed: a decode step reuses the previous step's storage
   step.n = T;
-  std::vector<int32_t> all_ids;
-  all_ids.reserve(static_cast<size_t>(T));
+  step.segments.clear();
+  step.ids.clear();
+  step.positions.clear();
   for (const BatchItem& it : items) {
     const int64_t n = int64_t(it.ids.size()), start = it.cache->size();
-    step.segments.push_back({it.cache, int64_t(all_ids.size()), n, start});
+    step.segments.push_back({it.cache, int64_t(step.ids.size()), n, start});
     for (int64_t i = 0; i < n; ++i) step.positions.push_back(int32_t(start + i));
-    all_ids.insert(all_ids.end(), it.ids.begin(), it.ids.end());
+    step.ids.insert(step.ids.end(), it.ids.begin(), it.ids.end());
   }
   step.precision = opts.precision;
   // A checkpoint without quantization_config has no scale_fmt; the indexer and latent cache then use DeepSeek's
@@ -139,7 +125,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
   step.attention = opts.attention;
 
   Matrix h = be_.matrix(T, D), residual = be_.matrix(T, D), x = be_.matrix(T, D);
-  be_.embed(w_.embed_tokens, all_ids, h.view);
+  be_.embed(w_.embed_tokens, step.ids, h.view);
   // Pre-norm residual stream kept in fp32; the residual starts at zero so every layer is the fused add + norm.
   // Every op but attention works row by row, so sequences batched together get exactly the results they would
   // get alone.
@@ -175,7 +161,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
   }
 }
 
-void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D out) {
+void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   const LayerWeights& lw = w_.layers[size_t(l)];
   const AttentionWeights& aw = lw.attn;
   const int64_t T = step.n;
@@ -241,8 +227,8 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
         be_.hadamard(k_new.view, Di);
         be_.fp8_quantize(k_new.view, Di, step.ue8m0, false, k_new.view, ks_new.view);
       } else {
-        std::vector<float> ones(static_cast<size_t>(sg.n), 1.0f);
-        be_.from_host(ks_new.view, ones.data());
+        step.ones.assign(static_cast<size_t>(sg.n), 1.0f);
+        be_.from_host(ks_new.view, step.ones.data());
       }
       sg.cache->write(l, KvTensor::IndexKey, sg.start, k_new.view);
       sg.cache->write(l, KvTensor::IndexScale, sg.start, ks_new.view);
@@ -253,12 +239,11 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
   for (const auto& sg : step.segments) {
     const int64_t S = sg.start + sg.n;
     const int32_t* positions = step.positions.data() + sg.row0;
-    std::vector<int32_t> indices;
     int64_t n_indices = 0;
     // With at most index_topk visible tokens DSA is dense causal attention: skip scoring (the keys are cached).
     if (cfg_.has_indexer() && S > step.index_topk) {
       n_indices = step.index_topk;
-      indices.resize(static_cast<size_t>(sg.n * n_indices));
+      step.indices.resize(static_cast<size_t>(sg.n * n_indices));
       IndexerTopkArgs ia;
       ia.q = qi.view.rows_slice(sg.row0, sg.n);
       ia.q_scale = fp8 ? qs.view.rows_slice(sg.row0, sg.n) : Tensor2D{};
@@ -273,7 +258,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
       ia.head_dim = Di;
       ia.positions = positions;
       ia.topk = n_indices;
-      ia.out_indices = indices.data();
+      ia.out_indices = step.indices.data();
       be_.indexer_topk(ia);
     }
     MlaArgs ma;
@@ -291,7 +276,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, const Step& step, Tensor2D ou
     ma.v_dim = dv;
     ma.softmax_scale = softmax_scale_;
     ma.positions = positions;
-    ma.indices = n_indices ? indices.data() : nullptr;
+    ma.indices = n_indices ? step.indices.data() : nullptr;
     ma.n_indices = n_indices;
     // The form is chosen per sequence, as it would be if the sequence ran alone.
     ma.mode = step.attention == AttentionForm::Mha        ? MlaMode::Mha
@@ -313,15 +298,15 @@ void DeepseekV32::swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q
   be_.linear(g.view, mlp.down_proj, out, q);
 }
 
-void DeepseekV32::feed_forward(int64_t l, Tensor2D x, const Step& step, Tensor2D out) {
+void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   const LayerWeights& lw = w_.layers[size_t(l)];
   if (!lw.is_moe) {
     swiglu(lw.mlp, x, step.quant, out);
     return;
   }
   const int64_t T = step.n, K = cfg_.num_experts_per_tok;
-  std::vector<int32_t> experts(static_cast<size_t>(T * K));
-  std::vector<float> weights(static_cast<size_t>(T * K));
+  step.experts.resize(static_cast<size_t>(T * K));
+  step.expert_weights.resize(static_cast<size_t>(T * K));
   MoeRouteArgs ra;
   ra.x = x;
   ra.gate = &lw.moe.gate;
@@ -333,15 +318,15 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, const Step& step, Tensor2D
   ra.sigmoid = cfg_.scoring_func == "sigmoid";
   ra.normalize = cfg_.norm_topk_prob;
   ra.routed_scale = float(cfg_.routed_scaling_factor);
-  ra.out_experts = experts.data();
-  ra.out_weights = weights.data();
+  ra.out_experts = step.experts.data();
+  ra.out_weights = step.expert_weights.data();
   be_.moe_route(ra);
 
   MoeExpertsArgs ea;
   ea.x = x;
   ea.experts = experts_[size_t(l)];
-  ea.expert_ids = experts.data();
-  ea.weights = weights.data();
+  ea.expert_ids = step.experts.data();
+  ea.weights = step.expert_weights.data();
   ea.top_k = K;
   ea.quant = step.quant;
   ea.out = out;

@@ -34,6 +34,7 @@ struct Model::Impl {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<DeepseekV32> net;
   std::mutex mutex;  // one forward at a time per model (the backend's thread pool is not reentrant)
+  std::vector<DeepseekV32::BatchItem> batch_items;  // eval_batch's list, reused under `mutex` (no per-step allocation)
   std::string fingerprint;
   std::shared_ptr<KvBlockPool> pool;
 };
@@ -215,14 +216,14 @@ std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, cons
 }
 
 void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) const {
-  std::vector<DeepseekV32::BatchItem> items;
-  for (auto& e : entries) {
+  for (const auto& e : entries)
     if (!e.sequence || e.sequence->impl_->owner != this)
       throw Error(ErrorCode::InvalidArgument, "a batch entry's sequence is missing or belongs to a different model");
-    items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits});
-  }
-  if (items.empty()) return;
+  if (entries.empty()) return;
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& items = impl_->batch_items;
+  items.clear();
+  for (auto& e : entries) items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits});
   impl_->net->forward_batch(items, opts);
 }
 
