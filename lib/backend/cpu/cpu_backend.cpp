@@ -137,10 +137,20 @@ DSINFER_MULTIVERSION void mla_mha_head(const MlaArgs& a, const std::vector<int32
 // chunk of a parallel loop hold early and late queries alike, so the threads finish together.
 inline int64_t balanced_row(int64_t i, int64_t T) { return (i % 2 == 0) ? i / 2 : T - 1 - i / 2; }
 
-std::vector<float> weight_vector_f32(const Weight& w) {
-  std::vector<float> v(static_cast<size_t>(w.numel()));
-  weight_row_f32(Weight{w.name, w.dtype, {1, w.numel()}, w.data, w.scale_inv, w.block}, 0, 0, w.numel(), v.data());
-  return v;
+// A vector weight (norm gains, biases: BF16/F16/F32) in fp32, in this thread's `buf` (kept between calls, so the
+// per-token ops that read such weights allocate nothing once warm).
+const float* weight_vector_f32(const Weight& w, std::vector<float>& buf) {
+  const size_t n = size_t(w.numel());
+  if (buf.size() < n) buf.resize(n);
+  const auto* h = reinterpret_cast<const uint16_t*>(w.data);
+  switch (w.dtype) {
+    case DType::F32: std::memcpy(buf.data(), w.data, n * 4); break;
+    case DType::BF16: for (size_t i = 0; i < n; ++i) buf[i] = bf16_to_f32(h[i]); break;
+    case DType::F16: for (size_t i = 0; i < n; ++i) buf[i] = f16_to_f32(h[i]); break;
+    default:
+      throw Error(ErrorCode::Unsupported, fmt::format("vector weight {} has dtype {}", w.name, dtype_name(w.dtype)));
+  }
+  return buf.data();
 }
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
@@ -244,7 +254,8 @@ void CpuBackend::add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, fl
 
 void CpuBackend::rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) {
   require(w.numel() == x.cols && out.cols == x.cols && out.rows == x.rows, "rms_norm shape mismatch");
-  const std::vector<float> g = weight_vector_f32(w);
+  thread_local std::vector<float> g_buf;
+  const float* g = weight_vector_f32(w, g_buf);
   for (int64_t r = 0; r < x.rows; ++r) {
     const float* xi = x.row(r);
     float* yo = out.row(r);
@@ -257,7 +268,9 @@ void CpuBackend::rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) 
 
 void CpuBackend::layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) {
   require(w.numel() == x.cols && b.numel() == x.cols, "layer_norm shape mismatch");
-  const std::vector<float> g = weight_vector_f32(w), beta = weight_vector_f32(b);
+  thread_local std::vector<float> g_buf, beta_buf;
+  const float* g = weight_vector_f32(w, g_buf);
+  const float* beta = weight_vector_f32(b, beta_buf);
   for (int64_t r = 0; r < x.rows; ++r) {
     const float* xi = x.row(r);
     float* yo = out.row(r);
@@ -291,7 +304,8 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
   if (!fp8_path) {
     // Reference numerics for an FP8 weight: dequantized to fp32 (W = w8 · scale_inv), plain fp32 GEMM.
     pool_.parallel_for(N, [&](int64_t n0, int64_t n1) {
-      std::vector<float> wrow(static_cast<size_t>(K));
+      thread_local std::vector<float> wrow;  // each thread's own row buffer, kept between calls
+      wrow.resize(static_cast<size_t>(K));
       for (int64_t n = n0; n < n1; ++n) {
         weight_row_f32(w, n, 0, K, wrow.data());
         row_times_rows(x.data, x.ld, T, wrow.data(), K, out.data + n, out.ld);
@@ -358,7 +372,9 @@ void CpuBackend::add(Tensor2D acc, Tensor2D x) {
 void CpuBackend::rope(const RopeArgs& a) {
   require(a.rope_dim % 2 == 0 && a.rope_offset + a.rope_dim <= a.head_dim, "rope dims");
   const int64_t half = a.rope_dim / 2;
-  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+  thread_local std::vector<float> c, s;
+  c.resize(static_cast<size_t>(half));
+  s.resize(static_cast<size_t>(half));
   for (int64_t t = 0; t < a.x.rows; ++t) {
     const float p = float(a.positions[t]);
     for (int64_t j = 0; j < half; ++j) {
@@ -551,15 +567,22 @@ void CpuBackend::moe_route(const MoeRouteArgs& a) {
   const int64_t per_group = E / a.n_group;
   require(a.gate && a.gate->rows() == E && a.gate->cols() == a.x.cols && E % a.n_group == 0, "moe_route shapes");
   // Router logits in fp32 (spec §5.2): each gate row decoded once and dotted with every token.
-  std::vector<float> all_logits(static_cast<size_t>(T * E)), grow(static_cast<size_t>(a.x.cols));
+  // Scratch kept per thread between calls (no allocation per token once warm).
+  thread_local std::vector<float> all_logits, grow, bias_buf, logits, scores, choice, gscore;
+  thread_local std::vector<int32_t> order;
+  thread_local std::vector<char> keep;
+  all_logits.resize(static_cast<size_t>(T * E));
+  grow.resize(static_cast<size_t>(a.x.cols));
   for (int64_t e = 0; e < E; ++e) {
     weight_row_f32(*a.gate, e, 0, a.x.cols, grow.data());
     for (int64_t t = 0; t < T; ++t) all_logits[size_t(t * E + e)] = dot(a.x.row(t), grow.data(), a.x.cols);
   }
-  std::vector<float> bias;
-  if (a.bias && a.bias->present()) bias = weight_vector_f32(*a.bias);
-  std::vector<float> logits(static_cast<size_t>(E)), scores(static_cast<size_t>(E)), choice(static_cast<size_t>(E)), gscore(static_cast<size_t>(a.n_group));
-  std::vector<int32_t> order(static_cast<size_t>(std::max(E, a.n_group)));
+  const float* bias = a.bias && a.bias->present() ? weight_vector_f32(*a.bias, bias_buf) : nullptr;
+  logits.resize(static_cast<size_t>(E));
+  scores.resize(static_cast<size_t>(E));
+  choice.resize(static_cast<size_t>(E));
+  gscore.resize(static_cast<size_t>(a.n_group));
+  order.resize(static_cast<size_t>(std::max(E, a.n_group)));
   for (int64_t t = 0; t < T; ++t) {
     std::copy_n(all_logits.begin() + t * E, E, logits.begin());
     if (a.sigmoid) {
@@ -571,14 +594,14 @@ void CpuBackend::moe_route(const MoeRouteArgs& a) {
       for (auto& s : scores) s = float(s / sum);
     }
     // The bias only steers selection; the weights use the unbiased scores (spec §5.2).
-    for (int64_t e = 0; e < E; ++e) choice[e] = scores[e] + (bias.empty() ? 0.0f : bias[e]);
+    for (int64_t e = 0; e < E; ++e) choice[e] = scores[e] + (bias ? bias[e] : 0.0f);
     auto higher = [](const std::vector<float>& v) {
       return [&v](int32_t i, int32_t j) { return v[i] > v[j] || (v[i] == v[j] && i < j); };
     };
     if (a.n_group > 1 && a.topk_group < a.n_group) {
       for (int64_t g = 0; g < a.n_group; ++g) {
         const float* c = choice.data() + g * per_group;
-        if (!bias.empty()) {  // noaux_tc: group score = sum of its top-2
+        if (bias) {  // noaux_tc: group score = sum of its top-2
           float b1 = -INFINITY, b2 = -INFINITY;
           for (int64_t i = 0; i < per_group; ++i) {
             if (c[i] > b1) { b2 = b1; b1 = c[i]; } else if (c[i] > b2) b2 = c[i];
@@ -590,7 +613,7 @@ void CpuBackend::moe_route(const MoeRouteArgs& a) {
       }
       std::iota(order.begin(), order.begin() + a.n_group, 0);
       std::partial_sort(order.begin(), order.begin() + a.topk_group, order.begin() + a.n_group, higher(gscore));
-      std::vector<bool> keep(size_t(a.n_group), false);
+      keep.assign(size_t(a.n_group), 0);
       for (int64_t i = 0; i < a.topk_group; ++i) keep[order[i]] = true;
       for (int64_t e = 0; e < E; ++e)
         if (!keep[e / per_group]) choice[e] = -INFINITY;
@@ -629,19 +652,29 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
   fill_zero(a.out);
   // Group the (token, slot) pairs by expert so each expert runs once over its tokens; experts nobody chose are
   // never touched.
-  std::vector<std::vector<std::pair<int32_t, float>>> routed(static_cast<size_t>(E));
+  // (A counting sort into per-thread storage kept between calls: no allocation per token once warm.)
+  thread_local RoutedTokens routed;
+  routed.offset.assign(size_t(E + 1), 0);
+  for (int64_t k = 0; k < T * a.top_k; ++k) {
+    const int32_t e = a.expert_ids[k];
+    require(e >= 0 && e < E, "expert id out of range");
+    ++routed.offset[size_t(e) + 1];
+  }
+  for (int64_t e = 0; e < E; ++e) routed.offset[size_t(e) + 1] += routed.offset[size_t(e)];
+  routed.entries.resize(size_t(T * a.top_k));
+  routed.fill.assign(routed.offset.begin(), routed.offset.end() - 1);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < a.top_k; ++i) {
       const int32_t e = a.expert_ids[t * a.top_k + i];
-      require(e >= 0 && e < E, "expert id out of range");
-      routed[e].push_back({int32_t(t), a.weights[t * a.top_k + i]});
+      routed.entries[size_t(routed.fill[size_t(e)]++)] = {int32_t(t), a.weights[t * a.top_k + i]};
     }
   if (moe_experts_fused(a, routed)) return;
   for (int64_t e = 0; e < E; ++e) {
-    const auto& list = routed[e];
-    if (list.empty()) continue;
+    const auto* list = routed.of(e);
+    const int64_t n = routed.count(e);
+    if (n == 0) continue;
     const ExpertWeights& ew = a.experts[e];
-    const int64_t n = int64_t(list.size()), inner = ew.gate->rows();
+    const int64_t inner = ew.gate->rows();
     Matrix xe = matrix(n, D), g = matrix(n, inner), u = matrix(n, inner), y = matrix(n, D);
     for (int64_t i = 0; i < n; ++i) std::memcpy(xe.view.row(i), a.x.row(list[i].first), size_t(D) * 4);
     linear(xe.view, *ew.gate, g.view, a.quant);
@@ -662,19 +695,20 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
 // experts instead of splitting each small GEMM (decode runs 2–3 loops per layer instead of 3 per expert). Each token's
 // activation is quantized once. Every output goes through the same kernel lanes as linear() would compute it, and
 // the weighted sum runs in expert order, so the result is bitwise the unfused path's.
-bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a,
-                                   const std::vector<std::vector<std::pair<int32_t, float>>>& routed) {
+bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& routed) {
   if (!a.quant.fp8_activations) return false;
   struct Job {
     int64_t e, n, row0;  // expert, its rows, first row in the stacked buffers
     const PackedFp8Weight *gate, *up, *down;
   };
-  std::vector<Job> jobs;
+  thread_local std::vector<Job> jobs_storage;  // kept between calls; the loops below capture this reference (a
+  std::vector<Job>& jobs = jobs_storage;        // thread_local named inside them would be each worker's own)
+  jobs.clear();
   int64_t R = 0, inner = 0;
-  for (int64_t e = 0; e < int64_t(routed.size()); ++e) {
-    if (routed[size_t(e)].empty()) continue;
+  for (int64_t e = 0; e < int64_t(a.experts.size()); ++e) {
+    if (routed.count(e) == 0) continue;
     const ExpertWeights& ew = a.experts[size_t(e)];
-    Job j{e, int64_t(routed[size_t(e)].size()), R, packed_fp8(*ew.gate), packed_fp8(*ew.up), packed_fp8(*ew.down)};
+    Job j{e, routed.count(e), R, packed_fp8(*ew.gate), packed_fp8(*ew.up), packed_fp8(*ew.down)};
     if (!j.gate || !j.up || !j.down || (inner && j.gate->n != inner)) return false;
     inner = j.gate->n;
     jobs.push_back(j);
@@ -694,7 +728,7 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a,
   fp8_quantize(a.x, kActGroup, a.quant.ue8m0, false, Tensor2D{xq_t, T, D, D}, Tensor2D{xs_t, T, G, G});
   for (const Job& j : jobs)
     for (int64_t i = 0; i < j.n; ++i) {
-      const int64_t t = routed[size_t(j.e)][size_t(i)].first;
+      const int64_t t = routed.of(j.e)[i].first;
       std::memcpy(xq + (j.row0 + i) * D, xq_t + t * D, size_t(D) * 4);
       std::memcpy(xs + (j.row0 + i) * G, xs_t + t * G, size_t(G) * 4);
     }
@@ -730,7 +764,7 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a,
   });
   for (const Job& j : jobs)
     for (int64_t i = 0; i < j.n; ++i) {
-      const auto& [t, w] = routed[size_t(j.e)][size_t(i)];
+      const auto& [t, w] = routed.of(j.e)[i];
       float* o = a.out.row(t);
       const float* yi = y + (j.row0 + i) * D;
       for (int64_t d = 0; d < D; ++d) o[d] += w * yi[d];

@@ -49,7 +49,14 @@ class CpuBackend final : public Backend {
 
  private:
   const PackedFp8Weight* packed_fp8(const Weight& w) const;
-  bool moe_experts_fused(const MoeExpertsArgs& a, const std::vector<std::vector<std::pair<int32_t, float>>>& routed);
+  // (token, weight) pairs grouped by expert, token order within each: expert e's are entries[offset[e], offset[e+1]).
+  struct RoutedTokens {
+    std::vector<int64_t> offset, fill;
+    std::vector<std::pair<int32_t, float>> entries;
+    int64_t count(int64_t e) const { return offset[size_t(e) + 1] - offset[size_t(e)]; }
+    const std::pair<int32_t, float>* of(int64_t e) const { return entries.data() + offset[size_t(e)]; }
+  };
+  bool moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& routed);
 
   ThreadPool pool_;
   BufferCache* buffers_;  // recycled activation memory (one reference held here, one per live buffer)
