@@ -21,7 +21,7 @@ struct KvbRows {
   int kind = kKvbF32;
   const uint8_t* bytes = nullptr;  // stored weight, row-major [rows, cols]
   const float* scale_inv = nullptr;
-  int64_t cols = 0, block = 128, scale_cols = 0;
+  int64_t cols = 0, block_shift = 7, scale_cols = 0;  // FP8: blocks of 2^block_shift rows and columns
   const float* f32 = nullptr;  // the fp32 copy, rows ld apart
   int64_t ld = 0;
 };
@@ -237,10 +237,11 @@ KvbRows kv_b_rows(const MlaArgs& a) {
   if (C % 16 != 0 || a.rope_dim % 16 != 0 || a.k_pe.cols != a.rope_dim) return w;
   const Weight* s = a.wkv_b_stored;
   if (s && s->present() && s->rows() == rows && s->cols() == C) {
-    if (s->dtype == DType::F8_E4M3 && s->scale_inv && s->block % 16 == 0) {
+    // FP8 with a power-of-two block of at least 16 (DeepSeek's is 128): block indices by shifts.
+    if (s->dtype == DType::F8_E4M3 && s->scale_inv && s->block >= 16 && (s->block & (s->block - 1)) == 0) {
       w.kind = kKvbFp8;
       w.scale_cols = (C + s->block - 1) / s->block;
-      w.block = s->block;
+      w.block_shift = __builtin_ctzll(uint64_t(s->block));
       w.scale_inv = s->scale_inv;
     } else if (s->dtype == DType::BF16) {
       w.kind = kKvbBf16;
