@@ -149,6 +149,15 @@ struct MoeExpertsArgs {
   int64_t top_k = 0;
   LinearQuant quant;
   Tensor2D out;                  // [T, hidden]: out = Σ_i w_i · Expert_i(x)   (overwritten)
+  // The shared expert(s) as one SwiGLU, or null. Only given to a backend whose moe_fuses_shared_expert() is true:
+  // it then adds Shared(x) to out, unweighted, after the routed experts (spec §5.3).
+  const ExpertWeights* shared = nullptr;
+};
+
+// One output of Backend::linear_many: out = x · wᵀ.
+struct LinearOut {
+  const Weight* w = nullptr;
+  Tensor2D out;
 };
 
 class Backend {
@@ -182,6 +191,11 @@ class Backend {
   virtual void layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) = 0;
   // out[T,N] = x[T,K] · Wᵀ for W [N,K] of dtype F32/BF16/F16/F8_E4M3 (+128x128 scale_inv).
   virtual void linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQuant& q) = 0;
+  // Several linears of the same input (the projections that all read one normed hidden state): each output exactly
+  // as linear() computes it; a backend may quantize x once and run them as one parallel loop.
+  virtual void linear_many(Tensor2D x, std::span<const LinearOut> outs, const LinearQuant& q) {
+    for (const LinearOut& o : outs) linear(x, *o.w, o.out, q);
+  }
   virtual void silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) = 0;  // out = silu(gate) ⊙ up
   virtual void add(Tensor2D acc, Tensor2D x) = 0;                         // acc += x
   virtual void rope(const RopeArgs& a) = 0;
@@ -199,6 +213,8 @@ class Backend {
   virtual bool mla_needs_fp32_kv_b() const { return true; }
   virtual void moe_route(const MoeRouteArgs& a) = 0;
   virtual void moe_experts(const MoeExpertsArgs& a) = 0;
+  // Whether moe_experts takes MoeExpertsArgs::shared (else the model runs the shared expert itself).
+  virtual bool moe_fuses_shared_expert() const { return false; }
 };
 
 struct BackendOptions {

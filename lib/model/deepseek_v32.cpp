@@ -170,22 +170,36 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   const float eps = float(cfg_.rms_norm_eps);
   const bool fp8 = step.precision == Precision::Fp8;
 
+  // The projections of x — the query's (q_a, or q without a low-rank query), the latent's (kv_a) and the
+  // indexer key's (wk) — in one call, and those of qr (q_b, the indexer's wq_b) in another: the backend may
+  // quantize each input once and run the GEMMs as one parallel loop (the results are the separate linears').
+  const bool indexer = cfg_.has_indexer(), low_rank_q = cfg_.q_lora_rank > 0;
+  const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
+  Matrix q = be_.matrix(T, H * qkh), qa, qr, kv = be_.matrix(T, kvr + dr), qi, hw, qs, kraw;
+  if (low_rank_q) qa = be_.matrix(T, cfg_.q_lora_rank);
+  if (indexer) {
+    qi = be_.matrix(T, Hi * Di);
+    kraw = be_.matrix(T, Di);
+    hw = be_.matrix(T, Hi);
+  }
+  {
+    LinearOut of_x[3] = {{low_rank_q ? &aw.q_a_proj : &aw.q_proj, low_rank_q ? qa.view : q.view},
+                         {&aw.kv_a_proj_with_mqa, kv.view},
+                         {&lw.indexer.wk, kraw.view}};
+    be_.linear_many(x, std::span<const LinearOut>(of_x, indexer ? 3 : 2), step.quant);
+  }
   // Queries: q = q_b(RMSNorm(q_a(x))); qr, the normed low-rank query, also feeds the indexer.
-  Matrix q = be_.matrix(T, H * qkh), qr;
-  if (cfg_.q_lora_rank > 0) {
-    Matrix qa = be_.matrix(T, cfg_.q_lora_rank);
+  if (low_rank_q) {
     qr = be_.matrix(T, cfg_.q_lora_rank);
-    be_.linear(x, aw.q_a_proj, qa.view, step.quant);
     be_.rms_norm(qa.view, aw.q_a_layernorm, eps, qr.view);
-    be_.linear(qr.view, aw.q_b_proj, q.view, step.quant);
-  } else {
-    be_.linear(x, aw.q_proj, q.view, step.quant);
+    LinearOut of_qr[2] = {{&aw.q_b_proj, q.view}, {&lw.indexer.wq_b, qi.view}};
+    be_.linear_many(qr.view, std::span<const LinearOut>(of_qr, indexer ? 2 : 1), step.quant);
+  } else if (indexer) {
+    be_.linear(qr.view, lw.indexer.wq_b, qi.view, step.quant);
   }
   be_.rope({q.view, H, qkh, dn, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
 
   // Keys: one latent per token (RMSNorm'd c) plus the shared rotated rope key, written into each sequence's cache.
-  Matrix kv = be_.matrix(T, kvr + dr);
-  be_.linear(x, aw.kv_a_proj_with_mqa, kv.view, step.quant);
   for (const auto& sg : step.segments) {
     // New rows are computed in scratch and then written through the block table (they may span blocks).
     Matrix latent_new = be_.matrix(sg.n, kvr), kpe_new = be_.matrix(sg.n, dr);
@@ -201,15 +215,8 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
 
   // DSA lightning indexer (spec §4): queries and head weights for all rows; keys into each cache; one top-k set
   // of cached positions per query, shared by all heads.
-  Matrix qi, hw, qs, kraw;
-  const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
-  if (cfg_.has_indexer()) {
+  if (indexer) {
     const IndexerWeights& iw = lw.indexer;
-    qi = be_.matrix(T, Hi * Di);
-    kraw = be_.matrix(T, Di);
-    hw = be_.matrix(T, Hi);
-    be_.linear(qr.view, iw.wq_b, qi.view, step.quant);
-    be_.linear(x, iw.wk, kraw.view, step.quant);
     // The indexer's heads are [rope | nope] and use the half-split RoPE layout (spec §2.5, §11.1–2).
     be_.rope({qi.view, Hi, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
     be_.linear(x, iw.weights_proj, hw.view, LinearQuant{});  // bf16 weight, fp32 math
@@ -330,8 +337,12 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) 
   ea.top_k = K;
   ea.quant = step.quant;
   ea.out = out;
+  // The shared expert goes with the routed ones where the backend can fuse it (one pass over all their weights).
+  const ExpertWeights shared{&lw.moe.shared.gate_proj, &lw.moe.shared.up_proj, &lw.moe.shared.down_proj};
+  const bool fuse_shared = cfg_.n_shared_experts > 0 && be_.moe_fuses_shared_expert();
+  if (fuse_shared) ea.shared = &shared;
   be_.moe_experts(ea);
-  if (cfg_.n_shared_experts > 0) {
+  if (cfg_.n_shared_experts > 0 && !fuse_shared) {
     Matrix shared = be_.matrix(T, cfg_.hidden_size);
     swiglu(lw.moe.shared, x, step.quant, shared.view);
     be_.add(out, shared.view);  // the shared expert is added unweighted (spec §5.3)

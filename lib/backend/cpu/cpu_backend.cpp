@@ -651,29 +651,33 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
   const int64_t T = a.x.rows, D = a.x.cols, E = int64_t(a.experts.size());
   fill_zero(a.out);
   // Group the (token, slot) pairs by expert so each expert runs once over its tokens; experts nobody chose are
-  // never touched.
-  // (A counting sort into per-thread storage kept between calls: no allocation per token once warm.)
+  // never touched. The shared expert, when given, comes last with every token at weight 1 (1·y = y: the plain
+  // unweighted add). (A counting sort into per-thread storage kept between calls: no allocation once warm.)
   thread_local RoutedTokens routed;
-  routed.offset.assign(size_t(E + 1), 0);
+  const int64_t lists = E + (a.shared ? 1 : 0);
+  routed.offset.assign(size_t(lists + 1), 0);
   for (int64_t k = 0; k < T * a.top_k; ++k) {
     const int32_t e = a.expert_ids[k];
     require(e >= 0 && e < E, "expert id out of range");
     ++routed.offset[size_t(e) + 1];
   }
-  for (int64_t e = 0; e < E; ++e) routed.offset[size_t(e) + 1] += routed.offset[size_t(e)];
-  routed.entries.resize(size_t(T * a.top_k));
+  if (a.shared) routed.offset[size_t(E) + 1] = T;
+  for (int64_t e = 0; e < lists; ++e) routed.offset[size_t(e) + 1] += routed.offset[size_t(e)];
+  routed.entries.resize(size_t(routed.offset[size_t(lists)]));
   routed.fill.assign(routed.offset.begin(), routed.offset.end() - 1);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < a.top_k; ++i) {
       const int32_t e = a.expert_ids[t * a.top_k + i];
       routed.entries[size_t(routed.fill[size_t(e)]++)] = {int32_t(t), a.weights[t * a.top_k + i]};
     }
+  for (int64_t t = 0; a.shared && t < T; ++t) routed.entries[size_t(routed.fill[size_t(E)]++)] = {int32_t(t), 1.0f};
+  auto weights_of = [&](int64_t e) -> const ExpertWeights& { return e < E ? a.experts[size_t(e)] : *a.shared; };
   if (moe_experts_fused(a, routed)) return;
-  for (int64_t e = 0; e < E; ++e) {
+  for (int64_t e = 0; e < lists; ++e) {
     const auto* list = routed.of(e);
     const int64_t n = routed.count(e);
     if (n == 0) continue;
-    const ExpertWeights& ew = a.experts[e];
+    const ExpertWeights& ew = weights_of(e);
     const int64_t inner = ew.gate->rows();
     Matrix xe = matrix(n, D), g = matrix(n, inner), u = matrix(n, inner), y = matrix(n, D);
     for (int64_t i = 0; i < n; ++i) std::memcpy(xe.view.row(i), a.x.row(list[i].first), size_t(D) * 4);
@@ -690,39 +694,46 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
   }
 }
 
-// The FP8 experts of one MoE layer as three passes over all active experts at once: gate and up projections,
-// then down, each one parallel loop over (expert, projection, panel) units, so the threads share the work of all
-// experts instead of splitting each small GEMM (decode runs 2–3 loops per layer instead of 3 per expert). Each token's
-// activation is quantized once. Every output goes through the same kernel lanes as linear() would compute it, and
-// the weighted sum runs in expert order, so the result is bitwise the unfused path's.
+// The FP8 experts of one MoE layer (the shared one included) as two passes over all active experts at once: gate
+// and up projections, then down, each one parallel loop over (expert, projection, panel) units, so the threads
+// share the work of all experts instead of splitting each small GEMM. Each token's activation is quantized once.
+// Every output goes through the same kernel lanes as linear() would compute it, and the weighted sum runs in
+// expert order, so the result is bitwise the unfused path's.
 bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& routed) {
   if (!a.quant.fp8_activations) return false;
+  const int64_t E = int64_t(a.experts.size()), lists = E + (a.shared ? 1 : 0);
   struct Job {
-    int64_t e, n, row0;  // expert, its rows, first row in the stacked buffers
+    int64_t e, n, row0;  // list (expert id, or E for the shared expert), its rows, first row in the stacked inputs
     const PackedFp8Weight *gate, *up, *down;
+    int64_t inner, gu0, hs0, unit_gu, unit_down;  // offsets in g/u and hs; first unit in each pass
   };
   thread_local std::vector<Job> jobs_storage;  // kept between calls; the loops below capture this reference (a
   std::vector<Job>& jobs = jobs_storage;        // thread_local named inside them would be each worker's own)
   jobs.clear();
-  int64_t R = 0, inner = 0;
-  for (int64_t e = 0; e < int64_t(a.experts.size()); ++e) {
-    if (routed.count(e) == 0) continue;
-    const ExpertWeights& ew = a.experts[size_t(e)];
-    Job j{e, routed.count(e), R, packed_fp8(*ew.gate), packed_fp8(*ew.up), packed_fp8(*ew.down)};
-    if (!j.gate || !j.up || !j.down || (inner && j.gate->n != inner)) return false;
-    inner = j.gate->n;
+  int64_t R = 0, GU = 0, HS = 0, units_gu = 0, units_down = 0;
+  for (int64_t e = 0; e < lists; ++e) {
+    const int64_t n = routed.count(e);
+    if (n == 0) continue;
+    const ExpertWeights& ew = e < E ? a.experts[size_t(e)] : *a.shared;
+    Job j{e, n, R, packed_fp8(*ew.gate), packed_fp8(*ew.up), packed_fp8(*ew.down), 0, GU, HS, units_gu, units_down};
+    if (!j.gate || !j.up || !j.down || j.up->n != j.gate->n || j.down->k != j.gate->n) return false;
+    j.inner = j.gate->n;
     jobs.push_back(j);
-    R += j.n;
+    R += n;
+    GU += n * j.inner;
+    HS += n * ((j.inner + kActGroup - 1) / kActGroup);
+    units_gu += 2 * j.gate->panels;
+    units_down += j.down->panels;
   }
   if (jobs.empty()) return true;
-  const int64_t T = a.x.rows, D = a.x.cols, G = (D + kActGroup - 1) / kActGroup, Gi = (inner + kActGroup - 1) / kActGroup;
+  const int64_t T = a.x.rows, D = a.x.cols, G = (D + kActGroup - 1) / kActGroup;
   thread_local std::vector<float> buf;
-  const size_t need = size_t(T * D + T * G + R * D + R * G + 2 * R * inner + R * Gi);
+  const size_t need = size_t(T * D + T * G + R * D + R * G + 2 * GU + HS);
   if (buf.size() < need) buf.resize(need);
   float* p = buf.data();
   auto take = [&](int64_t n) { float* q = p; p += n; return q; };
-  float *xq_t = take(T * D), *xs_t = take(T * G), *xq = take(R * D), *xs = take(R * G), *g = take(R * inner),
-        *u = take(R * inner), *hs = take(R * Gi);
+  float *xq_t = take(T * D), *xs_t = take(T * G), *xq = take(R * D), *xs = take(R * G), *g = take(GU), *u = take(GU),
+        *hs = take(HS);
   float* y = xq;  // the stacked inputs are dead once gate and up have run: the down outputs reuse them
   // Quantize each token once, then stack its quantized row for every expert that chose it.
   fp8_quantize(a.x, kActGroup, a.quant.ue8m0, false, Tensor2D{xq_t, T, D, D}, Tensor2D{xs_t, T, G, G});
@@ -732,34 +743,36 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
       std::memcpy(xq + (j.row0 + i) * D, xq_t + t * D, size_t(D) * 4);
       std::memcpy(xs + (j.row0 + i) * G, xs_t + t * G, size_t(G) * 4);
     }
-  // Runs fn(job, p0, p1) over the units [u0, u1) of a list of (job, panel) units laid out job after job.
-  auto for_units = [&](int64_t u0, int64_t u1, int64_t panels_per_job, const auto& fn) {
-    for (size_t k = 0; k < jobs.size() && u0 < u1; ++k) {
-      const int64_t base = int64_t(k) * panels_per_job;
-      const int64_t a0 = std::max(u0, base), a1 = std::min(u1, base + panels_per_job);
-      if (a0 < a1) fn(jobs[k], a0 - base, a1 - base);
+  // Runs fn(job, q0, q1) over the units [u0, u1) of a pass whose units lie job after job (first(job), count(job)).
+  auto for_units = [&](int64_t u0, int64_t u1, const auto& first, const auto& count, const auto& fn) {
+    for (const Job& j : jobs) {
+      const int64_t base = first(j), a0 = std::max(u0, base), a1 = std::min(u1, base + count(j));
+      if (a0 < a1) fn(j, a0 - base, a1 - base);
     }
   };
-  const int64_t inner_panels = jobs[0].gate->panels;
-  pool_.parallel_for(int64_t(jobs.size()) * 2 * inner_panels, [&](int64_t u0, int64_t u1) {
-    for_units(u0, u1, 2 * inner_panels, [&](const Job& j, int64_t q0, int64_t q1) {
-      // Units [0, inner_panels) of a job are its gate panels, the rest its up panels.
+  pool_.parallel_for(units_gu, [&](int64_t u0, int64_t u1) {
+    for_units(u0, u1, [](const Job& j) { return j.unit_gu; }, [](const Job& j) { return 2 * j.gate->panels; },
+              [&](const Job& j, int64_t q0, int64_t q1) {
+      // Units [0, panels) of a job are its gate panels, the rest its up panels.
+      const int64_t panels = j.gate->panels;
       const float* x = xq + j.row0 * D;
       const float* sx = xs + j.row0 * G;
-      if (q0 < inner_panels)
-        fp8_gemm_panels(x, D, sx, G, j.n, *j.gate, q0, std::min(q1, inner_panels), g + j.row0 * inner, inner);
-      if (q1 > inner_panels)
-        fp8_gemm_panels(x, D, sx, G, j.n, *j.up, std::max(q0, inner_panels) - inner_panels, q1 - inner_panels,
-                        u + j.row0 * inner, inner);
+      if (q0 < panels) fp8_gemm_panels(x, D, sx, G, j.n, *j.gate, q0, std::min(q1, panels), g + j.gu0, j.inner);
+      if (q1 > panels)
+        fp8_gemm_panels(x, D, sx, G, j.n, *j.up, std::max(q0, panels) - panels, q1 - panels, u + j.gu0, j.inner);
     });
   });
-  const Tensor2D gv{g, R, inner, inner}, uv{u, R, inner, inner};
-  silu_mul(gv, uv, gv);
-  fp8_quantize(gv, kActGroup, a.quant.ue8m0, false, gv, Tensor2D{hs, R, Gi, Gi});
-  const int64_t down_panels = jobs[0].down->panels;
-  pool_.parallel_for(int64_t(jobs.size()) * down_panels, [&](int64_t u0, int64_t u1) {
-    for_units(u0, u1, down_panels, [&](const Job& j, int64_t q0, int64_t q1) {
-      fp8_gemm_panels(g + j.row0 * inner, inner, hs + j.row0 * Gi, Gi, j.n, *j.down, q0, q1, y + j.row0 * D, D);
+  for (const Job& j : jobs) {
+    const int64_t Gi = (j.inner + kActGroup - 1) / kActGroup;
+    const Tensor2D gv{g + j.gu0, j.n, j.inner, j.inner}, uv{u + j.gu0, j.n, j.inner, j.inner};
+    silu_mul(gv, uv, gv);
+    fp8_quantize(gv, kActGroup, a.quant.ue8m0, false, gv, Tensor2D{hs + j.hs0, j.n, Gi, Gi});
+  }
+  pool_.parallel_for(units_down, [&](int64_t u0, int64_t u1) {
+    for_units(u0, u1, [](const Job& j) { return j.unit_down; }, [](const Job& j) { return j.down->panels; },
+              [&](const Job& j, int64_t q0, int64_t q1) {
+      const int64_t Gi = (j.inner + kActGroup - 1) / kActGroup;
+      fp8_gemm_panels(g + j.gu0, j.inner, hs + j.hs0, Gi, j.n, *j.down, q0, q1, y + j.row0 * D, D);
     });
   });
   for (const Job& j : jobs)
@@ -770,6 +783,38 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
       for (int64_t d = 0; d < D; ++d) o[d] += w * yi[d];
     }
   return true;
+}
+
+void CpuBackend::linear_many(Tensor2D x, std::span<const LinearOut> outs, const LinearQuant& q) {
+  // FP8 activations and every weight packed FP8 of the input's width: x quantized once, then one parallel loop
+  // over all the weights' panels. Anything else (or a shape error, which linear() reports) goes one by one.
+  const int64_t T = x.rows, K = x.cols, G = (K + kActGroup - 1) / kActGroup;
+  constexpr size_t kMax = 8;
+  const PackedFp8Weight* packed[kMax];
+  int64_t first[kMax + 1] = {0};
+  bool together = q.fp8_activations && outs.size() > 1 && outs.size() <= kMax;
+  for (size_t i = 0; together && i < outs.size(); ++i) {
+    const LinearOut& o = outs[i];
+    packed[i] = o.w->dtype == DType::F8_E4M3 && o.w->block == kActGroup ? packed_fp8(*o.w) : nullptr;
+    together = packed[i] && o.w->cols() == K && o.out.rows == T && o.out.cols == o.w->rows() && o.out.data != x.data;
+    if (together) first[i + 1] = first[i] + packed[i]->panels;
+  }
+  if (!together) {
+    for (const LinearOut& o : outs) linear(x, *o.w, o.out, q);
+    return;
+  }
+  thread_local std::vector<float> xq_buf, xs_buf;
+  if (xq_buf.size() < size_t(T * K)) xq_buf.resize(size_t(T * K));
+  if (xs_buf.size() < size_t(T * G)) xs_buf.resize(size_t(T * G));
+  float *xq = xq_buf.data(), *xs = xs_buf.data();  // (pointers: the workers must not name the thread_locals)
+  fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, Tensor2D{xq, T, K, K}, Tensor2D{xs, T, G, G});
+  pool_.parallel_for(first[outs.size()], [&](int64_t u0, int64_t u1) {
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const int64_t a0 = std::max(u0, first[i]), a1 = std::min(u1, first[i + 1]);
+      if (a0 < a1)
+        fp8_gemm_panels(xq, K, xs, G, T, *packed[i], a0 - first[i], a1 - first[i], outs[i].out.data, outs[i].out.ld);
+    }
+  }, 2);
 }
 
 }  // namespace dsinfer

@@ -44,6 +44,8 @@ class CpuBackend final : public Backend {
   bool mla_needs_fp32_kv_b() const override { return false; }
   void moe_route(const MoeRouteArgs& a) override;
   void moe_experts(const MoeExpertsArgs& a) override;
+  bool moe_fuses_shared_expert() const override { return true; }
+  void linear_many(Tensor2D x, std::span<const LinearOut> outs, const LinearQuant& q) override;
 
   ThreadPool& pool() { return pool_; }
 
