@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/cpu/simd.hpp"
+#include "dsinfer/error.hpp"
 
 // V is passed and returned by value only between always-inlined functions of one instruction set.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -74,6 +75,7 @@ void indexer_scores_reference(const float* q, const float* wt, const IndexerTopk
 }
 
 void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1) {
+  if (!a.wkv_b.data) throw Error(ErrorCode::Internal, "mla_absorbed_reference needs the fp32 kv_b copy");
   const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
   auto lat = [&](int64_t j) { return a.latent.row(cache_row(a.block_table, a.block_tokens, keys[j])); };
@@ -115,6 +117,33 @@ void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, in
       for (int64_t c = 0; c < C; ++c) lanes[c % 16] = std::fma(o_lat[size_t(c)], w[c], lanes[c % 16]);
       o[v] = tree16(lanes);
     }
+  }
+}
+
+void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h) {
+  const int64_t H = a.n_heads, dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, kv_head = dn + dv;
+  const float* q = a.q.row(t) + h * (dn + dr);
+  float* o = a.out.row(t) + h * dv;
+  if (n == 0) {
+    std::fill(o, o + dv, 0.0f);
+    return;
+  }
+  auto row = [&](int64_t j) { return kv + (int64_t(keys[j]) * H + h) * kv_head; };
+  thread_local std::vector<float> p;
+  p.resize(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    float lanes[16] = {};
+    const float* k = row(j);
+    const float* r = a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j]));
+    for (int64_t c = 0; c < dn; ++c) lanes[c % 16] = std::fma(q[c], k[c], lanes[c % 16]);
+    for (int64_t e = 0; e < dr; ++e) lanes[(dn + e) % 16] = std::fma(q[dn + e], r[e], lanes[(dn + e) % 16]);
+    p[size_t(j)] = tree16(lanes) * a.softmax_scale;
+  }
+  softmax_in_place(p.data(), n);
+  std::fill(o, o + dv, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* v = row(j) + dn;
+    for (int64_t d = 0; d < dv; ++d) o[d] = std::fma(p[size_t(j)], v[d], o[d]);
   }
 }
 
@@ -299,6 +328,31 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
   }
 #endif
   mla_absorbed_reference(a, keys, n, t, h0, h1);
+}
+
+void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h) {
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  const bool shapes = a.nope_dim % 16 == 0 && a.rope_dim % 16 == 0 && a.v_dim % 16 == 0;
+  if (cpu_kernel_isa() != CpuIsa::Scalar && shapes && n > 0) {
+    thread_local MlaScratch s;
+    if (s.p.size() < size_t(n)) s.p.resize(size_t(n));
+    if (s.lat.size() < size_t(n)) {
+      s.lat.resize(size_t(n));
+      s.kpe.resize(size_t(n));
+    }
+    const int64_t H = a.n_heads, kv_head = a.nope_dim + a.v_dim;
+    for (int64_t j = 0; j < n; ++j) {
+      s.lat[size_t(j)] = kv + (int64_t(keys[j]) * H + h) * kv_head;  // (the expanded row, not the latent)
+      s.kpe[size_t(j)] = a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j]));
+    }
+    thread_local std::vector<const float*> v_rows;
+    if (v_rows.size() < size_t(n)) v_rows.resize(size_t(n));
+    if (cpu_kernel_isa() == CpuIsa::Avx512)
+      return avx512::mha_head_vec(a, s.lat.data(), s.kpe.data(), n, t, h, s.p.data(), v_rows.data());
+    return avx2::mha_head_vec(a, s.lat.data(), s.kpe.data(), n, t, h, s.p.data(), v_rows.data());
+  }
+#endif
+  mla_mha_reference(a, kv, keys, n, t, h);
 }
 
 }  // namespace dsinfer

@@ -37,6 +37,14 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
 void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1);
 // Whether mla_absorbed has a vector kernel for these arguments (else it runs the reference, which needs a.wkv_b).
 bool mla_absorbed_vectorized(const MlaArgs& a);
+// MHA form (MlaMode::Mha) of query row t, head h, over keys[0..n), given kv = the cache expanded through kv_b,
+// [S, H*(dn+dv)] (row s: per head k_nope then v). Per head:
+//   score_j = tree16 dot of [q_nope | q_rope] with [k_nope_j | k_pe_j], times softmax_scale;
+//   p       = softmax(score), as in mla_absorbed;
+//   out[v]  = fused multiply-add chain over the keys in order of p_j · v_j[v], from +0.
+void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h);
+void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h);
+
 // Heads the vector kernel takes together (each latent row it loads serves that many heads): the natural unit of
 // work to hand a thread.
 int64_t mla_absorbed_head_block();

@@ -97,42 +97,6 @@ DSINFER_MULTIVERSION void row_times_rows(const float* x, int64_t ldx, int64_t T,
   for (; t < T; ++t) y[t * ldy] = dot(x + t * ldx, w, K);
 }
 
-// One query row and one head of mla_attention's MHA form (below), compiled for AVX2 as well as baseline x86-64 like
-// dot(): the same operations in the same order either way. kv holds every cached row's per-head k_nope and v.
-DSINFER_MULTIVERSION void mla_mha_head(const MlaArgs& a, const std::vector<int32_t>& keys, int64_t t, int64_t h,
-                                       const float* kv, float* p) {
-  const int64_t H = a.n_heads, dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim;
-  const int64_t qk_head = dn + dr, kv_head = dn + dv;
-  auto kpe = [&](int64_t s) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, s)); };
-  const size_t n = keys.size();
-  const float* qn = a.q.row(t) + h * qk_head;
-  const float* qr = qn + dn;
-  float* o = a.out.row(t) + h * dv;
-  size_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const float* kn[4];
-    for (int r = 0; r < 4; ++r) kn[r] = kv + size_t(keys[j + r] * H * kv_head + h * kv_head);
-    float d[4];
-    dot4(qn, kn, dn, d);
-    for (int r = 0; r < 4; ++r) p[j + r] = (d[r] + dot(qr, kpe(keys[j + r]), dr)) * a.softmax_scale;
-  }
-  for (; j < n; ++j) {
-    const float* kn = kv + size_t(keys[j] * H * kv_head + h * kv_head);
-    p[j] = (dot(qn, kn, dn) + dot(qr, kpe(keys[j]), dr)) * a.softmax_scale;
-  }
-  // fp32 softmax over the visible keys.
-  const float mx = *std::max_element(p, p + n);
-  double sum = 0;
-  for (size_t j = 0; j < n; ++j) { p[j] = std::exp(p[j] - mx); sum += p[j]; }
-  const float inv = float(1.0 / sum);
-  for (size_t j = 0; j < n; ++j) p[j] *= inv;
-  std::fill(o, o + dv, 0.0f);
-  for (size_t j = 0; j < n; ++j) {
-    const float* v = kv + size_t(keys[j] * H * kv_head + h * kv_head + dn);
-    for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * v[d];
-  }
-}
-
 // Causal work grows with the query's position: visiting queries as 0, T-1, 1, T-2, ... makes every contiguous
 // chunk of a parallel loop hold early and late queries alike, so the threads finish together.
 inline int64_t balanced_row(int64_t i, int64_t T) { return (i % 2 == 0) ? i / 2 : T - 1 - i / 2; }
@@ -501,7 +465,9 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
   MlaArgs a = args;
   const bool absorbed = a.mode == MlaMode::Absorbed;
   const bool vectorized = absorbed && mla_absorbed_vectorized(a);
-  if (!a.wkv_b.data && !vectorized) {
+  const bool mha_reads_bf16 = !absorbed && a.wkv_b_stored && a.wkv_b_stored->present() &&
+                              a.wkv_b_stored->dtype == DType::BF16;  // packs the stored weight itself (below)
+  if (!a.wkv_b.data && !vectorized && !mha_reads_bf16) {
     require(a.wkv_b_stored && a.wkv_b_stored->present(), "mla: neither an fp32 nor a stored kv_b");
     const Weight& w = *a.wkv_b_stored;
     thread_local std::vector<float> kv_b_f32;
@@ -544,20 +510,29 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
     return;
   }
 
-  // MHA form: expand every cached latent row to per-head k_nope and v once: kv[S, H*(dn+dv)] = latent · wkv_bᵀ.
-  std::vector<float> kv(static_cast<size_t>(S * H * kv_head));
-  pool_.parallel_for(S, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s)
-      row_times_rows(a.wkv_b.data, a.wkv_b.ld, H * kv_head, lat(s), C, kv.data() + size_t(s * H * kv_head), 1);
-  });
+  // MHA form: expand every cached latent row to per-head k_nope and v once, kv[S, H*(dn+dv)] = latent · wkv_bᵀ, as
+  // one fp32 GEMM (dense_gemm: one FMA chain per output) over the cache rows gathered in position order.
+  const int64_t R = H * kv_head;
+  std::vector<float> kv(static_cast<size_t>(S * R));
+  {
+    thread_local std::vector<float> rows_buf;
+    if (rows_buf.size() < size_t(S * C)) rows_buf.resize(size_t(S * C));
+    float* rows = rows_buf.data();
+    for (int64_t s = 0; s < S; ++s) std::memcpy(rows + s * C, lat(s), size_t(C) * sizeof(float));
+    const Weight* stored = a.wkv_b_stored;
+    const bool bf16 = stored && stored->present() && stored->dtype == DType::BF16 && stored->rows() == R &&
+                      stored->cols() == C;
+    require(bf16 || a.wkv_b.ld == C, "mla: kv_b copy must be dense");
+    const PackedDenseWeight packed = pack_dense_weight(
+        bf16 ? *stored : Weight{"kv_b_proj (fp32)", DType::F32, {R, C}, reinterpret_cast<const uint8_t*>(a.wkv_b.data)});
+    dense_gemm(rows, C, S, packed, kv.data(), R, pool_);
+  }
   pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {
-    std::vector<int32_t> keys;
-    std::vector<float> p;
+    thread_local std::vector<int32_t> keys;
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t = balanced_row(i / H, T), h = i % H;
       keys_of(t, keys);
-      p.resize(keys.size());
-      mla_mha_head(a, keys, t, h, kv.data(), p.data());
+      mla_mha(a, kv.data(), keys.data(), int64_t(keys.size()), t, h);
     }
   });
 }
