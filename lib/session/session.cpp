@@ -75,7 +75,19 @@ struct Session::Impl {
   void eval(std::span<const int32_t> ids) {
     EvalOptions o = params.eval;
     o.all_logits = false;
-    logits = model.eval(*seq, ids, o);  // throws before changing the cache
+    // Through eval_batch with the session's own logits vector, so a decode step reuses its storage; an error
+    // leaves the cache and the previous logits as they were.
+    Model::BatchEntry e;
+    e.sequence = seq.get();
+    e.ids = ids;
+    e.logits = std::move(logits);
+    try {
+      model.eval_batch(std::span<Model::BatchEntry>(&e, 1), o);
+    } catch (...) {
+      logits = std::move(e.logits);
+      throw;
+    }
+    logits = std::move(e.logits);
     tokens.insert(tokens.end(), ids.begin(), ids.end());
     last_prefill = int64_t(ids.size());
   }
