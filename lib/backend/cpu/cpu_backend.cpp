@@ -119,6 +119,44 @@ const float* weight_vector_f32(const Weight& w, std::vector<float>& buf) {
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
+// This thread's scratch for a quantized activation matrix [T, K] and its [T, G] scales, shared by linear and
+// linear_many (kept between calls: no allocation once grown). Loops run by other threads get these pointers, never
+// the thread_locals themselves (each worker would name its own).
+struct QuantizedInput {
+  float *xq, *xs;
+};
+QuantizedInput quantized_input_scratch(int64_t T, int64_t K, int64_t G) {
+  thread_local std::vector<float> xq, xs;
+  if (xq.size() < size_t(T * K)) xq.resize(size_t(T * K));
+  if (xs.size() < size_t(T * G)) xs.resize(size_t(T * G));
+  return {xq.data(), xs.data()};
+}
+
+// An FP8 weight as packed fp32 panels for dense_gemm (the MHA expansion through kv_b), dequantized straight from the
+// stored bytes: the values weight_row_f32 gives, without an fp32 copy of the whole weight first.
+PackedDenseWeight pack_dequantized(const Weight& w) {
+  constexpr int64_t kNr = 16;
+  PackedDenseWeight p;
+  p.dtype = DType::F32;
+  p.n = w.rows();
+  p.k = w.cols();
+  p.panels = (p.n + kNr - 1) / kNr;
+  const size_t bytes = size_t(p.panels * kNr * p.k) * sizeof(float);
+  void* mem = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!mem) throw Error(ErrorCode::OutOfMemory, fmt::format("cannot allocate {} bytes to unpack {}", bytes, w.name));
+  p.bytes = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(mem), [](void* q) { std::free(q); });
+  float* out = reinterpret_cast<float*>(p.bytes.get());
+  thread_local std::vector<float> row;
+  row.resize(size_t(p.k));
+  for (int64_t n = 0; n < p.panels * kNr; ++n) {
+    if (n < p.n) weight_row_f32(w, n, 0, p.k, row.data());
+    else std::fill(row.begin(), row.end(), 0.0f);
+    float* panel = out + (n / kNr) * p.k * kNr;
+    for (int64_t k = 0; k < p.k; ++k) panel[k * kNr + n % kNr] = row[size_t(k)];
+  }
+  return p;
+}
+
 }  // namespace
 
 float fp8_group_scale(float amax, bool ue8m0) {
@@ -282,11 +320,8 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
   if (w.block != kActGroup)
     throw Error(ErrorCode::Unsupported, fmt::format("FP8 weight {} has block {}, only 128 is supported", w.name, w.block));
   const int64_t G = (K + kActGroup - 1) / kActGroup;
-  // Per-thread scratch for the quantized activations: no allocation per call once it has grown.
-  thread_local std::vector<float> xq_buf, xs_buf;
-  if (xq_buf.size() < size_t(T * K)) xq_buf.resize(size_t(T * K));
-  if (xs_buf.size() < size_t(T * G)) xs_buf.resize(size_t(T * G));
-  const Tensor2D xq{xq_buf.data(), T, K, K}, xs{xs_buf.data(), T, G, G};
+  const QuantizedInput scratch = quantized_input_scratch(T, K, G);
+  const Tensor2D xq{scratch.xq, T, K, K}, xs{scratch.xs, T, G, G};
   fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, xq, xs);
   if (const PackedFp8Weight* packed = packed_fp8(w)) {
     fp8_gemm(xq.data, K, xs.data, G, T, *packed, out.data, out.ld, pool_);
@@ -465,9 +500,10 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
   MlaArgs a = args;
   const bool absorbed = a.mode == MlaMode::Absorbed;
   const bool vectorized = absorbed && mla_absorbed_vectorized(a);
-  const bool mha_reads_bf16 = !absorbed && a.wkv_b_stored && a.wkv_b_stored->present() &&
-                              a.wkv_b_stored->dtype == DType::BF16;  // packs the stored weight itself (below)
-  if (!a.wkv_b.data && !vectorized && !mha_reads_bf16) {
+  // The MHA form packs the stored weight itself (below); only the absorbed reference needs the fp32 copy.
+  const bool mha_reads_stored = !absorbed && a.wkv_b_stored && a.wkv_b_stored->present() &&
+                                (a.wkv_b_stored->dtype == DType::BF16 || a.wkv_b_stored->dtype == DType::F8_E4M3);
+  if (!a.wkv_b.data && !vectorized && !mha_reads_stored) {
     require(a.wkv_b_stored && a.wkv_b_stored->present(), "mla: neither an fp32 nor a stored kv_b");
     const Weight& w = *a.wkv_b_stored;
     thread_local std::vector<float> kv_b_f32;
@@ -520,11 +556,13 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
     float* rows = rows_buf.data();
     for (int64_t s = 0; s < S; ++s) std::memcpy(rows + s * C, lat(s), size_t(C) * sizeof(float));
     const Weight* stored = a.wkv_b_stored;
-    const bool bf16 = stored && stored->present() && stored->dtype == DType::BF16 && stored->rows() == R &&
-                      stored->cols() == C;
-    require(bf16 || a.wkv_b.ld == C, "mla: kv_b copy must be dense");
-    const PackedDenseWeight packed = pack_dense_weight(
-        bf16 ? *stored : Weight{"kv_b_proj (fp32)", DType::F32, {R, C}, reinterpret_cast<const uint8_t*>(a.wkv_b.data)});
+    const bool use_stored = mha_reads_stored && stored->rows() == R && stored->cols() == C;
+    require(use_stored || (a.wkv_b.data && a.wkv_b.ld == C), "mla: no usable kv_b for the MHA form");
+    const PackedDenseWeight packed =
+        !use_stored ? pack_dense_weight(Weight{"kv_b_proj (fp32)", DType::F32, {R, C},
+                                               reinterpret_cast<const uint8_t*>(a.wkv_b.data)})
+        : stored->dtype == DType::BF16 ? pack_dense_weight(*stored)
+                                       : pack_dequantized(*stored);
     dense_gemm(rows, C, S, packed, kv.data(), R, pool_);
   }
   pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {
@@ -778,10 +816,8 @@ void CpuBackend::linear_many(Tensor2D x, std::span<const LinearOut> outs, const 
     for (const LinearOut& o : outs) linear(x, *o.w, o.out, q);
     return;
   }
-  thread_local std::vector<float> xq_buf, xs_buf;
-  if (xq_buf.size() < size_t(T * K)) xq_buf.resize(size_t(T * K));
-  if (xs_buf.size() < size_t(T * G)) xs_buf.resize(size_t(T * G));
-  float *xq = xq_buf.data(), *xs = xs_buf.data();  // (pointers: the workers must not name the thread_locals)
+  const QuantizedInput scratch = quantized_input_scratch(T, K, G);
+  float *xq = scratch.xq, *xs = scratch.xs;
   fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, Tensor2D{xq, T, K, K}, Tensor2D{xs, T, G, G});
   pool_.parallel_for(first[outs.size()], [&](int64_t u0, int64_t u1) {
     for (size_t i = 0; i < outs.size(); ++i) {
