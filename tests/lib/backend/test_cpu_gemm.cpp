@@ -236,3 +236,65 @@ TEST_CASE("MLA reading the stored kv_b (FP8 or BF16, no fp32 copy) equals readin
       }
   }
 }
+
+TEST_CASE("the shared expert inside the fused MoE, and linear_many, equal the separate linears bit for bit",
+          "[cpu][fp8][kernels]") {
+  std::mt19937 gen(23);
+  const int64_t E = 5, D = 256, inner = 176, shared_inner = 352, top_k = 2;
+  std::vector<Fp8Case> gate, up, down;
+  for (int64_t e = 0; e < E; ++e) {
+    gate.push_back(random_weight(gen, inner, D));
+    up.push_back(random_weight(gen, inner, D));
+    down.push_back(random_weight(gen, D, inner));
+  }
+  Fp8Case sg = random_weight(gen, shared_inner, D), su = random_weight(gen, shared_inner, D),
+          sd = random_weight(gen, D, shared_inner);
+  std::vector<ExpertWeights> experts;
+  for (int64_t e = 0; e < E; ++e) experts.push_back({&gate[size_t(e)].w, &up[size_t(e)].w, &down[size_t(e)].w});
+  const ExpertWeights shared{&sg.w, &su.w, &sd.w};
+  CpuBackend fused({3}), plain({2});
+  REQUIRE(fused.moe_fuses_shared_expert());
+  for (const auto& ew : experts)
+    for (const Weight* w : {ew.gate, ew.up, ew.down}) fused.prepare_weight(*w);
+  for (const Weight* w : {shared.gate, shared.up, shared.down}) fused.prepare_weight(*w);
+  const LinearQuant q{true, true};
+  for (int64_t T : {1, 3, 17}) {
+    Matrix x = plain.matrix(T, D);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (int64_t i = 0; i < T * D; ++i) x.view.data[i] = nd(gen);
+    std::vector<int32_t> ids(size_t(T * top_k));
+    std::vector<float> wts(size_t(T * top_k));
+    for (int64_t t = 0; t < T; ++t) {
+      ids[size_t(t * top_k)] = int32_t(gen() % E);
+      ids[size_t(t * top_k + 1)] = int32_t((ids[size_t(t * top_k)] + 1 + gen() % (E - 1)) % E);
+      wts[size_t(t * top_k)] = 0.6f;
+      wts[size_t(t * top_k + 1)] = 0.3f;
+    }
+    // Fused: routed and shared experts in one call. Separate: the routed experts, then the shared SwiGLU added.
+    Matrix a = fused.matrix(T, D), b = plain.matrix(T, D);
+    MoeExpertsArgs args{x.view, experts, ids.data(), wts.data(), top_k, q, a.view};
+    args.shared = &shared;
+    fused.moe_experts(args);
+    args.shared = nullptr;
+    args.out = b.view;
+    plain.moe_experts(args);
+    Matrix g = plain.matrix(T, shared_inner), u = plain.matrix(T, shared_inner), y = plain.matrix(T, D);
+    plain.linear(x.view, *shared.gate, g.view, q);
+    plain.linear(x.view, *shared.up, u.view, q);
+    plain.silu_mul(g.view, u.view, g.view);
+    plain.linear(g.view, *shared.down, y.view, q);
+    plain.add(b.view, y.view);
+    INFO("T " << T);
+    REQUIRE(std::memcmp(a.view.data, b.view.data, size_t(T * D) * sizeof(float)) == 0);
+
+    // linear_many over three prepared weights of one input vs three linear calls.
+    Matrix o1 = fused.matrix(T, inner), o2 = fused.matrix(T, shared_inner), o3 = fused.matrix(T, inner);
+    const LinearOut outs[3] = {{&gate[0].w, o1.view}, {&sg.w, o2.view}, {&up[1].w, o3.view}};
+    fused.linear_many(x.view, outs, q);
+    for (const LinearOut& o : outs) {
+      Matrix want = plain.matrix(T, o.w->rows());
+      plain.linear(x.view, *o.w, want.view, q);
+      REQUIRE(std::memcmp(o.out.data, want.view.data, size_t(T * o.w->rows()) * sizeof(float)) == 0);
+    }
+  }
+}
