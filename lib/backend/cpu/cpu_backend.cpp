@@ -707,54 +707,81 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
   }
 }
 
-// The FP8 experts of one MoE layer (the shared one included) as two passes over all active experts at once: gate
-// and up projections, then down, each one parallel loop over (expert, projection, panel) units, so the threads
-// share the work of all experts instead of splitting each small GEMM. Each token's activation is quantized once.
-// Every output goes through the same kernel lanes as linear() would compute it, and the weighted sum runs in
-// expert order, so the result is bitwise the unfused path's.
+// The experts of one MoE layer (the shared one included) as two passes over all active experts at once: gate and
+// up projections, then down, each one parallel loop over (expert, projection, panel) units, so the threads share
+// the work of all experts instead of splitting each small GEMM. For packed FP8 experts each token's activation is
+// quantized once; packed BF16/F16/F32 experts take the rows as they are. Every output goes through the same kernel
+// lanes as linear() would compute it, and the weighted sum runs in expert order, so the result is bitwise the
+// unfused path's.
 bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& routed) {
-  if (!a.quant.fp8_activations) return false;
   const int64_t E = int64_t(a.experts.size()), lists = E + (a.shared ? 1 : 0);
   struct Job {
     int64_t e, n, row0;  // list (expert id, or E for the shared expert), its rows, first row in the stacked inputs
-    const PackedFp8Weight *gate, *up, *down;
-    int64_t inner, gu0, hs0, unit_gu, unit_down;  // offsets in g/u and hs; first unit in each pass
+    const PackedFp8Weight *gate, *up, *down;         // FP8 experts
+    const PackedDenseWeight *dgate, *dup, *ddown;    // dense experts
+    int64_t inner, panels_gu, panels_down;           // gate/up outputs; panels per gate (= up) and down projection
+    int64_t gu0, hs0, unit_gu, unit_down;            // offsets in g/u and hs; first unit in each pass
   };
   thread_local std::vector<Job> jobs_storage;  // kept between calls; the loops below capture this reference (a
   std::vector<Job>& jobs = jobs_storage;        // thread_local named inside them would be each worker's own)
   jobs.clear();
+  // All experts FP8 (with FP8 activations, as linear() would run them) or all dense; anything else goes unfused.
+  bool fp8 = false;
   int64_t R = 0, GU = 0, HS = 0, units_gu = 0, units_down = 0;
   for (int64_t e = 0; e < lists; ++e) {
     const int64_t n = routed.count(e);
     if (n == 0) continue;
     const ExpertWeights& ew = e < E ? a.experts[size_t(e)] : *a.shared;
-    Job j{e, n, R, packed_fp8(*ew.gate), packed_fp8(*ew.up), packed_fp8(*ew.down), 0, GU, HS, units_gu, units_down};
-    if (!j.gate || !j.up || !j.down || j.up->n != j.gate->n || j.down->k != j.gate->n) return false;
-    j.inner = j.gate->n;
+    Job j{e, n, R, packed_fp8(*ew.gate), packed_fp8(*ew.up), packed_fp8(*ew.down), nullptr, nullptr, nullptr,
+          0, 0, 0, GU, HS, units_gu, units_down};
+    const bool this_fp8 = j.gate && j.up && j.down;
+    if (!this_fp8) {
+      auto dense = [&](const Weight& w) -> const PackedDenseWeight* {
+        const auto it = packed_dense_.find(w.data);
+        return it == packed_dense_.end() || w.dtype == DType::F8_E4M3 ? nullptr : &it->second;
+      };
+      j.dgate = dense(*ew.gate);
+      j.dup = dense(*ew.up);
+      j.ddown = dense(*ew.down);
+      if (!j.dgate || !j.dup || !j.ddown) return false;
+      j.inner = j.dgate->n;
+      j.panels_gu = j.dgate->panels;
+      j.panels_down = j.ddown->panels;
+      if (j.dup->n != j.inner || j.ddown->k != j.inner || j.dgate->k != a.x.cols) return false;
+    } else {
+      if (!a.quant.fp8_activations) return false;
+      j.inner = j.gate->n;
+      j.panels_gu = j.gate->panels;
+      j.panels_down = j.down->panels;
+      if (j.up->n != j.inner || j.down->k != j.inner || j.gate->k != a.x.cols) return false;
+    }
+    if (jobs.empty()) fp8 = this_fp8;
+    if (this_fp8 != fp8) return false;
     jobs.push_back(j);
     R += n;
     GU += n * j.inner;
-    HS += n * ((j.inner + kActGroup - 1) / kActGroup);
-    units_gu += 2 * j.gate->panels;
-    units_down += j.down->panels;
+    HS += fp8 ? n * ((j.inner + kActGroup - 1) / kActGroup) : 0;
+    units_gu += 2 * j.panels_gu;
+    units_down += j.panels_down;
   }
   if (jobs.empty()) return true;
-  const int64_t T = a.x.rows, D = a.x.cols, G = (D + kActGroup - 1) / kActGroup;
+  const int64_t T = a.x.rows, D = a.x.cols, G = fp8 ? (D + kActGroup - 1) / kActGroup : 0;
   thread_local std::vector<float> buf;
-  const size_t need = size_t(T * D + T * G + R * D + R * G + 2 * GU + HS);
+  const size_t need = size_t((fp8 ? T * D + T * G : 0) + R * D + R * G + 2 * GU + HS);
   if (buf.size() < need) buf.resize(need);
   float* p = buf.data();
   auto take = [&](int64_t n) { float* q = p; p += n; return q; };
-  float *xq_t = take(T * D), *xs_t = take(T * G), *xq = take(R * D), *xs = take(R * G), *g = take(GU), *u = take(GU),
-        *hs = take(HS);
+  float* xq_t = fp8 ? take(T * D) : nullptr;
+  float* xs_t = fp8 ? take(T * G) : nullptr;
+  float *xq = take(R * D), *xs = take(R * G), *g = take(GU), *u = take(GU), *hs = take(HS);
   float* y = xq;  // the stacked inputs are dead once gate and up have run: the down outputs reuse them
-  // Quantize each token once, then stack its quantized row for every expert that chose it.
-  fp8_quantize(a.x, kActGroup, a.quant.ue8m0, false, Tensor2D{xq_t, T, D, D}, Tensor2D{xs_t, T, G, G});
+  // FP8: quantize each token once, then stack its quantized row for every expert that chose it. Dense: stack x.
+  if (fp8) fp8_quantize(a.x, kActGroup, a.quant.ue8m0, false, Tensor2D{xq_t, T, D, D}, Tensor2D{xs_t, T, G, G});
   for (const Job& j : jobs)
     for (int64_t i = 0; i < j.n; ++i) {
       const int64_t t = routed.of(j.e)[i].first;
-      std::memcpy(xq + (j.row0 + i) * D, xq_t + t * D, size_t(D) * 4);
-      std::memcpy(xs + (j.row0 + i) * G, xs_t + t * G, size_t(G) * 4);
+      std::memcpy(xq + (j.row0 + i) * D, fp8 ? xq_t + t * D : a.x.row(t), size_t(D) * 4);
+      if (fp8) std::memcpy(xs + (j.row0 + i) * G, xs_t + t * G, size_t(G) * 4);
     }
   // Runs fn(job, q0, q1) over the units [u0, u1) of a pass whose units lie job after job (first(job), count(job)).
   auto for_units = [&](int64_t u0, int64_t u1, const auto& first, const auto& count, const auto& fn) {
@@ -764,28 +791,37 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
     }
   };
   pool_.parallel_for(units_gu, [&](int64_t u0, int64_t u1) {
-    for_units(u0, u1, [](const Job& j) { return j.unit_gu; }, [](const Job& j) { return 2 * j.gate->panels; },
+    for_units(u0, u1, [](const Job& j) { return j.unit_gu; }, [](const Job& j) { return 2 * j.panels_gu; },
               [&](const Job& j, int64_t q0, int64_t q1) {
       // Units [0, panels) of a job are its gate panels, the rest its up panels.
-      const int64_t panels = j.gate->panels;
+      const int64_t panels = j.panels_gu, g0 = q0, g1 = std::min(q1, panels);
+      const int64_t v0 = std::max(q0, panels) - panels, v1 = q1 - panels;
       const float* x = xq + j.row0 * D;
       const float* sx = xs + j.row0 * G;
-      if (q0 < panels) fp8_gemm_panels(x, D, sx, G, j.n, *j.gate, q0, std::min(q1, panels), g + j.gu0, j.inner);
-      if (q1 > panels)
-        fp8_gemm_panels(x, D, sx, G, j.n, *j.up, std::max(q0, panels) - panels, q1 - panels, u + j.gu0, j.inner);
+      if (fp8) {
+        if (g0 < g1) fp8_gemm_panels(x, D, sx, G, j.n, *j.gate, g0, g1, g + j.gu0, j.inner);
+        if (v0 < v1) fp8_gemm_panels(x, D, sx, G, j.n, *j.up, v0, v1, u + j.gu0, j.inner);
+      } else {
+        if (g0 < g1) dense_gemm_panels(x, D, j.n, *j.dgate, g0, g1, g + j.gu0, j.inner);
+        if (v0 < v1) dense_gemm_panels(x, D, j.n, *j.dup, v0, v1, u + j.gu0, j.inner);
+      }
     });
   });
   for (const Job& j : jobs) {
     const int64_t Gi = (j.inner + kActGroup - 1) / kActGroup;
     const Tensor2D gv{g + j.gu0, j.n, j.inner, j.inner}, uv{u + j.gu0, j.n, j.inner, j.inner};
     silu_mul(gv, uv, gv);
-    fp8_quantize(gv, kActGroup, a.quant.ue8m0, false, gv, Tensor2D{hs + j.hs0, j.n, Gi, Gi});
+    if (fp8) fp8_quantize(gv, kActGroup, a.quant.ue8m0, false, gv, Tensor2D{hs + j.hs0, j.n, Gi, Gi});
   }
   pool_.parallel_for(units_down, [&](int64_t u0, int64_t u1) {
-    for_units(u0, u1, [](const Job& j) { return j.unit_down; }, [](const Job& j) { return j.down->panels; },
+    for_units(u0, u1, [](const Job& j) { return j.unit_down; }, [](const Job& j) { return j.panels_down; },
               [&](const Job& j, int64_t q0, int64_t q1) {
-      const int64_t Gi = (j.inner + kActGroup - 1) / kActGroup;
-      fp8_gemm_panels(g + j.gu0, j.inner, hs + j.hs0, Gi, j.n, *j.down, q0, q1, y + j.row0 * D, D);
+      if (fp8) {
+        const int64_t Gi = (j.inner + kActGroup - 1) / kActGroup;
+        fp8_gemm_panels(g + j.gu0, j.inner, hs + j.hs0, Gi, j.n, *j.down, q0, q1, y + j.row0 * D, D);
+      } else {
+        dense_gemm_panels(g + j.gu0, j.inner, j.n, *j.ddown, q0, q1, y + j.row0 * D, D);
+      }
     });
   });
   for (const Job& j : jobs)

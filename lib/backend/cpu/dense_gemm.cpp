@@ -328,33 +328,37 @@ PackedDenseWeight pack_dense_weight(const Weight& w) {
   return p;
 }
 
-void dense_gemm(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight& w, float* y, int64_t ldy,
-                ThreadPool& pool, DenseKernel kernel) {
-  if (T <= 0 || w.n <= 0) return;
+void dense_gemm_panels(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight& w, int64_t p0, int64_t p1,
+                       float* y, int64_t ldy, DenseKernel kernel) {
+  if (T <= 0 || p0 >= p1) return;
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const CpuIsa best = cpu_kernel_isa();
   const CpuIsa which = kernel == DenseKernel::Scalar                       ? CpuIsa::Scalar
                        : kernel == DenseKernel::Avx2 && best == CpuIsa::Avx512 ? CpuIsa::Avx2
                                                                                 : best;
+  if (which == CpuIsa::Avx512) {
+    switch (w.dtype) {
+      case DType::BF16: panels_avx512<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
+      case DType::F16: panels_avx512<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;
+      default: panels_avx512<DType::F32>(x, ldx, T, w, p0, p1, y, ldy); return;
+    }
+  }
+  if (which == CpuIsa::Avx2) {
+    switch (w.dtype) {
+      case DType::BF16: panels_avx2<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
+      case DType::F16: panels_avx2<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;
+      default: panels_avx2<DType::F32>(x, ldx, T, w, p0, p1, y, ldy); return;
+    }
+  }
 #endif
+  panels_scalar(x, ldx, T, w, p0, p1, y, ldy);
+}
+
+void dense_gemm(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight& w, float* y, int64_t ldy,
+                ThreadPool& pool, DenseKernel kernel) {
+  if (T <= 0 || w.n <= 0) return;
   pool.parallel_for(w.panels, [&](int64_t p0, int64_t p1) {
-#ifdef DSINFER_HAVE_AVX2_KERNELS
-    if (which == CpuIsa::Avx512) {
-      switch (w.dtype) {
-        case DType::BF16: panels_avx512<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
-        case DType::F16: panels_avx512<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;
-        default: panels_avx512<DType::F32>(x, ldx, T, w, p0, p1, y, ldy); return;
-      }
-    }
-    if (which == CpuIsa::Avx2) {
-      switch (w.dtype) {
-        case DType::BF16: panels_avx2<DType::BF16>(x, ldx, T, w, p0, p1, y, ldy); return;
-        case DType::F16: panels_avx2<DType::F16>(x, ldx, T, w, p0, p1, y, ldy); return;
-        default: panels_avx2<DType::F32>(x, ldx, T, w, p0, p1, y, ldy); return;
-      }
-    }
-#endif
-    panels_scalar(x, ldx, T, w, p0, p1, y, ldy);
+    dense_gemm_panels(x, ldx, T, w, p0, p1, y, ldy, kernel);
   }, 2);
 }
 

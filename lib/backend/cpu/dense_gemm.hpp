@@ -33,6 +33,10 @@ enum class DenseKernel { Best, Avx2, Scalar };  // Avx2/Scalar cap the choice (t
 // pool's threads.
 void dense_gemm(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight& w, float* y, int64_t ldy,
                 ThreadPool& pool, DenseKernel kernel = DenseKernel::Best);
+// Panels [p0, p1) only (output columns [16·p0, min(N, 16·p1))), on the calling thread: for callers that spread
+// several GEMMs over the threads themselves (the fused MoE).
+void dense_gemm_panels(const float* x, int64_t ldx, int64_t T, const PackedDenseWeight& w, int64_t p0, int64_t p1,
+                       float* y, int64_t ldy, DenseKernel kernel = DenseKernel::Best);
 void dense_gemm_reference(const float* x, int64_t ldx, int64_t T, const Weight& w, float* y, int64_t ldy);
 
 }  // namespace dsinfer

@@ -298,3 +298,52 @@ TEST_CASE("the shared expert inside the fused MoE, and linear_many, equal the se
     }
   }
 }
+
+TEST_CASE("the fused MoE over prepared BF16 experts (shared one included) equals expert-by-expert linears bit for bit",
+          "[cpu][kernels]") {
+  std::mt19937 gen(29);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t E = 4, D = 128, inner = 80, shared_inner = 160, top_k = 2;
+  std::vector<std::vector<uint16_t>> store;
+  std::vector<Weight> ws;
+  ws.reserve(size_t(3 * E + 3));
+  auto bf16_weight = [&](int64_t n, int64_t k) -> const Weight& {
+    store.emplace_back(size_t(n * k));
+    for (auto& v : store.back()) v = f32_to_bf16(nd(gen) * 0.1f);
+    ws.push_back(Weight{"expert.weight", DType::BF16, {n, k}, reinterpret_cast<const uint8_t*>(store.back().data()), nullptr});
+    return ws.back();
+  };
+  store.reserve(size_t(3 * E + 3));
+  std::vector<ExpertWeights> experts;
+  for (int64_t e = 0; e < E; ++e) {
+    const Weight& g = bf16_weight(inner, D);
+    const Weight& u = bf16_weight(inner, D);
+    const Weight& d = bf16_weight(D, inner);
+    experts.push_back({&g, &u, &d});
+  }
+  const Weight& sgw = bf16_weight(shared_inner, D);
+  const Weight& suw = bf16_weight(shared_inner, D);
+  const Weight& sdw = bf16_weight(D, shared_inner);
+  const ExpertWeights shared{&sgw, &suw, &sdw};
+  CpuBackend fused({3}), plain({2});
+  for (const Weight& w : ws) fused.prepare_weight(w);
+  for (bool fp8_mode : {true, false})
+    for (int64_t T : {1, 5}) {
+      Matrix x = plain.matrix(T, D);
+      for (int64_t i = 0; i < T * D; ++i) x.view.data[i] = nd(gen);
+      std::vector<int32_t> ids(size_t(T * top_k));
+      std::vector<float> wts(size_t(T * top_k), 0.5f);
+      for (int64_t t = 0; t < T; ++t) {
+        ids[size_t(t * top_k)] = int32_t(t % E);
+        ids[size_t(t * top_k + 1)] = int32_t((t + 1 + gen() % (E - 1)) % E);
+      }
+      Matrix a = fused.matrix(T, D), b = plain.matrix(T, D);
+      MoeExpertsArgs args{x.view, experts, ids.data(), wts.data(), top_k, LinearQuant{fp8_mode, true}, a.view};
+      args.shared = &shared;
+      fused.moe_experts(args);
+      args.out = b.view;
+      plain.moe_experts(args);
+      INFO("T " << T << " fp8 mode " << fp8_mode);
+      REQUIRE(std::memcmp(a.view.data, b.view.data, size_t(T * D) * sizeof(float)) == 0);
+    }
+}
