@@ -33,6 +33,24 @@ std::vector<int32_t> shuffled_blocks(std::mt19937& gen, int64_t S, int64_t block
   return table;
 }
 
+// MlaArgs for two query rows over a paged cache (k_pe rows `rows`, block table `table` of bt-token blocks).
+MlaArgs paged_mla_args(std::vector<float>& q, std::vector<float>& kpe, int64_t rows, const std::vector<int32_t>& table,
+                       int64_t bt, int64_t S, int64_t H, int64_t dn, int64_t dr, int64_t dv, float scale, MlaMode mode) {
+  MlaArgs a;
+  a.q = Tensor2D{q.data(), 2, H * (dn + dr), H * (dn + dr)};
+  a.k_pe = Tensor2D{kpe.data(), rows, dr, dr};
+  a.n_keys = S;
+  a.block_table = table.data();
+  a.block_tokens = bt;
+  a.n_heads = H;
+  a.nope_dim = dn;
+  a.rope_dim = dr;
+  a.v_dim = dv;
+  a.softmax_scale = scale;
+  a.mode = mode;
+  return a;
+}
+
 bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 
 }  // namespace
@@ -105,19 +123,8 @@ TEST_CASE("absorbed MLA: vector kernel from FP8, BF16 or fp32 kv_b equals the re
         for (int64_t n : {1, 3, 4, 5, 37}) {
           std::vector<int32_t> keys(static_cast<size_t>(n));
           for (int64_t j = 0; j < n; ++j) keys[size_t(j)] = int32_t((j * 7 + 3) % S);
-          MlaArgs a;
-          a.q = Tensor2D{q.data(), 2, H * (dn + dr), H * (dn + dr)};
+          MlaArgs a = paged_mla_args(q, kpe, rows, table, bt, S, H, dn, dr, dv, 0.1f, MlaMode::Absorbed);
           a.latent = Tensor2D{lat.data(), rows, C, C};
-          a.k_pe = Tensor2D{kpe.data(), rows, dr, dr};
-          a.n_keys = S;
-          a.block_table = table.data();
-          a.block_tokens = bt;
-          a.n_heads = H;
-          a.nope_dim = dn;
-          a.rope_dim = dr;
-          a.v_dim = dv;
-          a.softmax_scale = 0.1f;
-          a.mode = MlaMode::Absorbed;
           std::vector<float> got(size_t(2 * H * dv), 1.0f), want(size_t(2 * H * dv), 2.0f);
           a.wkv_b = copy.view;
           a.out = Tensor2D{want.data(), 2, H * dv, H * dv};
@@ -204,18 +211,7 @@ TEST_CASE("MHA-form MLA: vector kernel equals the reference bit for bit", "[cpu]
     for (int64_t n : {1, 3, 4, 5, 37}) {
       std::vector<int32_t> keys(static_cast<size_t>(n));
       for (int64_t j = 0; j < n; ++j) keys[size_t(j)] = int32_t((j * 11 + 2) % S);
-      MlaArgs a;
-      a.q = Tensor2D{q.data(), 2, H * (dn + dr), H * (dn + dr)};
-      a.k_pe = Tensor2D{kpe.data(), rows, dr, dr};
-      a.n_keys = S;
-      a.block_table = table.data();
-      a.block_tokens = bt;
-      a.n_heads = H;
-      a.nope_dim = dn;
-      a.rope_dim = dr;
-      a.v_dim = dv;
-      a.softmax_scale = 0.07f;
-      a.mode = MlaMode::Mha;
+      MlaArgs a = paged_mla_args(q, kpe, rows, table, bt, S, H, dn, dr, dv, 0.07f, MlaMode::Mha);
       std::vector<float> got(size_t(2 * H * dv), 1.0f), want(size_t(2 * H * dv), 2.0f);
       for (int64_t h = 0; h < H; ++h) {
         a.out = Tensor2D{want.data(), 2, H * dv, H * dv};

@@ -25,6 +25,20 @@ struct Fp8Case {
   Weight w;
 };
 
+// Each of T tokens routed to two distinct random experts of E, with weights w0 and w1 (top_k = 2).
+std::pair<std::vector<int32_t>, std::vector<float>> route_to_two(std::mt19937& gen, int64_t T, int64_t E, float w0,
+                                                                 float w1) {
+  std::vector<int32_t> ids(size_t(T * 2));
+  std::vector<float> wts(size_t(T * 2));
+  for (int64_t t = 0; t < T; ++t) {
+    ids[size_t(t * 2)] = int32_t(gen() % E);
+    ids[size_t(t * 2 + 1)] = int32_t((ids[size_t(t * 2)] + 1 + gen() % (E - 1)) % E);
+    wts[size_t(t * 2)] = w0;
+    wts[size_t(t * 2 + 1)] = w1;
+  }
+  return {ids, wts};
+}
+
 Fp8Case random_weight(std::mt19937& gen, int64_t N, int64_t K) {
   Fp8Case c;
   c.w8.resize(size_t(N * K));
@@ -171,14 +185,7 @@ TEST_CASE("the fused FP8 MoE (prepared experts) equals expert-by-expert linears 
     Matrix x = plain.matrix(T, D);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (int64_t i = 0; i < T * D; ++i) x.view.data[i] = nd(gen);
-    std::vector<int32_t> ids(size_t(T * top_k));
-    std::vector<float> wts(size_t(T * top_k));
-    for (int64_t t = 0; t < T; ++t) {
-      ids[size_t(t * top_k)] = int32_t(gen() % E);
-      ids[size_t(t * top_k + 1)] = int32_t((ids[size_t(t * top_k)] + 1 + gen() % (E - 1)) % E);
-      wts[size_t(t * top_k)] = 0.7f;
-      wts[size_t(t * top_k + 1)] = 0.45f;
-    }
+    const auto [ids, wts] = route_to_two(gen, T, E, 0.7f, 0.45f);
     Matrix a = fused.matrix(T, D), b = plain.matrix(T, D);
     MoeExpertsArgs args{x.view, experts, ids.data(), wts.data(), top_k, LinearQuant{true, true}, a.view};
     fused.moe_experts(args);
@@ -262,14 +269,7 @@ TEST_CASE("the shared expert inside the fused MoE, and linear_many, equal the se
     Matrix x = plain.matrix(T, D);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (int64_t i = 0; i < T * D; ++i) x.view.data[i] = nd(gen);
-    std::vector<int32_t> ids(size_t(T * top_k));
-    std::vector<float> wts(size_t(T * top_k));
-    for (int64_t t = 0; t < T; ++t) {
-      ids[size_t(t * top_k)] = int32_t(gen() % E);
-      ids[size_t(t * top_k + 1)] = int32_t((ids[size_t(t * top_k)] + 1 + gen() % (E - 1)) % E);
-      wts[size_t(t * top_k)] = 0.6f;
-      wts[size_t(t * top_k + 1)] = 0.3f;
-    }
+    const auto [ids, wts] = route_to_two(gen, T, E, 0.6f, 0.3f);
     // Fused: routed and shared experts in one call. Separate: the routed experts, then the shared SwiGLU added.
     Matrix a = fused.matrix(T, D), b = plain.matrix(T, D);
     MoeExpertsArgs args{x.view, experts, ids.data(), wts.data(), top_k, q, a.view};
