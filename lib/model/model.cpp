@@ -69,7 +69,7 @@ void for_each_weight(const ModelWeights& mw, F&& f) {
     for (const Weight* w : {&i.wq_b, &i.wk, &i.weights_proj}) f(*w, Use::Linear);
     for (const Weight* w : {&i.k_norm_weight, &i.k_norm_bias}) f(*w, Use::Other);
     if (l.is_moe) {
-      f(l.moe.gate, Use::Other);
+      f(l.moe.gate, Use::Linear);  // the router's logits are an (unquantized) linear
       f(l.moe.e_score_correction_bias, Use::Other);
       for (const auto& e : l.moe.experts) mlp(e);
       mlp(l.moe.shared);

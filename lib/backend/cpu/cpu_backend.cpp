@@ -579,17 +579,13 @@ void CpuBackend::moe_route(const MoeRouteArgs& a) {
   const int64_t T = a.x.rows, E = a.n_experts, K = a.top_k;
   const int64_t per_group = E / a.n_group;
   require(a.gate && a.gate->rows() == E && a.gate->cols() == a.x.cols && E % a.n_group == 0, "moe_route shapes");
-  // Router logits in fp32 (spec §5.2): each gate row decoded once and dotted with every token.
+  // Router logits in fp32 (spec §5.2): an unquantized linear (the dense GEMM over the gate packed at load).
   // Scratch kept per thread between calls (no allocation per token once warm).
-  thread_local std::vector<float> all_logits, grow, bias_buf, logits, scores, choice, gscore;
+  thread_local std::vector<float> all_logits, bias_buf, logits, scores, choice, gscore;
   thread_local std::vector<int32_t> order;
   thread_local std::vector<char> keep;
   all_logits.resize(static_cast<size_t>(T * E));
-  grow.resize(static_cast<size_t>(a.x.cols));
-  for (int64_t e = 0; e < E; ++e) {
-    weight_row_f32(*a.gate, e, 0, a.x.cols, grow.data());
-    for (int64_t t = 0; t < T; ++t) all_logits[size_t(t * E + e)] = dot(a.x.row(t), grow.data(), a.x.cols);
-  }
+  linear(a.x, *a.gate, Tensor2D{all_logits.data(), T, E, E}, LinearQuant{});
   const float* bias = a.bias && a.bias->present() ? weight_vector_f32(*a.bias, bias_buf) : nullptr;
   logits.resize(static_cast<size_t>(E));
   scores.resize(static_cast<size_t>(E));
