@@ -30,7 +30,8 @@ struct KvbRows {
 // Per-thread scratch of the absorbed kernel, kept between calls so a decode step allocates nothing once warm.
 struct MlaScratch {
   std::vector<float> q_abs, p, o_lat;
-  std::vector<const float*> lat, kpe;
+  std::vector<const float*> lat, kpe;  // absorbed: the keys' latent and rope rows
+  std::vector<const float*> kv, v;     // MHA: the keys' expanded rows (k_nope then v), and their v parts
 };
 
 float tree16(const float* l) {
@@ -246,15 +247,28 @@ constexpr int kColsC = 2;
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch.
 
-void indexer_scores(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
-                    float* scores) {
+void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, IndexerQuery& out) {
+  const int64_t Hp = (heads + 15) / 16 * 16;
+  out.q = q;
+  out.wt = wt;
+  out.heads = heads;
+  out.dim = dim;
+  out.padded = Hp;
+  if (out.qT.size() < size_t(dim * Hp)) out.qT.resize(size_t(dim * Hp));
+  if (out.wp.size() < size_t(Hp)) out.wp.resize(size_t(Hp));
+  for (int64_t i = 0; i < dim; ++i)
+    for (int64_t h = 0; h < Hp; ++h) out.qT[size_t(i * Hp + h)] = h < heads ? q[h * dim + i] : 0.0f;
+  for (int64_t h = 0; h < Hp; ++h) out.wp[size_t(h)] = h < heads ? wt[h] : 0.0f;
+}
+
+void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-  if (a.n_heads <= 64) {
-    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::indexer_scores_vec(q, wt, a, s0, s1, scores);
-    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(q, wt, a, s0, s1, scores);
+  if (q.padded <= 64 && q.heads == a.n_heads && q.dim == a.head_dim) {
+    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::indexer_scores_vec(q, a, s0, s1, scores);
+    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(q, a, s0, s1, scores);
   }
 #endif
-  indexer_scores_reference(q, wt, a, s0, s1, scores);
+  indexer_scores_reference(q.q, q.wt, a, s0, s1, scores);
 }
 
 namespace {
@@ -336,20 +350,19 @@ void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, 
   if (cpu_kernel_isa() != CpuIsa::Scalar && shapes && n > 0) {
     thread_local MlaScratch s;
     if (s.p.size() < size_t(n)) s.p.resize(size_t(n));
-    if (s.lat.size() < size_t(n)) {
-      s.lat.resize(size_t(n));
+    if (s.kv.size() < size_t(n)) {
+      s.kv.resize(size_t(n));
+      s.v.resize(size_t(n));
       s.kpe.resize(size_t(n));
     }
     const int64_t H = a.n_heads, kv_head = a.nope_dim + a.v_dim;
     for (int64_t j = 0; j < n; ++j) {
-      s.lat[size_t(j)] = kv + (int64_t(keys[j]) * H + h) * kv_head;  // (the expanded row, not the latent)
+      s.kv[size_t(j)] = kv + (int64_t(keys[j]) * H + h) * kv_head;
       s.kpe[size_t(j)] = a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j]));
     }
-    thread_local std::vector<const float*> v_rows;
-    if (v_rows.size() < size_t(n)) v_rows.resize(size_t(n));
     if (cpu_kernel_isa() == CpuIsa::Avx512)
-      return avx512::mha_head_vec(a, s.lat.data(), s.kpe.data(), n, t, h, s.p.data(), v_rows.data());
-    return avx2::mha_head_vec(a, s.lat.data(), s.kpe.data(), n, t, h, s.p.data(), v_rows.data());
+      return avx512::mha_head_vec(a, s.kv.data(), s.kpe.data(), n, t, h, s.p.data(), s.v.data());
+    return avx2::mha_head_vec(a, s.kv.data(), s.kpe.data(), n, t, h, s.p.data(), s.v.data());
   }
 #endif
   mla_mha_reference(a, kv, keys, n, t, h);

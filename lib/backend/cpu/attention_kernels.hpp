@@ -10,6 +10,7 @@
 // One zmm register, or two ymm, hold those lanes.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "backend/backend.hpp"
 
@@ -20,7 +21,16 @@ namespace dsinfer {
 // is one fused multiply-add chain over the D dims; v_h = wt_h · max(q_h·k, 0); heads are padded with zero queries
 // and weights to a multiple of 16; lane l = v_l + v_{16+l} + v_{32+l} + ... in that order; score = tree16(lanes)
 // times the key's scale.
-void indexer_scores(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores);
+// The vector kernel takes the query prepared once (indexer_prepare_query: its heads transposed to [D][Hp], Hp the
+// head count rounded up to 16 with zero queries and weights), so that each key value is broadcast against 16 heads.
+struct IndexerQuery {
+  const float* q = nullptr;   // the query row [H*D] and its head weights [H], as given
+  const float* wt = nullptr;
+  int64_t heads = 0, dim = 0, padded = 0;
+  std::vector<float> qT, wp;  // [D][padded] and [padded]
+};
+void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, IndexerQuery& out);
+void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores);
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
                               float* scores);
 

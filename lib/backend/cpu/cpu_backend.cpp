@@ -104,19 +104,12 @@ inline int64_t balanced_row(int64_t i, int64_t T) { return (i % 2 == 0) ? i / 2 
 // A vector weight (norm gains, biases: BF16/F16/F32) in fp32, in this thread's `buf` (kept between calls, so the
 // per-token ops that read such weights allocate nothing once warm).
 const float* weight_vector_f32(const Weight& w, std::vector<float>& buf) {
-  const size_t n = size_t(w.numel());
-  if (buf.size() < n) buf.resize(n);
-  const auto* h = reinterpret_cast<const uint16_t*>(w.data);
-  switch (w.dtype) {
-    case DType::F32: std::memcpy(buf.data(), w.data, n * 4); break;
-    case DType::BF16: for (size_t i = 0; i < n; ++i) buf[i] = bf16_to_f32(h[i]); break;
-    case DType::F16: for (size_t i = 0; i < n; ++i) buf[i] = f16_to_f32(h[i]); break;
-    default:
-      throw Error(ErrorCode::Unsupported, fmt::format("vector weight {} has dtype {}", w.name, dtype_name(w.dtype)));
-  }
+  const int64_t n = w.numel();
+  if (w.dtype == DType::F8_E4M3) throw Error(ErrorCode::Unsupported, fmt::format("vector weight {} is FP8", w.name));
+  if (buf.size() < size_t(n)) buf.resize(size_t(n));
+  weight_row_f32(w, 0, 0, n, buf.data());  // row 0 from column 0: the n stored values in order (no scales)
   return buf.data();
 }
-
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 // This thread's scratch for a quantized activation matrix [T, K] and its [T, G] scales, shared by linear and
@@ -132,30 +125,6 @@ QuantizedInput quantized_input_scratch(int64_t T, int64_t K, int64_t G) {
   return {xq.data(), xs.data()};
 }
 
-// An FP8 weight as packed fp32 panels for dense_gemm (the MHA expansion through kv_b), dequantized straight from the
-// stored bytes: the values weight_row_f32 gives, without an fp32 copy of the whole weight first.
-PackedDenseWeight pack_dequantized(const Weight& w) {
-  constexpr int64_t kNr = 16;
-  PackedDenseWeight p;
-  p.dtype = DType::F32;
-  p.n = w.rows();
-  p.k = w.cols();
-  p.panels = (p.n + kNr - 1) / kNr;
-  const size_t bytes = size_t(p.panels * kNr * p.k) * sizeof(float);
-  void* mem = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  if (!mem) throw Error(ErrorCode::OutOfMemory, fmt::format("cannot allocate {} bytes to unpack {}", bytes, w.name));
-  p.bytes = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(mem), [](void* q) { std::free(q); });
-  float* out = reinterpret_cast<float*>(p.bytes.get());
-  thread_local std::vector<float> row;
-  row.resize(size_t(p.k));
-  for (int64_t n = 0; n < p.panels * kNr; ++n) {
-    if (n < p.n) weight_row_f32(w, n, 0, p.k, row.data());
-    else std::fill(row.begin(), row.end(), 0.0f);
-    float* panel = out + (n / kNr) * p.k * kNr;
-    for (int64_t k = 0; k < p.k; ++k) panel[k * kNr + n % kNr] = row[size_t(k)];
-  }
-  return p;
-}
 
 }  // namespace
 
@@ -455,11 +424,18 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   float* scores_all = all_scores.data();
   const float* wt_all = all_wt.data();
   pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1) {
+    thread_local IndexerQuery query;  // this thread's prepared query, redone only when its units move to the next
+    int64_t prepared = -1;
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t t = balanced_row(u / blocks, T), s0 = (u % blocks) * kKeys;
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
       const int64_t s1 = std::min(visible, s0 + kKeys);
-      if (s0 < s1) indexer_scores(a.q.row(t), wt_all + t * H, a, s0, s1, scores_all + t * S);
+      if (s0 >= s1) continue;
+      if (t != prepared) {
+        indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, query);
+        prepared = t;
+      }
+      indexer_scores(query, a, s0, s1, scores_all + t * S);
     }
   });
   pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
@@ -561,8 +537,11 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
     const PackedDenseWeight packed =
         !use_stored ? pack_dense_weight(Weight{"kv_b_proj (fp32)", DType::F32, {R, C},
                                                reinterpret_cast<const uint8_t*>(a.wkv_b.data)})
-        : stored->dtype == DType::BF16 ? pack_dense_weight(*stored)
-                                       : pack_dequantized(*stored);
+        : stored->dtype == DType::BF16
+            ? pack_dense_weight(*stored)
+            // FP8: dequantized row by row into the panels (the values weight_row_f32 gives; no fp32 copy first)
+            : pack_dense_rows_f32(R, C, [&](int64_t r, float* out) { weight_row_f32(*stored, r, 0, C, out); },
+                                  stored->name);
     dense_gemm(rows, C, S, packed, kv.data(), R, pool_);
   }
   pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {

@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "dsinfer/error.hpp"
 #include "util/dtype.hpp"
@@ -303,18 +306,27 @@ bool dense_gemm_supports(const Weight& w) {
   return w.shape.size() == 2 && (w.dtype == DType::BF16 || w.dtype == DType::F16 || w.dtype == DType::F32);
 }
 
+namespace {
+// An empty packed weight of `dtype` [n, k]: the panels allocated (rows past n are for the caller to zero).
+PackedDenseWeight packed_storage(DType dtype, int64_t n, int64_t k, const std::string& name) {
+  PackedDenseWeight p;
+  p.dtype = dtype;
+  p.n = n;
+  p.k = k;
+  p.panels = (n + kNr - 1) / kNr;
+  const size_t bytes = size_t(p.panels * kNr * k) * p.elem();
+  void* mem = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!mem) throw Error(ErrorCode::OutOfMemory, fmt::format("cannot allocate {} bytes to repack {}", bytes, name));
+  p.bytes = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(mem), [](void* q) { std::free(q); });
+  return p;
+}
+}  // namespace
+
 PackedDenseWeight pack_dense_weight(const Weight& w) {
   if (!dense_gemm_supports(w))
     throw Error(ErrorCode::Internal, fmt::format("pack_dense_weight: {} is not a 2-D BF16/F16/F32 weight", w.name));
-  PackedDenseWeight p;
-  p.dtype = w.dtype;
-  p.n = w.rows();
-  p.k = w.cols();
-  p.panels = (p.n + kNr - 1) / kNr;
-  const size_t es = p.elem(), bytes = size_t(p.panels * kNr * p.k) * es;
-  void* mem = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  if (!mem) throw Error(ErrorCode::OutOfMemory, fmt::format("cannot allocate {} bytes to repack {}", bytes, w.name));
-  p.bytes = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(mem), [](void* q) { std::free(q); });
+  PackedDenseWeight p = packed_storage(w.dtype, w.rows(), w.cols(), w.name);
+  const size_t es = p.elem();
   uint8_t* out = p.bytes.get();
   for (int64_t pi = 0; pi < p.panels; ++pi)
     for (int64_t j = 0; j < kNr; ++j) {
@@ -325,6 +337,20 @@ PackedDenseWeight pack_dense_weight(const Weight& w) {
         else std::memset(dst + size_t(k * kNr) * es, 0, es);
       }
     }
+  return p;
+}
+
+PackedDenseWeight pack_dense_rows_f32(int64_t n, int64_t k, const std::function<void(int64_t, float*)>& row,
+                                      const std::string& name) {
+  PackedDenseWeight p = packed_storage(DType::F32, n, k, name);
+  float* out = reinterpret_cast<float*>(p.bytes.get());
+  std::vector<float> r(static_cast<size_t>(k));
+  for (int64_t i = 0; i < p.panels * kNr; ++i) {
+    if (i < n) row(i, r.data());
+    else std::fill(r.begin(), r.end(), 0.0f);
+    float* panel = out + (i / kNr) * k * kNr;
+    for (int64_t j = 0; j < k; ++j) panel[j * kNr + i % kNr] = r[size_t(j)];
+  }
   return p;
 }
 

@@ -6,7 +6,9 @@
 // `dense_gemm_reference` states it in scalar code (std::fma), and the tests compare them bit for bit.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "backend/weight.hpp"
 
@@ -27,6 +29,9 @@ struct PackedDenseWeight {
 
 bool dense_gemm_supports(const Weight& w);  // 2-D BF16, F16 or F32
 PackedDenseWeight pack_dense_weight(const Weight& w);
+// An fp32 packed weight [n, k] whose rows come from row(i, out) (e.g. an FP8 weight dequantized row by row).
+PackedDenseWeight pack_dense_rows_f32(int64_t n, int64_t k, const std::function<void(int64_t, float*)>& row,
+                                      const std::string& name);
 
 enum class DenseKernel { Best, Avx2, Scalar };  // Avx2/Scalar cap the choice (tests compare them all)
 // y[T, N] (stride ldy, overwritten) = x[T, K] (stride ldx) · Wᵀ over the packed weight, split by panels over the

@@ -79,13 +79,15 @@ TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cp
           a.n_heads = H;
           a.head_dim = D;
           std::vector<float> got(size_t(S), 1.0f), want(size_t(S), 2.0f);
-          indexer_scores(q.data(), wt.data(), a, 0, S, got.data());
+          IndexerQuery prepared;
+          indexer_prepare_query(q.data(), wt.data(), H, D, prepared);
+          indexer_scores(prepared, a, 0, S, got.data());
           indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data());
           INFO("H " << H << " D " << D << " paged " << paged << " scaled " << scaled);
           REQUIRE(same_bits(got.data(), want.data(), size_t(S)));
           // A sub-range writes only its keys.
           std::vector<float> part(size_t(S), 9.0f);
-          indexer_scores(q.data(), wt.data(), a, 10, 13, part.data());
+          indexer_scores(prepared, a, 10, 13, part.data());
           CHECK(part[9] == 9.0f);
           CHECK(part[13] == 9.0f);
           CHECK(same_bits(part.data() + 10, want.data() + 10, 3));
