@@ -14,6 +14,7 @@
 #include "backend/cpu/attention_kernels.hpp"
 #include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
+#include "backend/cpu/quantize_kernels.hpp"
 #include "backend/cpu/simd.hpp"
 
 #include <sys/mman.h>
@@ -392,15 +393,8 @@ void CpuBackend::fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequan
     const float* xi = x.row(r);
     float* yo = out.row(r);
     for (int64_t g = 0; g < G; ++g) {
-      const int64_t k0 = g * group, kn = std::min(group, x.cols - k0);
-      float amax = 0.0f;
-      for (int64_t k = 0; k < kn; ++k) amax = std::max(amax, std::fabs(xi[k0 + k]));
-      const float s = fp8_group_scale(amax, ue8m0);
-      for (int64_t k = 0; k < kn; ++k) {
-        const float v = std::clamp(xi[k0 + k] / s, -kE4m3Max, kE4m3Max);
-        const float qv = round_to_e4m3(v);
-        yo[k0 + k] = dequantize ? qv * s : qv;
-      }
+      const int64_t k0 = g * group;
+      const float s = fp8_quantize_group(xi + k0, std::min(group, x.cols - k0), ue8m0, dequantize, yo + k0);
       if (scales.data) scales.row(r)[g] = s;
     }
   }
@@ -683,8 +677,9 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
 }
 
 // The experts of one MoE layer (the shared one included) as two passes over all active experts at once: gate and
-// up projections, then down, each one parallel loop over (expert, projection, panel) units, so the threads share
-// the work of all experts instead of splitting each small GEMM. For packed FP8 experts each token's activation is
+// up projections with the activation (units: an expert's 128-row blocks), then down with the weighted sum (units:
+// output panels across all experts), so the threads share the work of all experts instead of splitting each small
+// GEMM, and no step between or after the passes runs on one thread. For packed FP8 experts each token's activation is
 // quantized once; packed BF16/F16/F32 experts take the rows as they are. Every output goes through the same kernel
 // lanes as linear() would compute it, and the weighted sum runs in expert order, so the result is bitwise the
 // unfused path's.
@@ -695,20 +690,21 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
     const PackedFp8Weight *gate, *up, *down;         // FP8 experts
     const PackedDenseWeight *dgate, *dup, *ddown;    // dense experts
     int64_t inner, panels_gu, panels_down;           // gate/up outputs; panels per gate (= up) and down projection
-    int64_t gu0, hs0, unit_gu, unit_down;            // offsets in g/u and hs; first unit in each pass
+    int64_t gu0, hs0, unit_gu;                       // offsets in g/u and hs; first unit in the gate/up pass
+    int64_t blocks() const { return (inner + kActGroup - 1) / kActGroup; }  // the gate/up pass's units
   };
   thread_local std::vector<Job> jobs_storage;  // kept between calls; the loops below capture this reference (a
   std::vector<Job>& jobs = jobs_storage;        // thread_local named inside them would be each worker's own)
   jobs.clear();
   // All experts FP8 (with FP8 activations, as linear() would run them) or all dense; anything else goes unfused.
   bool fp8 = false;
-  int64_t R = 0, GU = 0, HS = 0, units_gu = 0, units_down = 0;
+  int64_t R = 0, GU = 0, HS = 0, units_gu = 0;
   for (int64_t e = 0; e < lists; ++e) {
     const int64_t n = routed.count(e);
     if (n == 0) continue;
     const ExpertWeights& ew = e < E ? a.experts[size_t(e)] : *a.shared;
     Job j{e, n, R, packed_fp8(*ew.gate), packed_fp8(*ew.up), packed_fp8(*ew.down), nullptr, nullptr, nullptr,
-          0, 0, 0, GU, HS, units_gu, units_down};
+          0, 0, 0, GU, HS, units_gu};
     const bool this_fp8 = j.gate && j.up && j.down;
     if (!this_fp8) {
       auto dense = [&](const Weight& w) -> const PackedDenseWeight* {
@@ -722,13 +718,14 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
       j.inner = j.dgate->n;
       j.panels_gu = j.dgate->panels;
       j.panels_down = j.ddown->panels;
-      if (j.dup->n != j.inner || j.ddown->k != j.inner || j.dgate->k != a.x.cols) return false;
+      if (j.dup->n != j.inner || j.ddown->k != j.inner || j.dgate->k != a.x.cols || j.ddown->n != a.x.cols)
+        return false;
     } else {
       if (!a.quant.fp8_activations) return false;
       j.inner = j.gate->n;
       j.panels_gu = j.gate->panels;
       j.panels_down = j.down->panels;
-      if (j.up->n != j.inner || j.down->k != j.inner || j.gate->k != a.x.cols) return false;
+      if (j.up->n != j.inner || j.down->k != j.inner || j.gate->k != a.x.cols || j.down->n != a.x.cols) return false;
     }
     if (jobs.empty()) fp8 = this_fp8;
     if (this_fp8 != fp8) return false;
@@ -736,8 +733,7 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
     R += n;
     GU += n * j.inner;
     HS += fp8 ? n * ((j.inner + kActGroup - 1) / kActGroup) : 0;
-    units_gu += 2 * j.panels_gu;
-    units_down += j.panels_down;
+    units_gu += j.blocks();
   }
   if (jobs.empty()) return true;
   const int64_t T = a.x.rows, D = a.x.cols, G = fp8 ? (D + kActGroup - 1) / kActGroup : 0;
@@ -765,47 +761,53 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
       if (a0 < a1) fn(j, a0 - base, a1 - base);
     }
   };
+  // A gate/up unit is one 128-row block of a job's inner dimension: its gate and up panels, then, on the same
+  // thread, silu(g)·u over the block and (FP8) the block's quantization, which is exactly one activation group of
+  // the down projection's input. So nothing runs serially between the two passes.
+  static_assert(kActGroup % kFp8PanelRows == 0 && kFp8PanelRows == 16, "a block is whole FP8 and dense panels");
+  constexpr int64_t kBlockPanels = kActGroup / kFp8PanelRows;
+  const bool ue8m0 = a.quant.ue8m0;
   pool_.parallel_for(units_gu, [&](int64_t u0, int64_t u1) {
-    for_units(u0, u1, [](const Job& j) { return j.unit_gu; }, [](const Job& j) { return 2 * j.panels_gu; },
-              [&](const Job& j, int64_t q0, int64_t q1) {
-      // Units [0, panels) of a job are its gate panels, the rest its up panels.
-      const int64_t panels = j.panels_gu, g0 = q0, g1 = std::min(q1, panels);
-      const int64_t v0 = std::max(q0, panels) - panels, v1 = q1 - panels;
+    for_units(u0, u1, [](const Job& j) { return j.unit_gu; }, [](const Job& j) { return j.blocks(); },
+              [&](const Job& j, int64_t b0, int64_t b1) {
+      const int64_t p0 = b0 * kBlockPanels, p1 = std::min(j.panels_gu, b1 * kBlockPanels);
       const float* x = xq + j.row0 * D;
       const float* sx = xs + j.row0 * G;
       if (fp8) {
-        if (g0 < g1) fp8_gemm_panels(x, D, sx, G, j.n, *j.gate, g0, g1, g + j.gu0, j.inner);
-        if (v0 < v1) fp8_gemm_panels(x, D, sx, G, j.n, *j.up, v0, v1, u + j.gu0, j.inner);
+        fp8_gemm_panels(x, D, sx, G, j.n, *j.gate, p0, p1, g + j.gu0, j.inner);
+        fp8_gemm_panels(x, D, sx, G, j.n, *j.up, p0, p1, u + j.gu0, j.inner);
       } else {
-        if (g0 < g1) dense_gemm_panels(x, D, j.n, *j.dgate, g0, g1, g + j.gu0, j.inner);
-        if (v0 < v1) dense_gemm_panels(x, D, j.n, *j.dup, v0, v1, u + j.gu0, j.inner);
+        dense_gemm_panels(x, D, j.n, *j.dgate, p0, p1, g + j.gu0, j.inner);
+        dense_gemm_panels(x, D, j.n, *j.dup, p0, p1, u + j.gu0, j.inner);
       }
+      const int64_t Gi = j.blocks();
+      for (int64_t i = 0; i < j.n; ++i)
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t c0 = b * kActGroup, cn = std::min(kActGroup, j.inner - c0);
+          float* gi = g + j.gu0 + i * j.inner + c0;
+          const float* ui = u + j.gu0 + i * j.inner + c0;
+          for (int64_t c = 0; c < cn; ++c) gi[c] = silu(gi[c]) * ui[c];
+          if (fp8) hs[j.hs0 + i * Gi + b] = fp8_quantize_group(gi, cn, ue8m0, /*dequantize=*/false, gi);
+        }
     });
   });
-  for (const Job& j : jobs) {
-    const int64_t Gi = (j.inner + kActGroup - 1) / kActGroup;
-    const Tensor2D gv{g + j.gu0, j.n, j.inner, j.inner}, uv{u + j.gu0, j.n, j.inner, j.inner};
-    silu_mul(gv, uv, gv);
-    if (fp8) fp8_quantize(gv, kActGroup, a.quant.ue8m0, false, gv, Tensor2D{hs + j.hs0, j.n, Gi, Gi});
-  }
-  pool_.parallel_for(units_down, [&](int64_t u0, int64_t u1) {
-    for_units(u0, u1, [](const Job& j) { return j.unit_down; }, [](const Job& j) { return j.panels_down; },
-              [&](const Job& j, int64_t q0, int64_t q1) {
-      if (fp8) {
-        const int64_t Gi = (j.inner + kActGroup - 1) / kActGroup;
-        fp8_gemm_panels(g + j.gu0, j.inner, hs + j.hs0, Gi, j.n, *j.down, q0, q1, y + j.row0 * D, D);
-      } else {
-        dense_gemm_panels(g + j.gu0, j.inner, j.n, *j.ddown, q0, q1, y + j.row0 * D, D);
-      }
-    });
-  });
-  for (const Job& j : jobs)
-    for (int64_t i = 0; i < j.n; ++i) {
-      const auto& [t, w] = routed.of(j.e)[i];
-      float* o = a.out.row(t);
-      const float* yi = y + (j.row0 + i) * D;
-      for (int64_t d = 0; d < D; ++d) o[d] += w * yi[d];
+  // A down unit is a range of output panels (rows of D) over every job, then those rows' weighted sums in expert
+  // order: the same order as a sum after the pass, with no serial step after it.
+  const int64_t panels_d = jobs.front().panels_down;
+  pool_.parallel_for(panels_d, [&](int64_t q0, int64_t q1) {
+    for (const Job& j : jobs) {
+      if (fp8) fp8_gemm_panels(g + j.gu0, j.inner, hs + j.hs0, j.blocks(), j.n, *j.down, q0, q1, y + j.row0 * D, D);
+      else dense_gemm_panels(g + j.gu0, j.inner, j.n, *j.ddown, q0, q1, y + j.row0 * D, D);
     }
+    const int64_t d0 = q0 * kFp8PanelRows, d1 = std::min(D, q1 * kFp8PanelRows);
+    for (const Job& j : jobs)
+      for (int64_t i = 0; i < j.n; ++i) {
+        const auto& [t, w] = routed.of(j.e)[i];
+        float* o = a.out.row(t);
+        const float* yi = y + (j.row0 + i) * D;
+        for (int64_t d = d0; d < d1; ++d) o[d] += w * yi[d];
+      }
+  });
   return true;
 }
 
