@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -434,7 +435,9 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   });
   pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<int32_t> order;
+    thread_local std::vector<uint64_t> ranked;
     if (order.size() < size_t(S)) order.resize(size_t(S));
+    if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
     for (int64_t i = t0; i < t1; ++i) {
       const int64_t t = balanced_row(i, T);
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
@@ -444,12 +447,16 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
         for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
       }
       const int64_t k = std::min(a.topk, visible);
-      std::iota(order.begin(), order.begin() + visible, 0);
       // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
-      // determined); selection, then the chosen positions in ascending order.
-      std::nth_element(order.begin(), order.begin() + (k - 1), order.begin() + visible, [&](int32_t i, int32_t j) {
-        return scores[i] > scores[j] || (scores[i] == scores[j] && i < j);
-      });
+      // determined); selection, then the chosen positions in ascending order. Each position becomes one integer
+      // that orders as that rule does — the score's bits made monotonic (−0 folded into +0 first) above the
+      // position's complement — so the selection compares plain integers instead of chasing indices.
+      for (int64_t s = 0; s < visible; ++s) {
+        const uint32_t b = f32_to_bits(scores[s] + 0.0f), key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+        ranked[size_t(s)] = (uint64_t(key) << 32) | uint64_t(~uint32_t(s));
+      }
+      std::nth_element(ranked.begin(), ranked.begin() + (k - 1), ranked.begin() + visible, std::greater<>());
+      for (int64_t i = 0; i < k; ++i) order[size_t(i)] = int32_t(~uint32_t(ranked[size_t(i)]));
       std::sort(order.begin(), order.begin() + k);
       int32_t* out = a.out_indices + t * a.topk;
       for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <cmath>
 #include <random>
+#include <numeric>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.hpp"
@@ -293,6 +294,44 @@ TEST_CASE("indexer top-k is causal, picks the highest weighted-ReLU scores and p
     CHECK(got == want);
     if (positions[t] + 1 < K) CHECK(idx[size_t(t * K + K - 1)] == -1);
   }
+}
+
+TEST_CASE("indexer top-k ranks negative and zero scores in order and breaks ties by earlier position",
+          "[cpu][indexer]") {
+  // One head with a negative weight: a key's score is -max(k0, 0), so positive k0 give negative scores (several
+  // equal) and the others give zeros, which must win, earliest first among equals.
+  CpuBackend be({1});
+  const int64_t S = 12, D = 4, K = 7;
+  const float k0[S] = {0.5f, -1.0f, 0.5f, 2.0f, 0.0f, 0.5f, 3.0f, -2.0f, 0.5f, 1.0f, 0.5f, 0.0f};
+  Matrix q = be.matrix(1, D), k = be.matrix(S, D), w = be.matrix(1, 1);
+  be.fill_zero(q.view);
+  be.fill_zero(k.view);
+  q.view.row(0)[0] = 1.0f;
+  w.view.row(0)[0] = -1.0f;
+  for (int64_t s = 0; s < S; ++s) k.view.row(s)[0] = k0[s];
+  const int32_t position = int32_t(S - 1);
+  std::vector<int32_t> idx(static_cast<size_t>(K));
+  std::vector<float> scores(static_cast<size_t>(S));
+  IndexerTopkArgs a;
+  a.q = q.view;
+  a.w = w.view;
+  a.head_scale = 1.0f;
+  a.k = k.view;
+  a.n_keys = S;
+  a.n_heads = 1;
+  a.head_dim = D;
+  a.positions = &position;
+  a.topk = K;
+  a.out_indices = idx.data();
+  a.out_scores = scores.data();
+  be.indexer_topk(a);
+  std::vector<int32_t> rank(S);
+  std::iota(rank.begin(), rank.end(), 0);
+  std::stable_sort(rank.begin(), rank.end(), [&](int32_t i, int32_t j) { return scores[size_t(i)] > scores[size_t(j)]; });
+  std::vector<int32_t> want(rank.begin(), rank.begin() + K);
+  std::sort(want.begin(), want.end());
+  CHECK(idx == want);
+  CHECK(idx == std::vector<int32_t>{0, 1, 2, 4, 5, 7, 11});  // the four zeros, then the first three -0.5s
 }
 
 TEST_CASE("MoE routing is group-limited, bias-steered and weighted by unbiased scores", "[cpu][moe]") {
