@@ -16,6 +16,7 @@
 
 #include <immintrin.h>
 
+#include "read_bandwidth.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
@@ -33,24 +34,6 @@ double now() {
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Sum of 64-bit words, four AVX2 accumulators: a read that the core can issue as fast as memory delivers.
-__attribute__((target("avx2"))) uint64_t read_sum(const uint8_t* p, int64_t bytes) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-  for (int64_t i = 0; i + 128 <= bytes; i += 128) {
-    if (g_prefetch) {
-      _mm_prefetch(reinterpret_cast<const char*>(p + i + g_prefetch), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(p + i + g_prefetch + 64), _MM_HINT_T0);
-    }
-    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
-    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
-    a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
-    a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
-  }
-  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-  return uint64_t(_mm256_extract_epi64(s, 0) + _mm256_extract_epi64(s, 1) + _mm256_extract_epi64(s, 2) +
-                  _mm256_extract_epi64(s, 3));
 }
 
 template <class F>
@@ -100,7 +83,7 @@ int main(int argc, char** argv) {
   const double t_read = best_of(reps, [&] {
     pool.parallel_for(n_weights, [&](int64_t a, int64_t b) {
       uint64_t s = 0;
-      for (int64_t i = a; i < b; ++i) s += read_sum(packed[size_t(i)].bytes.get(), N * K);
+      for (int64_t i = a; i < b; ++i) s += bench::read_sum(packed[size_t(i)].bytes.get(), N * K, g_prefetch);
       partial[size_t(a * threads / n_weights)] += s;
     });
   });

@@ -2,7 +2,11 @@
 //   bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N] [--precision fp8|reference]
 // Decode is measured twice, because attention's share of a step grows with the cache: N greedy steps right after
 // the prompt (positions P .. P+N-1, like llama-bench's `-d P` tests) and N steps from an empty cache (positions
-// 0 .. N-1, like llama-bench's plain tgN).
+// 0 .. N-1, like llama-bench's plain tgN). Each decode figure also comes as the weight bytes it streams per second
+// (ModelInfo::decode_weight_bytes × tok/s).
+//   bench_model --read-bandwidth [--threads N]
+// prints only the memory read bandwidth of N threads (the bound for those figures), without loading a model, so
+// that a caller measuring peak RSS can measure it in a separate process.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -12,6 +16,7 @@
 #include <vector>
 
 #include "dsinfer/model.hpp"
+#include "read_bandwidth.hpp"
 
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -23,8 +28,19 @@ int main(int argc, char** argv) {
   std::string dir;
   int threads = 2, prompt = 128, decode = 32, reps = 3;
   std::vector<std::string> precisions = {"fp8", "reference"};
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string f = argv[i], v = argv[i + 1];
+  bool read_bandwidth = false;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string f = argv[i];
+    if (f == "--read-bandwidth") {
+      read_bandwidth = true;
+      --i;  // a flag without a value
+      continue;
+    }
+    if (i + 1 >= argc) {
+      fmt::print(stderr, "flag {} needs a value\n", f);
+      return 2;
+    }
+    const std::string v = argv[i + 1];
     if (f == "--model") dir = v;
     else if (f == "--threads") threads = std::stoi(v);
     else if (f == "--prompt") prompt = std::stoi(v);
@@ -36,8 +52,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (read_bandwidth) {
+    fmt::print("read bandwidth, {} threads: {:.1f} GB/s\n", threads, dsinfer::bench::read_bandwidth_gbs(threads));
+    return 0;
+  }
   if (dir.empty()) {
-    fmt::print(stderr, "usage: bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N]\n");
+    fmt::print(stderr, "usage: bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N] "
+                       "[--precision fp8|reference] | --read-bandwidth [--threads N]\n");
     return 2;
   }
   try {
@@ -47,8 +68,9 @@ int main(int argc, char** argv) {
     auto model = dsinfer::Model::load(dir, lp);
     const double load_s = seconds_since(t_load);
     const auto& info = model->info();
-    fmt::print("model {}: {} params, {:.1f} MB of weights, load {:.2f} s, {} threads\n", dir, info.parameter_count,
-               double(info.weight_bytes) / 1e6, load_s, threads);
+    fmt::print("model {}: {} params, {:.1f} MB of weights ({:.1f} MB read per decoded token), load {:.2f} s, {} "
+               "threads\n", dir, info.parameter_count, double(info.weight_bytes) / 1e6,
+               double(info.decode_weight_bytes) / 1e6, load_s, threads);
     std::vector<int32_t> ids(static_cast<size_t>(prompt));
     for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(3 + (i * 7919) % std::max<int64_t>(1, info.vocab_size - 3));
     for (const auto& prec : precisions) {
@@ -81,6 +103,9 @@ int main(int argc, char** argv) {
       fmt::print("{:>9}: prefill {:8.1f} tok/s ({}-token prompt)  decode {:8.1f} tok/s ({} tokens after the prompt)  "
                  "decode {:8.1f} tok/s ({} tokens from an empty cache)  [median of {}]\n",
                  prec, pf[pf.size() / 2], prompt, dc[dc.size() / 2], decode, d0[d0.size() / 2], decode, reps);
+      const double gb = double(info.decode_weight_bytes) / 1e9;
+      fmt::print("{:>9}  decode streams weights at {:.1f} GB/s after the prompt, {:.1f} GB/s from an empty cache\n",
+                 "", dc[dc.size() / 2] * gb, d0[d0.size() / 2] * gb);
     }
   } catch (const dsinfer::Error& e) {
     fmt::print(stderr, "bench_model: {}\n", e.what());

@@ -15,7 +15,9 @@ llama.cpp (`pip download --no-deps --no-binary :all: llama-cpp-python`, unpack, 
 (architecture deepseek32, FP8 weights dequantized by the converter) at Q8_0 — the 8-bit format nearest to dsinfer's
 FP8 — and its own llama-bench measures it. dsinfer's bench_model measures the FP8 checkpoint. Same prompt length
 (512), decode length (128), threads and repetitions; peak RSS from the OS for each process (the larger of llama-bench's
-two runs).
+two runs). Each round also measures the memory read bandwidth at each thread count (bench_model --read-bandwidth,
+its own process): decode streams the weights, so the script prints each decode figure as a share of it and the
+largest decode ratio over llama.cpp that this machine's memory allows.
 
 Decode is compared at two cache depths, each side at the same positions: from an empty cache (llama-bench's plain
 tg128, positions 0-127) and right after the 512-token prompt (llama-bench `-p 0 -n 128 -d 512`, positions 512-639;
@@ -122,18 +124,35 @@ def main():
             m = re.search(r"fp8: prefill\s+([\d.]+) tok/s.*decode\s+([\d.]+) tok/s \(\d+ tokens after the prompt\)"
                           r".*decode\s+([\d.]+) tok/s \(\d+ tokens from an empty cache\)", out)
             dp, ddp, dd0 = float(m.group(1)), float(m.group(2)), float(m.group(3))
-            samples[t].append((dp, pp, dd0, tg0, ddp, tgp, rss_d, rss_l))
+            decode_mb = float(re.search(r"\(([\d.]+) MB read per decoded token\)", out).group(1))
+            # The bound for both: this many threads' memory read bandwidth, measured now in its own process (its
+            # buffer must not count in dsinfer's peak RSS).
+            bw = float(re.search(r"read bandwidth, \d+ threads: ([\d.]+) GB/s",
+                                 subprocess.run([a.bench, "--read-bandwidth", "--threads", str(t)], check=True,
+                                                capture_output=True, text=True).stdout).group(1))
+            samples[t].append((dp, pp, dd0, tg0, ddp, tgp, rss_d, rss_l, bw))
             print(f"round: {t} threads: dsinfer prefill {dp:.1f} decode@0 {dd0:.1f} decode@{a.prompt} {ddp:.1f}; "
-                  f"llama.cpp prefill {pp:.1f} decode@0 {tg0:.1f} decode@{a.prompt} {tgp:.1f}", flush=True)
-    rows = [(t, *[statistics.median(x[i] for x in samples[t]) for i in range(8)]) for t in a.threads]
+                  f"llama.cpp prefill {pp:.1f} decode@0 {tg0:.1f} decode@{a.prompt} {tgp:.1f}; read bandwidth "
+                  f"{bw:.1f} GB/s", flush=True)
+    rows = [(t, *[statistics.median(x[i] for x in samples[t]) for i in range(9)]) for t in a.threads]
     ours = "FP8" if a.outtype == "q8_0" else "BF16"
     print(f"model {a.model} (dsinfer {ours}) vs {os.path.basename(gguf)} (llama.cpp {a.outtype.upper()}); "
           f"prompt {a.prompt}, decode {a.decode}, {a.reps} repetitions, median of {a.rounds} round(s)")
     print(f"threads | prefill tok/s dsinfer / llama.cpp = ratio | decode@0 tok/s dsinfer / llama.cpp = ratio | "
           f"decode@{a.prompt} tok/s dsinfer / llama.cpp = ratio | peak RSS MB dsinfer / llama.cpp")
-    for t, dp, pp, dd0, tg0, ddp, tgp, rd, rl in rows:
+    for t, dp, pp, dd0, tg0, ddp, tgp, rd, rl, _ in rows:
         print(f"{t:7} | {dp:8.1f} / {pp:8.1f} = {dp / pp:4.2f}x | {dd0:8.1f} / {tg0:8.1f} = {dd0 / tg0:4.2f}x | "
               f"{ddp:8.1f} / {tgp:8.1f} = {ddp / tgp:4.2f}x | {rd:7.0f} / {rl:7.0f}")
+    # Decode streams the weights: tok/s × the bytes one step reads is bounded by the read bandwidth, and so is any
+    # decode ratio (llama.cpp's file holds at least as many weight bytes: Q8_0 is 8.5 bits a weight, BF16 the same).
+    gb = decode_mb / 1e3
+    print(f"decode weight traffic: {decode_mb:.1f} MB of weights per token (dsinfer's count); medians of the "
+          f"per-round read bandwidth")
+    print("threads | read GB/s | dsinfer decode@0 GB/s = share | decode@P GB/s = share | llama.cpp at the same bytes: "
+          "decode@0 share, decode@P share | the most decode@0 / decode@P ratio the bandwidth allows")
+    for t, dp, pp, dd0, tg0, ddp, tgp, rd, rl, bw in rows:
+        print(f"{t:7} | {bw:9.1f} | {dd0 * gb:6.1f} = {dd0 * gb / bw:4.2f} | {ddp * gb:6.1f} = {ddp * gb / bw:4.2f} | "
+              f"{tg0 * gb / bw:4.2f}, {tgp * gb / bw:4.2f} | {bw / (tg0 * gb):4.2f}x / {bw / (tgp * gb):4.2f}x")
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         print(f"decode scaling {first[0]} -> {last[0]} threads: at depth 0 dsinfer {last[3] / first[3]:.2f}x, "

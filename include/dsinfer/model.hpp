@@ -44,6 +44,10 @@ struct ModelInfo {
   std::vector<int64_t> eos_token_ids;
   int64_t parameter_count = 0;  // tensors bound for the forward pass
   int64_t weight_bytes = 0;     // their bytes as stored
+  // The weight bytes one single-token decode step reads: every weight once, except the embedding (one row) and
+  // the routed experts (top_k of each MoE layer's: its routed bytes × top_k / n_routed_experts). What a decode step
+  // streams from memory, so tok/s times this is the read bandwidth decode achieves.
+  int64_t decode_weight_bytes = 0;
 };
 
 struct EvalOptions {

@@ -79,6 +79,24 @@ void for_each_weight(const ModelWeights& mw, F&& f) {
   }
 }
 
+int64_t stored_bytes(const Weight& w) { return w.present() ? w.numel() * int64_t(dtype_size(w.dtype)) : 0; }
+
+// ModelInfo::decode_weight_bytes.
+int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
+  int64_t total = 0;
+  for_each_weight(mw, [&](const Weight& w, Backend::WeightUse) { total += stored_bytes(w); });
+  if (mw.lm_head.data != mw.embed_tokens.data && mw.embed_tokens.present())
+    total -= stored_bytes(mw.embed_tokens) - stored_bytes(mw.embed_tokens) / std::max<int64_t>(1, mw.embed_tokens.rows());
+  for (const auto& l : mw.layers) {
+    if (!l.is_moe || c.n_routed_experts <= 0) continue;
+    int64_t routed = 0;
+    for (const auto& e : l.moe.experts)
+      for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
+    total -= routed - routed * c.num_experts_per_tok / c.n_routed_experts;
+  }
+  return total;
+}
+
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams& params) {
@@ -122,6 +140,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
     const size_t n = std::min<size_t>(65536, size_t(w->numel()) * dtype_size(w->dtype));
     for (size_t i = 0; i < n; ++i) h = (h ^ w->data[i]) * 0x100000001b3ull;
   }
+  info.decode_weight_bytes = decode_weight_bytes(weights, c);
   impl->fingerprint = fmt::format("{}:{}x{}x{}:{}:{}:{:016x}", c.model_type, c.vocab_size, c.hidden_size,
                                   c.num_hidden_layers, info.parameter_count, info.weight_bytes, h);
   progress(0.9, "building the model");

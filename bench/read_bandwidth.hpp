@@ -1,0 +1,55 @@
+// The machine's memory read bandwidth, measured by the benchmarks in the same run as the figures they set against
+// it (a decode step that streams its weights cannot beat it). x86-64 only, as the CPU kernels' benchmarks are.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <immintrin.h>
+
+namespace dsinfer::bench {
+
+// Sum of 64-bit words, four AVX2 accumulators: a read that the core can issue as fast as memory delivers.
+// `prefetch` > 0 also prefetches that many bytes ahead.
+__attribute__((target("avx2"))) inline uint64_t read_sum(const uint8_t* p, int64_t bytes, int64_t prefetch = 0) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 128 <= bytes; i += 128) {
+    if (prefetch) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + i + prefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + i + prefetch + 64), _MM_HINT_T0);
+    }
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+    a2 = _mm256_add_epi64(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
+    a3 = _mm256_add_epi64(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
+  }
+  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  return uint64_t(_mm256_extract_epi64(s, 0) + _mm256_extract_epi64(s, 1) + _mm256_extract_epi64(s, 2) +
+                  _mm256_extract_epi64(s, 3));
+}
+
+// GB/s of `threads` threads each summing its own slice of a fresh buffer of `bytes` (far larger than the caches),
+// best of `reps` passes. The buffer is freed before returning.
+inline double read_bandwidth_gbs(int threads, int64_t bytes = int64_t(1) << 30, int reps = 3) {
+  const int64_t slice = bytes / threads / 4096 * 4096;
+  auto* buf = static_cast<uint8_t*>(std::aligned_alloc(4096, size_t(slice * threads)));
+  if (!buf) return 0.0;
+  std::memset(buf, 1, size_t(slice * threads));
+  std::vector<uint64_t> sums(static_cast<size_t>(threads));
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] { sums[size_t(t)] += read_sum(buf + int64_t(t) * slice, slice); });
+    for (auto& th : pool) th.join();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::free(buf);
+  return double(slice * threads) / best / 1e9;
+}
+
+}  // namespace dsinfer::bench
