@@ -12,9 +12,27 @@
 
 namespace dsinfer::bench {
 
-// Sum of 64-bit words, four AVX2 accumulators: a read that the core can issue as fast as memory delivers.
+// Sum of 64-bit words: a read that the core can issue as fast as memory delivers. 64-byte loads where the CPU has
+// AVX-512 (about 10 % faster than 32-byte ones here: the bound must not be understated), else AVX2.
 // `prefetch` > 0 also prefetches that many bytes ahead.
-__attribute__((target("avx2"))) inline uint64_t read_sum(const uint8_t* p, int64_t bytes, int64_t prefetch = 0) {
+__attribute__((target("avx512f"))) inline uint64_t read_sum_avx512(const uint8_t* p, int64_t bytes, int64_t prefetch) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+  for (int64_t i = 0; i + 128 <= bytes; i += 128) {
+    if (prefetch) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + i + prefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + i + prefetch + 64), _MM_HINT_T0);
+    }
+    a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + i + 64));
+  }
+  alignas(64) uint64_t lanes[8];  // (a store, not _mm512_reduce_add_epi64, which GCC 12 warns about)
+  _mm512_store_si512(lanes, _mm512_add_epi64(a0, a1));
+  uint64_t sum = 0;
+  for (uint64_t v : lanes) sum += v;
+  return sum;
+}
+
+__attribute__((target("avx2"))) inline uint64_t read_sum_avx2(const uint8_t* p, int64_t bytes, int64_t prefetch) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
   for (int64_t i = 0; i + 128 <= bytes; i += 128) {
     if (prefetch) {
@@ -29,6 +47,11 @@ __attribute__((target("avx2"))) inline uint64_t read_sum(const uint8_t* p, int64
   const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
   return uint64_t(_mm256_extract_epi64(s, 0) + _mm256_extract_epi64(s, 1) + _mm256_extract_epi64(s, 2) +
                   _mm256_extract_epi64(s, 3));
+}
+
+inline uint64_t read_sum(const uint8_t* p, int64_t bytes, int64_t prefetch = 0) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512 ? read_sum_avx512(p, bytes, prefetch) : read_sum_avx2(p, bytes, prefetch);
 }
 
 // GB/s of `threads` threads each summing its own slice of a fresh buffer of `bytes` (far larger than the caches),
