@@ -739,7 +739,7 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
     jobs.push_back(j);
     R += n;
     GU += n * j.inner;
-    HS += fp8 ? n * ((j.inner + kActGroup - 1) / kActGroup) : 0;
+    HS += fp8 ? n * j.blocks() : 0;
     units_gu += j.blocks();
   }
   if (jobs.empty()) return true;
