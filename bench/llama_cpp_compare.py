@@ -17,7 +17,8 @@ FP8 — and its own llama-bench measures it. dsinfer's bench_model measures the 
 (512), decode length (128), threads and repetitions; peak RSS from the OS for each process (the larger of llama-bench's
 two runs). Each round also measures the memory read bandwidth at each thread count (bench_model --read-bandwidth,
 its own process): decode streams the weights, so the script prints each decode figure as a share of it and the
-largest decode ratio over llama.cpp that this machine's memory allows.
+largest decode ratio over llama.cpp that this machine's memory allows. With several rounds it also prints each
+ratio's spread over the rounds (a round runs both tools back to back, so its own ratio drifts less with the machine).
 
 Decode is compared at two cache depths, each side at the same positions: from an empty cache (llama-bench's plain
 tg128, positions 0-127) and right after the 512-token prompt (llama-bench `-p 0 -n 128 -d 512`, positions 512-639;
@@ -143,6 +144,16 @@ def main():
     for t, dp, pp, dd0, tg0, ddp, tgp, rd, rl, _ in rows:
         print(f"{t:7} | {dp:8.1f} / {pp:8.1f} = {dp / pp:4.2f}x | {dd0:8.1f} / {tg0:8.1f} = {dd0 / tg0:4.2f}x | "
               f"{ddp:8.1f} / {tgp:8.1f} = {ddp / tgp:4.2f}x | {rd:7.0f} / {rl:7.0f}")
+    # Each round runs both tools within a minute or two, so a round's own ratio is less exposed to the machine's
+    # drift than the ratio of medians above: the spread of the per-round ratios says how firm a ratio is.
+    if a.rounds > 1:
+        print("per-round ratios, dsinfer / llama.cpp (min / median / max over the rounds):")
+        for t in a.threads:
+            cells = []
+            for name, i, j in (("prefill", 0, 1), ("decode@0", 2, 3), (f"decode@{a.prompt}", 4, 5)):
+                r = sorted(x[i] / x[j] for x in samples[t])
+                cells.append(f"{name} {r[0]:.2f} / {statistics.median(r):.2f} / {r[-1]:.2f}")
+            print(f"{t:7} threads | " + " | ".join(cells))
     # Decode streams the weights: tok/s × the bytes one step reads is bounded by the read bandwidth, and so is any
     # decode ratio (llama.cpp's file holds at least as many weight bytes: Q8_0 is 8.5 bits a weight, BF16 the same).
     gb = decode_mb / 1e3
