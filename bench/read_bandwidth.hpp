@@ -1,6 +1,7 @@
 // The machine's memory read bandwidth, measured by the benchmarks in the same run as the figures they set against
 // it (a decode step that streams its weights cannot beat it). x86-64 only, as the CPU kernels' benchmarks are.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -8,9 +9,14 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#define DSINFER_BENCH_X86 1
+#endif
 
 namespace dsinfer::bench {
+
+#ifdef DSINFER_BENCH_X86
 
 // Sum of 64-bit words: a read that the core can issue as fast as memory delivers. 64-byte loads where the CPU has
 // AVX-512 (about 10 % faster than 32-byte ones here: the bound must not be understated), else AVX2.
@@ -53,6 +59,16 @@ inline uint64_t read_sum(const uint8_t* p, int64_t bytes, int64_t prefetch = 0) 
   static const bool avx512 = __builtin_cpu_supports("avx512f");
   return avx512 ? read_sum_avx512(p, bytes, prefetch) : read_sum_avx2(p, bytes, prefetch);
 }
+#else
+inline uint64_t read_sum(const uint8_t* p, int64_t bytes, int64_t /*prefetch*/ = 0) {
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, w[4];
+  for (int64_t i = 0; i + 32 <= bytes; i += 32) {
+    std::memcpy(w, p + i, 32);
+    a0 += w[0], a1 += w[1], a2 += w[2], a3 += w[3];
+  }
+  return a0 + a1 + a2 + a3;
+}
+#endif
 
 // GB/s of `threads` threads each summing its own slice of a fresh buffer of `bytes` (far larger than the caches),
 // best of `reps` passes. The buffer is freed before returning.
