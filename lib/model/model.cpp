@@ -44,10 +44,12 @@ Model::~Model() = default;
 
 namespace {
 
+int64_t stored_bytes(const Weight& w) { return w.present() ? w.numel() * int64_t(dtype_size(w.dtype)) : 0; }
+
 void count_weight(const Weight& w, ModelInfo& info) {
   if (!w.present()) return;
   info.parameter_count += w.numel();
-  info.weight_bytes += w.numel() * int64_t(dtype_size(w.dtype));
+  info.weight_bytes += stored_bytes(w);
 }
 
 template <class F>
@@ -79,14 +81,14 @@ void for_each_weight(const ModelWeights& mw, F&& f) {
   }
 }
 
-int64_t stored_bytes(const Weight& w) { return w.present() ? w.numel() * int64_t(dtype_size(w.dtype)) : 0; }
-
 // ModelInfo::decode_weight_bytes.
 int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
   int64_t total = 0;
   for_each_weight(mw, [&](const Weight& w, Backend::WeightUse) { total += stored_bytes(w); });
-  if (mw.lm_head.data != mw.embed_tokens.data && mw.embed_tokens.present())
-    total -= stored_bytes(mw.embed_tokens) - stored_bytes(mw.embed_tokens) / std::max<int64_t>(1, mw.embed_tokens.rows());
+  if (mw.lm_head.data != mw.embed_tokens.data && mw.embed_tokens.present()) {  // one row looked up, not the table
+    const int64_t table = stored_bytes(mw.embed_tokens);
+    total -= table - table / std::max<int64_t>(1, mw.embed_tokens.rows());
+  }
   for (const auto& l : mw.layers) {
     if (!l.is_moe || c.n_routed_experts <= 0) continue;
     int64_t routed = 0;
