@@ -3,7 +3,8 @@
 // Decode is measured twice, because attention's share of a step grows with the cache: N greedy steps right after
 // the prompt (positions P .. P+N-1, like llama-bench's `-d P` tests) and N steps from an empty cache (positions
 // 0 .. N-1, like llama-bench's plain tgN). Each decode figure also comes as the weight bytes it streams per second
-// (ModelInfo::decode_weight_bytes × tok/s).
+// (ModelInfo::decode_weight_bytes × tok/s, less the indexer's query weights on steps that see at most index_topk
+// keys and so skip them).
 //   bench_model --read-bandwidth [--threads N]
 // prints only the memory read bandwidth of N threads (the bound for those figures), without loading a model, so
 // that a caller measuring peak RSS can measure it in a separate process.
@@ -68,9 +69,18 @@ int main(int argc, char** argv) {
     auto model = dsinfer::Model::load(dir, lp);
     const double load_s = seconds_since(t_load);
     const auto& info = model->info();
-    fmt::print("model {}: {} params, {:.1f} MB of weights ({:.1f} MB read per decoded token), load {:.2f} s, {} "
-               "threads\n", dir, info.parameter_count, double(info.weight_bytes) / 1e6,
-               double(info.decode_weight_bytes) / 1e6, load_s, threads);
+    fmt::print("model {}: {} params, {:.1f} MB of weights ({:.1f} MB read per decoded token", dir, info.parameter_count,
+               double(info.weight_bytes) / 1e6, double(info.decode_weight_bytes) / 1e6);
+    if (info.indexer_query_bytes > 0)
+      fmt::print("; {:.1f} MB while the sequence sees at most index_topk = {} keys",
+                 double(info.decode_weight_bytes - info.indexer_query_bytes) / 1e6, info.index_topk);
+    fmt::print("), load {:.2f} s, {} threads\n", load_s, threads);
+    // Mean bytes per step over decode steps that see start+1 .. start+n keys.
+    auto step_gb = [&](int64_t start, int64_t n) {
+      const int64_t light = info.indexer_query_bytes > 0
+                                ? std::clamp<int64_t>(info.index_topk - start, 0, n) : 0;  // steps that skip ranking
+      return (double(info.decode_weight_bytes) - double(info.indexer_query_bytes) * double(light) / double(n)) / 1e9;
+    };
     std::vector<int32_t> ids(static_cast<size_t>(prompt));
     for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(3 + (i * 7919) % std::max<int64_t>(1, info.vocab_size - 3));
     for (const auto& prec : precisions) {
@@ -103,9 +113,8 @@ int main(int argc, char** argv) {
       fmt::print("{:>9}: prefill {:8.1f} tok/s ({}-token prompt)  decode {:8.1f} tok/s ({} tokens after the prompt)  "
                  "decode {:8.1f} tok/s ({} tokens from an empty cache)  [median of {}]\n",
                  prec, pf[pf.size() / 2], prompt, dc[dc.size() / 2], decode, d0[d0.size() / 2], decode, reps);
-      const double gb = double(info.decode_weight_bytes) / 1e9;
       fmt::print("{:>9}  decode streams weights at {:.1f} GB/s after the prompt, {:.1f} GB/s from an empty cache\n",
-                 "", dc[dc.size() / 2] * gb, d0[d0.size() / 2] * gb);
+                 "", dc[dc.size() / 2] * step_gb(prompt, decode), d0[d0.size() / 2] * step_gb(0, decode));
     }
   } catch (const dsinfer::Error& e) {
     fmt::print(stderr, "bench_model: {}\n", e.what());

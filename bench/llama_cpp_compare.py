@@ -125,7 +125,14 @@ def main():
             m = re.search(r"fp8: prefill\s+([\d.]+) tok/s.*decode\s+([\d.]+) tok/s \(\d+ tokens after the prompt\)"
                           r".*decode\s+([\d.]+) tok/s \(\d+ tokens from an empty cache\)", out)
             dp, ddp, dd0 = float(m.group(1)), float(m.group(2)), float(m.group(3))
-            decode_mb = float(re.search(r"\(([\d.]+) MB read per decoded token\)", out).group(1))
+            traffic = re.search(r"\(([\d.]+) MB read per decoded token(?:; ([\d.]+) MB while the sequence sees at "
+                                r"most index_topk = (\d+) keys)?", out)
+            decode_mb = float(traffic.group(1))
+            # Decoding from an empty cache within index_topk keys, dsinfer skips the indexer's queries (bench_model
+            # prints that smaller count).
+            decode0_mb = decode_mb
+            if traffic.group(2) and a.decode <= int(traffic.group(3)):
+                decode0_mb = float(traffic.group(2))
             # The bound for both: this many threads' memory read bandwidth, measured now in its own process (its
             # buffer must not count in dsinfer's peak RSS).
             bw = float(re.search(r"read bandwidth, \d+ threads: ([\d.]+) GB/s",
@@ -156,14 +163,14 @@ def main():
             print(f"{t:7} threads | " + " | ".join(cells))
     # Decode streams the weights: tok/s × the bytes one step reads is bounded by the read bandwidth, and so is any
     # decode ratio (llama.cpp's file holds at least as many weight bytes: Q8_0 is 8.5 bits a weight, BF16 the same).
-    gb = decode_mb / 1e3
-    print(f"decode weight traffic: {decode_mb:.1f} MB of weights per token (dsinfer's count); medians of the "
-          f"per-round read bandwidth")
+    gb, gb0 = decode_mb / 1e3, decode0_mb / 1e3
+    print(f"decode weight traffic: {decode_mb:.1f} MB of weights per token (dsinfer's count; {decode0_mb:.1f} MB "
+          f"for dsinfer's decode@0); medians of the per-round read bandwidth")
     print("threads | read GB/s | dsinfer decode@0 GB/s = share | decode@P GB/s = share | llama.cpp at the same bytes: "
           "decode@0 share, decode@P share | the most decode@0 / decode@P ratio the bandwidth allows")
     for t, dp, pp, dd0, tg0, ddp, tgp, rd, rl, bw in rows:
-        print(f"{t:7} | {bw:9.1f} | {dd0 * gb:6.1f} = {dd0 * gb / bw:4.2f} | {ddp * gb:6.1f} = {ddp * gb / bw:4.2f} | "
-              f"{tg0 * gb / bw:4.2f}, {tgp * gb / bw:4.2f} | {bw / (tg0 * gb):4.2f}x / {bw / (tgp * gb):4.2f}x")
+        print(f"{t:7} | {bw:9.1f} | {dd0 * gb0:6.1f} = {dd0 * gb0 / bw:4.2f} | {ddp * gb:6.1f} = {ddp * gb / bw:4.2f} | "
+              f"{tg0 * gb / bw:4.2f}, {tgp * gb / bw:4.2f} | {bw / (tg0 * gb0):4.2f}x / {bw / (tgp * gb):4.2f}x")
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         print(f"decode scaling {first[0]} -> {last[0]} threads: at depth 0 dsinfer {last[3] / first[3]:.2f}x, "

@@ -48,6 +48,9 @@ struct ModelInfo {
   // the routed experts (top_k of each MoE layer's: its routed bytes × top_k / n_routed_experts). What a decode step
   // streams from memory, so tok/s times this is the read bandwidth decode achieves.
   int64_t decode_weight_bytes = 0;
+  // Of those, the indexer's query weights (wq_b, weights_proj, every layer): a step reads them only when one of its
+  // sequences sees more than index_topk keys (until then top-k keeps every key and ranking is skipped).
+  int64_t indexer_query_bytes = 0;
 };
 
 struct EvalOptions {

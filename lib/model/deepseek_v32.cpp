@@ -174,12 +174,17 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   // indexer key's (wk) — in one call, and those of qr (q_b, the indexer's wq_b) in another: the backend may
   // quantize each input once and run the GEMMs as one parallel loop (the results are the separate linears').
   const bool indexer = cfg_.has_indexer(), low_rank_q = cfg_.q_lora_rank > 0;
+  // The indexer's queries and head weights only rank cached keys, and a sequence that sees at most index_topk keys
+  // keeps them all (below): when no sequence in the step sees more, they are not computed (their weights are not
+  // read). The indexer keys are, always: later steps rank them.
+  bool rank_keys = false;
+  for (const auto& sg : step.segments) rank_keys = rank_keys || (indexer && sg.start + sg.n > step.index_topk);
   const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
   Matrix q = be_.matrix(T, H * qkh), qa, qr, kv = be_.matrix(T, kvr + dr), qi, hw, qs, kraw;
   if (low_rank_q) qa = be_.matrix(T, cfg_.q_lora_rank);
-  if (indexer) {
+  if (indexer) kraw = be_.matrix(T, Di);
+  if (rank_keys) {
     qi = be_.matrix(T, Hi * Di);
-    kraw = be_.matrix(T, Di);
     hw = be_.matrix(T, Hi);
   }
   {
@@ -193,8 +198,8 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     qr = be_.matrix(T, cfg_.q_lora_rank);
     be_.rms_norm(qa.view, aw.q_a_layernorm, eps, qr.view);
     LinearOut of_qr[2] = {{&aw.q_b_proj, q.view}, {&lw.indexer.wq_b, qi.view}};
-    be_.linear_many(qr.view, std::span<const LinearOut>(of_qr, indexer ? 2 : 1), step.quant);
-  } else if (indexer) {
+    be_.linear_many(qr.view, std::span<const LinearOut>(of_qr, rank_keys ? 2 : 1), step.quant);
+  } else if (rank_keys) {
     be_.linear(qr.view, lw.indexer.wq_b, qi.view, step.quant);
   }
   be_.rope({q.view, H, qkh, dn, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
@@ -217,14 +222,16 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   // of cached positions per query, shared by all heads.
   if (indexer) {
     const IndexerWeights& iw = lw.indexer;
-    // The indexer's heads are [rope | nope] and use the half-split RoPE layout (spec §2.5, §11.1–2).
-    be_.rope({qi.view, Hi, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
-    be_.linear(x, iw.weights_proj, hw.view, LinearQuant{});  // bf16 weight, fp32 math
-    if (fp8) {
-      // Hadamard spreads outliers before the single-scale FP8 quantization; q·k is unchanged by it.
-      be_.hadamard(qi.view, Di);
-      qs = be_.matrix(T, Hi);
-      be_.fp8_quantize(qi.view, Di, step.ue8m0, false, qi.view, qs.view);
+    if (rank_keys) {
+      // The indexer's heads are [rope | nope] and use the half-split RoPE layout (spec §2.5, §11.1–2).
+      be_.rope({qi.view, Hi, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
+      be_.linear(x, iw.weights_proj, hw.view, LinearQuant{});  // bf16 weight, fp32 math
+      if (fp8) {
+        // Hadamard spreads outliers before the single-scale FP8 quantization; q·k is unchanged by it.
+        be_.hadamard(qi.view, Di);
+        qs = be_.matrix(T, Hi);
+        be_.fp8_quantize(qi.view, Di, step.ue8m0, false, qi.view, qs.view);
+      }
     }
     for (const auto& sg : step.segments) {
       Matrix k_new = be_.matrix(sg.n, Di), ks_new = be_.matrix(sg.n, 1);

@@ -143,6 +143,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
     for (size_t i = 0; i < n; ++i) h = (h ^ w->data[i]) * 0x100000001b3ull;
   }
   info.decode_weight_bytes = decode_weight_bytes(weights, c);
+  for (const auto& l : weights.layers)
+    info.indexer_query_bytes += stored_bytes(l.indexer.wq_b) + stored_bytes(l.indexer.weights_proj);
   impl->fingerprint = fmt::format("{}:{}x{}x{}:{}:{}:{:016x}", c.model_type, c.vocab_size, c.hidden_size,
                                   c.num_hidden_layers, info.parameter_count, info.weight_bytes, h);
   progress(0.9, "building the model");
