@@ -262,6 +262,31 @@ TEST_CASE("loading reports progress from 0 to 1, in order", "[model]") {
   CHECK(model->info().parameter_count == 10272816);
 }
 
+TEST_CASE("the weight bytes a decode step reads match a count from config.json", "[model]") {
+  // The BF16 checkpoint: every tensor BF16 but the routers' F32 correction bias. Counted here from the
+  // architecture's shapes (spec §2), independently of the loader's per-tensor walk.
+  const fs::path dir = kModels / "v32-tiny-bf16";
+  REQUIRE(fs::exists(dir / "config.json"));
+  const json c = json::parse(std::ifstream(dir / "config.json"));
+  const int64_t D = c["hidden_size"], H = c["num_attention_heads"], dn = c["qk_nope_head_dim"];
+  const int64_t dr = c["qk_rope_head_dim"], dv = c["v_head_dim"], kvr = c["kv_lora_rank"], ql = c["q_lora_rank"];
+  const int64_t Hi = c["index_n_heads"], Di = c["index_head_dim"], E = c["n_routed_experts"];
+  const int64_t top_k = c["num_experts_per_tok"], Im = c["moe_intermediate_size"], shared = c["n_shared_experts"];
+  const int64_t I = c["intermediate_size"], V = c["vocab_size"], L = c["num_hidden_layers"];
+  const int64_t dense_layers = c["first_k_dense_replace"];
+  const int64_t indexer_query = Hi * Di * ql + Hi * D;  // wq_b, weights_proj
+  const int64_t attention = ql * D + ql + H * (dn + dr) * ql + (kvr + dr) * D + kvr + H * (dn + dv) * kvr +
+                            D * H * dv + indexer_query + Di * D + 2 * Di;
+  const int64_t moe = E * D + top_k * 3 * D * Im + 3 * D * Im * shared;  // router, the chosen experts, shared
+  int64_t elems = D + D + V * D;  // one embedding row, the final norm, lm_head
+  for (int64_t l = 0; l < L; ++l) elems += 2 * D + attention + (l < dense_layers ? 3 * D * I : moe);
+  const int64_t expected = 2 * elems + 4 * E * (L - dense_layers);  // BF16, plus the F32 biases
+
+  auto model = load_model("v32-tiny-bf16");
+  CHECK(model->info().decode_weight_bytes == expected);
+  CHECK(model->info().indexer_query_bytes == 2 * L * indexer_query);
+}
+
 TEST_CASE("bad token ids and a full cache are clear errors that leave the sequence usable", "[model][errors]") {
   auto model = load_model("v32-tiny");
   const int64_t V = model->info().vocab_size;
