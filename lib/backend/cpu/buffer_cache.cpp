@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <sys/mman.h>
+
 namespace dsinfer {
 
 namespace {
@@ -15,7 +17,10 @@ constexpr size_t kHeader = 64;
 static_assert(sizeof(Header) <= kHeader);
 // Blocks above this size go back to the system (the KV pool, the activations of long prompts: recycling those by
 // exact size would keep blocks of sizes that never come back and raise peak memory), and the cache keeps at most
-// kMaxCached bytes: every activation of a decode step fits many times over.
+// kMaxCached bytes: every activation of a decode step fits many times over. They are mapped and unmapped directly
+// rather than taken from malloc: glibc serves such blocks from its heap once a large one has been freed, and the
+// holes a long prompt's activations leave there kept 10-20 MB more resident at the peak (measured on a 512-token
+// prefill of the 1.2 GB benchmark model) than the blocks alive at any moment.
 constexpr size_t kMaxBlock = size_t(1) << 20;
 constexpr size_t kMaxCached = size_t(64) << 20;
 }  // namespace
@@ -40,6 +45,11 @@ void* BufferCache::take(size_t bytes, bool zero) {
       it->second.pop_back();
       cached_bytes_ -= rounded;
     }
+  }
+  if (!block && rounded > kMaxBlock) {
+    void* m = mmap(nullptr, rounded + kHeader, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    block = m;  // page-aligned, so the caller's memory is 64-byte aligned too
   }
   if (!block) {
     block = std::aligned_alloc(64, rounded + kHeader);
@@ -72,7 +82,10 @@ void BufferCache::give_back(void* block, size_t rounded) {
       keep = true;
     }
   }
-  if (!keep) std::free(block);
+  if (!keep) {
+    if (rounded > kMaxBlock) munmap(block, rounded + kHeader);
+    else std::free(block);
+  }
   release_ref();
 }
 

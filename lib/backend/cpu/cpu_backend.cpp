@@ -526,7 +526,8 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
   // MHA form: expand every cached latent row to per-head k_nope and v once, kv[S, H*(dn+dv)] = latent · wkv_bᵀ, as
   // one fp32 GEMM (dense_gemm: one FMA chain per output) over the cache rows gathered in position order.
   const int64_t R = H * kv_head;
-  std::vector<float> kv(static_cast<size_t>(S * R));
+  Matrix kv_rows = matrix(S, R);  // a backend buffer: one this large is mapped for the call and unmapped after
+  float* kv = kv_rows.view.data;
   {
     thread_local std::vector<float> rows_buf;
     if (rows_buf.size() < size_t(S * C)) rows_buf.resize(size_t(S * C));
@@ -543,14 +544,14 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
             // FP8: dequantized row by row into the panels (the values weight_row_f32 gives; no fp32 copy first)
             : pack_dense_rows_f32(R, C, [&](int64_t r, float* out) { weight_row_f32(*stored, r, 0, C, out); },
                                   stored->name);
-    dense_gemm(rows, C, S, packed, kv.data(), R, pool_);
+    dense_gemm(rows, C, S, packed, kv, R, pool_);
   }
   pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {
     thread_local std::vector<int32_t> keys;
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t = balanced_row(i / H, T), h = i % H;
       keys_of(t, keys);
-      mla_mha(a, kv.data(), keys.data(), int64_t(keys.size()), t, h);
+      mla_mha(a, kv, keys.data(), int64_t(keys.size()), t, h);
     }
   });
 }
