@@ -275,6 +275,11 @@ DSINFER_AVX512_FN void panels_avx512(const float* x, int64_t ldx, int64_t T, con
     auto run = [&]<int P, int MR>() {
       int64_t p = p0;
       for (; p + P <= p1; p += P) direct_tile_512<D, P, MR>(x, ldx, w, p, y, ldy);
+      // The last 2 or 3 panels (a router's 3, kv_a's 2) side by side as well: a panel alone is one memory stream.
+      if constexpr (P == 4) {
+        if (p1 - p == 3) return direct_tile_512<D, 3, MR>(x, ldx, w, p, y, ldy);
+        if (p1 - p == 2) return direct_tile_512<D, 2, MR>(x, ldx, w, p, y, ldy);
+      }
       for (; p < p1; ++p) direct_tile_512<D, 1, MR>(x, ldx, w, p, y, ldy);
     };
     switch (T) {

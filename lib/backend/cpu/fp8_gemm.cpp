@@ -296,6 +296,11 @@ DSINFER_AVX512_FN void panels_avx512(const float* xq, int64_t ldx, const float* 
     auto run = [&]<int P, int MR>() {
       int64_t p = p0;
       for (; p + P <= p1; p += P) direct_tile_512<P, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
+      // The last 2 or 3 panels (kv_a's 2) side by side as well: a panel alone is one memory stream.
+      if constexpr (P == 4) {
+        if (p1 - p == 3) return direct_tile_512<3, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
+        if (p1 - p == 2) return direct_tile_512<2, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
+      }
       for (; p < p1; ++p) direct_tile_512<1, MR>(xq, ldx, xs, ldxs, w, p, y, ldy);
     };
     switch (T) {  // at most 16 accumulators

@@ -65,7 +65,7 @@ TEST_CASE("FP8 GEMM kernels equal the scalar sum order bit for bit", "[cpu][fp8]
   CpuBackend be({1});
   for (int threads : {1, 3}) {
     ThreadPool pool(threads);
-    for (int64_t N : {16, 70, 288}) {
+    for (int64_t N : {16, 70, 112, 288}) {  // 1, 4+1, 4+3 and 4·4+2 panels of 16 rows
       for (int64_t K : {128, 300, 1024}) {
         Fp8Case c = random_weight(gen, N, K);
         const PackedFp8Weight packed = pack_fp8_weight(c.w);
@@ -130,7 +130,7 @@ TEST_CASE("dense GEMM kernels (BF16, F16, F32 weights) equal the scalar FMA chai
   for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
     for (int threads : {1, 3}) {
       ThreadPool pool(threads);
-      for (int64_t N : {16, 45, 160}) {
+      for (int64_t N : {16, 45, 160}) {  // 1, 3 and 4+4+2 panels of 16 rows
         for (int64_t K : {64, 130, 700}) {
           const size_t es = dt == DType::F32 ? 4 : 2;
           std::vector<uint8_t> data(size_t(N * K) * es);
