@@ -32,8 +32,26 @@ if(NOT _xg_sha STREQUAL DSINFER_XGRAMMAR_SHA256)
 endif()
 
 set(_xg_root "${PROJECT_BINARY_DIR}/_deps/${_xg_name}")
-if(NOT EXISTS "${_xg_root}/cpp/grammar_matcher.cc")
+if(NOT EXISTS "${_xg_root}/.dsinfer-patched")
+  file(REMOVE_RECURSE "${_xg_root}")
   file(ARCHIVE_EXTRACT INPUT "${_xg_tarball}" DESTINATION "${PROJECT_BINARY_DIR}/_deps")
+  # Fixes found by tests/lib/constraint and tests/python/test_constraint.py, applied to the extracted sources (each
+  # must match exactly once, so a new version cannot pass through silently):
+  # 1. A string with minLength/maxLength allowed raw control characters U+0000-U+001F, which JSON forbids (the
+  #    unbounded string rule excludes them).
+  set(_xg_file "${_xg_root}/cpp/json_schema_converter.cc")
+  file(READ "${_xg_file}" _xg_text)
+  set(_xg_old [=[builder_.AddCharacterClass({{'"', '"'}, {'\\', '\\'}, {'\r', '\r'}, {'\n', '\n'}}, true);
+      int32_t body = Repeat(]=])
+  set(_xg_new [=[builder_.AddCharacterClass({{0, 0x1f}, {'"', '"'}, {'\\', '\\'}, {'\r', '\r'}, {'\n', '\n'}}, true);
+      int32_t body = Repeat(]=])
+  string(FIND "${_xg_text}" "${_xg_old}" _xg_at)
+  if(_xg_at EQUAL -1)
+    message(FATAL_ERROR "${_xg_file}: the bounded-string character class to patch was not found")
+  endif()
+  string(REPLACE "${_xg_old}" "${_xg_new}" _xg_text "${_xg_text}")
+  file(WRITE "${_xg_file}" "${_xg_text}")
+  file(WRITE "${_xg_root}/.dsinfer-patched" "")
 endif()
 
 file(GLOB _xg_sources "${_xg_root}/cpp/*.cc" "${_xg_root}/cpp/support/*.cc" "${_xg_root}/cpp/converter_ext/*.cc")

@@ -31,9 +31,9 @@ using json = nlohmann::ordered_json;
 
 constexpr size_t kMaxConstraintBytes = size_t(1) << 20;  // a schema, regex or tool list
 constexpr int kMaxNesting = 64;                            // JSON nesting of a schema / tool list; regex groups
-// Whitespace the grammar allows between JSON tokens, per run: enough for pretty-printed output 16 levels deep, and a
-// bound, so that a sampler cannot wander through whitespace for ever.
-constexpr int kMaxWhitespaceRun = 32;
+// Whitespace the grammar allows between JSON tokens, per run: about what llama.cpp's JSON grammars allow (enough for
+// output pretty-printed 10 levels deep), and a bound, so that a sampler cannot wander through whitespace for ever.
+constexpr int kMaxWhitespaceRun = 20;
 
 [[noreturn]] void invalid(const std::string& what) { throw Error(ErrorCode::InvalidArgument, what); }
 
@@ -298,34 +298,128 @@ std::shared_ptr<VocabIndex> index_for(const Tokenizer& tok) {
   return recent.front();
 }
 
+json const_string(const std::string& v) { return {{"type", "const_string"}, {"value", v}}; }
+
+// Resolves a "#/$defs/..." or "#/definitions/..." reference against the tool's parameters schema.
+const json& resolve_param_ref(const json& root, const json& schema, int depth = 0) {
+  if (!schema.is_object() || !schema.contains("$ref") || !schema["$ref"].is_string()) return schema;
+  if (depth > kMaxNesting) invalid("tool parameter $refs refer to each other in a cycle");
+  const std::string ref = schema["$ref"].get<std::string>();
+  try {
+    return resolve_param_ref(root, root.at(json::json_pointer(ref.substr(1))), depth + 1);
+  } catch (const json::exception&) {
+    invalid(fmt::format("$ref \"{}\" does not resolve inside the tool's parameters", ref));
+  }
+}
+
+// Whether a parameter's value is always a JSON string (then DSML writes it as raw text, string="true"), never one
+// (JSON, string="false"), or either (written as JSON: a quoted string is a valid string="false" value).
+enum class ParamKind { Text, Json };
+ParamKind param_kind(const json& schema) {
+  if (!schema.is_object()) return ParamKind::Json;
+  if (schema.contains("const")) return schema["const"].is_string() ? ParamKind::Text : ParamKind::Json;
+  if (schema.contains("enum") && schema["enum"].is_array()) {
+    for (const auto& v : schema["enum"])
+      if (!v.is_string()) return ParamKind::Json;
+    return ParamKind::Text;
+  }
+  if (schema.contains("type") && schema["type"] == "string" && !schema.contains("anyOf") && !schema.contains("oneOf") &&
+      !schema.contains("allOf"))
+    return ParamKind::Text;
+  return ParamKind::Json;
+}
+
+// The raw text of a string="true" value: the schema's string constraints applied to the text as written.
+json text_value_format(const json& schema, const std::string& where) {
+  if (schema.contains("const")) return const_string(schema["const"].get<std::string>());
+  if (schema.contains("enum")) {
+    json options = json::array();
+    for (const auto& v : schema["enum"]) options.push_back(const_string(v.get<std::string>()));
+    return {{"type", "or"}, {"elements", options}};
+  }
+  if (schema.contains("format"))
+    throw Error(ErrorCode::Unsupported, fmt::format("{}: \"format\" on a text (string=\"true\") tool parameter is not "
+                                                    "supported", where));
+  if (schema.contains("pattern")) return {{"type", "regex"}, {"pattern", schema["pattern"].get<std::string>()}};
+  if (schema.contains("minLength") || schema.contains("maxLength")) {
+    // Length-bounded text leaves out '<' (which could begin the closing tag) and control characters but newlines.
+    const int64_t lo = schema.value("minLength", int64_t(0));
+    const std::string hi = schema.contains("maxLength") ? std::to_string(schema["maxLength"].get<int64_t>()) : "";
+    return {{"type", "regex"}, {"pattern", fmt::format("[^<\\x00-\\x09\\x0b-\\x1f]{{{},{}}}", lo, hi)}};
+  }
+  return {{"type", "any_text"}, {"excludes", json::array({"/｜DSML｜parameter", "<｜DSML｜"})}};
+}
+
+// One invocation's parameters in DSML, exactly as DeepSeek's encoder writes them: for each parameter of the
+// schema, in its order, <｜DSML｜parameter name="k" string="true|false">value</｜DSML｜parameter> followed by "\n";
+// required ones always, the others optionally. Only declared parameters are written.
+json parameters_format(const json& params, const std::string& where) {
+  json elements = json::array();
+  if (!params.is_object() || !params.contains("properties")) return {{"type", "sequence"}, {"elements", elements}};
+  if (params.contains("type") && params["type"] != "object")
+    invalid(fmt::format("{}: a tool's parameters must be an object schema", where));
+  std::set<std::string> required;
+  if (params.contains("required")) {
+    if (!params["required"].is_array()) invalid(fmt::format("{}/required must be a list of names", where));
+    for (const auto& r : params["required"]) {
+      if (!r.is_string()) invalid(fmt::format("{}/required must be a list of names", where));
+      if (!params["properties"].contains(r.get<std::string>()))
+        throw Error(ErrorCode::Unsupported, fmt::format("{}: the required parameter \"{}\" has no schema under "
+                                                        "properties", where, r.get<std::string>()));
+      required.insert(r.get<std::string>());
+    }
+  }
+  for (const auto& [key, sub] : params["properties"].items()) {
+    const std::string pwhere = where + "/properties/" + key;
+    if (key.find_first_of("\"<>") != std::string::npos)
+      invalid(fmt::format("{}: the parameter name cannot be written in a DSML parameter tag", pwhere));
+    const json& resolved = resolve_param_ref(params, sub);
+    json value;
+    std::string attr;
+    if (param_kind(resolved) == ParamKind::Text) {
+      attr = "true";
+      value = text_value_format(resolved, pwhere);
+    } else {
+      attr = "false";
+      // The value as JSON, with the parameters' definitions beside it so that its $refs resolve.
+      json schema = sub.is_object() || sub.is_boolean() ? sub : json::object();
+      if (schema.is_object())
+        for (const char* defs : {"$defs", "definitions"})
+          if (params.contains(defs) && !schema.contains(defs)) schema[defs] = params[defs];
+      value = {{"type", "json_schema"}, {"json_schema", schema}, {"max_whitespace_cnt", kMaxWhitespaceRun}};
+    }
+    json param = {{"type", "sequence"},
+                  {"elements", json::array({const_string("<｜DSML｜parameter name=\"" + key + "\" string=\"" + attr + "\">"),
+                                            value, const_string("</｜DSML｜parameter>\n")})}};
+    elements.push_back(required.count(key) ? param : json{{"type", "optional"}, {"content", param}});
+  }
+  return {{"type", "sequence"}, {"elements", elements}};
+}
+
 // The structural tag of a DSML function-call block (spec §10.1): "\n\n<｜DSML｜function_calls>\n", one or more
-// invocations of the allowed tools, each "<｜DSML｜invoke name=\"N\">\n" + parameters + "</｜DSML｜invoke>\n", then
-// "</｜DSML｜function_calls>". Parameters follow xgrammar's deepseek_xml style: <｜DSML｜parameter name="k"
-// string="true">raw text</｜DSML｜parameter> for strings, string="false" with JSON otherwise, joined by "\n".
+// invocations of the allowed tools, each <｜DSML｜invoke name="N">\n + parameters + </｜DSML｜invoke>\n, then
+// </｜DSML｜function_calls>. A tool without parameters is written <｜DSML｜invoke name="N">\n\n</｜DSML｜invoke>, as
+// the official encoder joins an empty parameter list.
 json tool_calls_format(const ConstraintSpec& spec) {
   const json tools = parse_tools(spec.tools_json);
-  json tags = json::array();
-  for (const auto& t : tools) {
-    const json& f = t["function"];
+  json invokes = json::array();
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const json& f = tools[i]["function"];
     const std::string name = f["name"].get<std::string>();
     if (!spec.tool_name.empty() && name != spec.tool_name) continue;
-    json params = f.contains("parameters") && !f["parameters"].is_null() ? f["parameters"]
-                                                                         : json{{"type", "object"}};
-    tags.push_back({{"type", "tag"},
-                    {"begin", "<｜DSML｜invoke name=\"" + name + "\">\n"},
-                    {"content", {{"type", "json_schema"}, {"json_schema", params}, {"style", "deepseek_xml"}}},
-                    {"end", "</｜DSML｜invoke>\n"}});
+    const json params = f.contains("parameters") && f["parameters"].is_object() ? f["parameters"] : json::object();
+    const bool none = !params.contains("properties") || !params["properties"].is_object() || params["properties"].empty();
+    json elements = json::array({const_string("<｜DSML｜invoke name=\"" + name + "\">\n" + (none ? "\n" : ""))});
+    if (!none) elements.push_back(parameters_format(params, fmt::format("tools[{}].function.parameters", i)));
+    elements.push_back(const_string("</｜DSML｜invoke>\n"));
+    invokes.push_back({{"type", "sequence"}, {"elements", elements}});
   }
-  if (tags.empty()) invalid(fmt::format("no declared tool is named \"{}\"", spec.tool_name));
+  if (invokes.empty()) invalid(fmt::format("no declared tool is named \"{}\"", spec.tool_name));
+  const json one = invokes.size() == 1 ? invokes[0] : json{{"type", "or"}, {"elements", invokes}};
+  const json calls = spec.parallel_tool_calls ? json{{"type", "plus"}, {"content", one}} : one;
   return {{"type", "sequence"},
-          {"elements",
-           json::array({{{"type", "const_string"}, {"value", "\n\n<｜DSML｜function_calls>\n"}},
-                        {{"type", "tags_with_separator"},
-                         {"tags", tags},
-                         {"separator", ""},
-                         {"at_least_one", true},
-                         {"stop_after_first", !spec.parallel_tool_calls}},
-                        {{"type", "const_string"}, {"value", "</｜DSML｜function_calls>"}}})}};
+          {"elements", json::array({const_string("\n\n<｜DSML｜function_calls>\n"), calls,
+                                    const_string("</｜DSML｜function_calls>")})}};
 }
 
 // xgrammar's warnings name what it would not enforce; each one makes the constraint unsupported.
