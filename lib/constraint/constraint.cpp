@@ -34,6 +34,9 @@ constexpr int kMaxNesting = 64;                            // JSON nesting of a 
 // Whitespace the grammar allows between JSON tokens, per run: about what llama.cpp's JSON grammars allow (enough for
 // output pretty-printed 10 levels deep), and a bound, so that a sampler cannot wander through whitespace for ever.
 constexpr int kMaxWhitespaceRun = 20;
+// In tool-call arguments (string="false" values) runs of at most 2: DeepSeek's encoder writes them with json.dumps
+// (", " and ": "), so that is the layout the model knows.
+constexpr int kMaxWhitespaceRunInArguments = 2;
 
 [[noreturn]] void invalid(const std::string& what) { throw Error(ErrorCode::InvalidArgument, what); }
 
@@ -386,7 +389,7 @@ json parameters_format(const json& params, const std::string& where) {
       if (schema.is_object())
         for (const char* defs : {"$defs", "definitions"})
           if (params.contains(defs) && !schema.contains(defs)) schema[defs] = params[defs];
-      value = {{"type", "json_schema"}, {"json_schema", schema}, {"max_whitespace_cnt", kMaxWhitespaceRun}};
+      value = {{"type", "json_schema"}, {"json_schema", schema}, {"max_whitespace_cnt", kMaxWhitespaceRunInArguments}};
     }
     json param = {{"type", "sequence"},
                   {"elements", json::array({const_string("<｜DSML｜parameter name=\"" + key + "\" string=\"" + attr + "\">"),

@@ -79,6 +79,15 @@ class PySampler final : public Sampler {
   py::object obj_;
 };
 
+struct PyConstraint {
+  std::shared_ptr<Tokenizer> tok;  // the vocabulary the constraint was compiled for stays alive with it
+  std::shared_ptr<const Constraint> c;
+};
+struct PyConstraintSampler {
+  std::shared_ptr<Tokenizer> tok;
+  std::unique_ptr<ConstraintSampler> s;
+};
+
 // Builds a chain from Python: built-ins arrive as ("name", params...) tuples, anything else is a Python sampler.
 std::unique_ptr<SamplerChain> make_chain(const py::list& items) {
   auto chain = std::make_unique<SamplerChain>();
@@ -156,14 +165,6 @@ struct PyModel {
 };
 struct PyTokenizer {
   std::shared_ptr<Tokenizer> tok;
-};
-struct PyConstraint {
-  std::shared_ptr<Tokenizer> tok;  // the vocabulary the constraint was compiled for stays alive with it
-  std::shared_ptr<const Constraint> c;
-};
-struct PyConstraintSampler {
-  std::shared_ptr<Tokenizer> tok;
-  std::unique_ptr<ConstraintSampler> s;
 };
 struct PySession {
   std::shared_ptr<Model> model;  // keep the model and tokenizer alive as long as the session
