@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "dsinfer/chat.hpp"
 #include "dsinfer/error.hpp"
@@ -104,6 +105,10 @@ class ConstraintSampler : public Sampler {
   void reset() override;
   std::unique_ptr<Sampler> clone() const override;
 
+  // The tokens apply() would keep, as a bitmask: bit id%32 of word id/32, (vocab_size()+31)/32 words, resized to fit.
+  // For callers that mask logits themselves (a batch on a device, another runtime's sampler).
+  void fill_bitmask(std::vector<uint32_t>& mask);
+
   bool complete() const;      // the output so far is a complete valid answer (end-of-sentence is allowed now)
   bool terminated() const;    // the end-of-sentence token was accepted after a complete answer
   bool in_reasoning() const;  // thinking mode, before </think>
@@ -112,6 +117,7 @@ class ConstraintSampler : public Sampler {
  private:
   struct State;
   std::unique_ptr<State> st_;
+  bool fill_state_mask();
 };
 
 // The factory an application or server calls: compiles the request's constraint for `tokenizer` and returns its

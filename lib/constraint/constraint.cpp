@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -348,7 +349,9 @@ json text_value_format(const json& schema, const std::string& where) {
     // Length-bounded text leaves out '<' (which could begin the closing tag) and control characters but newlines.
     const int64_t lo = schema.value("minLength", int64_t(0));
     const std::string hi = schema.contains("maxLength") ? std::to_string(schema["maxLength"].get<int64_t>()) : "";
-    return {{"type", "regex"}, {"pattern", fmt::format("[^<\\x00-\\x09\\x0b-\\x1f]{{{},{}}}", lo, hi)}};
+    // A grammar, not a regex: its character classes match whole UTF-8 characters, so the text cannot end inside one
+    // and the bound counts characters, as JSON Schema's maxLength does.
+    return {{"type", "grammar"}, {"grammar", fmt::format("root ::= [^<\\0-\\t\\x0b-\\x1f]{{{},{}}}", lo, hi)}};
   }
   return {{"type", "any_text"}, {"excludes", json::array({"/｜DSML｜parameter", "<｜DSML｜"})}};
 }
@@ -688,47 +691,68 @@ ConstraintSampler::~ConstraintSampler() = default;
 
 namespace {
 
-// Keeps the candidates whose bit is set in `mask` (xgrammar's layout: bit i%32 of word i/32), in their order.
-// The usual case — the candidates are every id in order, as SamplerChain::sample makes them — walks the mask a
-// word at a time: a full word copies 32 entries, an empty one skips them.
+// Whether ids[i] == i for every i (the full candidate list SamplerChain::sample builds): xor-accumulated in blocks,
+// which the compiler vectorizes.
+bool ids_are_positions(const std::vector<int32_t>& ids) {
+  const size_t n = ids.size();
+  for (size_t b = 0; b < n; b += 4096) {
+    const size_t e = std::min(n, b + 4096);
+    uint32_t acc = 0;
+    for (size_t i = b; i < e; ++i) acc |= uint32_t(ids[i]) ^ uint32_t(i);
+    if (acc) return false;
+  }
+  return true;
+}
+
+bool allowed_bit(const std::vector<int32_t>& mask, size_t id) { return (uint32_t(mask[id >> 5]) >> (id & 31)) & 1u; }
+
+void move_candidate(Candidates& c, size_t from, size_t to) {
+  c.ids[to] = c.ids[from];
+  c.logits[to] = c.logits[from];
+  if (c.has_probs) c.probs[to] = c.probs[from];
+}
+
+// Keeps the candidates whose bit is set in `mask` (xgrammar's layout: bit i%32 of word i/32). When the candidates
+// are every id in order (as SamplerChain::sample makes them), positions are ids, so the work follows the mask a word
+// at a time: with most ids allowed (free text, JSON strings) each removed entry is filled from the end of the list,
+// so only as many entries move as are removed; with few allowed, the allowed ones are gathered to the front. Either
+// way the kept set is exact; the order then no longer follows ids (nothing relies on it: `sorted` was false).
+// Other candidate lists are filtered in order, entry by entry.
 void keep_allowed(Candidates& c, const std::vector<int32_t>& mask, int64_t vocab) {
   const size_t n = c.size();
   size_t out = 0;
-  bool identity = int64_t(n) <= vocab;
-  for (size_t i = 0; i < n; ++i) identity &= c.ids[i] == int32_t(i);
-  if (identity) {
-    for (size_t w = 0; w * 32 < n; ++w) {
-      const uint32_t bits = uint32_t(mask[w]);
-      if (bits == 0) continue;
-      const size_t base = w * 32;
-      const size_t end = std::min(n, base + 32);
-      if (bits == 0xffffffffu && end == base + 32) {
-        if (out != base) {
-          std::copy(c.ids.begin() + int64_t(base), c.ids.begin() + int64_t(end), c.ids.begin() + int64_t(out));
-          std::copy(c.logits.begin() + int64_t(base), c.logits.begin() + int64_t(end), c.logits.begin() + int64_t(out));
-          if (c.has_probs)
-            std::copy(c.probs.begin() + int64_t(base), c.probs.begin() + int64_t(end), c.probs.begin() + int64_t(out));
+  if (int64_t(n) <= vocab && !c.sorted && ids_are_positions(c.ids)) {
+    const size_t words = (n + 31) / 32;
+    auto word = [&](size_t w) {
+      uint32_t bits = uint32_t(mask[w]);
+      if (w == words - 1 && n % 32) bits &= (1u << (n % 32)) - 1;
+      return bits;
+    };
+    size_t allowed = 0;
+    for (size_t w = 0; w < words; ++w) allowed += size_t(__builtin_popcount(word(w)));
+    if (2 * allowed >= n) {
+      size_t hi = n;  // entries at [hi, n) have been dealt with
+      for (size_t w = 0; w < words; ++w) {
+        for (uint32_t removed = ~word(w) & (w == words - 1 && n % 32 ? (1u << (n % 32)) - 1 : ~0u); removed;
+             removed &= removed - 1) {
+          const size_t r = w * 32 + size_t(__builtin_ctz(removed));
+          if (r >= allowed) goto done;  // every slot below `allowed` now holds a kept entry
+          do --hi;
+          while (!allowed_bit(mask, hi));
+          move_candidate(c, hi, r);
         }
-        out += 32;
-        continue;
       }
-      for (uint32_t b = bits; b; b &= b - 1) {
-        const size_t i = base + size_t(__builtin_ctz(b));
-        if (i >= end) break;
-        c.ids[out] = c.ids[i];
-        c.logits[out] = c.logits[i];
-        if (c.has_probs) c.probs[out] = c.probs[i];
-        ++out;
-      }
+    done:
+      out = allowed;
+    } else {
+      for (size_t w = 0; w < words; ++w)
+        for (uint32_t bits = word(w); bits; bits &= bits - 1) move_candidate(c, w * 32 + size_t(__builtin_ctz(bits)), out++);
     }
   } else {
     for (size_t i = 0; i < n; ++i) {
       const int32_t id = c.ids[i];
-      if (id < 0 || id >= vocab || !((uint32_t(mask[size_t(id) >> 5]) >> (id & 31)) & 1u)) continue;
-      c.ids[out] = id;
-      c.logits[out] = c.logits[i];
-      if (c.has_probs) c.probs[out] = c.probs[i];
-      ++out;
+      if (id < 0 || id >= vocab || !allowed_bit(mask, size_t(id))) continue;
+      move_candidate(c, i, out++);
     }
   }
   const bool had_probs = c.has_probs;
@@ -741,29 +765,47 @@ void keep_allowed(Candidates& c, const std::vector<int32_t>& mask, int64_t vocab
 
 }  // namespace
 
-void ConstraintSampler::apply(Candidates& c) {
+// Fills st_->mask for the current state; false when nothing is enforced (every candidate stays).
+bool ConstraintSampler::fill_state_mask() {
   State& s = *st_;
   if (!s.broken.empty()) throw Error(ErrorCode::InvalidArgument, s.broken);
   const VocabIndex& ix = s.ix();
-  std::fill(s.mask.begin(), s.mask.end(), 0);
-  auto allow = [&](int32_t id) { s.mask[size_t(id) >> 5] |= int32_t(1u << (id & 31)); };
   if (s.terminated) {
-    allow(ix.eos);
+    std::fill(s.mask.begin(), s.mask.end(), 0);
+    s.mask[size_t(ix.eos) >> 5] |= int32_t(1u << (ix.eos & 31));
   } else if (s.reasoning) {
     if (s.c->spec().max_reasoning_tokens >= 0 && s.reasoning_tokens >= s.c->spec().max_reasoning_tokens) {
-      allow(ix.think_end);
+      std::fill(s.mask.begin(), s.mask.end(), 0);
+      s.mask[size_t(ix.think_end) >> 5] |= int32_t(1u << (ix.think_end & 31));
     } else {
-      s.mask = ix.reasoning_mask;
+      std::copy(ix.reasoning_mask.begin(), ix.reasoning_mask.end(), s.mask.begin());
     }
   } else if (s.matcher) {
     int64_t shape[1] = {int64_t(s.mask.size())};
     DLTensor t{s.mask.data(), DLDevice{kDLCPU, 0}, 1, xgrammar::GetBitmaskDLType(), shape, nullptr, 0};
     s.matcher->FillNextTokenBitmask(&t);
   } else {
-    return;  // nothing enforced
+    return false;
   }
+  return true;
+}
+
+void ConstraintSampler::fill_bitmask(std::vector<uint32_t>& mask) {
+  const size_t words = st_->mask.size();
+  mask.resize(words);
+  if (!fill_state_mask()) {
+    std::fill(mask.begin(), mask.end(), ~0u);
+    const int64_t v = st_->ix().vocab_size;
+    if (v % 32) mask.back() = (1u << (v % 32)) - 1;
+    return;
+  }
+  std::memcpy(mask.data(), st_->mask.data(), words * sizeof(uint32_t));
+}
+
+void ConstraintSampler::apply(Candidates& c) {
+  if (!fill_state_mask()) return;  // nothing enforced
   const size_t before = c.size();
-  keep_allowed(c, s.mask, ix.vocab_size);
+  keep_allowed(c, st_->mask, st_->ix().vocab_size);
   if (c.size() == 0)
     throw Error(ErrorCode::InvalidArgument,
                 fmt::format("none of the {} candidates can continue the constrained output (a sampler before the "

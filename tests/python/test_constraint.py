@@ -280,13 +280,14 @@ TOOLS = [
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 
 
-def run_sampler(request, n, thinking=False, seed0=0):
+def run_sampler(request, n, thinking=False, seed0=0, max_tokens=3000):
     if not os.path.exists(SAMPLER):
         pytest.skip(f"{SAMPLER} not built")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(request, f, ensure_ascii=False)
     try:
-        args = [SAMPLER, MODEL, f.name, str(n), "--seed0", str(seed0)] + (["--thinking"] if thinking else [])
+        args = [SAMPLER, MODEL, f.name, str(n), "--seed0", str(seed0), "--max-tokens", str(max_tokens)] + \
+            (["--thinking"] if thinking else [])
         out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     finally:
         os.unlink(f.name)
@@ -321,7 +322,7 @@ def test_tool_choice_required_1000_samplings_parse_and_validate():
 def test_tool_choice_required_parallel_calls():
     request = {"messages": [{"role": "user", "content": "Weather, then search."}], "tools": TOOLS,
                "tool_choice": "required"}
-    lines = run_sampler(request, 32, seed0=2000)
+    lines = run_sampler(request, 16, seed0=2000, max_tokens=6000)
     check_tool_calls(lines, thinking=False)
     assert max(len(dsinfer.parse_completion(x["text"] + EOS_TEXT)["tool_calls"]) for x in lines) > 1
 

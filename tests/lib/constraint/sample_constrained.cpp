@@ -1,6 +1,6 @@
 // Seeded constrained samplings from a checkpoint, printed as JSON lines for tests/python/test_constraint.py, which
 // parses them with the project's DSML parser and validates them with the jsonschema package:
-//   sample_constrained MODEL_DIR REQUEST_JSON_FILE N [--thinking] [--seed0 S]
+//   sample_constrained MODEL_DIR REQUEST_JSON_FILE N [--thinking] [--seed0 S] [--max-tokens N (3000)]
 // Each line: {"seed": s, "finish": "eos"|"length"|..., "text": the completion}. The N samplings run 16 at a time in
 // one Engine (one forward per step for all of them), each forked from one evaluated prompt, sampling at
 // temperature 1.0 with its own seed.
@@ -19,13 +19,15 @@ using namespace dsinfer;
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR REQUEST_JSON_FILE N [--thinking] [--seed0 S]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL_DIR REQUEST_JSON_FILE N [--thinking] [--seed0 S] [--max-tokens N]\n", argv[0]);
     return 2;
   }
   bool thinking = false;
   uint64_t seed0 = 0;
+  int64_t max_tokens = 3000;
   for (int i = 4; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--thinking")) thinking = true;
+    else if (!std::strcmp(argv[i], "--max-tokens") && i + 1 < argc) max_tokens = std::stoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--seed0") && i + 1 < argc) seed0 = std::stoull(argv[++i]);
   }
   try {
@@ -45,7 +47,7 @@ int main(int argc, char** argv) {
     Session base(*model, *tok, sp);
     base.set_messages(chat_messages_from_json(request));
     GenerateParams g;
-    g.max_tokens = 3000;
+    g.max_tokens = max_tokens;
     g.constraint = Constraint::compile(*tok, constraint_from_request_json(request, sp.thinking));
     Engine engine(*model);
     for (int start = 0; start < n; start += 16) {
