@@ -32,26 +32,57 @@ if(NOT _xg_sha STREQUAL DSINFER_XGRAMMAR_SHA256)
 endif()
 
 set(_xg_root "${PROJECT_BINARY_DIR}/_deps/${_xg_name}")
-if(NOT EXISTS "${_xg_root}/.dsinfer-patched")
+if(NOT EXISTS "${_xg_root}/.dsinfer-patched-2")
   file(REMOVE_RECURSE "${_xg_root}")
   file(ARCHIVE_EXTRACT INPUT "${_xg_tarball}" DESTINATION "${PROJECT_BINARY_DIR}/_deps")
   # Fixes found by tests/lib/constraint and tests/python/test_constraint.py, applied to the extracted sources (each
-  # must match exactly once, so a new version cannot pass through silently):
+  # must be found, so a new version cannot pass through silently).
+  function(_xg_patch file old new)
+    file(READ "${_xg_root}/${file}" text)
+    string(FIND "${text}" "${old}" at)
+    if(at EQUAL -1)
+      message(FATAL_ERROR "${_xg_root}/${file}: the text to patch was not found:\n${old}")
+    endif()
+    string(REPLACE "${old}" "${new}" text "${text}")
+    file(WRITE "${_xg_root}/${file}" "${text}")
+  endfunction()
   # 1. A string with minLength/maxLength allowed raw control characters U+0000-U+001F, which JSON forbids (the
   #    unbounded string rule excludes them).
-  set(_xg_file "${_xg_root}/cpp/json_schema_converter.cc")
-  file(READ "${_xg_file}" _xg_text)
-  set(_xg_old [=[builder_.AddCharacterClass({{'"', '"'}, {'\\', '\\'}, {'\r', '\r'}, {'\n', '\n'}}, true);
+  _xg_patch(cpp/json_schema_converter.cc
+    [=[builder_.AddCharacterClass({{'"', '"'}, {'\\', '\\'}, {'\r', '\r'}, {'\n', '\n'}}, true);
+      int32_t body = Repeat(]=]
+    [=[builder_.AddCharacterClass({{0, 0x1f}, {'"', '"'}, {'\\', '\\'}, {'\r', '\r'}, {'\n', '\n'}}, true);
       int32_t body = Repeat(]=])
-  set(_xg_new [=[builder_.AddCharacterClass({{0, 0x1f}, {'"', '"'}, {'\\', '\\'}, {'\r', '\r'}, {'\n', '\n'}}, true);
-      int32_t body = Repeat(]=])
-  string(FIND "${_xg_text}" "${_xg_old}" _xg_at)
-  if(_xg_at EQUAL -1)
-    message(FATAL_ERROR "${_xg_file}: the bounded-string character class to patch was not found")
-  endif()
-  string(REPLACE "${_xg_old}" "${_xg_new}" _xg_text "${_xg_text}")
-  file(WRITE "${_xg_file}" "${_xg_text}")
-  file(WRITE "${_xg_root}/.dsinfer-patched" "")
+  # 2, 3. Character classes accepted the UTF-8 encodings of the UTF-16 surrogates U+D800-U+DFFF (ED A0..BF xx), which
+  #    are not characters: the output was not valid UTF-8. Both places that turn codepoint ranges into byte edges
+  #    (grammar rules, regexes) now leave them out.
+  _xg_patch(cpp/grammar_functor.cc
+    [=[void GrammarFSMBuilderImpl::AddCodepointRange(int from, int to, uint32_t low, uint32_t high) {
+]=]
+    [=[void GrammarFSMBuilderImpl::AddCodepointRange(int from, int to, uint32_t low, uint32_t high) {
+  if (low <= 0xDFFF && high >= 0xD800) {  // dsinfer: surrogates are not characters
+    if (low < 0xD800) AddCodepointRange(from, to, low, 0xD7FF);
+    if (high > 0xDFFF) AddCodepointRange(from, to, 0xE000, high);
+    return;
+  }
+]=])
+  _xg_patch(cpp/fsm_builder.cc
+    [=[    FSM* fsm, int from, int to, const std::vector<CodepointRange>& ranges
+) {
+  for (const auto& [low, high] : ranges) {]=]
+    [=[    FSM* fsm, int from, int to, const std::vector<CodepointRange>& ranges_in
+) {
+  std::vector<CodepointRange> ranges;  // dsinfer: without the surrogates, which are not characters
+  for (const auto& [lo, hi] : ranges_in) {
+    if (lo <= 0xDFFF && hi >= 0xD800) {
+      if (lo < 0xD800) ranges.push_back({lo, 0xD7FF});
+      if (hi > 0xDFFF) ranges.push_back({0xE000, hi});
+    } else {
+      ranges.push_back({lo, hi});
+    }
+  }
+  for (const auto& [low, high] : ranges) {]=])
+  file(WRITE "${_xg_root}/.dsinfer-patched-2" "")
 endif()
 
 file(GLOB _xg_sources "${_xg_root}/cpp/*.cc" "${_xg_root}/cpp/support/*.cc" "${_xg_root}/cpp/converter_ext/*.cc")

@@ -302,6 +302,8 @@ std::shared_ptr<VocabIndex> index_for(const Tokenizer& tok) {
   return recent.front();
 }
 
+void check_full_schema(json& schema, const std::string& where);
+
 json const_string(const std::string& v) { return {{"type", "const_string"}, {"value", v}}; }
 
 // Resolves a "#/$defs/..." or "#/definitions/..." reference against the tool's parameters schema.
@@ -407,7 +409,12 @@ json parameters_format(const json& params, const std::string& where) {
 // </｜DSML｜function_calls>. A tool without parameters is written <｜DSML｜invoke name="N">\n\n</｜DSML｜invoke>, as
 // the official encoder joins an empty parameter list.
 json tool_calls_format(const ConstraintSpec& spec) {
-  const json tools = parse_tools(spec.tools_json);
+  json tools = parse_tools(spec.tools_json);
+  for (size_t i = 0; i < tools.size(); ++i) {
+    json& f = tools[i]["function"];
+    if (f.contains("parameters") && f["parameters"].is_object())
+      check_full_schema(f["parameters"], fmt::format("tools[{}].function.parameters", i));
+  }
   json invokes = json::array();
   for (size_t i = 0; i < tools.size(); ++i) {
     const json& f = tools[i]["function"];
@@ -533,9 +540,30 @@ void check_refs(const json& root, const json& node, const std::string& where) {
   }
 }
 
-void check_full_schema(const json& schema, const std::string& where) {
+// JSON Schema's defaults made explicit where xgrammar (in its strict mode) would read them more narrowly: an array
+// schema without "items" allows any items, but xgrammar would allow none beyond "prefixItems" (so {"type": "array",
+// "minItems": 2} could never be satisfied).
+void fill_defaults(json& schema) {
+  if (!schema.is_object()) return;
+  const bool array = schema.contains("type") &&
+                     (schema["type"] == "array" ||
+                      (schema["type"].is_array() && std::find(schema["type"].begin(), schema["type"].end(), "array") !=
+                                                        schema["type"].end()));
+  if (array && !schema.contains("items")) schema["items"] = json::object();
+  for (const char* key : {"properties", "$defs", "definitions", "patternProperties"})
+    if (schema.contains(key) && schema[key].is_object())
+      for (auto& [k, sub] : schema[key].items()) fill_defaults(sub);
+  for (const char* key : {"anyOf", "oneOf", "allOf", "prefixItems"})
+    if (schema.contains(key) && schema[key].is_array())
+      for (auto& sub : schema[key]) fill_defaults(sub);
+  for (const char* key : {"items", "additionalProperties", "propertyNames"})
+    if (schema.contains(key)) fill_defaults(schema[key]);
+}
+
+void check_full_schema(json& schema, const std::string& where) {
   check_schema(schema, where);
   check_refs(schema, schema, where);
+  fill_defaults(schema);
 }
 
 }  // namespace
@@ -589,23 +617,11 @@ std::shared_ptr<const Constraint> Constraint::compile(const Tokenizer& tokenizer
       break;
     case ConstraintSpec::Kind::ToolCalls: {
       what = "the tool schemas";
-      const json tools = parse_tools(spec.tools_json);
-      for (size_t i = 0; i < tools.size(); ++i) {
-        const json& f = tools[i]["function"];
-        if (f.contains("parameters") && f["parameters"].is_object())
-          check_full_schema(f["parameters"], fmt::format("tools[{}].function.parameters", i));
-      }
       answer = tool_calls_format(spec);
       break;
     }
   }
   if (spec.or_tool_calls && spec.kind != ConstraintSpec::Kind::ToolCalls && spec.enforces()) {
-    const json tools = parse_tools(spec.tools_json);
-    for (size_t i = 0; i < tools.size(); ++i) {
-      const json& f = tools[i]["function"];
-      if (f.contains("parameters") && f["parameters"].is_object())
-        check_full_schema(f["parameters"], fmt::format("tools[{}].function.parameters", i));
-    }
     ConstraintSpec calls = spec;
     calls.tool_name.clear();
     answer = {{"type", "or"}, {"elements", json::array({answer, tool_calls_format(calls)})}};

@@ -82,6 +82,8 @@ HAND_WRITTEN = [
     {"definitions": {"p": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10}},
      "type": "array", "items": {"$ref": "#/definitions/p"}, "maxItems": 3},
     {"type": "object", "properties": {"s": {"type": "string", "maxLength": 0}}, "required": ["s"]},
+    {"type": "array", "minItems": 2, "maxItems": 3},  # no "items": any items (JSON Schema's default)
+    {"type": "object", "properties": {"list": {"type": "array", "prefixItems": [{"type": "boolean"}], "maxItems": 3}}},
 ]
 
 
@@ -181,6 +183,7 @@ def test_property_json_schemas_validate(tok):
                 continue  # ran out of tokens: random logits can keep a string or array going
             finished += 1
             text = tok.decode(ids)
+            assert "\ufffd" not in text, f"schema {i}: not valid UTF-8: {text!r}"
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as e:
@@ -291,12 +294,14 @@ def run_sampler(request, n, thinking=False, seed0=0, max_tokens=3000):
         out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     finally:
         os.unlink(f.name)
-    return [json.loads(line) for line in out.splitlines()]
+    # split on "\n" only: str.splitlines() also splits at U+2028, U+0085, ... which JSON strings may hold raw
+    return [json.loads(line) for line in out.split("\n") if line]
 
 
 def check_tool_calls(lines, thinking, names=None):
     assert all(line["finish"] == "eos" for line in lines), [line for line in lines if line["finish"] != "eos"][:1]
     for line in lines:
+        assert "\ufffd" not in line["text"], line["text"]  # valid UTF-8 throughout
         msg = dsinfer.parse_completion(line["text"] + EOS_TEXT, thinking=thinking)
         assert msg["tool_calls"], line["text"]
         for call in msg["tool_calls"]:

@@ -1,7 +1,7 @@
 // Seeded constrained samplings from a checkpoint, printed as JSON lines for tests/python/test_constraint.py, which
 // parses them with the project's DSML parser and validates them with the jsonschema package:
 //   sample_constrained MODEL_DIR REQUEST_JSON_FILE N [--thinking] [--seed0 S] [--max-tokens N (3000)]
-// Each line: {"seed": s, "finish": "eos"|"length"|..., "text": the completion}. The N samplings run 16 at a time in
+// Each line: {"seed": s, "finish": "eos"|"length"|..., "text": the completion, "ids": its token ids}. The N samplings run 16 at a time in
 // one Engine (one forward per step for all of them), each forked from one evaluated prompt, sampling at
 // temperature 1.0 with its own seed.
 #include <fmt/format.h>
@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
         const FinishReason r = group[k]->finish_reason();
         nlohmann::json line = {{"seed", seed0 + uint64_t(start) + k},
                                {"finish", r == FinishReason::Eos ? "eos" : r == FinishReason::MaxTokens ? "length" : "other"},
-                               {"text", group[k]->generated_text()}};
+                               {"text", group[k]->generated_text()},
+                               {"ids", group[k]->generated()}};
         std::printf("%s\n", line.dump().c_str());
       }
       std::fflush(stdout);

@@ -123,6 +123,12 @@ TEST_CASE("end-of-sentence is allowed exactly when the output is complete", "[co
   }
   for (int32_t id : tok.encode("yes")) cs.accept(id);
   CHECK(cs.complete());
+  // fill_bitmask says what apply keeps.
+  std::vector<uint32_t> bits;
+  cs.fill_bitmask(bits);
+  REQUIRE(bits.size() == size_t((tok.size() + 31) / 32));
+  for (int32_t id = 0; id < int32_t(tok.size()); ++id)
+    CHECK(bool((bits[size_t(id) / 32] >> (id % 32)) & 1u) == (id == tok.eos_id()));
   const auto last = allowed();
   CHECK(last == std::vector<int32_t>{tok.eos_id()});
   cs.accept(tok.eos_id());
@@ -148,6 +154,21 @@ TEST_CASE("a token spanning several grammar symbols and UTF-8 split across token
     cs.accept(id);
   }
   CHECK(cs.complete());
+  // Never the UTF-8 encoding of a UTF-16 surrogate (ED A0..BF ..), which is not a character: after ED only 80..9F.
+  auto byte_token = [&](unsigned char b) {
+    for (int32_t id = 0; id < int32_t(tok.size()); ++id)
+      if (tok.token_bytes(id) == std::string(1, char(b))) return id;
+    return -1;
+  };
+  ConstraintSampler text(Constraint::compile(tok, schema_spec(R"({"type": "string"})")));
+  text.accept(tok.encode("\"")[0]);
+  text.accept(byte_token(0xED));
+  std::vector<uint32_t> bits;
+  text.fill_bitmask(bits);
+  auto allowed = [&](int32_t id) { return bool((bits[size_t(id) / 32] >> (id % 32)) & 1u); };
+  CHECK(allowed(byte_token(0x9F)));
+  CHECK_FALSE(allowed(byte_token(0xA0)));
+  CHECK_FALSE(allowed(byte_token(0xBF)));
   // A wrong token is refused with a clear error on the next step.
   ConstraintSampler bad(c);
   bad.accept(tok.encode("[")[0]);
@@ -279,4 +300,33 @@ TEST_CASE("DSML tool calls from the random-weight model parse and name only decl
       CHECK(strict.tool_calls.size() == m.tool_calls.size());
     }
   }
+}
+
+TEST_CASE("tool_choice auto with an enforced format: the answer is either", "[constraint]") {
+  const Tokenizer& tok = fixture_tokenizer();
+  const std::string tools = R"([{"type": "function", "function": {"name": "ping", "parameters": {"type": "object",
+      "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 3}}, "required": ["n"]}}}])";
+  const ConstraintSpec spec = constraint_from_request(R"({"type": "json_schema", "json_schema": {"name": "x",
+      "strict": true, "schema": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0,
+      "maximum": 9}}, "required": ["x"], "additionalProperties": false}}})", tools, R"("auto")");
+  REQUIRE(spec.or_tool_calls);
+  auto c = Constraint::compile(tok, spec);
+  int calls = 0, objects = 0;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    const Sampled s = sample_random(tok, c, seed, 600);
+    if (!s.ended) continue;
+    const std::string text = tok.decode(s.ids);
+    INFO(text);
+    const ChatMessage m = parse_completion(text + "<｜end▁of▁sentence｜>", ThinkingMode::Chat);
+    if (!m.tool_calls.empty()) {
+      ++calls;
+      CHECK(m.tool_calls[0].name == "ping");
+      CHECK(json::parse(m.tool_calls[0].arguments)["n"].get<int>() <= 3);
+    } else {
+      ++objects;
+      CHECK(json::parse(text)["x"].get<int>() <= 9);
+    }
+  }
+  CHECK(calls + objects >= 30);
+  CHECK(objects > 0);
 }
