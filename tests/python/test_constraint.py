@@ -301,7 +301,8 @@ def run_sampler(request, n, thinking=False, seed0=0, max_tokens=3000):
 def check_tool_calls(lines, thinking, names=None):
     assert all(line["finish"] == "eos" for line in lines), [line for line in lines if line["finish"] != "eos"][:1]
     for line in lines:
-        assert "\ufffd" not in line["text"], line["text"]  # valid UTF-8 throughout
+        # The answer is valid UTF-8 (the reasoning is free: from random weights it can hold broken bytes).
+        assert "\ufffd" not in line["text"].split("</think>")[-1], line["text"]
         msg = dsinfer.parse_completion(line["text"] + EOS_TEXT, thinking=thinking)
         assert msg["tool_calls"], line["text"]
         for call in msg["tool_calls"]:
