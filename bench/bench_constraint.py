@@ -24,19 +24,13 @@ import time
 import torch
 import xgrammar as xg
 
+from make_bench_vocab import byte_level_alphabet  # bench/, beside this file
+
 WS = 20  # the whitespace bound dsinfer's compile uses (lib/constraint/constraint.cpp, kMaxWhitespaceRun)
 
 
 def byte_decoder():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {u: b for b, u in byte_level_alphabet().items()}
 
 
 def raw_vocab(tokenizer_dir):
