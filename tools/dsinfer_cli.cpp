@@ -8,6 +8,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -33,20 +34,24 @@ using dsinfer::ErrorCode;
 
 constexpr const char* kUsage =
     "usage:\n"
-    "  dsinfer generate --model DIR --ids ID,ID,... [--n N] [--precision fp8|reference] [--threads N]\n"
+    "  dsinfer generate [--model DIR] --ids ID,ID,... [--n N] [--precision fp8|reference] [--threads N]\n"
     "      prints the greedy continuation ids (N, default 32), comma-separated\n"
-    "  dsinfer generate --model DIR --prompt TEXT [--n N] [--precision ...] [--threads N]\n"
-    "      tokenizes TEXT (with the tokenizer's BOS) and streams the greedy continuation as text\n"
-    "  dsinfer chat --model DIR [--messages FILE|-] [--thinking] [--n N] [--precision ...] [--threads N]\n"
+    "  dsinfer generate [--model DIR] --prompt TEXT [--n N] [--seed S] [--greedy] [--precision ...] [--threads N]\n"
+    "      tokenizes TEXT (with the tokenizer's BOS) and streams the continuation as text\n"
+    "  dsinfer chat [--model DIR] [--messages FILE|-] [--thinking] [--n N] [--seed S] [--greedy] [--precision ...]\n"
+    "               [--threads N]\n"
     "      encodes {\"messages\": [...], \"tools\": [...]} (a file, or stdin) in DeepSeek-V3.2's format, streams the\n"
-    "      greedy reply (following the request's response_format / tool_choice when they enforce one), then\n"
+    "      reply (following the request's response_format / tool_choice when they enforce one), then\n"
     "      prints the parsed reply (reasoning, content, tool calls) as JSON on stderr\n"
-    "  dsinfer prompt --model DIR --messages FILE|- [--thinking] [--ids]\n"
+    "  dsinfer prompt [--model DIR] --messages FILE|- [--thinking] [--ids]\n"
     "      prints the exact encoded prompt for the messages (or its token ids)\n"
-    "  dsinfer logits --model DIR --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
+    "  dsinfer logits [--model DIR] --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
     "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"
-    "  dsinfer info --model DIR\n"
-    "      prints what the checkpoint is\n";
+    "  dsinfer info [--model DIR]\n"
+    "      prints what the checkpoint is\n"
+    "--model defaults to $DSINFER_MODEL, else the model shipped with dsinfer (models/dsinfer-v32-mini).\n"
+    "Text generation samples as the checkpoint's generation_config.json says (DeepSeek: temperature 1.0,\n"
+    "top_p 0.95) with --seed (default 0); --greedy takes the most likely token instead.\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -58,7 +63,7 @@ struct Args {
 };
 
 // Flags that take no value.
-const std::set<std::string> kSwitches = {"thinking"};
+const std::set<std::string> kSwitches = {"thinking", "greedy"};
 
 Args parse_args(int argc, char** argv, const std::map<std::string, std::set<std::string>>& allowed) {
   if (argc < 2) throw UsageError("no command given");
@@ -118,10 +123,18 @@ dsinfer::EvalOptions eval_options(const Args& a) {
   return o;
 }
 
+// --model, else $DSINFER_MODEL, else the model shipped in the source tree (the CLI's default, as the README says).
+std::string model_dir(const Args& a) {
+  auto it = a.flags.find("model");
+  if (it != a.flags.end()) return it->second;
+  if (const char* env = std::getenv("DSINFER_MODEL"); env && *env) return env;
+  return DSINFER_DEFAULT_MODEL;
+}
+
 std::unique_ptr<dsinfer::Model> load(const Args& a) {
   dsinfer::ModelLoadParams p;
   if (a.flags.count("threads")) p.n_threads = int(parse_int("threads", a.flags.at("threads"), 1, 1024));
-  return dsinfer::Model::load(required(a, "model"), p);
+  return dsinfer::Model::load(model_dir(a), p);
 }
 
 std::string read_messages(const Args& a) {
@@ -147,7 +160,7 @@ std::string encode_request(const Args& a, const std::string& request) {
 
 std::string encode_messages_file(const Args& a) { return encode_request(a, read_messages(a)); }
 
-// Text in, text out: tokenize, greedy-decode while streaming the detokenized pieces, stop at eos.
+// Text in, text out: tokenize, decode while streaming the detokenized pieces, stop at eos.
 // A chat request file's top-level response_format (json_object, strict json_schema, regex) and tool_choice
 // (required, a named function) are enforced as the official API would: the reply follows them (constraint.hpp).
 int run_text(const Args& a) {
@@ -155,7 +168,7 @@ int run_text(const Args& a) {
   const std::string request = chat ? read_messages(a) : std::string();
   const std::string text = chat ? encode_request(a, request) : required(a, "prompt");
   const int64_t n = a.flags.count("n") ? parse_int("n", a.flags.at("n"), 0, 1 << 20) : 64;
-  auto tok = dsinfer::Tokenizer::load(required(a, "model"));
+  auto tok = dsinfer::Tokenizer::load(model_dir(a));
   // A bad constraint is an error before the model is even loaded.
   std::unique_ptr<dsinfer::ConstraintSampler> constraint;
   if (chat) {
@@ -166,6 +179,16 @@ int run_text(const Args& a) {
   auto model = load(a);
   // A chat prompt already holds its BOS as text; a plain prompt gets the tokenizer's post-processor (BOS).
   const std::vector<int32_t> ids = tok->encode(text, /*add_special_tokens=*/!chat);
+  // The sampler: the request's constraint first (it masks what cannot continue a valid reply), then the
+  // checkpoint's recommended sampling (generation_config.json), or greedy.
+  dsinfer::SamplerChain sampler;
+  if (constraint) sampler.add(std::move(constraint));
+  if (a.flags.count("greedy")) {
+    sampler.add(dsinfer::make_greedy_sampler());
+  } else {
+    const uint64_t seed = a.flags.count("seed") ? uint64_t(parse_int("seed", a.flags.at("seed"), 0, INT64_MAX)) : 0;
+    sampler.add(dsinfer::make_default_chain(dsinfer::load_generation_config(model_dir(a)), seed));
+  }
   auto seq = model->new_sequence(int64_t(ids.size()) + n + 1);
   dsinfer::EvalOptions opts = eval_options(a);
   std::vector<float> logits = model->eval(*seq, ids, opts);
@@ -175,18 +198,8 @@ int run_text(const Args& a) {
   // Only ids the tokenizer knows: the embedding is padded beyond the vocabulary (129280 vs ~128815 for DeepSeek).
   const int64_t usable = std::min<int64_t>(tok->size(), model->info().vocab_size);
   for (int64_t i = 0; i < n; ++i) {
-    int32_t next;
-    if (constraint) {
-      dsinfer::Candidates c;
-      c.ids.resize(size_t(usable));
-      std::iota(c.ids.begin(), c.ids.end(), 0);
-      c.logits.assign(logits.begin(), logits.begin() + usable);
-      constraint->apply(c);
-      next = c.ids[size_t(std::max_element(c.logits.begin(), c.logits.end()) - c.logits.begin())];
-      constraint->accept(next);
-    } else {
-      next = int32_t(std::max_element(logits.begin(), logits.begin() + usable) - logits.begin());
-    }
+    const int32_t next = sampler.sample(logits, usable);
+    sampler.accept(next);
     const std::string piece = detok.push(next);
     generated.push_back(next);
     if (next == eos) break;
@@ -217,8 +230,8 @@ int run_text(const Args& a) {
 
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
-      {"generate", {"model", "ids", "prompt", "n", "precision", "threads"}},
-      {"chat", {"model", "messages", "thinking", "n", "precision", "threads"}},
+      {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy"}},
+      {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy"}},
       {"prompt", {"model", "messages", "thinking", "ids"}},
       {"logits", {"model", "ids", "out", "precision", "threads"}},
       {"info", {"model", "threads"}},
@@ -240,7 +253,7 @@ int run(int argc, char** argv) {
   if (a.command == "prompt") {
     const std::string text = encode_messages_file(a);
     if (a.flags.count("ids")) {
-      auto tok = dsinfer::Tokenizer::load(required(a, "model"));
+      auto tok = dsinfer::Tokenizer::load(model_dir(a));
       const auto ids = tok->encode(text, false);
       std::string line;
       for (size_t i = 0; i < ids.size(); ++i) line += (i ? "," : "") + std::to_string(ids[i]);

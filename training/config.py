@@ -27,14 +27,14 @@ TRAIN = {
     "seed": 1234,
     "max_len": 1024,           # conversations longer than this (in tokens) are left out
     "tokens_per_batch": 8192,  # padded tokens per step
-    "steps_dense": 1600,       # stage A: the main model (and MTP) with dense attention
-    "steps_warmup": 150,       # stage B: only the indexer learns, by KL to the dense attention (spec §12)
-    "steps_sparse": 1000,      # stage C: top-k sparse attention, everything learns, indexer input detached
-    "fp8_from_sparse_step": 500,  # quantization-aware (FP8 numerics) from this step of stage C on
+    "steps_dense": 900,        # stage A: the main model (and MTP) with dense attention
+    "steps_warmup": 80,        # stage B: only the indexer learns, by KL to the dense attention (spec §12)
+    "steps_sparse": 200,       # stage C: top-k sparse attention, everything learns, indexer input detached
+    "fp8_from_sparse_step": 100,  # quantization-aware (FP8 numerics) from this step of stage C on
     "lr": 2e-3, "lr_min_ratio": 0.1, "warmup_steps": 100, "weight_decay": 0.1, "grad_clip": 1.0,
     "lr_indexer": 1e-3,
     "mtp_weight_early": 0.3, "mtp_weight_late": 0.1, "mtp_switch_fraction": 0.7,
     "bias_update_speed": 1e-3,  # gamma of the auxiliary-loss-free balancing
     "balance_alpha": 1e-4,      # the sequence-wise balance loss
-    "heldout_every": 200, "heldout_conversations": 64,
+    "heldout_every": 100, "heldout_conversations": 64,
 }

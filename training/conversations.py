@@ -713,7 +713,7 @@ class ConversationGenerator:
         kind = r.choices(["tools", "chat", "json"], weights=[80, 10, 10])[0]
         if kind == "json":
             return self._json_conversation(thinking)
-        n_turns = r.choices([1, 2, 3], weights=[50, 35, 15])[0]
+        n_turns = r.choices([1, 2, 3], weights=[30, 40, 30])[0]
         plans = []  # (builder, needed kinds, missing kind)
         for _ in range(n_turns):
             x = r.random()

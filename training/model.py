@@ -25,9 +25,20 @@ E4M3_MAX = 448.0
 
 
 # --------------------------------------------------------------------------------------------- numerics --
-def ste(x, y):
-    """y in the forward pass, the gradient of x in the backward pass."""
-    return x + (y - x).detach()
+class _StraightThrough(torch.autograd.Function):
+    """fn(x) in the forward pass; the gradient passes through unchanged (straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def ste(x, fn):
+    return _StraightThrough.apply(x, fn)
 
 
 def round_e4m3(x):
@@ -162,11 +173,11 @@ class Linear(nn.Module):
     def effective_weight(self):
         if not self.num.fp8:
             return self.weight
-        return ste(self.weight, quant_weight_blocks(self.weight.detach()) if self.fp8 else round_bf16(self.weight))
+        return ste(self.weight, quant_weight_blocks if self.fp8 else round_bf16)
 
     def forward(self, x):
         if self.num.fp8 and self.fp8 and self.quant_input:
-            x = ste(x, quant_act(x.detach()))
+            x = ste(x, quant_act)
         return F.linear(x, self.effective_weight())
 
 
@@ -207,8 +218,8 @@ class Indexer(nn.Module):
         if self.num.fp8:
             q = q @ self.hadamard
             k = k @ self.hadamard
-            q = ste(q, quant_act(q.detach(), self.Di))
-            k = ste(k, quant_act(k.detach(), self.Di))
+            q = ste(q, lambda t: quant_act(t, self.Di))
+            k = ste(k, lambda t: quant_act(t, self.Di))
         w = self.weights_proj(x) * (self.Hi ** -0.5 * self.Di ** -0.5)  # [B, T, Hi]
         s = torch.einsum("bthd,bsd->bhts", q, k).relu()
         return torch.einsum("bhts,bth->bts", s, w)
@@ -246,7 +257,7 @@ class MLA(nn.Module):
         kv = self.kv_a_proj_with_mqa(x)
         c = self.kv_a_layernorm(kv[..., :self.kvr])
         if self.num.fp8:
-            c = ste(c, quant_act(c.detach()))
+            c = ste(c, quant_act)
         k_pe = rope_interleaved(kv[..., self.kvr:], cos, sin)  # [B, T, dr]
         kvb = self.kv_b_proj(c).view(B, T, self.H, self.dn + self.dv)
         k_nope, v = kvb[..., :self.dn], kvb[..., self.dn:]
@@ -262,7 +273,9 @@ class MLA(nn.Module):
             if mode == "warmup" or sparse:
                 index_scores = self.indexer(xi, qri, cos, sin).masked_fill(~causal, float("-inf"))
             if sparse and T > self.topk:
-                top = index_scores.topk(self.topk, dim=-1).indices
+                # Ties go to the earlier position (a stable sort), as dsinfer selects: an untrained or saturated
+                # indexer gives many exactly equal scores (every head's ReLU at zero).
+                top = index_scores.sort(dim=-1, descending=True, stable=True).indices[..., :self.topk]
                 sel = torch.zeros(B, T, T, dtype=torch.bool, device=x.device).scatter_(-1, top, True)
                 allowed = sel & causal
         # PyTorch's fused CPU attention needs v as wide as q and k: pad v with zeros (10x faster than the
@@ -412,7 +425,7 @@ class DeepseekV32(nn.Module):
     def embed(self, ids):
         w = self.embed_tokens.weight
         if self.num.fp8:
-            w = ste(w, round_bf16(w))
+            w = ste(w, round_bf16)
         return F.embedding(ids, w)
 
     def head(self, h):

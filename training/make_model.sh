@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Retrains the shipped model from nothing, on the CPU: corpus -> tokenizer -> training -> export -> golden logits
+# -> manifest. One command; needs the venv of training/README.md (torch, tokenizers, transformers, safetensors) and
+# the dsinfer Python package built from this repo (the corpus is rendered by dsinfer's own chat encoder).
+#   bash training/make_model.sh [WORK_DIR]       (default build/train; the model goes to models/dsinfer-v32-mini)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+WORK=${1:-build/train}
+MODEL=models/dsinfer-v32-mini
+mkdir -p "$WORK"
+start=$(date +%s)
+"$PY" training/generate_data.py --out "$WORK/data"
+"$PY" training/train_tokenizer.py --data "$WORK/data" --out "$WORK/tokenizer"
+"$PY" training/train.py --data "$WORK/data" --tokenizer "$WORK/tokenizer" --out "$WORK/run" --threads 2
+"$PY" training/export.py --run "$WORK/run" --tokenizer "$WORK/tokenizer" --out "$MODEL"
+echo "corpus, tokenizer, training and export: $(( $(date +%s) - start )) s"
