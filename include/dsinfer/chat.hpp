@@ -51,15 +51,19 @@ struct ChatOptions {
 std::string encode_chat(const std::vector<ChatMessage>& messages, const ChatOptions& options = {},
                         const std::vector<ChatMessage>& context = {});
 
-// Messages from OpenAI-style JSON, as the CLI and the C API pass them: {"messages": [...], "tools": [...]} or a bare
-// list of messages. Per message: role, content, reasoning_content, tool_calls ({"id", "function": {"name",
-// "arguments"}}; arguments as a JSON string or, leniently, an object), tool_call_id, tools, response_format; other
-// keys (name, ...) are ignored, as the official encoder ignores them. Top-level tools go where the official test
-// puts them, on messages[0] when it is a system message (replacing any tools it had); without a system message an
-// empty one is put first, so the prompt starts "<bos>\n\n## Tools" (dsinfer's choice; spec §10.1).
+// Messages from OpenAI-style JSON, as the CLI and the C API pass them: {"messages": [...], "tools": [...],
+// "response_format": {...}} (an OpenAI request body: other top-level keys are ignored) or a bare list of messages.
+// Per message: role, content (a string, null, or a list of text parts {"type": "text", "text": ...}, joined with
+// "\n" as vLLM joins them), reasoning_content, tool_calls ({"id", "function": {"name", "arguments"}}; arguments as a
+// JSON string or, leniently, an object), tool_call_id, tools, response_format; other keys (name, ...) are ignored,
+// as the official encoder ignores them. Top-level tools go where the official test puts them, on messages[0] when
+// it is a system message (replacing any tools it had); without a system message an empty one is put first, so the
+// prompt starts "<bos>\n\n## Tools" (dsinfer's choice; spec §10.1). A top-level response_format goes to the same
+// system message, where the official encoder renders it; {"type": "text"} (OpenAI's default) asks for nothing and
+// is left out.
 // Ownership: returns new messages; `json` is not kept.
-// Errors: Format for malformed JSON or fields of the wrong type (content must be a string or null: OpenAI content
-// parts are not accepted), naming the message index.
+// Errors: Format for malformed JSON or fields of the wrong type (content parts other than text parts), naming the
+// message index.
 // Threads: any number of threads at once.
 std::vector<ChatMessage> chat_messages_from_json(std::string_view json);
 

@@ -222,6 +222,29 @@ std::optional<std::string> opt_string(const ojson& m, const char* key, size_t in
   return m[key].get<std::string>();
 }
 
+// OpenAI's "content": a string, null, or a list of parts of which only text parts are accepted; their texts are
+// joined with "\n" (as vLLM joins them).
+std::optional<std::string> content_text(const ojson& m, size_t index) {
+  if (!m.contains("content") || !m["content"].is_array()) return opt_string(m, "content", index);
+  std::string text;
+  const ojson& parts = m["content"];
+  for (size_t k = 0; k < parts.size(); ++k) {
+    const ojson& part = parts[k];
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      throw Error(ErrorCode::Format, fmt::format("message {}: content part {} is not a text part ({{\"type\": \"text\", "
+                                                 "\"text\": ...}}; other kinds are not supported)", index, k));
+    if (k) text += "\n";
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+// A response_format that asks for something: OpenAI's default {"type": "text"} asks for nothing.
+bool asks_for_format(const ojson& rf) {
+  return !rf.is_null() && !(rf.is_object() && rf.size() == 1 && rf.contains("type") && rf["type"] == "text");
+}
+
 }  // namespace
 
 std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
@@ -232,7 +255,7 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
     throw Error(ErrorCode::Format, fmt::format("messages are not valid JSON: {}", e.what()));
   }
   const ojson* list = &j;
-  ojson tools;
+  ojson tools, response_format;
   if (j.is_object()) {
     if (!j.contains("messages") || !j["messages"].is_array())
       throw Error(ErrorCode::Format, "expected {\"messages\": [...], \"tools\": [...]} or a list of messages");
@@ -240,6 +263,10 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
     if (j.contains("tools") && !j["tools"].is_null()) {
       tools = j["tools"];
       if (!tools.is_array()) throw Error(ErrorCode::Format, "\"tools\" must be a list");
+    }
+    if (j.contains("response_format") && asks_for_format(j["response_format"])) {
+      response_format = j["response_format"];
+      if (!response_format.is_object()) throw Error(ErrorCode::Format, "\"response_format\" must be an object");
     }
   } else if (!j.is_array()) {
     throw Error(ErrorCode::Format, "expected {\"messages\": [...], \"tools\": [...]} or a list of messages");
@@ -252,11 +279,11 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
     if (!m.contains("role") || !m["role"].is_string())
       throw Error(ErrorCode::Format, fmt::format("message {} has no \"role\" string", i));
     c.role = m["role"].get<std::string>();
-    c.content = opt_string(m, "content", i);
+    c.content = content_text(m, i);
     c.reasoning_content = opt_string(m, "reasoning_content", i);
     c.tool_call_id = opt_string(m, "tool_call_id", i).value_or("");
     if (m.contains("tools") && !m["tools"].is_null()) c.tools_json = py_dumps(m["tools"]);
-    if (m.contains("response_format") && !m["response_format"].is_null()) c.response_format_json = py_dumps(m["response_format"]);
+    if (m.contains("response_format") && asks_for_format(m["response_format"])) c.response_format_json = py_dumps(m["response_format"]);
     if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
       if (!m["tool_calls"].is_array()) throw Error(ErrorCode::Format, fmt::format("message {}: \"tool_calls\" must be a list", i));
       for (const auto& tc : m["tool_calls"]) {
@@ -274,16 +301,19 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
     }
     out.push_back(std::move(c));
   }
-  if (!tools.is_null() && !tools.empty()) {
+  const bool attach_tools = !tools.is_null() && !tools.empty();
+  if (attach_tools || !response_format.is_null()) {
     // The official test attaches tools to messages[0], the system message; without one we put an empty system
-    // message first (the prompt then starts "<bos>\n\n## Tools").
+    // message first (the prompt then starts "<bos>\n\n## Tools"). A top-level response_format goes to the same
+    // message, where the official encoder renders it after the tools.
     if (out.empty() || out[0].role != "system") {
       ChatMessage sys;
       sys.role = "system";
       sys.content = "";
       out.insert(out.begin(), sys);
     }
-    out[0].tools_json = py_dumps(tools);
+    if (attach_tools) out[0].tools_json = py_dumps(tools);
+    if (!response_format.is_null()) out[0].response_format_json = py_dumps(response_format);
   }
   return out;
 }

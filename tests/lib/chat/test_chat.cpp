@@ -215,3 +215,48 @@ TEST_CASE("bad conversations and completions give precise errors", "[chat][error
   REQUIRE(m.tool_calls.size() == 1);
   CHECK(m.tool_calls[0].arguments == R"({"a": "x \"y\"", "n": [1, 2]})");
 }
+
+TEST_CASE("a request's top-level response_format renders as the official encoder renders it on the system message",
+          "[chat][golden]") {
+  // Every golden case whose system message (messages[0]) carries a response_format, with the response_format moved
+  // to the top level of the request (where OpenAI clients send it): the prompt must not change.
+  size_t checked = 0;
+  for (const auto& c : read_jsonl(kDir / "cases.jsonl")) {
+    if (c.contains("request_json") || !c.contains("output")) continue;
+    ojson req = c.at("request");
+    ojson& msgs = req.at("messages");
+    if (msgs.empty() || msgs[0].value("role", "") != "system" || !msgs[0].contains("response_format")) continue;
+    if (msgs[0]["response_format"].is_null()) continue;
+    const ojson rf = msgs[0]["response_format"];
+    msgs[0].erase("response_format");
+    req["response_format"] = rf;  // (may move `msgs`: an ordered_json object is a vector)
+    ChatOptions o;
+    o.thinking = c.at("thinking_mode") == "thinking" ? ThinkingMode::Thinking : ThinkingMode::Chat;
+    o.drop_thinking = c.at("drop_thinking").get<bool>();
+    INFO(c.at("name").get<std::string>());
+    CHECK(encode_chat(chat_messages_from_json(req.dump()), o) == c.at("output").get<std::string>());
+    ++checked;
+  }
+  CHECK(checked >= 5);
+  // Without a system message one is put first, as for tools; OpenAI's default {"type": "text"} asks for nothing.
+  const auto m = chat_messages_from_json(
+      R"({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}})");
+  REQUIRE(m.size() == 2);
+  CHECK(m[0].role == "system");
+  CHECK(m[0].response_format_json == R"({"type": "json_object"})");
+  CHECK(chat_messages_from_json(R"({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}})").size() == 1);
+}
+
+TEST_CASE("OpenAI content parts: text parts are joined, other kinds are refused naming the message", "[chat]") {
+  const auto m = chat_messages_from_json(
+      R"([{"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}])");
+  REQUIRE(m.size() == 1);
+  CHECK(m[0].content == "one\ntwo");
+  try {
+    chat_messages_from_json(R"([{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::Format);
+    CHECK_THAT(e.what(), Catch::Contains("message 1: content part 0 is not a text part"));
+  }
+}
