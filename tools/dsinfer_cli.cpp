@@ -22,6 +22,7 @@
 #include "dsinfer/chat.hpp"
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "serve/serve.hpp"
 
 namespace {
 
@@ -42,7 +43,9 @@ constexpr const char* kUsage =
     "  dsinfer logits --model DIR --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
     "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"
     "  dsinfer info --model DIR\n"
-    "      prints what the checkpoint is\n";
+    "      prints what the checkpoint is\n"
+    "  dsinfer serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...\n"
+    "      an OpenAI-compatible HTTP server (dsinfer serve --help)\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -247,6 +250,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && !std::strcmp(argv[1], "serve")) return dsinfer::serve::main(argc - 1, argv + 1);
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {
