@@ -58,8 +58,12 @@ class Session {
   // cached tokens that match the beginning of `ids` are kept, the cache is cut after them and the rest is queued.
   // The next sample needs the logits after the last token: unless the cache holds exactly `ids` and those logits, at
   // least the last token is queued. Returns how many tokens of `ids` were kept from the cache (a prefix cache hit).
-  // Errors: InvalidArgument for empty ids.
-  int64_t queue_tokens(std::span<const int32_t> ids);
+  // min_new > 0 queues at least that many of the last tokens even when the cache holds them: a server passes 2 so
+  // that the prompt's last tokens are evaluated as a multi-token chunk (the MHA form) exactly as they are without
+  // a cache hit, keeping greedy outputs bitwise independent of the prefix cache (a single token would take the
+  // absorbed form, equal only to ~1e-6).
+  // Errors: InvalidArgument for empty ids or a negative min_new.
+  int64_t queue_tokens(std::span<const int32_t> ids, int64_t min_new = 0);
   int64_t last_prefill_tokens() const;  // how many tokens the last prefill/set_messages evaluated
 
   // Pull-style generation: start(), then next() until it returns false; finish_reason() tells why it ended.

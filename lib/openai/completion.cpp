@@ -127,6 +127,7 @@ std::unique_ptr<SamplerChain> make_sampler_chain(const Request& r, int choice) {
 struct Completion::Impl {
   struct Call {
     std::string id, name, arguments;
+    bool complete = false;  // ToolCallEnd came: a malformed block's call never completes (its text is content)
   };
   struct Choice {
     std::unique_ptr<Session> session;
@@ -356,7 +357,10 @@ struct Completion::Impl {
       }
       case ChatEvent::Kind::ToolCallEnd:
         // The complete arguments: the deltas already carried them; keep the parser's final text.
-        if (!calls_as_content() && !c.calls.empty()) c.calls.back().arguments = e.arguments;
+        if (!calls_as_content() && !c.calls.empty()) {
+          c.calls.back().arguments = e.arguments;
+          c.calls.back().complete = true;
+        }
         return;
       case ChatEvent::Kind::Error:
         return;  // the parser goes on and delivers the malformed block as content
@@ -381,20 +385,26 @@ struct Completion::Impl {
         }
       }
     }
-    c.finish_reason = finish_text(why, !c.calls.empty());
+    c.finish_reason = finish_text(why, complete_calls(c) > 0);
     if (!req.stream) return;
     if (chat()) chunks.push_back(chunk(index, ojson::object(), take_logprobs(c, 0), c.finish_reason.c_str()));
     else chunks.push_back(chunk(index, "", take_logprobs(c, c.text_offset), c.finish_reason.c_str()));
   }
 
+  static size_t complete_calls(const Choice& c) {
+    return size_t(std::count_if(c.calls.begin(), c.calls.end(), [](const Call& k) { return k.complete; }));
+  }
+
   ojson message_of(Choice& c) {
     ojson m;
     m["role"] = "assistant";
-    m["content"] = c.content.empty() && !c.calls.empty() ? ojson(nullptr) : ojson(c.content);
+    const bool calls = complete_calls(c) > 0;
+    m["content"] = c.content.empty() && calls ? ojson(nullptr) : ojson(c.content);
     if (req.thinking == ThinkingMode::Thinking) m["reasoning_content"] = c.reasoning;
-    if (!c.calls.empty()) {
-      ojson calls = ojson::array();
+    if (calls) {
+      ojson list = ojson::array();
       for (const Call& k : c.calls) {
+        if (!k.complete) continue;
         ojson fn;
         fn["name"] = k.name;
         fn["arguments"] = k.arguments;
@@ -402,9 +412,9 @@ struct Completion::Impl {
         tc["id"] = k.id;
         tc["type"] = "function";
         tc["function"] = fn;
-        calls.push_back(tc);
+        list.push_back(tc);
       }
-      m["tool_calls"] = calls;
+      m["tool_calls"] = list;
     } else {
       m["tool_calls"] = ojson::array();
     }
@@ -445,7 +455,9 @@ Session& Completion::start(const Session* prefix, std::vector<std::string>& chun
   } else {
     c.session = std::make_unique<Session>(m.model, m.tok, p);
   }
-  m.cached = c.session->queue_tokens(m.req.prompt);
+  // At least 2 prompt tokens are evaluated, so a cache hit computes the rest of the prompt as a miss would (the
+  // same attention form): outputs do not depend on what the prefix cache held.
+  m.cached = c.session->queue_tokens(m.req.prompt, prefix ? 2 : 0);
   m.start_choice(c, 0, chunks);
   return *c.session;
 }

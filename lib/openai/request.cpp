@@ -43,7 +43,10 @@ std::optional<int64_t> integer(const json& j, const char* key, int64_t lo, int64
   if (!present(j, key)) return std::nullopt;
   const json& v = j[key];
   if (!v.is_number_integer()) throw bad(key, fmt::format("\"{}\" must be an integer, got {}", key, v.dump()));
-  if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(hi) : (v.get<int64_t>() < lo || v.get<int64_t>() > hi))
+  // nlohmann keeps non-negative integers unsigned: compare those as unsigned (they may exceed INT64_MAX).
+  const bool out = v.is_number_unsigned() ? (v.get<uint64_t>() > uint64_t(hi) || (lo > 0 && v.get<uint64_t>() < uint64_t(lo)))
+                                          : (v.get<int64_t>() < lo || v.get<int64_t>() > hi);
+  if (out)
     throw bad(key, fmt::format("\"{}\" must be in [{}, {}], got {}", key, lo, hi, v.dump()));
   return v.get<int64_t>();
 }
@@ -259,7 +262,21 @@ std::string ApiError::json() const {
   return out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
+namespace {
+Request parse_checked(Endpoint endpoint, std::string_view body, const Tokenizer& tok, const Defaults& d);
+}
+
 Request parse_request(Endpoint endpoint, std::string_view body, const Tokenizer& tok, const Defaults& d) {
+  try {
+    return parse_checked(endpoint, body, tok, d);
+  } catch (const Error& e) {
+    // What the library refuses in a request (text the tokenizer rejects, ...) is the client's error.
+    throw bad("", e.what());
+  }
+}
+
+namespace {
+Request parse_checked(Endpoint endpoint, std::string_view body, const Tokenizer& tok, const Defaults& d) {
   const json j = parse_body(body);
   Request r;
   r.endpoint = endpoint;
@@ -342,6 +359,7 @@ Request parse_request(Endpoint endpoint, std::string_view body, const Tokenizer&
   r.max_tokens = max_tokens.value_or(d.context - p);
   return r;
 }
+}  // namespace
 
 std::string tokenize_reply(std::string_view body, const Tokenizer& tok, const Defaults& d) {
   const json j = parse_body(body);

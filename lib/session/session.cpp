@@ -124,9 +124,10 @@ struct Session::Impl {
 
   // Makes the cache hold `full`: keeps the matching prefix, cuts the rest and evaluates (or queues) what follows.
   // Returns how many tokens of `full` were kept from the cache.
-  int64_t set_tokens(std::span<const int32_t> full, bool defer) {
+  int64_t set_tokens(std::span<const int32_t> full, bool defer, size_t min_new = 0) {
     size_t common = 0;
     while (common < tokens.size() && common < full.size() && tokens[common] == full[common]) ++common;
+    if (min_new > 0) common = std::min(common, full.size() - std::min(full.size(), min_new));
     // Logits are needed after the last token, so at least one token is always evaluated.
     if (common == full.size()) {
       if (common == tokens.size() && !logits.empty()) {
@@ -301,9 +302,10 @@ SamplerChain& Session::sampler() { return *impl_->sampler; }
 void Session::prefill(std::span<const int32_t> ids) { impl_->prefill(ids); }
 void Session::set_messages(const std::vector<ChatMessage>& conversation) { impl_->set_messages(conversation); }
 void Session::queue_messages(const std::vector<ChatMessage>& conversation) { impl_->set_messages(conversation, true); }
-int64_t Session::queue_tokens(std::span<const int32_t> ids) {
+int64_t Session::queue_tokens(std::span<const int32_t> ids, int64_t min_new) {
   if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "queue_tokens needs at least one token");
-  return impl_->set_tokens(ids, true);
+  if (min_new < 0) throw Error(ErrorCode::InvalidArgument, fmt::format("queue_tokens: min_new {} < 0", min_new));
+  return impl_->set_tokens(ids, true, size_t(min_new));
 }
 int64_t Session::last_prefill_tokens() const { return impl_->last_prefill; }
 void Session::start(const GenerateParams& params) { impl_->start(params); }
