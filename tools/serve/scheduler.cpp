@@ -1,6 +1,9 @@
 #include "scheduler.hpp"
 
 #include <fmt/format.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -230,8 +233,18 @@ void Scheduler::loop() {
     bool reset = false, cancel_everything = false;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (running_.empty())
+      if (running_.empty() && !stop_ && !reset_ && !cancel_all_ && queue_.empty()) {
+        // Going idle: the pages of free KV blocks, the backend's recycled buffers and the heap's free pages (the
+        // many HTTP threads' malloc arenas keep what a burst of requests freed) go back to the system, so an idle
+        // server's RSS returns to its idle level.
+        lock.unlock();
+        model_.release_memory();
+#if defined(__GLIBC__)
+        malloc_trim(0);
+#endif
+        lock.lock();
         cv_.wait(lock, [&] { return stop_ || reset_ || cancel_all_ || !queue_.empty(); });
+      }
       if (stop_) break;
       reset = reset_;
       cancel_everything = cancel_all_;
