@@ -396,3 +396,22 @@ def test_sigterm_drains_running_requests():
     assert result["r"].usage.completion_tokens == 200 and result["r"].choices[0].finish_reason == "length"
     assert s.proc.wait(timeout=30) == 0
     assert any("draining" in line for line in s.log)
+
+
+def test_disconnect_of_a_non_streaming_request_cancels_it(server):
+    import socket
+    before = server.metrics()
+    body = json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": 900, "temperature": 0, "ignore_eos": True}).encode()
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+              + server.api_key.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    while server.metrics()["dsinfer_running_sessions"] == 0:
+        time.sleep(0.01)
+    s.close()
+    deadline = time.time() + 10
+    while server.metrics()["dsinfer_requests_cancelled_total"] == before["dsinfer_requests_cancelled_total"]:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    m = server.metrics()
+    assert m["dsinfer_running_sessions"] == 0
+    assert m["dsinfer_generation_tokens_total"] - before["dsinfer_generation_tokens_total"] < 900
