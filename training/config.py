@@ -1,0 +1,40 @@
+"""The shipped model's architecture (config.json) and the training recipe, in one place.
+
+config.json carries every key of DeepSeek-V3.2's own config.json (the common keys come from
+scripts/make_small_checkpoint.py, which writes the repo's test checkpoints), with the sizes scaled down.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+import make_small_checkpoint as msc  # noqa: E402
+
+MODEL_NAME = "dsinfer-v32-mini"
+
+MODEL_CONFIG = {
+    **msc.COMMON, **msc.FP8,
+    "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+    "vocab_size": 4096, "hidden_size": 256, "intermediate_size": 768, "moe_intermediate_size": 192,
+    "num_hidden_layers": 4, "first_k_dense_replace": 1,
+    "num_attention_heads": 8, "num_key_value_heads": 8,
+    "n_routed_experts": 16, "n_shared_experts": 1, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2,
+    "q_lora_rank": 192, "kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 32, "v_head_dim": 32,
+    "index_n_heads": 4, "index_head_dim": 64, "index_topk": 128,
+    "num_nextn_predict_layers": 1,
+}
+
+TRAIN = {
+    "seed": 1234,
+    "max_len": 1024,           # conversations longer than this (in tokens) are left out
+    "tokens_per_batch": 8192,  # padded tokens per step
+    "steps_dense": 1600,       # stage A: the main model (and MTP) with dense attention
+    "steps_warmup": 150,       # stage B: only the indexer learns, by KL to the dense attention (spec §12)
+    "steps_sparse": 1000,      # stage C: top-k sparse attention, everything learns, indexer input detached
+    "fp8_from_sparse_step": 500,  # quantization-aware (FP8 numerics) from this step of stage C on
+    "lr": 2e-3, "lr_min_ratio": 0.1, "warmup_steps": 100, "weight_decay": 0.1, "grad_clip": 1.0,
+    "lr_indexer": 1e-3,
+    "mtp_weight_early": 0.3, "mtp_weight_late": 0.1, "mtp_switch_fraction": 0.7,
+    "bias_update_speed": 1e-3,  # gamma of the auxiliary-loss-free balancing
+    "balance_alpha": 1e-4,      # the sequence-wise balance loss
+    "heldout_every": 200, "heldout_conversations": 64,
+}

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Trains the shipped small DeepSeek-V3.2 model (PyTorch, CPU).
+
+    python training/train.py --data DIR --tokenizer MODEL_DIR --out RUN_DIR [--threads 2]
+
+The recipe (config.TRAIN; ../shared/spec/dsv32-model.md §12), in three stages:
+  A. dense: the main model and its MTP module learn with dense causal attention (the indexer idle); the loss is
+     the next-token cross-entropy on what the assistant writes, plus the MTP module's cross-entropy on the token
+     after next (weight 0.3, then 0.1), plus DeepSeek-V3's tiny sequence-wise balance loss;
+  B. indexer warm-up: everything but the indexers is frozen; each indexer learns by KL divergence to its layer's
+     attention distribution (summed over heads, L1-normalised) over all causal keys;
+  C. sparse: each query attends only to the index_topk keys its indexer selects; everything learns; the indexers
+     keep the KL loss over the selected keys with their input detached from the model. From
+     `fp8_from_sparse_step` on, the forward runs DeepSeek's FP8 inference numerics (model.py), so the model
+     learns the weights and activations dsinfer will run.
+After every step of A and C each routed expert's selection bias moves by gamma towards balance (auxiliary-loss-free
+balancing). Logs go to RUN_DIR/train_log.jsonl (loss curves, expert load, held-out loss and token accuracy); the
+weights to RUN_DIR/model.pt.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from config import MODEL_CONFIG, TRAIN  # noqa: E402
+from model import DeepseekV32  # noqa: E402
+
+
+def encode_corpus(path, tok, max_len, limit=None):
+    """[(ids int64 array, assistant mask bool array)] for the conversations of a jsonl file."""
+    out, skipped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            if limit is not None and n >= limit:
+                break
+            conv = json.loads(line)
+            enc = tok.encode(conv["text"], add_special_tokens=False)
+            if len(enc.ids) > max_len:
+                skipped += 1
+                continue
+            starts = np.array([o[0] for o in enc.offsets])
+            ends = np.array([o[1] for o in enc.offsets])
+            mask = np.zeros(len(enc.ids), dtype=bool)
+            for a, b in conv["spans"]:
+                inside = (starts >= a) & (ends <= b)
+                # The span must be whole tokens: its first token starts at a, its last ends at b.
+                assert inside.any() and starts[inside].min() == a and ends[inside].max() == b, (a, b)
+                mask |= inside
+            out.append((np.array(enc.ids, dtype=np.int64), mask))
+    return out, skipped
+
+
+class Batches:
+    """Length-bucketed batches of about `tokens` padded tokens, in a seeded random order, epoch after epoch."""
+
+    def __init__(self, corpus, tokens, seed):
+        self.corpus, self.tokens, self.rng = corpus, tokens, random.Random(seed)
+        self.queue, self.epoch = [], 0
+
+    def _epoch(self):
+        order = sorted(range(len(self.corpus)), key=lambda i: (len(self.corpus[i][0]), self.rng.random()))
+        batches, cur = [], []
+        for i in order:
+            longest = len(self.corpus[i][0])
+            if cur and (len(cur) + 1) * longest > self.tokens:
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        self.rng.shuffle(batches)
+        self.epoch += 1
+        return batches
+
+    def next(self):
+        if not self.queue:
+            self.queue = self._epoch()
+        return collate([self.corpus[i] for i in self.queue.pop()])
+
+
+def collate(items):
+    T = max(len(ids) for ids, _ in items)
+    ids = torch.full((len(items), T), 2, dtype=torch.long)  # pad id
+    mask = torch.zeros(len(items), T, dtype=torch.bool)
+    valid = torch.zeros(len(items), T, dtype=torch.bool)
+    for b, (x, m) in enumerate(items):
+        ids[b, :len(x)] = torch.from_numpy(x)
+        mask[b, :len(x)] = torch.from_numpy(m)
+        valid[b, :len(x)] = True
+    return ids, mask, valid
+
+
+def set_valid(model, valid):
+    mtp_moe = model.mtp.block.mlp if model.mtp is not None else None
+    for moe in model.moe_layers():
+        moe.valid = (valid[:, 1:] if moe is mtp_moe else valid).reshape(-1)
+
+
+def losses(model, ids, mask, valid, mode, want_lm=True):
+    """Cross-entropy of the main head (next token) and the MTP head (token after next) on assistant tokens,
+    the indexers' mean KL over real queries, the balance loss, and token accuracies."""
+    set_valid(model, valid)
+    hn, hm, kls = model(ids, mode)
+    out = {}
+    if want_lm:
+        tgt = mask[:, 1:]
+        logits = model.head(hn[:, :-1][tgt])
+        out["ce"] = F.cross_entropy(logits, ids[:, 1:][tgt])
+        out["acc"] = (logits.argmax(-1) == ids[:, 1:][tgt]).float().mean()
+        if hm is not None:
+            tgt2 = mask[:, 2:]
+            logits2 = model.head(hm[:, :-1][tgt2])
+            out["mtp_ce"] = F.cross_entropy(logits2, ids[:, 2:][tgt2])
+            out["mtp_acc"] = (logits2.argmax(-1) == ids[:, 2:][tgt2]).float().mean()
+        out["aux"] = sum(m.aux for m in model.moe_layers())
+    kl_terms = []
+    for i, kl in enumerate(kls):
+        if kl.dim():
+            v = valid if kl.shape[1] == valid.shape[1] else valid[:, 1:]
+            kl_terms.append((kl * v).sum() / v.sum())
+    if kl_terms:
+        out["kl"] = sum(kl_terms) / len(kl_terms)
+    return out
+
+
+def lr_at(step, total, peak, warmup, min_ratio):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def indexer_params(model):
+    return [p for n, p in model.named_parameters() if ".indexer." in n]
+
+
+def main_params(model):
+    return [p for n, p in model.named_parameters() if ".indexer." not in n]
+
+
+def make_optimizer(params, lr, wd):
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+@torch.no_grad()
+def heldout_eval(model, batches, mode):
+    model.eval()
+    tot = {}
+    for ids, mask, valid in batches:
+        out = losses(model, ids, mask, valid, mode)
+        for k, v in out.items():
+            tot[k] = tot.get(k, 0.0) + float(v) / len(batches)
+    model.train()
+    return tot
+
+
+def save(model, path, step, stage):
+    tmp = path + ".tmp"
+    torch.save({"config": model.cfg, "state_dict": model.state_dict(), "step": step, "stage": stage}, tmp)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--tokenizer", required=True, help="folder with the trained tokenizer.json")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count (smoke runs)")
+    args = ap.parse_args()
+    cfg, tr = dict(MODEL_CONFIG), dict(TRAIN)
+    for k in ("steps_dense", "steps_warmup", "steps_sparse", "fp8_from_sparse_step", "warmup_steps"):
+        tr[k] = max(1, int(round(tr[k] * args.scale)))
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(tr["seed"])
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+
+    tok = Tokenizer.from_file(os.path.join(args.tokenizer, "tokenizer.json"))
+    assert tok.get_vocab_size(with_added_tokens=True) <= cfg["vocab_size"]
+    corpus, skipped = encode_corpus(os.path.join(args.data, "train.jsonl"), tok, tr["max_len"])
+    held, _ = encode_corpus(os.path.join(args.data, "heldout.jsonl"), tok, tr["max_len"],
+                            limit=tr["heldout_conversations"])
+    held_batches = [collate(held[i:i + 8]) for i in range(0, len(held), 8)]
+    n_tokens = sum(len(x) for x, _ in corpus)
+    print(f"corpus: {len(corpus)} conversations ({skipped} over {tr['max_len']} tokens left out), "
+          f"{n_tokens} tokens, {sum(int(m.sum()) for _, m in corpus)} assistant tokens", flush=True)
+
+    model = DeepseekV32(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f} M parameters", flush=True)
+    batches = Batches(corpus, tr["tokens_per_batch"], tr["seed"])
+    opt_main = make_optimizer(main_params(model), tr["lr"], tr["weight_decay"])
+    opt_idx = make_optimizer(indexer_params(model), tr["lr_indexer"], 0.0)
+    main_total = tr["steps_dense"] + tr["steps_sparse"]
+    log = open(os.path.join(args.out, "train_log.jsonl"), "w")
+    step_main = 0
+    seen_tokens = 0
+    stages = [("dense", tr["steps_dense"]), ("warmup", tr["steps_warmup"]), ("sparse", tr["steps_sparse"])]
+    for stage, n_steps in stages:
+        model.set_fp8(False)
+        for p in main_params(model):
+            p.requires_grad_(stage != "warmup")
+        for p in indexer_params(model):
+            p.requires_grad_(stage != "dense")
+        t_stage = time.time()
+        for s in range(n_steps):
+            if stage == "sparse" and s == tr["fp8_from_sparse_step"]:
+                model.set_fp8(True)
+            ids, mask, valid = batches.next()
+            seen_tokens += int(valid.sum())
+            out = losses(model, ids, mask, valid, stage, want_lm=stage != "warmup")
+            if stage == "warmup":
+                loss = out["kl"]
+            else:
+                late = step_main >= tr["mtp_switch_fraction"] * main_total
+                lam = tr["mtp_weight_late"] if late else tr["mtp_weight_early"]
+                loss = out["ce"] + lam * out.get("mtp_ce", 0.0) + tr["balance_alpha"] * out["aux"]
+                if "kl" in out:
+                    loss = loss + out["kl"]
+            opt_main.zero_grad(set_to_none=True)
+            opt_idx.zero_grad(set_to_none=True)
+            loss.backward()
+            if stage != "warmup":
+                torch.nn.utils.clip_grad_norm_(main_params(model), tr["grad_clip"])
+                lr = lr_at(step_main, main_total, tr["lr"], tr["warmup_steps"], tr["lr_min_ratio"])
+                for g in opt_main.param_groups:
+                    g["lr"] = lr
+                opt_main.step()
+                step_main += 1
+                with torch.no_grad():  # auxiliary-loss-free balancing
+                    for moe in model.moe_layers():
+                        moe.e_score_correction_bias += tr["bias_update_speed"] * torch.sign(
+                            moe.load.mean() - moe.load)
+            if stage != "dense":
+                torch.nn.utils.clip_grad_norm_(indexer_params(model), tr["grad_clip"])
+                lr_i = tr["lr_indexer"] if stage == "warmup" else lr_at(s, n_steps, tr["lr_indexer"], 1, 0.1)
+                for g in opt_idx.param_groups:
+                    g["lr"] = lr_i
+                opt_idx.step()
+            if s % 20 == 0 or s == n_steps - 1:
+                loads = [m.load for m in model.moe_layers()]
+                rec = {"stage": stage, "step": s, "step_main": step_main, "fp8": model.num.fp8,
+                       "elapsed_s": round(time.time() - t_start, 1), "tokens": seen_tokens,
+                       "epoch": batches.epoch, "batch": list(ids.shape),
+                       **{k: round(float(v), 5) for k, v in out.items()},
+                       "expert_load_max_over_mean": [round(float(l.max() / l.mean()), 3) for l in loads],
+                       "expert_load_min_over_mean": [round(float(l.min() / l.mean()), 3) for l in loads]}
+                if (s % tr["heldout_every"] == 0 and s > 0) or s == n_steps - 1:
+                    rec["heldout"] = {k: round(v, 5) for k, v in heldout_eval(model, held_batches, stage).items()}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                rate = seen_tokens / max(1e-9, time.time() - t_start)
+                print(f"[{stage} {s}/{n_steps}] " + " ".join(
+                    f"{k}={float(v):.4f}" for k, v in out.items()) + f" | {rate:.0f} tok/s, "
+                    f"{time.time() - t_start:.0f}s" + (f" | heldout {rec['heldout']}" if "heldout" in rec else ""),
+                    flush=True)
+            if s % 500 == 499:
+                save(model, os.path.join(args.out, "model.pt"), s, stage)
+        print(f"stage {stage}: {n_steps} steps in {time.time() - t_stage:.0f}s", flush=True)
+        save(model, os.path.join(args.out, "model.pt"), n_steps, stage)
+    summary = {"wall_seconds": round(time.time() - t_start, 1), "tokens_seen": seen_tokens,
+               "corpus_conversations": len(corpus), "corpus_tokens": n_tokens, "parameters": n_params,
+               "threads": args.threads, "torch": torch.__version__, "train": tr}
+    with open(os.path.join(args.out, "train_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
