@@ -15,8 +15,9 @@ from conftest import Server, trained_model_path
 MODEL = "dsinfer-test"
 HELLO = [{"role": "user", "content": "Hello! What can you do?"}]
 TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Weather of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    "name": "get_weather", "description": "Get the current weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city name, e.g. Paris."}},
+                   "required": ["city"]}}}]
 
 
 def chat(client, **kw):
