@@ -416,3 +416,34 @@ def test_disconnect_of_a_non_streaming_request_cancels_it(server):
     m = server.metrics()
     assert m["dsinfer_running_sessions"] == 0
     assert m["dsinfer_generation_tokens_total"] - before["dsinfer_generation_tokens_total"] < 900
+
+
+def test_hang_up_while_queued_leaves_the_queue():
+    import socket
+    s = Server("--max-sessions", "1", "--max-queue", "4", "--ctx", "1024")
+    try:
+        client = s.client()
+        t = threading.Thread(target=lambda: chat(client, max_tokens=400, extra_body={"ignore_eos": True}))
+        t.start()
+        while s.metrics()["dsinfer_running_sessions"] == 0:
+            time.sleep(0.01)
+        socks = []
+        for stream in (False, True):
+            body = json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": 5, "stream": stream}).encode()
+            c = socket.create_connection(("127.0.0.1", s.port))
+            c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + s.api_key.encode()
+                      + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            socks.append(c)
+        while s.metrics()["dsinfer_queue_depth"] < 2:
+            time.sleep(0.01)
+        for c in socks:
+            c.close()
+        deadline = time.time() + 10
+        while s.metrics()["dsinfer_requests_cancelled_total"] < 2 or s.metrics()["dsinfer_queue_depth"] > 0:
+            assert time.time() < deadline, s.metrics()
+            time.sleep(0.02)
+        assert s.metrics()["dsinfer_running_sessions"] == 1  # the first request runs on
+        t.join()
+        assert chat(client, max_tokens=3).usage.completion_tokens == 3
+    finally:
+        assert s.stop() == 0

@@ -380,7 +380,9 @@ class Server {
         job->cv.wait_for(lock, std::chrono::milliseconds(50));
         if (!job->done && !cancelled && peer_gone(fd)) {
           cancelled = true;
+          lock.unlock();  // cancel() completes a queued job under its lock
           scheduler_->cancel(job);
+          lock.lock();
         }
       }
       json_reply(res, job->status, job->body);
