@@ -63,7 +63,7 @@ struct Request {
   ThinkingMode thinking = ThinkingMode::Chat;  // chat_template_kwargs {"thinking": true} (or "enable_thinking")
   std::vector<int32_t> prompt;            // the prompt's token ids, as the cache will hold them
   std::string prompt_text;                // completions: the prompt as text (for echo)
-  std::string tools_json;                 // the tools offered ("" = none), as rendered into the prompt
+  std::string tools_json;                 // the tools rendered into the prompt ("" = none; tool_choice "none" hides them)
   ToolChoice tool_choice = ToolChoice::Auto;
   std::string tool_choice_function;       // ToolChoice::Function: the function's name
   bool parallel_tool_calls = true;

@@ -335,8 +335,8 @@ Request parse_checked(Endpoint endpoint, std::string_view body, const Tokenizer&
   read_response_format(j, r);
   if (chat) {
     const auto tools = tool_names(j);
-    if (present(j, "tools")) r.tools_json = python_json_dumps(j["tools"].dump());
     read_tool_choice(j, tools, r);
+    if (present(j, "tools") && r.tool_choice != ToolChoice::None) r.tools_json = python_json_dumps(j["tools"].dump());
     r.parallel_tool_calls = boolean(j, "parallel_tool_calls").value_or(true);
     read_chat_prompt(j, body, tok, r);
   } else {
