@@ -63,7 +63,10 @@ def start_dsinfer(a, port):
 
 def start_llama(a, port, gguf):
     cmd = [a.llama_server, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(a.threads), "-tb",
-           str(a.threads), "-np", "64", "-c", str(64 * a.ctx), "--cont-batching", "-b", "2048", "-ub", "512"]
+           str(a.threads), "-np", "64", "-c", str(64 * a.ctx), "--cont-batching", "-b", "2048", "-ub", "512",
+           # Repacking (the CPU's interleaved weight layouts) cannot run this architecture in this llama.cpp: the
+           # graph's absorbed-MLA matmul over the 3-D attn_k_b is then unsupported (GGML_ASSERT in the scheduler).
+           "--no-repack"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -101,12 +104,13 @@ async def one_request(host, port, body, out):
 
 
 async def level(host, port, prompts, c, a):
+    """C clients, each sending its requests one after another; every request has its own prompt (`prompts` holds
+    at least C * requests_per_client), so no server reuses a cached prompt."""
     results = []
-    k = 0
 
     async def client(i):
         for r in range(a.requests_per_client):
-            p = prompts[(i * a.requests_per_client + r) % len(prompts)]
+            p = prompts[i * a.requests_per_client + r]
             body = {"model": "m", "prompt": p, "max_tokens": a.max_tokens, "temperature": 0, "stream": True,
                     "ignore_eos": True, "stream_options": {"include_usage": True}}
             await one_request(host, port, body, results)
@@ -118,7 +122,8 @@ async def level(host, port, prompts, c, a):
     toks = sum(r["tokens"] for r in results)
     q = lambda v, p: statistics.quantiles(v, n=100, method="inclusive")[p - 1] if len(v) > 1 else (v[0] if v else 0)
     return {"tok_s": toks / wall, "ttft_p50": q(ttft, 50), "ttft_p99": q(ttft, 99), "itl_p50": q(itl, 50),
-            "itl_p99": q(itl, 99), "requests": len(results), "tokens": toks, "wall": wall}
+            "itl_p99": q(itl, 99), "requests": len(results), "tokens": toks, "wall": wall,
+            "load1": os.getloadavg()[0]}
 
 
 def run_server(kind, a, gguf, prompts):
@@ -126,8 +131,13 @@ def run_server(kind, a, gguf, prompts):
     proc = start_dsinfer(a, port) if kind == "dsinfer" else start_llama(a, port, gguf)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
-        asyncio.run(level("127.0.0.1", port, prompts[:1], 1, argparse.Namespace(**{**vars(a), "requests_per_client": 1})))
-        return {c: asyncio.run(level("127.0.0.1", port, prompts, c, a)) for c in a.concurrency}
+        # Warm-up (its own prompt), then each level with prompts no earlier request used.
+        asyncio.run(level("127.0.0.1", port, prompts[-1:], 1, argparse.Namespace(**{**vars(a), "requests_per_client": 1})))
+        out, used = {}, 0
+        for c in a.concurrency:
+            out[c] = asyncio.run(level("127.0.0.1", port, prompts[used:], c, a))
+            used += c * a.requests_per_client
+        return out
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -158,7 +168,8 @@ def main():
     with open(os.path.join(a.model, "config.json")) as f:
         cfg = json.load(f)
     bos = cfg.get("bos_token_id", 0)
-    prompts = [[bos] + [1000 + (i * 7919 + j * 104729) % 3000 for j in range(a.prompt - 1)] for i in range(256)]
+    n_prompts = sum(a.concurrency) * a.requests_per_client + 1
+    prompts = [[bos] + [1000 + (i * 7919 + j * 104729) % 3000 for j in range(a.prompt - 1)] for i in range(n_prompts)]
     rounds = {"llama-server": [], "dsinfer": []}
     for _ in range(a.rounds):
         for kind in ("llama-server", "dsinfer"):
@@ -169,13 +180,14 @@ def main():
           f"{a.prompt} tokens, {a.max_tokens} generated (greedy, ignore_eos), {a.requests_per_client} requests per "
           f"client, {a.rounds} round(s), medians")
     print("| clients | output tok/s dsinfer / llama-server | ratio | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | "
-          "ITL p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+          "ITL p99 ms | load avg |")
+    print("|---|---|---|---|---|---|---|---|")
     for c in a.concurrency:
         d, l = med["dsinfer"][c], med["llama-server"][c]
         print(f"| {c} | {d['tok_s']:.1f} / {l['tok_s']:.1f} | {d['tok_s'] / l['tok_s']:.2f}x | "
               f"{d['ttft_p50'] * 1e3:.0f} / {l['ttft_p50'] * 1e3:.0f} | {d['ttft_p99'] * 1e3:.0f} / {l['ttft_p99'] * 1e3:.0f} | "
-              f"{d['itl_p50'] * 1e3:.1f} / {l['itl_p50'] * 1e3:.1f} | {d['itl_p99'] * 1e3:.1f} / {l['itl_p99'] * 1e3:.1f} |")
+              f"{d['itl_p50'] * 1e3:.1f} / {l['itl_p50'] * 1e3:.1f} | {d['itl_p99'] * 1e3:.1f} / {l['itl_p99'] * 1e3:.1f} | "
+              f"{d['load1']:.1f} / {l['load1']:.1f} |")
     print(json.dumps({"raw": rounds}, default=str)[:100000], file=open(os.path.join(a.work, "serve_compare.json"), "w"))
 
 

@@ -320,7 +320,10 @@ class Server {
       return httplib::Server::HandlerResponse::Handled;
     }));
     http_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      metrics_.request_done(req.path, res.status);
+      // Paths as labels only for the routes there are: a client probing random paths must not grow the metrics.
+      static const std::set<std::string> routes = {"/health", "/metrics", "/v1/models", "/tokenize", "/detokenize",
+                                                   "/reset_prefix_cache", "/v1/chat/completions", "/v1/completions"};
+      metrics_.request_done(routes.count(req.path) ? req.path : "other", res.status);
     });
 
     http_.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
