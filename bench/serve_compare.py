@@ -13,8 +13,11 @@ one after another. Measured per server and C: aggregate output tokens/s (all gen
 level), TTFT (request sent -> first token chunk) p50/p99, inter-token latency (gaps between a request's consecutive
 token chunks) p50/p99. dsinfer runs its FP8 checkpoint, llama-server the same checkpoint converted to GGUF Q8_0 by
 llama.cpp's own converter (bench/llama_cpp_compare.py's convert_to_gguf; llama.cpp from the llama-cpp-python sdist,
-built with `cmake --build build --target llama-server`). Servers run one at a time (the machine's cores are shared);
-with several rounds each round runs both and the figures are medians over rounds.
+built with `cmake --build build --target llama-server`; it runs with --no-repack, since its repacked CPU weight
+layouts cannot run this architecture's absorbed-MLA matmul). Servers run one at a time; with several rounds each
+round runs both and the figures are medians over rounds. The 1-minute load average at the end of each level is
+printed too: on a machine whose cores other processes share, llama.cpp's spinning thread pool slows down far more
+than dsinfer's (which yields), so a figure means little without it.
 """
 import argparse
 import asyncio

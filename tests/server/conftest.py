@@ -101,7 +101,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server():
-    s = Server("--max-sessions", "16", "--max-queue", "64", "--ctx", "1024", "--max-body-bytes", "262144",
+    s = Server("--max-sessions", "16", "--max-queue", "64", "--ctx", "2048", "--max-body-bytes", "262144",
                "--served-model-name", "dsinfer-test")
     yield s
     assert s.stop() == 0

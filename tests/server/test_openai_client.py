@@ -331,8 +331,8 @@ def test_oversized_body_is_413(server):
 
 def test_prompt_too_long_is_400_with_counts(client):
     with pytest.raises(openai.BadRequestError) as e:
-        chat(client, messages=[{"role": "user", "content": "hello " * 1500}])
-    assert e.value.body["code"] == "context_length_exceeded" and "1024" in e.value.body["message"]
+        chat(client, messages=[{"role": "user", "content": "hello " * 3000}])
+    assert e.value.body["code"] == "context_length_exceeded" and "2048" in e.value.body["message"]
     with pytest.raises(openai.BadRequestError) as e:
         chat(client, max_tokens=5000)
     assert e.value.body["param"] == "max_tokens" and "5000" in e.value.body["message"]
