@@ -267,6 +267,7 @@ def test_completions_endpoint(client):
 
 
 def test_models_health_metrics(server, client):
+    chat(client, max_tokens=1)
     assert [m.id for m in client.models.list().data] == [MODEL]
     with urllib.request.urlopen(server.base + "/health") as h:
         assert json.loads(h.read()) == {"status": "ready"}
@@ -447,3 +448,14 @@ def test_hang_up_while_queued_leaves_the_queue():
         assert chat(client, max_tokens=3).usage.completion_tokens == 3
     finally:
         assert s.stop() == 0
+
+
+def test_bad_model_dir_exits_with_a_message(tmp_path):
+    import subprocess
+    from conftest import cli_path
+    r = subprocess.run([cli_path(), "serve", "--model", str(tmp_path / "nope"), "--port", "0"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "loading" in r.stderr and "failed" in r.stderr
+    r = subprocess.run([cli_path(), "serve", "--model", str(tmp_path), "--port", "99999"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "--port expects an integer" in r.stderr

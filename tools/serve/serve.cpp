@@ -200,7 +200,7 @@ class Server {
   httplib::Server http_;
   std::atomic<State> state_{State::Loading};
   std::atomic<double> progress_{0.0};
-  std::atomic<bool> loaded_failed_{false}, stopping_{false};
+  std::atomic<bool> loaded_failed_{false};
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tok_;
   openai::Defaults defaults_;
@@ -247,6 +247,8 @@ class Server {
     } catch (const std::exception& e) {
       fmt::print(stderr, "dsinfer serve: loading {} failed: {}\n", opt_.model, e.what());
       loaded_failed_ = true;
+      // stop() only stops a listener that runs: a load that fails at once may come before listen_after_bind.
+      while (!http_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
       http_.stop();
     }
   }
@@ -438,8 +440,13 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, *e.what() ? stderr : stdout);
     return *e.what() ? 2 : 0;
   }
-  Server s(std::move(o));
-  return s.run();
+  try {
+    Server s(std::move(o));
+    return s.run();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "dsinfer serve: error: {}\n", e.what());
+    return 1;
+  }
 }
 
 }  // namespace dsinfer::serve
