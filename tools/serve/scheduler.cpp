@@ -252,7 +252,11 @@ void Scheduler::loop() {
       if (cancel_everything) {
         for (auto& j : queue_) j->cancelled = true;
       }
+      int64_t prompt_budget = opt_.max_step_prompt_tokens;
       while (!queue_.empty() && running_sessions_ + queue_.front()->completion->request().n <= opt_.max_sessions) {
+        const int64_t prompt = int64_t(queue_.front()->completion->request().prompt.size());
+        if (!admitted.empty() && prompt > prompt_budget) break;
+        prompt_budget -= prompt;
         running_sessions_ += queue_.front()->completion->request().n;
         admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();

@@ -34,7 +34,7 @@ constexpr const char* kUsage =
     "usage: dsinfer serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--threads N]\n"
     "                     [--max-sessions 16] [--max-queue 64] [--ctx 4096] [--served-model-name NAME]\n"
     "                     [--prefix-cache 16] [--max-body-bytes 8388608] [--precision fp8|reference]\n"
-    "                     [--drain-seconds 30]\n"
+    "                     [--drain-seconds 30] [--max-step-prompt-tokens 512]\n"
     "  An OpenAI-compatible server: POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize,\n"
     "  /reset_prefix_cache; GET /v1/models, /health, /metrics. --api-key (or DSINFER_API_KEY) protects all but\n"
     "  /health and /metrics. SIGTERM/SIGINT: stop accepting, finish running requests (at most --drain-seconds),\n"
@@ -47,7 +47,7 @@ struct UsageError : std::runtime_error {
 struct Options {
   std::string model, host = "127.0.0.1", api_key, served_name, precision = "fp8";
   int port = 8000, threads = 0, max_sessions = 16, max_queue = 64, prefix_cache = 16, drain_seconds = 30;
-  int64_t ctx = 4096, max_body = 8 << 20;
+  int64_t ctx = 4096, max_body = 8 << 20, step_prompt_tokens = 512;
 };
 
 int64_t to_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {
@@ -61,7 +61,8 @@ int64_t to_int(const std::string& flag, const std::string& s, int64_t lo, int64_
 Options parse_options(int argc, char** argv) {
   static const std::set<std::string> known = {"model", "host", "port", "api-key", "threads", "max-sessions",
                                               "max-queue", "ctx", "served-model-name", "prefix-cache",
-                                              "max-body-bytes", "precision", "drain-seconds"};
+                                              "max-body-bytes", "precision", "drain-seconds",
+                                              "max-step-prompt-tokens"};
   std::map<std::string, std::string> f;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -85,6 +86,8 @@ Options parse_options(int argc, char** argv) {
   if (f.count("ctx")) o.ctx = to_int("ctx", f["ctx"], 16, 1 << 24);
   if (f.count("prefix-cache")) o.prefix_cache = int(to_int("prefix-cache", f["prefix-cache"], 0, 4096));
   if (f.count("max-body-bytes")) o.max_body = to_int("max-body-bytes", f["max-body-bytes"], 1024, int64_t(1) << 32);
+  if (f.count("max-step-prompt-tokens"))
+    o.step_prompt_tokens = to_int("max-step-prompt-tokens", f["max-step-prompt-tokens"], 1, int64_t(1) << 30);
   if (f.count("drain-seconds")) o.drain_seconds = int(to_int("drain-seconds", f["drain-seconds"], 0, 86400));
   if (f.count("precision")) {
     o.precision = f["precision"];
@@ -239,6 +242,7 @@ class Server {
       so.max_sessions = opt_.max_sessions;
       so.max_queue = opt_.max_queue;
       so.prefix_cache_entries = opt_.prefix_cache;
+      so.max_step_prompt_tokens = opt_.step_prompt_tokens;
       scheduler_ = std::make_unique<Scheduler>(*model_, so, metrics_);
       if (state_.exchange(State::Ready) == State::Draining) state_ = State::Draining;
       fmt::print(stderr, "dsinfer serve: ready ({} layers, vocab {}, context {}, {} sessions, queue {})\n",
