@@ -105,7 +105,13 @@ class Session {
 // precision. Use from one thread at a time.
 class Engine {
  public:
-  explicit Engine(const Model& model) : model_(model) {}
+  // max_step_prompt_tokens > 0 bounds the prompt tokens one step evaluates while other sessions decode (chunked
+  // prefill): a longer queued prompt, or several arriving together, are evaluated over several steps (FIFO) while
+  // the decoding sessions go on, so no step stalls them for a whole long prompt. With no session decoding, whole
+  // prompts go in one step. Chunks are at least 2 tokens (the multi-token
+  // attention form), which keeps every session's results bitwise those it gets alone. 0 = a whole prompt per step.
+  explicit Engine(const Model& model, int64_t max_step_prompt_tokens = 0)
+      : model_(model), max_step_prompt_tokens_(max_step_prompt_tokens) {}
   // Runs until every session has finished; on_event(i, event) receives session i's events (may be empty).
   // Errors from any session (full cache, sampler failure, cancel) end the whole call; every session stays usable.
   // The engine must hold no sessions added with add().
@@ -139,10 +145,12 @@ class Engine {
  private:
   struct Active {
     Session* session;
-    std::vector<int32_t> prompt;  // queued tokens evaluated in the session's first step
+    std::vector<int32_t> prompt;  // queued tokens, evaluated in the session's first step(s)
+    size_t prompt_done = 0;       // of which evaluated (chunked prefill)
     int32_t next = -1;
   };
   const Model& model_;
+  int64_t max_step_prompt_tokens_ = 0;
   std::vector<Active> active_;
 };
 

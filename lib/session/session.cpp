@@ -391,7 +391,9 @@ void Engine::remove(Session& session) {
   for (size_t i = 0; i < active_.size(); ++i) {
     if (active_[i].session != &session) continue;
     Session::Impl& s = *session.impl_;
-    if (!active_[i].prompt.empty()) s.queued = std::move(active_[i].prompt);  // never evaluated: queued again
+    Active& a = active_[i];
+    if (a.prompt_done < a.prompt.size())  // the part never evaluated is queued again
+      s.queued.assign(a.prompt.begin() + int64_t(a.prompt_done), a.prompt.end());
     if (s.running) s.end(FinishReason::None);
     s.queue.clear();
     active_.erase(active_.begin() + int64_t(i));
@@ -411,16 +413,33 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
       q.pop_front();
     }
   };
+  // The budget only matters while some session decodes (it is what a long prefill would stall); with none, whole
+  // prompts go in one forward (fewer passes over the weights).
+  const bool decoding = std::any_of(active_.begin(), active_.end(), [](const Active& a) { return a.prompt.empty(); });
+  int64_t prompt_budget = max_step_prompt_tokens_ > 0 && decoding ? std::max<int64_t>(2, max_step_prompt_tokens_) : INT64_MAX;
+  bool first_prompt = true;
   for (size_t i = 0; i < active_.size(); ++i) {
     Active& a = active_[i];
     Session::Impl& s = *a.session->impl_;
     Model::BatchEntry e;
     e.sequence = s.seq.get();
-    e.logits = std::move(s.logits);  // reused storage; given back below
     if (!a.prompt.empty()) {
-      e.ids = a.prompt;  // the session's first step: its prompt
+      // The session's first step(s): its prompt, or the next chunk of it within the step's budget. A chunk is at
+      // least 2 tokens and never leaves 1 behind (one token would take the absorbed attention form).
+      const int64_t left = int64_t(a.prompt.size() - a.prompt_done);
+      int64_t n = std::min(left, prompt_budget);
+      if (n < left) {
+        n = std::min(n, left - 2);
+        if (n < 2) {
+          if (!first_prompt) continue;  // this step's budget is spent: the chunk waits for the next step
+          n = left <= 3 ? left : 2;
+        }
+      }
+      first_prompt = false;
+      prompt_budget -= n;
+      e.logits = std::move(s.logits);  // reused storage; given back below
+      e.ids = std::span<const int32_t>(a.prompt).subspan(a.prompt_done, size_t(n));
     } else {
-      s.logits = std::move(e.logits);
       std::optional<int32_t> t;
       try {
         t = s.sample_step();
@@ -438,7 +457,7 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
       }
       a.next = *t;
       e.ids = std::span<const int32_t>(&a.next, 1);
-      e.logits = std::move(s.logits);
+      e.logits = std::move(s.logits);  // reused storage; given back below
     }
     batch.push_back(std::move(e));
     who.push_back(i);
@@ -458,7 +477,7 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
     Session::Impl& s = *a.session->impl_;
     s.logits = std::move(batch[k].logits);
     if (!a.prompt.empty()) {
-      s.queued = std::move(a.prompt);
+      s.queued.assign(a.prompt.begin() + int64_t(a.prompt_done), a.prompt.end());  // what was not evaluated
       s.logits.clear();
       s.end(FinishReason::None);
     } else {
@@ -492,12 +511,22 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
         }
       }
       commit(k);
-      active_[who[k]].prompt.clear();
+      Active& a = active_[who[k]];
+      if (!a.prompt.empty()) {
+        a.prompt_done += batch[k].ids.size();
+        if (a.prompt_done == a.prompt.size()) {
+          a.prompt.clear();
+          a.prompt_done = 0;
+        }
+      }
     }
   }
   size_t kept = 0;
   for (size_t i = 0; i < active_.size(); ++i)
-    if (!leaves[i]) active_[kept++] = std::move(active_[i]);
+    if (!leaves[i]) {
+      if (kept != i) active_[kept] = std::move(active_[i]);  // (a self-move would empty a queued prompt)
+      ++kept;
+    }
   active_.resize(kept);
   return r;
 }

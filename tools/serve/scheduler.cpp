@@ -25,7 +25,7 @@ void complete(Job& job, int status, std::string body, std::vector<std::string> c
 }  // namespace
 
 Scheduler::Scheduler(const Model& model, const SchedulerOptions& options, Metrics& metrics)
-    : model_(model), opt_(options), metrics_(metrics), engine_(model) {
+    : model_(model), opt_(options), metrics_(metrics), engine_(model, options.max_step_prompt_tokens) {
   update_gauges();
   thread_ = std::thread([this] { loop(); });
 }
@@ -252,11 +252,7 @@ void Scheduler::loop() {
       if (cancel_everything) {
         for (auto& j : queue_) j->cancelled = true;
       }
-      int64_t prompt_budget = opt_.max_step_prompt_tokens;
       while (!queue_.empty() && running_sessions_ + queue_.front()->completion->request().n <= opt_.max_sessions) {
-        const int64_t prompt = int64_t(queue_.front()->completion->request().prompt.size());
-        if (!admitted.empty() && prompt > prompt_budget) break;
-        prompt_budget -= prompt;
         running_sessions_ += queue_.front()->completion->request().n;
         admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();

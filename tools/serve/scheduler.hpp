@@ -46,10 +46,10 @@ struct SchedulerOptions {
   int max_queue = 64;          // requests waiting for a slot; more are refused (429)
   int prefix_cache_entries = 16;
   int64_t min_prefix_tokens = 16;  // shorter common prefixes are not worth a fork
-  // Prompt tokens admitted into one engine step (a longer prompt is admitted alone): prompts that arrive together
-  // are spread over several steps, so running sessions keep decoding between them instead of waiting for one huge
-  // forward, and the first requests start sooner.
-  int64_t max_step_prompt_tokens = 512;
+  // Prompt tokens one engine step evaluates while sessions decode (the Engine's chunked prefill): long prompts and
+  // prompts arriving together are spread over several steps, so running sessions keep decoding between them
+  // instead of waiting for one huge forward.
+  int64_t max_step_prompt_tokens = 256;
 };
 
 class Scheduler {

@@ -34,7 +34,7 @@ constexpr const char* kUsage =
     "usage: dsinfer serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--threads N]\n"
     "                     [--max-sessions 16] [--max-queue 64] [--ctx 4096] [--served-model-name NAME]\n"
     "                     [--prefix-cache 16] [--max-body-bytes 8388608] [--precision fp8|reference]\n"
-    "                     [--drain-seconds 30] [--max-step-prompt-tokens 512]\n"
+    "                     [--drain-seconds 30] [--max-step-prompt-tokens 256]\n"
     "  An OpenAI-compatible server: POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize,\n"
     "  /reset_prefix_cache; GET /v1/models, /health, /metrics. --api-key (or DSINFER_API_KEY) protects all but\n"
     "  /health and /metrics. SIGTERM/SIGINT: stop accepting, finish running requests (at most --drain-seconds),\n"
@@ -47,7 +47,7 @@ struct UsageError : std::runtime_error {
 struct Options {
   std::string model, host = "127.0.0.1", api_key, served_name, precision = "fp8";
   int port = 8000, threads = 0, max_sessions = 16, max_queue = 64, prefix_cache = 16, drain_seconds = 30;
-  int64_t ctx = 4096, max_body = 8 << 20, step_prompt_tokens = 512;
+  int64_t ctx = 4096, max_body = 8 << 20, step_prompt_tokens = 256;
 };
 
 int64_t to_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {

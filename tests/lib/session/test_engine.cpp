@@ -287,3 +287,55 @@ TEST_CASE("Model::release_memory gives free KV pages and cached buffers back wit
   again.generate(g);
   CHECK(held.generated() == again.generated());
 }
+
+TEST_CASE("chunked prefill: a step budget spreads prompts over steps, results bitwise those alone", "[engine]") {
+  auto model = Model::load(kModel, ModelLoadParams{.n_threads = 2});
+  auto tok = Tokenizer::load(kModel);
+  GenerateParams g;
+  g.max_tokens = 12;
+  g.stop_at_eos = false;
+  std::vector<std::vector<int32_t>> alone;
+  const std::vector<std::string> texts = {"A long first prompt about the paged KV cache and how blocks are shared.",
+                                          "Short one.", "A third prompt, of middling length, about samplers."};
+  for (const auto& t : texts) {
+    Session s(*model, *tok);
+    s.set_messages(user(t));
+    s.generate(g);
+    alone.push_back(s.generated());
+  }
+  std::vector<int64_t> prompt_len;
+  for (const auto& t : texts) {
+    Session s(*model, *tok);
+    s.set_messages(user(t));
+    prompt_len.push_back(int64_t(s.tokens().size()));
+  }
+  for (int64_t budget : {2, 5, 16}) {
+    Engine engine(*model, budget);
+    std::vector<std::unique_ptr<Session>> sessions;
+    for (const auto& t : texts) {
+      sessions.push_back(std::make_unique<Session>(*model, *tok));
+      sessions.back()->queue_messages(user(t));
+    }
+    // The first session's prompt goes in whole (nobody decodes yet); the others arrive while it decodes.
+    engine.add(*sessions[0], g);
+    const auto first = engine.step();
+    CHECK(first.batch_tokens == int64_t(sessions[0]->tokens().size()));
+    engine.add(*sessions[1], g);
+    engine.add(*sessions[2], g);
+    int64_t max_prompt = 0;
+    while (engine.size() > 0) {
+      // Sessions past their prompt and still generating decode one token this step; the rest of the step's tokens
+      // are prompt chunks, bounded by the budget while anyone decodes.
+      int64_t decoding = 0;
+      for (size_t i = 0; i < texts.size(); ++i)
+        if (int64_t(sessions[i]->tokens().size()) >= prompt_len[i] && sessions[i]->generated().size() < 12) ++decoding;
+      const auto r = engine.step();
+      if (!r.failed.empty()) FAIL(r.failed[0].error.what());
+      if (decoding > 0) max_prompt = std::max(max_prompt, r.batch_tokens - decoding);
+    }
+    INFO("budget " << budget);
+    CHECK(max_prompt <= std::max<int64_t>(budget, 3));
+    CHECK(max_prompt >= 2);
+    for (size_t i = 0; i < texts.size(); ++i) CHECK(sessions[i]->generated() == alone[i]);
+  }
+}
