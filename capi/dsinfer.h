@@ -44,6 +44,7 @@ typedef struct dsinfer_model dsinfer_model;         /* immutable after load; sha
 typedef struct dsinfer_tokenizer dsinfer_tokenizer; /* immutable after load; share across threads */
 typedef struct dsinfer_session dsinfer_session;     /* one thread at a time */
 typedef struct dsinfer_sampler dsinfer_sampler;     /* one thread at a time */
+typedef struct dsinfer_constraint dsinfer_constraint; /* immutable after compile; share across threads */
 
 /* The ABI version of the library (compare with DSINFER_ABI_VERSION) and its version text ("0.1.0"). */
 DSINFER_API uint32_t dsinfer_abi_version(void);
@@ -131,6 +132,24 @@ DSINFER_API dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, floa
 /* A user sampler. iface is copied; user_data is borrowed until the sampler's free callback runs. */
 DSINFER_API dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data,
                                                          dsinfer_sampler** out);
+/* --------------------------------------------------------------------------------------------- constraint -- */
+/* Compiles what an OpenAI-style request body enforces, from its top-level fields: response_format (json_object;
+ * json_schema with "strict": true; {"type": "regex", "regex": ...}), tools with tool_choice "required" or
+ * {"type": "function", "function": {"name": ...}}, parallel_tool_calls, max_reasoning_tokens; other keys (messages,
+ * ...) are ignored. With `thinking` the reasoning is free and the constraint starts after </think>. A request that
+ * enforces nothing gives a constraint that enforces nothing (dsinfer_constraint_enforces returns 0). Errors, before
+ * anything is generated: DSINFER_E_INVALID_ARG (malformed schema, regex or tools, a tool_choice naming an undeclared
+ * tool, a constraint no text satisfies, over the limits: 1 MiB, nesting 64), DSINFER_E_UNSUPPORTED (a JSON Schema
+ * keyword that cannot be enforced exactly). Creates: free with dsinfer_constraint_free. The tokenizer is borrowed
+ * only during the call. */
+DSINFER_API dsinfer_status dsinfer_constraint_compile(const dsinfer_tokenizer* t, const char* request_json,
+                                                      int thinking, dsinfer_constraint** out);
+DSINFER_API void dsinfer_constraint_free(dsinfer_constraint* c);
+DSINFER_API int dsinfer_constraint_enforces(const dsinfer_constraint* c);
+/* The constraint as a sampler chain stage (put it first in the chain): it removes every candidate that cannot continue
+ * a valid output. The constraint is borrowed only during the call. */
+DSINFER_API dsinfer_status dsinfer_sampler_constraint_create(const dsinfer_constraint* c, dsinfer_sampler** out);
+
 /* Appends `s` to `chain`. Takes ownership of s on success; on failure the caller still owns it. */
 DSINFER_API dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler* s);
 DSINFER_API void dsinfer_sampler_free(dsinfer_sampler* s);
@@ -149,6 +168,10 @@ typedef struct dsinfer_generate_params {
   size_t struct_size;
   int64_t max_tokens;  /* 0 = 256 */
   int stop_at_eos;     /* default 1 */
+  /* Appended in 0.1 (ABI 1): the answer follows this constraint (the session's thinking mode decides where the answer
+   * starts); the generation ends when the output is complete. NULL = none. Borrowed only during generate_start /
+   * engine_generate. */
+  const dsinfer_constraint* constraint;
 } dsinfer_generate_params;
 DSINFER_API void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size);
 #define DSINFER_GENERATE_PARAMS_INIT(p) dsinfer_generate_params_init((p), sizeof *(p))

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dsinfer/chat.hpp"
+#include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/session.hpp"
@@ -22,6 +23,9 @@ struct dsinfer_tokenizer {
 };
 struct dsinfer_sampler {
   std::unique_ptr<dsinfer::Sampler> s;
+};
+struct dsinfer_constraint {
+  std::shared_ptr<const dsinfer::Constraint> c;
 };
 struct dsinfer_session {
   std::unique_ptr<dsinfer::Session> s;
@@ -129,6 +133,7 @@ dsinfer::GenerateParams to_generate_params(const dsinfer_generate_params* p) {
   dsinfer::GenerateParams g;
   g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
   g.stop_at_eos = gp.stop_at_eos != 0;
+  if (gp.constraint) g.constraint = gp.constraint->c;
   return g;
 }
 
@@ -267,6 +272,25 @@ dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface,
     dsinfer_sampler_iface copy{};
     std::memcpy(&copy, iface, std::min(iface->struct_size, sizeof copy));
     return std::make_unique<CSampler>(copy, user_data);
+  });
+}
+
+dsinfer_status dsinfer_constraint_compile(const dsinfer_tokenizer* t, const char* request_json, int thinking,
+                                          dsinfer_constraint** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(t && request_json && out, "tokenizer, request_json and out must not be NULL");
+    const auto spec = dsinfer::constraint_from_request_json(
+        request_json, thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat);
+    *out = new dsinfer_constraint{dsinfer::Constraint::compile(*t->t, spec)};
+  });
+}
+void dsinfer_constraint_free(dsinfer_constraint* c) { delete c; }
+int dsinfer_constraint_enforces(const dsinfer_constraint* c) { return c && c->c->spec().enforces() ? 1 : 0; }
+dsinfer_status dsinfer_sampler_constraint_create(const dsinfer_constraint* c, dsinfer_sampler** out) {
+  return make_sampler(out, [&]() -> std::unique_ptr<dsinfer::Sampler> {
+    require(c != nullptr, "constraint must not be NULL");
+    return std::make_unique<dsinfer::ConstraintSampler>(c->c);
   });
 }
 

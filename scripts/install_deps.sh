@@ -19,3 +19,19 @@ fi
 if ! python3 -c "import numpy" >/dev/null 2>&1; then
   python3 -m pip install --quiet numpy 2>/dev/null || $SUDO apt-get install -y -qq python3-numpy >/dev/null
 fi
+# xgrammar's C++ core (constrained decoding, lib/constraint) is built from its PyPI source distribution, pinned in
+# cmake/xgrammar.cmake (which checks its sha256). Fetched once into .deps/ with pip, the ordinary PyPI client; a
+# throwaway virtual environment provides pip where the system Python has none.
+XG_VERSION=$(sed -n 's/^set(DSINFER_XGRAMMAR_VERSION \(.*\))$/\1/p' "$(dirname "$0")/../cmake/xgrammar.cmake")
+DEPS="$(dirname "$0")/../.deps"
+if [ ! -f "$DEPS/xgrammar-$XG_VERSION.tar.gz" ]; then
+  mkdir -p "$DEPS"
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip download --quiet --no-deps --no-binary xgrammar "xgrammar==$XG_VERSION" -d "$DEPS"
+  else
+    tmp=$(mktemp -d)
+    python3 -m venv "$tmp/venv"
+    "$tmp/venv/bin/pip" download --quiet --no-deps --no-binary xgrammar "xgrammar==$XG_VERSION" -d "$DEPS"
+    rm -rf "$tmp"
+  fi
+fi

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
 #include <set>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include <sstream>
 
 #include "dsinfer/chat.hpp"
+#include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/tokenizer.hpp"
 #include "serve/serve.hpp"
@@ -37,7 +40,8 @@ constexpr const char* kUsage =
     "      tokenizes TEXT (with the tokenizer's BOS) and streams the greedy continuation as text\n"
     "  dsinfer chat --model DIR [--messages FILE|-] [--thinking] [--n N] [--precision ...] [--threads N]\n"
     "      encodes {\"messages\": [...], \"tools\": [...]} (a file, or stdin) in DeepSeek-V3.2's format, streams the\n"
-    "      reply, then prints the parsed reply (reasoning, content, tool calls) as JSON on stderr\n"
+    "      greedy reply (following the request's response_format / tool_choice when they enforce one), then\n"
+    "      prints the parsed reply (reasoning, content, tool calls) as JSON on stderr\n"
     "  dsinfer prompt --model DIR --messages FILE|- [--thinking] [--ids]\n"
     "      prints the exact encoded prompt for the messages (or its token ids)\n"
     "  dsinfer logits --model DIR --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
@@ -134,33 +138,60 @@ std::string read_messages(const Args& a) {
   return ss.str();
 }
 
-std::string encode_messages_file(const Args& a) {
-  dsinfer::ChatOptions o;
-  o.thinking = a.flags.count("thinking") ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
-  return dsinfer::encode_chat(dsinfer::chat_messages_from_json(read_messages(a)), o);
+dsinfer::ThinkingMode thinking_mode(const Args& a) {
+  return a.flags.count("thinking") ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
 }
 
+std::string encode_request(const Args& a, const std::string& request) {
+  dsinfer::ChatOptions o;
+  o.thinking = thinking_mode(a);
+  return dsinfer::encode_chat(dsinfer::chat_messages_from_json(request), o);
+}
+
+std::string encode_messages_file(const Args& a) { return encode_request(a, read_messages(a)); }
+
 // Text in, text out: tokenize, greedy-decode while streaming the detokenized pieces, stop at eos.
+// A chat request file's top-level response_format (json_object, strict json_schema, regex) and tool_choice
+// (required, a named function) are enforced as the official API would: the reply follows them (constraint.hpp).
 int run_text(const Args& a) {
   const bool chat = a.command == "chat";
-  const std::string text = chat ? encode_messages_file(a) : required(a, "prompt");
+  const std::string request = chat ? read_messages(a) : std::string();
+  const std::string text = chat ? encode_request(a, request) : required(a, "prompt");
   const int64_t n = a.flags.count("n") ? parse_int("n", a.flags.at("n"), 0, 1 << 20) : 64;
-  auto model = load(a);
   auto tok = dsinfer::Tokenizer::load(required(a, "model"));
+  // A bad constraint is an error before the model is even loaded.
+  std::unique_ptr<dsinfer::ConstraintSampler> constraint;
+  if (chat) {
+    const dsinfer::ConstraintSpec spec = dsinfer::constraint_from_request_json(request, thinking_mode(a));
+    if (spec.enforces())
+      constraint = std::make_unique<dsinfer::ConstraintSampler>(dsinfer::Constraint::compile(*tok, spec));
+  }
+  auto model = load(a);
   // A chat prompt already holds its BOS as text; a plain prompt gets the tokenizer's post-processor (BOS).
   const std::vector<int32_t> ids = tok->encode(text, /*add_special_tokens=*/!chat);
   auto seq = model->new_sequence(int64_t(ids.size()) + n + 1);
   dsinfer::EvalOptions opts = eval_options(a);
   std::vector<float> logits = model->eval(*seq, ids, opts);
   dsinfer::Detokenizer detok(*tok);
-  std::string completion;
+  std::vector<int32_t> generated;
   const int32_t eos = tok->eos_id();
   // Only ids the tokenizer knows: the embedding is padded beyond the vocabulary (129280 vs ~128815 for DeepSeek).
   const int64_t usable = std::min<int64_t>(tok->size(), model->info().vocab_size);
   for (int64_t i = 0; i < n; ++i) {
-    const int32_t next = int32_t(std::max_element(logits.begin(), logits.begin() + usable) - logits.begin());
+    int32_t next;
+    if (constraint) {
+      dsinfer::Candidates c;
+      c.ids.resize(size_t(usable));
+      std::iota(c.ids.begin(), c.ids.end(), 0);
+      c.logits.assign(logits.begin(), logits.begin() + usable);
+      constraint->apply(c);
+      next = c.ids[size_t(std::max_element(c.logits.begin(), c.logits.end()) - c.logits.begin())];
+      constraint->accept(next);
+    } else {
+      next = int32_t(std::max_element(logits.begin(), logits.begin() + usable) - logits.begin());
+    }
     const std::string piece = detok.push(next);
-    completion += tok->decode(std::span<const int32_t>(&next, 1));
+    generated.push_back(next);
     if (next == eos) break;
     fmt::print("{}", piece);
     std::fflush(stdout);
@@ -168,14 +199,16 @@ int run_text(const Args& a) {
   }
   fmt::print("{}\n", detok.finish());
   if (chat) {
+    // Decoded whole: token by token, a character split across tokens would decode as U+FFFD.
+    const std::string completion = tok->decode(generated);
     try {
       const auto msg = dsinfer::parse_completion(
           completion, a.flags.count("thinking") ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat);
       std::string calls;
       for (const auto& c : msg.tool_calls)
         calls += fmt::format("{}{{\"name\": {}, \"arguments\": {}}}", calls.empty() ? "" : ", ",
-                             dsinfer::python_json_dumps("\"" + c.name + "\""), dsinfer::python_json_dumps(
-                                 "\"" + c.arguments + "\""));
+                             dsinfer::python_json_dumps(nlohmann::json(c.name).dump()),
+                             dsinfer::python_json_dumps(nlohmann::json(c.arguments).dump()));
       fmt::print(stderr, "parsed: reasoning {} bytes, content {} bytes, tool calls [{}]\n",
                  msg.reasoning_content.value_or("").size(), msg.content.value_or("").size(), calls);
     } catch (const Error& e) {

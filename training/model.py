@@ -250,33 +250,40 @@ class MLA(nn.Module):
         k_pe = rope_interleaved(kv[..., self.kvr:], cos, sin)  # [B, T, dr]
         kvb = self.kv_b_proj(c).view(B, T, self.H, self.dn + self.dv)
         k_nope, v = kvb[..., :self.dn], kvb[..., self.dn:]
-        scores = (torch.einsum("bthd,bshd->bhts", q_nope, k_nope)
-                  + torch.einsum("bthd,bsd->bhts", q_pe, k_pe)) * self.scale
+        qf = torch.cat([q_nope, q_pe], -1).transpose(1, 2)  # [B, H, T, dn + dr]
+        kf = torch.cat([k_nope, k_pe[:, :, None].expand(B, T, self.H, self.dr)], -1).transpose(1, 2)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        allowed = causal[None]  # [1 or B, T, T]
+        allowed = None  # None: plain causal attention
         kl = x.new_zeros(())
-        use_indexer = self.indexer is not None and mode != "dense"
         index_scores = None
-        if use_indexer:
+        if self.indexer is not None and mode != "dense":
             sparse = mode == "sparse" or (mode == "infer" and T > self.topk)
-            detach = mode != "infer"
-            xi, qri = (x.detach(), qr.detach()) if detach else (x, qr)
+            xi, qri = (x, qr) if mode == "infer" else (x.detach(), qr.detach())  # training: input detached
             if mode == "warmup" or sparse:
                 index_scores = self.indexer(xi, qri, cos, sin).masked_fill(~causal, float("-inf"))
             if sparse and T > self.topk:
                 top = index_scores.topk(self.topk, dim=-1).indices
                 sel = torch.zeros(B, T, T, dtype=torch.bool, device=x.device).scatter_(-1, top, True)
                 allowed = sel & causal
-        scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-        p = scores.softmax(-1)
-        o = torch.einsum("bhts,bshd->bthd", p, v).reshape(B, T, self.H * self.dv)
+        # PyTorch's fused CPU attention needs v as wide as q and k: pad v with zeros (10x faster than the
+        # unfused path at these shapes) and drop the padding from the output.
+        vf = F.pad(v, (0, self.dn + self.dr - self.dv)).transpose(1, 2)
+        if allowed is None:
+            o = F.scaled_dot_product_attention(qf, kf, vf, is_causal=True, scale=self.scale)
+        else:
+            o = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=allowed[:, None], scale=self.scale)
+        o = o[..., :self.dv].transpose(1, 2).reshape(B, T, self.H * self.dv)
         if index_scores is not None and mode in ("warmup", "sparse"):
             # KL(p_t || softmax(I_t)) over the keys attention used (spec §12): the target is the attention
             # distribution summed over heads, L1-normalised; neither side sends gradient into the main model.
-            target = p.detach().sum(1)
-            target = target / target.sum(-1, keepdim=True)
-            logq = index_scores.masked_fill(~allowed, float("-inf")).log_softmax(-1)
-            terms = torch.where(target > 0, target * (target.clamp_min(1e-30).log() - logq), torch.zeros_like(target))
+            mask = causal[None] if allowed is None else allowed
+            with torch.no_grad():
+                scores = (qf @ kf.transpose(-1, -2)) * self.scale
+                target = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1).sum(1)
+                target = target / target.sum(-1, keepdim=True)
+                logt = target.clamp_min(1e-30).log()
+            logq = index_scores.masked_fill(~mask, float("-inf")).log_softmax(-1)
+            terms = torch.where(target > 0, target * (logt - logq), torch.zeros_like(target))
             kl = terms.sum(-1)  # [B, T]
         return self.o_proj(o), kl
 
@@ -312,20 +319,21 @@ class MoE(nn.Module):
         x = x.reshape(-1, shape[-1])
         p, idx, w = self.route(x)
         out = self.shared_experts(x)
+        # Every (token, expert) pair sorted by expert: one gather of the inputs, each expert on a contiguous
+        # slice, one scatter back, then the weighted sum over a token's K experts.
         flat = idx.reshape(-1)
         order = flat.argsort()
         counts = torch.bincount(flat, minlength=self.E)
         self.balance_stats(p, idx, shape)
-        tok = order // self.K
-        wflat = w.reshape(-1)[order]
-        start = 0
-        routed = torch.zeros_like(out)
+        xs = x[order // self.K]
+        pieces, start = [], 0
         for e, n in enumerate(counts.tolist()):
-            if n == 0:
-                continue
-            t = tok[start:start + n]
-            routed.index_add_(0, t, self.experts[e](x[t]) * wflat[start:start + n, None])
+            if n:
+                pieces.append(self.experts[e](xs[start:start + n]))
             start += n
+        ys = torch.cat(pieces)
+        y = torch.empty_like(ys).index_copy(0, order, ys).view(-1, self.K, shape[-1])
+        routed = (y * w[..., None]).sum(1)
         return (out + routed).reshape(shape)
 
     def balance_stats(self, p, idx, shape):

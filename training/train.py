@@ -179,8 +179,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count (smoke runs)")
+    ap.add_argument("--tokens-per-batch", type=int, default=None, help="override (smoke runs)")
     args = ap.parse_args()
     cfg, tr = dict(MODEL_CONFIG), dict(TRAIN)
+    if args.tokens_per_batch:
+        tr["tokens_per_batch"] = args.tokens_per_batch
     for k in ("steps_dense", "steps_warmup", "steps_sparse", "fp8_from_sparse_step", "warmup_steps"):
         tr[k] = max(1, int(round(tr[k] * args.scale)))
     torch.set_num_threads(args.threads)
@@ -255,7 +258,7 @@ def main():
                 rec = {"stage": stage, "step": s, "step_main": step_main, "fp8": model.num.fp8,
                        "elapsed_s": round(time.time() - t_start, 1), "tokens": seen_tokens,
                        "epoch": batches.epoch, "batch": list(ids.shape),
-                       **{k: round(float(v), 5) for k, v in out.items()},
+                       **{k: round(float(v.detach()), 5) for k, v in out.items()},
                        "expert_load_max_over_mean": [round(float(l.max() / l.mean()), 3) for l in loads],
                        "expert_load_min_over_mean": [round(float(l.min() / l.mean()), 3) for l in loads]}
                 if (s % tr["heldout_every"] == 0 and s > 0) or s == n_steps - 1:
@@ -264,7 +267,7 @@ def main():
                 log.flush()
                 rate = seen_tokens / max(1e-9, time.time() - t_start)
                 print(f"[{stage} {s}/{n_steps}] " + " ".join(
-                    f"{k}={float(v):.4f}" for k, v in out.items()) + f" | {rate:.0f} tok/s, "
+                    f"{k}={float(v.detach()):.4f}" for k, v in out.items()) + f" | {rate:.0f} tok/s, "
                     f"{time.time() - t_start:.0f}s" + (f" | heldout {rec['heldout']}" if "heldout" in rec else ""),
                     flush=True)
             if s % 500 == 499:

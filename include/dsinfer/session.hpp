@@ -18,6 +18,8 @@ namespace dsinfer {
 
 enum class FinishReason { None, Eos, StopString, MaxTokens };
 
+class Constraint;  // constraint.hpp
+
 struct SessionParams {
   int64_t capacity = 4096;          // tokens the KV cache holds
   EvalOptions eval;                 // precision, attention form
@@ -31,6 +33,11 @@ struct GenerateParams {
   int64_t max_tokens = 256;
   std::vector<std::string> stop;    // stop strings: generation ends before them, they are not emitted
   bool stop_at_eos = true;
+  // Constrained decoding (constraint.hpp): when set, a ConstraintSampler for it runs before the session's sampler
+  // chain on every step of this generation (in the session's thinking mode: the reasoning is free, the answer after
+  // </think> follows the constraint), and the generation ends when the constrained output is complete and
+  // end-of-sentence is sampled. Shared: one compiled constraint serves any number of generations and sessions.
+  std::shared_ptr<const Constraint> constraint;
 };
 
 // One conversation. Borrows the model and the tokenizer (both must outlive it). Use from one thread at a time,

@@ -46,6 +46,10 @@ class Tokenizer {
   // The raw bytes token `id` decodes to (before UTF-8 validation); used by the streaming Detokenizer.
   std::string token_bytes(int32_t id) const;
 
+  // A number no other Tokenizer object of this process has had: a key for caches built from one tokenizer (the
+  // constraint compiler's vocabulary index), which an address is not once a tokenizer is freed.
+  uint64_t instance_id() const;
+
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);

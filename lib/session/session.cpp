@@ -1,5 +1,6 @@
 // Session: the cache, sampler and generation loop of one conversation.
 #include "dsinfer/session.hpp"
+#include "dsinfer/constraint.hpp"
 
 #include <fmt/format.h>
 
@@ -44,6 +45,15 @@ size_t stop_holdback(const std::string& s, const std::vector<std::string>& stops
 
 }  // namespace
 
+// A sampler owned elsewhere, run as a stage of a chain built for one generation.
+struct BorrowedSampler final : Sampler {
+  explicit BorrowedSampler(Sampler& s) : s(s) {}
+  Sampler& s;
+  std::string name() const override { return s.name(); }
+  void apply(Candidates& c) override { s.apply(c); }
+  std::unique_ptr<Sampler> clone() const override { return std::make_unique<BorrowedSampler>(s); }
+};
+
 struct Session::Impl {
   const Model& model;
   const Tokenizer& tok;
@@ -66,6 +76,9 @@ struct Session::Impl {
   std::optional<ChatStreamParser> parser;
   ChatMessage reply;
   std::deque<ChatEvent> queue;
+  // Constrained decoding of the current generation: the constraint's stage, then the session's chain.
+  std::unique_ptr<ConstraintSampler> constraint;
+  std::unique_ptr<SamplerChain> constrained_chain;
 
   Impl(const Model& m, const Tokenizer& t, const SessionParams& p) : model(m), tok(t), params(p) {
     seq = model.new_sequence(p.capacity);
@@ -181,6 +194,14 @@ struct Session::Impl {
     else parser.emplace(params.thinking);
     reply = ChatMessage{};
     cancelled = false;
+    constraint.reset();
+    constrained_chain.reset();
+    if (g.constraint) {
+      constraint = std::make_unique<ConstraintSampler>(g.constraint, params.thinking);
+      constrained_chain = std::make_unique<SamplerChain>();
+      constrained_chain->add(std::make_unique<BorrowedSampler>(*constraint));
+      constrained_chain->add(std::make_unique<BorrowedSampler>(*sampler));
+    }
   }
 
   void end(FinishReason r) {
@@ -221,14 +242,15 @@ struct Session::Impl {
     }
     int32_t next;
     try {
-      next = sampler->sample(logits, usable_vocab());
+      next = (constrained_chain ? *constrained_chain : *sampler).sample(logits, usable_vocab());
     } catch (...) {
       end(FinishReason::None);
       throw;
     }
     sampler->accept(next);
+    if (constraint) constraint->accept(next);
     generated.push_back(next);
-    if (gen.stop_at_eos && next == tok.eos_id()) {
+    if ((gen.stop_at_eos || (constraint && constraint->terminated())) && next == tok.eos_id()) {
       pending = next;  // part of the conversation; evaluated when the session continues
       end(FinishReason::Eos);
       return std::nullopt;

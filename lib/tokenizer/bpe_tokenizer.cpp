@@ -7,6 +7,7 @@
 #include <pcre2.h>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -395,6 +396,7 @@ struct Tokenizer::Impl {
   bool has_template = false;
   int32_t bos = -1, eos = -1;
   bool add_bos = false;
+  uint64_t instance_id = 0;
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
@@ -586,7 +588,10 @@ std::string type_of(const json& j) {
 
 }  // namespace
 
-Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  static std::atomic<uint64_t> next_instance{1};
+  impl_->instance_id = next_instance++;
+}
 Tokenizer::~Tokenizer() = default;
 
 std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
@@ -857,6 +862,7 @@ int32_t Tokenizer::bos_id() const { return impl_->bos; }
 int32_t Tokenizer::eos_id() const { return impl_->eos; }
 bool Tokenizer::add_bos_token() const { return impl_->add_bos; }
 std::string Tokenizer::token_bytes(int32_t id) const { return impl_->token_bytes(id); }
+uint64_t Tokenizer::instance_id() const { return impl_->instance_id; }
 
 Detokenizer::Detokenizer(const Tokenizer& tok, bool skip_special_tokens) : tok_(tok), skip_special_(skip_special_tokens) {}
 

@@ -14,7 +14,8 @@ from ._dsinfer import Model, Tokenizer, parse_completion as _parse_completion
 
 __all__ = ["Model", "Tokenizer", "Session", "Sampler", "Error", "InvalidArgumentError", "IoError", "FormatError",
            "UnsupportedError", "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "encode_chat",
-           "parse_completion", "Client", "APIError", "Greedy", "Dist", "Temperature", "TopK", "TopP", "MinP", "Typical", "Penalties"]
+           "parse_completion", "Constraint", "Client", "APIError", "Greedy", "Dist", "Temperature", "TopK", "TopP",
+           "MinP", "Typical", "Penalties"]
 
 
 class Error(Exception):
@@ -63,8 +64,18 @@ def Penalties(last_n=64, repeat=1.0, frequency=0.0, presence=0.0):  # noqa: E704
     return ("penalties", int(last_n), float(repeat), float(frequency), float(presence))
 
 
-def _request(messages, tools):
-    return _json.dumps({"messages": messages, "tools": tools or []}, ensure_ascii=False)
+def _request(messages, tools, response_format=None, tool_choice=None, parallel_tool_calls=None,
+             max_reasoning_tokens=None):
+    r = {"messages": messages, "tools": tools or []}
+    if max_reasoning_tokens is not None:
+        r["max_reasoning_tokens"] = max_reasoning_tokens
+    if response_format is not None:
+        r["response_format"] = response_format
+    if tool_choice is not None:
+        r["tool_choice"] = tool_choice
+    if parallel_tool_calls is not None:
+        r["parallel_tool_calls"] = parallel_tool_calls
+    return _json.dumps(r, ensure_ascii=False)
 
 
 def encode_chat(messages, tools=None, thinking=False):
@@ -77,6 +88,60 @@ def parse_completion(text, thinking=False):
     return _parse_completion(text, thinking)
 
 
+class Constraint:
+    """A compiled output constraint (JSON Schema, json_object, regex or DSML tool calls) for one tokenizer.
+
+    From an OpenAI-style request (its top-level response_format, tools, tool_choice, parallel_tool_calls):
+        Constraint(tok, {"response_format": {...}, "tools": [...], "tool_choice": "required"}, thinking=True)
+    or directly: Constraint.json_schema(tok, schema), Constraint.json_object(tok), Constraint.regex(tok, pattern),
+    Constraint.tool_calls(tok, tools, name=None). Pass it to Session.generate(constraint=...) (the session's
+    thinking mode then decides where the answer starts), or put it first in a sampler chain. Bad constraints raise
+    InvalidArgumentError / UnsupportedError here, before anything is generated."""
+
+    def __init__(self, tokenizer, request, thinking=False, _impl=None):
+        if _impl is not None:
+            self._c = _impl
+            return
+        text = request if isinstance(request, str) else _json.dumps(request, ensure_ascii=False)
+        self._c = _dsinfer.Constraint._from_request_json(tokenizer, text, thinking)
+
+    @classmethod
+    def _spec(cls, tokenizer, kind, schema="", regex="", tools="", name="", parallel=True, thinking=False,
+              max_reasoning_tokens=-1):
+        return cls(None, None, _impl=_dsinfer.Constraint._from_spec(
+            tokenizer, kind, schema, regex, tools, name, parallel, thinking, max_reasoning_tokens))
+
+    @classmethod
+    def json_schema(cls, tokenizer, schema, thinking=False, max_reasoning_tokens=-1):
+        text = schema if isinstance(schema, str) else _json.dumps(schema, ensure_ascii=False)
+        return cls._spec(tokenizer, "json_schema", schema=text, thinking=thinking,
+                         max_reasoning_tokens=max_reasoning_tokens)
+
+    @classmethod
+    def json_object(cls, tokenizer, thinking=False, max_reasoning_tokens=-1):
+        return cls._spec(tokenizer, "json_object", thinking=thinking, max_reasoning_tokens=max_reasoning_tokens)
+
+    @classmethod
+    def regex(cls, tokenizer, pattern, thinking=False, max_reasoning_tokens=-1):
+        return cls._spec(tokenizer, "regex", regex=pattern, thinking=thinking,
+                         max_reasoning_tokens=max_reasoning_tokens)
+
+    @classmethod
+    def tool_calls(cls, tokenizer, tools, name=None, parallel=True, thinking=False, max_reasoning_tokens=-1):
+        text = tools if isinstance(tools, str) else _json.dumps(tools, ensure_ascii=False)
+        return cls._spec(tokenizer, "tool_calls", tools=text, name=name or "", parallel=parallel, thinking=thinking,
+                         max_reasoning_tokens=max_reasoning_tokens)
+
+    kind = property(lambda self: self._c.kind)
+    enforces = property(lambda self: self._c.enforces)
+    compile_ms = property(lambda self: self._c.compile_ms)
+
+    def sampler(self):
+        """A stand-alone matcher for your own decoding loop: allowed_tokens() (a NumPy array of ids),
+        accept(token), reset(), complete, terminated, in_reasoning."""
+        return self._c.sampler()
+
+
 class Session:
     """One conversation: its KV cache, sampler and generation. Use from one thread at a time; cancel() from any.
     Keeps the model and tokenizer alive."""
@@ -85,33 +150,49 @@ class Session:
         self._s = _impl if _impl is not None else _dsinfer.Session(model, tokenizer, capacity, precision, thinking)
 
     def set_sampler(self, samplers):
-        """A chain: built-ins (Greedy(), Dist(seed), TopK(k), ...) and dsinfer.Sampler subclasses, in order."""
-        self._s.set_sampler(list(samplers))
+        """A chain: built-ins (Greedy(), Dist(seed), TopK(k), ...), dsinfer.Sampler subclasses and Constraint
+        objects (put a constraint first; it follows its own thinking setting), in order."""
+        self._s.set_sampler([s._c if isinstance(s, Constraint) else s for s in samplers])
 
     def prefill(self, ids):
         self._s.prefill(list(ids))
 
-    def set_messages(self, messages, tools=None):
-        """Renders the conversation and evaluates only the part the cache does not hold yet."""
-        self._s._set_messages_json(_request(messages, tools))
+    def set_messages(self, messages, tools=None, response_format=None):
+        """Renders the conversation and evaluates only the part the cache does not hold yet. A response_format
+        (OpenAI's: json_object, json_schema) is rendered on the system message, as DeepSeek's encoder does."""
+        self._s._set_messages_json(_request(messages, tools, response_format))
 
-    def generate(self, max_tokens=256, stop=None, stop_at_eos=True):
+    def generate(self, max_tokens=256, stop=None, stop_at_eos=True, constraint=None):
         """A generator of events: dicts with kind ('content', 'reasoning', 'tool_call_begin', 'tool_args',
-        'tool_call_end', 'error'), text, tool_index, name, arguments, offset."""
-        self._s._start(max_tokens, list(stop or []), stop_at_eos)
+        'tool_call_end', 'error'), text, tool_index, name, arguments, offset. With a Constraint the answer (after
+        the reasoning in thinking mode) follows it."""
+        self._s._start(max_tokens, list(stop or []), stop_at_eos, constraint._c if constraint is not None else None)
         while True:
             ev = self._s._next()
             if ev is None:
                 return
             yield ev
 
-    def chat_stream(self, messages, tools=None, **kw):
-        self.set_messages(messages, tools)
+    def chat_stream(self, messages, tools=None, response_format=None, tool_choice=None, parallel_tool_calls=None,
+                    max_reasoning_tokens=None, **kw):
+        """One turn, streamed. response_format and tool_choice work as in OpenAI's API: the format is rendered into
+        the prompt and enforced when it is json_object, json_schema with "strict": true, or regex; tool_choice
+        "required" or {"type": "function", "function": {"name": ...}} makes the answer a tool call that parses and
+        whose arguments follow the tool's schema. In thinking mode the reasoning stays free (max_reasoning_tokens,
+        with a constraint: after that many reasoning tokens only </think> may follow)."""
+        request = _request(messages, tools, response_format, tool_choice, parallel_tool_calls, max_reasoning_tokens)
+        if kw.get("constraint") is None and (response_format is not None or tool_choice is not None):
+            c = self._s._constraint(request)
+            if c is not None:
+                kw["constraint"] = Constraint(None, None, _impl=c)
+        self._s._set_messages_json(request)
         yield from self.generate(**kw)
 
-    def chat(self, messages, tools=None, **kw):
+    def chat(self, messages, tools=None, response_format=None, tool_choice=None, parallel_tool_calls=None,
+             max_reasoning_tokens=None, **kw):
         """Runs one turn; returns the reply as an OpenAI-style message (content, reasoning_content, tool_calls)."""
-        for _ in self.chat_stream(messages, tools, **kw):
+        for _ in self.chat_stream(messages, tools, response_format, tool_choice, parallel_tool_calls,
+                                  max_reasoning_tokens, **kw):
             pass
         return self.reply
 

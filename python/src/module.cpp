@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include "dsinfer/chat.hpp"
+#include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/openai.hpp"
 #include "dsinfer/sampler.hpp"
@@ -79,6 +80,15 @@ class PySampler final : public Sampler {
   py::object obj_;
 };
 
+struct PyConstraint {
+  std::shared_ptr<Tokenizer> tok;  // the vocabulary the constraint was compiled for stays alive with it
+  std::shared_ptr<const Constraint> c;
+};
+struct PyConstraintSampler {
+  std::shared_ptr<Tokenizer> tok;
+  std::unique_ptr<ConstraintSampler> s;
+};
+
 // Builds a chain from Python: built-ins arrive as ("name", params...) tuples, anything else is a Python sampler.
 std::unique_ptr<SamplerChain> make_chain(const py::list& items) {
   auto chain = std::make_unique<SamplerChain>();
@@ -96,6 +106,8 @@ std::unique_ptr<SamplerChain> make_chain(const py::list& items) {
       else if (kind == "penalties")
         chain->add(make_penalties_sampler(t[1].cast<int64_t>(), t[2].cast<float>(), t[3].cast<float>(), t[4].cast<float>()));
       else throw Error(ErrorCode::InvalidArgument, "unknown built-in sampler \"" + kind + "\"");
+    } else if (py::isinstance<PyConstraint>(it)) {
+      chain->add(std::make_unique<ConstraintSampler>(it.cast<const PyConstraint&>().c));
     } else {
       chain->add(std::make_unique<PySampler>(py::reinterpret_borrow<py::object>(it)));
     }
@@ -267,6 +279,73 @@ PYBIND11_MODULE(_dsinfer, m) {
     return translate([&] { return message_to_python(parse_completion(text, thinking ? ThinkingMode::Thinking : ThinkingMode::Chat)); });
   });
 
+  py::class_<PyConstraint>(m, "Constraint")
+      .def_static("_from_request_json", [](const PyTokenizer& tok, const std::string& request, bool thinking) {
+        return translate([&] {
+          const ConstraintSpec spec = constraint_from_request_json(request, thinking ? ThinkingMode::Thinking : ThinkingMode::Chat);
+          py::gil_scoped_release nogil;
+          return PyConstraint{tok.tok, Constraint::compile(*tok.tok, spec)};
+        });
+      })
+      .def_static("_from_spec", [](const PyTokenizer& tok, const std::string& kind, const std::string& schema,
+                                   const std::string& regex, const std::string& tools, const std::string& tool_name,
+                                   bool parallel, bool thinking, int64_t max_reasoning_tokens) {
+        return translate([&] {
+          ConstraintSpec spec;
+          using K = ConstraintSpec::Kind;
+          if (kind == "json_schema") spec.kind = K::JsonSchema;
+          else if (kind == "json_object") spec.kind = K::JsonObject;
+          else if (kind == "regex") spec.kind = K::Regex;
+          else if (kind == "tool_calls") spec.kind = K::ToolCalls;
+          else if (kind != "none") throw Error(ErrorCode::InvalidArgument, "unknown constraint kind \"" + kind + "\"");
+          spec.json_schema = schema;
+          spec.regex = regex;
+          spec.tools_json = tools;
+          spec.tool_name = tool_name;
+          spec.parallel_tool_calls = parallel;
+          spec.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
+          spec.max_reasoning_tokens = max_reasoning_tokens;
+          py::gil_scoped_release nogil;
+          return PyConstraint{tok.tok, Constraint::compile(*tok.tok, spec)};
+        });
+      })
+      .def_property_readonly("kind", [](const PyConstraint& c) {
+        using K = ConstraintSpec::Kind;
+        switch (c.c->spec().kind) {
+          case K::JsonSchema: return "json_schema";
+          case K::JsonObject: return "json_object";
+          case K::Regex: return "regex";
+          case K::ToolCalls: return "tool_calls";
+          default: return "none";
+        }
+      })
+      .def_property_readonly("enforces", [](const PyConstraint& c) { return c.c->spec().enforces(); })
+      .def_property_readonly("thinking", [](const PyConstraint& c) { return c.c->spec().thinking == ThinkingMode::Thinking; })
+      .def_property_readonly("compile_ms", [](const PyConstraint& c) { return c.c->compile_ms(); })
+      .def("sampler", [](const PyConstraint& c) {
+        return translate([&] { return PyConstraintSampler{c.tok, std::make_unique<ConstraintSampler>(c.c)}; });
+      });
+
+  py::class_<PyConstraintSampler>(m, "ConstraintSampler")
+      .def("allowed_tokens", [](PyConstraintSampler& s) {
+        return translate([&] {
+          Candidates c;
+          const int64_t n = s.s->constraint().vocab_size();
+          c.ids.resize(size_t(n));
+          c.logits.assign(size_t(n), 0.0f);
+          for (int64_t i = 0; i < n; ++i) c.ids[size_t(i)] = int32_t(i);
+          s.s->apply(c);
+          py::array_t<int32_t> a(py::ssize_t(c.size()));
+          std::memcpy(a.mutable_data(), c.ids.data(), c.size() * sizeof(int32_t));
+          return a;
+        });
+      })
+      .def("accept", [](PyConstraintSampler& s, int32_t token) { translate([&] { s.s->accept(token); }); })
+      .def("reset", [](PyConstraintSampler& s) { s.s->reset(); })
+      .def_property_readonly("complete", [](const PyConstraintSampler& s) { return s.s->complete(); })
+      .def_property_readonly("terminated", [](const PyConstraintSampler& s) { return s.s->terminated(); })
+      .def_property_readonly("in_reasoning", [](const PyConstraintSampler& s) { return s.s->in_reasoning(); });
+
   py::class_<PySession>(m, "Session")
       .def(py::init([](const PyModel& model, const PyTokenizer& tok, int64_t capacity, const std::string& precision,
                        bool thinking) {
@@ -296,13 +375,15 @@ PYBIND11_MODULE(_dsinfer, m) {
           s.s->set_messages(msgs);
         });
       })
-      .def("_start", [](PySession& s, int64_t max_tokens, std::vector<std::string> stop, bool stop_at_eos) {
+      .def("_start", [](PySession& s, int64_t max_tokens, std::vector<std::string> stop, bool stop_at_eos,
+                        const PyConstraint* constraint) {
         GenerateParams g;
         g.max_tokens = max_tokens;
         g.stop = std::move(stop);
         g.stop_at_eos = stop_at_eos;
+        if (constraint) g.constraint = constraint->c;
         translate([&] { s.s->start(g); });
-      })
+      }, py::arg("max_tokens"), py::arg("stop"), py::arg("stop_at_eos"), py::arg("constraint") = nullptr)
       .def("_next", [](PySession& s) -> py::object {
         return translate([&]() -> py::object {
           ChatEvent e;
@@ -313,6 +394,13 @@ PYBIND11_MODULE(_dsinfer, m) {
           }
           if (!more) return py::none();
           return event_to_python(e);
+        });
+      })
+      .def("_constraint", [](PySession& s, const std::string& request) -> py::object {
+        return translate([&]() -> py::object {
+          const ConstraintSpec spec = constraint_from_request_json(request);
+          if (!spec.enforces()) return py::none();
+          return py::cast(PyConstraint{s.tok, Constraint::compile(*s.tok, spec)});
         });
       })
       .def("cancel", [](PySession& s) { s.s->cancel(); })
