@@ -68,6 +68,28 @@ def rss_of(cmd):
     return res["out"], res["rss_kb"] / 1024.0
 
 
+def convert_to_gguf(model, llama_cpp, convert_python, outtype, work):
+    """The checkpoint as GGUF through llama.cpp's own converter (once; kept in `work`). Returns its path."""
+    gguf = os.path.join(work, f"model-{outtype}.gguf")
+    if not os.path.exists(gguf):
+        # DeepSeek's GGUFs add BOS: give the converter a copy of the directory with add_bos_token true.
+        src = os.path.join(work, f"hf-{outtype}")
+        shutil.rmtree(src, ignore_errors=True)
+        os.makedirs(src)
+        for f in os.listdir(model):
+            os.symlink(os.path.abspath(os.path.join(model, f)), os.path.join(src, f))
+        os.remove(os.path.join(src, "tokenizer_config.json"))
+        with open(os.path.join(model, "tokenizer_config.json")) as f:
+            tc = json.load(f)
+        tc["add_bos_token"] = True
+        with open(os.path.join(src, "tokenizer_config.json"), "w") as f:
+            json.dump(tc, f)
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as w:
+            w.write(CONVERT_WRAPPER)
+        subprocess.run([convert_python, w.name, llama_cpp, src, "--outtype", outtype, "--outfile", gguf], check=True)
+    return gguf
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -84,24 +106,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
 
-    gguf = os.path.join(a.work, f"model-{a.outtype}.gguf")
-    if not os.path.exists(gguf):
-        # DeepSeek's GGUFs add BOS: give the converter a copy of the directory with add_bos_token true.
-        src = os.path.join(a.work, f"hf-{a.outtype}")
-        shutil.rmtree(src, ignore_errors=True)
-        os.makedirs(src)
-        for f in os.listdir(a.model):
-            os.symlink(os.path.abspath(os.path.join(a.model, f)), os.path.join(src, f))
-        os.remove(os.path.join(src, "tokenizer_config.json"))
-        with open(os.path.join(a.model, "tokenizer_config.json")) as f:
-            tc = json.load(f)
-        tc["add_bos_token"] = True
-        with open(os.path.join(src, "tokenizer_config.json"), "w") as f:
-            json.dump(tc, f)
-        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as w:
-            w.write(CONVERT_WRAPPER)
-        subprocess.run([a.convert_python, w.name, a.llama_cpp, src, "--outtype", a.outtype, "--outfile", gguf],
-                       check=True)
+    gguf = convert_to_gguf(a.model, a.llama_cpp, a.convert_python, a.outtype, a.work)
     llama_bench = os.path.join(a.llama_cpp, "build", "bin", "llama-bench")
 
     import statistics

@@ -18,7 +18,11 @@ TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/capi/test_capi_thr
 # The Python package, installed with pip into a fresh virtual environment, and its pytest suite.
 python3 -m venv "$BUILD/pyvenv"
 "$BUILD/pyvenv/bin/pip" install --quiet --upgrade pip
-"$BUILD/pyvenv/bin/pip" install --quiet . pytest jsonschema
+"$BUILD/pyvenv/bin/pip" install --quiet . pytest jsonschema openai
 DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/capi/capi_scenarios_c" \
   DSINFER_SAMPLE_CONSTRAINED="$BUILD/tests/lib/constraint/sample_constrained" DSINFER_EXAMPLES="$BUILD/examples" \
   DSINFER_BAD_MODEL="$BUILD/tests/capi/bad-model" "$BUILD/pyvenv/bin/python" -m pytest -q tests/python
+
+# `dsinfer serve` with the official openai client on loopback: protocol, errors, faults, then the bounded load test.
+DSINFER_CLI="$BUILD/tools/dsinfer" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" \
+  "$BUILD/pyvenv/bin/python" -m pytest -q tests/server

@@ -26,6 +26,7 @@
 #include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "serve/serve.hpp"
 
 namespace {
 
@@ -49,6 +50,8 @@ constexpr const char* kUsage =
     "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"
     "  dsinfer info [--model DIR]\n"
     "      prints what the checkpoint is\n"
+    "  dsinfer serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...\n"
+    "      an OpenAI-compatible HTTP server (dsinfer serve --help)\n"
     "--model defaults to $DSINFER_MODEL, else the model shipped with dsinfer (models/dsinfer-v32-mini).\n"
     "Text generation samples as the checkpoint's generation_config.json says (DeepSeek: temperature 1.0,\n"
     "top_p 0.95) with --seed (default 0); --greedy takes the most likely token instead.\n";
@@ -293,6 +296,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && !std::strcmp(argv[1], "serve")) return dsinfer::serve::main(argc - 1, argv + 1);
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {

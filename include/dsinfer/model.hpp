@@ -122,6 +122,10 @@ class Model {
     int64_t bytes_per_block = 0;  // all layers
   };
   KvCacheStats kv_cache_stats() const;
+  // Gives memory the model keeps for reuse back to the system: the pages of free KV cache blocks and recycled
+  // activation buffers (CPU backend). Nothing observable changes; the next forward may run a little slower while it
+  // touches fresh pages. What a long-running server calls when it goes idle. Waits for a running evaluation.
+  void release_memory() const;
   // Identifies the checkpoint: its config and a hash of sampled weight bytes.
   const std::string& fingerprint() const;
 

@@ -24,6 +24,9 @@ struct SessionParams {
   int64_t capacity = 4096;          // tokens the KV cache holds
   EvalOptions eval;                 // precision, attention form
   ThinkingMode thinking = ThinkingMode::Chat;  // how set_messages renders and how replies are parsed
+  // The reply is plain text, not a chat turn (a raw prompt's continuation): every piece of text is a ContentDelta
+  // event, nothing is parsed as DSML, and reply().content is the whole text.
+  bool raw_text = false;
 };
 
 struct GenerateParams {
@@ -58,6 +61,16 @@ class Session {
   // Like set_messages, but the suffix is only queued: the next start() evaluates it, or an Engine evaluates it in
   // one forward together with other sessions' tokens.
   void queue_messages(const std::vector<ChatMessage>& conversation);
+  // Like queue_messages, for a prompt already rendered to token ids (the whole sequence the cache should hold): the
+  // cached tokens that match the beginning of `ids` are kept, the cache is cut after them and the rest is queued.
+  // The next sample needs the logits after the last token: unless the cache holds exactly `ids` and those logits, at
+  // least the last token is queued. Returns how many tokens of `ids` were kept from the cache (a prefix cache hit).
+  // min_new > 0 queues at least that many of the last tokens even when the cache holds them: a server passes 2 so
+  // that the prompt's last tokens are evaluated as a multi-token chunk (the MHA form) exactly as they are without
+  // a cache hit, keeping greedy outputs bitwise independent of the prefix cache (a single token would take the
+  // absorbed form, equal only to ~1e-6).
+  // Errors: InvalidArgument for empty ids or a negative min_new.
+  int64_t queue_tokens(std::span<const int32_t> ids, int64_t min_new = 0);
   int64_t last_prefill_tokens() const;  // how many tokens the last prefill/set_messages evaluated
 
   // Pull-style generation: start(), then next() until it returns false; finish_reason() tells why it ended.
@@ -79,6 +92,9 @@ class Session {
 
   // A new session sharing nothing mutable with this one: a copy of the cache, tokens, logits and sampler state.
   std::unique_ptr<Session> fork() const;
+  // The same with other parameters (thinking mode, raw text, precision, capacity >= the cached tokens): how a
+  // server reuses a cached conversation prefix for a request of another kind. The sampler is cloned as above.
+  std::unique_ptr<Session> fork(const SessionParams& params) const;
   // Save to / restore from a file: versioned, checked against the model (Model::save_sequence) and the tokens.
   void save(const std::string& path) const;
   void restore(const std::string& path);
@@ -90,19 +106,59 @@ class Session {
 };
 
 // Steps many sessions together: each step samples one token for every session still generating and evaluates
-// all of them in one forward (Model::eval_batch); the first step also carries the prompts queued with
-// queue_messages, so prefill chunks and decode tokens share a forward. Every session gets exactly the tokens it
-// would get alone. Borrows the model. The sessions share one precision.
+// all of them in one forward (Model::eval_batch); a session's queued prompt (queue_messages / queue_tokens) is
+// evaluated in the first step it takes part in, so prefill chunks and decode tokens share a forward. Every session
+// gets exactly the tokens it would get alone. Borrows the model and the sessions it holds. The sessions share one
+// precision. Use from one thread at a time.
 class Engine {
  public:
-  explicit Engine(const Model& model) : model_(model) {}
+  // max_step_prompt_tokens > 0 bounds the prompt tokens one step evaluates while other sessions decode (chunked
+  // prefill): a longer queued prompt, or several arriving together, are evaluated over several steps (FIFO) while
+  // the decoding sessions go on, so no step stalls them for a whole long prompt. With no session decoding, whole
+  // prompts go in one step. Chunks are at least 2 tokens (the multi-token
+  // attention form), which keeps every session's results bitwise those it gets alone. 0 = a whole prompt per step.
+  explicit Engine(const Model& model, int64_t max_step_prompt_tokens = 0)
+      : model_(model), max_step_prompt_tokens_(max_step_prompt_tokens) {}
   // Runs until every session has finished; on_event(i, event) receives session i's events (may be empty).
   // Errors from any session (full cache, sampler failure, cancel) end the whole call; every session stays usable.
+  // The engine must hold no sessions added with add().
   void generate(std::span<Session* const> sessions, const GenerateParams& params,
                 const std::function<void(size_t, const ChatEvent&)>& on_event = {});
 
+  // Continuous batching, what a server runs: sessions join with add() and leave when their generation ends, between
+  // steps. add() starts the session's next generation; it joins the next step (its queued prompt evaluated in that
+  // step's forward). Errors: InvalidArgument (a session of another model or precision, one already in the engine,
+  // one with nothing to continue from).
+  void add(Session& session, const GenerateParams& params);
+  // Takes a session out at once (its client went away, ...): its generation ends with FinishReason::None, its cache
+  // keeps what was evaluated. No-op for a session the engine does not hold.
+  void remove(Session& session);
+  struct Failure {
+    Session* session;
+    Error error;
+  };
+  struct StepResult {
+    std::vector<Session*> finished;  // left this step: eos, stop string or max tokens (see finish_reason())
+    std::vector<Failure> failed;     // left this step with an error: cancel(), sampler failure, full cache
+    int64_t batch_sessions = 0;      // sequences in this step's forward
+    int64_t batch_tokens = 0;        // tokens evaluated in it (prompts and decode tokens)
+  };
+  // One step over every session the engine holds: samples (events go to on_event), evaluates, and lets finished and
+  // failed sessions leave. A failing session never fails the others: when the shared forward fails, each session is
+  // evaluated alone and only those that fail alone are failed (the cache of each is left as it was).
+  StepResult step(const std::function<void(Session&, const ChatEvent&)>& on_event = {});
+  size_t size() const { return active_.size(); }  // sessions in the engine
+
  private:
+  struct Active {
+    Session* session;
+    std::vector<int32_t> prompt;  // queued tokens, evaluated in the session's first step(s)
+    size_t prompt_done = 0;       // of which evaluated (chunked prefill)
+    int32_t next = -1;
+  };
   const Model& model_;
+  int64_t max_step_prompt_tokens_ = 0;
+  std::vector<Active> active_;
 };
 
 }  // namespace dsinfer

@@ -169,6 +169,12 @@ class Backend {
   // zero=false leaves the contents undefined (the CPU backend then commits pages only as they are written; the
   // KV pool relies on it).
   virtual Buffer allocate(size_t bytes, bool zero = true) = 0;
+  // The contents of [p, p + bytes) of a buffer from allocate() are no longer needed (a free KV block): a backend may
+  // give the memory back to the system; it reads as undefined until written again. Default: nothing.
+  virtual void discard(void* p, size_t bytes) {}
+  // Gives memory kept for reuse (recycled activation buffers) back to the system; called between forwards, e.g.
+  // when a server goes idle. Default: nothing.
+  virtual void release_memory() {}
   Matrix matrix(int64_t rows, int64_t cols);  // zero-filled fp32 [rows, cols]
   virtual void fill_zero(Tensor2D x) = 0;
   virtual void copy(Tensor2D dst, Tensor2D src) = 0;

@@ -76,6 +76,17 @@ void KvBlockPool::release(int32_t b) {
   if (--refs_[size_t(b)] == 0) free_.push_back(b);
 }
 
+void KvBlockPool::discard_free_blocks() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int32_t b : free_)
+    for (const Layer& l : layers_)
+      for (const Matrix* m : {&l.latent, &l.k_pe, &l.index_k, &l.index_scale}) {
+        const Tensor2D& v = m->view;
+        if (!v.data) continue;
+        backend_.discard(v.row(int64_t(b) * block_tokens_), size_t(block_tokens_ * v.ld) * sizeof(float));
+      }
+}
+
 int KvBlockPool::refs(int32_t b) const {
   std::lock_guard<std::mutex> lock(mutex_);
   return refs_[size_t(b)];

@@ -36,6 +36,9 @@ class KvBlockPool {
   void retain(int32_t block);
   void release(int32_t block);
   int refs(int32_t block) const;
+  // Tells the backend that the free blocks' rows are not needed (the CPU backend gives their pages back): the pool's
+  // resident memory falls to what the blocks in use hold. A block is written before it is read, so nothing changes.
+  void discard_free_blocks();
 
  private:
   struct Layer {

@@ -168,6 +168,12 @@ Model::KvCacheStats Model::kv_cache_stats() const {
   return {p.n_blocks(), p.used_blocks(), p.block_tokens(), int64_t(p.bytes_per_block())};
 }
 
+void Model::release_memory() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->pool->discard_free_blocks();
+  impl_->backend->release_memory();
+}
+
 const std::string& Model::fingerprint() const { return impl_->fingerprint; }
 
 std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capacity) const {

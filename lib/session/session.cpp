@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <deque>
 #include <filesystem>
+#include <unordered_map>
 #include <fstream>
 
 namespace dsinfer {
@@ -131,14 +132,22 @@ struct Session::Impl {
     o.thinking = params.thinking;
     const std::vector<int32_t> full = tok.encode(encode_chat(conversation, o), false);
     if (full.empty()) throw Error(ErrorCode::InvalidArgument, "the conversation renders to no tokens");
+    set_tokens(full, defer);
+  }
+
+  // Makes the cache hold `full`: keeps the matching prefix, cuts the rest and evaluates (or queues) what follows.
+  // Returns how many tokens of `full` were kept from the cache.
+  int64_t set_tokens(std::span<const int32_t> full, bool defer, size_t min_new = 0) {
     size_t common = 0;
     while (common < tokens.size() && common < full.size() && tokens[common] == full[common]) ++common;
+    if (min_new > 0) common = std::min(common, full.size() - std::min(full.size(), min_new));
     // Logits are needed after the last token, so at least one token is always evaluated.
     if (common == full.size()) {
       if (common == tokens.size() && !logits.empty()) {
         pending.reset();
+        queued.clear();
         last_prefill = 0;
-        return;
+        return int64_t(common);
       }
       --common;
     }
@@ -147,11 +156,24 @@ struct Session::Impl {
     pending.reset();
     if (defer) {
       queued.assign(full.begin() + int64_t(common), full.end());
-      if (common < full.size()) logits.clear();  // stale until the queued tokens are evaluated
-      return;
+      logits.clear();  // stale until the queued tokens are evaluated
+      return int64_t(common);
     }
     queued.clear();
-    eval(std::span<const int32_t>(full).subspan(common));
+    eval(full.subspan(common));
+    return int64_t(common);
+  }
+
+  // The text the caller sees: through the DSML parser, or as plain content in raw-text mode.
+  void emit(const std::string& piece, std::vector<ChatEvent>& ev) {
+    if (parser) {
+      parser->feed(piece, ev);
+    } else if (!piece.empty()) {
+      ChatEvent e;
+      e.kind = ChatEvent::Kind::ContentDelta;
+      e.text = piece;
+      ev.push_back(std::move(e));
+    }
   }
 
   void start(const GenerateParams& g, bool evaluate_queued = true) {
@@ -168,7 +190,8 @@ struct Session::Impl {
     unsent.clear();
     queue.clear();
     detok.emplace(tok, false);
-    parser.emplace(params.thinking);
+    if (params.raw_text) parser.reset();
+    else parser.emplace(params.thinking);
     reply = ChatMessage{};
     cancelled = false;
     constraint.reset();
@@ -184,17 +207,23 @@ struct Session::Impl {
   void end(FinishReason r) {
     std::vector<ChatEvent> ev;
     if (!unsent.empty()) {
-      parser->feed(unsent, ev);
+      emit(unsent, ev);
       text += unsent;
       unsent.clear();
     }
     const std::string tail = detok->finish();
     if (!tail.empty() && r != FinishReason::StopString) {
-      parser->feed(tail, ev);
+      emit(tail, ev);
       text += tail;
     }
-    parser->finish(ev);
-    reply = parser->message();
+    if (parser) {
+      parser->finish(ev);
+      reply = parser->message();
+    } else {
+      reply = ChatMessage{};
+      reply.role = "assistant";
+      reply.content = text;
+    }
     for (auto& e : ev) queue.push_back(std::move(e));
     reason = r;
     running = false;
@@ -241,7 +270,7 @@ struct Session::Impl {
     const std::string out = unsent.substr(0, unsent.size() - keep);
     unsent.erase(0, unsent.size() - keep);
     text += out;
-    parser->feed(out, ev);
+    emit(out, ev);
     for (auto& e : ev) queue.push_back(std::move(e));
     if (int64_t(generated.size()) >= gen.max_tokens) {
       pending = next;
@@ -295,6 +324,11 @@ SamplerChain& Session::sampler() { return *impl_->sampler; }
 void Session::prefill(std::span<const int32_t> ids) { impl_->prefill(ids); }
 void Session::set_messages(const std::vector<ChatMessage>& conversation) { impl_->set_messages(conversation); }
 void Session::queue_messages(const std::vector<ChatMessage>& conversation) { impl_->set_messages(conversation, true); }
+int64_t Session::queue_tokens(std::span<const int32_t> ids, int64_t min_new) {
+  if (ids.empty()) throw Error(ErrorCode::InvalidArgument, "queue_tokens needs at least one token");
+  if (min_new < 0) throw Error(ErrorCode::InvalidArgument, fmt::format("queue_tokens: min_new {} < 0", min_new));
+  return impl_->set_tokens(ids, true, size_t(min_new));
+}
 int64_t Session::last_prefill_tokens() const { return impl_->last_prefill; }
 void Session::start(const GenerateParams& params) { impl_->start(params); }
 bool Session::next(ChatEvent& event) { return impl_->next(event); }
@@ -317,9 +351,14 @@ FinishReason Session::generate(const GenerateParams& params, const std::function
   return impl_->reason;
 }
 
-std::unique_ptr<Session> Session::fork() const {
-  auto s = std::make_unique<Session>(impl_->model, impl_->tok, impl_->params);
-  s->impl_->seq = impl_->model.copy_sequence(*impl_->seq, impl_->params.capacity);
+std::unique_ptr<Session> Session::fork() const { return fork(impl_->params); }
+
+std::unique_ptr<Session> Session::fork(const SessionParams& params) const {
+  if (params.capacity < impl_->seq->size())
+    throw Error(ErrorCode::InvalidArgument, fmt::format("fork: capacity {} is less than the {} cached tokens",
+                                                        params.capacity, impl_->seq->size()));
+  auto s = std::make_unique<Session>(impl_->model, impl_->tok, params);
+  s->impl_->seq = impl_->model.copy_sequence(*impl_->seq, params.capacity);
   s->impl_->tokens = impl_->tokens;
   s->impl_->logits = impl_->logits;
   s->impl_->pending = impl_->pending;
@@ -329,65 +368,189 @@ std::unique_ptr<Session> Session::fork() const {
 
 void Engine::generate(std::span<Session* const> sessions, const GenerateParams& params,
                        const std::function<void(size_t, const ChatEvent&)>& on_event) {
-  for (Session* s : sessions) {
-    if (!s) throw Error(ErrorCode::InvalidArgument, "Engine::generate: a session is null");
-    if (&s->impl_->model != &model_) throw Error(ErrorCode::InvalidArgument, "Engine::generate: a session uses another model");
+  if (!active_.empty()) throw Error(ErrorCode::InvalidArgument, "Engine::generate: the engine holds sessions added with add()");
+  for (size_t i = 0; i < sessions.size(); ++i)
+    if (!sessions[i]) throw Error(ErrorCode::InvalidArgument, "Engine::generate: a session is null");
+  std::unordered_map<const Session*, size_t> index;
+  try {
+    for (size_t i = 0; i < sessions.size(); ++i) {
+      if (sessions[i]->impl_->logits.empty() && !sessions[i]->impl_->pending && sessions[i]->impl_->queued.empty())
+        throw Error(ErrorCode::InvalidArgument, fmt::format("Engine::generate: session {} holds no prompt", i));
+      add(*sessions[i], params);
+      index[sessions[i]] = i;
+    }
+    while (!active_.empty()) {
+      StepResult r = step([&](Session& s, const ChatEvent& e) {
+        if (on_event) on_event(index.at(&s), e);
+      });
+      if (!r.failed.empty()) throw r.failed.front().error;
+    }
+  } catch (...) {
+    while (!active_.empty()) remove(*active_.back().session);
+    throw;
   }
-  // Tokens queued by queue_messages (or left pending) are evaluated in the first step, in the same forward as the
-  // other sessions' first decode tokens: prefill chunks and decode tokens mixed in one ragged batch.
-  std::vector<std::vector<int32_t>> first(sessions.size());
-  for (size_t i = 0; i < sessions.size(); ++i) {
-    first[i] = sessions[i]->impl_->take_unevaluated();
-    if (first[i].empty() && sessions[i]->impl_->logits.empty())
-      throw Error(ErrorCode::InvalidArgument, fmt::format("Engine::generate: session {} holds no prompt", i));
-    sessions[i]->impl_->start(params, /*evaluate_queued=*/false);
+}
+
+void Engine::add(Session& session, const GenerateParams& params) {
+  Session::Impl& s = *session.impl_;
+  if (&s.model != &model_) throw Error(ErrorCode::InvalidArgument, "Engine: the session uses another model");
+  for (const Active& a : active_) {
+    if (a.session == &session) throw Error(ErrorCode::InvalidArgument, "Engine::add: the session is already in the engine");
+    const EvalOptions &x = a.session->impl_->params.eval, &y = s.params.eval;
+    if (x.precision != y.precision || x.index_topk != y.index_topk || x.attention != y.attention)
+      throw Error(ErrorCode::InvalidArgument, "Engine::add: the sessions of one engine share one precision");
   }
-  auto drain = [&](size_t i) {
-    auto& q = sessions[i]->impl_->queue;
+  // Tokens queued by queue_messages / queue_tokens (or left pending) are evaluated in the session's first step, in
+  // the same forward as the other sessions' decode tokens: prefill chunks and decode tokens in one ragged batch.
+  Active a{&session, s.take_unevaluated()};
+  if (a.prompt.empty() && s.logits.empty())
+    throw Error(ErrorCode::InvalidArgument, "Engine::add: nothing to continue from (queue a prompt first)");
+  s.start(params, /*evaluate_queued=*/false);
+  active_.push_back(std::move(a));
+}
+
+void Engine::remove(Session& session) {
+  for (size_t i = 0; i < active_.size(); ++i) {
+    if (active_[i].session != &session) continue;
+    Session::Impl& s = *session.impl_;
+    Active& a = active_[i];
+    if (a.prompt_done < a.prompt.size())  // the part never evaluated is queued again
+      s.queued.assign(a.prompt.begin() + int64_t(a.prompt_done), a.prompt.end());
+    if (s.running) s.end(FinishReason::None);
+    s.queue.clear();
+    active_.erase(active_.begin() + int64_t(i));
+    return;
+  }
+}
+
+Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEvent&)>& on_event) {
+  StepResult r;
+  std::vector<Model::BatchEntry> batch;
+  std::vector<size_t> who;  // index into active_ of each batch entry
+  std::vector<bool> leaves(active_.size(), false);
+  auto drain = [&](Session& session) {
+    auto& q = session.impl_->queue;
     while (!q.empty()) {
-      if (on_event) on_event(i, q.front());
+      if (on_event) on_event(session, q.front());
       q.pop_front();
     }
   };
-  std::vector<Model::BatchEntry> batch;
-  std::vector<size_t> who;
-  std::vector<int32_t> next_ids(sessions.size());
-  bool first_step = true;
-  for (;;) {
-    batch.clear();
-    who.clear();
-    for (size_t i = 0; i < sessions.size(); ++i) {
-      Session::Impl& s = *sessions[i]->impl_;
-      if (!s.running) continue;
-      Model::BatchEntry e;
-      e.sequence = s.seq.get();
-      if (first_step && !first[i].empty()) {
-        e.ids = first[i];  // a prefill chunk
-      } else {
-        const auto t = s.sample_step();
-        drain(i);
-        if (!t) continue;
-        next_ids[i] = *t;
-        e.ids = std::span<const int32_t>(&next_ids[i], 1);
+  // The budget only matters while some session decodes (it is what a long prefill would stall); with none, whole
+  // prompts go in one forward (fewer passes over the weights).
+  const bool decoding = std::any_of(active_.begin(), active_.end(), [](const Active& a) { return a.prompt.empty(); });
+  int64_t prompt_budget = max_step_prompt_tokens_ > 0 && decoding ? std::max<int64_t>(2, max_step_prompt_tokens_) : INT64_MAX;
+  bool first_prompt = true;
+  for (size_t i = 0; i < active_.size(); ++i) {
+    Active& a = active_[i];
+    Session::Impl& s = *a.session->impl_;
+    Model::BatchEntry e;
+    e.sequence = s.seq.get();
+    if (!a.prompt.empty()) {
+      // The session's first step(s): its prompt, or the next chunk of it within the step's budget. A chunk is at
+      // least 2 tokens and never leaves 1 behind (one token would take the absorbed attention form).
+      const int64_t left = int64_t(a.prompt.size() - a.prompt_done);
+      int64_t n = std::min(left, prompt_budget);
+      if (n < left) {
+        n = std::min(n, left - 2);
+        if (n < 2) {
+          if (!first_prompt) continue;  // this step's budget is spent: the chunk waits for the next step
+          n = left <= 3 ? left : 2;
+        }
       }
-      batch.push_back(std::move(e));
-      who.push_back(i);
+      first_prompt = false;
+      prompt_budget -= n;
+      e.logits = std::move(s.logits);  // reused storage; given back below
+      e.ids = std::span<const int32_t>(a.prompt).subspan(a.prompt_done, size_t(n));
+    } else {
+      std::optional<int32_t> t;
+      try {
+        t = s.sample_step();
+      } catch (const Error& err) {
+        drain(*a.session);
+        r.failed.push_back({a.session, err});
+        leaves[i] = true;
+        continue;
+      }
+      drain(*a.session);
+      if (!t) {
+        r.finished.push_back(a.session);
+        leaves[i] = true;
+        continue;
+      }
+      a.next = *t;
+      e.ids = std::span<const int32_t>(&a.next, 1);
+      e.logits = std::move(s.logits);  // reused storage; given back below
     }
-    if (batch.empty()) break;
-    try {
-      model_.eval_batch(batch, sessions[who[0]]->impl_->params.eval);
-    } catch (...) {
-      for (size_t i : who) sessions[i]->impl_->abort_step();
-      throw;
-    }
-    for (size_t k = 0; k < who.size(); ++k) {
-      Session::Impl& s = *sessions[who[k]]->impl_;
-      s.tokens.insert(s.tokens.end(), batch[k].ids.begin(), batch[k].ids.end());
-      s.logits = std::move(batch[k].logits);
-      s.last_prefill = int64_t(batch[k].ids.size());
-    }
-    first_step = false;
+    batch.push_back(std::move(e));
+    who.push_back(i);
   }
+  auto commit = [&](size_t k) {
+    Active& a = active_[who[k]];
+    Session::Impl& s = *a.session->impl_;
+    s.tokens.insert(s.tokens.end(), batch[k].ids.begin(), batch[k].ids.end());
+    s.logits = std::move(batch[k].logits);
+    s.last_prefill = int64_t(batch[k].ids.size());
+    r.batch_sessions += 1;
+    r.batch_tokens += int64_t(batch[k].ids.size());
+  };
+  // The evaluation failed for this entry: the cache is as before it and the generation ends with the error.
+  auto fail = [&](size_t k, const Error& err) {
+    Active& a = active_[who[k]];
+    Session::Impl& s = *a.session->impl_;
+    s.logits = std::move(batch[k].logits);
+    if (!a.prompt.empty()) {
+      s.queued.assign(a.prompt.begin() + int64_t(a.prompt_done), a.prompt.end());  // what was not evaluated
+      s.logits.clear();
+      s.end(FinishReason::None);
+    } else {
+      s.abort_step();
+    }
+    drain(*a.session);
+    r.failed.push_back({a.session, err});
+    leaves[who[k]] = true;
+  };
+  if (!batch.empty()) {
+    const EvalOptions& opts = active_[who[0]].session->impl_->params.eval;
+    bool together = true;
+    try {
+      model_.eval_batch(batch, opts);
+    } catch (const std::exception&) {
+      together = false;  // nothing changed; find out which entries fail by evaluating each alone
+    }
+    for (size_t k = 0; k < batch.size(); ++k) {
+      if (!together) {
+        try {
+          model_.eval_batch(std::span<Model::BatchEntry>(&batch[k], 1), opts);
+        } catch (const Error& err) {
+          fail(k, err);
+          continue;
+        } catch (const std::bad_alloc&) {
+          fail(k, Error(ErrorCode::OutOfMemory, "out of memory evaluating the step"));
+          continue;
+        } catch (const std::exception& ex) {
+          fail(k, Error(ErrorCode::Internal, ex.what()));
+          continue;
+        }
+      }
+      commit(k);
+      Active& a = active_[who[k]];
+      if (!a.prompt.empty()) {
+        a.prompt_done += batch[k].ids.size();
+        if (a.prompt_done == a.prompt.size()) {
+          a.prompt.clear();
+          a.prompt_done = 0;
+        }
+      }
+    }
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < active_.size(); ++i)
+    if (!leaves[i]) {
+      if (kept != i) active_[kept] = std::move(active_[i]);  // (a self-move would empty a queued prompt)
+      ++kept;
+    }
+  active_.resize(kept);
+  return r;
 }
 
 void Session::save(const std::string& path) const {

@@ -14,7 +14,8 @@ from ._dsinfer import Model, Tokenizer, parse_completion as _parse_completion
 
 __all__ = ["Model", "Tokenizer", "Session", "Sampler", "Error", "InvalidArgumentError", "IoError", "FormatError",
            "UnsupportedError", "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "encode_chat",
-           "parse_completion", "Constraint", "Greedy", "Dist", "Temperature", "TopK", "TopP", "MinP", "Typical", "Penalties"]
+           "parse_completion", "Constraint", "Client", "APIError", "Greedy", "Dist", "Temperature", "TopK", "TopP",
+           "MinP", "Typical", "Penalties"]
 
 
 class Error(Exception):
@@ -213,3 +214,72 @@ class Session:
     reply = property(lambda self: self._s.reply)
     tokens = property(lambda self: self._s.tokens)
     last_logits = property(lambda self: self._s.last_logits)
+
+
+class APIError(Exception):
+    """A request dsinfer.Client refused, with the HTTP status and OpenAI error object the server would send."""
+
+    def __init__(self, status_code, body):
+        self.status_code = int(status_code)
+        self.body = _json.loads(body)
+        err = self.body.get("error", {})
+        self.message, self.type, self.param, self.code = (err.get("message"), err.get("type"), err.get("param"),
+                                                          err.get("code"))
+        super().__init__(f"Error code: {self.status_code} - {self.body}")
+
+
+_dsinfer._set_api_error_class(APIError)
+
+
+class _Endpoint:
+    def __init__(self, client, kind):
+        self._client, self._kind = client, kind
+
+    def create(self, **request):
+        """The OpenAI request fields as keyword arguments (messages/prompt, tools, tool_choice, temperature,
+        top_p, max_tokens, stop, seed, n, logprobs, top_logprobs, stream, stream_options, response_format,
+        chat_template_kwargs, ...). Returns the reply as a dict, or with stream=True an iterator of chunk dicts,
+        exactly what `dsinfer serve` sends. Raises APIError for what the server would refuse."""
+        c = self._client
+        lc = _dsinfer._LocalCompletion(c.model, c.tokenizer, self._kind, _json.dumps(request, ensure_ascii=False),
+                                       c.model_id, c.context, c.generation_config_dir)
+        if lc.stream:
+            return self._chunks(lc)
+        more = True
+        while more:
+            _, more = lc.next()
+        return _json.loads(lc.reply())
+
+    @staticmethod
+    def _chunks(lc):
+        more = True
+        while more:
+            chunks, more = lc.next()
+            for c in chunks:
+                yield _json.loads(c)
+
+
+class Client:
+    """OpenAI's client shape without HTTP: client.chat.completions.create(...) and client.completions.create(...)
+    run on this process's model with the same fields, replies and stream chunks as `dsinfer serve`.
+
+        client = dsinfer.Client.load("path/to/checkpoint")
+        reply = client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}], max_tokens=64)
+        print(reply["choices"][0]["message"]["content"], reply["usage"])
+
+    Each call runs on its own engine: one call at a time per client is the expected use (the model serializes
+    evaluations anyway)."""
+
+    def __init__(self, model, tokenizer, model_id="dsinfer", context=4096, generation_config_dir=None):
+        self.model, self.tokenizer = model, tokenizer
+        self.model_id, self.context = model_id, int(context)
+        # Sampling defaults come from generation_config.json in this folder (without one: greedy).
+        self.generation_config_dir = generation_config_dir
+        self.chat = type("Chat", (), {})()
+        self.chat.completions = _Endpoint(self, "chat")
+        self.completions = _Endpoint(self, "completions")
+
+    @classmethod
+    def load(cls, path, model_id=None, context=4096, **load_kw):
+        """Loads the checkpoint folder (model, tokenizer, generation_config.json)."""
+        return cls(Model.load(path, **load_kw), Tokenizer.load(path), model_id or path, context, path)

@@ -99,3 +99,31 @@ class Session:
     reply: dict[str, Any]
     tokens: list[int]
     last_logits: np.ndarray
+
+class APIError(Exception):
+    status_code: int
+    body: dict[str, Any]
+    message: Optional[str]
+    type: Optional[str]
+    param: Optional[str]
+    code: Optional[str]
+    def __init__(self, status_code: int, body: str) -> None: ...
+
+class _Endpoint:
+    def create(self, **request: Any) -> Any: ...  # dict, or Iterator[dict] with stream=True
+
+class _Chat:
+    completions: _Endpoint
+
+class Client:
+    model: Model
+    tokenizer: Tokenizer
+    model_id: str
+    context: int
+    generation_config_dir: Optional[str]
+    chat: _Chat
+    completions: _Endpoint
+    def __init__(self, model: Model, tokenizer: Tokenizer, model_id: str = ..., context: int = ...,
+                 generation_config_dir: Optional[str] = ...) -> None: ...
+    @classmethod
+    def load(cls, path: str, model_id: Optional[str] = ..., context: int = ..., **load_kw: Any) -> "Client": ...

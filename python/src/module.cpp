@@ -8,6 +8,7 @@
 #include "dsinfer/chat.hpp"
 #include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
+#include "dsinfer/openai.hpp"
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/session.hpp"
 #include "dsinfer/tokenizer.hpp"
@@ -171,6 +172,29 @@ struct PySession {
   std::shared_ptr<Tokenizer> tok;
   std::unique_ptr<Session> s;
 };
+
+// dsinfer.Client's request: the server's protocol (openai::LocalCompletion) on a private engine.
+struct PyLocalCompletion {
+  std::shared_ptr<Model> model;
+  std::shared_ptr<Tokenizer> tok;
+  std::unique_ptr<openai::LocalCompletion> c;
+};
+
+// openai::ApiError as dsinfer.APIError(status, body JSON) (the class comes from __init__.py).
+py::object& api_error_class() {
+  static auto* cls = new py::object();
+  return *cls;
+}
+
+template <class F>
+auto translate_api(F&& f) -> decltype(f()) {
+  try {
+    return translate(std::forward<F>(f));
+  } catch (const openai::ApiError& e) {
+    PyErr_SetObject(api_error_class().ptr(), py::make_tuple(e.status(), e.json()).ptr());
+    throw py::error_already_set();
+  }
+}
 
 }  // namespace
 
@@ -395,4 +419,44 @@ PYBIND11_MODULE(_dsinfer, m) {
       })
       .def("save", [](const PySession& s, const std::string& path) { translate([&] { s.s->save(path); }); })
       .def("restore", [](PySession& s, const std::string& path) { translate([&] { s.s->restore(path); }); });
+
+  // The OpenAI-shaped call (dsinfer.Client): request bodies and replies as JSON text, exactly the server's.
+  m.def("_set_api_error_class", [](py::object cls) { api_error_class() = cls; });
+  py::class_<PyLocalCompletion>(m, "_LocalCompletion")
+      .def(py::init([](const PyModel& pm, const PyTokenizer& pt, const std::string& endpoint, const std::string& body,
+                       const std::string& model_id, int64_t context, py::object generation) {
+             return translate_api([&] {
+               openai::Defaults d;
+               d.model_id = model_id;
+               d.context = context;
+               d.any_model_name = true;
+               if (!generation.is_none()) d.generation = load_generation_config(generation.cast<std::string>());
+               else {
+                 d.generation.do_sample = false;  // no generation_config.json given: greedy, as Session is
+               }
+               const auto ep = endpoint == "chat" ? openai::Endpoint::ChatCompletions : openai::Endpoint::Completions;
+               openai::Request r;
+               {
+                 py::gil_scoped_release nogil;
+                 r = openai::parse_request(ep, body, *pt.tok, d);
+               }
+               return PyLocalCompletion{pm.model, pt.tok,
+                                        std::make_unique<openai::LocalCompletion>(std::move(r), *pm.model, *pt.tok, d)};
+             });
+           }),
+           py::arg("model"), py::arg("tokenizer"), py::arg("endpoint"), py::arg("body"), py::arg("model_id"),
+           py::arg("context"), py::arg("generation_config_dir") = py::none())
+      .def("next", [](PyLocalCompletion& c) {
+        return translate_api([&] {
+          std::vector<std::string> chunks;
+          bool more;
+          {
+            py::gil_scoped_release nogil;
+            more = c.c->next(chunks);
+          }
+          return py::make_tuple(chunks, more);
+        });
+      })
+      .def("reply", [](const PyLocalCompletion& c) { return c.c->completion().reply(); })
+      .def_property_readonly("stream", [](const PyLocalCompletion& c) { return c.c->completion().request().stream; });
 }

@@ -72,6 +72,17 @@ void BufferCache::free_block(void* p) {
   h.cache->give_back(block, h.rounded);
 }
 
+void BufferCache::trim() {
+  std::unordered_map<size_t, std::vector<void*>> cached;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cached.swap(free_);
+    cached_bytes_ = 0;
+  }
+  for (auto& [size, blocks] : cached)
+    for (void* b : blocks) std::free(b);  // only blocks up to kMaxBlock are cached, and those come from malloc
+}
+
 void BufferCache::give_back(void* block, size_t rounded) {
   bool keep = false;
   if (rounded <= kMaxBlock) {

@@ -21,6 +21,8 @@ class BufferCache {
   // BufferCache::free_block (a plain function, usable as a Buffer release callback).
   void* take(size_t bytes, bool zero);
   static void free_block(void* p);
+  // Frees every cached block (blocks in use are not affected).
+  void trim();
 
  private:
   BufferCache() = default;

@@ -179,6 +179,14 @@ CpuBackend::CpuBackend(const BackendOptions& opts) : pool_(opts.n_threads), buff
 
 CpuBackend::~CpuBackend() { buffers_->release_ref(); }
 
+void CpuBackend::discard(void* p, size_t bytes) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(p) + page - 1) / page * page, end = (uintptr_t(p) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+void CpuBackend::release_memory() { buffers_->trim(); }
+
 Buffer CpuBackend::allocate(size_t bytes, bool zero) {
   void* p = buffers_->take(bytes, zero);
   if (!p) throw Error(ErrorCode::OutOfMemory, fmt::format("cpu backend: cannot allocate {} bytes", bytes));

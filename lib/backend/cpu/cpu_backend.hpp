@@ -17,6 +17,8 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& opts);
   ~CpuBackend() override;
+  void discard(void* p, size_t bytes) override;  // whole pages inside the range: MADV_DONTNEED
+  void release_memory() override;                // the recycled activation buffers
   std::string_view name() const override { return "cpu"; }
 
   Buffer allocate(size_t bytes, bool zero = true) override;
