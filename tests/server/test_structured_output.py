@@ -136,11 +136,17 @@ def test_tool_choice_required_always_gives_calls_that_validate(client, stream):
         assert c["finish"] == "tool_calls", c
         assert not c["content"] and len(c["calls"]) == 1  # parallel_tool_calls false: exactly one call
         check_calls(list(c["calls"].values()))
-    # Several calls in one block when parallel calls are allowed (the random model chains them freely).
-    r = create(client, messages=WEATHER, tools=TOOLS, tool_choice="required", n=4, seed=200, max_tokens=1500)
+
+
+def test_parallel_tool_calls(client):
+    # With parallel calls allowed the block holds one or more (the random model chains a mean of about 4), so a
+    # choice may be cut by max_tokens: its complete calls still validate (the reply carries only complete ones).
+    r = create(client, messages=WEATHER, tools=TOOLS, tool_choice="required", n=4, seed=200, max_tokens=700)
     for c in r.choices:
-        assert c.finish_reason == "tool_calls", c
-        check_calls(calls_of(c.message))
+        assert c.finish_reason in ("tool_calls", "length"), c
+        if c.finish_reason == "tool_calls" or c.message.tool_calls:
+            check_calls(calls_of(c.message))
+    assert max(len(c.message.tool_calls or []) for c in r.choices) > 1
 
 
 def test_tool_choice_named_function(client):
