@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Writes the shipped model's card (README.md), licence and sha256 manifest from the measured files.
+
+    python training/model_card.py --run build/train/run --eval build/train/eval [--model models/dsinfer-v32-mini]
+
+Every figure in the card comes from a file a script wrote: RUN/train_summary.json (training time, tokens),
+RUN/train_log.jsonl (final losses, expert load), EVAL/*.json (tools/eval_chat and training/mtp_accuracy.py) and
+the checkpoint itself (config.json, tensor bytes).
+"""
+import argparse
+import hashlib
+import json
+import os
+
+LICENSE = """MIT License
+
+Copyright (c) 2026 the dsinfer authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this model and associated
+documentation files (the "Model"), to deal in the Model without restriction, including without limitation the
+rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Model, and to permit
+persons to whom the Model is furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or substantial portions of
+the Model.
+
+THE MODEL IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE
+WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR
+COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR
+OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE MODEL OR THE USE OR OTHER DEALINGS IN THE MODEL.
+"""
+
+RATE_NAMES = [("tool_calls_seen", "tool-call exact match, seen tools"),
+              ("tool_calls_unseen", "tool-call exact match, unseen tools"),
+              ("answer", "final answer states the tool result"),
+              ("no_tool", "no tool call where no listed tool serves"),
+              ("chat", "plain chat (capitals, \"I don't know\", greetings)"),
+              ("json", "JSON reply equal to the expected record"),
+              ("well_formed", "well-formed output (DSML parses, ends by itself)")]
+
+
+def rate(e, key):
+    r = e["rates"].get(key)
+    return f"{r['percent']:.1f} % ({r['ok']}/{r['total']})" if r else "–"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--eval", required=True)
+    ap.add_argument("--model", default="models/dsinfer-v32-mini")
+    args = ap.parse_args()
+    cfg = json.load(open(os.path.join(args.model, "config.json")))
+    summary = json.load(open(os.path.join(args.run, "train_summary.json")))
+    log = [json.loads(line) for line in open(os.path.join(args.run, "train_log.jsonl"))]
+    last = {}
+    for rec in log:
+        last[rec["stage"]] = rec
+    ev = {k: json.load(open(os.path.join(args.eval, f"{k}.json")))
+          for k in ("fp8_greedy", "fp8_sampled", "reference_greedy")}
+    mtp = json.load(open(os.path.join(args.eval, "mtp.json")))
+    index = json.load(open(os.path.join(args.model, "model.safetensors.index.json")))
+    tr = summary["train"]
+    rows = "\n".join(f"| {label} | {rate(ev['fp8_greedy'], k)} | {rate(ev['fp8_sampled'], k)} | "
+                     f"{rate(ev['reference_greedy'], k)} |" for k, label in RATE_NAMES)
+    sparse = last["sparse"]
+    card = f"""# dsinfer-v32-mini
+
+A {summary['parameters'] / 1e6:.1f} M-parameter model in exactly DeepSeek-V3.2's architecture and checkpoint format,
+trained from scratch by the dsinfer project on a 2-core CPU so that dsinfer has a model that does a real job out of
+the box: it chats, thinks, reads the tool list it is given, calls tools in DeepSeek-V3.2's DSML format, and answers
+from the tools' results. It knows almost nothing else: a small table of capital cities, and that it should say
+"I don't know" outside it. It is a demonstration and test model, not a general assistant.
+
+## Architecture (config.json)
+
+DeepSeek-V3.2 with every part active, scaled down: hidden size {cfg['hidden_size']}, {cfg['num_hidden_layers']} layers
+(layer 0 dense SwiGLU with inner size {cfg['intermediate_size']}, layers 1-{cfg['num_hidden_layers'] - 1} MoE), MLA with
+{cfg['num_attention_heads']} heads, q-LoRA rank {cfg['q_lora_rank']}, latent rank {cfg['kv_lora_rank']}, nope/rope/v head dims
+{cfg['qk_nope_head_dim']}/{cfg['qk_rope_head_dim']}/{cfg['v_head_dim']}, YaRN RoPE as in DeepSeek-V3.2's config; the DSA
+lightning indexer with {cfg['index_n_heads']} heads of {cfg['index_head_dim']} and index_topk {cfg['index_topk']};
+{cfg['n_routed_experts']} routed experts (inner size {cfg['moe_intermediate_size']}) in {cfg['n_group']} groups, {cfg['topk_group']}
+groups and {cfg['num_experts_per_tok']} experts per token, sigmoid scores with a selection-only bias, one shared expert,
+routed scaling {cfg['routed_scaling_factor']}; one MTP module (`num_nextn_predict_layers: 1`, stored as layer
+{cfg['num_hidden_layers']}). Vocabulary {cfg['vocab_size']} (byte-level BPE).
+
+Files as DeepSeek ships them: `config.json` with every key of DeepSeek-V3.2's, {len(set(index['weight_map'].values()))}
+safetensors shards with `model.safetensors.index.json`, projections in FP8 e4m3 with F32 `weight_scale_inv` per
+128x128 block, embeddings, head, router, indexer weights_proj and norms in BF16, the router bias in F32;
+`generation_config.json` with DeepSeek-V3.2's sampling defaults (temperature 1.0, top_p 0.95);
+`tokenizer.json` / `tokenizer_config.json` with DeepSeek-V3.2's pre-tokenizer, normalizer and decoder and its special
+token strings. Token ids differ from the real tokenizer's: BOS, EOS and pad are 0, 1, 2 as there, but the chat
+and tool tokens (`<think>` ... `<｜tool▁sep｜>`, the real ids 128798-128814) follow the {cfg['vocab_size'] - 17}-entry BPE
+vocabulary in the real order, since a 129280-row embedding and head would not fit this model's size.
+
+## Data
+
+Synthetic conversations (training/generate_data.py, seeded), rendered by dsinfer's own DeepSeek-V3.2 chat encoder,
+thinking on and off: ten tools with JSON-schema parameters (weather over a table of cities, an exact integer
+calculator, unit and currency conversion, date arithmetic and weekdays, a product catalogue, local times, string
+utilities, an address book); single, parallel and dependent calls; requests no listed tool can serve; plain chat
+over a capital-city table with "I don't know" outside it; JSON-only replies under a response format. Tool lists are
+random subsets in random order, with tools renamed, re-described and given renamed parameters, so the model must
+read the list. {summary['corpus_conversations']} training conversations ({summary['corpus_tokens']} tokens) were used.
+The held-out set (600 conversations) has unseen cities, people, products and words, unseen phrasings and, in half
+the conversations, unseen tools (new names, parameter names and descriptions).
+
+## Training
+
+training/train.py on {summary['threads']} CPU threads (PyTorch {summary['torch']}), {summary['wall_seconds'] / 60:.0f} minutes
+of training, {summary['tokens_seen']} tokens seen, loss on what the assistant writes: (A) {tr['steps_dense']} steps with
+dense attention, the MTP module's loss weighted {tr['mtp_weight_early']} then {tr['mtp_weight_late']}; (B) {tr['steps_warmup']}
+steps where only the indexers learn, by KL divergence to their layer's attention; (C) {tr['steps_sparse']} steps of sparse
+attention over the indexer's top {cfg['index_topk']} keys, indexer input detached, the last
+{tr['steps_sparse'] - tr['fp8_from_sparse_step']} with DeepSeek's FP8 inference numerics simulated (quantization-aware).
+Expert balance by the bias update (gamma {tr['bias_update_speed']}) and a sequence-wise balance loss (alpha
+{tr['balance_alpha']}). Final training losses: next-token {sparse.get('ce', float('nan')):.3f}, MTP
+{sparse.get('mtp_ce', float('nan')):.3f}, indexer KL {sparse.get('kl', float('nan')):.3f}; expert load per MoE layer (max / mean
+over the last batch) {sparse['expert_load_max_over_mean']}. Curves: the run's train_log.jsonl (see training/README.md
+to reproduce).
+
+## Evaluation (through dsinfer: tools/eval_chat, {ev['fp8_greedy']['conversations']} held-out conversations)
+
+| measure | FP8, greedy | FP8, generation_config sampling (seed 1) | reference precision, greedy |
+|---|---|---|---|
+{rows}
+
+Each assistant turn is scored with the reference conversation up to it. MTP module, top-1 accuracy on the token
+after next (training code on the exported weights; dsinfer does not run MTP yet): {mtp['fp8']['mtp_assistant']['percent']:.1f} %
+on assistant tokens in FP8 numerics ({mtp['reference']['mtp_assistant']['percent']:.1f} % in reference numerics),
+{mtp['fp8']['mtp_all']['percent']:.1f} % on all tokens.
+
+## Use
+
+```sh
+bash scripts/demo.sh                                  # builds dsinfer and runs a tool-using conversation
+build/tools/dsinfer chat --messages request.json      # this model is the CLI's default
+```
+
+## Licence
+
+MIT (LICENSE). Trained only on data generated by the scripts in training/.
+"""
+    with open(os.path.join(args.model, "README.md"), "w") as f:
+        f.write(card)
+    with open(os.path.join(args.model, "LICENSE"), "w") as f:
+        f.write(LICENSE)
+    names = sorted(n for n in os.listdir(args.model) if n != "SHA256SUMS")
+    with open(os.path.join(args.model, "SHA256SUMS"), "w") as f:
+        for n in names:
+            h = hashlib.sha256(open(os.path.join(args.model, n), "rb").read()).hexdigest()
+            f.write(f"{h}  {n}\n")
+    total = sum(os.path.getsize(os.path.join(args.model, n)) for n in names)
+    print(f"wrote the card, licence and manifest; {len(names)} files, {total / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
