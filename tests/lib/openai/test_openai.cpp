@@ -351,7 +351,7 @@ TEST_CASE("response_format and tool_choice compile into the request's constraint
   CHECK(req(fmt::format(R"(, "tools": {})", bad_tools)).constraint == nullptr);
 }
 
-TEST_CASE("every choice of a constrained request follows it, streamed or not (random weights, T = 1)", "[openai][constraint]") {
+TEST_CASE("every choice of a constrained request follows it (random weights, T = 1)", "[openai][constraint]") {
   Fixture f;
   f.d.context = 2048;  // the tools' prompt is 829 tokens of the fixture tokenizer
   auto run = [&](const std::string& extra) {
