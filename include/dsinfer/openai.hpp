@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "dsinfer/chat.hpp"
+#include "dsinfer/constraint.hpp"
 #include "dsinfer/model.hpp"
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/session.hpp"
@@ -53,8 +54,7 @@ enum class Endpoint { ChatCompletions, Completions };
 enum class ToolChoice { Auto, None, Required, Function };
 
 // A parsed, checked request: everything that decides its prompt, its sampling and the shape of its reply. Request
-// parsing lives in parse_request only, so constrained decoding (response_format / tool_choice enforcement) finds
-// every field it needs here.
+// parsing lives in parse_request only, which also compiles what response_format / tool_choice ask to be enforced.
 struct Request {
   Endpoint endpoint = Endpoint::ChatCompletions;
   std::string model;
@@ -67,7 +67,13 @@ struct Request {
   ToolChoice tool_choice = ToolChoice::Auto;
   std::string tool_choice_function;       // ToolChoice::Function: the function's name
   bool parallel_tool_calls = true;
-  std::string response_format_json;       // as rendered into the prompt ("" = none); not enforced here
+  std::string response_format_json;       // as rendered into the prompt ("" = none)
+  // Constrained decoding (constraint.hpp), compiled for the tokenizer by parse_request: response_format json_object,
+  // json_schema with "strict": true or regex; tool_choice "required" or a named function (a DSML call block of the
+  // declared tools, one invocation when parallel_tool_calls is false); in thinking mode from </think> on, the
+  // reasoning capped by max_reasoning_tokens (dsinfer's extension) when given. Every choice's generation runs it
+  // (generate_params). nullptr: nothing is enforced.
+  std::shared_ptr<const Constraint> constraint;
   // Generation.
   int n = 1;
   int64_t max_tokens = 0;                 // the default is what the context leaves
@@ -89,15 +95,20 @@ struct Request {
   bool greedy() const { return temperature == 0.0f; }
 };
 
-// Parses and checks a request body for `endpoint` and renders and tokenizes its prompt. Unknown fields are ignored
-// as OpenAI ignores them, except fields that would change the output and are not supported: those are refused.
+// Parses and checks a request body for `endpoint`, renders and tokenizes its prompt and compiles its constraint (so
+// nothing is queued or generated for a request whose format cannot be enforced). Unknown fields are ignored as
+// OpenAI ignores them, except fields that would change the output and are not supported: those are refused.
 // Errors: ApiError 400 naming the field (malformed JSON: no field), 404 for another model's name, 400 with code
-// context_length_exceeded and the token counts when the prompt (plus max_tokens) does not fit the context.
+// context_length_exceeded and the token counts when the prompt (plus max_tokens) does not fit the context, 400
+// naming response_format or tools for a schema that is invalid or cannot be enforced exactly (the message says
+// where, and which keyword).
 // Threads: any number at once (the tokenizer is shared read-only).
 Request parse_request(Endpoint endpoint, std::string_view body, const Tokenizer& tok, const Defaults& defaults);
 
 // The sampler chain a request asks for, for choice `choice`: [logprob recorder] -> logit bias -> penalties ->
-// temperature -> top-k -> top-p -> min-p -> dist(seed + choice), or greedy after the penalties.
+// temperature -> top-k -> top-p -> min-p -> dist(seed + choice), or greedy after the penalties. The request's
+// constraint is not in it: the session runs it before the chain (generate_params), so the recorder's logprobs are
+// those of the distribution over the tokens the constraint allows.
 std::unique_ptr<SamplerChain> make_sampler_chain(const Request& request, int choice);
 
 // One request's generation: its choices' sessions and what turns their events into OpenAI replies. Whoever runs
@@ -116,7 +127,7 @@ class Completion {
   const Request& request() const;
   const std::string& id() const;  // chatcmpl-... / cmpl-...
   SessionParams session_params() const;
-  GenerateParams generate_params() const;
+  GenerateParams generate_params() const;  // with the request's constraint: pass it to every choice's generation
 
   // Choice 0's session with the prompt queued; forked from `prefix` (a cached conversation) when given, so its
   // matching tokens are reused (cached_tokens()). Returns the first chunks to stream (the role chunks).

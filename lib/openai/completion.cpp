@@ -442,6 +442,9 @@ GenerateParams Completion::generate_params() const {
   g.max_tokens = impl_->req.max_tokens;
   g.stop = impl_->req.stop;
   g.stop_at_eos = !impl_->req.ignore_eos;
+  // Each choice's session runs its own ConstraintSampler of it, before the request's chain, in the session's
+  // thinking mode (the constraint starts after </think>).
+  g.constraint = impl_->req.constraint;
   return g;
 }
 

@@ -1,5 +1,5 @@
 // OpenAI request bodies -> openai::Request: every field checked, the prompt rendered with the official encoding and
-// tokenized. The one place where requests are read (constrained decoding reads tool_choice / response_format here).
+// tokenized, the response_format / tool_choice constraint compiled. The one place where requests are read.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -175,11 +175,58 @@ void read_response_format(const json& j, Request& r) {
   if (!present(j, "response_format")) return;
   const json& f = j["response_format"];
   const std::string type = f.is_object() && f.contains("type") && f["type"].is_string() ? f["type"].get<std::string>() : "";
-  if (type != "text" && type != "json_object" && type != "json_schema")
-    throw bad("response_format", "\"response_format\" must be {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}");
+  if (type != "text" && type != "json_object" && type != "json_schema" && type != "regex")
+    throw bad("response_format", "\"response_format\" must be {\"type\": \"text\" | \"json_object\" | \"json_schema\" | "
+                                 "\"regex\", ...}");
   if (type == "json_schema" && !(f.contains("json_schema") && f["json_schema"].is_object()))
     throw bad("response_format", "a json_schema response_format needs a \"json_schema\" object");
+  if (type == "regex" && !(f.contains("regex") && f["regex"].is_string()))
+    throw bad("response_format", "a regex response_format needs a \"regex\" string");
   if (type != "text") r.response_format_json = python_json_dumps(f.dump());
+}
+
+// What response_format and tool_choice ask to be enforced, compiled for the tokenizer here (on the HTTP thread,
+// before the request is queued), so a schema that is invalid or cannot be enforced exactly is a 400 naming its field
+// and nothing is generated. The response format is read alone first, so its errors name it; the tools join only
+// when a call is asked for (tool_choice required / named) or may replace an enforced format (tool_choice auto), so
+// a request that enforces nothing is read as before.
+void read_constraint(const json& j, const Tokenizer& tok, Request& r) {
+  const bool chat = r.endpoint == Endpoint::ChatCompletions;
+  const ThinkingMode thinking = chat ? r.thinking : ThinkingMode::Chat;
+  // dsinfer's extension (as in Session.chat and request files): a cap on the reasoning, then only </think>.
+  const int64_t max_reasoning = integer(j, "max_reasoning_tokens", 0, INT32_MAX).value_or(-1);
+  auto spec_of = [&](const char* field, std::string_view tools, std::string_view choice) {
+    try {
+      return constraint_from_request(present(j, "response_format") ? j["response_format"].dump() : std::string(),
+                                     tools, choice, r.parallel_tool_calls, thinking, max_reasoning);
+    } catch (const Error& e) {
+      throw bad(field, e.what());
+    }
+  };
+  ConstraintSpec spec = spec_of("response_format", "", "");
+  const bool call = r.tool_choice == ToolChoice::Required || r.tool_choice == ToolChoice::Function;
+  const bool call_or_format = r.tool_choice == ToolChoice::Auto && spec.enforces();
+  if (chat && present(j, "tools") && (call || call_or_format))
+    spec = spec_of("tools", j["tools"].dump(), present(j, "tool_choice") ? j["tool_choice"].dump() : std::string());
+  const bool capped = thinking == ThinkingMode::Thinking && max_reasoning >= 0;
+  if (!spec.enforces() && !capped) return;
+  try {
+    r.constraint = Constraint::compile(tok, spec);
+  } catch (const Error& e) {
+    std::string field = !spec.enforces() ? "max_reasoning_tokens"
+                        : spec.kind == ConstraintSpec::Kind::ToolCalls ? "tools" : "response_format";
+    if (spec.or_tool_calls) {  // the format or the tools: the one that fails alone is at fault
+      ConstraintSpec format = spec;
+      format.or_tool_calls = false;
+      format.tools_json.clear();
+      try {
+        Constraint::compile(tok, format);
+        field = "tools";
+      } catch (const Error&) {
+      }
+    }
+    throw bad(field, fmt::format("the {} cannot be enforced: {}", field, e.what()));
+  }
 }
 
 std::vector<int32_t> token_list(const json& v, const Tokenizer& tok, const char* param) {
@@ -357,6 +404,7 @@ Request parse_checked(Endpoint endpoint, std::string_view body, const Tokenizer&
                                "completion.", d.context, p + *max_tokens, p, what, *max_tokens, what),
                    "context_length_exceeded");
   r.max_tokens = max_tokens.value_or(d.context - p);
+  read_constraint(j, tok, r);
   return r;
 }
 }  // namespace

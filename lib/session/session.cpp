@@ -198,10 +198,15 @@ struct Session::Impl {
     constrained_chain.reset();
     if (g.constraint) {
       constraint = std::make_unique<ConstraintSampler>(g.constraint, params.thinking);
-      constrained_chain = std::make_unique<SamplerChain>();
-      constrained_chain->add(std::make_unique<BorrowedSampler>(*constraint));
-      constrained_chain->add(std::make_unique<BorrowedSampler>(*sampler));
+      chain_constraint();
     }
+  }
+
+  // The constraint's stage, then the session's chain (borrowed: rebuilt whenever set_sampler replaces it).
+  void chain_constraint() {
+    constrained_chain = std::make_unique<SamplerChain>();
+    constrained_chain->add(std::make_unique<BorrowedSampler>(*constraint));
+    constrained_chain->add(std::make_unique<BorrowedSampler>(*sampler));
   }
 
   void end(FinishReason r) {
@@ -319,6 +324,9 @@ Session::~Session() = default;
 void Session::set_sampler(std::unique_ptr<SamplerChain> chain) {
   if (!chain) throw Error(ErrorCode::InvalidArgument, "set_sampler needs a chain");
   impl_->sampler = std::move(chain);
+  // A running constrained generation goes on with the new chain after its constraint (a server sets a forked
+  // choice's own chain after Engine::add started its generation).
+  if (impl_->constraint) impl_->chain_constraint();
 }
 SamplerChain& Session::sampler() { return *impl_->sampler; }
 void Session::prefill(std::span<const int32_t> ids) { impl_->prefill(ids); }

@@ -238,8 +238,10 @@ class _Endpoint:
     def create(self, **request):
         """The OpenAI request fields as keyword arguments (messages/prompt, tools, tool_choice, temperature,
         top_p, max_tokens, stop, seed, n, logprobs, top_logprobs, stream, stream_options, response_format,
-        chat_template_kwargs, ...). Returns the reply as a dict, or with stream=True an iterator of chunk dicts,
-        exactly what `dsinfer serve` sends. Raises APIError for what the server would refuse."""
+        chat_template_kwargs, ...). response_format (json_object, json_schema with strict, regex) and tool_choice
+        (required, a named function) are enforced as the server enforces them (docs/structured-output.md). Returns
+        the reply as a dict, or with stream=True an iterator of chunk dicts, exactly what `dsinfer serve` sends.
+        Raises APIError for what the server would refuse (a schema that cannot be enforced: 400 naming the field)."""
         c = self._client
         lc = _dsinfer._LocalCompletion(c.model, c.tokenizer, self._kind, _json.dumps(request, ensure_ascii=False),
                                        c.model_id, c.context, c.generation_config_dir)

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "dsinfer/openai.hpp"
@@ -258,4 +259,124 @@ TEST_CASE("/tokenize, /detokenize and /v1/models bodies", "[openai]") {
   CHECK_THROWS_AS(detokenize_reply(R"({"tokens": [999999]})", *f.tok), ApiError);
   const json m = json::parse(models_reply(f.d, 1));
   CHECK(m["data"][0]["id"] == "m");
+}
+
+namespace {
+const char* kRecordSchema =
+    R"({"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["ok", "n"], "additionalProperties": false})";
+const char* kCityTools =
+    R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}}},
+        {"type": "function", "function": {"name": "noop", "parameters": {"type": "object", "properties": {}}}}])";
+
+std::string strict_format(const std::string& schema) {
+  return fmt::format(R"({{"type": "json_schema", "json_schema": {{"name": "r", "strict": true, "schema": {}}}}})", schema);
+}
+}  // namespace
+
+TEST_CASE("response_format and tool_choice compile into the request's constraint; bad ones are 400s naming the field",
+          "[openai][constraint]") {
+  Fixture f;
+  auto req = [&](const std::string& extra, Endpoint ep = Endpoint::ChatCompletions) {
+    const std::string body = ep == Endpoint::ChatCompletions ? fmt::format("{{{}{}}}", kHello, extra)
+                                                             : fmt::format(R"({{"prompt": "x"{}}})", extra);
+    return parse_request(ep, body, *f.tok, f.d);
+  };
+  using K = ConstraintSpec::Kind;
+  CHECK(req("").constraint == nullptr);
+  CHECK(req(R"(, "response_format": {"type": "text"})").constraint == nullptr);
+  // Without "strict": true the schema is only shown to the model (OpenAI's rule).
+  CHECK(req(fmt::format(R"(, "response_format": {{"type": "json_schema", "json_schema": {{"name": "r", "schema": {}}}}})",
+                        kRecordSchema)).constraint == nullptr);
+  const Request strict = req(fmt::format(R"(, "response_format": {})", strict_format(kRecordSchema)));
+  REQUIRE(strict.constraint);
+  CHECK(strict.constraint->spec().kind == K::JsonSchema);
+  CHECK(strict.constraint->spec().thinking == ThinkingMode::Chat);
+  CHECK(Completion(strict, *f.model, *f.tok, f.d).generate_params().constraint == strict.constraint);
+  CHECK(req(R"(, "response_format": {"type": "json_object"})").constraint->spec().kind == K::JsonObject);
+  CHECK(req(R"x(, "response_format": {"type": "regex", "regex": "(yes|no)"})x").constraint->spec().kind == K::Regex);
+  CHECK(req(R"(, "response_format": {"type": "json_object"})", Endpoint::Completions).constraint->spec().kind == K::JsonObject);
+  // tool_choice: auto enforces nothing; required and a named function enforce a call block.
+  CHECK(req(fmt::format(R"(, "tools": {})", kCityTools)).constraint == nullptr);
+  const Request required = req(fmt::format(R"(, "tools": {}, "tool_choice": "required")", kCityTools));
+  REQUIRE(required.constraint);
+  CHECK(required.constraint->spec().kind == K::ToolCalls);
+  CHECK(required.constraint->spec().tool_name.empty());
+  CHECK(required.constraint->spec().parallel_tool_calls);
+  const Request named = req(fmt::format(
+      R"(, "tools": {}, "tool_choice": {{"type": "function", "function": {{"name": "get_weather"}}}}, "parallel_tool_calls": false)",
+      kCityTools));
+  CHECK(named.constraint->spec().tool_name == "get_weather");
+  CHECK_FALSE(named.constraint->spec().parallel_tool_calls);
+  // An enforced format with tools and tool_choice auto: the answer may be either; with none, only the format.
+  const Request either = req(fmt::format(R"(, "tools": {}, "response_format": {{"type": "json_object"}})", kCityTools));
+  CHECK(either.constraint->spec().kind == K::JsonObject);
+  CHECK(either.constraint->spec().or_tool_calls);
+  CHECK_FALSE(req(fmt::format(R"(, "tools": {}, "tool_choice": "none", "response_format": {{"type": "json_object"}})",
+                              kCityTools)).constraint->spec().or_tool_calls);
+  // Thinking: the constraint starts after </think>; max_reasoning_tokens caps the reasoning, alone too.
+  const Request thinking = req(fmt::format(R"(, "response_format": {}, "chat_template_kwargs": {{"thinking": true}},
+                                              "max_reasoning_tokens": 5)", strict_format(kRecordSchema)));
+  CHECK(thinking.constraint->spec().thinking == ThinkingMode::Thinking);
+  CHECK(thinking.constraint->spec().max_reasoning_tokens == 5);
+  const Request capped = req(R"(, "chat_template_kwargs": {"thinking": true}, "max_reasoning_tokens": 3)");
+  REQUIRE(capped.constraint);
+  CHECK(capped.constraint->spec().kind == K::None);
+  CHECK(req(R"(, "max_reasoning_tokens": 3)").constraint == nullptr);  // no reasoning to cap
+
+  const std::string bad_tools =
+      R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+          "properties": {"xs": {"type": "array", "uniqueItems": true}}, "required": ["xs"]}}}])";
+  for (const auto& [field, extra, says] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"response_format", fmt::format(R"("response_format": {})", strict_format(R"({"not": {"type": "string"}})")), "not"},
+           {"response_format", fmt::format(R"("response_format": {})", strict_format(R"({"type": "array", "minItems": 3, "maxItems": 1})")), "maxItems"},
+           {"response_format", fmt::format(R"("response_format": {})", strict_format(R"({"type": "bogus"})")), "type must be one of"},
+           {"response_format", R"("response_format": {"type": "json_schema", "json_schema": {"name": "r", "strict": "yes", "schema": {}}})", "strict"},
+           {"response_format", R"("response_format": {"type": "regex", "regex": "(unclosed"})", "regex"},
+           {"tools", fmt::format(R"("tools": {}, "tool_choice": "required")", bad_tools), "uniqueItems"},
+           {"tools", fmt::format(R"("tools": {}, "response_format": {{"type": "json_object"}})", bad_tools), "uniqueItems"},
+           {"tools", fmt::format(R"("tools": {}, "tool_choice": "required")",
+                                 R"([{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}}])"),
+            "twice"},
+           {"max_reasoning_tokens", R"("max_reasoning_tokens": -1)", "max_reasoning_tokens"},
+       }) {
+    const ApiError e = refused(f, fmt::format("{{{}, {}}}", kHello, extra));
+    INFO(extra << " -> " << e.what());
+    CHECK(e.status() == 400);
+    CHECK(e.param() == field);
+    CHECK(std::string(e.what()).find(says) != std::string::npos);
+  }
+  // The same tools are not read for a constraint when nothing is enforced: tool_choice auto accepts them as before.
+  CHECK(req(fmt::format(R"(, "tools": {})", bad_tools)).constraint == nullptr);
+}
+
+TEST_CASE("every choice of a constrained request follows it (random weights, T = 1)", "[openai][constraint]") {
+  Fixture f;
+  f.d.context = 2048;  // the tools' prompt is 829 tokens of the fixture tokenizer
+  auto run = [&](const std::string& extra) {
+    const std::string body = fmt::format(R"({{{}, "temperature": 1, "top_p": 1, "seed": 11, "n": 3, "max_tokens": 600{}}})", kHello, extra);
+    LocalCompletion c(parse_request(Endpoint::ChatCompletions, body, *f.tok, f.d), *f.model, *f.tok, f.d);
+    return json::parse(c.run());
+  };
+  const json record = run(fmt::format(R"(, "response_format": {})", strict_format(kRecordSchema)));
+  REQUIRE(record["choices"].size() == 3);
+  for (const json& c : record["choices"]) {
+    INFO(c.dump());
+    CHECK(c["finish_reason"] == "stop");
+    const json v = json::parse(c["message"]["content"].get<std::string>());
+    CHECK(v["ok"].is_boolean());
+    CHECK((v["n"].is_number_integer() && v["n"] >= 0 && v["n"] <= 9));
+    CHECK(v.size() == 2);
+  }
+  const json calls = run(fmt::format(R"(, "tools": {}, "tool_choice": "required", "parallel_tool_calls": false)", kCityTools));
+  for (const json& c : calls["choices"]) {
+    INFO(c.dump());
+    CHECK(c["finish_reason"] == "tool_calls");
+    REQUIRE(c["message"]["tool_calls"].size() == 1);
+    const json& fn = c["message"]["tool_calls"][0]["function"];
+    const json args = json::parse(fn["arguments"].get<std::string>());
+    if (fn["name"] == "get_weather") CHECK((args["city"].is_string() && args["city"].get<std::string>().size() <= 12 * 4));
+    else CHECK(fn["name"] == "noop");
+  }
 }

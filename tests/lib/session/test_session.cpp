@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <thread>
 
+#include "dsinfer/constraint.hpp"
 #include "dsinfer/session.hpp"
 
 using namespace dsinfer;
@@ -97,6 +99,29 @@ TEST_CASE("the same seed gives the same tokens", "[session]") {
   };
   CHECK(run(7) == run(7));
   CHECK(run(7) != run(8));
+}
+
+TEST_CASE("a constrained generation goes on under a chain set after it started", "[session][constraint]") {
+  // A server starts a forked choice's generation (Engine::add) and then gives it its own chain: the constraint
+  // stage must run before the new chain, not the replaced one.
+  Fixture f;
+  ConstraintSpec spec;
+  spec.kind = ConstraintSpec::Kind::Regex;
+  spec.regex = "(yes|no|maybe)( [0-9]{1,3})?";
+  GenerateParams g;
+  g.max_tokens = 40;
+  g.constraint = Constraint::compile(*f.tok, spec);
+  for (uint64_t seed : {1, 2, 3}) {
+    Session s(*f.model, *f.tok, reference_params());
+    s.set_messages(user("Well?"));
+    s.start(g);
+    s.set_sampler(make_default_chain(load_generation_config((kModels / "v32-tiny").string()), seed));
+    ChatEvent e;
+    while (s.next(e)) {
+    }
+    CHECK(s.finish_reason() == FinishReason::Eos);
+    CHECK(std::regex_match(s.generated_text(), std::regex(spec.regex)));
+  }
 }
 
 TEST_CASE("streamed events add up to the reply and the text", "[session]") {
