@@ -424,7 +424,9 @@ def test_hang_up_while_queued_leaves_the_queue():
     s = Server("--max-sessions", "1", "--max-queue", "4", "--ctx", "1024")
     try:
         client = s.client()
-        t = threading.Thread(target=lambda: chat(client, max_tokens=400, extra_body={"ignore_eos": True}))
+        first = []
+        t = threading.Thread(target=lambda: first.append(
+            chat(client, max_tokens=900, extra_body={"ignore_eos": True})))
         t.start()
         while s.metrics()["dsinfer_running_sessions"] == 0:
             time.sleep(0.01)
@@ -443,8 +445,10 @@ def test_hang_up_while_queued_leaves_the_queue():
         while s.metrics()["dsinfer_requests_cancelled_total"] < 2 or s.metrics()["dsinfer_queue_depth"] > 0:
             assert time.time() < deadline, s.metrics()
             time.sleep(0.02)
-        assert s.metrics()["dsinfer_running_sessions"] == 1  # the first request runs on
         t.join()
+        # the first request ran to its end: the hang-ups of the queued ones did not touch it
+        assert first[0].choices[0].finish_reason == "length" and first[0].usage.completion_tokens == 900
+        assert s.metrics()["dsinfer_requests_cancelled_total"] == 2
         assert chat(client, max_tokens=3).usage.completion_tokens == 3
     finally:
         assert s.stop() == 0
