@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -52,7 +53,7 @@ constexpr const char* kUsage =
     "      prints what the checkpoint is\n"
     "  dsinfer serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...\n"
     "      an OpenAI-compatible HTTP server (dsinfer serve --help)\n"
-    "--model defaults to $DSINFER_MODEL, else the model shipped with dsinfer (models/dsinfer-v32-mini).\n"
+    "--model defaults to $DSINFER_MODEL, else models/dsinfer-v32-mini of the source tree when it is there.\n"
     "Text generation samples as the checkpoint's generation_config.json says (DeepSeek: temperature 1.0,\n"
     "top_p 0.95) with --seed (default 0); --greedy takes the most likely token instead.\n";
 
@@ -131,6 +132,10 @@ std::string model_dir(const Args& a) {
   auto it = a.flags.find("model");
   if (it != a.flags.end()) return it->second;
   if (const char* env = std::getenv("DSINFER_MODEL"); env && *env) return env;
+  if (!std::filesystem::exists(std::filesystem::path(DSINFER_DEFAULT_MODEL) / "config.json"))
+    throw UsageError(fmt::format("no --model given, $DSINFER_MODEL is unset and the default model {} is not there "
+                                 "(give --model DIR: a DeepSeek-V3.2 / V3 checkpoint directory)",
+                                 DSINFER_DEFAULT_MODEL));
   return DSINFER_DEFAULT_MODEL;
 }
 
