@@ -99,7 +99,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
         f->metadata_[k] = v.is_string() ? v.get<std::string>() : json_excerpt(v);
       continue;
     }
-    auto bad = [&](const std::string& what) { format_error(path, fmt::format("tensor \"{}\": {}", excerpt(name), what)); };
+    const std::string& tensor = name;  // a structured binding cannot be captured before C++20 (clang 14)
+    auto bad = [&](const std::string& what) { format_error(path, fmt::format("tensor \"{}\": {}", excerpt(tensor), what)); };
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
       bad("entry must have dtype, shape and data_offsets");
     TensorInfo t;

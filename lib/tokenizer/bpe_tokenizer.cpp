@@ -761,7 +761,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
         t.fail("Split pre-tokenizer needs a pattern {\"Regex\": ...} or {\"String\": ...}");
       }
       const std::string beh = string_at(p, "behavior", "Isolated", t.source + " (Split pre-tokenizer)");
-      SplitBehavior b;
+      SplitBehavior b = SplitBehavior::Isolated;  // every other behavior is refused below
       if (beh == "Isolated") b = SplitBehavior::Isolated;
       else if (beh == "Removed") b = SplitBehavior::Removed;
       else if (beh == "MergedWithPrevious") b = SplitBehavior::MergedWithPrevious;

@@ -1,6 +1,10 @@
 // The streaming DSML parser, fed the completion in pieces whose sizes come from the first bytes. Its documented
-// promise is checked too: a completion the strict parser accepts streams to the same reasoning, content and tool
-// calls, with no error event.
+// promise is checked too: a well-formed completion streams to the same reasoning, content and tool calls as the
+// strict parser gives, with no error event. "Well-formed" is narrower than "the strict parser accepts it": the
+// strict parser, like DeepSeek's, takes a string="false" value that is not JSON as written, and its lazy regexes
+// let a tool or parameter name swallow a '">\n' and a following marker; the stream parser reports both as errors.
+#include <nlohmann/json.hpp>
+
 #include "dsinfer/chat.hpp"
 #include "dsinfer/error.hpp"
 #include "fuzz_input.hpp"
@@ -33,6 +37,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     strict = parse_completion(text, mode);
   } catch (const Error&) {
     return 0;
+  }
+  auto plain = [](const std::string& name) { return name.find_first_of("\"<>\n") == std::string::npos; };
+  for (const ToolCall& c : strict.tool_calls) {
+    if (!plain(c.name)) return 0;
+    const nlohmann::json args = nlohmann::json::parse(c.arguments, nullptr, false);
+    if (!args.is_object()) return 0;
+    for (const auto& [key, value] : args.items())
+      if (!plain(key)) return 0;
   }
   const ChatMessage& got = parser.message();
   bool same = !error && got.tool_calls.size() == strict.tool_calls.size() &&
