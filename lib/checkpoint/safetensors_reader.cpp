@@ -84,7 +84,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
         f->metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
       continue;
     }
-    auto bad = [&](const std::string& what) { format_error(path, fmt::format("tensor \"{}\": {}", name, what)); };
+    auto bad = [&, &name = name](const std::string& what) { format_error(path, fmt::format("tensor \"{}\": {}", name, what)); };
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
       bad("entry must have dtype, shape and data_offsets");
     TensorInfo t;
