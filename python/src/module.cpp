@@ -12,6 +12,7 @@
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/session.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "dsinfer/version.hpp"
 
 #include <mutex>
 #include <thread>
@@ -306,6 +307,7 @@ auto translate_api(F&& f) -> decltype(f()) {
 
 PYBIND11_MODULE(_dsinfer, m) {
   m.doc() = "dsinfer: DeepSeek-V3.2-architecture inference (C++ core)";
+  m.attr("__version__") = DSINFER_VERSION_STRING;  // CMakeLists.txt's project(VERSION), as the package metadata
   m.def("_set_error_classes", [](py::dict classes) { error_classes() = classes; });
 
   py::class_<PyModel>(m, "Model")
