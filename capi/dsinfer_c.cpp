@@ -2,6 +2,7 @@
 // else, and turns it into a status plus this thread's message.
 #include "dsinfer.h"
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -150,7 +151,7 @@ dsinfer_status make_sampler(dsinfer_sampler** out, const std::function<std::uniq
 extern "C" {
 
 uint32_t dsinfer_abi_version(void) { return DSINFER_ABI_VERSION; }
-const char* dsinfer_version_string(void) { return "0.1.0"; }
+const char* dsinfer_version_string(void) { return DSINFER_VERSION_STRING; }
 const char* dsinfer_last_error(void) { return g_last_error.c_str(); }
 const char* dsinfer_status_name(dsinfer_status s) { return dsinfer::error_code_name(static_cast<dsinfer::ErrorCode>(s)); }
 void dsinfer_string_free(char* s) { std::free(s); }
@@ -268,9 +269,18 @@ dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, float repeat, fl
 }
 dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data, dsinfer_sampler** out) {
   return make_sampler(out, [&] {
-    require(iface && iface->apply, "a custom sampler needs an apply function");
+    require(iface != nullptr, "a custom sampler needs an iface");
+    // The size must cover every required member (apply), else the copy below would leave it NULL and the first
+    // sampling step would call through it; members past the caller's size get their defaults (NULL).
+    constexpr size_t required = offsetof(dsinfer_sampler_iface, apply) + sizeof(iface->apply);
+    if (iface->struct_size < required)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           "dsinfer_sampler_iface.struct_size is " + std::to_string(iface->struct_size) +
+                               ", less than the " + std::to_string(required) +
+                               " bytes its required members take (set it to sizeof(dsinfer_sampler_iface))");
     dsinfer_sampler_iface copy{};
     std::memcpy(&copy, iface, std::min(iface->struct_size, sizeof copy));
+    require(copy.apply != nullptr, "a custom sampler needs an apply function");
     return std::make_unique<CSampler>(copy, user_data);
   });
 }
@@ -297,6 +307,8 @@ dsinfer_status dsinfer_sampler_constraint_create(const dsinfer_constraint* c, ds
 dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler* s) {
   return guarded([&] {
     require(chain && s, "chain and sampler must not be NULL");
+    // A chain that owned itself would be freed from inside its own destructor (use after free).
+    require(chain != s, "a sampler chain cannot be added to itself");
     auto* c = dynamic_cast<dsinfer::SamplerChain*>(chain->s.get());
     require(c != nullptr, "the first argument is not a sampler chain");
     c->add(std::move(s->s));
@@ -383,6 +395,14 @@ dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, const dsinfer_
 dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev) {
   return guarded([&] {
     require(s && ev, "session and event must not be NULL");
+    // The caller's struct may be older (smaller) than this library's: write only what its struct_size covers, and
+    // say in struct_size how much was written, so that a later call never writes past the caller's struct.
+    constexpr size_t min_size = offsetof(dsinfer_event, kind) + sizeof(ev->kind);
+    const size_t caller_size = ev->struct_size;
+    if (caller_size < min_size)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           "dsinfer_event.struct_size is " + std::to_string(caller_size) +
+                               ": set it to sizeof(dsinfer_event) before dsinfer_session_next_event");
     dsinfer_event out;
     if (!s->s->next(s->current)) {
       s->current = dsinfer::ChatEvent{};
@@ -391,7 +411,8 @@ dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev)
     } else {
       out = to_c_event(s->current);
     }
-    std::memcpy(ev, &out, std::min(ev->struct_size ? ev->struct_size : sizeof out, sizeof out));
+    out.struct_size = std::min(caller_size, sizeof out);
+    std::memcpy(ev, &out, out.struct_size);
   });
 }
 
