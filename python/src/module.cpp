@@ -459,9 +459,9 @@ PYBIND11_MODULE(_dsinfer, m) {
                        bool thinking) {
              SessionParams p;
              p.capacity = capacity;
-             p.eval.precision = precision_from_name(precision);
              p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
              return translate([&] {
+               p.eval.precision = precision_from_name(precision);
                return PySession{model.model, tok.tok, std::make_unique<Session>(*model.model, *tok.tok, p)};
              });
            }),
