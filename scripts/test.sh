@@ -43,3 +43,13 @@ DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/ca
 # `dsinfer serve` with the official openai client on loopback: protocol, errors, faults, then the bounded load test.
 DSINFER_CLI="$BUILD/tools/dsinfer" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" \
   "$BUILD/pyvenv/bin/python" -m pytest -q tests/server
+
+# --- Fuzzing (tests/fuzz, docs/fuzzing.md) --------------------------------------------------------------------
+# The build above already replayed every seed corpus (ctest fuzz_*_replay). Here the targets also run briefly under
+# libFuzzer with ASan+UBSan (clang), two at a time, FUZZ_SECONDS each (10 by default; 0 skips this block). Only the
+# targets whose code builds in about a minute: fuzz_openai_request needs the whole library (xgrammar, the model)
+# instrumented, several minutes more; its corpus is replayed by ctest here and in the sanitizer build.
+if [ "${FUZZ_SECONDS:-10}" -gt 0 ]; then
+  FUZZ_BUILD="$BUILD-fuzz" FUZZ_PARALLEL=2 JOBS="$JOBS" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}" \
+    fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_chat fuzz_completion fuzz_stream
+fi

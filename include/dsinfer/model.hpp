@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
 
 namespace dsinfer {
@@ -24,7 +25,7 @@ enum class Precision {
 // Which of the two exactly equivalent MLA forms computes attention.
 enum class AttentionForm { Auto, Mha, Absorbed };  // Auto: MHA for multi-token steps, absorbed for decode
 
-struct ModelLoadParams {
+struct DSINFER_CXX_API ModelLoadParams {
   std::string backend = "cpu";  // "cpu", or "cuda" when built with it
   int n_threads = 0;            // CPU threads, 0 to 1024; 0 = all hardware threads (at most 1024)
   // The KV cache pool shared by all sequences of the model: tokens it holds (0 = 32768; at most 2^31 - 1) and tokens
@@ -36,7 +37,7 @@ struct ModelLoadParams {
   std::function<void(double fraction, std::string_view stage)> progress;
 };
 
-struct ModelInfo {
+struct DSINFER_CXX_API ModelInfo {
   std::string model_type;   // "deepseek_v32", "deepseek_v3"
   bool has_indexer = false; // DeepSeek Sparse Attention present
   bool fp8_weights = false; // quantization_config says fp8
@@ -54,7 +55,7 @@ struct ModelInfo {
   int64_t indexer_query_bytes = 0;
 };
 
-struct EvalOptions {
+struct DSINFER_CXX_API EvalOptions {
   Precision precision = Precision::Fp8;
   bool all_logits = false;   // logits for every new token, else only for the last one
   int64_t index_topk = 0;    // 0 = the config's index_topk; larger values make attention dense
@@ -64,7 +65,7 @@ struct EvalOptions {
 class Model;
 
 // The cached state of one token sequence (the KV cache). Use from one thread at a time.
-class Sequence {
+class DSINFER_CXX_API Sequence {
  public:
   ~Sequence();
   int64_t size() const;      // tokens evaluated so far
@@ -80,7 +81,7 @@ class Sequence {
 
 // A loaded model: immutable after load and safe to share between threads; evaluations on one model are
 // serialized (the CPU backend runs one op at a time over its thread pool).
-class Model {
+class DSINFER_CXX_API Model {
  public:
   // Loads a Hugging Face checkpoint directory (config.json + safetensors). Every tensor is checked before any
   // compute. Throws Error (Io, Format, Unsupported, InvalidArgument) with a message naming file, tensor and key.

@@ -10,12 +10,13 @@
 import json as _json
 
 from . import _dsinfer
+from ._dsinfer import __version__
 from ._dsinfer import Model, Tokenizer, parse_completion as _parse_completion
 
 __all__ = ["Model", "Tokenizer", "Session", "Sampler", "Error", "InvalidArgumentError", "IoError", "FormatError",
            "UnsupportedError", "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "encode_chat",
            "parse_completion", "Constraint", "Client", "APIError", "Greedy", "Dist", "Temperature", "TopK", "TopP",
-           "MinP", "Typical", "Penalties"]
+           "MinP", "Typical", "Penalties", "__version__"]
 
 
 class Error(Exception):

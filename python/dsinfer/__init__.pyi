@@ -2,6 +2,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+__version__: str
+
 class Error(Exception):
     code: int
     def __init__(self, code: int, message: str) -> None: ...

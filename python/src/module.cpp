@@ -12,6 +12,7 @@
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/session.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "dsinfer/version.hpp"
 
 #include <mutex>
 #include <thread>
@@ -226,6 +227,13 @@ auto translate(F&& f) -> decltype(f()) {
   }
 }
 
+// "fp8" or "reference"; anything else is refused rather than read as fp8.
+Precision precision_from_name(const std::string& name) {
+  if (name == "fp8") return Precision::Fp8;
+  if (name == "reference") return Precision::Reference;
+  throw Error(ErrorCode::InvalidArgument, "precision must be \"fp8\" or \"reference\", not \"" + name + "\"");
+}
+
 struct PyModel {
   std::shared_ptr<Model> model;
 };
@@ -299,6 +307,7 @@ auto translate_api(F&& f) -> decltype(f()) {
 
 PYBIND11_MODULE(_dsinfer, m) {
   m.doc() = "dsinfer: DeepSeek-V3.2-architecture inference (C++ core)";
+  m.attr("__version__") = DSINFER_VERSION_STRING;  // CMakeLists.txt's project(VERSION), as the package metadata
   m.def("_set_error_classes", [](py::dict classes) { error_classes() = classes; });
 
   py::class_<PyModel>(m, "Model")
@@ -338,7 +347,7 @@ PYBIND11_MODULE(_dsinfer, m) {
       .def("logits", [](const PyModel& pm, const std::vector<int32_t>& ids, const std::string& precision) {
         return translate([&] {
           EvalOptions o;
-          o.precision = precision == "reference" ? Precision::Reference : Precision::Fp8;
+          o.precision = precision_from_name(precision);
           o.all_logits = true;
           std::vector<float> out;
           {
@@ -450,7 +459,7 @@ PYBIND11_MODULE(_dsinfer, m) {
                        bool thinking) {
              SessionParams p;
              p.capacity = capacity;
-             p.eval.precision = precision == "reference" ? Precision::Reference : Precision::Fp8;
+             p.eval.precision = precision_from_name(precision);
              p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
              return translate([&] {
                return PySession{model.model, tok.tok, std::make_unique<Session>(*model.model, *tok.tok, p)};
