@@ -161,7 +161,7 @@ void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size) {
   dsinfer_model_params d{};
   d.struct_size = sizeof(dsinfer_model_params);
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
-  p->struct_size = std::min(struct_size, sizeof d);
+  if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
 
 dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* params, dsinfer_model** out) {
@@ -324,7 +324,7 @@ void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size) 
   d.capacity = 4096;
   d.precision = DSINFER_PRECISION_FP8;
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
-  p->struct_size = std::min(struct_size, sizeof d);
+  if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
 
 void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size) {
@@ -334,7 +334,7 @@ void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size
   d.max_tokens = 256;
   d.stop_at_eos = 1;
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
-  p->struct_size = std::min(struct_size, sizeof d);
+  if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
 
 dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_tokenizer* t, const dsinfer_session_params* p,
@@ -347,7 +347,16 @@ dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_toke
     if (p) std::memcpy(&sp, p, std::min(p->struct_size, sizeof sp));
     dsinfer::SessionParams params;
     params.capacity = sp.capacity > 0 ? sp.capacity : 4096;
-    params.eval.precision = sp.precision == DSINFER_PRECISION_REFERENCE ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
+    // A C caller may store any int in the enum field; read it as an int (a C++ enum load past the enum's values is
+    // undefined) and refuse what is not a precision rather than read it as fp8.
+    int precision = 0;
+    static_assert(sizeof precision == sizeof sp.precision);
+    std::memcpy(&precision, &sp.precision, sizeof precision);
+    if (precision != DSINFER_PRECISION_FP8 && precision != DSINFER_PRECISION_REFERENCE)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           "dsinfer_session_params.precision must be DSINFER_PRECISION_FP8 (0) or "
+                           "DSINFER_PRECISION_REFERENCE (1), got " + std::to_string(precision));
+    params.eval.precision = precision == DSINFER_PRECISION_REFERENCE ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
     params.thinking = sp.thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
     *out = new dsinfer_session{std::make_unique<dsinfer::Session>(*m->m, *t->t, params), m, t, {}};
   });

@@ -131,3 +131,32 @@ TEST_CASE("a sampler chain cannot be added to itself", "[capi]") {
   CHECK(dsinfer_sampler_chain_add(chain, greedy) == DSINFER_OK);
   dsinfer_sampler_free(chain);
 }
+
+TEST_CASE("the params init functions write at most struct_size bytes, even below the size field's own",
+          "[capi]") {  // found by fuzz_capi
+  for (size_t size = 0; size <= sizeof(dsinfer_generate_params) + 8; ++size) {
+    std::vector<unsigned char> a(64, 0xAB), b(64, 0xAB), c(64, 0xAB);
+    dsinfer_model_params_init(reinterpret_cast<dsinfer_model_params*>(a.data()), size);
+    dsinfer_session_params_init(reinterpret_cast<dsinfer_session_params*>(b.data()), size);
+    dsinfer_generate_params_init(reinterpret_cast<dsinfer_generate_params*>(c.data()), size);
+    for (size_t i = size; i < 64; ++i) {
+      INFO("size " << size << ", byte " << i);
+      REQUIRE(a[i] == 0xAB);
+      REQUIRE(b[i] == 0xAB);
+      REQUIRE(c[i] == 0xAB);
+    }
+  }
+}
+
+TEST_CASE("a precision that is not one of the enum's values is refused", "[capi]") {  // found by fuzz_capi
+  Loaded l;
+  for (int value : {2, -1, 1 << 20}) {
+    dsinfer_session_params p;
+    DSINFER_SESSION_PARAMS_INIT(&p);
+    std::memcpy(&p.precision, &value, sizeof value);  // what a C caller can store in the field
+    dsinfer_session* s = nullptr;
+    CHECK(dsinfer_session_create(l.m, l.t, &p, &s) == DSINFER_E_INVALID_ARG);
+    CHECK(s == nullptr);
+    CHECK(std::string(dsinfer_last_error()).find("precision") != std::string::npos);
+  }
+}
