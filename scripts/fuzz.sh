@@ -20,7 +20,9 @@ B=${FUZZ_BUILD:-build-fuzz}
 JOBS=${JOBS:-$(nproc)}
 PAR=${FUZZ_PARALLEL:-1}
 NICE=${FUZZ_NICE:-0}
-command -v clang++ >/dev/null || { echo "fuzz.sh needs clang (apt-get install clang)"; exit 2; }
+command -v clang++ >/dev/null || { echo "fuzz.sh needs clang (apt-get install clang libclang-rt-dev)"; exit 2; }
+# The file loaders' targets write each input to a scratch file: in memory where possible.
+if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 
 CC=clang CXX=clang++ cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_FUZZ=ON -DDSINFER_TESTS=ON \
   -DDSINFER_CUDA=OFF -DDSINFER_BENCH=OFF >/dev/null

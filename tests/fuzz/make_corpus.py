@@ -3,11 +3,13 @@
 input, plus a few near-misses the parsers must refuse. Deterministic: rerunning it rewrites the same files.
 
 Usage: python3 tests/fuzz/make_corpus.py            (rewrites tests/fuzz/corpus/)
+
+Inputs a campaign found (docs/fuzzing.md) are kept next to the seeds as finding-<name>; rerunning this script
+leaves them in place.
 """
 import hashlib
 import json
 import os
-import shutil
 import struct
 import sys
 
@@ -207,8 +209,10 @@ def seeds_openai():
 
 
 def main():
-    if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
+    for d, _, files in os.walk(OUT):
+        for f in files:
+            if not f.startswith("finding-"):
+                os.remove(os.path.join(d, f))
     seeds_safetensors()
     seeds_config()
     seeds_tokenizer()
