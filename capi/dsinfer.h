@@ -62,9 +62,9 @@ typedef enum dsinfer_precision { DSINFER_PRECISION_FP8 = 0, DSINFER_PRECISION_RE
 
 typedef struct dsinfer_model_params {
   size_t struct_size;       /* sizeof(dsinfer_model_params): set by DSINFER_MODEL_PARAMS_INIT */
-  int32_t n_threads;        /* CPU threads; 0 = all */
+  int32_t n_threads;        /* CPU threads, 0 to 1024; 0 = all (else DSINFER_E_INVALID_ARG) */
   const char* backend;      /* "cpu" (NULL = "cpu") */
-  int64_t kv_cache_tokens;  /* KV pool size in tokens; 0 = 32768 */
+  int64_t kv_cache_tokens;  /* KV pool size in tokens, 0 to 2^31 - 1; 0 = 32768 (else DSINFER_E_INVALID_ARG) */
   /* Called during load with the fraction done and the stage; may be NULL. Runs on the loading thread. */
   void (*progress)(double fraction, const char* stage, void* user_data);
   void* progress_user_data;
@@ -130,7 +130,8 @@ DSINFER_API dsinfer_status dsinfer_sampler_top_p_create(float p, dsinfer_sampler
 DSINFER_API dsinfer_status dsinfer_sampler_min_p_create(float p, dsinfer_sampler** out);
 DSINFER_API dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, float repeat, float frequency,
                                                             float presence, dsinfer_sampler** out);
-/* A user sampler. iface is copied; user_data is borrowed until the sampler's free callback runs. */
+/* A user sampler. iface is copied; user_data is borrowed until the sampler's free callback runs. iface->struct_size
+ * must cover `apply` (else DSINFER_E_INVALID_ARG); members past it are NULL. */
 DSINFER_API dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data,
                                                          dsinfer_sampler** out);
 /* --------------------------------------------------------------------------------------------- constraint -- */
@@ -151,7 +152,8 @@ DSINFER_API int dsinfer_constraint_enforces(const dsinfer_constraint* c);
  * a valid output. The constraint is borrowed only during the call. */
 DSINFER_API dsinfer_status dsinfer_sampler_constraint_create(const dsinfer_constraint* c, dsinfer_sampler** out);
 
-/* Appends `s` to `chain`. Takes ownership of s on success; on failure the caller still owns it. */
+/* Appends `s` to `chain`. Takes ownership of s on success; on failure the caller still owns it. A chain cannot be
+ * added to itself (DSINFER_E_INVALID_ARG). */
 DSINFER_API dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler* s);
 DSINFER_API void dsinfer_sampler_free(dsinfer_sampler* s);
 
@@ -210,7 +212,9 @@ DSINFER_API dsinfer_status dsinfer_session_prefill(dsinfer_session* s, const int
 /* {"messages": [...], "tools": [...]}: appends only what differs from the cache. */
 DSINFER_API dsinfer_status dsinfer_session_set_messages(dsinfer_session* s, const char* messages_json);
 DSINFER_API dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, const dsinfer_generate_params* p);
-/* Fills *ev with the next event; kind DONE when the generation has ended. */
+/* Fills *ev with the next event; kind DONE when the generation has ended. Set ev->struct_size = sizeof *ev before the
+ * call: the library writes only that many bytes and sets struct_size to the bytes it wrote (DSINFER_E_INVALID_ARG
+ * when it does not cover `kind`). */
 DSINFER_API dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev);
 /* Any thread: the running dsinfer_session_next_event returns DSINFER_E_CANCELLED. */
 DSINFER_API void dsinfer_session_cancel(dsinfer_session* s);

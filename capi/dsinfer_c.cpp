@@ -2,6 +2,7 @@
 // else, and turns it into a status plus this thread's message.
 #include "dsinfer.h"
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -160,7 +161,7 @@ void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size) {
   dsinfer_model_params d{};
   d.struct_size = sizeof(dsinfer_model_params);
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
-  p->struct_size = std::min(struct_size, sizeof d);
+  if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
 
 dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* params, dsinfer_model** out) {
@@ -268,9 +269,18 @@ dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, float repeat, fl
 }
 dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data, dsinfer_sampler** out) {
   return make_sampler(out, [&] {
-    require(iface && iface->apply, "a custom sampler needs an apply function");
+    require(iface != nullptr, "a custom sampler needs an iface");
+    // The size must cover every required member (apply), else the copy below would leave it NULL and the first
+    // sampling step would call through it; members past the caller's size get their defaults (NULL).
+    constexpr size_t required = offsetof(dsinfer_sampler_iface, apply) + sizeof(iface->apply);
+    if (iface->struct_size < required)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           "dsinfer_sampler_iface.struct_size is " + std::to_string(iface->struct_size) +
+                               ", less than the " + std::to_string(required) +
+                               " bytes its required members take (set it to sizeof(dsinfer_sampler_iface))");
     dsinfer_sampler_iface copy{};
     std::memcpy(&copy, iface, std::min(iface->struct_size, sizeof copy));
+    require(copy.apply != nullptr, "a custom sampler needs an apply function");
     return std::make_unique<CSampler>(copy, user_data);
   });
 }
@@ -297,6 +307,8 @@ dsinfer_status dsinfer_sampler_constraint_create(const dsinfer_constraint* c, ds
 dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler* s) {
   return guarded([&] {
     require(chain && s, "chain and sampler must not be NULL");
+    // A chain that owned itself would be freed from inside its own destructor (use after free).
+    require(chain != s, "a sampler chain cannot be added to itself");
     auto* c = dynamic_cast<dsinfer::SamplerChain*>(chain->s.get());
     require(c != nullptr, "the first argument is not a sampler chain");
     c->add(std::move(s->s));
@@ -312,7 +324,7 @@ void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size) 
   d.capacity = 4096;
   d.precision = DSINFER_PRECISION_FP8;
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
-  p->struct_size = std::min(struct_size, sizeof d);
+  if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
 
 void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size) {
@@ -322,7 +334,7 @@ void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size
   d.max_tokens = 256;
   d.stop_at_eos = 1;
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
-  p->struct_size = std::min(struct_size, sizeof d);
+  if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
 
 dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_tokenizer* t, const dsinfer_session_params* p,
@@ -335,7 +347,16 @@ dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_toke
     if (p) std::memcpy(&sp, p, std::min(p->struct_size, sizeof sp));
     dsinfer::SessionParams params;
     params.capacity = sp.capacity > 0 ? sp.capacity : 4096;
-    params.eval.precision = sp.precision == DSINFER_PRECISION_REFERENCE ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
+    // A C caller may store any int in the enum field; read it as an int (a C++ enum load past the enum's values is
+    // undefined) and refuse what is not a precision rather than read it as fp8.
+    int precision = 0;
+    static_assert(sizeof precision == sizeof sp.precision);
+    std::memcpy(&precision, &sp.precision, sizeof precision);
+    if (precision != DSINFER_PRECISION_FP8 && precision != DSINFER_PRECISION_REFERENCE)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           "dsinfer_session_params.precision must be DSINFER_PRECISION_FP8 (0) or "
+                           "DSINFER_PRECISION_REFERENCE (1), got " + std::to_string(precision));
+    params.eval.precision = precision == DSINFER_PRECISION_REFERENCE ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
     params.thinking = sp.thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
     *out = new dsinfer_session{std::make_unique<dsinfer::Session>(*m->m, *t->t, params), m, t, {}};
   });
@@ -383,6 +404,14 @@ dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, const dsinfer_
 dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev) {
   return guarded([&] {
     require(s && ev, "session and event must not be NULL");
+    // The caller's struct may be older (smaller) than this library's: write only what its struct_size covers, and
+    // say in struct_size how much was written, so that a later call never writes past the caller's struct.
+    constexpr size_t min_size = offsetof(dsinfer_event, kind) + sizeof(ev->kind);
+    const size_t caller_size = ev->struct_size;
+    if (caller_size < min_size)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           "dsinfer_event.struct_size is " + std::to_string(caller_size) +
+                               ": set it to sizeof(dsinfer_event) before dsinfer_session_next_event");
     dsinfer_event out;
     if (!s->s->next(s->current)) {
       s->current = dsinfer::ChatEvent{};
@@ -391,7 +420,8 @@ dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev)
     } else {
       out = to_c_event(s->current);
     }
-    std::memcpy(ev, &out, std::min(ev->struct_size ? ev->struct_size : sizeof out, sizeof out));
+    out.struct_size = std::min(caller_size, sizeof out);
+    std::memcpy(ev, &out, out.struct_size);
   });
 }
 

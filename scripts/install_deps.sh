@@ -2,7 +2,9 @@
 # Installs what building and testing dsinfer needs on a Debian machine (run as root, or with sudo available).
 # Idempotent: packages already present are skipped quickly.
 set -euo pipefail
-pkgs=(cmake g++ make pkg-config libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev libcpp-httplib-dev python3 python3-dev python3-venv binutils)
+# clang and libclang-rt-dev: libFuzzer and the sanitizer runtimes (tests/fuzz, scripts/fuzz.sh, the ASan+UBSan job of
+# scripts/test.sh).
+pkgs=(cmake g++ make pkg-config libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev libcpp-httplib-dev python3 python3-dev python3-venv binutils clang libclang-rt-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

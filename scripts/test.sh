@@ -9,11 +9,28 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_TESTS=ON >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS"
 
-# The C ABI's multi-threaded test again, under ThreadSanitizer (any report fails the run). CPU only: the CUDA
-# backend is not instrumented and would only double the CUDA compile time.
-cmake -S . -B "$BUILD-tsan" -DDSINFER_TSAN=ON -DDSINFER_BENCH=OFF -DDSINFER_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD-tsan" -j "$JOBS" --target test_capi_threads >/dev/null
-TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/capi/test_capi_threads" "$BUILD/models/v32-tiny"
+# Sanitizers (issue 20), CPU only (the CUDA backend is not instrumented), benchmarks off, clang at -O1 with debug
+# info. SANITIZERS=0 skips them.
+if [ "${SANITIZERS:-1}" != 0 ]; then
+  san_start=$SECONDS
+  models_dir="$(cd "$BUILD" && pwd)/models"  # the sanitizer builds use the checkpoints generated above
+  # 1. AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer over the whole ctest suite: any report (a heap
+  #    overflow, a use after free, undefined behaviour, a leak at exit) fails the test that made it.
+  CC=clang CXX=clang++ cmake -S . -B "$BUILD-asan" -DDSINFER_ASAN=ON -DDSINFER_BENCH=OFF -DDSINFER_CUDA=OFF \
+    -DDSINFER_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_MODELS_DIR="$models_dir" >/dev/null
+  cmake --build "$BUILD-asan" -j "$JOBS" >/dev/null
+  ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=66:strict_string_checks=1:detect_stack_use_after_return=0" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=67" \
+    ctest --test-dir "$BUILD-asan" --output-on-failure -j "$JOBS"
+  echo "ASan+UBSan suite: $((SECONDS - san_start)) s"
+  # 2. The C ABI's multi-threaded test under ThreadSanitizer (any report fails the run).
+  tsan_start=$SECONDS
+  cmake -S . -B "$BUILD-tsan" -DDSINFER_TSAN=ON -DDSINFER_BENCH=OFF -DDSINFER_CUDA=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD-tsan" -j "$JOBS" --target test_capi_threads >/dev/null
+  TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/capi/test_capi_threads" "$BUILD/models/v32-tiny"
+  echo "TSan tests: $((SECONDS - tsan_start)) s"
+fi
 
 # The Python package, installed with pip into a fresh virtual environment, and its pytest suite.
 python3 -m venv "$BUILD/pyvenv"
@@ -26,3 +43,13 @@ DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/ca
 # `dsinfer serve` with the official openai client on loopback: protocol, errors, faults, then the bounded load test.
 DSINFER_CLI="$BUILD/tools/dsinfer" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" \
   "$BUILD/pyvenv/bin/python" -m pytest -q tests/server
+
+# --- Fuzzing (tests/fuzz, docs/fuzzing.md) --------------------------------------------------------------------
+# The build above already replayed every seed corpus (ctest fuzz_*_replay). Here the targets also run briefly under
+# libFuzzer with ASan+UBSan (clang), two at a time, FUZZ_SECONDS each (10 by default; 0 skips this block). Only the
+# targets whose code builds in about a minute: fuzz_openai_request needs the whole library (xgrammar, the model)
+# instrumented, several minutes more; its corpus is replayed by ctest here and in the sanitizer build.
+if [ "${FUZZ_SECONDS:-10}" -gt 0 ]; then
+  FUZZ_BUILD="$BUILD-fuzz" FUZZ_PARALLEL=2 JOBS="$JOBS" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}" \
+    fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_chat fuzz_completion fuzz_stream
+fi

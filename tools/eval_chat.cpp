@@ -70,6 +70,7 @@ Args parse(int argc, char** argv) {
     else throw std::runtime_error("unknown flag " + k);
   }
   if (a.model.empty() || a.data.empty()) throw std::runtime_error("--model and --data are required");
+  if (a.threads < 1 || a.threads > 1024) throw std::runtime_error("--threads expects 1 to 1024");
   if (a.precision != "fp8" && a.precision != "reference") throw std::runtime_error("--precision fp8|reference");
   if (a.sampling != "greedy" && a.sampling != "default") throw std::runtime_error("--sampling greedy|default");
   return a;

@@ -28,9 +28,10 @@ enum class AttentionForm { Auto, Mha, Absorbed };  // Auto: MHA for multi-token 
 
 struct DSINFER_CXX_API ModelLoadParams {
   std::string backend = "cpu";  // "cpu", or "cuda" when built with it
-  int n_threads = 0;            // CPU threads; 0 = all hardware threads
-  // The KV cache pool shared by all sequences of the model: tokens it holds (0 = 32768) and tokens per block.
-  // Pages are committed as they are used, so a large pool costs address space, not memory, until it fills.
+  int n_threads = 0;            // CPU threads, 0 to 1024; 0 = all hardware threads (at most 1024)
+  // The KV cache pool shared by all sequences of the model: tokens it holds (0 = 32768; at most 2^31 - 1) and tokens
+  // per block (0 = 64; at most 65536). Pages are committed as they are used, so a large pool costs address space,
+  // not memory, until it fills. Values past the limits: Error(InvalidArgument) before anything is read.
   int64_t kv_cache_tokens = 0;
   int64_t kv_block_tokens = 64;
   // Called during load with the fraction done [0, 1] and the stage; may be empty. Runs on the loading thread.

@@ -8,6 +8,7 @@
 #include "chat/dsml_grammar.hpp"
 #include "chat/py_json.hpp"
 #include "dsinfer/chat.hpp"
+#include "util/json_input.hpp"
 
 namespace dsinfer {
 
@@ -54,7 +55,7 @@ constexpr std::string_view kResponseFormatHead =
 ojson parse_field(const std::string& text, size_t index, const char* field) {
   try {
     return py_parse(text);
-  } catch (const ojson::parse_error& e) {
+  } catch (const JsonInputError& e) {
     throw Error(ErrorCode::InvalidArgument, fmt::format("message {}: {} is not valid JSON: {}", index, field, e.what()));
   }
 }
@@ -67,7 +68,7 @@ std::string render_tools(const ojson& tools, size_t index) {
   bool first = true;
   for (const auto& t : tools) {
     if (!t.is_object() || !t.contains("function"))
-      refuse(index, fmt::format("tool {} is not in OpenAI form {{\"type\": \"function\", \"function\": {{...}}}}", py_dumps(t)));
+      refuse(index, fmt::format("tool {} is not in OpenAI form {{\"type\": \"function\", \"function\": {{...}}}}", excerpt(py_dumps(t))));
     if (!first) out += "\n";
     first = false;
     out += py_dumps(t["function"]);
@@ -80,14 +81,14 @@ std::string encode_arguments(const ToolCall& call, size_t index) {
   ojson args;
   try {
     args = py_parse(call.arguments);
-  } catch (const ojson::parse_error& e) {
+  } catch (const JsonInputError& e) {
     throw Error(ErrorCode::InvalidArgument, fmt::format("message {}: the arguments of tool call \"{}\" are not JSON: {}",
                                                         index, call.name, e.what()));
   }
   if (!args.is_object())
     throw Error(ErrorCode::InvalidArgument,
                 fmt::format("message {}: the arguments of tool call \"{}\" must be a JSON object, found {}", index,
-                            call.name, call.arguments));
+                            call.name, excerpt(call.arguments)));
   std::string out;
   bool first = true;
   for (const auto& [k, v] : args.items()) {
@@ -218,7 +219,7 @@ namespace {
 std::optional<std::string> opt_string(const ojson& m, const char* key, size_t index) {
   if (!m.contains(key) || m[key].is_null()) return std::nullopt;
   if (!m[key].is_string())
-    throw Error(ErrorCode::Format, fmt::format("message {}: \"{}\" must be a string, found {}", index, key, py_dumps(m[key])));
+    throw Error(ErrorCode::Format, fmt::format("message {}: \"{}\" must be a string, found {}", index, key, excerpt(py_dumps(m[key]))));
   return m[key].get<std::string>();
 }
 
@@ -251,7 +252,7 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
   ojson j;
   try {
     j = py_parse(text);
-  } catch (const ojson::parse_error& e) {
+  } catch (const JsonInputError& e) {
     throw Error(ErrorCode::Format, fmt::format("messages are not valid JSON: {}", e.what()));
   }
   const ojson* list = &j;
@@ -290,7 +291,7 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
         const ojson& fn = tc.is_object() && tc.contains("function") ? tc["function"] : ojson();
         if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string() || !fn.contains("arguments"))
           throw Error(ErrorCode::Format,
-                      fmt::format("message {}: tool call {} needs {{\"function\": {{\"name\", \"arguments\"}}}}", i, py_dumps(tc)));
+                      fmt::format("message {}: tool call {} needs {{\"function\": {{\"name\", \"arguments\"}}}}", i, excerpt(py_dumps(tc))));
         ToolCall call;
         call.id = tc.contains("id") && tc["id"].is_string() ? tc["id"].get<std::string>() : "";
         call.name = fn["name"].get<std::string>();
@@ -321,7 +322,7 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view text) {
 std::string python_json_dumps(std::string_view json_text) {
   try {
     return py_dumps(py_parse(json_text));
-  } catch (const ojson::parse_error& e) {
+  } catch (const JsonInputError& e) {
     throw Error(ErrorCode::Format, fmt::format("not valid JSON: {}", e.what()));
   }
 }

@@ -6,6 +6,7 @@
 
 #include "chat/dsml_grammar.hpp"
 #include "chat/py_json.hpp"
+#include "util/json_input.hpp"
 #include "dsinfer/chat.hpp"
 
 namespace dsinfer {
@@ -284,7 +285,7 @@ struct ChatStreamParser::Impl {
         } else {
           if (!ojson::accept(raw_value))
             report(consumed, fmt::format("parameter \"{}\" has string=\"false\" but its value is not JSON: {}", param,
-                                         raw_value.substr(0, 80)), ev);
+                                         excerpt(raw_value, 80)), ev);
         }
         state = State::ParamEnd;
         return;

@@ -6,11 +6,16 @@
 #include <pcre2.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
+#include <unordered_set>
+#include <vector>
 
 #include "chat/dsml_grammar.hpp"
 #include "chat/py_json.hpp"
 #include "dsinfer/chat.hpp"
+#include "util/json_input.hpp"
+#include "util/utf8.hpp"
 
 namespace dsinfer {
 
@@ -28,37 +33,62 @@ struct Stop {
   std::string_view stop;    // the stop string found; empty if none
 };
 
-// The official _read_until_stop: the earliest of the stop strings at or after `from`.
-Stop read_until(std::string_view text, size_t from, std::initializer_list<std::string_view> stops) {
-  size_t best = std::string_view::npos;
-  std::string_view which;
-  for (std::string_view s : stops) {
-    const size_t p = text.find(s, from);
-    if (p != std::string_view::npos && p < best) {
-      best = p;
-      which = s;
+// The official _read_until_stop: the earliest of the stop strings at or after `from`. The parser only moves
+// forward, so the next occurrence of each stop string is remembered until the parser passes it: a stop string
+// that appears once at the end (the invoke close after 40k parameters) is searched for once, not once per
+// parameter, which keeps the parse linear in the text.
+class StopScanner {
+ public:
+  explicit StopScanner(std::string_view text) : text_(text) {}
+
+  Stop read_until(size_t from, std::initializer_list<std::string_view> stops) {
+    size_t best = std::string_view::npos;
+    std::string_view which;
+    for (std::string_view s : stops) {
+      const size_t p = next_occurrence(s, from);
+      if (p != std::string_view::npos && p < best) {
+        best = p;
+        which = s;
+      }
     }
+    if (best == std::string_view::npos) return {text_.size(), text_.substr(from), {}};
+    return {best + which.size(), text_.substr(from, best - from), which};
   }
-  if (best == std::string_view::npos) return {text.size(), text.substr(from), {}};
-  return {best + which.size(), text.substr(from, best - from), which};
-}
+
+ private:
+  size_t next_occurrence(std::string_view stop, size_t from) {
+    for (auto& [s, pos] : found_)
+      if (s.data() == stop.data()) {
+        if (pos == std::string_view::npos || pos >= from) return pos;  // none left, or still ahead
+        return pos = text_.find(stop, from);
+      }
+    found_.emplace_back(stop, text_.find(stop, from));
+    return found_.back().second;
+  }
+
+  std::string_view text_;
+  std::vector<std::pair<std::string_view, size_t>> found_;  // a handful of fixed stop strings, keyed by address
+};
 
 // Python re.findall(pattern, s, re.DOTALL) with an anchored pattern: the capture groups of the single match, or
 // nothing. PCRE2's "$" matches at the end or before a final newline, as Python's does.
 bool match_groups(const char* pattern, std::string_view s, std::vector<std::string>& groups) {
-  static std::map<std::string, pcre2_code*> compiled;  // a few fixed patterns, compiled once
+  // A few fixed patterns, compiled once and freed at exit (LeakSanitizer checks every test for leaks).
+  static std::map<std::string, std::unique_ptr<pcre2_code, void (*)(pcre2_code*)>> compiled;
   static std::mutex mu;
   pcre2_code* re;
   {
     std::lock_guard<std::mutex> lock(mu);
-    auto& slot = compiled[pattern];
-    if (!slot) {
+    auto it = compiled.find(pattern);
+    if (it == compiled.end()) {
       int err;
       PCRE2_SIZE off;
-      slot = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
-                           PCRE2_UTF | PCRE2_UCP | PCRE2_DOTALL, &err, &off, nullptr);
+      pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                                       PCRE2_UTF | PCRE2_UCP | PCRE2_DOTALL, &err, &off, nullptr);
+      if (!code) throw Error(ErrorCode::Internal, fmt::format("completion pattern {} does not compile", pattern));
+      it = compiled.emplace(pattern, std::unique_ptr<pcre2_code, void (*)(pcre2_code*)>(code, pcre2_code_free)).first;
     }
-    re = slot;
+    re = it->second.get();
   }
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(re, nullptr);
   const int rc = pcre2_match(re, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0, 0, md, nullptr);
@@ -74,17 +104,21 @@ bool match_groups(const char* pattern, std::string_view s, std::vector<std::stri
 }  // namespace
 
 ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
+  if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
+    throw Error(ErrorCode::InvalidArgument, fmt::format("completion text is not valid UTF-8 at byte {}", bad));
+  StopScanner scan(text);
+  auto read_until = [&](size_t from, std::initializer_list<std::string_view> stops) { return scan.read_until(from, stops); };
   ChatMessage msg;
   msg.role = "assistant";
   std::string reasoning, content;
   size_t i = 0;
   if (thinking == ThinkingMode::Thinking) {
-    const Stop s = read_until(text, i, {kThinkEnd, kToolCallsStart});
+    const Stop s = read_until(i, {kThinkEnd, kToolCallsStart});
     if (s.stop != kThinkEnd) malformed(s.next - s.stop.size(), "the reasoning does not end with </think>");
     reasoning = s.before;
     i = s.next;
   }
-  Stop s = read_until(text, i, {kEos, kToolCallsStart});
+  Stop s = read_until(i, {kEos, kToolCallsStart});
   content = s.before;
   i = s.next;
   std::string_view stop = s.stop;
@@ -92,14 +126,14 @@ ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
     // Invocations until </｜DSML｜function_calls>.
     while (i < text.size()) {
       const size_t at = i;
-      Stop t = read_until(text, i, {kInvokeOpen, kFunctionCallsEnd});
+      Stop t = read_until(i, {kInvokeOpen, kFunctionCallsEnd});
       if (t.before != ">\n") malformed(at, "expected \">\\n\" before an invoke or the end of the function calls");
       i = t.next;
       stop = t.stop;
       if (t.stop == kFunctionCallsEnd) break;
       if (t.stop.empty()) malformed(i, "the function calls are not closed");
       const size_t name_at = i;
-      Stop n = read_until(text, i, {kParameterOpen, kInvokeClose});
+      Stop n = read_until(i, {kParameterOpen, kInvokeClose});
       std::vector<std::string> g;
       if (!match_groups("^\\s*name=\"(.*?)\">\\n$", n.before, g)) malformed(name_at, "malformed invoke name");
       ToolCall call;
@@ -109,17 +143,17 @@ ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
       // Arguments JSON written as the official decode_dsml_to_arguments does: string="true" values are JSON-quoted,
       // string="false" values are inserted as written.
       std::vector<std::pair<std::string, std::string>> args;
+      std::unordered_set<std::string> arg_names;
       while (stop == kParameterOpen) {
         const size_t param_at = i;
-        Stop p = read_until(text, i, {kParameterCloseTail});
+        Stop p = read_until(i, {kParameterCloseTail});
         if (!match_groups("^ name=\"(.*?)\" string=\"(true|false)\">(.*?)<$", p.before, g))
           malformed(param_at, "malformed parameter");
-        for (const auto& a : args)
-          if (a.first == g[0]) malformed(param_at, fmt::format("duplicate parameter \"{}\"", g[0]));
+        if (!arg_names.insert(g[0]).second) malformed(param_at, fmt::format("duplicate parameter \"{}\"", excerpt(g[0])));
         args.emplace_back(g[0], g[1] == "true" ? py_dumps(ojson(g[2])) : g[2]);
         i = p.next;
         const size_t tail_at = i;
-        Stop q = read_until(text, i, {kParameterOpen, kInvokeClose});
+        Stop q = read_until(i, {kParameterOpen, kInvokeClose});
         if (q.before != ">\n") malformed(tail_at, "expected \">\\n\" after a parameter");
         i = q.next;
         stop = q.stop;
@@ -133,7 +167,7 @@ ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
       msg.tool_calls.push_back(std::move(call));
     }
     const size_t tail_at = i;
-    Stop e = read_until(text, i, {kEos});
+    Stop e = read_until(i, {kEos});
     if (!e.before.empty()) malformed(tail_at, "unexpected text after the function calls");
     i = e.next;
     stop = e.stop;

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "util/json_input.hpp"
+
 namespace dsinfer {
 
 namespace {
@@ -136,9 +138,14 @@ std::string py_escape(std::string_view s) {
 }
 
 ojson py_parse(std::string_view text) {
+  check_json_depth(text);
   ojson j;
   PySax sax(j, true);
-  ojson::sax_parse(text, &sax);
+  try {
+    ojson::sax_parse(text, &sax);
+  } catch (const nlohmann::json::exception& e) {
+    throw JsonInputError(json_error_reason(e));
+  }
   return j;
 }
 

@@ -11,7 +11,8 @@ using ojson = nlohmann::ordered_json;  // keeps object keys in document order, a
 
 // Parses JSON text as Python's json.loads sees it, for what json.dumps will print: integers too large for 64 bits
 // keep their digits (Python ints are unbounded; nlohmann would round them to a double) and come back as a binary
-// value that py_dumps prints verbatim. Errors: throws ojson::parse_error as ojson::parse does.
+// value that py_dumps prints verbatim. Nesting is bounded as for every JSON input (util/json_input.hpp).
+// Errors: JsonInputError (syntax, a number out of range such as 1e400, nesting deeper than kMaxJsonDepth).
 ojson py_parse(std::string_view text);
 std::string py_dumps(const ojson& v);
 // The inside of a JSON string as json.dumps writes it (no surrounding quotes); works on any byte chunk, so a

@@ -2,11 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "dsinfer/error.hpp"
+#include "util/json_input.hpp"
 
 namespace dsinfer {
 
@@ -30,25 +32,28 @@ class Reader {
   double number(const char* key, double def) const {
     if (!has(key)) return def;
     const json& v = j_.at(key);
-    if (!v.is_number()) fail(fmt::format("key \"{}\" must be a number, found {}", key, v.dump()));
+    if (!v.is_number()) fail(fmt::format("key \"{}\" must be a number, found {}", key, json_excerpt(v)));
     return v.get<double>();
   }
   bool boolean(const char* key, bool def) const {
     if (!has(key)) return def;
     const json& v = j_.at(key);
-    if (!v.is_boolean()) fail(fmt::format("key \"{}\" must be true or false, found {}", key, v.dump()));
+    if (!v.is_boolean()) fail(fmt::format("key \"{}\" must be true or false, found {}", key, json_excerpt(v)));
     return v.get<bool>();
   }
   std::string string(const char* key, const std::string& def) const {
     if (!has(key)) return def;
     const json& v = j_.at(key);
-    if (!v.is_string()) fail(fmt::format("key \"{}\" must be a string, found {}", key, v.dump()));
+    if (!v.is_string()) fail(fmt::format("key \"{}\" must be a string, found {}", key, json_excerpt(v)));
     return v.get<std::string>();
   }
 
  private:
   int64_t as_int(const json& v, const char* key) const {
-    if (!v.is_number_integer()) fail(fmt::format("key \"{}\" must be an integer, found {}", key, v.dump()));
+    if (!v.is_number_integer()) fail(fmt::format("key \"{}\" must be an integer, found {}", key, json_excerpt(v)));
+    // Above INT64_MAX nlohmann keeps an unsigned value that get<int64_t>() would wrap to a negative one.
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+      fail(fmt::format("key \"{}\" is out of range, found {}", key, json_excerpt(v)));
     return v.get<int64_t>();
   }
   const json& j_;
@@ -60,8 +65,8 @@ class Reader {
 ModelConfig parse_hf_config_text(const std::string& text, const std::string& source) {
   json j;
   try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
+    j = parse_json_input(text);
+  } catch (const JsonInputError& e) {
     throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", source, e.what()));
   }
   if (!j.is_object()) throw Error(ErrorCode::Format, fmt::format("{}: the top level must be a JSON object", source));
@@ -110,14 +115,16 @@ ModelConfig parse_hf_config_text(const std::string& text, const std::string& sou
   c.bos_token_id = r.integer("bos_token_id", 0);
   if (r.has("eos_token_id")) {
     const json& e = j.at("eos_token_id");
-    if (e.is_number_integer()) c.eos_token_ids = {e.get<int64_t>()};
+    auto eos_id = [&](const json& v) {
+      if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+        r.fail(fmt::format("key \"eos_token_id\" must hold token ids, found {}", json_excerpt(e)));
+      return v.get<int64_t>();
+    };
+    if (e.is_number_integer()) c.eos_token_ids = {eos_id(e)};
     else if (e.is_array()) {
-      for (const auto& v : e) {
-        if (!v.is_number_integer()) r.fail(fmt::format("key \"eos_token_id\" must hold integers, found {}", e.dump()));
-        c.eos_token_ids.push_back(v.get<int64_t>());
-      }
+      for (const auto& v : e) c.eos_token_ids.push_back(eos_id(v));
     } else {
-      r.fail(fmt::format("key \"eos_token_id\" must be an integer or a list, found {}", e.dump()));
+      r.fail(fmt::format("key \"eos_token_id\" must be an integer or a list, found {}", json_excerpt(e)));
     }
   }
   if (c.variant == ModelVariant::V32) {
@@ -187,6 +194,50 @@ ModelConfig parse_hf_config_text(const std::string& text, const std::string& sou
   positive("v_head_dim", c.v_head_dim);
   positive("moe_layer_freq", c.moe_layer_freq);
   if (c.q_lora_rank < 0) r.fail("key \"q_lora_rank\" must not be negative");
+  // Bounds before any shape is computed from these values: a product of three sizes stays far below 2^63, so
+  // shape arithmetic cannot overflow (the largest DeepSeek value, vocab_size 129280, is well inside).
+  auto at_most = [&](const char* key, int64_t v, int64_t limit) {
+    if (v > limit) r.fail(fmt::format("key \"{}\" is {}, above the limit {} (docs/errors.md)", key, v, limit));
+  };
+  for (const auto& [key, v] : {std::pair<const char*, int64_t>{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+                               {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers},
+                               {"num_attention_heads", c.num_attention_heads}, {"kv_lora_rank", c.kv_lora_rank},
+                               {"qk_nope_head_dim", c.qk_nope_head_dim}, {"qk_rope_head_dim", c.qk_rope_head_dim},
+                               {"v_head_dim", c.v_head_dim}, {"q_lora_rank", c.q_lora_rank},
+                               {"n_routed_experts", c.n_routed_experts}, {"n_shared_experts", c.n_shared_experts},
+                               {"moe_intermediate_size", c.moe_intermediate_size},
+                               {"num_experts_per_tok", c.num_experts_per_tok}, {"n_group", c.n_group},
+                               {"topk_group", c.topk_group}, {"moe_layer_freq", c.moe_layer_freq},
+                               {"first_k_dense_replace", c.first_k_dense_replace}, {"index_n_heads", c.index_n_heads},
+                               {"index_head_dim", c.index_head_dim}, {"index_topk", c.index_topk}})
+    at_most(key, v, kMaxConfigDim);
+  if (c.n_shared_experts < 0) r.fail("key \"n_shared_experts\" must not be negative");
+  if (c.n_routed_experts < 0) r.fail("key \"n_routed_experts\" must not be negative");
+  if (c.first_k_dense_replace < 0) r.fail("key \"first_k_dense_replace\" must not be negative");
+  positive("max_position_embeddings", c.max_position_embeddings);
+  at_most("max_position_embeddings", c.max_position_embeddings, kMaxConfigPositions);
+  for (int64_t id : c.eos_token_ids)
+    if (id < 0 || id >= c.vocab_size) r.fail(fmt::format("eos_token_id {} is outside the vocabulary [0, {})", id, c.vocab_size));
+  if (c.bos_token_id < 0 || c.bos_token_id >= c.vocab_size)
+    r.fail(fmt::format("bos_token_id {} is outside the vocabulary [0, {})", c.bos_token_id, c.vocab_size));
+  // Values that load but make every logit NaN or infinite.
+  auto in_range = [&](const char* key, double v, double lo, double hi, bool lo_open) {
+    if (!std::isfinite(v) || (lo_open ? v <= lo : v < lo) || v > hi)
+      r.fail(fmt::format("key \"{}\" is {}, outside {}{}, {}]", key, v, lo_open ? "(" : "[", lo, hi));
+  };
+  in_range("rope_theta", c.rope_theta, 1.0, 1e12, true);
+  in_range("rms_norm_eps", c.rms_norm_eps, 0.0, 1.0, true);
+  in_range("routed_scaling_factor", c.routed_scaling_factor, 0.0, 1e4, true);
+  if (c.rope_scaling.present) {
+    in_range("rope_scaling.factor", c.rope_scaling.factor, 0.0, 1e4, true);
+    in_range("rope_scaling.beta_fast", c.rope_scaling.beta_fast, -1e6, 1e6, false);
+    in_range("rope_scaling.beta_slow", c.rope_scaling.beta_slow, -1e6, 1e6, false);
+    in_range("rope_scaling.mscale", c.rope_scaling.mscale, -1e6, 1e6, false);
+    in_range("rope_scaling.mscale_all_dim", c.rope_scaling.mscale_all_dim, -1e6, 1e6, false);
+    positive("rope_scaling.original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings);
+    at_most("rope_scaling.original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings,
+            kMaxConfigPositions);
+  }
   if (c.qk_rope_head_dim % 2) r.fail(fmt::format("key \"qk_rope_head_dim\" must be even, found {}", c.qk_rope_head_dim));
   if (c.n_routed_experts > 0) {
     positive("moe_intermediate_size", c.moe_intermediate_size);

@@ -72,6 +72,10 @@ struct ModelConfig {
   }
 };
 
+// Upper bounds on config.json values (docs/errors.md): every size and count, and max_position_embeddings.
+inline constexpr int64_t kMaxConfigDim = int64_t(1) << 20;
+inline constexpr int64_t kMaxConfigPositions = int64_t(1) << 30;
+
 // Parses config.json. Throws Error(Format) naming the file and key for missing required keys, wrong JSON types
 // or inconsistent values; Error(Unsupported) for architectures outside the DeepSeek-V3 family.
 ModelConfig parse_hf_config_file(const std::string& path);

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "dsinfer/error.hpp"
+#include "util/json_input.hpp"
 
 namespace dsinfer {
 
@@ -63,10 +64,24 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   if (header_len > kMaxHeader || 8 + header_len > size)
     format_error(path, fmt::format("truncated or corrupt: the header claims {} bytes but the file has {}", header_len, size));
   json header;
+  const std::string_view header_text(reinterpret_cast<const char*>(bytes + 8), header_len);
   try {
-    header = json::parse(reinterpret_cast<const char*>(bytes + 8), reinterpret_cast<const char*>(bytes + 8 + header_len));
-  } catch (const json::parse_error& e) {
+    check_json_depth(header_text);
+    // nlohmann keeps the last of two equal keys; a tensor named twice must be refused, not half-read.
+    std::string duplicate;
+    std::set<std::string> names;
+    const json::parser_callback_t note_names = [&](int depth, json::parse_event_t event, json& parsed) {
+      if (depth == 1 && event == json::parse_event_t::key && !names.insert(parsed.get<std::string>()).second &&
+          duplicate.empty())
+        duplicate = parsed.get<std::string>();
+      return true;
+    };
+    header = json::parse(header_text, note_names);
+    if (!duplicate.empty()) format_error(path, fmt::format("tensor \"{}\" appears twice in the header", excerpt(duplicate)));
+  } catch (const JsonInputError& e) {
     format_error(path, fmt::format("header is not valid JSON: {}", e.what()));
+  } catch (const json::exception& e) {
+    format_error(path, fmt::format("header is not valid JSON: {}", json_error_reason(e)));
   }
   if (!header.is_object()) format_error(path, "header is not a JSON object");
 
@@ -81,10 +96,11 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     if (name == "__metadata__") {
       if (!entry.is_object()) format_error(path, "__metadata__ is not an object");
       for (const auto& [k, v] : entry.items())
-        f->metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
+        f->metadata_[k] = v.is_string() ? v.get<std::string>() : json_excerpt(v);
       continue;
     }
-    auto bad = [&](const std::string& what) { format_error(path, fmt::format("tensor \"{}\": {}", name, what)); };
+    const std::string& tensor = name;  // a structured binding cannot be captured before C++20 (clang 14)
+    auto bad = [&](const std::string& what) { format_error(path, fmt::format("tensor \"{}\": {}", excerpt(tensor), what)); };
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
       bad("entry must have dtype, shape and data_offsets");
     TensorInfo t;
@@ -97,15 +113,25 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
                                                       path, name, dt.get<std::string>()));
     const json& sh = entry.at("shape");
     if (!sh.is_array()) bad("shape is not a list");
-    uint64_t numel = 1;
+    // The product of the non-zero dims is bounded (2^62), so TensorInfo::numel() cannot overflow in any order, and
+    // a tensor with elements has no more elements than the data section has bytes, so byte sizes cannot either.
+    uint64_t nonzero_product = 1;
+    bool empty = false;
     for (const auto& d : sh) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) bad(fmt::format("shape {} has a non-integer or negative entry", sh.dump()));
-      t.shape.push_back(d.get<int64_t>());
-      numel *= uint64_t(d.get<int64_t>());
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        bad(fmt::format("shape {} has a non-integer or negative entry", json_excerpt(sh)));
+      const uint64_t n = d.get<uint64_t>();
+      if (n == 0) empty = true;
+      else if (nonzero_product > (uint64_t(1) << 62) / n) bad(fmt::format("shape {} is too large", json_excerpt(sh)));
+      else nonzero_product *= n;
+      t.shape.push_back(int64_t(n));
     }
+    const uint64_t numel = empty ? 0 : nonzero_product;
+    if (numel > data_size)
+      bad(fmt::format("shape {} holds more elements than the file has bytes ({})", json_excerpt(sh), data_size));
     const json& off = entry.at("data_offsets");
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      bad(fmt::format("data_offsets {} must be two non-negative integers", off.dump()));
+      bad(fmt::format("data_offsets {} must be two non-negative integers", json_excerpt(off)));
     const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
     if (b > e) bad(fmt::format("data_offsets [{}, {}] end before they begin", b, e));
     if (e > data_size)
@@ -114,20 +140,32 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
                       b, e, data_size));
     const uint64_t expect = numel * dtype_size(t.dtype);
     if (e - b != expect)
-      bad(fmt::format("shape {} x {} needs {} bytes but data_offsets [{}, {}] span {}", sh.dump(), dtype_name(t.dtype),
+      bad(fmt::format("shape {} x {} needs {} bytes but data_offsets [{}, {}] span {}", json_excerpt(sh), dtype_name(t.dtype),
                       expect, b, e, e - b));
     t.data = bytes + data_start + b;
     t.nbytes = size_t(e - b);
+    // The format allows any offset, but weights are read as float/uint16_t arrays: a tensor whose bytes are not
+    // aligned to its element size is copied into an aligned buffer (the mapping's start is page aligned).
+    if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
+      f->aligned_copies_.emplace_back(new uint64_t[(t.nbytes + 7) / 8]);
+      std::memcpy(f->aligned_copies_.back().get(), t.data, t.nbytes);
+      t.data = reinterpret_cast<const uint8_t*>(f->aligned_copies_.back().get());
+    }
     t.file = &f->path_;
     auto [it, inserted] = f->tensors_.emplace(name, std::move(t));
     ranges.push_back({b, e, &it->first});
   }
   std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].begin < ranges[i - 1].end && ranges[i].end > ranges[i].begin)
-      format_error(path, fmt::format("tensors \"{}\" [{}, {}) and \"{}\" [{}, {}) overlap", *ranges[i - 1].name,
-                                     ranges[i - 1].begin, ranges[i - 1].end, *ranges[i].name, ranges[i].begin,
-                                     ranges[i].end));
+  // Empty tensors occupy no bytes and are skipped; each other range is compared with the one reaching furthest
+  // so far (comparing neighbours only would miss an overlap with an empty tensor sorted between the two).
+  const Range* furthest = nullptr;
+  for (const Range& r : ranges) {
+    if (r.end == r.begin) continue;
+    if (furthest && r.begin < furthest->end)
+      format_error(path, fmt::format("tensors \"{}\" [{}, {}) and \"{}\" [{}, {}) overlap", excerpt(*furthest->name),
+                                     furthest->begin, furthest->end, excerpt(*r.name), r.begin, r.end));
+    if (!furthest || r.end > furthest->end) furthest = &r;
+  }
   return f;
 }
 
@@ -146,8 +184,10 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
     if (!in) throw Error(ErrorCode::Io, fmt::format("cannot open {}", index.string()));
     json j;
     try {
-      j = json::parse(in);
-    } catch (const json::parse_error& e) {
+      std::ostringstream text;
+      text << in.rdbuf();
+      j = parse_json_input(text.str());
+    } catch (const JsonInputError& e) {
       throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", index.string(), e.what()));
     }
     if (!j.is_object() || !j.contains("weight_map") || !j.at("weight_map").is_object())
@@ -155,10 +195,10 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
     std::map<std::string, SafetensorsFile*> by_shard;
     for (const auto& [name, shard_json] : j.at("weight_map").items()) {
       if (!shard_json.is_string())
-        throw Error(ErrorCode::Format, fmt::format("{}: weight_map[\"{}\"] is not a file name", index.string(), name));
+        throw Error(ErrorCode::Format, fmt::format("{}: weight_map[\"{}\"] is not a file name", index.string(), excerpt(name)));
       const std::string shard = shard_json.get<std::string>();
       if (shard.find('/') != std::string::npos || shard == "..")
-        throw Error(ErrorCode::Format, fmt::format("{}: shard name \"{}\" must be a plain file name", index.string(), shard));
+        throw Error(ErrorCode::Format, fmt::format("{}: shard name \"{}\" must be a plain file name", index.string(), excerpt(shard)));
       auto it = by_shard.find(shard);
       if (it == by_shard.end()) {
         const fs::path p = fs::path(dir) / shard;

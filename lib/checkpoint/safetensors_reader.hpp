@@ -44,6 +44,7 @@ class SafetensorsFile {
   size_t map_size_ = 0;
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
+  std::vector<std::unique_ptr<uint64_t[]>> aligned_copies_;  // tensors whose offset in the file is misaligned
 };
 
 // A checkpoint directory: model.safetensors.index.json + shards, or a single model.safetensors.

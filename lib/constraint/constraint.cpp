@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "constraint/xgrammar_logging.hpp"
+#include "util/json_input.hpp"
 
 namespace dsinfer {
 
@@ -41,27 +42,6 @@ constexpr int kMaxWhitespaceRunInArguments = 2;
 
 [[noreturn]] void invalid(const std::string& what) { throw Error(ErrorCode::InvalidArgument, what); }
 
-// Nesting depth of JSON text (brackets outside strings), checked before the text is parsed so that a hostile depth
-// is refused in linear time whatever the parser does with it.
-int json_nesting(std::string_view s) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const char ch = s[i];
-    if (in_string) {
-      if (ch == '\\') ++i;
-      else if (ch == '"') in_string = false;
-    } else if (ch == '"') {
-      in_string = true;
-    } else if (ch == '{' || ch == '[') {
-      max_depth = std::max(max_depth, ++depth);
-    } else if (ch == '}' || ch == ']') {
-      --depth;
-    }
-  }
-  return max_depth;
-}
-
 void check_size(std::string_view text, const char* what) {
   if (text.size() > kMaxConstraintBytes)
     invalid(fmt::format("{} is {} bytes; the limit is {} bytes", what, text.size(), kMaxConstraintBytes));
@@ -69,11 +49,11 @@ void check_size(std::string_view text, const char* what) {
 
 json parse_limited(std::string_view text, const char* what) {
   check_size(text, what);
-  if (json_nesting(text) > kMaxNesting)
+  if (json_nesting_depth(text, kMaxNesting) > kMaxNesting)
     invalid(fmt::format("{} is nested deeper than {} levels", what, kMaxNesting));
   try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
+    return parse_json_input<json>(text);
+  } catch (const JsonInputError& e) {
     invalid(fmt::format("{} is not valid JSON: {}", what, e.what()));
   }
 }
@@ -222,8 +202,8 @@ ConstraintSpec constraint_from_request_json(std::string_view request_json, Think
   // The messages may be long: only the fields read here are held to the constraint limits.
   json j;
   try {
-    j = json::parse(request_json);
-  } catch (const json::exception& e) {
+    j = parse_json_input<json>(request_json);
+  } catch (const JsonInputError& e) {
     invalid(fmt::format("the request is not valid JSON: {}", e.what()));
   }
   if (!j.is_object()) return constraint_from_request("", "", "", true, thinking);

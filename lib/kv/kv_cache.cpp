@@ -10,8 +10,12 @@ namespace dsinfer {
 
 namespace {
 Matrix lazy_matrix(Backend& be, int64_t rows, int64_t cols) {
+  // Checked: a product that wrapped would reserve a small buffer that the block table then indexes far past.
+  int64_t elems = 0, bytes = 0;
+  if (cols < 0 || __builtin_mul_overflow(rows, cols, &elems) || __builtin_mul_overflow(elems, int64_t(sizeof(float)), &bytes))
+    throw Error(ErrorCode::OutOfMemory, fmt::format("a KV pool tensor of {} x {} floats is larger than memory", rows, cols));
   Matrix m;
-  m.buffer = be.allocate(size_t(rows * cols) * sizeof(float), /*zero=*/false);
+  m.buffer = be.allocate(size_t(bytes), /*zero=*/false);
   m.view = Tensor2D{static_cast<float*>(m.buffer.data()), rows, cols, cols};
   return m;
 }
@@ -19,9 +23,10 @@ Matrix lazy_matrix(Backend& be, int64_t rows, int64_t cols) {
 
 KvBlockPool::KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens)
     : backend_(backend), n_blocks_(n_blocks), block_tokens_(block_tokens) {
-  if (n_blocks <= 0 || block_tokens <= 0)
-    throw Error(ErrorCode::InvalidArgument, fmt::format("KV pool of {} blocks of {} tokens", n_blocks, block_tokens));
-  const int64_t rows = n_blocks * block_tokens;
+  if (n_blocks <= 0 || block_tokens <= 0 || block_tokens > kMaxBlockTokens || n_blocks > kMaxPoolTokens)
+    throw Error(ErrorCode::InvalidArgument, fmt::format("KV pool of {} blocks of {} tokens (1 to {} blocks of 1 to {} tokens)",
+                                                        n_blocks, block_tokens, kMaxPoolTokens, kMaxBlockTokens));
+  const int64_t rows = n_blocks * block_tokens;  // < 2^47: no overflow
   layers_.resize(size_t(cfg.num_hidden_layers));
   int64_t width = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
   for (auto& l : layers_) {
@@ -47,6 +52,16 @@ Tensor2D KvBlockPool::tensor(int64_t layer, KvTensor t) const {
     case KvTensor::IndexScale: return l.index_scale.view;
   }
   return {};
+}
+
+int64_t KvBlockPool::floats_per_token() const {
+  int64_t n = 0;
+  for (int64_t l = 0; l < n_layers(); ++l)
+    for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
+      const Tensor2D v = tensor(l, t);
+      if (v.data) n += v.cols;
+    }
+  return n;
 }
 
 int64_t KvBlockPool::used_blocks() const {
@@ -97,7 +112,7 @@ KvCache::KvCache(std::shared_ptr<KvBlockPool> pool, int64_t capacity) : pool_(st
   // The whole block table up front (a sequence never holds more blocks than the pool has), so that a decode step
   // that starts a new block does not grow it.
   const int64_t B = pool_->block_tokens();
-  blocks_.reserve(size_t(std::min((capacity + B - 1) / B, pool_->n_blocks())));
+  blocks_.reserve(size_t(std::min(capacity / B + (capacity % B != 0), pool_->n_blocks())));  // no overflow near INT64_MAX
 }
 
 KvCache::~KvCache() {

@@ -20,7 +20,12 @@ enum class KvTensor { Latent, RopeKey, IndexKey, IndexScale };
 
 class KvBlockPool {
  public:
+  // Limits (docs/errors.md): block ids are int32, and a block longer than 64Ki tokens has no use.
+  static constexpr int64_t kMaxBlockTokens = int64_t(1) << 16;
+  static constexpr int64_t kMaxPoolTokens = INT32_MAX;
+
   // Reserves n_blocks blocks of block_tokens tokens on the backend (pages are committed as they are written).
+  // Throws Error(InvalidArgument) past the limits, Error(OutOfMemory) when the backend cannot reserve it.
   KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens);
 
   Backend& backend() const { return backend_; }
@@ -28,6 +33,7 @@ class KvBlockPool {
   int64_t n_blocks() const { return n_blocks_; }
   int64_t used_blocks() const;
   size_t bytes_per_block() const { return bytes_per_block_; }  // all layers and tensors
+  int64_t floats_per_token() const;                             // all layers and tensors (KvCache::to_host)
   int64_t n_layers() const { return int64_t(layers_.size()); }
   // [n_blocks * block_tokens, width] f32; data is null for the indexer tensors of a model without indexer.
   Tensor2D tensor(int64_t layer, KvTensor t) const;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <istream>
 #include <mutex>
+#include <optional>
 #include <ostream>
 
 #include "backend/backend.hpp"
@@ -14,6 +15,7 @@
 #include "kv/kv_cache.hpp"
 #include "model/deepseek_v32.hpp"
 #include "model/deepseek_weights.hpp"
+#include "util/thread_pool.hpp"
 
 namespace dsinfer {
 
@@ -106,6 +108,16 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   auto progress = [&](double f, std::string_view stage) {
     if (params.progress) params.progress(f, stage);
   };
+  // The parameters first, before anything is read or allocated: each limit is documented in docs/errors.md.
+  if (params.n_threads < 0 || params.n_threads > ThreadPool::kMaxThreads)
+    throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::n_threads must be 0 (all hardware threads) "
+                                                        "to {}, got {}", ThreadPool::kMaxThreads, params.n_threads));
+  if (params.kv_block_tokens < 0 || params.kv_block_tokens > KvBlockPool::kMaxBlockTokens)
+    throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::kv_block_tokens must be 0 (64) to {}, got {}",
+                                                        KvBlockPool::kMaxBlockTokens, params.kv_block_tokens));
+  if (params.kv_cache_tokens < 0 || params.kv_cache_tokens > KvBlockPool::kMaxPoolTokens)
+    throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::kv_cache_tokens must be 0 (32768) to {}, got {}",
+                                                        KvBlockPool::kMaxPoolTokens, params.kv_cache_tokens));
   auto impl = std::make_unique<Impl>();
   progress(0.0, "reading config.json");
   impl->config = parse_hf_config_file(dir + "/config.json");
@@ -156,7 +168,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend);
   const int64_t block = params.kv_block_tokens > 0 ? params.kv_block_tokens : 64;
   const int64_t tokens = params.kv_cache_tokens > 0 ? params.kv_cache_tokens : 32768;
-  impl->pool = std::make_shared<KvBlockPool>(*impl->backend, c, (tokens + block - 1) / block, block);
+  impl->pool = std::make_shared<KvBlockPool>(*impl->backend, c, tokens / block + (tokens % block != 0), block);
   progress(1.0, "ready");
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
@@ -192,6 +204,20 @@ std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capa
 namespace {
 constexpr char kSeqMagic[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '1'};  // format version 1
 void write_u64(std::ostream& o, uint64_t v) { o.write(reinterpret_cast<const char*>(&v), 8); }
+// The bytes from the read position to the end, where the stream can tell (a file can; a pipe cannot).
+std::optional<uint64_t> stream_bytes_left(std::istream& in) {
+  const std::streampos at = in.tellg();
+  if (at == std::streampos(-1)) return std::nullopt;
+  in.seekg(0, std::ios::end);
+  const std::streampos end = in.tellg();
+  in.seekg(at);
+  if (end == std::streampos(-1) || !in) {
+    in.clear();
+    in.seekg(at);
+    return std::nullopt;
+  }
+  return uint64_t(end - at);
+}
 uint64_t read_u64(std::istream& in) {
   uint64_t v = 0;
   in.read(reinterpret_cast<char*>(&v), 8);
@@ -227,7 +253,21 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
   if (fp != impl_->fingerprint)
     throw Error(ErrorCode::InvalidArgument,
                 fmt::format("the sequence was saved from a different model ({}), not this one ({})", fp, impl_->fingerprint));
-  const int64_t n = int64_t(read_u64(in));
+  // Every size is checked against the model and the bytes the file has left before anything is allocated: a short
+  // crafted file must not make this reserve or zero gigabytes before it says "truncated".
+  const uint64_t n_saved = read_u64(in);
+  const KvBlockPool& pool = *impl_->pool;
+  const int64_t pool_tokens = pool.n_blocks() * pool.block_tokens();
+  if (n_saved > uint64_t(KvBlockPool::kMaxPoolTokens))
+    throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: it says {} tokens", n_saved));
+  const int64_t n = int64_t(n_saved);
+  const uint64_t cache_bytes = uint64_t(n) * uint64_t(pool.floats_per_token()) * 4;  // < 2^31 * 2^32: no overflow
+  if (const auto left = stream_bytes_left(in); left && *left < cache_bytes)
+    throw Error(ErrorCode::Format, fmt::format("sequence file is truncated: {} tokens need {} bytes of cache, {} are left",
+                                               n, cache_bytes, *left));
+  if (n > pool_tokens)
+    throw Error(ErrorCode::OutOfMemory, fmt::format("the saved sequence has {} tokens; this model's KV pool holds {} "
+                                                    "(ModelLoadParams::kv_cache_tokens)", n, pool_tokens));
   auto seq = new_sequence(std::max<int64_t>(capacity > 0 ? capacity : n, std::max<int64_t>(n, 1)));
   if (n > seq->capacity()) throw Error(ErrorCode::InvalidArgument, "capacity below the saved sequence's length");
   KvCache& cache = *seq->impl_->cache;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dsinfer/openai.hpp"
+#include "util/json_input.hpp"
 
 namespace dsinfer::openai {
 
@@ -21,8 +22,8 @@ ApiError bad(const std::string& param, const std::string& message) {
 json parse_body(std::string_view body) {
   json j;
   try {
-    j = json::parse(body);
-  } catch (const json::parse_error& e) {
+    j = parse_json_input(body);
+  } catch (const JsonInputError& e) {
     throw bad("", fmt::format("the request body is not valid JSON: {}", e.what()));
   }
   if (!j.is_object()) throw bad("", "the request body must be a JSON object");
@@ -33,27 +34,27 @@ bool present(const json& j, const char* key) { return j.contains(key) && !j[key]
 
 std::optional<double> number(const json& j, const char* key, double lo, double hi) {
   if (!present(j, key)) return std::nullopt;
-  if (!j[key].is_number()) throw bad(key, fmt::format("\"{}\" must be a number, got {}", key, j[key].dump()));
+  if (!j[key].is_number()) throw bad(key, fmt::format("\"{}\" must be a number, got {}", key, json_excerpt(j[key])));
   const double v = j[key].get<double>();
-  if (!(v >= lo && v <= hi)) throw bad(key, fmt::format("\"{}\" must be in [{}, {}], got {}", key, lo, hi, j[key].dump()));
+  if (!(v >= lo && v <= hi)) throw bad(key, fmt::format("\"{}\" must be in [{}, {}], got {}", key, lo, hi, json_excerpt(j[key])));
   return v;
 }
 
 std::optional<int64_t> integer(const json& j, const char* key, int64_t lo, int64_t hi) {
   if (!present(j, key)) return std::nullopt;
   const json& v = j[key];
-  if (!v.is_number_integer()) throw bad(key, fmt::format("\"{}\" must be an integer, got {}", key, v.dump()));
+  if (!v.is_number_integer()) throw bad(key, fmt::format("\"{}\" must be an integer, got {}", key, json_excerpt(v)));
   // nlohmann keeps non-negative integers unsigned: compare those as unsigned (they may exceed INT64_MAX).
   const bool out = v.is_number_unsigned() ? (v.get<uint64_t>() > uint64_t(hi) || (lo > 0 && v.get<uint64_t>() < uint64_t(lo)))
                                           : (v.get<int64_t>() < lo || v.get<int64_t>() > hi);
   if (out)
-    throw bad(key, fmt::format("\"{}\" must be in [{}, {}], got {}", key, lo, hi, v.dump()));
+    throw bad(key, fmt::format("\"{}\" must be in [{}, {}], got {}", key, lo, hi, json_excerpt(v)));
   return v.get<int64_t>();
 }
 
 std::optional<bool> boolean(const json& j, const char* key) {
   if (!present(j, key)) return std::nullopt;
-  if (!j[key].is_boolean()) throw bad(key, fmt::format("\"{}\" must be true or false, got {}", key, j[key].dump()));
+  if (!j[key].is_boolean()) throw bad(key, fmt::format("\"{}\" must be true or false, got {}", key, json_excerpt(j[key])));
   return j[key].get<bool>();
 }
 
@@ -96,7 +97,7 @@ std::vector<std::string> stop_strings(const json& j) {
   const json& s = j["stop"];
   auto one = [&](const json& v) {
     if (!v.is_string() || v.get<std::string>().empty())
-      throw bad("stop", fmt::format("\"stop\" must be a non-empty string or a list of them, got {}", v.dump()));
+      throw bad("stop", fmt::format("\"stop\" must be a non-empty string or a list of them, got {}", json_excerpt(v)));
     out.push_back(v.get<std::string>());
   };
   if (s.is_array()) {
@@ -124,7 +125,7 @@ std::map<int32_t, float> logit_bias(const json& j, const Tokenizer& tok) {
     if (used != key.size() || id < 0 || id >= tok.size())
       throw bad("logit_bias", fmt::format("logit_bias key \"{}\" is not a token id in [0, {})", key, tok.size()));
     if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100))
-      throw bad("logit_bias", fmt::format("logit_bias for token {} must be a number in [-100, 100], got {}", key, value.dump()));
+      throw bad("logit_bias", fmt::format("logit_bias for token {} must be a number in [-100, 100], got {}", key, json_excerpt(value)));
     out[int32_t(id)] = value.get<float>();
   }
   return out;
@@ -165,7 +166,7 @@ void read_tool_choice(const json& j, const std::vector<std::string>& tools, Requ
                                            r.tool_choice_function));
   } else {
     throw bad("tool_choice", fmt::format("\"tool_choice\" must be \"none\", \"auto\", \"required\" or {{\"type\": "
-                                         "\"function\", \"function\": {{\"name\": ...}}}}, got {}", c.dump()));
+                                         "\"function\", \"function\": {{\"name\": ...}}}}, got {}", json_excerpt(c)));
   }
   if (tools.empty() && r.tool_choice != ToolChoice::None && r.tool_choice != ToolChoice::Auto)
     throw bad("tool_choice", "\"tool_choice\" asks for a tool call, but the request has no tools");
@@ -233,7 +234,7 @@ std::vector<int32_t> token_list(const json& v, const Tokenizer& tok, const char*
   std::vector<int32_t> ids;
   for (const auto& t : v) {
     if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= tok.size())
-      throw bad(param, fmt::format("\"{}\" holds {}, which is not a token id in [0, {})", param, t.dump(), tok.size()));
+      throw bad(param, fmt::format("\"{}\" holds {}, which is not a token id in [0, {})", param, json_excerpt(t), tok.size()));
     ids.push_back(int32_t(t.get<int64_t>()));
   }
   return ids;
@@ -357,7 +358,7 @@ Request parse_checked(Endpoint endpoint, std::string_view body, const Tokenizer&
   if (r.top_k < 0) r.top_k = 0;
   r.min_p = float(number(j, "min_p", 0.0, 1.0).value_or(0.0));
   if (present(j, "seed")) {
-    if (!j["seed"].is_number_integer()) throw bad("seed", fmt::format("\"seed\" must be an integer, got {}", j["seed"].dump()));
+    if (!j["seed"].is_number_integer()) throw bad("seed", fmt::format("\"seed\" must be an integer, got {}", json_excerpt(j["seed"])));
     r.seed = j["seed"].is_number_unsigned() ? j["seed"].get<uint64_t>() : uint64_t(j["seed"].get<int64_t>());
   }
   r.frequency_penalty = float(number(j, "frequency_penalty", -2.0, 2.0).value_or(0.0));

@@ -8,9 +8,11 @@
 #include <numeric>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <unordered_map>
 
 #include "dsinfer/sampler.hpp"
+#include "util/json_input.hpp"
 
 namespace dsinfer {
 
@@ -345,10 +347,12 @@ GenerationConfig load_generation_config(const std::string& dir) {
   const auto path = std::filesystem::path(dir) / "generation_config.json";
   if (!std::filesystem::exists(path)) return g;
   std::ifstream f(path);
+  std::ostringstream text;
+  text << f.rdbuf();
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
+    j = parse_json_input(text.str());
+  } catch (const JsonInputError& e) {
     throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
   }
   try {

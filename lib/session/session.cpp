@@ -20,11 +20,15 @@ void write_vec(std::ostream& o, const void* p, uint64_t n_bytes) {
   o.write(reinterpret_cast<const char*>(&n_bytes), 8);
   o.write(static_cast<const char*>(p), std::streamsize(n_bytes));
 }
+// A length-prefixed array of at most max_elems elements: the length is checked before anything is allocated.
 template <class T>
-std::vector<T> read_vec(std::istream& in) {
+std::vector<T> read_vec(std::istream& in, uint64_t max_elems, const char* what) {
   uint64_t n = 0;
   in.read(reinterpret_cast<char*>(&n), 8);
-  if (!in || n % sizeof(T) || n > (uint64_t(1) << 34)) throw Error(ErrorCode::Format, "session file is truncated or corrupt");
+  if (!in) throw Error(ErrorCode::Format, "session file is truncated");
+  if (n % sizeof(T) || n / sizeof(T) > max_elems)
+    throw Error(ErrorCode::Format, fmt::format("session file is corrupt: {} is {} bytes, expected at most {} {}-byte values",
+                                               what, n, max_elems, sizeof(T)));
   std::vector<T> v(n / sizeof(T));
   in.read(reinterpret_cast<char*>(v.data()), std::streamsize(n));
   if (!in) throw Error(ErrorCode::Format, "session file is truncated");
@@ -252,8 +256,13 @@ struct Session::Impl {
       end(FinishReason::None);
       throw;
     }
-    sampler->accept(next);
-    if (constraint) constraint->accept(next);
+    try {
+      sampler->accept(next);
+      if (constraint) constraint->accept(next);
+    } catch (...) {  // a user sampler's accept failed: the generation ends, the session stays usable
+      end(FinishReason::None);
+      throw;
+    }
     generated.push_back(next);
     if ((gen.stop_at_eos || (constraint && constraint->terminated())) && next == tok.eos_id()) {
       pending = next;  // part of the conversation; evaluated when the session continues
@@ -580,11 +589,20 @@ void Session::restore(const std::string& path) {
   if (!in || std::string_view(magic, 8) != std::string_view(kSessionMagic, 8))
     throw Error(ErrorCode::Format, fmt::format("{} is not a dsinfer session file (version 01)", path));
   auto seq = impl_->model.load_sequence(in, impl_->params.capacity);
-  auto tokens = read_vec<int32_t>(in);
-  auto logits = read_vec<float>(in);
-  const auto pend = read_vec<int32_t>(in);
+  // Sizes against the cache just read and the model: the token list is the cache's, the logits are the last
+  // token's over the whole vocabulary (or none), one pending id; ids are the model's.
+  const int64_t vocab = impl_->model.info().vocab_size;
+  auto tokens = read_vec<int32_t>(in, uint64_t(seq->size()), "the token list");
+  auto logits = read_vec<float>(in, uint64_t(vocab), "the logits");
+  const auto pend = read_vec<int32_t>(in, 1, "the pending token");
   if (int64_t(tokens.size()) != seq->size() || pend.size() != 1)
     throw Error(ErrorCode::Format, fmt::format("{}: the token list does not match the saved cache", path));
+  if (!logits.empty() && int64_t(logits.size()) != vocab)
+    throw Error(ErrorCode::Format, fmt::format("{}: {} logits saved, the model's vocabulary has {}", path, logits.size(), vocab));
+  for (const int32_t t : tokens)
+    if (t < 0 || t >= vocab) throw Error(ErrorCode::Format, fmt::format("{}: saved token id {} is not in the vocabulary", path, t));
+  if (pend[0] < -1 || pend[0] >= vocab)
+    throw Error(ErrorCode::Format, fmt::format("{}: the saved pending token id {} is not in the vocabulary", path, pend[0]));
   impl_->seq = std::move(seq);
   impl_->tokens = std::move(tokens);
   impl_->logits = std::move(logits);

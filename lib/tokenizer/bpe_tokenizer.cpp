@@ -15,10 +15,12 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <queue>
 #include <sstream>
 #include <unordered_map>
 
 #include "dsinfer/tokenizer.hpp"
+#include "util/json_input.hpp"
 
 namespace dsinfer {
 
@@ -216,7 +218,7 @@ class Regex {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof msg);
       throw Error(ErrorCode::Format, fmt::format("{}: regex {} does not compile: {} (offset {})", where,
-                                                 json(pattern).dump(), reinterpret_cast<const char*>(msg), off));
+                                                 json_excerpt(json(pattern)), reinterpret_cast<const char*>(msg), off));
     }
     pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // best effort: falls back to the interpreter
   }
@@ -404,6 +406,52 @@ struct Tokenizer::Impl {
 
   static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
 
+  // Applies merges lowest rank first, equal ranks left to right, as the HF library does: the symbols form a linked
+  // list and candidate pairs wait in a min-heap keyed (rank, position); a popped pair whose symbols have changed
+  // since it was pushed is stale and skipped. O(n log n) in the word length, where rescanning the word for each
+  // merge was O(n x merges) (an 80 KB word took seconds).
+  void merge_word(std::vector<int32_t>& syms) const {
+    const size_t n = syms.size();
+    if (n < 2) return;
+    struct Candidate {
+      int32_t rank;
+      uint32_t pos;          // the left symbol
+      int32_t left, right;   // the pair when pushed, to detect staleness
+      bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    std::vector<int64_t> prev(n), next(n);
+    for (size_t i = 0; i < n; ++i) {
+      prev[i] = int64_t(i) - 1;
+      next[i] = i + 1 < n ? int64_t(i) + 1 : -1;
+    }
+    std::vector<uint8_t> alive(n, 1);
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+    auto push = [&](int64_t i) {
+      if (i < 0 || next[size_t(i)] < 0) return;
+      const int32_t a = syms[size_t(i)], b = syms[size_t(next[size_t(i)])];
+      auto it = merges.find(pair_key(a, b));
+      if (it != merges.end()) heap.push({it->second.first, uint32_t(i), a, b});
+    };
+    for (size_t i = 0; i + 1 < n; ++i) push(int64_t(i));
+    while (!heap.empty()) {
+      const Candidate c = heap.top();
+      heap.pop();
+      const size_t i = c.pos;
+      if (!alive[i] || next[i] < 0 || syms[i] != c.left || syms[size_t(next[i])] != c.right) continue;
+      const size_t j = size_t(next[i]);
+      syms[i] = merges.at(pair_key(c.left, c.right)).second;
+      alive[j] = 0;
+      next[i] = next[j];
+      if (next[j] >= 0) prev[size_t(next[j])] = int64_t(i);
+      push(prev[i]);
+      push(int64_t(i));
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; ++i)
+      if (alive[i]) syms[k++] = syms[i];
+    syms.resize(k);
+  }
+
   void bpe_word(const std::string& word, std::vector<int32_t>& out) const {
     {
       std::lock_guard<std::mutex> lock(cache_mutex);
@@ -424,33 +472,10 @@ struct Tokenizer::Impl {
         if (it != vocab.end()) syms.push_back(it->second);  // no unk token: unknown symbols are dropped, as HF does
         i += n;
       }
-      // Repeatedly apply the lowest-ranked merge present, to all its non-overlapping occurrences left to right.
-      for (;;) {
-        int32_t best_rank = INT32_MAX, best_id = -1;
-        uint64_t best_key = 0;
-        for (size_t i = 0; i + 1 < syms.size(); ++i) {
-          auto it = merges.find(pair_key(syms[i], syms[i + 1]));
-          if (it != merges.end() && it->second.first < best_rank) {
-            best_rank = it->second.first;
-            best_id = it->second.second;
-            best_key = it->first;
-          }
-        }
-        if (best_id < 0) break;
-        std::vector<int32_t> next;
-        next.reserve(syms.size());
-        for (size_t i = 0; i < syms.size(); ++i) {
-          if (i + 1 < syms.size() && pair_key(syms[i], syms[i + 1]) == best_key) {
-            next.push_back(best_id);
-            ++i;
-          } else {
-            next.push_back(syms[i]);
-          }
-        }
-        syms.swap(next);
-      }
+      merge_word(syms);
     }
     out.insert(out.end(), syms.begin(), syms.end());
+    if (word.size() > 256) return;  // long words are rare and would make the cache's memory unbounded
     std::lock_guard<std::mutex> lock(cache_mutex);
     if (cache.size() > 200000) cache.clear();  // bounded: a pathological input cannot grow it without limit
     cache.emplace(word, std::move(syms));
@@ -570,16 +595,44 @@ struct Tokenizer::Impl {
 
 namespace {
 
+// The most entries (vocab plus added tokens) a tokenizer.json may have, and so the largest token id + 1
+// (docs/errors.md); DeepSeek's has 129280.
+constexpr int64_t kMaxTokenizerEntries = int64_t(1) << 24;
+
 json read_json_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(ErrorCode::Io, fmt::format("cannot open {}", path));
   std::ostringstream ss;
   ss << f.rdbuf();
   try {
-    return json::parse(ss.str());
-  } catch (const json::parse_error& e) {
+    return parse_json_input(ss.str());
+  } catch (const JsonInputError& e) {
     throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", path, e.what()));
   }
+}
+
+// o[key] when it is present and not null, else `def`; any other type is a Format error naming the file and key
+// (nlohmann's value() would throw its own type_error, which is not an input error to the caller).
+bool flag_at(const json& o, const char* key, bool def, const std::string& where) {
+  if (!o.is_object() || !o.contains(key) || o[key].is_null()) return def;
+  if (!o[key].is_boolean())
+    throw Error(ErrorCode::Format, fmt::format("{}: \"{}\" must be true or false, found {}", where, key, json_excerpt(o[key])));
+  return o[key].get<bool>();
+}
+std::string string_at(const json& o, const char* key, const std::string& def, const std::string& where) {
+  if (!o.is_object() || !o.contains(key) || o[key].is_null()) return def;
+  if (!o[key].is_string())
+    throw Error(ErrorCode::Format, fmt::format("{}: \"{}\" must be a string, found {}", where, key, json_excerpt(o[key])));
+  return o[key].get<std::string>();
+}
+// A token id from the file: an integer in [0, limit), where limit is the number of entries (docs/errors.md), so
+// the id table stays as large as the file's contents and no id is truncated to 32 bits.
+int32_t token_id_at(const json& v, int64_t limit, const std::string& where, const std::string& what) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() >= uint64_t(limit)) ||
+      v.get<int64_t>() < 0 || v.get<int64_t>() >= limit)
+    throw Error(ErrorCode::Format, fmt::format("{}: {} has id {}, outside [0, {}) (ids must be below the number of "
+                                               "tokens in the file)", where, what, json_excerpt(v), limit));
+  return int32_t(v.get<int64_t>());
 }
 
 std::string type_of(const json& j) {
@@ -609,31 +662,33 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   // model
   if (!j.contains("model") || !j["model"].is_object()) t.fail("missing the \"model\" object");
   const json& m = j["model"];
-  const std::string mtype = m.value("type", std::string("BPE"));
+  const std::string mtype = string_at(m, "type", "BPE", t.source + " (model)");
   if (mtype != "BPE") unsupported(fmt::format("model type \"{}\" is not supported (BPE only)", mtype));
   if (!m.contains("vocab") || !m["vocab"].is_object()) t.fail("\"model.vocab\" must be an object of token -> id");
   if (m.contains("byte_fallback") && m["byte_fallback"].is_boolean() && m["byte_fallback"].get<bool>())
     unsupported("BPE byte_fallback is not supported");
-  t.ignore_merges = m.value("ignore_merges", false);
+  t.ignore_merges = flag_at(m, "ignore_merges", false, t.source + " (model)");
+  const json& aj = j.contains("added_tokens") && !j["added_tokens"].is_null() ? j["added_tokens"] : json::array();
+  if (!aj.is_array()) t.fail("\"added_tokens\" must be a list");
+  // Ids are bounded by the number of entries: the id table is sized by the largest id, so one entry with id 10^8
+  // would otherwise cost gigabytes. Holes stay possible (an added token may repeat a vocab entry) but bounded.
+  const int64_t id_limit = std::min<int64_t>(int64_t(m["vocab"].size() + aj.size()), kMaxTokenizerEntries);
   int32_t max_id = -1;
   for (const auto& [tok, idj] : m["vocab"].items()) {
-    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() > INT32_MAX)
-      t.fail(fmt::format("\"model.vocab\" entry \"{}\" has an invalid id {}", tok, idj.dump()));
-    const int32_t id = idj.get<int32_t>();
+    const int32_t id = token_id_at(idj, id_limit, t.source, fmt::format("\"model.vocab\" entry \"{}\"", excerpt(tok)));
     t.vocab[tok] = id;
     max_id = std::max(max_id, id);
   }
-  const json& aj = j.contains("added_tokens") && !j["added_tokens"].is_null() ? j["added_tokens"] : json::array();
-  if (!aj.is_array()) t.fail("\"added_tokens\" must be a list");
   for (const auto& a : aj) {
     if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") ||
         !a["content"].is_string())
-      t.fail(fmt::format("added token {} needs an integer \"id\" and a string \"content\"", a.dump()));
-    const bool special = a.value("special", false);
-    t.added_tokens.push_back({a["id"].get<int32_t>(), a["content"].get<std::string>(), special,
-                              a.value("single_word", false), a.value("lstrip", false), a.value("rstrip", false),
-                              a.value("normalized", !special)});
-    if (t.added_tokens.back().id < 0) t.fail(fmt::format("added token {} has a negative id", a.dump()));
+      t.fail(fmt::format("added token {} needs an integer \"id\" and a string \"content\"", json_excerpt(a)));
+    const std::string where = t.source + " (added_tokens)";
+    const bool special = flag_at(a, "special", false, where);
+    t.added_tokens.push_back({token_id_at(a["id"], id_limit, t.source, fmt::format("added token {}", json_excerpt(a))),
+                              a["content"].get<std::string>(), special, flag_at(a, "single_word", false, where),
+                              flag_at(a, "lstrip", false, where), flag_at(a, "rstrip", false, where),
+                              flag_at(a, "normalized", !special, where)});
     max_id = std::max(max_id, t.added_tokens.back().id);
   }
   t.id_to_token.assign(size_t(max_id + 1), "");
@@ -660,18 +715,19 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     if (e.is_string()) {
       const std::string s = e.get<std::string>();
       const size_t sp = s.find(' ', 1);
-      if (sp == std::string::npos) t.fail(fmt::format("merge \"{}\" is not two tokens separated by a space", s));
+      if (sp == std::string::npos) t.fail(fmt::format("merge \"{}\" is not two tokens separated by a space", excerpt(s)));
       a = s.substr(0, sp);
       b = s.substr(sp + 1);
     } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
       a = e[0].get<std::string>();
       b = e[1].get<std::string>();
     } else {
-      t.fail(fmt::format("merge {} is neither \"a b\" nor [\"a\", \"b\"]", e.dump()));
+      t.fail(fmt::format("merge {} is neither \"a b\" nor [\"a\", \"b\"]", json_excerpt(e)));
     }
     auto ia = t.vocab.find(a), ib = t.vocab.find(b), im = t.vocab.find(a + b);
     if (ia == t.vocab.end() || ib == t.vocab.end() || im == t.vocab.end())
-      t.fail(fmt::format("merge #{} (\"{}\" + \"{}\") uses or makes a token missing from the vocabulary", rank, a, b));
+      t.fail(fmt::format("merge #{} (\"{}\" + \"{}\") uses or makes a token missing from the vocabulary", rank,
+                         excerpt(a), excerpt(b)));
     t.merges.emplace(Impl::pair_key(ia->second, ib->second), std::make_pair(rank++, im->second));
   }
 
@@ -693,7 +749,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
       if (!p.contains("pretokenizers") || !p["pretokenizers"].is_array()) t.fail("Sequence pre-tokenizer without a list");
       for (const auto& q : p["pretokenizers"]) add_pre(q);
     } else if (ty == "Split") {
-      if (p.value("invert", false)) unsupported("Split pre-tokenizer with invert=true is not supported");
+      if (flag_at(p, "invert", false, t.source + " (Split pre-tokenizer)")) unsupported("Split pre-tokenizer with invert=true is not supported");
       const json& pat = p.contains("pattern") ? p["pattern"] : json();
       std::string re;
       if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string()) {
@@ -704,8 +760,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
       } else {
         t.fail("Split pre-tokenizer needs a pattern {\"Regex\": ...} or {\"String\": ...}");
       }
-      const std::string beh = p.value("behavior", std::string("Isolated"));
-      SplitBehavior b;
+      const std::string beh = string_at(p, "behavior", "Isolated", t.source + " (Split pre-tokenizer)");
+      SplitBehavior b = SplitBehavior::Isolated;  // every other behavior is refused below
       if (beh == "Isolated") b = SplitBehavior::Isolated;
       else if (beh == "Removed") b = SplitBehavior::Removed;
       else if (beh == "MergedWithPrevious") b = SplitBehavior::MergedWithPrevious;
@@ -715,8 +771,8 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
       PreTokenizerStep s{PreTokenizerStep::Split, std::make_unique<Regex>(re, t.source + " (Split pattern)"), b};
       t.steps.push_back(std::move(s));
     } else if (ty == "ByteLevel") {
-      if (p.value("add_prefix_space", false)) unsupported("ByteLevel pre-tokenizer with add_prefix_space=true is not supported");
-      if (p.value("use_regex", true)) {
+      if (flag_at(p, "add_prefix_space", false, t.source + " (ByteLevel pre-tokenizer)")) unsupported("ByteLevel pre-tokenizer with add_prefix_space=true is not supported");
+      if (flag_at(p, "use_regex", true, t.source + " (ByteLevel pre-tokenizer)")) {
         // GPT-2's word pattern, applied before the byte mapping.
         const std::string gpt2 = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
         t.steps.push_back({PreTokenizerStep::Split, std::make_unique<Regex>(gpt2, t.source), SplitBehavior::Isolated});
@@ -724,7 +780,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
       t.steps.push_back({PreTokenizerStep::ByteLevel, nullptr, SplitBehavior::Isolated});
     } else if (ty == "Digits") {
       // The library's Digits splits on char::is_numeric (general category N), each digit alone or runs of them.
-      const std::string re = p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+";
+      const std::string re = flag_at(p, "individual_digits", false, t.source + " (Digits pre-tokenizer)") ? "\\p{N}" : "\\p{N}+";
       t.steps.push_back({PreTokenizerStep::Split, std::make_unique<Regex>(re, t.source), SplitBehavior::Isolated});
     } else {
       unsupported(fmt::format("pre-tokenizer type \"{}\" is not supported (Sequence, Split, ByteLevel, Digits)", ty));
@@ -754,10 +810,10 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
         for (const auto& [name, v] : pp["special_tokens"].items()) {
           if (!v.is_object() || !v.contains("ids") || !v["ids"].is_array())
             t.fail(fmt::format("post_processor special token \"{}\" has no \"ids\" list", name));
+          auto& ids = sp_ids[name];
           for (const auto& id : v["ids"])
-            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-              t.fail(fmt::format("post_processor special token \"{}\" has an invalid id {}", name, id.dump()));
-          sp_ids[name] = v["ids"].get<std::vector<int32_t>>();
+            ids.push_back(token_id_at(id, int64_t(t.id_to_token.size()), t.source,
+                                               fmt::format("post_processor special token \"{}\"", excerpt(name))));
         }
       const json single = pp.contains("single") ? pp["single"] : json::array();
       if (!single.is_array()) t.fail("post_processor \"single\" must be a list");
@@ -765,12 +821,12 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
         if (item.is_object() && item.contains("Sequence")) {
           t.single_template.push_back({true, {}});
         } else if (item.is_object() && item.contains("SpecialToken") && item["SpecialToken"].is_object()) {
-          const std::string name = item["SpecialToken"].value("id", std::string());
+          const std::string name = string_at(item["SpecialToken"], "id", "", t.source + " (post_processor)");
           auto it = sp_ids.find(name);
-          if (it == sp_ids.end()) t.fail(fmt::format("post_processor names special token \"{}\" without its ids", name));
+          if (it == sp_ids.end()) t.fail(fmt::format("post_processor names special token \"{}\" without its ids", excerpt(name)));
           t.single_template.push_back({false, it->second});
         } else {
-          t.fail(fmt::format("post_processor template item {} is not understood", item.dump()));
+          t.fail(fmt::format("post_processor template item {} is not understood", json_excerpt(item)));
         }
       }
     } else if (ty != "ByteLevel") {
@@ -785,15 +841,16 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     const json c = read_json_file(cfg_path.string());
     auto token_id = [&](const char* key) -> int32_t {
       if (!c.contains(key) || c[key].is_null()) return -1;
-      const std::string content = c[key].is_string() ? c[key].get<std::string>() : c[key].value("content", std::string());
+      const std::string content =
+          c[key].is_string() ? c[key].get<std::string>() : string_at(c[key], "content", "", cfg_path.string() + " (" + key + ")");
       auto it = t.vocab.find(content);
       if (it == t.vocab.end())
-        throw Error(ErrorCode::Format, fmt::format("{}: \"{}\" is \"{}\", which is not a token", cfg_path.string(), key, content));
+        throw Error(ErrorCode::Format, fmt::format("{}: \"{}\" is \"{}\", which is not a token", cfg_path.string(), key, excerpt(content)));
       return it->second;
     };
     t.bos = token_id("bos_token");
     t.eos = token_id("eos_token");
-    t.add_bos = c.value("add_bos_token", false);
+    t.add_bos = flag_at(c, "add_bos_token", false, cfg_path.string());
   }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <chrono>
 
+#include <fmt/format.h>
+
+#include "dsinfer/error.hpp"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define DSINFER_CPU_RELAX() _mm_pause()
@@ -37,13 +41,31 @@ bool spin_then_yield(const Ready& ready) {
 }
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) {
-  if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
+ThreadPool::ThreadPool(int n_threads)
+    : ThreadPool(n_threads, [](std::function<void()> body) { return std::thread(std::move(body)); }) {}
+
+ThreadPool::ThreadPool(int n_threads, const ThreadStarter& start_thread) {
+  if (n_threads < 0 || n_threads > kMaxThreads)
+    throw Error(ErrorCode::InvalidArgument,
+                fmt::format("n_threads must be 0 (all hardware threads) to {}, got {}", kMaxThreads, n_threads));
+  if (n_threads == 0) n_threads = int(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, kMaxThreads));
   n_threads_ = n_threads;
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  workers_.reserve(size_t(n_threads_ - 1));
+  // A thread that cannot be created (a memory or process limit) must not leave the ones already started waiting on
+  // a condition variable that is being destroyed (that hung the process): stop and join them, then report.
+  try {
+    for (int i = 1; i < n_threads_; ++i) workers_.push_back(start_thread([this, i] { worker_loop(i); }));
+  } catch (const std::exception& e) {
+    const size_t started = workers_.size();
+    stop_workers();
+    throw Error(ErrorCode::OutOfMemory, fmt::format("cannot start thread {} of {} ({}); ask for fewer threads",
+                                                    started + 2, n_threads_, e.what()));
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
@@ -51,6 +73,7 @@ ThreadPool::~ThreadPool() {
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::parallel_for(int64_t n, LoopBody fn, int64_t grain) {

@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -30,9 +31,17 @@ class LoopBody {
 
 class ThreadPool {
  public:
-  // n_threads <= 0 means std::thread::hardware_concurrency(). The calling thread also works, so n_threads - 1
-  // workers are started.
+  // The most threads a pool takes: far above any CPU's useful count, low enough that a typo cannot ask for millions.
+  static constexpr int kMaxThreads = 1024;
+
+  // n_threads 0 means std::thread::hardware_concurrency() (at most kMaxThreads). The calling thread also works, so
+  // n_threads - 1 workers are started. Throws Error(InvalidArgument) for n_threads < 0 or > kMaxThreads, and
+  // Error(OutOfMemory) when a worker cannot be started (the ones already started are stopped first).
   explicit ThreadPool(int n_threads = 0);
+  // The same, starting each worker with start_thread(body) instead of std::thread(body): lets a test make thread
+  // creation fail part-way through.
+  using ThreadStarter = std::function<std::thread(std::function<void()> body)>;
+  ThreadPool(int n_threads, const ThreadStarter& start_thread);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -46,6 +55,7 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
+  void stop_workers();
 
   int n_threads_;
   std::vector<std::thread> workers_;

@@ -42,9 +42,11 @@ _dsinfer._set_error_classes({1: InvalidArgumentError, 2: IoError, 3: FormatError
 
 
 class Sampler:
-    """Subclass and override apply(c): c.ids and c.logits are NumPy views valid only during the call; set
+    """Subclass and override apply(c): c.ids and c.logits are NumPy arrays of the candidates for this call; set
     c.selected to an index to choose a token, or reorder the arrays in place and set c.n to keep the first n.
-    Raise to fail the sampling step (it surfaces as InvalidArgumentError). Optionally override accept(token)."""
+    Arrays kept past the call are copies that no longer affect sampling. Raise an Exception to fail the sampling
+    step (it surfaces as InvalidArgumentError, the exception as its __cause__); KeyboardInterrupt and SystemExit
+    propagate as they are. Optionally override accept(token): what it raises propagates as it is."""
 
     def apply(self, c):
         raise NotImplementedError
@@ -144,7 +146,8 @@ class Constraint:
 
 
 class Session:
-    """One conversation: its KV cache, sampler and generation. Use from one thread at a time; cancel() from any.
+    """One conversation: its KV cache, sampler and generation. Use from one thread at a time (a call while another
+    thread is inside one raises InvalidArgumentError); cancel() from any.
     Keeps the model and tokenizer alive."""
 
     def __init__(self, model, tokenizer, capacity=4096, precision="fp8", thinking=False, seed=0, _impl=None):

@@ -14,6 +14,9 @@
 #include "dsinfer/tokenizer.hpp"
 #include "dsinfer/version.hpp"
 
+#include <mutex>
+#include <thread>
+
 namespace py = pybind11;
 using namespace dsinfer;
 
@@ -27,11 +30,52 @@ py::dict& error_classes() {
   return *d;
 }
 
+// A Python exception raised inside a callback the core made on this thread (a sampler's apply or accept). The core
+// sees an Error and unwinds; the front door (translate) then raises the original exception itself when `propagate`
+// is set, else the Error's class with the original as __cause__. Raw references, this thread's own: a thread_local
+// py::object would be released at thread exit without the GIL.
+struct StashedPyError {
+  PyObject* type = nullptr;
+  PyObject* value = nullptr;
+  PyObject* trace = nullptr;
+  bool propagate = false;
+};
+thread_local StashedPyError g_stashed;
+
+void clear_stashed_python_error() {  // with the GIL
+  Py_CLEAR(g_stashed.type);
+  Py_CLEAR(g_stashed.value);
+  Py_CLEAR(g_stashed.trace);
+}
+
+void stash_python_error(py::error_already_set& e, bool propagate) {  // with the GIL
+  clear_stashed_python_error();
+  e.restore();
+  PyErr_Fetch(&g_stashed.type, &g_stashed.value, &g_stashed.trace);
+  PyErr_NormalizeException(&g_stashed.type, &g_stashed.value, &g_stashed.trace);
+  if (g_stashed.trace && g_stashed.value) PyException_SetTraceback(g_stashed.value, g_stashed.trace);
+  g_stashed.propagate = propagate;
+}
+
 [[noreturn]] void rethrow_as_python(const Error& e) {
+  if (g_stashed.value && g_stashed.propagate) {
+    PyErr_Restore(g_stashed.type, g_stashed.value, g_stashed.trace);  // steals the references
+    g_stashed = StashedPyError{};
+    throw py::error_already_set();
+  }
   const int code = int(e.code());
   py::dict& classes = error_classes();
   py::object cls = classes.contains(py::int_(code)) ? classes[py::int_(code)] : classes[py::int_(int(ErrorCode::Internal))];
   PyErr_SetObject(cls.ptr(), py::make_tuple(code, e.what()).ptr());
+  if (g_stashed.value) {
+    PyObject *type, *value, *trace;
+    PyErr_Fetch(&type, &value, &trace);
+    PyErr_NormalizeException(&type, &value, &trace);
+    Py_INCREF(g_stashed.value);
+    PyException_SetCause(value, g_stashed.value);  // steals the reference
+    PyErr_Restore(type, value, trace);
+    clear_stashed_python_error();
+  }
   throw py::error_already_set();
 }
 
@@ -49,28 +93,48 @@ class PySampler final : public Sampler {
   }
   void apply(Candidates& c) override {
     py::gil_scoped_acquire gil;
-    // NumPy views on the candidates, valid only during this call (the base keeps nothing alive past it).
-    py::object base = py::capsule(&c, [](void*) {});
-    py::array_t<int32_t> ids({py::ssize_t(c.size())}, {sizeof(int32_t)}, c.ids.data(), base);
-    py::array_t<float> logits({py::ssize_t(c.size())}, {sizeof(float)}, c.logits.data(), base);
+    // NumPy arrays that Python owns, copied in and (after the call) back: a sampler that keeps c.ids or c.logits
+    // past the call keeps its own arrays, never a view of candidates that the next step frees or reuses.
+    py::array_t<int32_t> ids(py::ssize_t(c.size()));
+    py::array_t<float> logits(py::ssize_t(c.size()));
+    std::memcpy(ids.mutable_data(), c.ids.data(), c.size() * sizeof(int32_t));
+    std::memcpy(logits.mutable_data(), c.logits.data(), c.size() * sizeof(float));
     py::object view = py::module_::import("types").attr("SimpleNamespace")(
         py::arg("ids") = ids, py::arg("logits") = logits, py::arg("selected") = c.selected, py::arg("n") = c.size());
     try {
       obj_.attr("apply")(view);
     } catch (py::error_already_set& e) {
+      // An Exception fails the step as InvalidArgumentError (its cause kept); SystemExit, KeyboardInterrupt and
+      // other BaseExceptions are not the sampler's verdict and propagate unchanged (see stash_python_error).
+      stash_python_error(e, !e.matches(PyExc_Exception));
       throw Error(ErrorCode::InvalidArgument, std::string("Python sampler raised: ") + e.what());
     }
-    const size_t n = view.attr("n").cast<size_t>();
+    // The sampler edits the arrays in place (arrays it binds to c.ids / c.logits instead are not read, as before).
+    size_t n;
+    int64_t sel;
+    try {
+      n = view.attr("n").cast<size_t>();
+      sel = view.attr("selected").cast<int64_t>();
+    } catch (const py::cast_error&) {
+      throw Error(ErrorCode::InvalidArgument, "a Python sampler must leave c.n and c.selected integers (n >= 0)");
+    }
     if (n > c.size()) throw Error(ErrorCode::InvalidArgument, "a sampler may not grow the candidates");
+    std::memcpy(c.ids.data(), ids.data(), c.size() * sizeof(int32_t));
+    std::memcpy(c.logits.data(), logits.data(), c.size() * sizeof(float));
     c.resize(n);
     c.sorted = false;
     c.has_probs = false;
-    const int64_t sel = view.attr("selected").cast<int64_t>();
     c.selected = sel >= 0 && sel < int64_t(n) ? sel : -1;
   }
   void accept(int32_t token) override {
     py::gil_scoped_acquire gil;
-    if (py::hasattr(obj_, "accept")) obj_.attr("accept")(token);
+    try {
+      if (py::hasattr(obj_, "accept")) obj_.attr("accept")(token);
+    } catch (py::error_already_set& e) {
+      // The core reports this as an Error; the front door raises the Python exception itself (its own type).
+      stash_python_error(e, true);
+      throw Error(ErrorCode::InvalidArgument, std::string("Python sampler's accept raised: ") + e.what());
+    }
   }
   std::unique_ptr<Sampler> clone() const override {
     py::gil_scoped_acquire gil;
@@ -155,11 +219,19 @@ py::dict message_to_python(const ChatMessage& m) {
 
 template <class F>
 auto translate(F&& f) -> decltype(f()) {
+  clear_stashed_python_error();  // from an earlier call whose Error the core handled itself
   try {
     return f();
   } catch (const Error& e) {
     rethrow_as_python(e);
   }
+}
+
+// "fp8" or "reference"; anything else is refused rather than read as fp8.
+Precision precision_from_name(const std::string& name) {
+  if (name == "fp8") return Precision::Fp8;
+  if (name == "reference") return Precision::Reference;
+  throw Error(ErrorCode::InvalidArgument, "precision must be \"fp8\" or \"reference\", not \"" + name + "\"");
 }
 
 struct PyModel {
@@ -168,10 +240,44 @@ struct PyModel {
 struct PyTokenizer {
   std::shared_ptr<Tokenizer> tok;
 };
+// Which thread is inside a call on a Session. A Session is used from one thread at a time (its calls release the
+// GIL, so two Python threads would otherwise run it at once and corrupt its cache): a call from a second thread
+// raises instead. The same thread may read the session again from inside a call (a sampler reading tokens), not
+// change it.
+struct SessionUse {
+  std::mutex mutex;
+  std::thread::id owner;
+  int depth = 0;
+};
+class SessionUseGuard {
+ public:
+  SessionUseGuard(SessionUse& u, bool changes) : u_(u) {
+    std::lock_guard<std::mutex> lock(u_.mutex);
+    if (u_.depth > 0 && (u_.owner != std::this_thread::get_id() || changes))
+      throw Error(ErrorCode::InvalidArgument,
+                  u_.owner != std::this_thread::get_id()
+                      ? "this Session is in use by another thread (use a Session from one thread at a time; "
+                        "only cancel() may come from any thread)"
+                      : "this Session cannot be changed from inside one of its own calls (a sampler callback)");
+    u_.owner = std::this_thread::get_id();
+    ++u_.depth;
+  }
+  ~SessionUseGuard() {
+    std::lock_guard<std::mutex> lock(u_.mutex);
+    --u_.depth;
+  }
+  SessionUseGuard(const SessionUseGuard&) = delete;
+  SessionUseGuard& operator=(const SessionUseGuard&) = delete;
+
+ private:
+  SessionUse& u_;
+};
+
 struct PySession {
   std::shared_ptr<Model> model;  // keep the model and tokenizer alive as long as the session
   std::shared_ptr<Tokenizer> tok;
   std::unique_ptr<Session> s;
+  std::unique_ptr<SessionUse> use = std::make_unique<SessionUse>();
 };
 
 // dsinfer.Client's request: the server's protocol (openai::LocalCompletion) on a private engine.
@@ -245,7 +351,7 @@ PYBIND11_MODULE(_dsinfer, m) {
       .def("logits", [](const PyModel& pm, const std::vector<int32_t>& ids, const std::string& precision) {
         return translate([&] {
           EvalOptions o;
-          o.precision = precision == "reference" ? Precision::Reference : Precision::Fp8;
+          o.precision = precision_from_name(precision);
           o.all_logits = true;
           std::vector<float> out;
           {
@@ -358,19 +464,23 @@ PYBIND11_MODULE(_dsinfer, m) {
              SessionParams p;
              p.seed = seed;
              p.capacity = capacity;
-             p.eval.precision = precision == "reference" ? Precision::Reference : Precision::Fp8;
              p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
              return translate([&] {
+               p.eval.precision = precision_from_name(precision);
                return PySession{model.model, tok.tok, std::make_unique<Session>(*model.model, *tok.tok, p)};
              });
            }),
            py::arg("model"), py::arg("tokenizer"), py::arg("capacity") = 4096, py::arg("precision") = "fp8",
            py::arg("thinking") = false, py::arg("seed") = 0)
       .def("set_sampler", [](PySession& s, const py::list& items) {
-        translate([&] { s.s->set_sampler(make_chain(items)); });
+        translate([&] {
+          SessionUseGuard use(*s.use, true);
+          s.s->set_sampler(make_chain(items));
+        });
       })
       .def("prefill", [](PySession& s, const std::vector<int32_t>& ids) {
         translate([&] {
+          SessionUseGuard use(*s.use, true);
           py::gil_scoped_release nogil;
           s.s->prefill(ids);
         });
@@ -378,6 +488,7 @@ PYBIND11_MODULE(_dsinfer, m) {
       .def("_set_messages_json", [](PySession& s, const std::string& json) {
         translate([&] {
           const auto msgs = chat_messages_from_json(json);
+          SessionUseGuard use(*s.use, true);
           py::gil_scoped_release nogil;
           s.s->set_messages(msgs);
         });
@@ -389,13 +500,17 @@ PYBIND11_MODULE(_dsinfer, m) {
         g.stop = std::move(stop);
         g.stop_at_eos = stop_at_eos;
         if (constraint) g.constraint = constraint->c;
-        translate([&] { s.s->start(g); });
+        translate([&] {
+          SessionUseGuard use(*s.use, true);
+          s.s->start(g);
+        });
       }, py::arg("max_tokens"), py::arg("stop"), py::arg("stop_at_eos"), py::arg("constraint") = nullptr)
       .def("_next", [](PySession& s) -> py::object {
         return translate([&]() -> py::object {
           ChatEvent e;
           bool more;
           {
+            SessionUseGuard use(*s.use, true);
             py::gil_scoped_release nogil;
             more = s.s->next(e);
           }
@@ -411,21 +526,57 @@ PYBIND11_MODULE(_dsinfer, m) {
         });
       })
       .def("cancel", [](PySession& s) { s.s->cancel(); })
-      .def_property_readonly("generated", [](const PySession& s) { return s.s->generated(); })
-      .def_property_readonly("generated_text", [](const PySession& s) { return s.s->generated_text(); })
-      .def_property_readonly("reply", [](const PySession& s) { return message_to_python(s.s->reply()); })
-      .def_property_readonly("tokens", [](const PySession& s) { return s.s->tokens(); })
+      .def_property_readonly("generated", [](const PySession& s) {
+        return translate([&] {
+          SessionUseGuard use(*s.use, false);
+          return s.s->generated();
+        });
+      })
+      .def_property_readonly("generated_text", [](const PySession& s) {
+        return translate([&] {
+          SessionUseGuard use(*s.use, false);
+          return s.s->generated_text();
+        });
+      })
+      .def_property_readonly("reply", [](const PySession& s) {
+        return translate([&] {
+          SessionUseGuard use(*s.use, false);
+          return message_to_python(s.s->reply());
+        });
+      })
+      .def_property_readonly("tokens", [](const PySession& s) {
+        return translate([&] {
+          SessionUseGuard use(*s.use, false);
+          return s.s->tokens();
+        });
+      })
       .def_property_readonly("last_logits", [](const PySession& s) {
-        const auto& l = s.s->last_logits();
-        py::array_t<float> a(py::ssize_t(l.size()));
-        std::memcpy(a.mutable_data(), l.data(), l.size() * sizeof(float));
-        return a;
+        return translate([&] {
+          SessionUseGuard use(*s.use, false);
+          const auto& l = s.s->last_logits();
+          py::array_t<float> a(py::ssize_t(l.size()));
+          std::memcpy(a.mutable_data(), l.data(), l.size() * sizeof(float));
+          return a;
+        });
       })
       .def("fork", [](const PySession& s) {
-        return translate([&] { return PySession{s.model, s.tok, s.s->fork()}; });
+        return translate([&] {
+          SessionUseGuard use(*s.use, false);
+          return PySession{s.model, s.tok, s.s->fork()};
+        });
       })
-      .def("save", [](const PySession& s, const std::string& path) { translate([&] { s.s->save(path); }); })
-      .def("restore", [](PySession& s, const std::string& path) { translate([&] { s.s->restore(path); }); });
+      .def("save", [](const PySession& s, const std::string& path) {
+        translate([&] {
+          SessionUseGuard use(*s.use, false);
+          s.s->save(path);
+        });
+      })
+      .def("restore", [](PySession& s, const std::string& path) {
+        translate([&] {
+          SessionUseGuard use(*s.use, true);
+          s.s->restore(path);
+        });
+      });
 
   // The OpenAI-shaped call (dsinfer.Client): request bodies and replies as JSON text, exactly the server's.
   m.def("_set_api_error_class", [](py::object cls) { api_error_class() = cls; });

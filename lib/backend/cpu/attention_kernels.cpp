@@ -151,8 +151,12 @@ void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, i
 #ifdef DSINFER_HAVE_AVX2_KERNELS
 // ---------------------------------------------------------------------------------------------------------------
 // 16 lanes as one zmm.
+#ifdef __clang__  // clang has no GCC target pragma (sanitizer and fuzz builds): the same as an attribute
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
 namespace avx512 {
 namespace {
 struct V {
@@ -193,12 +197,20 @@ constexpr int kColsC = 4;  // o_lat columns (×16) per pass over the keys
 #include "backend/cpu/attention_kernels.inc"
 }  // namespace
 }  // namespace avx512
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 // ---------------------------------------------------------------------------------------------------------------
 // 16 lanes as two ymm: lanes 0-7 and 8-15.
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 namespace avx2 {
 namespace {
 struct V {
@@ -241,7 +253,11 @@ constexpr int kColsC = 2;
 #include "backend/cpu/attention_kernels.inc"
 }  // namespace
 }  // namespace avx2
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif  // DSINFER_HAVE_AVX2_KERNELS
 
 // ---------------------------------------------------------------------------------------------------------------

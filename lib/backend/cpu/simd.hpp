@@ -6,6 +6,7 @@
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define DSINFER_HAVE_AVX2_KERNELS 1
 // GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined values and trip this warning.
@@ -24,7 +25,10 @@ inline CpuIsa cpu_kernel_isa() {
     if (force && std::strcmp(force, "scalar") == 0) return CpuIsa::Scalar;
 #ifdef DSINFER_HAVE_AVX2_KERNELS
     __builtin_cpu_init();
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
+    // F16C from CPUID (leaf 1, ECX): clang's __builtin_cpu_supports does not know "f16c" (sanitizer/fuzz builds).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c))
       return CpuIsa::Scalar;
     if (!(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))

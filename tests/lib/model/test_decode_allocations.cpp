@@ -26,7 +26,12 @@
 
 #include "dsinfer/model.hpp"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)  // clang says so with __has_feature, GCC with __SANITIZE_*__
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define DSINFER_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(DSINFER_SANITIZED)
 #define DSINFER_COUNT_ALLOCATIONS 0  // the sanitizers own the allocator
 #else
 #define DSINFER_COUNT_ALLOCATIONS 1

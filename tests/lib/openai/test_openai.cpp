@@ -383,3 +383,20 @@ TEST_CASE("every choice of a constrained request follows it (random weights, T =
     else CHECK(fn["name"] == "noop");
   }
 }
+
+TEST_CASE("request bodies nested 100k deep are a 400 that says so, on every endpoint", "[openai][limits]") {
+  Fixture f;
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  for (const std::string& body : {deep, fmt::format("{{{}, \"tools\": {}}}", kHello, deep),
+                                  fmt::format("{{{}, \"response_format\": {{\"type\": \"json_schema\", \"json_schema\": "
+                                              "{{\"name\": \"x\", \"schema\": {}}}}}}}", kHello, deep)}) {
+    const ApiError e = refused(f, body);
+    CHECK(e.status() == 400);
+    CHECK_THAT(e.what(), Catch::Contains("nest deeper than 128 levels"));
+  }
+  CHECK(refused(f, deep, Endpoint::Completions).status() == 400);
+  CHECK_THROWS_AS(tokenize_reply(deep, *f.tok, f.d), ApiError);
+  CHECK_THROWS_AS(detokenize_reply(deep, *f.tok), ApiError);
+  // 1e400 is out of nlohmann's range: a 400 as well, not a 500.
+  CHECK(refused(f, fmt::format("{{{}, \"temperature\": 1e400}}", kHello)).status() == 400);
+}

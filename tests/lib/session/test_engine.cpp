@@ -348,3 +348,28 @@ TEST_CASE("chunked prefill: a step budget spreads prompts over steps, results bi
     for (size_t i = 0; i < texts.size(); ++i) CHECK(sessions[i]->generated() == alone[i]);
   }
 }
+
+TEST_CASE("Engine::generate refuses sessions of different precisions (issue 20)", "[engine][errors]") {
+  auto model = Model::load(kModel, ModelLoadParams{.n_threads = 1});
+  auto tok = Tokenizer::load(kModel);
+  SessionParams fp8, ref;
+  fp8.capacity = ref.capacity = 64;
+  fp8.eval.precision = Precision::Fp8;
+  ref.eval.precision = Precision::Reference;
+  Session a(*model, *tok, fp8), b(*model, *tok, ref);
+  a.queue_messages(user("hi"));
+  b.queue_messages(user("hi"));
+  GenerateParams g;
+  g.max_tokens = 2;
+  Engine engine(*model);
+  std::vector<Session*> both = {&a, &b};
+  try {
+    engine.generate(both, g);
+    FAIL("mixed precisions accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::InvalidArgument);
+    CHECK_THAT(e.what(), Catch::Contains("share one precision"));
+  }
+  std::vector<Session*> one = {&a};
+  CHECK_NOTHROW(engine.generate(one, g));  // both stay usable
+}

@@ -1,0 +1,162 @@
+// The C ABI misused the ways an embedder can get wrong (issue 20): each call must fail with a status and a message,
+// and never write past the caller's structs, call a NULL pointer or free something twice.
+#include <catch2/catch.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "dsinfer.h"
+
+namespace {
+
+const std::string kModel = std::string(DSINFER_MODELS_DIR) + "/v32-tiny";
+
+struct Loaded {
+  dsinfer_model* m = nullptr;
+  dsinfer_tokenizer* t = nullptr;
+  Loaded() {
+    dsinfer_model_params p;
+    DSINFER_MODEL_PARAMS_INIT(&p);
+    p.n_threads = 1;
+    REQUIRE(dsinfer_model_load(kModel.c_str(), &p, &m) == DSINFER_OK);
+    REQUIRE(dsinfer_tokenizer_load(kModel.c_str(), &t) == DSINFER_OK);
+  }
+  ~Loaded() {
+    dsinfer_tokenizer_free(t);
+    dsinfer_model_free(m);
+  }
+};
+
+dsinfer_status apply_greedy(void*, dsinfer_candidates* c) {
+  c->selected = 0;
+  return DSINFER_OK;
+}
+
+}  // namespace
+
+TEST_CASE("next_event writes only what an older, smaller caller struct holds, and keeps its struct_size",
+          "[capi]") {
+  Loaded l;
+  dsinfer_session* s = nullptr;
+  REQUIRE(dsinfer_session_create(l.m, l.t, nullptr, &s) == DSINFER_OK);
+  const int32_t prompt[] = {1, 2, 3};
+  REQUIRE(dsinfer_session_prefill(s, prompt, 3) == DSINFER_OK);
+  dsinfer_generate_params g;
+  DSINFER_GENERATE_PARAMS_INIT(&g);
+  g.max_tokens = 3;
+  g.stop_at_eos = 0;
+  REQUIRE(dsinfer_session_generate_start(s, &g) == DSINFER_OK);
+  // An "older" event struct: only struct_size, kind and text; the bytes after it belong to someone else.
+  constexpr size_t old_size = offsetof(dsinfer_event, text) + sizeof(const char*);
+  std::vector<unsigned char> buf(sizeof(dsinfer_event) + 64, 0xAB);
+  const size_t caller = old_size;
+  std::memcpy(buf.data(), &caller, sizeof caller);
+  for (int call = 0; call < 5; ++call) {  // past the end of the generation too (DONE)
+    REQUIRE(dsinfer_session_next_event(s, reinterpret_cast<dsinfer_event*>(buf.data())) == DSINFER_OK);
+    size_t now = 0;
+    std::memcpy(&now, buf.data(), sizeof now);
+    CHECK(now == old_size);
+    for (size_t i = old_size; i < buf.size(); ++i) REQUIRE(buf[i] == 0xAB);
+  }
+  // A struct_size that does not even cover `kind` is refused (it used to mean "the whole current struct").
+  dsinfer_event ev{};
+  ev.struct_size = 0;
+  CHECK(dsinfer_session_next_event(s, &ev) == DSINFER_E_INVALID_ARG);
+  CHECK(std::string(dsinfer_last_error()).find("struct_size") != std::string::npos);
+  // A newer, larger caller struct: the library writes its own size and says so.
+  struct Newer {
+    dsinfer_event ev;
+    uint64_t appended;
+  } newer{};
+  newer.ev.struct_size = sizeof newer;
+  newer.appended = 77;
+  REQUIRE(dsinfer_session_next_event(s, &newer.ev) == DSINFER_OK);
+  CHECK(newer.ev.struct_size == sizeof(dsinfer_event));
+  CHECK(newer.appended == 77);
+  dsinfer_session_free(s);
+}
+
+TEST_CASE("a custom sampler iface whose struct_size does not cover apply is refused", "[capi]") {
+  dsinfer_sampler_iface iface{};
+  iface.apply = apply_greedy;
+  dsinfer_sampler* s = nullptr;
+  for (size_t size : {size_t(0), sizeof(size_t), offsetof(dsinfer_sampler_iface, apply) + 1}) {
+    iface.struct_size = size;
+    CHECK(dsinfer_sampler_custom_create(&iface, nullptr, &s) == DSINFER_E_INVALID_ARG);
+    CHECK(s == nullptr);
+    CHECK(std::string(dsinfer_last_error()).find("struct_size") != std::string::npos);
+  }
+  CHECK(dsinfer_sampler_custom_create(nullptr, nullptr, &s) == DSINFER_E_INVALID_ARG);
+  // Covering apply only (an iface from before accept/free/name existed) is enough: the rest are NULL.
+  iface.struct_size = offsetof(dsinfer_sampler_iface, apply) + sizeof iface.apply;
+  iface.accept = reinterpret_cast<void (*)(void*, int32_t)>(1);  // past the caller's size: must not be read
+  REQUIRE(dsinfer_sampler_custom_create(&iface, nullptr, &s) == DSINFER_OK);
+  Loaded l;
+  dsinfer_session* sess = nullptr;
+  REQUIRE(dsinfer_session_create(l.m, l.t, nullptr, &sess) == DSINFER_OK);
+  REQUIRE(dsinfer_session_set_sampler(sess, s) == DSINFER_OK);
+  const int32_t prompt[] = {5, 6};
+  REQUIRE(dsinfer_session_prefill(sess, prompt, 2) == DSINFER_OK);
+  dsinfer_generate_params g;
+  DSINFER_GENERATE_PARAMS_INIT(&g);
+  g.max_tokens = 2;
+  g.stop_at_eos = 0;
+  REQUIRE(dsinfer_session_generate_start(sess, &g) == DSINFER_OK);
+  dsinfer_event ev;
+  do {
+    ev.struct_size = sizeof ev;
+    REQUIRE(dsinfer_session_next_event(sess, &ev) == DSINFER_OK);
+  } while (ev.kind != DSINFER_EVENT_DONE);
+  size_t n = 0;
+  REQUIRE(dsinfer_session_generated(sess, nullptr, 0, &n) == DSINFER_OK);
+  CHECK(n == 2);
+  dsinfer_session_free(sess);
+  // An apply of NULL within the size is refused as before.
+  iface.apply = nullptr;
+  CHECK(dsinfer_sampler_custom_create(&iface, nullptr, &s) == DSINFER_E_INVALID_ARG);
+}
+
+TEST_CASE("a sampler chain cannot be added to itself", "[capi]") {
+  dsinfer_sampler* chain = nullptr;
+  REQUIRE(dsinfer_sampler_chain_create(&chain) == DSINFER_OK);
+  CHECK(dsinfer_sampler_chain_add(chain, chain) == DSINFER_E_INVALID_ARG);
+  CHECK(std::string(dsinfer_last_error()).find("itself") != std::string::npos);
+  // The chain is still the caller's and still works.
+  dsinfer_sampler* greedy = nullptr;
+  REQUIRE(dsinfer_sampler_greedy_create(&greedy) == DSINFER_OK);
+  CHECK(dsinfer_sampler_chain_add(chain, greedy) == DSINFER_OK);
+  dsinfer_sampler_free(chain);
+}
+
+TEST_CASE("the params init functions write at most struct_size bytes, even below the size field's own",
+          "[capi]") {  // found by fuzz_capi
+  for (size_t size = 0; size <= sizeof(dsinfer_generate_params) + 8; ++size) {
+    std::vector<unsigned char> a(64, 0xAB), b(64, 0xAB), c(64, 0xAB);
+    dsinfer_model_params_init(reinterpret_cast<dsinfer_model_params*>(a.data()), size);
+    dsinfer_session_params_init(reinterpret_cast<dsinfer_session_params*>(b.data()), size);
+    dsinfer_generate_params_init(reinterpret_cast<dsinfer_generate_params*>(c.data()), size);
+    for (size_t i = size; i < 64; ++i) {
+      INFO("size " << size << ", byte " << i);
+      REQUIRE(a[i] == 0xAB);
+      REQUIRE(b[i] == 0xAB);
+      REQUIRE(c[i] == 0xAB);
+    }
+  }
+}
+
+TEST_CASE("a precision that is not one of the enum's values is refused", "[capi]") {  // found by fuzz_capi
+  Loaded l;
+  for (int value : {2, -1, 1 << 20}) {
+    dsinfer_session_params p;
+    DSINFER_SESSION_PARAMS_INIT(&p);
+    std::memcpy(&p.precision, &value, sizeof value);  // what a C caller can store in the field
+    dsinfer_session* s = nullptr;
+    CHECK(dsinfer_session_create(l.m, l.t, &p, &s) == DSINFER_E_INVALID_ARG);
+    CHECK(s == nullptr);
+    CHECK(std::string(dsinfer_last_error()).find("precision") != std::string::npos);
+  }
+}
