@@ -201,7 +201,8 @@ typedef struct dsinfer_event {
 } dsinfer_event;
 
 /* Creates a session over a model and tokenizer (both borrowed: they must outlive it). Free with
- * dsinfer_session_free. The default sampler is greedy. */
+ * dsinfer_session_free. The default sampler is the checkpoint's: generation_config.json's temperature, top_k and
+ * top_p with a draw seeded 0 (greedy without the file); set a greedy chain for argmax decoding. */
 DSINFER_API dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_tokenizer* t,
                                                   const dsinfer_session_params* p, dsinfer_session** out);
 DSINFER_API void dsinfer_session_free(dsinfer_session* s);

@@ -11,6 +11,7 @@
 
 #include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
+#include "dsinfer/sampler.hpp"
 
 namespace dsinfer {
 
@@ -44,6 +45,10 @@ struct DSINFER_CXX_API ModelInfo {
   int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, index_topk = 0;
   int64_t bos_token_id = 0;
   std::vector<int64_t> eos_token_ids;
+  // The checkpoint's sampling defaults: generation_config.json (DeepSeek-V3.2: temperature 1.0, top_p 0.95), or
+  // greedy (do_sample false) without the file, as transformers does. Every front door samples with them unless
+  // told otherwise: a Session's default chain, the C API's and Python's sessions, the CLI, the server.
+  GenerationConfig generation;
   int64_t parameter_count = 0;  // tensors bound for the forward pass
   int64_t weight_bytes = 0;     // their bytes as stored
   // The weight bytes one single-token decode step reads: every weight once, except the embedding (one row) and

@@ -1,4 +1,5 @@
 // The public Model / Sequence API over the checkpoint, the backend and the forward pass.
+#include <filesystem>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -139,6 +140,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   info.index_topk = c.index_topk;
   info.bos_token_id = c.bos_token_id;
   info.eos_token_ids = c.eos_token_ids;
+  if (std::filesystem::exists(std::filesystem::path(dir) / "generation_config.json"))
+    info.generation = load_generation_config(dir);
+  else
+    info.generation.do_sample = false;  // no recommendation: greedy, transformers' default
   int64_t n_weights = 0, done = 0;
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {

@@ -342,6 +342,10 @@ PYBIND11_MODULE(_dsinfer, m) {
         d["hidden_size"] = i.hidden_size;
         d["num_layers"] = i.num_layers;
         d["parameter_count"] = i.parameter_count;
+        // The checkpoint's sampling defaults (generation_config.json; greedy without it), what sessions use.
+        d["generation"] = py::dict(py::arg("do_sample") = i.generation.do_sample,
+                                   py::arg("temperature") = i.generation.temperature,
+                                   py::arg("top_p") = i.generation.top_p, py::arg("top_k") = i.generation.top_k);
         return d;
       })
       .def("logits", [](const PyModel& pm, const std::vector<int32_t>& ids, const std::string& precision) {
@@ -456,8 +460,9 @@ PYBIND11_MODULE(_dsinfer, m) {
 
   py::class_<PySession>(m, "Session")
       .def(py::init([](const PyModel& model, const PyTokenizer& tok, int64_t capacity, const std::string& precision,
-                       bool thinking) {
+                       bool thinking, uint64_t seed) {
              SessionParams p;
+             p.seed = seed;
              p.capacity = capacity;
              p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
              return translate([&] {
@@ -466,7 +471,7 @@ PYBIND11_MODULE(_dsinfer, m) {
              });
            }),
            py::arg("model"), py::arg("tokenizer"), py::arg("capacity") = 4096, py::arg("precision") = "fp8",
-           py::arg("thinking") = false)
+           py::arg("thinking") = false, py::arg("seed") = 0)
       .def("set_sampler", [](PySession& s, const py::list& items) {
         translate([&] {
           SessionUseGuard use(*s.use, true);
@@ -583,10 +588,9 @@ PYBIND11_MODULE(_dsinfer, m) {
                d.model_id = model_id;
                d.context = context;
                d.any_model_name = true;
-               if (!generation.is_none()) d.generation = load_generation_config(generation.cast<std::string>());
-               else {
-                 d.generation.do_sample = false;  // no generation_config.json given: greedy, as Session is
-               }
+               // The checkpoint's sampling defaults (read at load), or those of the folder given.
+               d.generation = generation.is_none() ? pm.model->info().generation
+                                                   : load_generation_config(generation.cast<std::string>());
                const auto ep = endpoint == "chat" ? openai::Endpoint::ChatCompletions : openai::Endpoint::Completions;
                openai::Request r;
                {
