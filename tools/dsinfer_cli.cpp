@@ -49,7 +49,7 @@ constexpr const char* kUsage =
     "      prints the exact encoded prompt for the messages (or its token ids)\n"
     "  dsinfer logits [--model DIR] --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
     "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"
-    "  dsinfer info [--model DIR]\n"
+    "  dsinfer info [--model DIR] [--kv-cache-dtype auto|f32|bf16|fp8] [--ctx N]   (N: KV bytes of N tokens)\n"
     "      prints what the checkpoint is\n"
     "  dsinfer serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...\n"
     "      an OpenAI-compatible HTTP server (dsinfer serve --help)\n"
@@ -142,6 +142,9 @@ std::string model_dir(const Args& a) {
 std::unique_ptr<dsinfer::Model> load(const Args& a) {
   dsinfer::ModelLoadParams p;
   if (a.flags.count("threads")) p.n_threads = int(parse_int("threads", a.flags.at("threads"), 1, 1024));
+  if (a.flags.count("kv-cache-dtype") &&
+      !dsinfer::kv_cache_dtype_from_name(a.flags.at("kv-cache-dtype"), &p.kv_cache_dtype))
+    throw UsageError("--kv-cache-dtype must be auto, f32, bf16 or fp8");
   return dsinfer::Model::load(model_dir(a), p);
 }
 
@@ -238,11 +241,11 @@ int run_text(const Args& a) {
 
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
-      {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy"}},
-      {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy"}},
+      {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy", "kv-cache-dtype"}},
+      {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy", "kv-cache-dtype"}},
       {"prompt", {"model", "messages", "thinking", "ids"}},
-      {"logits", {"model", "ids", "out", "precision", "threads"}},
-      {"info", {"model", "threads"}},
+      {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype"}},
+      {"info", {"model", "threads", "kv-cache-dtype", "ctx"}},
   };
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help"))) {
     std::fputs(kUsage, stdout);
@@ -256,6 +259,11 @@ int run(int argc, char** argv) {
                "parameters: {}\nweight bytes: {}\n",
                i.model_type, i.has_indexer ? "yes" : "no", i.fp8_weights ? "yes" : "no", i.vocab_size,
                i.hidden_size, i.num_layers, i.parameter_count, i.weight_bytes);
+    // KV cache memory, from the config alone (nothing is allocated for it here).
+    fmt::print("kv cache: {}, {} bytes per token per layer, {} bytes per token\n",
+               dsinfer::kv_cache_dtype_name(i.kv_cache_dtype), i.kv_bytes_per_token_layer, i.kv_bytes_per_token);
+    const int64_t ctx = a.flags.count("ctx") ? parse_int("ctx", a.flags.at("ctx"), 0, int64_t(1) << 40) : 0;
+    if (ctx > 0) fmt::print("kv cache for {} tokens: {} bytes\n", ctx, model->kv_cache_bytes(ctx));
     return 0;
   }
   if (a.command == "prompt") {
