@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* DSINFER_VERSION_MAJOR/_MINOR/_PATCH/_STRING/_NUMBER and DSINFER_ABI_VERSION (generated from the build's version). */
+#include "dsinfer/version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -24,8 +27,6 @@ extern "C" {
 #else
 #define DSINFER_API __attribute__((visibility("default")))
 #endif
-
-#define DSINFER_ABI_VERSION 1
 
 /* Status codes: values are pinned and only ever appended to. */
 typedef enum dsinfer_status {

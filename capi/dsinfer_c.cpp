@@ -150,7 +150,7 @@ dsinfer_status make_sampler(dsinfer_sampler** out, const std::function<std::uniq
 extern "C" {
 
 uint32_t dsinfer_abi_version(void) { return DSINFER_ABI_VERSION; }
-const char* dsinfer_version_string(void) { return "0.1.0"; }
+const char* dsinfer_version_string(void) { return DSINFER_VERSION_STRING; }
 const char* dsinfer_last_error(void) { return g_last_error.c_str(); }
 const char* dsinfer_status_name(dsinfer_status s) { return dsinfer::error_code_name(static_cast<dsinfer::ErrorCode>(s)); }
 void dsinfer_string_free(char* s) { std::free(s); }

@@ -1,5 +1,6 @@
 // dsinfer — command-line front end: run a DeepSeek-V3-family checkpoint.
 //   dsinfer generate --model DIR (--ids 0,1234,... | --prompt TEXT) [--n N] [--precision fp8|reference] [--threads N]
+//                    [--temperature T --top-p P --top-k K --min-p P --repeat-penalty R --seed S | --greedy]
 //   dsinfer chat     --model DIR [--messages FILE|-] [--thinking] [--n N] ...
 //   dsinfer prompt   --model DIR --messages FILE|- [--thinking] [--ids]
 //   dsinfer logits   --model DIR --ids ... --out FILE [--precision fp8|reference] [--threads N]
@@ -23,6 +24,8 @@
 #include <iterator>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "dsinfer/chat.hpp"
 #include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
@@ -34,31 +37,62 @@ namespace {
 using dsinfer::Error;
 using dsinfer::ErrorCode;
 
-constexpr const char* kUsage =
-    "usage:\n"
-    "  dsinfer generate [--model DIR] --ids ID,ID,... [--n N] [--precision fp8|reference] [--threads N]\n"
-    "      prints the greedy continuation ids (N, default 32), comma-separated\n"
-    "  dsinfer generate [--model DIR] --prompt TEXT [--n N] [--seed S] [--greedy] [--precision ...] [--threads N]\n"
-    "      tokenizes TEXT (with the tokenizer's BOS) and streams the continuation as text\n"
-    "  dsinfer chat [--model DIR] [--messages FILE|-] [--thinking] [--n N] [--seed S] [--greedy] [--precision ...]\n"
-    "               [--threads N]\n"
-    "      encodes {\"messages\": [...], \"tools\": [...]} (a file, or stdin) in DeepSeek-V3.2's format, streams the\n"
-    "      reply (following the request's response_format / tool_choice when they enforce one), then\n"
-    "      prints the parsed reply (reasoning, content, tool calls) as JSON on stderr\n"
-    "  dsinfer prompt [--model DIR] --messages FILE|- [--thinking] [--ids]\n"
-    "      prints the exact encoded prompt for the messages (or its token ids)\n"
-    "  dsinfer logits [--model DIR] --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
-    "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"
-    "  dsinfer info [--model DIR] [--kv-cache-dtype auto|f32|bf16|fp8] [--ctx N]   (N: KV bytes of N tokens)\n"
-    "      prints what the checkpoint is\n"
-    "  dsinfer serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...\n"
-    "      an OpenAI-compatible HTTP server (dsinfer serve --help)\n"
+// Per-command usage (`dsinfer COMMAND --help`); `dsinfer --help` prints them all.
+const std::vector<std::pair<std::string, std::string>> kCommandUsage = {
+    {"generate",
+     "  dsinfer generate [--model DIR] --ids ID,ID,... [--n N] [--precision fp8|reference] [--threads N]\n"
+     "      prints the greedy continuation ids (N, default 32), comma-separated\n"
+     "  dsinfer generate [--model DIR] --prompt TEXT [--n N] [SAMPLING] [--precision ...] [--threads N]\n"
+     "      tokenizes TEXT (with the tokenizer's BOS) and streams the continuation as text (N, default 64)\n"},
+    {"chat",
+     "  dsinfer chat [--model DIR] [--thinking] [--n N] [SAMPLING] [--interactive] [--precision ...] [--threads N]\n"
+     "      on a terminal (or with --interactive): a conversation, one user turn per line, replies streamed;\n"
+     "      /reset starts over, /think toggles thinking mode, /tool TEXT answers a tool call, /system TEXT sets\n"
+     "      the system prompt, /exit ends (N: tokens per reply, default 1024)\n"
+     "  dsinfer chat [--model DIR] [--messages FILE|-] [--thinking] [--n N] [SAMPLING] [--precision ...]\n"
+     "               [--threads N]\n"
+     "      encodes {\"messages\": [...], \"tools\": [...]} (a file, or stdin) in DeepSeek-V3.2's format, streams the\n"
+     "      reply (following the request's response_format / tool_choice when they enforce one), then\n"
+     "      prints the parsed reply (reasoning, content, tool calls) on stderr; a reply that reaches N tokens\n"
+     "      (default 64) is reported as cut at the limit (finish reason \"length\")\n"},
+    {"prompt",
+     "  dsinfer prompt [--model DIR] --messages FILE|- [--thinking] [--ids]\n"
+     "      prints the exact encoded prompt for the messages (or its token ids)\n"},
+    {"logits",
+     "  dsinfer logits [--model DIR] --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
+     "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"},
+    {"info",
+     "  dsinfer info [--model DIR] [--kv-cache-dtype auto|f32|bf16|fp8] [--ctx N]\n"
+     "      prints what the checkpoint is, and the KV cache bytes per token (and of N tokens) before allocation\n"},
+    {"serve",
+     "  dsinfer serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...\n"
+     "      an OpenAI-compatible HTTP server (dsinfer serve --help)\n"},
+};
+
+constexpr const char* kCommonUsage =
     "--model defaults to $DSINFER_MODEL, else models/dsinfer-v32-mini of the source tree when it is there.\n"
-    "Text generation samples as the checkpoint's generation_config.json says (DeepSeek: temperature 1.0,\n"
-    "top_p 0.95) with --seed (default 0); --greedy takes the most likely token instead.\n";
+    "--threads N: CPU threads (0, the default, = all cores). Loading reports its progress on stderr.\n"
+    "SAMPLING: text generation samples as the checkpoint's generation_config.json says (DeepSeek: temperature\n"
+    "1.0, top_p 0.95); a flag overrides its value:\n"
+    "  --temperature T (0 = greedy)  --top-p P  --top-k K (0 = off)  --min-p P (0 = off)\n"
+    "  --repeat-penalty R (1 = off; over the last 64 tokens)  --seed S (default 0)  --greedy\n"
+    "dsinfer --version prints the version.\n";
+
+std::string usage(const std::string& command = "") {
+  std::string text = "usage:\n";
+  for (const auto& [name, u] : kCommandUsage)
+    if (command.empty() || command == name) text += u;
+  return text + kCommonUsage;
+}
 
 struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  UsageError(const std::string& message, std::string command_ = "")
+      : std::runtime_error(message), command(std::move(command_)) {}
+  std::string command;  // whose usage to print ("" = all)
+};
+// `dsinfer COMMAND --help`.
+struct HelpRequest {
+  std::string command;
 };
 
 struct Args {
@@ -67,7 +101,7 @@ struct Args {
 };
 
 // Flags that take no value.
-const std::set<std::string> kSwitches = {"thinking", "greedy"};
+const std::set<std::string> kSwitches = {"thinking", "greedy", "interactive"};
 
 Args parse_args(int argc, char** argv, const std::map<std::string, std::set<std::string>>& allowed) {
   if (argc < 2) throw UsageError("no command given");
@@ -77,14 +111,16 @@ Args parse_args(int argc, char** argv, const std::map<std::string, std::set<std:
   if (it == allowed.end()) throw UsageError(fmt::format("unknown command \"{}\"", a.command));
   for (int i = 2; i < argc; ++i) {
     std::string f = argv[i];
+    if (f == "-h") throw HelpRequest{a.command};
     if (f.rfind("--", 0) != 0) throw UsageError(fmt::format("unexpected argument \"{}\"", f));
     f = f.substr(2);
-    if (!it->second.count(f)) throw UsageError(fmt::format("unknown flag --{} for \"{}\"", f, a.command));
+    if (f == "help") throw HelpRequest{a.command};
+    if (!it->second.count(f)) throw UsageError(fmt::format("unknown flag --{} for \"{}\"", f, a.command), a.command);
     if (kSwitches.count(f) || (a.command == "prompt" && f == "ids")) {
       a.flags[f] = "1";
       continue;
     }
-    if (i + 1 >= argc) throw UsageError(fmt::format("flag --{} needs a value", f));
+    if (i + 1 >= argc) throw UsageError(fmt::format("flag --{} needs a value", f), a.command);
     a.flags[f] = argv[++i];
   }
   return a;
@@ -92,7 +128,7 @@ Args parse_args(int argc, char** argv, const std::map<std::string, std::set<std:
 
 const std::string& required(const Args& a, const std::string& f) {
   auto it = a.flags.find(f);
-  if (it == a.flags.end()) throw UsageError(fmt::format("\"{}\" needs --{}", a.command, f));
+  if (it == a.flags.end()) throw UsageError(fmt::format("\"{}\" needs --{}", a.command, f), a.command);
   return it->second;
 }
 
@@ -101,6 +137,15 @@ int64_t parse_int(const std::string& flag, const std::string& s, int64_t lo, int
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi)
     throw UsageError(fmt::format("--{} expects an integer in [{}, {}], got \"{}\"", flag, lo, hi, s));
+  return v;
+}
+
+double parse_float(const Args& a, const std::string& flag, double lo, double hi) {
+  const std::string& s = a.flags.at(flag);
+  double v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || !(v >= lo && v <= hi))
+    throw UsageError(fmt::format("--{} expects a number in [{}, {}], got \"{}\"", flag, lo, hi, s), a.command);
   return v;
 }
 
@@ -139,13 +184,71 @@ std::string model_dir(const Args& a) {
   return DSINFER_DEFAULT_MODEL;
 }
 
+// Loads the model, reporting progress on stderr (a real checkpoint takes minutes to map and check): on a terminal
+// one line redrawn in place, else a line at every tenth, so a log shows it is not hung.
 std::unique_ptr<dsinfer::Model> load(const Args& a) {
   dsinfer::ModelLoadParams p;
-  if (a.flags.count("threads")) p.n_threads = int(parse_int("threads", a.flags.at("threads"), 1, 1024));
+  // 0 = every hardware thread (the library's default).
+  if (a.flags.count("threads")) p.n_threads = int(parse_int("threads", a.flags.at("threads"), 0, 1024));
   if (a.flags.count("kv-cache-dtype") &&
       !dsinfer::kv_cache_dtype_from_name(a.flags.at("kv-cache-dtype"), &p.kv_cache_dtype))
-    throw UsageError("--kv-cache-dtype must be auto, f32, bf16 or fp8");
-  return dsinfer::Model::load(model_dir(a), p);
+    throw UsageError("--kv-cache-dtype must be auto, f32, bf16 or fp8", a.command);
+  const std::string dir = model_dir(a);
+  const bool tty = isatty(STDERR_FILENO);
+  int last_tenth = -1;
+  p.progress = [&](double fraction, std::string_view stage) {
+    const int tenth = int(fraction * 10);
+    if (tty) {
+      fmt::print(stderr, "\rloading {}: {:3d}% {:<24}", dir, int(fraction * 100), stage);
+      if (fraction >= 1.0) fmt::print(stderr, "\n");
+    } else if (tenth != last_tenth) {
+      fmt::print(stderr, "loading {}: {}% {}\n", dir, int(fraction * 100), stage);
+    }
+    last_tenth = tenth;
+  };
+  auto model = dsinfer::Model::load(dir, p);
+  return model;
+}
+
+// The sampling chain of a text generation: generation_config.json's values, each overridden by its flag; a repeat
+// penalty first, then temperature, top-k, top-p, min-p (transformers' order) and the seeded draw. --greedy, or a
+// temperature of 0, or a checkpoint with do_sample false and no sampling flag given, takes the most likely token.
+std::unique_ptr<dsinfer::SamplerChain> sampling_chain(const Args& a) {
+  auto chain = std::make_unique<dsinfer::SamplerChain>();
+  if (a.flags.count("repeat-penalty")) {
+    const float repeat = float(parse_float(a, "repeat-penalty", 1.0, 100.0));
+    if (repeat != 1.0f) chain->add(dsinfer::make_penalties_sampler(64, repeat, 0.0f, 0.0f));
+  }
+  dsinfer::GenerationConfig g = dsinfer::load_generation_config(model_dir(a));
+  bool sampling_flag = false;
+  if (a.flags.count("temperature")) {
+    g.temperature = float(parse_float(a, "temperature", 0.0, 100.0));
+    sampling_flag = true;
+  }
+  if (a.flags.count("top-p")) {
+    g.top_p = float(parse_float(a, "top-p", 1e-6, 1.0));
+    sampling_flag = true;
+  }
+  if (a.flags.count("top-k")) {
+    g.top_k = parse_int("top-k", a.flags.at("top-k"), 0, INT32_MAX);
+    sampling_flag = true;
+  }
+  float min_p = 0.0f;
+  if (a.flags.count("min-p")) {
+    min_p = float(parse_float(a, "min-p", 0.0, 1.0));
+    sampling_flag = true;
+  }
+  if (a.flags.count("greedy") || g.temperature == 0.0f || (!g.do_sample && !sampling_flag)) {
+    chain->add(dsinfer::make_greedy_sampler());
+    return chain;
+  }
+  const uint64_t seed = a.flags.count("seed") ? uint64_t(parse_int("seed", a.flags.at("seed"), 0, INT64_MAX)) : 0;
+  if (g.temperature != 1.0f) chain->add(dsinfer::make_temperature_sampler(g.temperature));
+  if (g.top_k > 0) chain->add(dsinfer::make_top_k_sampler(g.top_k));
+  if (g.top_p < 1.0f) chain->add(dsinfer::make_top_p_sampler(g.top_p));
+  if (min_p > 0.0f) chain->add(dsinfer::make_min_p_sampler(min_p));
+  chain->add(dsinfer::make_dist_sampler(seed));
+  return chain;
 }
 
 std::string read_messages(const Args& a) {
@@ -194,12 +297,7 @@ int run_text(const Args& a) {
   // checkpoint's recommended sampling (generation_config.json), or greedy.
   dsinfer::SamplerChain sampler;
   if (constraint) sampler.add(std::move(constraint));
-  if (a.flags.count("greedy")) {
-    sampler.add(dsinfer::make_greedy_sampler());
-  } else {
-    const uint64_t seed = a.flags.count("seed") ? uint64_t(parse_int("seed", a.flags.at("seed"), 0, INT64_MAX)) : 0;
-    sampler.add(dsinfer::make_default_chain(dsinfer::load_generation_config(model_dir(a)), seed));
-  }
+  sampler.add(sampling_chain(a));
   auto seq = model->new_sequence(int64_t(ids.size()) + n + 1);
   dsinfer::EvalOptions opts = eval_options(a);
   std::vector<float> logits = model->eval(*seq, ids, opts);
@@ -208,18 +306,27 @@ int run_text(const Args& a) {
   const int32_t eos = tok->eos_id();
   // Only ids the tokenizer knows: the embedding is padded beyond the vocabulary (129280 vs ~128815 for DeepSeek).
   const int64_t usable = std::min<int64_t>(tok->size(), model->info().vocab_size);
+  bool reached_eos = false;
   for (int64_t i = 0; i < n; ++i) {
     const int32_t next = sampler.sample(logits, usable);
     sampler.accept(next);
     const std::string piece = detok.push(next);
     generated.push_back(next);
-    if (next == eos) break;
+    if (next == eos) {
+      reached_eos = true;
+      break;
+    }
     fmt::print("{}", piece);
     std::fflush(stdout);
     if (i + 1 < n) logits = model->eval(*seq, std::span<const int32_t>(&next, 1), opts);
   }
   fmt::print("{}\n", detok.finish());
-  if (chat) {
+  // Why it ended, in OpenAI's words: "stop" (end of sentence) or "length" (the --n limit cut it).
+  fmt::print(stderr, "finish_reason: {}\n", reached_eos ? "stop" : "length");
+  if (chat && !reached_eos) {
+    // An unfinished message cannot parse; that is the limit's doing, not a malformed reply.
+    fmt::print(stderr, "the reply was cut at the token limit (--n {}) before its end\n", n);
+  } else if (chat) {
     // Decoded whole: token by token, a character split across tokens would decode as U+FFFD.
     const std::string completion = tok->decode(generated);
     try {
@@ -239,16 +346,123 @@ int run_text(const Args& a) {
   return 0;
 }
 
+// `dsinfer chat` on a terminal (or with --interactive): a conversation. Each line typed is a user turn; the reply
+// streams as it is generated (reasoning on stderr, content and tool calls on stdout) and joins the conversation, so
+// the next turn continues it; the session re-evaluates only what changed. Commands: /reset (a new conversation),
+// /think (thinking mode on/off), /tool TEXT (a tool's result, answering the last tool call), /system TEXT (the
+// system prompt), /exit (or the end of input).
+int run_interactive(const Args& a) {
+  const int64_t n = a.flags.count("n") ? parse_int("n", a.flags.at("n"), 1, 1 << 20) : 1024;
+  auto tok = dsinfer::Tokenizer::load(model_dir(a));
+  auto model = load(a);
+  dsinfer::SessionParams params;
+  params.thinking = thinking_mode(a);
+  params.eval = eval_options(a);
+  params.capacity = 4096 + n;
+  auto session = std::make_unique<dsinfer::Session>(*model, *tok, params);
+  session->set_sampler(sampling_chain(a));
+  std::vector<dsinfer::ChatMessage> conversation;
+  const bool tty = isatty(STDIN_FILENO);
+  if (tty) fmt::print(stderr, "dsinfer chat: type a message; /reset /think /tool TEXT /system TEXT /exit\n");
+  std::string line;
+  while (true) {
+    if (tty) fmt::print(stderr, "> ");
+    if (!std::getline(std::cin, line) || line == "/exit" || line == "/quit") break;
+    if (line.empty()) continue;
+    if (line == "/reset") {
+      conversation.clear();
+      session->sampler().reset();
+      fmt::print(stderr, "[new conversation]\n");
+      continue;
+    }
+    if (line == "/think") {
+      params.thinking = params.thinking == dsinfer::ThinkingMode::Thinking ? dsinfer::ThinkingMode::Chat
+                                                                          : dsinfer::ThinkingMode::Thinking;
+      session = session->fork(params);
+      fmt::print(stderr, "[thinking mode {}]\n", params.thinking == dsinfer::ThinkingMode::Thinking ? "on" : "off");
+      continue;
+    }
+    dsinfer::ChatMessage m;
+    if (line.rfind("/system ", 0) == 0) {
+      m.role = "system";
+      m.content = line.substr(8);
+      if (!conversation.empty() && conversation.front().role == "system") conversation.erase(conversation.begin());
+      conversation.insert(conversation.begin(), m);
+      fmt::print(stderr, "[system prompt set]\n");
+      continue;
+    }
+    if (line.rfind("/tool ", 0) == 0) {
+      m.role = "tool";
+      m.content = line.substr(6);
+      for (auto it = conversation.rbegin(); it != conversation.rend(); ++it)
+        if (it->role == "assistant") {
+          if (!it->tool_calls.empty()) m.tool_call_id = it->tool_calls.back().id;
+          break;
+        }
+    } else if (line[0] == '/') {
+      fmt::print(stderr, "[unknown command {}: /reset /think /tool TEXT /system TEXT /exit]\n", line);
+      continue;
+    } else {
+      m.role = "user";
+      m.content = line;
+    }
+    conversation.push_back(std::move(m));
+    // A turn that fails (a tool result with no call to answer, a full cache) is reported and taken back; the
+    // conversation goes on.
+    try {
+      session->set_messages(conversation);
+      dsinfer::GenerateParams gp;
+      gp.max_tokens = n;
+      bool in_reasoning = false;
+      const dsinfer::FinishReason reason = session->generate(gp, [&](const dsinfer::ChatEvent& e) {
+        using Kind = dsinfer::ChatEvent::Kind;
+        if (e.kind == Kind::ReasoningDelta) {
+          if (!in_reasoning) fmt::print(stderr, "[thinking] ");
+          in_reasoning = true;
+          fmt::print(stderr, "{}", e.text);
+        } else if (e.kind == Kind::ContentDelta) {
+          if (in_reasoning) fmt::print(stderr, "\n");
+          in_reasoning = false;
+          fmt::print("{}", e.text);
+        } else if (e.kind == Kind::ToolCallEnd) {
+          fmt::print("[tool call {} {}]", e.name, e.arguments);
+        }
+        std::fflush(stdout);
+        return true;
+      });
+      fmt::print("\n");
+      std::fflush(stdout);
+      if (reason == dsinfer::FinishReason::MaxTokens)
+        fmt::print(stderr, "[the reply was cut at the token limit (--n {})]\n", n);
+      conversation.push_back(session->reply());
+    } catch (const Error& e) {
+      fmt::print(stderr, "[error ({}): {}; the message was not added]\n", dsinfer::error_code_name(e.code()), e.what());
+      conversation.pop_back();
+      continue;
+    }
+    fmt::print(stderr, "[{} messages, {} tokens in context]\n", conversation.size(), session->tokens().size());
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
-      {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy", "kv-cache-dtype"}},
-      {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy", "kv-cache-dtype"}},
+      {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy", "temperature", "top-p",
+                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype"}},
+      {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy", "temperature",
+                "top-p", "top-k", "min-p", "repeat-penalty", "interactive", "kv-cache-dtype"}},
       {"prompt", {"model", "messages", "thinking", "ids"}},
       {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype"}},
       {"info", {"model", "threads", "kv-cache-dtype", "ctx"}},
   };
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help"))) {
-    std::fputs(kUsage, stdout);
+    std::fputs(usage(argc >= 3 ? argv[2] : "").c_str(), stdout);
+    return 0;
+  }
+  if (argc >= 2 && (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "version"))) {
+    // The library actually loaded (it may differ from the headers this program was built with).
+    fmt::print("dsinfer {} (C++ ABI {}, C ABI {})\n", dsinfer::version_string(), dsinfer::cxx_abi_version(),
+               DSINFER_ABI_VERSION);
     return 0;
   }
   const Args a = parse_args(argc, argv, allowed);
@@ -279,7 +493,13 @@ int run(int argc, char** argv) {
     }
     return 0;
   }
+  if (a.command == "chat" && (a.flags.count("interactive") || (!a.flags.count("messages") && isatty(STDIN_FILENO))))
+    return run_interactive(a);
   if (a.command == "chat" || (a.command == "generate" && a.flags.count("prompt"))) return run_text(a);
+  for (const char* f : {"temperature", "top-p", "top-k", "min-p", "repeat-penalty", "seed"})
+    if (a.flags.count(f))
+      throw UsageError(fmt::format("--{} applies to text generation (--prompt, chat); --ids generates greedily", f),
+                       a.command);
   const std::vector<int32_t> ids = parse_ids(required(a, "ids"));
   const dsinfer::EvalOptions opts = eval_options(a);
   if (a.command == "generate") {
@@ -312,8 +532,11 @@ int main(int argc, char** argv) {
   if (argc >= 2 && !std::strcmp(argv[1], "serve")) return dsinfer::serve::main(argc - 1, argv + 1);
   try {
     return run(argc, argv);
+  } catch (const HelpRequest& h) {
+    std::fputs(usage(h.command).c_str(), stdout);
+    return 0;
   } catch (const UsageError& e) {
-    fmt::print(stderr, "dsinfer: {}\n{}", e.what(), kUsage);
+    fmt::print(stderr, "dsinfer: {}\n{}", e.what(), usage(e.command));
     return 2;
   } catch (const Error& e) {
     fmt::print(stderr, "dsinfer: error ({}): {}\n", dsinfer::error_code_name(e.code()), e.what());

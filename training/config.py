@@ -37,4 +37,6 @@ TRAIN = {
     "bias_update_speed": 1e-3,  # gamma of the auxiliary-loss-free balancing
     "balance_alpha": 1e-4,      # the sequence-wise balance loss
     "heldout_every": 100, "heldout_conversations": 64,
+    "common_ids": 256,          # copy targets (train.copy_targets) exclude the corpus's most frequent ids
+    "copy_weight": 1.0,         # loss weight of copy targets relative to the other loss tokens
 }

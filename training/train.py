@@ -35,8 +35,24 @@ from config import MODEL_CONFIG, TRAIN  # noqa: E402
 from model import DeepseekV32  # noqa: E402
 
 
-def encode_corpus(path, tok, max_len, limit=None):
-    """[(ids int64 array, assistant mask bool array)] for the conversations of a jsonl file."""
+def copy_targets(ids, mask, common):
+    """Which assistant tokens a model gets right mainly by copying from its context: the token occurs earlier in
+    the conversation and is not one of the corpus's most frequent ids (format and function words). Tool arguments
+    taken from the request and answers stating a tool's result are made of these. The held-out accuracy on them
+    (copy_acc) is the training's measure of in-context copying."""
+    out = np.zeros(len(ids), dtype=bool)
+    seen = set()
+    for i in range(len(ids)):
+        t = int(ids[i])
+        if mask[i] and t in seen and t not in common:
+            out[i] = True
+        seen.add(t)
+    return out
+
+
+def encode_corpus(path, tok, max_len, limit=None, common=frozenset()):
+    """[(ids int64 array, assistant mask bool array, copy-target bool array)] for the conversations of a jsonl
+    file (copy targets: `copy_targets` with the given most frequent ids)."""
     out, skipped = [], 0
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f):
@@ -55,7 +71,8 @@ def encode_corpus(path, tok, max_len, limit=None):
                 # The span must be whole tokens: its first token starts at a, its last ends at b.
                 assert inside.any() and starts[inside].min() == a and ends[inside].max() == b, (a, b)
                 mask |= inside
-            out.append((np.array(enc.ids, dtype=np.int64), mask))
+            ids = np.array(enc.ids, dtype=np.int64)
+            out.append((ids, mask, copy_targets(ids, mask, common)))
     return out, skipped
 
 
@@ -88,15 +105,30 @@ class Batches:
 
 
 def collate(items):
-    T = max(len(ids) for ids, _ in items)
+    """ids (pad id 2), assistant mask, valid (not padding), copy targets: [B, T] each."""
+    T = max(len(item[0]) for item in items)
     ids = torch.full((len(items), T), 2, dtype=torch.long)  # pad id
     mask = torch.zeros(len(items), T, dtype=torch.bool)
     valid = torch.zeros(len(items), T, dtype=torch.bool)
-    for b, (x, m) in enumerate(items):
+    copy = torch.zeros(len(items), T, dtype=torch.bool)
+    for b, (x, m, c) in enumerate(items):
         ids[b, :len(x)] = torch.from_numpy(x)
         mask[b, :len(x)] = torch.from_numpy(m)
+        copy[b, :len(x)] = torch.from_numpy(c)
         valid[b, :len(x)] = True
-    return ids, mask, valid
+    return ids, mask, valid, copy
+
+
+def most_frequent_ids(path, tok, n, limit=2000):
+    """The n most frequent token ids of the first `limit` conversations: format and function words."""
+    counts = {}
+    with open(path, encoding="utf-8") as f:
+        for k, line in enumerate(f):
+            if k >= limit:
+                break
+            for i in tok.encode(json.loads(line)["text"], add_special_tokens=False).ids:
+                counts[i] = counts.get(i, 0) + 1
+    return frozenset(sorted(counts, key=counts.get, reverse=True)[:n])
 
 
 def set_valid(model, valid):
@@ -105,17 +137,25 @@ def set_valid(model, valid):
         moe.valid = (valid[:, 1:] if moe is mtp_moe else valid).reshape(-1)
 
 
-def losses(model, ids, mask, valid, mode, want_lm=True):
-    """Cross-entropy of the main head (next token) and the MTP head (token after next) on assistant tokens,
-    the indexers' mean KL over real queries, the balance loss, and token accuracies."""
+def losses(model, ids, mask, valid, copy, mode, want_lm=True, copy_weight=1.0):
+    """Cross-entropy of the main head (next token) and the MTP head (token after next) on the loss tokens (copy
+    targets weighted by copy_weight), the indexers' mean KL over real queries, the balance loss, and token
+    accuracies (copy_acc: on the copy targets alone)."""
     set_valid(model, valid)
     hn, hm, kls = model(ids, mode)
     out = {}
     if want_lm:
         tgt = mask[:, 1:]
         logits = model.head(hn[:, :-1][tgt])
-        out["ce"] = F.cross_entropy(logits, ids[:, 1:][tgt])
-        out["acc"] = (logits.argmax(-1) == ids[:, 1:][tgt]).float().mean()
+        target = ids[:, 1:][tgt]
+        is_copy = copy[:, 1:][tgt]
+        ce = F.cross_entropy(logits, target, reduction="none")
+        weight = torch.where(is_copy, copy_weight, 1.0)
+        out["ce"] = (ce * weight).sum() / weight.sum()
+        hit = logits.argmax(-1) == target
+        out["acc"] = hit.float().mean()
+        if is_copy.any():
+            out["copy_acc"] = hit[is_copy].float().mean()
         if hm is not None:
             tgt2 = mask[:, 2:]
             logits2 = model.head(hm[:, :-1][tgt2])
@@ -158,8 +198,8 @@ def make_optimizer(params, lr, wd):
 def heldout_eval(model, batches, mode):
     model.eval()
     tot = {}
-    for ids, mask, valid in batches:
-        out = losses(model, ids, mask, valid, mode)
+    for ids, mask, valid, copy in batches:
+        out = losses(model, ids, mask, valid, copy, mode)
         for k, v in out.items():
             tot[k] = tot.get(k, 0.0) + float(v) / len(batches)
     model.train()
@@ -180,10 +220,20 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count (smoke runs)")
     ap.add_argument("--tokens-per-batch", type=int, default=None, help="override (smoke runs)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TRAIN or MODEL_CONFIG value (experiments), e.g. --set lr=1e-3")
+    ap.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
+                    help="end the dense stage after this wall time (experiments; the run is then not a recipe)")
     args = ap.parse_args()
     cfg, tr = dict(MODEL_CONFIG), dict(TRAIN)
     if args.tokens_per_batch:
         tr["tokens_per_batch"] = args.tokens_per_batch
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        target = tr if k in tr else cfg if k in cfg else None
+        if target is None:
+            ap.error(f"--set {k}: not a key of TRAIN or MODEL_CONFIG")
+        target[k] = type(target[k])(json.loads(v)) if not isinstance(target[k], bool) else v == "true"
     for k in ("steps_dense", "steps_warmup", "steps_sparse", "fp8_from_sparse_step", "warmup_steps"):
         tr[k] = max(1, int(round(tr[k] * args.scale)))
     torch.set_num_threads(args.threads)
@@ -193,13 +243,15 @@ def main():
 
     tok = Tokenizer.from_file(os.path.join(args.tokenizer, "tokenizer.json"))
     assert tok.get_vocab_size(with_added_tokens=True) <= cfg["vocab_size"]
-    corpus, skipped = encode_corpus(os.path.join(args.data, "train.jsonl"), tok, tr["max_len"])
+    common = most_frequent_ids(os.path.join(args.data, "train.jsonl"), tok, tr["common_ids"])
+    corpus, skipped = encode_corpus(os.path.join(args.data, "train.jsonl"), tok, tr["max_len"], common=common)
     held, _ = encode_corpus(os.path.join(args.data, "heldout.jsonl"), tok, tr["max_len"],
-                            limit=tr["heldout_conversations"])
+                            limit=tr["heldout_conversations"], common=common)
     held_batches = [collate(held[i:i + 8]) for i in range(0, len(held), 8)]
-    n_tokens = sum(len(x) for x, _ in corpus)
+    n_tokens = sum(len(x) for x, _, _ in corpus)
     print(f"corpus: {len(corpus)} conversations ({skipped} over {tr['max_len']} tokens left out), "
-          f"{n_tokens} tokens, {sum(int(m.sum()) for _, m in corpus)} assistant tokens", flush=True)
+          f"{n_tokens} tokens, {sum(int(m.sum()) for _, m, _ in corpus)} assistant tokens, "
+          f"{sum(int(c.sum()) for _, _, c in corpus)} copy targets", flush=True)
 
     model = DeepseekV32(cfg)
     n_params = sum(p.numel() for p in model.parameters())
@@ -222,9 +274,15 @@ def main():
         for s in range(n_steps):
             if stage == "sparse" and s == tr["fp8_from_sparse_step"]:
                 model.set_fp8(True)
-            ids, mask, valid = batches.next()
+            if args.stop_after is not None and stage == "dense" and time.time() - t_start > args.stop_after:
+                held_out = heldout_eval(model, held_batches, stage)
+                print(f"--stop-after: dense stage ended at step {s}, {seen_tokens} tokens | heldout "
+                      + json.dumps({k: round(v, 4) for k, v in held_out.items()}), flush=True)
+                break
+            ids, mask, valid, copy = batches.next()
             seen_tokens += int(valid.sum())
-            out = losses(model, ids, mask, valid, stage, want_lm=stage != "warmup")
+            out = losses(model, ids, mask, valid, copy, stage, want_lm=stage != "warmup",
+                         copy_weight=tr["copy_weight"])
             if stage == "warmup":
                 loss = out["kl"]
             else:

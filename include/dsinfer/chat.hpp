@@ -7,18 +7,19 @@
 #include <string_view>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
 
 namespace dsinfer {
 
-struct ToolCall {
+struct DSINFER_CXX_API ToolCall {
   std::string id;         // may be empty (the model does not produce ids)
   std::string name;
   std::string arguments;  // a JSON object as text, as in OpenAI's API
 };
 
 // One message in OpenAI form. JSON-valued fields are carried as JSON text so that this header needs no JSON library.
-struct ChatMessage {
+struct DSINFER_CXX_API ChatMessage {
   std::string role;                              // system, user, assistant, tool, developer
   std::optional<std::string> content;            // nullopt = JSON null / absent
   std::optional<std::string> reasoning_content;  // assistant thinking
@@ -30,7 +31,7 @@ struct ChatMessage {
 
 enum class ThinkingMode { Chat, Thinking };
 
-struct ChatOptions {
+struct DSINFER_CXX_API ChatOptions {
   ThinkingMode thinking = ThinkingMode::Chat;
   bool drop_thinking = true;  // drop reasoning of assistant turns before the last user turn (thinking mode)
   bool add_bos = true;        // begin with <｜begin▁of▁sentence｜> (only when there is no context)
@@ -48,6 +49,7 @@ struct ChatOptions {
 // developer message without content, an assistant turn in thinking mode without reasoning or tool calls after the
 // last user message, ...). Where Python's json.loads is laxer than JSON (NaN, Infinity, 1e400) this refuses too.
 // Threads: any number of threads at once.
+DSINFER_CXX_API
 std::string encode_chat(const std::vector<ChatMessage>& messages, const ChatOptions& options = {},
                         const std::vector<ChatMessage>& context = {});
 
@@ -65,7 +67,7 @@ std::string encode_chat(const std::vector<ChatMessage>& messages, const ChatOpti
 // Errors: Format for malformed JSON or fields of the wrong type (content parts other than text parts), naming the
 // message index.
 // Threads: any number of threads at once.
-std::vector<ChatMessage> chat_messages_from_json(std::string_view json);
+DSINFER_CXX_API std::vector<ChatMessage> chat_messages_from_json(std::string_view json);
 
 // The inverse for a completion: reasoning (thinking mode, up to </think>), content and DSML tool calls, as
 // DeepSeek's parse_message_from_completion_text does it (which does not repair malformed output). Tool call
@@ -75,10 +77,10 @@ std::vector<ChatMessage> chat_messages_from_json(std::string_view json);
 // Errors: Format with the byte offset where the text stops following the format (no </think> in thinking mode,
 // malformed invoke or parameter, text after the calls, special tokens inside content or reasoning).
 // Threads: any number of threads at once.
-ChatMessage parse_completion(std::string_view text, ThinkingMode thinking);
+DSINFER_CXX_API ChatMessage parse_completion(std::string_view text, ThinkingMode thinking);
 
 // What the streaming parser reports while a completion is generated.
-struct ChatEvent {
+struct DSINFER_CXX_API ChatEvent {
   enum class Kind {
     ReasoningDelta,  // text: more reasoning (thinking mode, before </think>)
     ContentDelta,    // text: more visible content (also the raw text of a malformed tool-call block)
@@ -100,7 +102,7 @@ struct ChatEvent {
 // On malformed output it emits an Error event with the offset and delivers the raw text of the broken tool-call
 // block as content, then treats everything after as content: no text is lost. Well-formed completions give the
 // same reasoning, content and tool calls (arguments byte for byte) as parse_completion. One thread at a time.
-class ChatStreamParser {
+class DSINFER_CXX_API ChatStreamParser {
  public:
   explicit ChatStreamParser(ThinkingMode thinking);
   ~ChatStreamParser();
@@ -119,6 +121,6 @@ class ChatStreamParser {
 // separators, non-ASCII kept, only '"', '\\' and control characters escaped, Python's float repr, integers of any
 // size, duplicate keys: first position, last value). Ownership: returns a new string.
 // Errors: Format if `json_text` is not JSON. Threads: any number of threads at once.
-std::string python_json_dumps(std::string_view json_text);
+DSINFER_CXX_API std::string python_json_dumps(std::string_view json_text);
 
 }  // namespace dsinfer

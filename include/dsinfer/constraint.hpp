@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/chat.hpp"
 #include "dsinfer/error.hpp"
 #include "dsinfer/sampler.hpp"
@@ -18,7 +19,7 @@ namespace dsinfer {
 // What a generation's answer must be. In thinking mode the reasoning (up to </think>) is not held to the answer's
 // format: it is free text, except that it cannot end the message or contain a special token other than </think>, so
 // the completion always parses; the constraint starts after </think>.
-struct ConstraintSpec {
+struct DSINFER_CXX_API ConstraintSpec {
   enum class Kind {
     None,        // nothing is enforced
     JsonSchema,  // `json_schema`: a JSON value that validates against it (the subset in docs/structured-output.md)
@@ -55,16 +56,18 @@ struct ConstraintSpec {
 // Errors: InvalidArgument naming the field (malformed JSON, unknown type, a named tool that is not declared,
 // tool_choice required without tools), also for inputs over the limits of Constraint::compile.
 // Threads: any number at once.
+DSINFER_CXX_API
 ConstraintSpec constraint_from_request(std::string_view response_format_json, std::string_view tools_json,
                                        std::string_view tool_choice_json, bool parallel_tool_calls = true,
                                        ThinkingMode thinking = ThinkingMode::Chat, int64_t max_reasoning_tokens = -1);
 // The same from a whole request body ({"messages", "tools", "response_format", "tool_choice",
 // "parallel_tool_calls", ...}; other keys are ignored), as the CLI's request files, the C ABI and Python pass it.
+DSINFER_CXX_API
 ConstraintSpec constraint_from_request_json(std::string_view request_json, ThinkingMode thinking = ThinkingMode::Chat);
 
 // A compiled constraint: the spec turned into a grammar and indexed against one tokenizer's vocabulary. Immutable;
 // any number of samplers and threads may share it. The grammar engine is xgrammar's C++ core (docs/architecture.md).
-class Constraint {
+class DSINFER_CXX_API Constraint {
  public:
   // Validates and compiles. Nothing is generated, so a bad constraint fails here, before any token is sampled.
   // Errors: InvalidArgument (malformed schema, regex or tool list, naming where; a constraint no text can satisfy),
@@ -93,7 +96,7 @@ class Constraint {
 // clone() copies its state. `thinking` overrides the spec's (a Session passes its own mode).
 // Errors from apply(): InvalidArgument when none of the candidates is allowed (a sampler before it removed every
 // valid one) or after accept() was given a token the constraint did not allow (named).
-class ConstraintSampler : public Sampler {
+class DSINFER_CXX_API ConstraintSampler : public Sampler {
  public:
   explicit ConstraintSampler(std::shared_ptr<const Constraint> constraint,
                              std::optional<ThinkingMode> thinking = std::nullopt);
@@ -122,6 +125,7 @@ class ConstraintSampler : public Sampler {
 
 // The factory an application or server calls: compiles the request's constraint for `tokenizer` and returns its
 // sampler stage, or nullptr when the request enforces nothing. Errors: as constraint_from_request and compile.
+DSINFER_CXX_API
 std::unique_ptr<ConstraintSampler> make_constraint_sampler(const Tokenizer& tokenizer, std::string_view request_json,
                                                            ThinkingMode thinking = ThinkingMode::Chat);
 

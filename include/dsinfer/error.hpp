@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "dsinfer/export.hpp"
+
 namespace dsinfer {
 
 // Numeric values are pinned: the C ABI (dsinfer_status) uses the same numbers. Append only.
@@ -18,10 +20,10 @@ enum class ErrorCode : int {
   Internal = 99,        // a bug in dsinfer
 };
 
-const char* error_code_name(ErrorCode code) noexcept;
+DSINFER_CXX_API const char* error_code_name(ErrorCode code) noexcept;
 
 // Every failure inside dsinfer is thrown as an Error; the front doors turn it into a status + message.
-class Error : public std::runtime_error {
+class DSINFER_CXX_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ErrorCode code() const noexcept { return code_; }

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
 
 namespace dsinfer {
@@ -31,13 +32,13 @@ enum class KvCacheDtype {
          // channels, bf16 rope key; 656 bytes at V3.2's dimensions) and the e4m3 indexer key with its fp32 scale
          // (132 bytes). In fp8 precision it gives bitwise the logits of the f32 cache.
 };
-const char* kv_cache_dtype_name(KvCacheDtype d);                 // "auto", "f32", "bf16", "fp8"
-bool kv_cache_dtype_from_name(std::string_view s, KvCacheDtype* out);
+DSINFER_CXX_API const char* kv_cache_dtype_name(KvCacheDtype d);  // "auto", "f32", "bf16", "fp8"
+DSINFER_CXX_API bool kv_cache_dtype_from_name(std::string_view s, KvCacheDtype* out);
 
 // Which of the two exactly equivalent MLA forms computes attention.
 enum class AttentionForm { Auto, Mha, Absorbed };  // Auto: MHA for multi-token steps, absorbed for decode
 
-struct ModelLoadParams {
+struct DSINFER_CXX_API ModelLoadParams {
   std::string backend = "cpu";  // "cpu", or "cuda" when built with it
   int n_threads = 0;            // CPU threads; 0 = all hardware threads
   // The KV cache pool shared by all sequences of the model: tokens it holds (0 = 32768) and tokens per block.
@@ -51,7 +52,7 @@ struct ModelLoadParams {
   std::function<void(double fraction, std::string_view stage)> progress;
 };
 
-struct ModelInfo {
+struct DSINFER_CXX_API ModelInfo {
   std::string model_type;   // "deepseek_v32", "deepseek_v3"
   bool has_indexer = false; // DeepSeek Sparse Attention present
   bool fp8_weights = false; // quantization_config says fp8
@@ -75,7 +76,7 @@ struct ModelInfo {
   int64_t kv_bytes_per_token = 0;
 };
 
-struct EvalOptions {
+struct DSINFER_CXX_API EvalOptions {
   Precision precision = Precision::Fp8;
   bool all_logits = false;   // logits for every new token, else only for the last one
   int64_t index_topk = 0;    // 0 = the config's index_topk; larger values make attention dense
@@ -89,7 +90,7 @@ struct EvalOptions {
 class Model;
 
 // The cached state of one token sequence (the KV cache). Use from one thread at a time.
-class Sequence {
+class DSINFER_CXX_API Sequence {
  public:
   ~Sequence();
   int64_t size() const;      // tokens evaluated so far
@@ -106,7 +107,7 @@ class Sequence {
 
 // A loaded model: immutable after load and safe to share between threads; evaluations on one model are
 // serialized (the CPU backend runs one op at a time over its thread pool).
-class Model {
+class DSINFER_CXX_API Model {
  public:
   // Loads a Hugging Face checkpoint directory (config.json + safetensors). Every tensor is checked before any
   // compute. Throws Error (Io, Format, Unsupported, InvalidArgument) with a message naming file, tensor and key.

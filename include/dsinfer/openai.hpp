@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/chat.hpp"
 #include "dsinfer/constraint.hpp"
 #include "dsinfer/model.hpp"
@@ -23,7 +24,7 @@
 namespace dsinfer::openai {
 
 // A request the protocol refuses: the HTTP status and OpenAI's error object.
-class ApiError : public std::runtime_error {
+class DSINFER_CXX_API ApiError : public std::runtime_error {
  public:
   ApiError(int status, std::string type, std::string param, const std::string& message, std::string code = {})
       : std::runtime_error(message), status_(status), type_(std::move(type)), param_(std::move(param)),
@@ -41,7 +42,7 @@ class ApiError : public std::runtime_error {
 };
 
 // What the serving side knows: the defaults and limits requests are checked against.
-struct Defaults {
+struct DSINFER_CXX_API Defaults {
   std::string model_id = "dsinfer";  // the model name replies carry and /v1/models lists
   GenerationConfig generation;       // generation_config.json: sampling when a request does not say
   int64_t context = 4096;            // tokens one choice may hold: prompt + completion
@@ -55,7 +56,7 @@ enum class ToolChoice { Auto, None, Required, Function };
 
 // A parsed, checked request: everything that decides its prompt, its sampling and the shape of its reply. Request
 // parsing lives in parse_request only, which also compiles what response_format / tool_choice ask to be enforced.
-struct Request {
+struct DSINFER_CXX_API Request {
   Endpoint endpoint = Endpoint::ChatCompletions;
   std::string model;
   // The prompt.
@@ -103,13 +104,14 @@ struct Request {
 // naming response_format or tools for a schema that is invalid or cannot be enforced exactly (the message says
 // where, and which keyword).
 // Threads: any number at once (the tokenizer is shared read-only).
+DSINFER_CXX_API
 Request parse_request(Endpoint endpoint, std::string_view body, const Tokenizer& tok, const Defaults& defaults);
 
 // The sampler chain a request asks for, for choice `choice`: [logprob recorder] -> logit bias -> penalties ->
 // temperature -> top-k -> top-p -> min-p -> dist(seed + choice), or greedy after the penalties. The request's
 // constraint is not in it: the session runs it before the chain (generate_params), so the recorder's logprobs are
 // those of the distribution over the tokens the constraint allows.
-std::unique_ptr<SamplerChain> make_sampler_chain(const Request& request, int choice);
+DSINFER_CXX_API std::unique_ptr<SamplerChain> make_sampler_chain(const Request& request, int choice);
 
 // One request's generation: its choices' sessions and what turns their events into OpenAI replies. Whoever runs
 // it owns an Engine: start() gives choice 0's session (its prompt queued) to add; once that session's prompt has
@@ -117,7 +119,7 @@ std::unique_ptr<SamplerChain> make_sampler_chain(const Request& request, int cho
 // the engine's events and ends go to on_event / on_finished / on_failed, which return the chunks to stream (JSON
 // texts for SSE "data:" lines) when the request streams. reply() is the non-streamed reply. LocalCompletion does
 // all of it on a private engine. One thread at a time.
-class Completion {
+class DSINFER_CXX_API Completion {
  public:
   Completion(Request request, const Model& model, const Tokenizer& tok, const Defaults& defaults);
   ~Completion();
@@ -163,7 +165,7 @@ class Completion {
 
 // A request run on a private engine, one step at a time: what Python's dsinfer.Client runs (no HTTP, the same
 // replies and chunks as the server). Borrows the model and tokenizer. One thread at a time.
-class LocalCompletion {
+class DSINFER_CXX_API LocalCompletion {
  public:
   LocalCompletion(Request request, const Model& model, const Tokenizer& tok, const Defaults& defaults);
   ~LocalCompletion();
@@ -183,9 +185,9 @@ class LocalCompletion {
 
 // /tokenize and /detokenize bodies (vLLM's shape): {"prompt": ...} or {"messages": [...], ...} -> {"count",
 // "max_model_len", "tokens"[, "token_strs"]}; {"tokens": [...]} -> {"prompt": ...}. Errors: ApiError 400.
-std::string tokenize_reply(std::string_view body, const Tokenizer& tok, const Defaults& defaults);
-std::string detokenize_reply(std::string_view body, const Tokenizer& tok);
+DSINFER_CXX_API std::string tokenize_reply(std::string_view body, const Tokenizer& tok, const Defaults& defaults);
+DSINFER_CXX_API std::string detokenize_reply(std::string_view body, const Tokenizer& tok);
 // GET /v1/models.
-std::string models_reply(const Defaults& defaults, int64_t created);
+DSINFER_CXX_API std::string models_reply(const Defaults& defaults, int64_t created);
 
 }  // namespace dsinfer::openai

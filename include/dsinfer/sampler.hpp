@@ -7,12 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
 
 namespace dsinfer {
 
 // The candidate tokens a sampler works on (structure of arrays). Samplers may shrink and reorder them.
-struct Candidates {
+struct DSINFER_CXX_API Candidates {
   std::vector<int32_t> ids;
   std::vector<float> logits;
   std::vector<float> probs;  // valid only when has_probs
@@ -28,7 +29,7 @@ struct Candidates {
 
 // A sampler: apply() may throw dsinfer::Error to fail the sampling step (the chain reports which sampler failed).
 // accept() sees every token the session commits; reset() clears history but keeps parameters.
-class Sampler {
+class DSINFER_CXX_API Sampler {
  public:
   virtual ~Sampler() = default;
   virtual std::string name() const = 0;
@@ -40,7 +41,7 @@ class Sampler {
 
 // Samplers applied in order; the last one to run must select a token (greedy or dist), else sample() fails with
 // InvalidArgument. Owns what is added to it.
-class SamplerChain : public Sampler {
+class DSINFER_CXX_API SamplerChain : public Sampler {
  public:
   SamplerChain& add(std::unique_ptr<Sampler> s);
   std::string name() const override { return "chain"; }
@@ -60,28 +61,29 @@ class SamplerChain : public Sampler {
 };
 
 // Built-ins. Parameters are range-checked (InvalidArgument naming the parameter and its range).
-std::unique_ptr<Sampler> make_greedy_sampler();
-std::unique_ptr<Sampler> make_dist_sampler(uint64_t seed);             // samples from softmax; seeded, reproducible
-std::unique_ptr<Sampler> make_temperature_sampler(float t);            // t >= 0; t == 0 keeps only the best token
-std::unique_ptr<Sampler> make_top_k_sampler(int64_t k);                // k <= 0: no-op
-std::unique_ptr<Sampler> make_top_p_sampler(float p, size_t min_keep = 1);  // p in (0, 1]
-std::unique_ptr<Sampler> make_min_p_sampler(float p, size_t min_keep = 1);  // p in [0, 1]
-std::unique_ptr<Sampler> make_typical_sampler(float p, size_t min_keep = 1);  // p in (0, 1]
+DSINFER_CXX_API std::unique_ptr<Sampler> make_greedy_sampler();
+DSINFER_CXX_API std::unique_ptr<Sampler> make_dist_sampler(uint64_t seed);  // samples from softmax; seeded, reproducible
+DSINFER_CXX_API std::unique_ptr<Sampler> make_temperature_sampler(float t);  // t >= 0; t == 0 keeps only the best token
+DSINFER_CXX_API std::unique_ptr<Sampler> make_top_k_sampler(int64_t k);                // k <= 0: no-op
+DSINFER_CXX_API std::unique_ptr<Sampler> make_top_p_sampler(float p, size_t min_keep = 1);  // p in (0, 1]
+DSINFER_CXX_API std::unique_ptr<Sampler> make_min_p_sampler(float p, size_t min_keep = 1);  // p in [0, 1]
+DSINFER_CXX_API std::unique_ptr<Sampler> make_typical_sampler(float p, size_t min_keep = 1);  // p in (0, 1]
 // repeat >= 1 divides positive logits (multiplies negative ones) of tokens seen in the last `last_n` accepted tokens;
 // frequency and presence in [-2, 2] subtract count·frequency + (count > 0)·presence (OpenAI's definition).
+DSINFER_CXX_API
 std::unique_ptr<Sampler> make_penalties_sampler(int64_t last_n, float repeat, float frequency, float presence);
-std::unique_ptr<Sampler> make_logit_bias_sampler(std::map<int32_t, float> bias);
+DSINFER_CXX_API std::unique_ptr<Sampler> make_logit_bias_sampler(std::map<int32_t, float> bias);
 
 // generation_config.json defaults (DeepSeek-V3.2 ships temperature 1.0, top_p 0.95, do_sample true).
-struct GenerationConfig {
+struct DSINFER_CXX_API GenerationConfig {
   bool do_sample = true;
   float temperature = 1.0f;
   float top_p = 1.0f;
   int64_t top_k = 0;
 };
 // Reads DIR/generation_config.json; defaults when the file is absent. Errors: Format for malformed JSON or values.
-GenerationConfig load_generation_config(const std::string& dir);
+DSINFER_CXX_API GenerationConfig load_generation_config(const std::string& dir);
 // temperature -> top_k -> top_p -> dist(seed) (transformers' order), or greedy when do_sample is false.
-std::unique_ptr<SamplerChain> make_default_chain(const GenerationConfig& g, uint64_t seed);
+DSINFER_CXX_API std::unique_ptr<SamplerChain> make_default_chain(const GenerationConfig& g, uint64_t seed);
 
 }  // namespace dsinfer

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/chat.hpp"
 #include "dsinfer/model.hpp"
 #include "dsinfer/sampler.hpp"
@@ -20,7 +21,7 @@ enum class FinishReason { None, Eos, StopString, MaxTokens };
 
 class Constraint;  // constraint.hpp
 
-struct SessionParams {
+struct DSINFER_CXX_API SessionParams {
   int64_t capacity = 4096;          // tokens the KV cache holds
   EvalOptions eval;                 // precision, attention form
   ThinkingMode thinking = ThinkingMode::Chat;  // how set_messages renders and how replies are parsed
@@ -29,7 +30,7 @@ struct SessionParams {
   bool raw_text = false;
 };
 
-struct GenerateParams {
+struct DSINFER_CXX_API GenerateParams {
   int64_t max_tokens = 256;
   std::vector<std::string> stop;    // stop strings: generation ends before them, they are not emitted
   bool stop_at_eos = true;
@@ -42,7 +43,7 @@ struct GenerateParams {
 
 // One conversation. Borrows the model and the tokenizer (both must outlive it). Use from one thread at a time,
 // except cancel(), which any thread may call.
-class Session {
+class DSINFER_CXX_API Session {
  public:
   Session(const Model& model, const Tokenizer& tokenizer, const SessionParams& params = {});
   ~Session();
@@ -110,7 +111,7 @@ class Session {
 // evaluated in the first step it takes part in, so prefill chunks and decode tokens share a forward. Every session
 // gets exactly the tokens it would get alone. Borrows the model and the sessions it holds. The sessions share one
 // precision. Use from one thread at a time.
-class Engine {
+class DSINFER_CXX_API Engine {
  public:
   // max_step_prompt_tokens > 0 bounds the prompt tokens one step evaluates while other sessions decode (chunked
   // prefill): a longer queued prompt, or several arriving together, are evaluated over several steps (FIFO) while

@@ -7,13 +7,14 @@
 #include <string_view>
 #include <vector>
 
+#include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
 
 namespace dsinfer {
 
 // A loaded tokenizer. Immutable after load: encode/decode are const and safe to call from many threads at once
 // (the internal BPE cache is guarded by a mutex).
-class Tokenizer {
+class DSINFER_CXX_API Tokenizer {
  public:
   // Loads `path`/tokenizer.json (+ tokenizer_config.json beside it when present) or the tokenizer.json file itself.
   // Errors: Io (missing file), Format (malformed JSON or fields; the message names the file and field),
@@ -59,7 +60,7 @@ class Tokenizer {
 // Streaming detokenization: feed ids one at a time, get back the text they completed. Never returns half a UTF-8
 // character; the concatenation of every push() and finish() equals Tokenizer::decode of all the ids.
 // Borrows the tokenizer (it must outlive this object). Use from one thread at a time.
-class Detokenizer {
+class DSINFER_CXX_API Detokenizer {
  public:
   explicit Detokenizer(const Tokenizer& tok, bool skip_special_tokens = false);
   std::string push(int32_t id);  // throws InvalidArgument for an id outside [0, size())
@@ -73,6 +74,6 @@ class Detokenizer {
 
 // Replaces every maximal ill-formed subsequence with U+FFFD (the Unicode "substitution of maximal subparts"
 // practice, which Rust's String::from_utf8_lossy and so the tokenizers library follow).
-std::string utf8_lossy(std::string_view bytes);
+DSINFER_CXX_API std::string utf8_lossy(std::string_view bytes);
 
 }  // namespace dsinfer

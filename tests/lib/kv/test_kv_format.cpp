@@ -10,6 +10,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/kv_format.hpp"
+#include "kv/kv_cache.hpp"
 
 using namespace dsinfer;
 using json = nlohmann::json;
@@ -124,4 +125,18 @@ TEST_CASE("an FP8 latent row decodes to what fp8_quantize's quantize-dequantize 
     INFO("ue8m0 " << ue8m0);
     CHECK(same_bits(decoded, qd));
   }
+}
+
+TEST_CASE("bytes per token per layer: 788 in fp8 at DeepSeek-V3.2's dimensions", "[kv][format]") {
+  ModelConfig v32;
+  v32.variant = ModelVariant::V32;
+  v32.kv_lora_rank = 512;
+  v32.qk_rope_head_dim = 64;
+  v32.index_head_dim = 128;
+  CHECK(KvBlockPool::bytes_per_token_layer(v32, KvDtype::FP8) == 656 + 132);
+  CHECK(KvBlockPool::bytes_per_token_layer(v32, KvDtype::BF16) == 1152 + 260);
+  CHECK(KvBlockPool::bytes_per_token_layer(v32, KvDtype::F32) == 2304 + 516);
+  ModelConfig v3 = v32;  // V3: no indexer key
+  v3.variant = ModelVariant::V3;
+  CHECK(KvBlockPool::bytes_per_token_layer(v3, KvDtype::FP8) == 656);
 }
