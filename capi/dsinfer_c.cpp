@@ -213,6 +213,9 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
     lp.n_threads = p.n_threads;
     if (p.backend) lp.backend = p.backend;
     lp.kv_cache_tokens = p.kv_cache_tokens;
+    if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           std::string("kv_cache_dtype must be auto, f32, bf16 or fp8, not ") + p.kv_cache_dtype);
     if (p.progress) {
       auto cb = p.progress;
       void* ud = p.progress_user_data;
@@ -224,6 +227,10 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
 
 void dsinfer_model_free(dsinfer_model* m) { delete m; }
 int64_t dsinfer_model_vocab_size(const dsinfer_model* m) { return m ? m->m->info().vocab_size : 0; }
+int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m) { return m ? m->m->info().kv_bytes_per_token : 0; }
+int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens) {
+  return m && tokens >= 0 ? m->m->kv_cache_bytes(tokens) : 0;
+}
 
 dsinfer_status dsinfer_tokenizer_load(const char* path, dsinfer_tokenizer** out) {
   if (out) *out = nullptr;

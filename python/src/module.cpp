@@ -313,10 +313,13 @@ PYBIND11_MODULE(_dsinfer, m) {
   py::class_<PyModel>(m, "Model")
       .def_static(
           "load",
-          [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens) {
+          [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens,
+             const std::string& kv_cache_dtype) {
             ModelLoadParams p;
             p.n_threads = n_threads;
             p.kv_cache_tokens = kv_cache_tokens;
+            if (!kv_cache_dtype_from_name(kv_cache_dtype, &p.kv_cache_dtype))
+              throw py::value_error("kv_cache_dtype must be auto, f32, bf16 or fp8");
             if (!progress.is_none())
               p.progress = [progress](double f, std::string_view stage) {
                 py::gil_scoped_acquire gil;
@@ -331,7 +334,8 @@ PYBIND11_MODULE(_dsinfer, m) {
               return PyModel{std::shared_ptr<Model>(std::move(model))};
             });
           },
-          py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0)
+          py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0,
+          py::arg("kv_cache_dtype") = "auto")
       .def_property_readonly("info", [](const PyModel& pm) {
         const auto& i = pm.model->info();
         py::dict d;
@@ -346,8 +350,17 @@ PYBIND11_MODULE(_dsinfer, m) {
         d["generation"] = py::dict(py::arg("do_sample") = i.generation.do_sample,
                                    py::arg("temperature") = i.generation.temperature,
                                    py::arg("top_p") = i.generation.top_p, py::arg("top_k") = i.generation.top_k);
+        d["kv_cache_dtype"] = kv_cache_dtype_name(i.kv_cache_dtype);
+        d["kv_bytes_per_token_layer"] = i.kv_bytes_per_token_layer;
+        d["kv_bytes_per_token"] = i.kv_bytes_per_token;
         return d;
       })
+      .def("kv_cache_bytes", [](const PyModel& pm, int64_t tokens, const std::string& dtype) {
+        KvCacheDtype d;
+        if (!kv_cache_dtype_from_name(dtype, &d)) throw py::value_error("dtype must be auto, f32, bf16 or fp8");
+        return translate([&] { return pm.model->kv_cache_bytes(tokens, d); });
+      }, py::arg("tokens"), py::arg("dtype") = "auto",
+         "KV cache bytes a context of `tokens` tokens needs (whole blocks, all layers), before allocation")
       .def("logits", [](const PyModel& pm, const std::vector<int32_t>& ids, const std::string& precision) {
         return translate([&] {
           EvalOptions o;

@@ -205,3 +205,16 @@ def test_examples_run(script):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+
+
+def test_kv_cache_memory_is_known_before_allocation(model):
+    # v32-tiny (4 layers, kv_lora_rank 128, rope 32, indexer head 64): the FP8 row is 128 + 4 + 64 bytes, the indexer
+    # key 64 + 4; f32 keeps (128 + 32 + 64 + 1) floats.
+    info = model.info
+    assert info["kv_cache_dtype"] == "fp8"
+    assert info["kv_bytes_per_token_layer"] == 196 + 68
+    assert info["kv_bytes_per_token"] == 4 * 264
+    assert model.kv_cache_bytes(20000) == 20032 * 4 * 264  # whole blocks of 64 tokens
+    assert model.kv_cache_bytes(20032, "f32") == 20032 * 4 * 900
+    with pytest.raises(ValueError):
+        model.kv_cache_bytes(1, "int4")
