@@ -68,6 +68,9 @@ typedef struct dsinfer_model_params {
   /* Called during load with the fraction done and the stage; may be NULL. Runs on the loading thread. */
   void (*progress)(double fraction, const char* stage, void* user_data);
   void* progress_user_data;
+  /* KV cache dtype: "auto" (NULL; fp8 for sequences evaluated in fp8 precision, f32 in reference precision),
+   * "f32", "bf16" or "fp8" (DeepSeek's 656 + 132-byte format at V3.2's dimensions). */
+  const char* kv_cache_dtype;
 } dsinfer_model_params;
 
 DSINFER_API void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size);
@@ -78,6 +81,10 @@ DSINFER_API void dsinfer_model_params_init(dsinfer_model_params* p, size_t struc
 DSINFER_API dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* params, dsinfer_model** out);
 DSINFER_API void dsinfer_model_free(dsinfer_model* m);
 DSINFER_API int64_t dsinfer_model_vocab_size(const dsinfer_model* m);
+/* KV cache memory, known before allocation: bytes one token takes in all layers in the model's default (fp8
+ * precision) cache dtype, and the bytes a context of `tokens` tokens needs in it (whole blocks). 0 for NULL. */
+DSINFER_API int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m);
+DSINFER_API int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens);
 
 /* -------------------------------------------------------------------------------------------- tokenizer -- */
 /* Loads DIR/tokenizer.json (+ tokenizer_config.json). Creates: free with dsinfer_tokenizer_free. */
@@ -201,7 +208,8 @@ typedef struct dsinfer_event {
 } dsinfer_event;
 
 /* Creates a session over a model and tokenizer (both borrowed: they must outlive it). Free with
- * dsinfer_session_free. The default sampler is greedy. */
+ * dsinfer_session_free. The default sampler is the checkpoint's: generation_config.json's temperature, top_k and
+ * top_p with a draw seeded 0 (greedy without the file); set a greedy chain for argmax decoding. */
 DSINFER_API dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_tokenizer* t,
                                                   const dsinfer_session_params* p, dsinfer_session** out);
 DSINFER_API void dsinfer_session_free(dsinfer_session* s);

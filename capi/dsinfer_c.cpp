@@ -74,6 +74,43 @@ char* dup_string(const std::string& s) {
   return p;
 }
 
+// How much of a caller's struct to read: its struct_size rounded down to the end of the last member it covers whole.
+// A size that ends inside a member (a caller's mistake) must not half-copy it: half a function pointer would be
+// called.
+#define DSINFER_MEMBER_END(T, m) (offsetof(T, m) + sizeof(static_cast<T*>(nullptr)->m))
+template <size_t N>
+size_t whole_members(size_t struct_size, const size_t (&ends)[N]) {
+  size_t n = 0;
+  for (const size_t e : ends)
+    if (e <= struct_size && e > n) n = e;
+  return n;
+}
+size_t readable(const dsinfer_model_params& p) {
+  using T = dsinfer_model_params;
+  const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, n_threads), DSINFER_MEMBER_END(T, backend),
+                         DSINFER_MEMBER_END(T, kv_cache_tokens), DSINFER_MEMBER_END(T, progress),
+                         DSINFER_MEMBER_END(T, progress_user_data)};
+  return whole_members(p.struct_size, ends);
+}
+size_t readable(const dsinfer_session_params& p) {
+  using T = dsinfer_session_params;
+  const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, capacity), DSINFER_MEMBER_END(T, precision),
+                         DSINFER_MEMBER_END(T, thinking)};
+  return whole_members(p.struct_size, ends);
+}
+size_t readable(const dsinfer_generate_params& p) {
+  using T = dsinfer_generate_params;
+  const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, max_tokens),
+                         DSINFER_MEMBER_END(T, stop_at_eos), DSINFER_MEMBER_END(T, constraint)};
+  return whole_members(p.struct_size, ends);
+}
+size_t readable(const dsinfer_sampler_iface& p) {
+  using T = dsinfer_sampler_iface;
+  const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, apply), DSINFER_MEMBER_END(T, accept),
+                         DSINFER_MEMBER_END(T, free), DSINFER_MEMBER_END(T, name)};
+  return whole_members(p.struct_size, ends);
+}
+
 // A user sampler behind the C vtable.
 class CSampler final : public dsinfer::Sampler {
  public:
@@ -130,7 +167,7 @@ dsinfer_event to_c_event(const dsinfer::ChatEvent& e) {
 dsinfer::GenerateParams to_generate_params(const dsinfer_generate_params* p) {
   dsinfer_generate_params gp{};
   dsinfer_generate_params_init(&gp, sizeof gp);
-  if (p) std::memcpy(&gp, p, std::min(p->struct_size, sizeof gp));
+  if (p) std::memcpy(&gp, p, readable(*p));
   dsinfer::GenerateParams g;
   g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
   g.stop_at_eos = gp.stop_at_eos != 0;
@@ -171,11 +208,14 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
     // Read only the fields the caller's struct has (an older, smaller struct gets defaults for the rest).
     dsinfer_model_params p{};
     dsinfer_model_params_init(&p, sizeof p);
-    if (params) std::memcpy(&p, params, std::min(params->struct_size, sizeof p));
+    if (params) std::memcpy(&p, params, readable(*params));
     dsinfer::ModelLoadParams lp;
     lp.n_threads = p.n_threads;
     if (p.backend) lp.backend = p.backend;
     lp.kv_cache_tokens = p.kv_cache_tokens;
+    if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           std::string("kv_cache_dtype must be auto, f32, bf16 or fp8, not ") + p.kv_cache_dtype);
     if (p.progress) {
       auto cb = p.progress;
       void* ud = p.progress_user_data;
@@ -187,6 +227,10 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
 
 void dsinfer_model_free(dsinfer_model* m) { delete m; }
 int64_t dsinfer_model_vocab_size(const dsinfer_model* m) { return m ? m->m->info().vocab_size : 0; }
+int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m) { return m ? m->m->info().kv_bytes_per_token : 0; }
+int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens) {
+  return m && tokens >= 0 ? m->m->kv_cache_bytes(tokens) : 0;
+}
 
 dsinfer_status dsinfer_tokenizer_load(const char* path, dsinfer_tokenizer** out) {
   if (out) *out = nullptr;
@@ -279,7 +323,7 @@ dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface,
                                ", less than the " + std::to_string(required) +
                                " bytes its required members take (set it to sizeof(dsinfer_sampler_iface))");
     dsinfer_sampler_iface copy{};
-    std::memcpy(&copy, iface, std::min(iface->struct_size, sizeof copy));
+    std::memcpy(&copy, iface, readable(*iface));
     require(copy.apply != nullptr, "a custom sampler needs an apply function");
     return std::make_unique<CSampler>(copy, user_data);
   });
@@ -344,7 +388,7 @@ dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_toke
     require(m && t && out, "model, tokenizer and out must not be NULL");
     dsinfer_session_params sp{};
     dsinfer_session_params_init(&sp, sizeof sp);
-    if (p) std::memcpy(&sp, p, std::min(p->struct_size, sizeof sp));
+    if (p) std::memcpy(&sp, p, readable(*p));
     dsinfer::SessionParams params;
     params.capacity = sp.capacity > 0 ? sp.capacity : 4096;
     // A C caller may store any int in the enum field; read it as an int (a C++ enum load past the enum's values is

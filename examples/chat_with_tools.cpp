@@ -47,8 +47,16 @@ int main(int argc, char** argv) {
     params.capacity = 4096;
     params.thinking = thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
     dsinfer::Session session(*model, *tok, params);
-    const auto gen = dsinfer::load_generation_config(model_dir);
-    if (!greedy) session.set_sampler(dsinfer::make_default_chain(gen, /*seed=*/7));
+    // A session samples as the checkpoint's generation_config.json says (model->info().generation); this example
+    // seeds it with 7, or asks for greedy decoding.
+    const dsinfer::GenerationConfig& gen = model->info().generation;
+    if (greedy) {
+      auto chain = std::make_unique<dsinfer::SamplerChain>();
+      chain->add(dsinfer::make_greedy_sampler());
+      session.set_sampler(std::move(chain));
+    } else {
+      session.set_sampler(dsinfer::make_default_chain(gen, /*seed=*/7));
+    }
     std::printf("model %s; %s mode; sampling: %s\n", model_dir, thinking ? "thinking" : "chat",
                 greedy ? "greedy"
                        : ("temperature " + std::to_string(gen.temperature).substr(0, 4) + ", top_p " +

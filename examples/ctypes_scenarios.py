@@ -99,7 +99,7 @@ prompt = [0, 100, 200, 300, 400]
 s = new_session(m, t)
 lib.dsinfer_session_prefill(s, *ids_array(prompt))
 run(s, 16)
-generated("greedy16", s)
+generated("default16", s)
 lib.dsinfer_session_free(s)
 
 st = lib.dsinfer_model_load(BAD, None, C.byref(bad))

@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 shift || true
-ALL=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_chat fuzz_completion fuzz_stream fuzz_openai_request)
+ALL=(fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_chat fuzz_completion fuzz_stream fuzz_openai_request
+     fuzz_session_restore fuzz_capi)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 B=${FUZZ_BUILD:-build-fuzz}
@@ -27,6 +28,9 @@ if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDI
 CC=clang CXX=clang++ cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_FUZZ=ON -DDSINFER_TESTS=ON \
   -DDSINFER_CUDA=OFF -DDSINFER_BENCH=OFF >/dev/null
 nice -n "$NICE" cmake --build "$B" -j "$JOBS" --target "${TARGETS[@]}" >/dev/null
+# fuzz_session_restore and fuzz_capi run against the small generated checkpoint (DSINFER_MODELS_DIR = $B/models).
+[ -f "$B/models/v32-tiny/config.json" ] || python3 scripts/make_small_checkpoint.py --preset v32-tiny \
+  --out "$B/models/v32-tiny" >/dev/null
 
 run_one() {
   local t=$1 work="$B/corpus/$1" findings="$B/findings/$1/" limit

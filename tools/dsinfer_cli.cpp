@@ -62,8 +62,8 @@ const std::vector<std::pair<std::string, std::string>> kCommandUsage = {
      "  dsinfer logits [--model DIR] --ids ID,ID,... --out FILE [--precision fp8|reference] [--threads N]\n"
      "      writes little-endian float32 logits [n_tokens, vocab] for every position to FILE\n"},
     {"info",
-     "  dsinfer info [--model DIR]\n"
-     "      prints what the checkpoint is\n"},
+     "  dsinfer info [--model DIR] [--kv-cache-dtype auto|f32|bf16|fp8] [--ctx N]\n"
+     "      prints what the checkpoint is, and the KV cache bytes per token (and of N tokens) before allocation\n"},
     {"serve",
      "  dsinfer serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...\n"
      "      an OpenAI-compatible HTTP server (dsinfer serve --help)\n"},
@@ -190,6 +190,9 @@ std::unique_ptr<dsinfer::Model> load(const Args& a) {
   dsinfer::ModelLoadParams p;
   // 0 = every hardware thread (the library's default).
   if (a.flags.count("threads")) p.n_threads = int(parse_int("threads", a.flags.at("threads"), 0, 1024));
+  if (a.flags.count("kv-cache-dtype") &&
+      !dsinfer::kv_cache_dtype_from_name(a.flags.at("kv-cache-dtype"), &p.kv_cache_dtype))
+    throw UsageError("--kv-cache-dtype must be auto, f32, bf16 or fp8", a.command);
   const std::string dir = model_dir(a);
   const bool tty = isatty(STDERR_FILENO);
   int last_tenth = -1;
@@ -445,12 +448,12 @@ int run_interactive(const Args& a) {
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
       {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy", "temperature", "top-p",
-                    "top-k", "min-p", "repeat-penalty"}},
+                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype"}},
       {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy", "temperature",
-                "top-p", "top-k", "min-p", "repeat-penalty", "interactive"}},
+                "top-p", "top-k", "min-p", "repeat-penalty", "interactive", "kv-cache-dtype"}},
       {"prompt", {"model", "messages", "thinking", "ids"}},
-      {"logits", {"model", "ids", "out", "precision", "threads"}},
-      {"info", {"model", "threads"}},
+      {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype"}},
+      {"info", {"model", "threads", "kv-cache-dtype", "ctx"}},
   };
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help"))) {
     std::fputs(usage(argc >= 3 ? argv[2] : "").c_str(), stdout);
@@ -470,6 +473,11 @@ int run(int argc, char** argv) {
                "parameters: {}\nweight bytes: {}\n",
                i.model_type, i.has_indexer ? "yes" : "no", i.fp8_weights ? "yes" : "no", i.vocab_size,
                i.hidden_size, i.num_layers, i.parameter_count, i.weight_bytes);
+    // KV cache memory, from the config alone (nothing is allocated for it here).
+    fmt::print("kv cache: {}, {} bytes per token per layer, {} bytes per token\n",
+               dsinfer::kv_cache_dtype_name(i.kv_cache_dtype), i.kv_bytes_per_token_layer, i.kv_bytes_per_token);
+    const int64_t ctx = a.flags.count("ctx") ? parse_int("ctx", a.flags.at("ctx"), 0, int64_t(1) << 40) : 0;
+    if (ctx > 0) fmt::print("kv cache for {} tokens: {} bytes\n", ctx, model->kv_cache_bytes(ctx));
     return 0;
   }
   if (a.command == "prompt") {

@@ -11,6 +11,7 @@
 
 #include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
+#include "dsinfer/sampler.hpp"
 
 namespace dsinfer {
 
@@ -21,6 +22,19 @@ enum class Precision {
   Fp8,        // DeepSeek's reference numerics: 1x128 power-of-two activation quantization into FP8 GEMMs,
               // FP8-simulated latent cache, Hadamard + FP8 indexer
 };
+
+// How the KV cache stores a sequence's cached tokens (docs/architecture.md, "KV cache formats").
+enum class KvCacheDtype {
+  Auto,  // fp8 for a sequence first evaluated in fp8 precision (f32 where the backend has no fp8 cache), f32 for
+         // one first evaluated in reference precision
+  F32,   // fp32 values (reference precision: transformers parity)
+  Bf16,  // bf16 latent, rope key and indexer key (fp32 indexer scales)
+  Fp8,   // DeepSeek's deployment format: FlashMLA's latent row (e4m3 latent, a power-of-two fp32 scale per 128
+         // channels, bf16 rope key; 656 bytes at V3.2's dimensions) and the e4m3 indexer key with its fp32 scale
+         // (132 bytes). In fp8 precision it gives bitwise the logits of the f32 cache.
+};
+DSINFER_CXX_API const char* kv_cache_dtype_name(KvCacheDtype d);  // "auto", "f32", "bf16", "fp8"
+DSINFER_CXX_API bool kv_cache_dtype_from_name(std::string_view s, KvCacheDtype* out);
 
 // Which of the two exactly equivalent MLA forms computes attention.
 enum class AttentionForm { Auto, Mha, Absorbed };  // Auto: MHA for multi-token steps, absorbed for decode
@@ -33,6 +47,9 @@ struct DSINFER_CXX_API ModelLoadParams {
   // not memory, until it fills. Values past the limits: Error(InvalidArgument) before anything is read.
   int64_t kv_cache_tokens = 0;
   int64_t kv_block_tokens = 64;
+  // The KV cache dtype of new sequences (Model::new_sequence may choose another per sequence). Sequences of different
+  // dtypes live in separate pools of kv_cache_tokens tokens each, made when first used.
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;
   // Called during load with the fraction done [0, 1] and the stage; may be empty. Runs on the loading thread.
   std::function<void(double fraction, std::string_view stage)> progress;
 };
@@ -44,6 +61,10 @@ struct DSINFER_CXX_API ModelInfo {
   int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, index_topk = 0;
   int64_t bos_token_id = 0;
   std::vector<int64_t> eos_token_ids;
+  // The checkpoint's sampling defaults: generation_config.json (DeepSeek-V3.2: temperature 1.0, top_p 0.95), or
+  // greedy (do_sample false) without the file, as transformers does. Every front door samples with them unless
+  // told otherwise: a Session's default chain, the C API's and Python's sessions, the CLI, the server.
+  GenerationConfig generation;
   int64_t parameter_count = 0;  // tensors bound for the forward pass
   int64_t weight_bytes = 0;     // their bytes as stored
   // The weight bytes one single-token decode step reads: every weight once, except the embedding (one row) and
@@ -53,6 +74,12 @@ struct DSINFER_CXX_API ModelInfo {
   // Of those, the indexer's query weights (wq_b, weights_proj, every layer): a step reads them only when one of its
   // sequences sees more than index_topk keys (until then top-k keeps every key and ranking is skipped).
   int64_t indexer_query_bytes = 0;
+  // KV cache memory (known before anything is allocated): the dtype a sequence evaluated in fp8 precision gets with
+  // the load parameters (never Auto), and the bytes one token takes in it, in one layer and in all layers.
+  // Model::kv_cache_bytes gives the bytes of a context of any length and dtype.
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::F32;
+  int64_t kv_bytes_per_token_layer = 0;
+  int64_t kv_bytes_per_token = 0;
 };
 
 struct DSINFER_CXX_API EvalOptions {
@@ -60,6 +87,10 @@ struct DSINFER_CXX_API EvalOptions {
   bool all_logits = false;   // logits for every new token, else only for the last one
   int64_t index_topk = 0;    // 0 = the config's index_topk; larger values make attention dense
   AttentionForm attention = AttentionForm::Auto;
+  // Long prompts: eval() and a one-entry eval_batch() evaluate a sequence's new tokens in forwards of at most this
+  // many tokens (never leaving a 1-token chunk, which would take the decode form), so activation memory is bounded
+  // by the chunk, not the prompt. The logits are bitwise those of any other chunking. 0 = 2048.
+  int64_t max_chunk_tokens = 0;
 };
 
 class Model;
@@ -70,6 +101,7 @@ class DSINFER_CXX_API Sequence {
   ~Sequence();
   int64_t size() const;      // tokens evaluated so far
   int64_t capacity() const;  // tokens it can hold
+  KvCacheDtype kv_cache_dtype() const;  // how its cache is stored now (Auto until its first evaluation decides)
   void truncate(int64_t n);  // forget tokens from position n on (n <= size())
 
  private:
@@ -90,8 +122,13 @@ class DSINFER_CXX_API Model {
 
   const ModelInfo& info() const;
 
-  // A new empty sequence with room for `capacity` tokens. Ownership: the caller's; it must not outlive the model.
-  std::unique_ptr<Sequence> new_sequence(int64_t capacity) const;
+  // A new empty sequence with room for `capacity` tokens, its cache in `dtype` (Auto: ModelLoadParams'
+  // kv_cache_dtype). Ownership: the caller's; it must not outlive the model. Throws Error(Unsupported) for a dtype
+  // the backend cannot hold.
+  std::unique_ptr<Sequence> new_sequence(int64_t capacity, KvCacheDtype dtype = KvCacheDtype::Auto) const;
+  // The KV cache bytes a sequence of `tokens` tokens holds in `dtype` (Auto: info().kv_cache_dtype), whole blocks
+  // of kv_block_tokens, all layers: what a context of that length needs, before anything is allocated.
+  int64_t kv_cache_bytes(int64_t tokens, KvCacheDtype dtype = KvCacheDtype::Auto) const;
 
   // Appends `ids` to the sequence and returns their logits, row-major [n, vocab_size] with n = ids.size() when
   // opts.all_logits, else [1, vocab_size] for the last id. Errors (the sequence is left unchanged):
@@ -121,7 +158,9 @@ class DSINFER_CXX_API Model {
   std::unique_ptr<Sequence> load_sequence(std::istream& in, int64_t capacity = 0) const;
   struct KvCacheStats {
     int64_t blocks_total = 0, blocks_used = 0, block_tokens = 0;
-    int64_t bytes_per_block = 0;  // all layers
+    int64_t bytes_per_block = 0;  // all layers, in info().kv_cache_dtype
+    int64_t bytes_per_token = 0;  // all layers, in info().kv_cache_dtype
+    int64_t bytes_used = 0;       // the blocks in use, every dtype's pool
   };
   KvCacheStats kv_cache_stats() const;
   // Gives memory the model keeps for reuse back to the system: the pages of free KV cache blocks and recycled

@@ -28,6 +28,8 @@ struct DSINFER_CXX_API SessionParams {
   // The reply is plain text, not a chat turn (a raw prompt's continuation): every piece of text is a ContentDelta
   // event, nothing is parsed as DSML, and reply().content is the whole text.
   bool raw_text = false;
+  // The seed of the default sampler chain's draw (see Session::set_sampler).
+  uint64_t seed = 0;
 };
 
 struct DSINFER_CXX_API GenerateParams {
@@ -48,8 +50,13 @@ class DSINFER_CXX_API Session {
   Session(const Model& model, const Tokenizer& tokenizer, const SessionParams& params = {});
   ~Session();
 
-  // Takes ownership of the chain. The default is greedy; the checkpoint's recommended sampling is
-  // make_default_chain(load_generation_config(dir), seed).
+  // Takes ownership of the chain. The default is the checkpoint's sampling, make_default_chain(
+  // model.info().generation, params.seed): generation_config.json's temperature, top_k and top_p, then a seeded
+  // draw; greedy when the checkpoint has no generation_config.json or says do_sample false. Set a greedy chain
+  // (make_greedy_sampler) for deterministic argmax decoding.
+  // Reproducibility: a chain keeps its state (the draw's RNG, penalties' history) across generations, so a
+  // conversation's turns draw fresh numbers. sampler().reset() is the reset point: from it (or from a new session),
+  // the same seed, cache and prompt give the same tokens.
   void set_sampler(std::unique_ptr<SamplerChain> chain);
   SamplerChain& sampler();
 

@@ -4,6 +4,9 @@
 
 #include "backend/cpu/cpu_backend.hpp"
 #include "dsinfer/error.hpp"
+#include "util/dtype.hpp"
+
+#include <vector>
 
 namespace dsinfer {
 
@@ -14,6 +17,25 @@ Matrix Backend::matrix(int64_t rows, int64_t cols) {
   m.view = Tensor2D{static_cast<float*>(m.buffer.data()), rows, cols, cols};
   return m;
 }
+
+namespace {
+[[noreturn]] void no_packed_kv(const Backend& b) {
+  throw Error(ErrorCode::Unsupported,
+              fmt::format("the {} backend has no packed (bf16/fp8) KV cache; use kv_cache_dtype f32", b.name()));
+}
+}  // namespace
+
+void Backend::round_to_bf16(Tensor2D x) {
+  std::vector<float> h(size_t(x.rows * x.cols));
+  to_host(h.data(), x);
+  for (float& v : h) v = bf16_to_f32(f32_to_bf16(v));
+  from_host(x, h.data());
+}
+
+void Backend::kv_pack(const KvPackArgs&) { no_packed_kv(*this); }
+void Backend::copy_bytes(void*, const void*, size_t) { no_packed_kv(*this); }
+void Backend::bytes_to_host(void*, const void*, size_t) { no_packed_kv(*this); }
+void Backend::bytes_from_host(void*, const void*, size_t) { no_packed_kv(*this); }
 
 std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOptions& opts) {
   if (name == "cpu") return std::make_unique<CpuBackend>(opts);

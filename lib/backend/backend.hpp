@@ -79,6 +79,22 @@ inline int64_t cache_row(const int32_t* block_table, int64_t block_tokens, int64
   return block_table ? int64_t(block_table[pos / block_tokens]) * block_tokens + pos % block_tokens : pos;
 }
 
+// KV cache storage (docs/architecture.md, "KV cache formats"). F32 keeps a cache tensor as a Tensor2D; the packed
+// dtypes keep bytes in the layouts of kv_format.hpp (FP8: FlashMLA's "FP8 with scale" latent row and DeepGEMM's
+// paged indexer key), which the ops that read the cache decode themselves.
+enum class KvDtype : uint8_t { F32, BF16, FP8 };
+
+// A cache tensor stored in a packed dtype: the latent (MLA: latent then rope key per row) or the indexer key
+// (paged: pages of page_tokens rows). Row r is physical row r of the pool, as Tensor2D rows are for F32.
+struct PackedKv {
+  KvDtype dtype = KvDtype::F32;  // F32: not packed (the op's Tensor2D fields hold the cache)
+  uint8_t* data = nullptr;
+  int64_t dim = 0;               // latent: kv_lora_rank; index key: head dim
+  int64_t rope_dim = 0;          // latent only: rope dims stored after the latent (and its scales)
+  int64_t page_tokens = 0;       // index key only: rows per page (the pool's block)
+  bool packed() const { return dtype != KvDtype::F32; }
+};
+
 struct IndexerTopkArgs {
   Tensor2D q;                    // [T, Hi*D] (post-RoPE; in fp8 mode post-Hadamard e4m3 values, unscaled)
   Tensor2D q_scale;              // [T, Hi] per (token, head) quantization scale; empty (data null) = 1
@@ -86,6 +102,7 @@ struct IndexerTopkArgs {
   float head_scale = 1.0f;       // constant folded into w (Hi^-0.5 · D^-0.5)
   Tensor2D k;                    // [rows, D] indexer keys: logical position s is row row_of(s)
   Tensor2D k_scale;              // [rows, 1] per-key scale (same rows); empty = 1
+  PackedKv k_packed;             // when packed(): the keys and their scales are here instead (k, k_scale unused)
   int64_t n_keys = 0;            // S: logical positions 0..S-1 exist
   const int32_t* block_table = nullptr;  // paged cache: row_of(s) = block_table[s / block_tokens] * block_tokens
   int64_t block_tokens = 0;              //   + s % block_tokens; null: row_of(s) = s
@@ -107,6 +124,7 @@ struct MlaArgs {
   Tensor2D q;                    // [T, H*(dn+dr)], per head [nope | rope], rope already applied
   Tensor2D latent;               // [rows, kvr] cached c (after kv_norm): logical position s is row row_of(s)
   Tensor2D k_pe;                 // [rows, dr] cached rotated rope key (same rows)
+  PackedKv latent_packed;        // when packed(): latent and rope key are here (latent, k_pe: data null, shapes set)
   int64_t n_keys = 0;            // S: logical positions 0..S-1 exist
   const int32_t* block_table = nullptr;  // paged cache, as in IndexerTopkArgs; null: row_of(s) = s
   int64_t block_tokens = 0;
@@ -154,6 +172,22 @@ struct MoeExpertsArgs {
   const ExpertWeights* shared = nullptr;
 };
 
+// Backend::kv_pack: rows src (and for the latent the rope keys, for an indexer key the scales) into physical rows
+// [row0, row0 + src.rows) of a packed cache tensor.
+struct KvPackArgs {
+  PackedKv dst;
+  bool latent = true;      // MLA latent row (src: c [n, dim], extra: rope key [n, rope_dim]) or indexer key
+                           // (src: k [n, dim], extra: scales [n, 1], empty = 1)
+  Tensor2D src, extra;
+  int64_t row0 = 0;
+  // FP8 latent: c is quantized per 128 channels here, with the scale rule of fp8_quantize (ue8m0 or not), giving
+  // the values fp8_quantize(..., dequantize=true) gives. FP8 indexer key: when key_is_e4m3, src already holds
+  // e4m3 values and extra their scales (fp8 precision), stored as they are; else the key is quantized here as one
+  // group with the given scale folded into the stored one.
+  bool ue8m0 = true;
+  bool key_is_e4m3 = false;
+};
+
 // One output of Backend::linear_many: out = x · wᵀ.
 struct LinearOut {
   const Weight* w = nullptr;
@@ -180,6 +214,13 @@ class Backend {
   virtual void copy(Tensor2D dst, Tensor2D src) = 0;
   virtual void to_host(float* dst, Tensor2D src) = 0;          // dst: host [rows, cols] dense
   virtual void from_host(Tensor2D dst, const float* src) = 0;  // src: host [rows, cols] dense
+  // Packed KV caches (KvDtype BF16 / FP8). A backend that returns false for a dtype is never given one (the KV pool
+  // refuses it with an error naming the backend); the byte ops below are only called for packed caches.
+  virtual bool supports_kv_dtype(KvDtype d) const { return d == KvDtype::F32; }
+  virtual void kv_pack(const KvPackArgs& a);
+  virtual void copy_bytes(void* dst, const void* src, size_t bytes);  // both in backend memory
+  virtual void bytes_to_host(void* dst, const void* src, size_t bytes);
+  virtual void bytes_from_host(void* dst, const void* src, size_t bytes);
   // Called once per weight at load time (a GPU backend uploads here; the CPU backend repacks linear weights).
   virtual void prepare_weight(const Weight& w) {}
   // The same with how the model reads the weight, so a backend can skip work for weights never passed to linear()
@@ -212,6 +253,9 @@ class Backend {
   // into `out` (may alias x) and, unless `scales` is empty, the scales into `scales` [rows, ceil(cols/group)].
   virtual void fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out,
                             Tensor2D scales) = 0;
+  // In place: every element rounded to the nearest bf16 value (ties to even), kept as fp32. Default: through host
+  // memory (a backend overrides it where that matters).
+  virtual void round_to_bf16(Tensor2D x);
   virtual void indexer_topk(const IndexerTopkArgs& a) = 0;
   virtual void mla_attention(const MlaArgs& a) = 0;
   // Whether mla_attention needs MlaArgs::wkv_b as an fp32 copy held by the model (true), or reads

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 
+#include "backend/kv_format.hpp"
 #include "dsinfer/error.hpp"
 
 namespace dsinfer {
@@ -21,30 +23,86 @@ Matrix lazy_matrix(Backend& be, int64_t rows, int64_t cols) {
 }
 }  // namespace
 
-KvBlockPool::KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens)
-    : backend_(backend), n_blocks_(n_blocks), block_tokens_(block_tokens) {
+const char* kv_dtype_name(KvDtype d) {
+  return d == KvDtype::FP8 ? "fp8" : d == KvDtype::BF16 ? "bf16" : "f32";
+}
+
+int64_t KvBlockPool::bytes_per_token_layer(const ModelConfig& cfg, KvDtype dtype) {
+  const int64_t latent = kvfmt::latent_row_bytes(dtype, cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+  return latent + (cfg.has_indexer() ? kvfmt::index_key_bytes(dtype, cfg.index_head_dim) : 0);
+}
+
+KvBlockPool::KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens,
+                         KvDtype dtype)
+    : backend_(backend),
+      dtype_(dtype),
+      kv_dim_(cfg.kv_lora_rank),
+      rope_dim_(cfg.qk_rope_head_dim),
+      index_dim_(cfg.has_indexer() ? cfg.index_head_dim : 0),
+      n_blocks_(n_blocks),
+      block_tokens_(block_tokens) {
   if (n_blocks <= 0 || block_tokens <= 0 || block_tokens > kMaxBlockTokens || n_blocks > kMaxPoolTokens)
     throw Error(ErrorCode::InvalidArgument, fmt::format("KV pool of {} blocks of {} tokens (1 to {} blocks of 1 to {} tokens)",
                                                         n_blocks, block_tokens, kMaxPoolTokens, kMaxBlockTokens));
+  if (!backend.supports_kv_dtype(dtype))
+    throw Error(ErrorCode::Unsupported, fmt::format("the {} backend cannot hold a {} KV cache yet (use kv_cache_dtype "
+                                                    "f32)", backend.name(), kv_dtype_name(dtype)));
   const int64_t rows = n_blocks * block_tokens;  // < 2^47: no overflow
   layers_.resize(size_t(cfg.num_hidden_layers));
-  int64_t width = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
   for (auto& l : layers_) {
-    l.latent = lazy_matrix(backend, rows, cfg.kv_lora_rank);
-    l.k_pe = lazy_matrix(backend, rows, cfg.qk_rope_head_dim);
-    if (cfg.has_indexer()) {
-      l.index_k = lazy_matrix(backend, rows, cfg.index_head_dim);
-      l.index_scale = lazy_matrix(backend, rows, 1);
+    if (dtype == KvDtype::F32) {
+      l.latent = lazy_matrix(backend, rows, cfg.kv_lora_rank);
+      l.k_pe = lazy_matrix(backend, rows, cfg.qk_rope_head_dim);
+      if (cfg.has_indexer()) {
+        l.index_k = lazy_matrix(backend, rows, cfg.index_head_dim);
+        l.index_scale = lazy_matrix(backend, rows, 1);
+      }
+    } else {
+      l.latent_rows = backend.allocate(latent_block_bytes() * size_t(n_blocks), /*zero=*/false);
+      if (index_dim_ > 0) l.index_pages = backend.allocate(index_block_bytes() * size_t(n_blocks), /*zero=*/false);
     }
   }
-  if (cfg.has_indexer()) width += cfg.index_head_dim + 1;
-  bytes_per_block_ = size_t(width) * sizeof(float) * size_t(block_tokens) * layers_.size();
+  bytes_per_block_ = size_t(bytes_per_token_layer(cfg, dtype)) * size_t(block_tokens) * layers_.size();
   refs_.assign(size_t(n_blocks), 0);
   for (int64_t b = n_blocks - 1; b >= 0; --b) free_.push_back(int32_t(b));
 }
 
+size_t KvBlockPool::latent_block_bytes() const {
+  return size_t(kvfmt::latent_row_bytes(dtype_, kv_dim_, rope_dim_) * block_tokens_);
+}
+size_t KvBlockPool::index_block_bytes() const {
+  return index_dim_ > 0 ? size_t(kvfmt::index_key_bytes(dtype_, index_dim_) * block_tokens_) : 0;
+}
+
+PackedKv KvBlockPool::packed(int64_t layer, KvTensor t) const {
+  const Layer& l = layers_[size_t(layer)];
+  PackedKv p;
+  if (dtype_ == KvDtype::F32) return p;
+  if (t == KvTensor::Latent || t == KvTensor::RopeKey) {
+    p.dtype = dtype_;
+    p.data = static_cast<uint8_t*>(l.latent_rows.data());
+    p.dim = kv_dim_;
+    p.rope_dim = rope_dim_;
+  } else if (index_dim_ > 0) {
+    p.dtype = dtype_;
+    p.data = static_cast<uint8_t*>(l.index_pages.data());
+    p.dim = index_dim_;
+    p.page_tokens = block_tokens_;
+  }
+  return p;
+}
+
 Tensor2D KvBlockPool::tensor(int64_t layer, KvTensor t) const {
   const Layer& l = layers_[size_t(layer)];
+  if (dtype_ != KvDtype::F32) {  // shapes only: the data is packed()
+    const int64_t rows = n_blocks_ * block_tokens_;
+    switch (t) {
+      case KvTensor::Latent: return Tensor2D{nullptr, rows, kv_dim_, kv_dim_};
+      case KvTensor::RopeKey: return Tensor2D{nullptr, rows, rope_dim_, rope_dim_};
+      case KvTensor::IndexKey: return index_dim_ ? Tensor2D{nullptr, rows, index_dim_, index_dim_} : Tensor2D{};
+      case KvTensor::IndexScale: return index_dim_ ? Tensor2D{nullptr, rows, 1, 1} : Tensor2D{};
+    }
+  }
   switch (t) {
     case KvTensor::Latent: return l.latent.view;
     case KvTensor::RopeKey: return l.k_pe.view;
@@ -52,16 +110,6 @@ Tensor2D KvBlockPool::tensor(int64_t layer, KvTensor t) const {
     case KvTensor::IndexScale: return l.index_scale.view;
   }
   return {};
-}
-
-int64_t KvBlockPool::floats_per_token() const {
-  int64_t n = 0;
-  for (int64_t l = 0; l < n_layers(); ++l)
-    for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
-      const Tensor2D v = tensor(l, t);
-      if (v.data) n += v.cols;
-    }
-  return n;
 }
 
 int64_t KvBlockPool::used_blocks() const {
@@ -94,12 +142,21 @@ void KvBlockPool::release(int32_t b) {
 void KvBlockPool::discard_free_blocks() {
   std::lock_guard<std::mutex> lock(mutex_);
   for (int32_t b : free_)
-    for (const Layer& l : layers_)
+    for (const Layer& l : layers_) {
+      if (dtype_ != KvDtype::F32) {
+        backend_.discard(static_cast<uint8_t*>(l.latent_rows.data()) + size_t(b) * latent_block_bytes(),
+                         latent_block_bytes());
+        if (index_dim_ > 0)
+          backend_.discard(static_cast<uint8_t*>(l.index_pages.data()) + size_t(b) * index_block_bytes(),
+                           index_block_bytes());
+        continue;
+      }
       for (const Matrix* m : {&l.latent, &l.k_pe, &l.index_k, &l.index_scale}) {
         const Tensor2D& v = m->view;
         if (!v.data) continue;
         backend_.discard(v.row(int64_t(b) * block_tokens_), size_t(block_tokens_ * v.ld) * sizeof(float));
       }
+    }
 }
 
 int KvBlockPool::refs(int32_t b) const {
@@ -113,6 +170,11 @@ KvCache::KvCache(std::shared_ptr<KvBlockPool> pool, int64_t capacity) : pool_(st
   // that starts a new block does not grow it.
   const int64_t B = pool_->block_tokens();
   blocks_.reserve(size_t(std::min(capacity / B + (capacity % B != 0), pool_->n_blocks())));  // no overflow near INT64_MAX
+}
+
+void KvCache::set_pool(std::shared_ptr<KvBlockPool> pool) {
+  if (!blocks_.empty() || size_ != 0) throw Error(ErrorCode::Internal, "KvCache::set_pool on a cache holding blocks");
+  pool_ = std::move(pool);
 }
 
 KvCache::~KvCache() {
@@ -155,11 +217,22 @@ void KvCache::prepare_append(int64_t n) {
     if (pool_->refs(old) > 1) {
       const int32_t fresh = pool_->allocate();
       const int64_t filled = size_ % B;
-      for (int64_t l = 0; l < pool_->n_layers(); ++l)
+      for (int64_t l = 0; l < pool_->n_layers(); ++l) {
+        if (dtype() != KvDtype::F32) {
+          // Packed: the filled latent rows and the whole indexer page (keys and scales are in separate parts of it).
+          const PackedKv lat = pool_->packed(l, KvTensor::Latent), idx = pool_->packed(l, KvTensor::IndexKey);
+          const size_t row_bytes = pool_->latent_block_bytes() / size_t(B), page = pool_->index_block_bytes();
+          pool_->backend().copy_bytes(lat.data + size_t(fresh) * size_t(B) * row_bytes,
+                                      lat.data + size_t(old) * size_t(B) * row_bytes, size_t(filled) * row_bytes);
+          if (idx.packed())
+            pool_->backend().copy_bytes(idx.data + size_t(fresh) * page, idx.data + size_t(old) * page, page);
+          continue;
+        }
         for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
           const Tensor2D v = pool_->tensor(l, t);
           if (v.data) pool_->backend().copy(v.rows_slice(int64_t(fresh) * B, filled), v.rows_slice(int64_t(old) * B, filled));
         }
+      }
       blocks_[bi] = fresh;
       pool_->release(old);
     }
@@ -187,25 +260,49 @@ void KvCache::for_each_run(int64_t pos, int64_t n, F&& f) const {
 }
 
 void KvCache::write(int64_t layer, KvTensor t, int64_t pos, Tensor2D src) {
+  if (dtype() != KvDtype::F32) throw Error(ErrorCode::Internal, "KvCache::write on a packed cache");
   const Tensor2D dst = pool_->tensor(layer, t);
   for_each_run(pos, src.rows, [&](int64_t row, int64_t off, int64_t count) {
     pool_->backend().copy(dst.rows_slice(row, count), src.rows_slice(off, count));
   });
 }
 
-size_t KvCache::host_floats() const {
-  size_t n = 0;
-  for (int64_t l = 0; l < pool_->n_layers(); ++l)
-    for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
-      const Tensor2D v = pool_->tensor(l, t);
-      if (v.data) n += size_t(size_ * v.cols);
-    }
-  return n;
+void KvCache::write_latent(int64_t layer, int64_t pos, Tensor2D latent, Tensor2D rope_key, bool ue8m0) {
+  KvPackArgs a;
+  a.dst = pool_->packed(layer, KvTensor::Latent);
+  a.latent = true;
+  a.ue8m0 = ue8m0;
+  for_each_run(pos, latent.rows, [&](int64_t row, int64_t off, int64_t count) {
+    a.src = latent.rows_slice(off, count);
+    a.extra = rope_key.rows_slice(off, count);
+    a.row0 = row;
+    pool_->backend().kv_pack(a);
+  });
+}
+
+void KvCache::write_index_key(int64_t layer, int64_t pos, Tensor2D key, Tensor2D scales, bool key_is_e4m3,
+                              bool ue8m0) {
+  KvPackArgs a;
+  a.dst = pool_->packed(layer, KvTensor::IndexKey);
+  a.latent = false;
+  a.ue8m0 = ue8m0;
+  a.key_is_e4m3 = key_is_e4m3;
+  for_each_run(pos, key.rows, [&](int64_t row, int64_t off, int64_t count) {
+    a.src = key.rows_slice(off, count);
+    a.extra = scales.data ? scales.rows_slice(off, count) : Tensor2D{};
+    a.row0 = row;
+    pool_->backend().kv_pack(a);
+  });
+}
+
+size_t KvCache::host_bytes() const {
+  return size_t(size_) * size_t(pool_->n_layers()) * (pool_->bytes_per_block() / size_t(pool_->n_layers()) /
+                                                      size_t(block_tokens()));
 }
 
 template <class F>
 void KvCache::for_each_row_run(F&& f) const {
-  size_t at = 0;  // offset of the current tensor in the host layout
+  size_t at = 0;  // offset of the current tensor in the host layout, in floats
   for (int64_t l = 0; l < pool_->n_layers(); ++l)
     for (KvTensor t : {KvTensor::Latent, KvTensor::RopeKey, KvTensor::IndexKey, KvTensor::IndexScale}) {
       const Tensor2D v = pool_->tensor(l, t);
@@ -217,14 +314,50 @@ void KvCache::for_each_row_run(F&& f) const {
     }
 }
 
-void KvCache::to_host(std::vector<float>& out) const {
-  out.resize(host_floats());
-  for_each_row_run([&](Tensor2D rows, size_t at) { pool_->backend().to_host(out.data() + at, rows); });
+// Packed pools: f(device pointer, host offset, bytes) for every piece of positions [0, size), in the host layout.
+template <class F>
+void KvCache::for_each_packed_piece(F&& f) const {
+  size_t at = 0;
+  for (int64_t l = 0; l < pool_->n_layers(); ++l) {
+    const PackedKv lat = pool_->packed(l, KvTensor::Latent), idx = pool_->packed(l, KvTensor::IndexKey);
+    const size_t row_bytes = size_t(kvfmt::latent_row_bytes(lat.dtype, lat.dim, lat.rope_dim));
+    for_each_run(0, size_, [&](int64_t row, int64_t off, int64_t count) {
+      f(kvfmt::latent_row(lat, row), at + size_t(off) * row_bytes, size_t(count) * row_bytes);
+    });
+    at += size_t(size_) * row_bytes;
+    if (!idx.packed()) continue;
+    const size_t key_bytes = size_t(kvfmt::index_key_bytes(idx.dtype, idx.dim)) - 4;
+    for (int64_t p = 0; p < size_; ++p) {
+      const int64_t row = physical_row(p);
+      f(kvfmt::index_key_values(idx, row), at, key_bytes);
+      f(kvfmt::index_key_scale(idx, row), at + key_bytes, size_t(4));
+      at += key_bytes + 4;
+    }
+  }
 }
 
-void KvCache::from_host(const float* data, size_t n_floats) {
-  if (n_floats != host_floats()) throw Error(ErrorCode::Format, "saved KV cache has the wrong size for this model");
-  for_each_row_run([&](Tensor2D rows, size_t at) { pool_->backend().from_host(rows, data + at); });
+void KvCache::to_host(std::vector<uint8_t>& out) const {
+  out.resize(host_bytes());
+  Backend& be = pool_->backend();
+  if (dtype() == KvDtype::F32) {
+    float* f = reinterpret_cast<float*>(out.data());
+    for_each_row_run([&](Tensor2D rows, size_t at) { be.to_host(f + at, rows); });
+    return;
+  }
+  for_each_packed_piece([&](const uint8_t* dev, size_t at, size_t n) { be.bytes_to_host(out.data() + at, dev, n); });
+}
+
+void KvCache::from_host(const uint8_t* data, size_t n_bytes) {
+  if (n_bytes != host_bytes()) throw Error(ErrorCode::Format, "saved KV cache has the wrong size for this model");
+  Backend& be = pool_->backend();
+  if (dtype() == KvDtype::F32) {
+    // The file's bytes need not be float-aligned: copied row run by row run through an aligned buffer.
+    std::vector<float> f(n_bytes / sizeof(float));
+    std::memcpy(f.data(), data, n_bytes);
+    for_each_row_run([&](Tensor2D rows, size_t at) { be.from_host(rows, f.data() + at); });
+    return;
+  }
+  for_each_packed_piece([&](uint8_t* dev, size_t at, size_t n) { be.bytes_from_host(dev, data + at, n); });
 }
 
 }  // namespace dsinfer

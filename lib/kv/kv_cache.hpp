@@ -4,7 +4,8 @@
 //
 // Storage is a pool of fixed-size blocks shared by all sequences of a model; a sequence is a block table. Forked
 // sequences share their common blocks (a long system prompt is stored once) and copy a shared block only when
-// they write into it. Values are fp32 here; the FP8 656/132-byte formats belong to the GPU backend.
+// they write into it. A pool stores one KvDtype: F32 (fp32 tensors), or BF16 / FP8 packed rows in the layouts of
+// backend/kv_format.hpp (FP8: FlashMLA's 656-byte latent row and the 132-byte indexer key at V3.2's dimensions).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -16,6 +17,8 @@
 
 namespace dsinfer {
 
+const char* kv_dtype_name(KvDtype d);  // "f32", "bf16", "fp8"
+
 enum class KvTensor { Latent, RopeKey, IndexKey, IndexScale };
 
 class KvBlockPool {
@@ -25,18 +28,27 @@ class KvBlockPool {
   static constexpr int64_t kMaxPoolTokens = INT32_MAX;
 
   // Reserves n_blocks blocks of block_tokens tokens on the backend (pages are committed as they are written).
-  // Throws Error(InvalidArgument) past the limits, Error(OutOfMemory) when the backend cannot reserve it.
-  KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens);
+  // Throws Error(InvalidArgument) past the limits, Error(Unsupported) when the backend cannot hold that dtype,
+  // Error(OutOfMemory) when the backend cannot reserve it.
+  KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens,
+              KvDtype dtype = KvDtype::F32);
+
+  // Bytes one token takes in one layer (latent + rope key, and for V3.2 the indexer key and its scale).
+  static int64_t bytes_per_token_layer(const ModelConfig& cfg, KvDtype dtype);
 
   Backend& backend() const { return backend_; }
   int64_t block_tokens() const { return block_tokens_; }
   int64_t n_blocks() const { return n_blocks_; }
   int64_t used_blocks() const;
   size_t bytes_per_block() const { return bytes_per_block_; }  // all layers and tensors
-  int64_t floats_per_token() const;                             // all layers and tensors (KvCache::to_host)
   int64_t n_layers() const { return int64_t(layers_.size()); }
-  // [n_blocks * block_tokens, width] f32; data is null for the indexer tensors of a model without indexer.
+  KvDtype dtype() const { return dtype_; }
+  // [n_blocks * block_tokens, width] f32; data is null for the indexer tensors of a model without indexer, and for
+  // every tensor of a packed pool (the shape is still set: the ops check it).
   Tensor2D tensor(int64_t layer, KvTensor t) const;
+  // A packed pool's latent rows (KvTensor::Latent: latent + rope key) or indexer keys (KvTensor::IndexKey: keys +
+  // scales); dtype F32 for an F32 pool or a model without indexer.
+  PackedKv packed(int64_t layer, KvTensor t) const;
 
   int32_t allocate();         // a block with one reference; throws Error(OutOfMemory) when none is free
   void retain(int32_t block);
@@ -47,10 +59,17 @@ class KvBlockPool {
   void discard_free_blocks();
 
  private:
+  friend class KvCache;
   struct Layer {
-    Matrix latent, k_pe, index_k, index_scale;
+    Matrix latent, k_pe, index_k, index_scale;  // F32
+    Buffer latent_rows, index_pages;            // packed
   };
+  // Per layer, the byte ranges one block occupies in a packed pool: its latent rows and its indexer page.
+  size_t latent_block_bytes() const;
+  size_t index_block_bytes() const;
   Backend& backend_;
+  KvDtype dtype_;
+  int64_t kv_dim_ = 0, rope_dim_ = 0, index_dim_ = 0;
   int64_t n_blocks_, block_tokens_;
   size_t bytes_per_block_ = 0;
   std::vector<Layer> layers_;
@@ -81,6 +100,8 @@ class KvCache {
   void prepare_append(int64_t n);
 
   KvBlockPool& pool() const { return *pool_; }
+  // Moves an empty cache (no blocks) to another pool, e.g. of another dtype.
+  void set_pool(std::shared_ptr<KvBlockPool> pool);
   const std::vector<int32_t>& block_table() const { return blocks_; }
   int64_t block_tokens() const { return pool_->block_tokens(); }
   int64_t physical_row(int64_t pos) const {
@@ -88,18 +109,26 @@ class KvCache {
   }
   Tensor2D tensor(int64_t layer, KvTensor t) const { return pool_->tensor(layer, t); }
 
-  // Writes src's rows to positions [pos, pos + src.rows) (blocks prepared by prepare_append).
+  KvDtype dtype() const { return pool_->dtype(); }
+  // Writes src's rows to positions [pos, pos + src.rows) (blocks prepared by prepare_append). F32 pools only.
   void write(int64_t layer, KvTensor t, int64_t pos, Tensor2D src);
-  // Positions [0, size()) of every present tensor, layer by layer, to / from host memory (save and restore).
-  void to_host(std::vector<float>& out) const;
-  void from_host(const float* data, size_t n_floats);  // expects size() already set by set_size
-  size_t host_floats() const;
+  // Packed pools: stores rows through Backend::kv_pack (KvPackArgs says what is quantized where).
+  void write_latent(int64_t layer, int64_t pos, Tensor2D latent, Tensor2D rope_key, bool ue8m0);
+  void write_index_key(int64_t layer, int64_t pos, Tensor2D key, Tensor2D scales, bool key_is_e4m3, bool ue8m0);
+  // Positions [0, size()) to / from host memory (save and restore), layer by layer. F32: per layer the latent,
+  // rope key, indexer key and scale rows as fp32 (the version-1 file layout). Packed: per layer the size() latent
+  // rows as stored, then for V3.2 each position's indexer key bytes followed by its 4-byte scale.
+  void to_host(std::vector<uint8_t>& out) const;
+  void from_host(const uint8_t* data, size_t n_bytes);  // expects size() already set by set_size
+  size_t host_bytes() const;
 
  private:
   template <class F>
   void for_each_run(int64_t pos, int64_t n, F&& f) const;  // f(physical_row, logical_offset, count) per block run
   template <class F>
   void for_each_row_run(F&& f) const;  // f(rows, offset in the host layout) over positions [0, size) of every tensor
+  template <class F>
+  void for_each_packed_piece(F&& f) const;
 
   std::shared_ptr<KvBlockPool> pool_;
   int64_t capacity_ = 0, size_ = 0;

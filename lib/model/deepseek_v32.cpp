@@ -210,12 +210,23 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     Matrix latent_new = be_.matrix(sg.n, kvr), kpe_new = be_.matrix(sg.n, dr);
     const Tensor2D kv_rows = kv.view.rows_slice(sg.row0, sg.n);
     be_.rms_norm(kv_rows.cols_slice(0, kvr), aw.kv_a_layernorm, eps, latent_new.view);
-    // DeepSeek deploys an FP8 latent cache and its reference simulates it (spec §3.2): quantize-dequantize c.
-    if (fp8) be_.fp8_quantize(latent_new.view, 128, step.ue8m0, /*dequantize=*/true, latent_new.view, Tensor2D{});
     be_.copy(kpe_new.view, kv_rows.cols_slice(kvr, dr));
     be_.rope({kpe_new.view, 1, dr, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::Interleaved});
-    sg.cache->write(l, KvTensor::Latent, sg.start, latent_new.view);
-    sg.cache->write(l, KvTensor::RopeKey, sg.start, kpe_new.view);
+    // DeepSeek deploys an FP8 latent cache and its reference simulates it (spec §3.2): c quantize-dequantized, the
+    // rope key in bf16 (the reference's pe_cache, FlashMLA's FP8 row). An FP8 cache quantizes c itself, with the
+    // same rule, so every cache dtype holds the same values in fp8 precision.
+    const KvDtype kd = sg.cache->dtype();
+    if (fp8) {
+      if (kd != KvDtype::FP8)
+        be_.fp8_quantize(latent_new.view, 128, step.ue8m0, /*dequantize=*/true, latent_new.view, Tensor2D{});
+      be_.round_to_bf16(kpe_new.view);
+    }
+    if (kd == KvDtype::F32) {
+      sg.cache->write(l, KvTensor::Latent, sg.start, latent_new.view);
+      sg.cache->write(l, KvTensor::RopeKey, sg.start, kpe_new.view);
+    } else {
+      sg.cache->write_latent(l, sg.start, latent_new.view, kpe_new.view, step.ue8m0);
+    }
   }
 
   // DSA lightning indexer (spec §4): queries and head weights for all rows; keys into each cache; one top-k set
@@ -244,8 +255,12 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
         step.ones.assign(static_cast<size_t>(sg.n), 1.0f);
         be_.from_host(ks_new.view, step.ones.data());
       }
-      sg.cache->write(l, KvTensor::IndexKey, sg.start, k_new.view);
-      sg.cache->write(l, KvTensor::IndexScale, sg.start, ks_new.view);
+      if (sg.cache->dtype() == KvDtype::F32) {
+        sg.cache->write(l, KvTensor::IndexKey, sg.start, k_new.view);
+        sg.cache->write(l, KvTensor::IndexScale, sg.start, ks_new.view);
+      } else {  // fp8 precision: k_new already holds e4m3 values and ks_new their scales
+        sg.cache->write_index_key(l, sg.start, k_new.view, ks_new.view, /*key_is_e4m3=*/fp8, step.ue8m0);
+      }
     }
   }
 
@@ -265,6 +280,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       ia.head_scale = float(1.0 / std::sqrt(double(Hi)) / std::sqrt(double(Di)));
       ia.k = sg.cache->tensor(l, KvTensor::IndexKey);
       ia.k_scale = fp8 ? sg.cache->tensor(l, KvTensor::IndexScale) : Tensor2D{};
+      ia.k_packed = sg.cache->pool().packed(l, KvTensor::IndexKey);
       ia.n_keys = S;
       ia.block_table = sg.cache->block_table().data();
       ia.block_tokens = sg.cache->block_tokens();
@@ -279,6 +295,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     ma.q = q.view.rows_slice(sg.row0, sg.n);
     ma.latent = sg.cache->tensor(l, KvTensor::Latent);
     ma.k_pe = sg.cache->tensor(l, KvTensor::RopeKey);
+    ma.latent_packed = sg.cache->pool().packed(l, KvTensor::Latent);
     ma.n_keys = S;
     ma.block_table = sg.cache->block_table().data();
     ma.block_tokens = sg.cache->block_tokens();

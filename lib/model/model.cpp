@@ -1,4 +1,5 @@
 // The public Model / Sequence API over the checkpoint, the backend and the forward pass.
+#include <filesystem>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -21,12 +22,45 @@ namespace dsinfer {
 struct Sequence::Impl {
   const Model* owner = nullptr;
   std::unique_ptr<KvCache> cache;
+  KvCacheDtype requested = KvCacheDtype::Auto;  // Auto: the cache's dtype follows the first evaluation's precision
 };
+
+const char* kv_cache_dtype_name(KvCacheDtype d) {
+  switch (d) {
+    case KvCacheDtype::Auto: return "auto";
+    case KvCacheDtype::F32: return "f32";
+    case KvCacheDtype::Bf16: return "bf16";
+    case KvCacheDtype::Fp8: return "fp8";
+  }
+  return "?";
+}
+
+bool kv_cache_dtype_from_name(std::string_view s, KvCacheDtype* out) {
+  for (KvCacheDtype d : {KvCacheDtype::Auto, KvCacheDtype::F32, KvCacheDtype::Bf16, KvCacheDtype::Fp8})
+    if (s == kv_cache_dtype_name(d)) {
+      *out = d;
+      return true;
+    }
+  return false;
+}
+
+namespace {
+KvDtype to_kv_dtype(KvCacheDtype d) {
+  return d == KvCacheDtype::Fp8 ? KvDtype::FP8 : d == KvCacheDtype::Bf16 ? KvDtype::BF16 : KvDtype::F32;
+}
+KvCacheDtype to_public(KvDtype d) {
+  return d == KvDtype::FP8 ? KvCacheDtype::Fp8 : d == KvDtype::BF16 ? KvCacheDtype::Bf16 : KvCacheDtype::F32;
+}
+}  // namespace
 
 Sequence::Sequence(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Sequence::~Sequence() = default;
 int64_t Sequence::size() const { return impl_->cache->size(); }
 int64_t Sequence::capacity() const { return impl_->cache->capacity(); }
+KvCacheDtype Sequence::kv_cache_dtype() const {
+  return impl_->requested == KvCacheDtype::Auto && impl_->cache->size() == 0 ? KvCacheDtype::Auto
+                                                                             : to_public(impl_->cache->dtype());
+}
 void Sequence::truncate(int64_t n) { impl_->cache->truncate(n); }
 
 struct Model::Impl {
@@ -38,7 +72,31 @@ struct Model::Impl {
   std::mutex mutex;  // one forward at a time per model (the backend's thread pool is not reentrant)
   std::vector<DeepseekV32::BatchItem> batch_items;  // eval_batch's list, reused under `mutex` (no per-step allocation)
   std::string fingerprint;
-  std::shared_ptr<KvBlockPool> pool;
+  // One pool per cache dtype (indexed by KvDtype), made when a sequence first needs it.
+  int64_t pool_blocks = 0, pool_block_tokens = 0;
+  KvCacheDtype load_dtype = KvCacheDtype::Auto;
+  KvDtype fp8_precision_dtype = KvDtype::F32;  // what Auto gives a sequence evaluated in fp8 precision
+  std::mutex pool_mutex;
+  std::shared_ptr<KvBlockPool> pools[3];
+
+  std::shared_ptr<KvBlockPool> pool(KvDtype d) {
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    auto& p = pools[size_t(d)];
+    if (!p) p = std::make_shared<KvBlockPool>(*backend, config, pool_blocks, pool_block_tokens, d);
+    return p;
+  }
+  // The dtype a sequence asking for `d` gets when evaluated in `precision`.
+  KvDtype resolve(KvCacheDtype d, Precision precision) const {
+    if (d == KvCacheDtype::Auto) d = load_dtype;
+    if (d == KvCacheDtype::Auto) return precision == Precision::Fp8 ? fp8_precision_dtype : KvDtype::F32;
+    return to_kv_dtype(d);
+  }
+  // Before an evaluation: an empty Auto sequence moves to the pool its precision asks for.
+  void bind(Sequence::Impl& s, Precision precision) {
+    if (s.requested != KvCacheDtype::Auto || s.cache->size() != 0 || !s.cache->block_table().empty()) return;
+    const KvDtype d = resolve(KvCacheDtype::Auto, precision);
+    if (s.cache->dtype() != d) s.cache->set_pool(pool(d));
+  }
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -139,6 +197,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   info.index_topk = c.index_topk;
   info.bos_token_id = c.bos_token_id;
   info.eos_token_ids = c.eos_token_ids;
+  if (std::filesystem::exists(std::filesystem::path(dir) / "generation_config.json"))
+    info.generation = load_generation_config(dir);
+  else
+    info.generation.do_sample = false;  // no recommendation: greedy, transformers' default
   int64_t n_weights = 0, done = 0;
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
@@ -163,26 +225,58 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend);
   const int64_t block = params.kv_block_tokens > 0 ? params.kv_block_tokens : 64;
   const int64_t tokens = params.kv_cache_tokens > 0 ? params.kv_cache_tokens : 32768;
-  impl->pool = std::make_shared<KvBlockPool>(*impl->backend, c, tokens / block + (tokens % block != 0), block);
+  impl->pool_blocks = tokens / block + (tokens % block != 0);  // no overflow near INT64_MAX
+  impl->pool_block_tokens = block;
+  impl->load_dtype = params.kv_cache_dtype;
+  impl->fp8_precision_dtype = impl->backend->supports_kv_dtype(KvDtype::FP8) ? KvDtype::FP8 : KvDtype::F32;
+  const KvDtype fp8_dtype = impl->resolve(KvCacheDtype::Auto, Precision::Fp8);
+  info.kv_cache_dtype = to_public(fp8_dtype);
+  info.kv_bytes_per_token_layer = KvBlockPool::bytes_per_token_layer(c, fp8_dtype);
+  info.kv_bytes_per_token = info.kv_bytes_per_token_layer * c.num_hidden_layers;
+  impl->pool(fp8_dtype);  // the default pool now, so that a dtype the backend cannot hold fails the load
   progress(1.0, "ready");
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 
 const ModelInfo& Model::info() const { return impl_->info; }
 
-std::unique_ptr<Sequence> Model::new_sequence(int64_t capacity) const {
-  auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, std::make_unique<KvCache>(impl_->pool, capacity)});
+std::unique_ptr<Sequence> Model::new_sequence(int64_t capacity, KvCacheDtype dtype) const {
+  const KvDtype d = impl_->resolve(dtype, Precision::Fp8);
+  auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, std::make_unique<KvCache>(impl_->pool(d), capacity),
+                                                           dtype == KvCacheDtype::Auto ? impl_->load_dtype : dtype});
   return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
 }
 
+int64_t Model::kv_cache_bytes(int64_t tokens, KvCacheDtype dtype) const {
+  if (tokens < 0) throw Error(ErrorCode::InvalidArgument, "kv_cache_bytes: negative token count");
+  const KvDtype d = dtype == KvCacheDtype::Auto ? to_kv_dtype(impl_->info.kv_cache_dtype) : to_kv_dtype(dtype);
+  const int64_t B = impl_->pool_block_tokens;
+  return (tokens + B - 1) / B * B * KvBlockPool::bytes_per_token_layer(impl_->config, d) *
+         impl_->config.num_hidden_layers;
+}
+
 Model::KvCacheStats Model::kv_cache_stats() const {
-  const KvBlockPool& p = *impl_->pool;
-  return {p.n_blocks(), p.used_blocks(), p.block_tokens(), int64_t(p.bytes_per_block())};
+  KvCacheStats st;
+  st.blocks_total = impl_->pool_blocks;
+  st.block_tokens = impl_->pool_block_tokens;
+  st.bytes_per_token = impl_->info.kv_bytes_per_token;
+  st.bytes_per_block = st.bytes_per_token * st.block_tokens;
+  std::lock_guard<std::mutex> lock(impl_->pool_mutex);
+  for (const auto& p : impl_->pools)
+    if (p) {
+      st.blocks_used += p->used_blocks();
+      st.bytes_used += p->used_blocks() * int64_t(p->bytes_per_block());
+    }
+  return st;
 }
 
 void Model::release_memory() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->pool->discard_free_blocks();
+  {
+    std::lock_guard<std::mutex> pools(impl_->pool_mutex);
+    for (const auto& p : impl_->pools)
+      if (p) p->discard_free_blocks();
+  }
   impl_->backend->release_memory();
 }
 
@@ -192,12 +286,16 @@ std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capa
   if (src.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto s = std::make_unique<Sequence::Impl>(
-      Sequence::Impl{this, src.impl_->cache->fork(capacity > 0 ? capacity : src.capacity())});
+      Sequence::Impl{this, src.impl_->cache->fork(capacity > 0 ? capacity : src.capacity()), src.impl_->requested});
   return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
 }
 
 namespace {
-constexpr char kSeqMagic[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '1'};  // format version 1
+// Sequence files. Version 2: magic, fingerprint, token count, the cache dtype (KvDtype as u64), the cache bytes
+// (KvCache::to_host's layout for that dtype). Version 1 (before the packed dtypes): the same without the dtype, an
+// f32 cache; still read.
+constexpr char kSeqMagic[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '2'};
+constexpr char kSeqMagicV1[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '1'};
 void write_u64(std::ostream& o, uint64_t v) { o.write(reinterpret_cast<const char*>(&v), 8); }
 // The bytes from the read position to the end, where the stream can tell (a file can; a pipe cannot).
 std::optional<uint64_t> stream_bytes_left(std::istream& in) {
@@ -227,9 +325,10 @@ void Model::save_sequence(const Sequence& seq, std::ostream& out) const {
   write_u64(out, impl_->fingerprint.size());
   out.write(impl_->fingerprint.data(), std::streamsize(impl_->fingerprint.size()));
   write_u64(out, uint64_t(seq.size()));
-  std::vector<float> host;
+  write_u64(out, uint64_t(seq.impl_->cache->dtype()));
+  std::vector<uint8_t> host;
   seq.impl_->cache->to_host(host);
-  out.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size() * 4));
+  out.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size()));
   if (!out) throw Error(ErrorCode::Io, "writing the sequence failed");
 }
 
@@ -238,8 +337,9 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
   in.read(magic, 8);
   if (!in || std::string_view(magic, 6) != std::string_view(kSeqMagic, 6))
     throw Error(ErrorCode::Format, "not a dsinfer sequence file");
-  if (std::string_view(magic, 8) != std::string_view(kSeqMagic, 8))
-    throw Error(ErrorCode::Format, fmt::format("sequence file version {} is not supported (this build reads {})",
+  const bool v1 = std::string_view(magic, 8) == std::string_view(kSeqMagicV1, 8);
+  if (!v1 && std::string_view(magic, 8) != std::string_view(kSeqMagic, 8))
+    throw Error(ErrorCode::Format, fmt::format("sequence file version {} is not supported (this build reads 01 and {})",
                                                std::string(magic + 6, 2), std::string(kSeqMagic + 6, 2)));
   const uint64_t flen = read_u64(in);
   if (flen > 4096) throw Error(ErrorCode::Format, "sequence file header is corrupt");
@@ -251,36 +351,83 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
   // Every size is checked against the model and the bytes the file has left before anything is allocated: a short
   // crafted file must not make this reserve or zero gigabytes before it says "truncated".
   const uint64_t n_saved = read_u64(in);
-  const KvBlockPool& pool = *impl_->pool;
-  const int64_t pool_tokens = pool.n_blocks() * pool.block_tokens();
   if (n_saved > uint64_t(KvBlockPool::kMaxPoolTokens))
     throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: it says {} tokens", n_saved));
   const int64_t n = int64_t(n_saved);
-  const uint64_t cache_bytes = uint64_t(n) * uint64_t(pool.floats_per_token()) * 4;  // < 2^31 * 2^32: no overflow
+  KvDtype dtype = KvDtype::F32;
+  if (!v1) {
+    const uint64_t d = read_u64(in);
+    if (d > uint64_t(KvDtype::FP8)) throw Error(ErrorCode::Format, fmt::format("sequence file: unknown cache dtype {}", d));
+    dtype = KvDtype(d);
+  }
+  const uint64_t token_bytes = uint64_t(KvBlockPool::bytes_per_token_layer(impl_->config, dtype)) *
+                               uint64_t(impl_->config.num_hidden_layers);  // config dims <= 2^20: no overflow
+  uint64_t cache_bytes = 0;
+  if (__builtin_mul_overflow(uint64_t(n), token_bytes, &cache_bytes))
+    throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: it says {} tokens", n));
   if (const auto left = stream_bytes_left(in); left && *left < cache_bytes)
     throw Error(ErrorCode::Format, fmt::format("sequence file is truncated: {} tokens need {} bytes of cache, {} are left",
                                                n, cache_bytes, *left));
+  const int64_t pool_tokens = impl_->pool_blocks * impl_->pool_block_tokens;
   if (n > pool_tokens)
     throw Error(ErrorCode::OutOfMemory, fmt::format("the saved sequence has {} tokens; this model's KV pool holds {} "
                                                     "(ModelLoadParams::kv_cache_tokens)", n, pool_tokens));
-  auto seq = new_sequence(std::max<int64_t>(capacity > 0 ? capacity : n, std::max<int64_t>(n, 1)));
+  // The restored sequence keeps the saved dtype (the bytes are its cache as they were).
+  auto seq = new_sequence(std::max<int64_t>(capacity > 0 ? capacity : n, std::max<int64_t>(n, 1)), to_public(dtype));
   if (n > seq->capacity()) throw Error(ErrorCode::InvalidArgument, "capacity below the saved sequence's length");
   KvCache& cache = *seq->impl_->cache;
   cache.prepare_append(n);
   cache.set_size(n);
-  std::vector<float> host(cache.host_floats());
-  in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size() * 4));
+  std::vector<uint8_t> host(cache.host_bytes());
+  in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size()));
   if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
   cache.from_host(host.data(), host.size());
   return seq;
 }
 
+namespace {
+// The next chunk of a long prompt: at most `chunk` tokens, but never leaving exactly one behind (a 1-token forward
+// takes the decode form, which rounds differently from the multi-token steps).
+size_t next_chunk(size_t left, int64_t max_chunk) {
+  const size_t chunk = size_t(std::max<int64_t>(max_chunk > 0 ? max_chunk : 2048, 2));
+  if (left <= chunk) return left;
+  return left - chunk == 1 ? chunk - 1 : chunk;
+}
+
+// One sequence's tokens through forward() chunk by chunk. On error the sequence is cut back to where it was.
+void forward_chunked(DeepseekV32& net, KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts,
+                     std::vector<float>& logits, std::vector<float>& part) {
+  if (ids.size() <= next_chunk(ids.size(), opts.max_chunk_tokens) || ids.empty()) {
+    net.forward(cache, ids, opts, logits);
+    return;
+  }
+  const int64_t start = cache.size();
+  if (start + int64_t(ids.size()) > cache.capacity())  // the whole prompt must fit before any chunk runs
+    throw Error(ErrorCode::OutOfMemory, fmt::format("KV cache full: {} tokens cached + {} new > capacity {}", start,
+                                                    ids.size(), cache.capacity()));
+  std::vector<float> out;  // `logits` keeps its old contents until the whole prompt has run
+  try {
+    for (size_t at = 0; at < ids.size();) {
+      const size_t n = next_chunk(ids.size() - at, opts.max_chunk_tokens);
+      net.forward(cache, ids.subspan(at, n), opts, part);
+      if (opts.all_logits || at + n == ids.size()) out.insert(out.end(), part.begin(), part.end());
+      at += n;
+    }
+  } catch (...) {
+    cache.truncate(start);
+    throw;
+  }
+  logits = std::move(out);
+}
+}  // namespace
+
 std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, const EvalOptions& opts) const {
   if (seq.impl_->owner != this)
     throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
-  std::vector<float> logits;
+  std::vector<float> logits, part;
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->net->forward(*seq.impl_->cache, ids, opts, logits);
+  impl_->bind(*seq.impl_, opts.precision);
+  forward_chunked(*impl_->net, *seq.impl_->cache, ids, opts, logits, part);
   return logits;
 }
 
@@ -290,9 +437,23 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
       throw Error(ErrorCode::InvalidArgument, "a batch entry's sequence is missing or belongs to a different model");
   if (entries.empty()) return;
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (entries.size() == 1 && entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens)) {
+    // One long prompt (a session's prefill): chunked like eval(). A batch of several sequences is bounded by the
+    // caller instead (Engine's max_step_prompt_tokens).
+    BatchEntry& e = entries[0];
+    impl_->bind(*e.sequence->impl_, opts.precision);
+    EvalOptions o = opts;
+    o.all_logits = e.all_logits;
+    std::vector<float> part;
+    forward_chunked(*impl_->net, *e.sequence->impl_->cache, e.ids, o, e.logits, part);
+    return;
+  }
   auto& items = impl_->batch_items;
   items.clear();
-  for (auto& e : entries) items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits});
+  for (auto& e : entries) {
+    impl_->bind(*e.sequence->impl_, opts.precision);
+    items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits});
+  }
   impl_->net->forward_batch(items, opts);
 }
 

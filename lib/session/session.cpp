@@ -323,10 +323,9 @@ struct Session::Impl {
 
 Session::Session(const Model& model, const Tokenizer& tokenizer, const SessionParams& params)
     : impl_(std::make_unique<Impl>(model, tokenizer, params)) {
-  // Defaults from the checkpoint's generation_config.json are applied by whoever knows the directory; without one
-  // the session samples greedily, which is deterministic.
-  impl_->sampler = std::make_unique<SamplerChain>();
-  impl_->sampler->add(make_greedy_sampler());
+  // The checkpoint's recommended sampling (generation_config.json, read at load), seeded: what every front door
+  // does unless told otherwise.
+  impl_->sampler = make_default_chain(model.info().generation, params.seed);
 }
 Session::~Session() = default;
 

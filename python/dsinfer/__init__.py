@@ -150,8 +150,12 @@ class Session:
     thread is inside one raises InvalidArgumentError); cancel() from any.
     Keeps the model and tokenizer alive."""
 
-    def __init__(self, model, tokenizer, capacity=4096, precision="fp8", thinking=False, _impl=None):
-        self._s = _impl if _impl is not None else _dsinfer.Session(model, tokenizer, capacity, precision, thinking)
+    def __init__(self, model, tokenizer, capacity=4096, precision="fp8", thinking=False, seed=0, _impl=None):
+        """Samples with the checkpoint's generation_config.json (model.info["generation"]; greedy without one),
+        its draw seeded by `seed`, until set_sampler() says otherwise ([Greedy()] for argmax decoding). The chain
+        keeps its state across generations; set_sampler() with new samplers starts it over."""
+        self._s = _impl if _impl is not None else _dsinfer.Session(model, tokenizer, capacity, precision, thinking,
+                                                                    seed)
 
     def set_sampler(self, samplers):
         """A chain: built-ins (Greedy(), Dist(seed), TopK(k), ...), dsinfer.Sampler subclasses and Constraint
@@ -279,7 +283,7 @@ class Client:
     def __init__(self, model, tokenizer, model_id="dsinfer", context=4096, generation_config_dir=None):
         self.model, self.tokenizer = model, tokenizer
         self.model_id, self.context = model_id, int(context)
-        # Sampling defaults come from generation_config.json in this folder (without one: greedy).
+        # Sampling defaults come from generation_config.json in this folder (None: the model's own).
         self.generation_config_dir = generation_config_dir
         self.chat = type("Chat", (), {})()
         self.chat.completions = _Endpoint(self, "chat")

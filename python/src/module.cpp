@@ -313,10 +313,13 @@ PYBIND11_MODULE(_dsinfer, m) {
   py::class_<PyModel>(m, "Model")
       .def_static(
           "load",
-          [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens) {
+          [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens,
+             const std::string& kv_cache_dtype) {
             ModelLoadParams p;
             p.n_threads = n_threads;
             p.kv_cache_tokens = kv_cache_tokens;
+            if (!kv_cache_dtype_from_name(kv_cache_dtype, &p.kv_cache_dtype))
+              throw py::value_error("kv_cache_dtype must be auto, f32, bf16 or fp8");
             if (!progress.is_none())
               p.progress = [progress](double f, std::string_view stage) {
                 py::gil_scoped_acquire gil;
@@ -331,7 +334,8 @@ PYBIND11_MODULE(_dsinfer, m) {
               return PyModel{std::shared_ptr<Model>(std::move(model))};
             });
           },
-          py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0)
+          py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0,
+          py::arg("kv_cache_dtype") = "auto")
       .def_property_readonly("info", [](const PyModel& pm) {
         const auto& i = pm.model->info();
         py::dict d;
@@ -342,8 +346,21 @@ PYBIND11_MODULE(_dsinfer, m) {
         d["hidden_size"] = i.hidden_size;
         d["num_layers"] = i.num_layers;
         d["parameter_count"] = i.parameter_count;
+        // The checkpoint's sampling defaults (generation_config.json; greedy without it), what sessions use.
+        d["generation"] = py::dict(py::arg("do_sample") = i.generation.do_sample,
+                                   py::arg("temperature") = i.generation.temperature,
+                                   py::arg("top_p") = i.generation.top_p, py::arg("top_k") = i.generation.top_k);
+        d["kv_cache_dtype"] = kv_cache_dtype_name(i.kv_cache_dtype);
+        d["kv_bytes_per_token_layer"] = i.kv_bytes_per_token_layer;
+        d["kv_bytes_per_token"] = i.kv_bytes_per_token;
         return d;
       })
+      .def("kv_cache_bytes", [](const PyModel& pm, int64_t tokens, const std::string& dtype) {
+        KvCacheDtype d;
+        if (!kv_cache_dtype_from_name(dtype, &d)) throw py::value_error("dtype must be auto, f32, bf16 or fp8");
+        return translate([&] { return pm.model->kv_cache_bytes(tokens, d); });
+      }, py::arg("tokens"), py::arg("dtype") = "auto",
+         "KV cache bytes a context of `tokens` tokens needs (whole blocks, all layers), before allocation")
       .def("logits", [](const PyModel& pm, const std::vector<int32_t>& ids, const std::string& precision) {
         return translate([&] {
           EvalOptions o;
@@ -456,8 +473,9 @@ PYBIND11_MODULE(_dsinfer, m) {
 
   py::class_<PySession>(m, "Session")
       .def(py::init([](const PyModel& model, const PyTokenizer& tok, int64_t capacity, const std::string& precision,
-                       bool thinking) {
+                       bool thinking, uint64_t seed) {
              SessionParams p;
+             p.seed = seed;
              p.capacity = capacity;
              p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
              return translate([&] {
@@ -466,7 +484,7 @@ PYBIND11_MODULE(_dsinfer, m) {
              });
            }),
            py::arg("model"), py::arg("tokenizer"), py::arg("capacity") = 4096, py::arg("precision") = "fp8",
-           py::arg("thinking") = false)
+           py::arg("thinking") = false, py::arg("seed") = 0)
       .def("set_sampler", [](PySession& s, const py::list& items) {
         translate([&] {
           SessionUseGuard use(*s.use, true);
@@ -583,10 +601,9 @@ PYBIND11_MODULE(_dsinfer, m) {
                d.model_id = model_id;
                d.context = context;
                d.any_model_name = true;
-               if (!generation.is_none()) d.generation = load_generation_config(generation.cast<std::string>());
-               else {
-                 d.generation.do_sample = false;  // no generation_config.json given: greedy, as Session is
-               }
+               // The checkpoint's sampling defaults (read at load), or those of the folder given.
+               d.generation = generation.is_none() ? pm.model->info().generation
+                                                   : load_generation_config(generation.cast<std::string>());
                const auto ep = endpoint == "chat" ? openai::Endpoint::ChatCompletions : openai::Endpoint::Completions;
                openai::Request r;
                {

@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   s = new_session(m, t);
   dsinfer_session_prefill(s, prompt, 5);
   run(s, 16);
-  print_generated("greedy16", s);
+  print_generated("default16", s);
   dsinfer_session_free(s);
 
   st = dsinfer_model_load(argv[2], NULL, &bad);

@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
     s.prefill(prompt);
     g.max_tokens = 16;
     s.generate(g);
-    print_generated("greedy16", s);
+    print_generated("default16", s);
   }
   std::printf("bad_shard: %d null\n", code_of([&] { Model::load(argv[2]); }));
   {

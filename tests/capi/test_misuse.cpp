@@ -160,3 +160,38 @@ TEST_CASE("a precision that is not one of the enum's values is refused", "[capi]
     CHECK(std::string(dsinfer_last_error()).find("precision") != std::string::npos);
   }
 }
+
+TEST_CASE("a struct_size that ends inside a member leaves that member at its default", "[capi]") {  // fuzz_capi
+  // Half a function pointer used to be copied and called when the sampler was freed.
+  int freed = 0;
+  dsinfer_sampler_iface iface{};
+  iface.apply = apply_greedy;
+  iface.free = [](void* ud) { ++*static_cast<int*>(ud); };
+  iface.struct_size = offsetof(dsinfer_sampler_iface, free) + 4;
+  dsinfer_sampler* s = nullptr;
+  REQUIRE(dsinfer_sampler_custom_create(&iface, &freed, &s) == DSINFER_OK);
+  dsinfer_sampler_free(s);
+  CHECK(freed == 0);  // not covered whole: no free callback
+  iface.struct_size = offsetof(dsinfer_sampler_iface, free) + sizeof iface.free;
+  REQUIRE(dsinfer_sampler_custom_create(&iface, &freed, &s) == DSINFER_OK);
+  dsinfer_sampler_free(s);
+  CHECK(freed == 1);
+  // The same for a params struct: half a constraint pointer must not be followed.
+  Loaded l;
+  dsinfer_session* sess = nullptr;
+  REQUIRE(dsinfer_session_create(l.m, l.t, nullptr, &sess) == DSINFER_OK);
+  const int32_t prompt[] = {1, 2};
+  REQUIRE(dsinfer_session_prefill(sess, prompt, 2) == DSINFER_OK);
+  dsinfer_generate_params g;
+  DSINFER_GENERATE_PARAMS_INIT(&g);
+  g.max_tokens = 1;
+  std::memset(&g.constraint, 0x5A, sizeof g.constraint);  // garbage where the caller's struct has ended
+  g.struct_size = offsetof(dsinfer_generate_params, constraint) + 3;
+  REQUIRE(dsinfer_session_generate_start(sess, &g) == DSINFER_OK);
+  dsinfer_event ev;
+  do {
+    ev.struct_size = sizeof ev;
+    REQUIRE(dsinfer_session_next_event(sess, &ev) == DSINFER_OK);
+  } while (ev.kind != DSINFER_EVENT_DONE);
+  dsinfer_session_free(sess);
+}

@@ -32,7 +32,7 @@ def scenarios(model, tok, bad_dir):
     s = dsinfer.Session(model, tok, capacity=256, precision="reference")
     s.prefill([0, 100, 200, 300, 400])
     list(s.generate(max_tokens=16, stop_at_eos=False))
-    out.append("greedy16: " + ",".join(map(str, s.generated)))
+    out.append("default16: " + ",".join(map(str, s.generated)))
     try:
         dsinfer.Model.load(bad_dir)
         out.append("bad_shard: 0 model")
@@ -121,6 +121,7 @@ def test_python_sampler_sees_views_and_can_truncate(model, tok):
     s.set_sampler([TopTwoThenGreedy(), dsinfer.Greedy()])
     list(s.generate(max_tokens=4, stop_at_eos=False))
     greedy = dsinfer.Session(model, tok, capacity=128, precision="reference")
+    greedy.set_sampler([dsinfer.Greedy()])
     greedy.prefill([0, 1000, 2000])
     list(greedy.generate(max_tokens=4, stop_at_eos=False))
     assert s.generated == greedy.generated  # keeping the top two and then taking the best is greedy
@@ -135,6 +136,26 @@ def test_seeded_sampling_repeats(model, tok):
         list(s.generate(max_tokens=12, stop_at_eos=False))
         return s.generated
     assert run(3) == run(3) and run(3) != run(4)
+
+
+def test_sampling_defaults_from_generation_config(model, tok):
+    """A session samples as the checkpoint's generation_config.json says (v32-tiny: temperature 1.0, top_p 0.95)
+    unless told otherwise, its draw seeded by `seed`; the checkpoint's values are model.info["generation"]."""
+    g = model.info["generation"]
+    assert g["do_sample"] and g["top_p"] == pytest.approx(0.95)
+
+    def run(samplers=None, seed=0):
+        s = dsinfer.Session(model, tok, capacity=128, precision="reference", seed=seed)
+        if samplers is not None:
+            s.set_sampler(samplers)
+        s.prefill([0, 1000, 2000])
+        list(s.generate(max_tokens=24, stop_at_eos=False))
+        return s.generated
+
+    by_default = run()
+    assert by_default == run([dsinfer.Temperature(1.0), dsinfer.TopP(0.95), dsinfer.Dist(0)])
+    assert by_default != run([dsinfer.Greedy()])
+    assert by_default != run(seed=1)
 
 
 def test_chat_returns_openai_style_tool_calls(model, tok):
@@ -184,3 +205,16 @@ def test_examples_run(script):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+
+
+def test_kv_cache_memory_is_known_before_allocation(model):
+    # v32-tiny (4 layers, kv_lora_rank 128, rope 32, indexer head 64): the FP8 row is 128 + 4 + 64 bytes, the indexer
+    # key 64 + 4; f32 keeps (128 + 32 + 64 + 1) floats.
+    info = model.info
+    assert info["kv_cache_dtype"] == "fp8"
+    assert info["kv_bytes_per_token_layer"] == 196 + 68
+    assert info["kv_bytes_per_token"] == 4 * 264
+    assert model.kv_cache_bytes(20000) == 20032 * 4 * 264  # whole blocks of 64 tokens
+    assert model.kv_cache_bytes(20032, "f32") == 20032 * 4 * 900
+    with pytest.raises(ValueError):
+        model.kv_cache_bytes(1, "int4")

@@ -48,6 +48,7 @@ def test_sampler_arrays_kept_past_the_call_stay_the_callers(model, tok):
     s.set_sampler([Keeper()])
     list(s.generate(max_tokens=5, stop_at_eos=False))
     greedy = session(model, tok)
+    greedy.set_sampler([dsinfer.Greedy()])  # a session's default samples as generation_config.json says
     list(greedy.generate(max_tokens=5, stop_at_eos=False))
     assert s.generated == greedy.generated
     for ids, logits, _, _ in kept:  # still readable after the generation and the session are gone

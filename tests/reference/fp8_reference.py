@@ -18,8 +18,8 @@ perturbations and deliberate contract breaks (the basis of the end-to-end tolera
 
 The contract emulated (docs/numerics.md): FP8 linears quantize each activation row per 1x128 group with
 s = 2^ceil(log2(max(amax,1e-4)/448)) (ue8m0), q = e4m3(clamp(x/s)), and sum per 128-wide K block of e4m3 products
-promoted with s * weight_scale_inv; the MLA latent is quantized-dequantized the same way before caching; the
-indexer applies half-split RoPE, a Hadamard transform, and quantizes q per head and k per token; everything else
+promoted with s * weight_scale_inv; the MLA latent is quantized-dequantized the same way before caching and the
+rotated rope key rounded to bf16 (both as DeepSeek's reference and FlashMLA's FP8 cache hold them); the indexer applies half-split RoPE, a Hadamard transform, and quantizes q per head and k per token; everything else
 is fp32 math (done here in float64, a more exact stand-in). No code of DeepSeek's or dsinfer's is used.
 """
 import argparse
@@ -297,6 +297,8 @@ class Emulation:
             qv, s = act_quant(lat, 128, self.ue8m0)
             lat = qv * s.repeat_interleave(128, -1)[:, :C]
         kpe = self.rope(kv[:, None, C:], pos, True)[:, 0]
+        if self.fp8:  # the rope key is cached in bf16 (the reference's pe_cache; FlashMLA's FP8 row, spec §3.5)
+            kpe = kpe.to(torch.bfloat16).to(self.dt)
         mask = torch.full((T, T), float("-inf"), dtype=self.dt)
         if "index_topk" in c and T > self.topk:
             sel, _ = self.indexer(p + "indexer.", x, qr, pos)

@@ -350,13 +350,25 @@ def test_full_queue_is_429_with_retry_after():
                 results.append(chat(client, max_tokens=300, extra_body={"ignore_eos": True}).usage.completion_tokens)
             except openai.RateLimitError as e:
                 results.append(e)
+        # One request running, then one waiting, then two more: those find the queue full. Each step waits for the
+        # server to show the previous one (started all at once, a loaded machine may not have moved the first
+        # request out of the queue before the others arrive, and then three are refused).
         threads = [threading.Thread(target=one) for _ in range(4)]
-        for t in threads:
-            t.start()
+        threads[0].start()
+        deadline = time.time() + 30
+        while s.metrics()["dsinfer_running_sessions"] < 1:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        threads[1].start()
+        while s.metrics()["dsinfer_queue_depth"] < 1:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        threads[2].start()
+        threads[3].start()
         for t in threads:
             t.join()
         refused = [r for r in results if isinstance(r, Exception)]
-        assert len(refused) >= 1 and results.count(300) >= 2
+        assert len(refused) == 2 and results.count(300) == 2
         assert int(refused[0].response.headers["retry-after"]) >= 1
         assert refused[0].body["code"] == "rate_limit_exceeded"
     finally:

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/cpu/simd.hpp"
+#include "backend/kv_format.hpp"
 #include "dsinfer/error.hpp"
 
 // V is passed and returned by value only between always-inlined functions of one instruction set.
@@ -32,7 +33,29 @@ struct MlaScratch {
   std::vector<float> q_abs, p, o_lat;
   std::vector<const float*> lat, kpe;  // absorbed: the keys' latent and rope rows
   std::vector<const float*> kv, v;     // MHA: the keys' expanded rows (k_nope then v), and their v parts
+  std::vector<float> decoded;          // absorbed over a packed cache: the keys' rows decoded, [n][C + dr]
 };
+
+// The latent and rope-key rows of keys[0..n) as fp32 pointers: into the cache (F32) or, for a packed cache, into
+// `decoded` after decoding them there (exact: e4m3 · scale and bf16 are fp32 values, so every kernel computes
+// what it computes over an F32 cache holding those values).
+void gather_latent_rows(const MlaArgs& a, const int32_t* keys, int64_t n, std::vector<float>& decoded,
+                        const float** lat, const float** kpe) {
+  const int64_t C = a.latent.cols, dr = a.rope_dim, w = C + dr;
+  if (a.latent_packed.packed() && decoded.size() < size_t(n * w)) decoded.resize(size_t(n * w));
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t row = cache_row(a.block_table, a.block_tokens, keys[j]);
+    if (a.latent_packed.packed()) {
+      float* d = decoded.data() + j * w;
+      kvfmt::decode_latent_row(a.latent_packed, row, d, d + C);
+      lat[j] = d;
+      kpe[j] = d + C;
+    } else {
+      lat[j] = a.latent.row(row);
+      kpe[j] = a.k_pe.row(row);
+    }
+  }
+}
 
 float tree16(const float* l) {
   float a[8], b[4];
@@ -61,9 +84,16 @@ void softmax_in_place(float* p, int64_t n) {
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
                               float* scores) {
   const int64_t H = a.n_heads, D = a.head_dim, Hp = (H + 15) / 16 * 16;
+  thread_local std::vector<float> decoded;
+  if (a.k_packed.packed() && decoded.size() < size_t(D)) decoded.resize(size_t(D));
   for (int64_t s = s0; s < s1; ++s) {
     const int64_t row = cache_row(a.block_table, a.block_tokens, s);
-    const float* k = a.k.row(row);
+    float key_scale = a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f;
+    const float* k = a.k.data ? a.k.row(row) : nullptr;
+    if (a.k_packed.packed()) {
+      key_scale = kvfmt::decode_index_key(a.k_packed, row, decoded.data());
+      k = decoded.data();
+    }
     float lanes[16];
     for (int64_t h = 0; h < Hp; ++h) {
       float d = 0.0f;
@@ -71,7 +101,7 @@ void indexer_scores_reference(const float* q, const float* wt, const IndexerTopk
       const float v = (h < H ? wt[h] : 0.0f) * std::max(d, 0.0f);
       lanes[h % 16] = h < 16 ? v : lanes[h % 16] + v;
     }
-    scores[s] = tree16(lanes) * (a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f);
+    scores[s] = tree16(lanes) * key_scale;
   }
 }
 
@@ -79,9 +109,13 @@ void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, in
   if (!a.wkv_b.data) throw Error(ErrorCode::Internal, "mla_absorbed_reference needs the fp32 kv_b copy");
   const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
-  auto lat = [&](int64_t j) { return a.latent.row(cache_row(a.block_table, a.block_tokens, keys[j])); };
-  auto kpe = [&](int64_t j) { return a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j])); };
-  thread_local std::vector<float> q_abs, p, o_lat;
+  thread_local std::vector<float> q_abs, p, o_lat, decoded;
+  thread_local std::vector<const float*> lat_rows, kpe_rows;
+  lat_rows.resize(size_t(n));
+  kpe_rows.resize(size_t(n));
+  gather_latent_rows(a, keys, n, decoded, lat_rows.data(), kpe_rows.data());
+  auto lat = [&](int64_t j) { return lat_rows[size_t(j)]; };
+  auto kpe = [&](int64_t j) { return kpe_rows[size_t(j)]; };
   q_abs.resize(static_cast<size_t>(C));
   p.resize(static_cast<size_t>(n));
   o_lat.resize(static_cast<size_t>(C));
@@ -347,11 +381,7 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
       s.lat.resize(size_t(n));
       s.kpe.resize(size_t(n));
     }
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t row = cache_row(a.block_table, a.block_tokens, keys[j]);
-      s.lat[size_t(j)] = a.latent.row(row);
-      s.kpe[size_t(j)] = a.k_pe.row(row);
-    }
+    gather_latent_rows(a, keys, n, s.decoded, s.lat.data(), s.kpe.data());
     if (cpu_kernel_isa() == CpuIsa::Avx512)
       return avx512::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);
     return avx2::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);

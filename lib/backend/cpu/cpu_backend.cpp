@@ -17,6 +17,7 @@
 #include "backend/cpu/fp8_gemm.hpp"
 #include "backend/cpu/quantize_kernels.hpp"
 #include "backend/cpu/simd.hpp"
+#include "backend/kv_format.hpp"
 
 #include <sys/mman.h>
 #if defined(__x86_64__)
@@ -200,6 +201,67 @@ void CpuBackend::fill_zero(Tensor2D x) {
 void CpuBackend::copy(Tensor2D dst, Tensor2D src) {
   require(dst.rows == src.rows && dst.cols == src.cols, "copy shape mismatch");
   for (int64_t r = 0; r < src.rows; ++r) std::memmove(dst.row(r), src.row(r), size_t(src.cols) * 4);
+}
+
+void CpuBackend::copy_bytes(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
+void CpuBackend::bytes_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuBackend::bytes_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+
+void CpuBackend::round_to_bf16(Tensor2D x) {
+  for (int64_t r = 0; r < x.rows; ++r)
+    for (float* v = x.row(r); v < x.row(r) + x.cols; ++v) *v = bf16_to_f32(f32_to_bf16(*v));
+}
+
+void CpuBackend::kv_pack(const KvPackArgs& a) {
+  const PackedKv& d = a.dst;
+  const int64_t n = a.src.rows, C = d.dim;
+  require(d.packed() && a.src.cols == C, "kv_pack shapes");
+  if (a.latent) require(a.extra.rows == n && a.extra.cols == d.rope_dim, "kv_pack rope shape");
+  else require(!a.extra.data || (a.extra.rows == n && a.extra.cols == 1), "kv_pack scale shape");
+  thread_local std::vector<float> q;
+  if (q.size() < size_t(C)) q.resize(size_t(C));
+  auto put_f32 = [](uint8_t* p, float v) { std::memcpy(p, &v, 4); };
+  auto put_bf16 = [](uint8_t* p, const float* x, int64_t m) {
+    for (int64_t i = 0; i < m; ++i) {
+      const uint16_t h = f32_to_bf16(x[i]);
+      std::memcpy(p + 2 * i, &h, 2);
+    }
+  };
+  for (int64_t r = 0; r < n; ++r) {
+    const float* x = a.src.row(r);
+    if (a.latent) {
+      uint8_t* row = kvfmt::latent_row(d, a.row0 + r);
+      if (d.dtype == KvDtype::FP8) {
+        // The same group quantization as fp8_quantize: the stored e4m3 · scale is, bit for bit, the value the
+        // quantize-dequantize of the f32 cache keeps.
+        for (int64_t g = 0; g < kvfmt::latent_scales(C); ++g) {
+          const int64_t c0 = g * kvfmt::kFp8Group, m = std::min(kvfmt::kFp8Group, C - c0);
+          const float s = fp8_quantize_group(x + c0, m, a.ue8m0, /*dequantize=*/false, q.data() + c0);
+          put_f32(row + C + 4 * g, s);
+        }
+        for (int64_t i = 0; i < C; ++i) row[i] = f32_to_e4m3(q[size_t(i)]);  // exact: q holds e4m3 values
+        row += C + 4 * kvfmt::latent_scales(C);
+      } else {
+        put_bf16(row, x, C);
+        row += 2 * C;
+      }
+      put_bf16(row, a.extra.row(r), d.rope_dim);
+    } else {
+      uint8_t* key = kvfmt::index_key_values(d, a.row0 + r);
+      float scale = a.extra.data ? a.extra.row(r)[0] : 1.0f;
+      if (d.dtype == KvDtype::FP8) {
+        const float* v = x;
+        if (!a.key_is_e4m3) {  // one group over the whole key, its scale folded into the given one
+          scale *= fp8_quantize_group(x, C, a.ue8m0, /*dequantize=*/false, q.data());
+          v = q.data();
+        }
+        for (int64_t i = 0; i < C; ++i) key[i] = f32_to_e4m3(v[i]);
+      } else {
+        put_bf16(key, x, C);
+      }
+      put_f32(kvfmt::index_key_scale(d, a.row0 + r), scale);
+    }
+  }
 }
 
 void CpuBackend::to_host(float* dst, Tensor2D src) {
@@ -540,7 +602,21 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
     thread_local std::vector<float> rows_buf;
     if (rows_buf.size() < size_t(S * C)) rows_buf.resize(size_t(S * C));
     float* rows = rows_buf.data();
-    for (int64_t s = 0; s < S; ++s) std::memcpy(rows + s * C, lat(s), size_t(C) * sizeof(float));
+    if (a.latent_packed.packed()) {
+      // A packed cache: every row decoded (exactly) in position order, the rope keys beside them; the per-head
+      // kernels then read those as an unpaged F32 cache.
+      thread_local std::vector<float> rope_buf;
+      if (rope_buf.size() < size_t(S * dr)) rope_buf.resize(size_t(S * dr));
+      for (int64_t s = 0; s < S; ++s)
+        kvfmt::decode_latent_row(a.latent_packed, cache_row(a.block_table, a.block_tokens, s), rows + s * C,
+                                 rope_buf.data() + s * dr);
+      a.k_pe = Tensor2D{rope_buf.data(), S, dr, dr};
+      a.latent = Tensor2D{rows, S, C, C};
+      a.block_table = nullptr;
+      a.latent_packed = PackedKv{};
+    } else {
+      for (int64_t s = 0; s < S; ++s) std::memcpy(rows + s * C, lat(s), size_t(C) * sizeof(float));
+    }
     const Weight* stored = a.wkv_b_stored;
     const bool use_stored = mha_reads_stored && stored->rows() == R && stored->cols() == C;
     require(use_stored || (a.wkv_b.data && a.wkv_b.ld == C), "mla: no usable kv_b for the MHA form");

@@ -24,6 +24,12 @@ class CpuBackend final : public Backend {
   Buffer allocate(size_t bytes, bool zero = true) override;
   void fill_zero(Tensor2D x) override;
   void copy(Tensor2D dst, Tensor2D src) override;
+  bool supports_kv_dtype(KvDtype) const override { return true; }
+  void round_to_bf16(Tensor2D x) override;
+  void kv_pack(const KvPackArgs& a) override;
+  void copy_bytes(void* dst, const void* src, size_t bytes) override;
+  void bytes_to_host(void* dst, const void* src, size_t bytes) override;
+  void bytes_from_host(void* dst, const void* src, size_t bytes) override;
   void to_host(float* dst, Tensor2D src) override;
   void from_host(Tensor2D dst, const float* src) override;
   Matrix dequantize(const Weight& w) override;

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "dsinfer/session.hpp"
 
@@ -14,11 +15,12 @@ namespace fs = std::filesystem;
 namespace {
 const std::string kModel = (fs::path(DSINFER_MODELS_DIR) / "v32-tiny").string();
 
-std::unique_ptr<Model> load(int64_t pool_tokens, int64_t block_tokens) {
+std::unique_ptr<Model> load(int64_t pool_tokens, int64_t block_tokens, KvCacheDtype dtype = KvCacheDtype::Auto) {
   ModelLoadParams p;
   p.n_threads = 2;
   p.kv_cache_tokens = pool_tokens;
   p.kv_block_tokens = block_tokens;
+  p.kv_cache_dtype = dtype;
   return Model::load(kModel, p);
 }
 
@@ -36,9 +38,13 @@ TEST_CASE("the block size does not change the logits", "[kv]") {
   EvalOptions o;
   o.all_logits = true;
   std::vector<float> ref;
+  // Every cache dtype, in fp8 precision, gives the same logits (the FP8 and BF16 rows hold exactly the values the
+  // f32 cache holds there); the packed indexer pages follow the block size too.
+  for (KvCacheDtype dtype : {KvCacheDtype::Fp8, KvCacheDtype::F32, KvCacheDtype::Bf16})
   for (int64_t block : {64, 16, 7, 1}) {
+    if (dtype != KvCacheDtype::Fp8 && (block == 64 || block == 1)) continue;
     auto m = load(4096, block);
-    auto seq = m->new_sequence(128);
+    auto seq = m->new_sequence(128, dtype);
     // 50 tokens at once, then 40 one by one: writes cross block boundaries both ways.
     auto logits = m->eval(*seq, std::span(ids).first(50), o);
     for (size_t i = 50; i < ids.size(); ++i) {
@@ -46,13 +52,16 @@ TEST_CASE("the block size does not change the logits", "[kv]") {
       logits.insert(logits.end(), l.begin(), l.end());
     }
     if (ref.empty()) ref = logits;
-    INFO("block of " << block << " tokens");
+    INFO("block of " << block << " tokens, cache " << kv_cache_dtype_name(dtype));
+    CHECK(seq->kv_cache_dtype() == dtype);
     CHECK(logits == ref);
   }
 }
 
 TEST_CASE("forks share prefix blocks and copy a shared block only when they write into it", "[kv]") {
-  auto m = load(4096, 16);
+  for (KvCacheDtype dtype : {KvCacheDtype::Auto, KvCacheDtype::F32}) {
+  INFO("cache " << kv_cache_dtype_name(dtype));
+  auto m = load(4096, 16, dtype);
   auto tok = Tokenizer::load(kModel);
   std::vector<int32_t> prefix(40), a = {100, 101, 102}, b = {200, 201};
   for (size_t i = 0; i < prefix.size(); ++i) prefix[i] = int32_t(10 + i);
@@ -83,6 +92,73 @@ TEST_CASE("forks share prefix blocks and copy a shared block only when they writ
   fb.reset();
   base.reset();
   CHECK(m->kv_cache_stats().blocks_used == 0);  // every block returned to the pool
+  }
+}
+
+TEST_CASE("KV memory is known before allocation: bytes per token and per context", "[kv]") {
+  // v32-tiny: 4 layers, kv_lora_rank 128, rope 32, indexer head 64. FP8: 128 e4m3 + 1 scale + 32 bf16 = 196 bytes
+  // of latent row, 64 e4m3 + 1 scale = 68 bytes of indexer key; f32: (128 + 32 + 64 + 1) · 4 = 900.
+  auto m = load(4096, 16);
+  const ModelInfo& info = m->info();
+  CHECK(info.kv_cache_dtype == KvCacheDtype::Fp8);
+  CHECK(info.kv_bytes_per_token_layer == 196 + 68);
+  CHECK(info.kv_bytes_per_token == 4 * (196 + 68));
+  CHECK(m->kv_cache_bytes(1) == 16 * 4 * 264);  // one whole block
+  CHECK(m->kv_cache_bytes(20000) == 20000 * 4 * 264);
+  CHECK(m->kv_cache_bytes(20000, KvCacheDtype::F32) == 20000 * 4 * 900);
+  CHECK(m->kv_cache_bytes(20000, KvCacheDtype::Bf16) == 20000 * 4 * (2 * (128 + 32) + 2 * 64 + 4));
+  const auto st = m->kv_cache_stats();
+  CHECK(st.bytes_per_token == info.kv_bytes_per_token);
+  CHECK(st.bytes_per_block == 16 * info.kv_bytes_per_token);
+  auto seq = m->new_sequence(64);
+  CHECK(seq->kv_cache_dtype() == KvCacheDtype::Auto);
+  const std::vector<int32_t> ids(20, 7);
+  m->eval(*seq, ids);
+  CHECK(seq->kv_cache_dtype() == KvCacheDtype::Fp8);
+  CHECK(m->kv_cache_stats().bytes_used == m->kv_cache_bytes(20));
+  // An Auto sequence first evaluated in reference precision takes the f32 cache (transformers parity).
+  auto ref = m->new_sequence(64);
+  EvalOptions o;
+  o.precision = Precision::Reference;
+  m->eval(*ref, ids, o);
+  CHECK(ref->kv_cache_dtype() == KvCacheDtype::F32);
+  CHECK(m->kv_cache_stats().bytes_used == m->kv_cache_bytes(20) + m->kv_cache_bytes(20, KvCacheDtype::F32));
+  // And an f32 model reports f32.
+  CHECK(load(4096, 16, KvCacheDtype::F32)->info().kv_bytes_per_token_layer == 900);
+}
+
+TEST_CASE("save and restore keep each cache dtype bit for bit; a version-1 file still loads", "[kv][save]") {
+  auto m = load(4096, 16);
+  std::vector<int32_t> ids(37);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(5 + (i * 53) % 3000);
+  const std::vector<int32_t> next = {11, 12, 13};
+  std::string f32_file;
+  for (KvCacheDtype dtype : {KvCacheDtype::Fp8, KvCacheDtype::Bf16, KvCacheDtype::F32}) {
+    INFO("cache " << kv_cache_dtype_name(dtype));
+    auto seq = m->new_sequence(64, dtype);
+    m->eval(*seq, ids);
+    std::stringstream file;
+    m->save_sequence(*seq, file);
+    const std::string bytes = file.str();
+    CHECK(bytes.substr(0, 8) == "DSISEQ02");
+    auto restored = m->load_sequence(file, 64);
+    CHECK(restored->size() == int64_t(ids.size()));
+    CHECK(restored->kv_cache_dtype() == dtype);
+    CHECK(m->eval(*restored, next) == m->eval(*seq, next));
+    if (dtype == KvCacheDtype::F32) f32_file = bytes;
+  }
+  // Version 1 (an f32 cache, no dtype field) is read into an f32 sequence.
+  const size_t header = 8 + 8 + m->fingerprint().size() + 8;
+  std::string v1 = "DSISEQ01" + f32_file.substr(8, header - 8) + f32_file.substr(header + 8);
+  std::stringstream in(v1);
+  auto old = m->load_sequence(in, 64);
+  CHECK(old->kv_cache_dtype() == KvCacheDtype::F32);
+  auto fresh = m->new_sequence(64, KvCacheDtype::F32);
+  m->eval(*fresh, ids);
+  CHECK(m->eval(*old, next) == m->eval(*fresh, next));
+  // Another version is a clear error.
+  std::stringstream v9("DSISEQ09" + f32_file.substr(8));
+  CHECK_THROWS_WITH(m->load_sequence(v9), Catch::Contains("version 09 is not supported"));
 }
 
 TEST_CASE("N sessions sharing a long system prompt store it once", "[kv][session]") {

@@ -249,6 +249,74 @@ TEST_CASE("fp8 mode matches the FP8 emulation of DeepSeek's formulas end to end"
   CHECK(5 * rows_tight >= rows_total);
 }
 
+TEST_CASE("in fp8 precision the FP8 and BF16 KV caches give bitwise the f32 cache's logits", "[golden][model][kv]") {
+  // DeepSeek's reference caches the quantize-dequantized latent and a bf16 rope key; the FP8 row stores exactly
+  // those values (e4m3 · power-of-two scale, bf16), and so does the BF16 row. Every golden prompt, evaluated whole
+  // (the MHA form) and as a prefill then token-by-token decode (the absorbed form; DSA top-k on v32-tiny).
+  int64_t compared = 0;
+  for (const std::string preset : {"v32-tiny", "v3-tiny", "v32-tiny-bf16"}) {
+    auto model = load_model(preset);
+    auto prompts = load_prompts(kGolden / preset);
+    if (fs::exists(kGolden / "fp8_e2e" / preset / "meta.json"))
+      for (auto& p : load_prompts(kGolden / "fp8_e2e" / preset)) prompts.push_back(std::move(p));
+    for (const auto& p : prompts) {
+      const int64_t n = int64_t(p.ids.size()), prefill = std::max<int64_t>(1, n - 4);
+      auto run = [&](KvCacheDtype dtype) {
+        EvalOptions o;
+        o.precision = Precision::Fp8;
+        o.all_logits = true;
+        auto whole = model->new_sequence(n, dtype);
+        std::vector<float> out = model->eval(*whole, p.ids, o);
+        auto steps = model->new_sequence(n, dtype);
+        for (int64_t at = 0; at < n; at = at == 0 ? prefill : at + 1) {
+          const auto part = model->eval(*steps, std::span(p.ids).subspan(size_t(at), size_t(at == 0 ? prefill : 1)), o);
+          out.insert(out.end(), part.begin(), part.end());
+        }
+        REQUIRE(whole->kv_cache_dtype() == dtype);
+        return out;
+      };
+      const std::vector<float> f32 = run(KvCacheDtype::F32);
+      INFO(preset << " " << p.name << " (" << n << " tokens)");
+      CHECK(run(KvCacheDtype::Fp8) == f32);
+      CHECK(run(KvCacheDtype::Bf16) == f32);
+      ++compared;
+    }
+  }
+  CHECK(compared >= 9);
+}
+
+TEST_CASE("reference precision with a bf16 KV cache stays near transformers", "[golden][model][kv]") {
+  // The f32 cache is the transformers-parity one (1e-4 above). A bf16 cache rounds the cached latent, rope key and
+  // indexer key to 8 significant bits: a row moves by a few 1e-3 — until one rounding flips an expert choice or an
+  // indexer top-k choice, after which that row (and, on these random-weight models, a few later ones) can move by
+  // up to ~0.9 (measured: v32-tiny p72). So: the first row (nothing to flip but its own routing) within 5e-3, and
+  // the median row within 5e-2 (measured 0.023 on v32-tiny p72, where flips come early).
+  for (const std::string preset : {"v32-tiny", "v3-tiny"}) {
+    auto model = load_model(preset);
+    const int64_t V = model->info().vocab_size;
+    for (const auto& p : load_prompts(kGolden / preset)) {
+      if (p.name.find("dense") != std::string::npos) continue;
+      auto seq = model->new_sequence(int64_t(p.ids.size()), KvCacheDtype::Bf16);
+      EvalOptions o = reference();
+      o.all_logits = true;
+      const auto got = model->eval(*seq, p.ids, o);
+      std::vector<double> rows;
+      for (size_t r = 0; r < p.ids.size(); ++r) {
+        const std::vector<float> a(got.begin() + r * V, got.begin() + (r + 1) * V);
+        const std::vector<float> b(p.logits.begin() + r * V, p.logits.begin() + (r + 1) * V);
+        rows.push_back(worst_relative_error(a, b, V));
+      }
+      const double first = rows[0];
+      std::nth_element(rows.begin(), rows.begin() + rows.size() / 2, rows.end());
+      const double median = rows[rows.size() / 2], worst = *std::max_element(rows.begin(), rows.end());
+      WARN(fmt::format("{} {} reference precision, bf16 cache vs transformers: first row {:.3g}, median {:.3g}, "
+                       "worst {:.3g}", preset, p.name, first, median, worst));
+      CHECK(first <= 5e-3);
+      CHECK(median <= 5e-2);
+    }
+  }
+}
+
 TEST_CASE("loading reports progress from 0 to 1, in order", "[model]") {
   std::vector<double> seen;
   ModelLoadParams p;

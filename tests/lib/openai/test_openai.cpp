@@ -223,6 +223,9 @@ TEST_CASE("LocalCompletion: greedy reply equals the session run alone; seeds rep
   LocalCompletion lc(parse_request(Endpoint::ChatCompletions, body, *f.tok, f.d), *f.model, *f.tok, f.d);
   const json reply = json::parse(lc.run());
   Session alone(*f.model, *f.tok, SessionParams{.capacity = 1024});
+  auto greedy = std::make_unique<SamplerChain>();  // the request's temperature 0 (a session's default samples)
+  greedy->add(make_greedy_sampler());
+  alone.set_sampler(std::move(greedy));
   alone.set_messages(parse_request(Endpoint::ChatCompletions, body, *f.tok, f.d).messages);
   GenerateParams g;
   g.max_tokens = 12;

@@ -21,6 +21,12 @@ std::vector<ChatMessage> user(const std::string& text) {
   m.content = text;
   return {m};
 }
+// Argmax decoding: a session's default chain samples as the checkpoint's generation_config.json says.
+std::unique_ptr<SamplerChain> greedy_chain() {
+  auto chain = std::make_unique<SamplerChain>();
+  chain->add(make_greedy_sampler());
+  return chain;
+}
 }  // namespace
 
 TEST_CASE("a ragged batch (prefill chunks + decode tokens) equals each sequence alone, bitwise", "[engine]") {
@@ -203,7 +209,9 @@ TEST_CASE("queue_tokens keeps the matching cached prefix; a fork with other para
   size_t common = 0;
   while (a[common] == b[common]) ++common;
   REQUIRE(common > 3);
+  // Greedy: `second` (forked after `first` generated) and `alone` must pick the same tokens from the same logits.
   Session first(*model, *tok);
+  first.set_sampler(greedy_chain());
   CHECK(first.queue_tokens(a) == 0);
   first.generate(g);
   // A session forked from the first (chat parsing off, a new capacity) keeps the common prefix and evaluates the rest.
@@ -214,6 +222,7 @@ TEST_CASE("queue_tokens keeps the matching cached prefix; a fork with other para
   CHECK(second->queue_tokens(b) == int64_t(common));
   second->generate(g);
   Session alone(*model, *tok, raw);
+  alone.set_sampler(greedy_chain());
   alone.queue_tokens(b);
   alone.generate(g);
   CHECK(second->generated() == alone.generated());

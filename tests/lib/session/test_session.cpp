@@ -49,6 +49,13 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return md / mr;
 }
 
+// Argmax decoding: a session's default chain samples as the checkpoint's generation_config.json says.
+std::unique_ptr<SamplerChain> greedy_chain() {
+  auto chain = std::make_unique<SamplerChain>();
+  chain->add(make_greedy_sampler());
+  return chain;
+}
+
 std::vector<ChatMessage> user(const std::string& text) {
   ChatMessage m;
   m.role = "user";
@@ -65,6 +72,7 @@ TEST_CASE("greedy generation through a session equals dsinfer generate and trans
   const auto ids = p17.at("ids").get<std::vector<int32_t>>();
   const auto want = p17.at("greedy_ids").get<std::vector<int32_t>>();
   Session s(*f.model, *f.tok, reference_params());
+  s.set_sampler(greedy_chain());
   s.prefill(ids);
   GenerateParams g;
   g.max_tokens = int64_t(want.size());
@@ -99,6 +107,68 @@ TEST_CASE("the same seed gives the same tokens", "[session]") {
   };
   CHECK(run(7) == run(7));
   CHECK(run(7) != run(8));
+}
+
+TEST_CASE("a session samples with the checkpoint's generation_config.json unless told otherwise", "[session]") {
+  // v32-tiny's generation_config.json: do_sample, temperature 1.0, top_p 0.95. The default chain is that, seeded
+  // by SessionParams::seed; the checkpoint's sampling is known from the model (ModelInfo::generation).
+  Fixture f;
+  const GenerationConfig& g = f.model->info().generation;
+  CHECK(g.do_sample);
+  CHECK(g.top_p == 0.95f);
+  auto run = [&](std::unique_ptr<SamplerChain> chain, uint64_t seed) {
+    SessionParams sp = reference_params();
+    sp.seed = seed;
+    Session s(*f.model, *f.tok, sp);
+    if (chain) s.set_sampler(std::move(chain));
+    s.set_messages(user("Tell me a story."));
+    GenerateParams gp;
+    gp.max_tokens = 24;
+    gp.stop_at_eos = false;
+    s.generate(gp);
+    return s.generated();
+  };
+  const auto by_default = run(nullptr, 0);
+  CHECK(by_default == run(make_default_chain(load_generation_config((kModels / "v32-tiny").string()), 0), 0));
+  CHECK(by_default != run(greedy_chain(), 0));
+  CHECK(by_default != run(nullptr, 1));  // SessionParams::seed seeds the default draw
+
+  // Without generation_config.json the default is greedy (transformers' default).
+  const fs::path bare = fs::temp_directory_path() / "dsinfer_test_no_generation_config";
+  fs::remove_all(bare);
+  fs::copy(kModels / "v32-tiny", bare);
+  fs::remove(bare / "generation_config.json");
+  auto model = Model::load(bare.string());
+  CHECK_FALSE(model->info().generation.do_sample);
+  fs::remove_all(bare);
+}
+
+TEST_CASE("a chain reproduces its draws from its reset point", "[session]") {
+  // A session's chain keeps its RNG across generations (a conversation's turns draw fresh numbers);
+  // sampler().reset() rewinds it, so the same cache and prompt give the same tokens again.
+  Fixture f;
+  Session s(*f.model, *f.tok, reference_params());
+  s.set_messages(user("Tell me a story."));
+  const auto start = s.fork();
+  GenerateParams gp;
+  gp.max_tokens = 16;
+  gp.stop_at_eos = false;
+  auto again = start->fork();
+  again->generate(gp);
+  const auto first = again->generated();
+  // `again`'s chain has drawn: on the same cache, a copy of it draws on without a reset, and repeats after one.
+  auto chain_of_again = [&] {
+    return std::unique_ptr<SamplerChain>(static_cast<SamplerChain*>(again->sampler().clone().release()));
+  };
+  auto drawing_on = start->fork();
+  drawing_on->set_sampler(chain_of_again());
+  drawing_on->generate(gp);
+  CHECK(drawing_on->generated() != first);
+  auto from_reset = start->fork();
+  from_reset->set_sampler(chain_of_again());
+  from_reset->sampler().reset();
+  from_reset->generate(gp);
+  CHECK(from_reset->generated() == first);
 }
 
 TEST_CASE("a constrained generation goes on under a chain set after it started", "[session][constraint]") {
