@@ -3,7 +3,9 @@
 // strict parser gives, with no error event. "Well-formed" is narrower than "the strict parser accepts it": the
 // strict parser, like DeepSeek's, takes a string="false" value that is not JSON as written, and its lazy regexes
 // let a tool or parameter name swallow a '">\n' and a following marker, and it accepts function calls cut off
-// after an invoke header when the text ends there (no end of sentence); the stream parser reports all of these.
+// after an invoke header when the text ends there (no end of sentence), and its "\s*" takes any whitespace
+// between "invoke" and "name=" where the stream parser wants one space; the stream parser reports all of these
+// (open: docs/fuzzing.md).
 #include <nlohmann/json.hpp>
 
 #include "dsinfer/chat.hpp"
@@ -41,6 +43,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   static constexpr std::string_view kEos = "<｜end▁of▁sentence｜>";
   if (text.size() < kEos.size() || text.substr(text.size() - kEos.size()) != kEos) return 0;
+  static constexpr std::string_view kInvoke = "<｜DSML｜invoke";
+  for (size_t p = text.find(kInvoke); p != std::string_view::npos; p = text.find(kInvoke, p + 1))
+    if (text.substr(p + kInvoke.size(), 7) != " name=\"") return 0;
   auto plain = [](const std::string& name) { return name.find_first_of("\"<>\n") == std::string::npos; };
   for (const ToolCall& c : strict.tool_calls) {
     if (!plain(c.name)) return 0;
