@@ -23,11 +23,13 @@ if [ "${SANITIZERS:-1}" != 0 ]; then
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=67" \
     ctest --test-dir "$BUILD-asan" --output-on-failure -j "$JOBS"
   echo "ASan+UBSan suite: $((SECONDS - san_start)) s"
-  # 2. The C ABI's multi-threaded test under ThreadSanitizer (any report fails the run).
+  # 2. ThreadSanitizer (any report fails the run): the thread pool (its workers, a thread that cannot be started) and
+  #    the C ABI's sessions on one model from four threads.
   tsan_start=$SECONDS
   cmake -S . -B "$BUILD-tsan" -DDSINFER_TSAN=ON -DDSINFER_BENCH=OFF -DDSINFER_CUDA=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$BUILD-tsan" -j "$JOBS" --target test_capi_threads >/dev/null
+  cmake --build "$BUILD-tsan" -j "$JOBS" --target test_capi_threads test_util >/dev/null
+  TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/lib/util/test_util" "[thread_pool]"
   TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/capi/test_capi_threads" "$BUILD/models/v32-tiny"
   echo "TSan tests: $((SECONDS - tsan_start)) s"
 fi
