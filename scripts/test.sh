@@ -21,7 +21,7 @@ if [ "${SANITIZERS:-1}" != 0 ]; then
   cmake --build "$BUILD-asan" -j "$JOBS" >/dev/null
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=66:strict_string_checks=1:detect_stack_use_after_return=0" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=67" \
-    ctest --test-dir "$BUILD-asan" --output-on-failure -j "$JOBS"
+    ctest --test-dir "$BUILD-asan" --output-on-failure -j "$JOBS" -LE long  # test_long_prompt: release build only
   echo "ASan+UBSan suite: $((SECONDS - san_start)) s"
   # 2. ThreadSanitizer (any report fails the run): the thread pool (its workers, a thread that cannot be started) and
   #    the C ABI's sessions on one model from four threads.
