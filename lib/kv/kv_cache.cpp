@@ -353,7 +353,7 @@ void KvCache::from_host(const uint8_t* data, size_t n_bytes) {
   if (dtype() == KvDtype::F32) {
     // The file's bytes need not be float-aligned: copied row run by row run through an aligned buffer.
     std::vector<float> f(n_bytes / sizeof(float));
-    std::memcpy(f.data(), data, n_bytes);
+    if (n_bytes) std::memcpy(f.data(), data, n_bytes);  // an empty sequence may come with no buffer at all
     for_each_row_run([&](Tensor2D rows, size_t at) { be.from_host(rows, f.data() + at); });
     return;
   }
