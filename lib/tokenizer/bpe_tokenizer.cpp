@@ -3,6 +3,7 @@
 // token for token (checked on a 10,000-line corpus and three variant files by tests/lib/tokenizer). The regex classes
 // are widened to the library's Unicode tables (unicode_classes.inc, from tests/reference/make_tokenizer_unicode.py).
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include "util/utf8.hpp"
 #include <fmt/format.h>
 #include <pcre2.h>
 
@@ -29,37 +30,6 @@ namespace {
 using json = nlohmann::json;
 
 // ---- UTF-8 ---------------------------------------------------------------------------------------------------
-
-// Length of the well-formed UTF-8 sequence starting at s[i] (Unicode Table 3-7), or 0 if it is ill-formed.
-// With `complete_prefix`, also reports how many bytes form a valid but unfinished prefix at the end of s.
-size_t utf8_sequence(std::string_view s, size_t i, size_t* valid_prefix = nullptr) {
-  const auto b = [&](size_t k) { return uint8_t(s[k]); };
-  const uint8_t c = b(i);
-  size_t n;
-  uint8_t lo = 0x80, hi = 0xBF;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    if (valid_prefix) *valid_prefix = 0;
-    return 0;
-  }
-  size_t k = 1;
-  for (; k < n && i + k < s.size(); ++k) {
-    const uint8_t t = b(i + k);
-    const uint8_t l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-    if (t < l || t > h) break;
-  }
-  if (valid_prefix) *valid_prefix = k;
-  return k == n ? n : 0;
-}
 
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
