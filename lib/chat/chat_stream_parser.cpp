@@ -387,6 +387,9 @@ void ChatStreamParser::finish(std::vector<ChatEvent>& events) {
       p.consume(p.buf.size());
       break;
     case S::Trailing:
+      // Held back as the start of <｜end▁of▁sentence｜>, which never came: text after the function calls.
+      if (!p.buf.empty()) p.report(p.consumed, "text after the function calls", events);
+      [[fallthrough]];
     case S::Done:
     case S::Raw:
       if (!p.buf.empty()) {

@@ -132,8 +132,11 @@ TEST_CASE("parsers agree: a function-call block the text ends inside is refused"
         call_block("<｜DSML｜invoke name=\"get\">\n" + kParam, false),
         call_block("<｜DSML｜invoke name=\"get\">\n", false), std::string("ok\n\n<｜DSML｜function_calls")})
     both_refuse(cut, "not closed with </｜DSML｜function_calls>");
-  // A closed block may leave out the end of sentence, as DeepSeek's parser allows.
+  // A closed block may leave out the end of sentence, as DeepSeek's parser allows; not leave half of it.
   CHECK(both_accept(closed.substr(0, closed.size() - kEos.size())).tool_calls.size() == 1);
+  const Verdicts half = parse_both(closed.substr(0, closed.size() - 6), 5);
+  CHECK_FALSE(half.strict.has_value());
+  CHECK(half.stream_error);
   CHECK(both_accept(closed).tool_calls.at(0).arguments == R"({"city": "Paris"})");
 }
 
