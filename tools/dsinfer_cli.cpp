@@ -267,6 +267,7 @@ dsinfer::ThinkingMode thinking_mode(const Args& a) {
 }
 
 std::string encode_request(const Args& a, const std::string& request) {
+  dsinfer::check_chat_format(dsinfer::checkpoint_chat_format(model_dir(a)));  // V3-family checkpoints: refused
   dsinfer::ChatOptions o;
   o.thinking = thinking_mode(a);
   return dsinfer::encode_chat(dsinfer::chat_messages_from_json(request), o);
