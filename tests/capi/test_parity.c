@@ -1,7 +1,7 @@
 /* The C API reaches what the C++ API has (issue 21, item 3): token lookups, the streaming detokenizer, typical and
  * logit-bias samplers, stop strings and finish reasons, token counts, the session seed, sampler clone/reset (a
- * session holding a C sampler forks), and a user sampler's returned status checked. */
-#include <math.h>
+ * session holding a C sampler forks), a user sampler's returned status checked, and a V3-family checkpoint's chat
+ * refused (argv[2]). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,8 +284,28 @@ static int test_user_sampler_clone_and_status(void) {
   return 0;
 }
 
+/* A V3-family checkpoint (model_type deepseek_v3) is refused by the chat call, by name; token ids still work. */
+static int test_v3_family_chat_refused(const char* dir) {
+  dsinfer_model* m = NULL;
+  dsinfer_tokenizer* t = NULL;
+  dsinfer_session* s = NULL;
+  const int32_t ids[2] = {0, 100};
+  CHECK(dsinfer_model_load(dir, NULL, &m) == DSINFER_OK && dsinfer_tokenizer_load(dir, &t) == DSINFER_OK);
+  CHECK(dsinfer_session_create(m, t, NULL, &s) == DSINFER_OK);
+  CHECK(dsinfer_session_set_messages(s, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}") ==
+        DSINFER_E_UNSUPPORTED);
+  CHECK(strstr(dsinfer_last_error(), "deepseek-v3 family") != NULL);
+  CHECK(dsinfer_session_n_tokens(s) == 0);
+  CHECK(dsinfer_session_prefill(s, ids, 2) == DSINFER_OK);
+  dsinfer_session_free(s);
+  dsinfer_tokenizer_free(t);
+  dsinfer_model_free(m);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
+  if (argc >= 3 && test_v3_family_chat_refused(argv[2])) return 1;
   if (dsinfer_model_load(argv[1], NULL, &g_model) != DSINFER_OK || dsinfer_tokenizer_load(argv[1], &g_tok) != DSINFER_OK) {
     fprintf(stderr, "load: %s\n", dsinfer_last_error());
     return 1;
