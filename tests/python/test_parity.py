@@ -120,3 +120,13 @@ def test_v3_family_checkpoint_refused_by_chat_not_prompted_wrong():
     s.prefill([0, 100, 200])  # token ids rendered by the caller still work
     list(s.generate(max_tokens=2, stop_at_eos=False))
     assert len(s.generated) == 2
+
+
+@pytest.mark.skipif(not os.path.isdir(V3_MODEL), reason="v3-tiny checkpoint not built")
+def test_v3_family_chat_completion_is_a_400_naming_the_family():
+    client = dsinfer.Client.load(V3_MODEL, n_threads=1)
+    with pytest.raises(dsinfer.APIError) as e:
+        client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert e.value.status_code == 400 and "deepseek-v3" in e.value.message
+    reply = client.completions.create(prompt="Hi", max_tokens=2)  # raw text still works
+    assert reply["choices"][0]["finish_reason"] in ("length", "stop")
