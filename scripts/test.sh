@@ -42,7 +42,8 @@ python3 -m venv "$BUILD/pyvenv"
 rm -rf "$BUILD/wheel"
 "$BUILD/pyvenv/bin/pip" wheel --quiet --no-deps -w "$BUILD/wheel" .
 wheel=$(ls "$BUILD"/wheel/dsinfer-*.whl)
-"$BUILD/pyvenv/bin/pip" install --quiet --force-reinstall "$wheel" pytest jsonschema openai
+"$BUILD/pyvenv/bin/pip" install --quiet "$wheel" pytest jsonschema openai
+"$BUILD/pyvenv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"  # this build's, whatever was installed
 DSINFER_WHEEL="$wheel" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/capi/capi_scenarios_c" \
   DSINFER_SAMPLE_CONSTRAINED="$BUILD/tests/lib/constraint/sample_constrained" DSINFER_EXAMPLES="$BUILD/examples" \
   DSINFER_BAD_MODEL="$BUILD/tests/capi/bad-model" "$BUILD/pyvenv/bin/python" -m pytest -q tests/python
