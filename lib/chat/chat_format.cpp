@@ -7,6 +7,7 @@
 #include <string>
 
 #include "dsinfer/chat.hpp"
+#include "util/chat_template_file.hpp"
 #include "util/json_input.hpp"
 
 namespace dsinfer {
@@ -53,20 +54,7 @@ ChatFormat checkpoint_chat_format(const std::string& dir) {
   const std::string model_type =
       config.is_object() && config.contains("model_type") && config["model_type"].is_string()
           ? config["model_type"].get<std::string>() : std::string();
-  std::string chat_template;
-  const auto tc_path = std::filesystem::path(dir) / "tokenizer_config.json";
-  if (std::filesystem::exists(tc_path)) {
-    const nlohmann::json tc = read_json_file(tc_path);
-    if (tc.is_object() && tc.contains("chat_template")) {
-      const nlohmann::json& t = tc["chat_template"];
-      if (t.is_string()) chat_template = t.get<std::string>();
-      else if (t.is_array())
-        for (const auto& e : t)
-          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-            chat_template = e["template"].get<std::string>();
-    }
-  }
-  return detect_chat_format(model_type, chat_template);
+  return detect_chat_format(model_type, read_chat_template(dir));
 }
 
 void check_chat_format(ChatFormat format) {

@@ -4,23 +4,20 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <istream>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
 
 #include "backend/backend.hpp"
+#include "backend/cpu/simd.hpp"
 #include "checkpoint/hf_config.hpp"
 #include "checkpoint/safetensors_reader.hpp"
 #include "dsinfer/model.hpp"
 #include "kv/kv_cache.hpp"
 #include "model/deepseek_v32.hpp"
 #include "model/deepseek_weights.hpp"
-#include "backend/cpu/simd.hpp"
-#include "util/json_input.hpp"
+#include "util/chat_template_file.hpp"
 #include "util/log.hpp"
 #include "util/thread_pool.hpp"
 
@@ -164,30 +161,6 @@ int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
     total -= routed - routed * c.num_experts_per_tok / c.n_routed_experts;
   }
   return total;
-}
-
-// tokenizer_config.json's chat_template beside the checkpoint: a string, or (newer transformers) a list of
-// {"name", "template"} where "default" is the chat one. "" when there is none.
-std::string read_chat_template(const std::string& dir) {
-  const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
-  if (!std::filesystem::exists(path)) return {};
-  std::ifstream f(path);
-  std::ostringstream text;
-  text << f.rdbuf();
-  nlohmann::json j;
-  try {
-    j = parse_json_input(text.str());
-  } catch (const JsonInputError& e) {
-    throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
-  }
-  if (!j.is_object() || !j.contains("chat_template")) return {};
-  const nlohmann::json& t = j["chat_template"];
-  if (t.is_string()) return t.get<std::string>();
-  if (t.is_array())
-    for (const auto& e : t)
-      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-        return e["template"].get<std::string>();
-  return {};
 }
 
 }  // namespace
