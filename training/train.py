@@ -2,8 +2,13 @@
 """Trains the shipped small DeepSeek-V3.2 model (PyTorch, CPU).
 
     python training/train.py --data DIR --tokenizer MODEL_DIR --out RUN_DIR [--threads 2]
+    python -m torch.distributed.run --standalone --nproc_per_node 2 training/train.py ... --threads 1  (data parallel)
 
-The recipe (config.TRAIN; ../shared/spec/dsv32-model.md §12), in three stages:
+The recipe (config.TRAIN; ../shared/spec/dsv32-model.md §12), in four stages:
+  0. copy task: sequences of random BPE tokens repeated once, loss on the repeat (induction_batch), until the model
+     copies from its context (training/LOG.md: without it, the model never learned to copy a value it had not
+     memorised); one step in `induction_every` of stage A repeats it. The head is trained tied to the embedding
+     (model.tie_head) and saved as its own tensor, as the real checkpoint has it;
   A. dense: the main model and its MTP module learn with dense causal attention (the indexer idle); the loss is
      the next-token cross-entropy on what the assistant writes, plus the MTP module's cross-entropy on the token
      after next (weight 0.3, then 0.1), plus DeepSeek-V3's tiny sequence-wise balance loss;
