@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dsinfer/model.hpp"
+#include "dsinfer/tokenizer.hpp"
 
 using namespace dsinfer;
 using json = nlohmann::json;
@@ -80,5 +81,16 @@ TEST_CASE("the shipped model's reference logits equal the training code's", "[mo
     INFO(what);
     WARN(what);
     CHECK(err <= 1e-4);
+  }
+}
+
+TEST_CASE("the shipped tokenizer encodes held-out conversations as the tokenizers library does", "[model][shipped]") {
+  const json meta = read_json(kGolden / "meta.json");
+  auto tok = Tokenizer::load((kModel / "tokenizer.json").string());
+  REQUIRE(meta.at("tokenizer_check").size() >= 8);
+  for (const auto& c : meta.at("tokenizer_check")) {
+    const std::string text = c.at("text");
+    INFO(text.substr(0, 200));
+    CHECK(tok->encode(text) == c.at("ids").get<std::vector<int32_t>>());
   }
 }
