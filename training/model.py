@@ -428,8 +428,26 @@ class DeepseekV32(nn.Module):
             w = ste(w, round_bf16)
         return F.embedding(ids, w)
 
+    def tie_head(self):
+        """Trains the output head as the embedding times D^-1/2 (a power of two for D = 256, so exact in BF16); the
+        checkpoint still holds both tensors, as DeepSeek-V3.2's does (sync_tied_head writes the head's copy). The
+        tie is a training choice, not an architecture change: it gives the model from the first step a head that
+        reads back whatever embedding attention moved to a position, i.e. copying a token — for every token,
+        including ones too rare in the corpus to have trained a head row of their own."""
+        self.head_scale = self.cfg["hidden_size"] ** -0.5
+
+    def sync_tied_head(self):
+        if getattr(self, "head_scale", None) is not None:
+            with torch.no_grad():
+                self.lm_head.weight.copy_(self.embed_tokens.weight * self.head_scale)
+
     def head(self, h):
-        return self.lm_head(h)
+        if getattr(self, "head_scale", None) is None:
+            return self.lm_head(h)
+        w = self.embed_tokens.weight * self.head_scale
+        if self.num.fp8:
+            w = ste(w, round_bf16)
+        return F.linear(h, w)
 
     def moe_layers(self):
         out = [b.mlp for b in self.layers if isinstance(b.mlp, MoE)]

@@ -2,8 +2,13 @@
 """Trains the shipped small DeepSeek-V3.2 model (PyTorch, CPU).
 
     python training/train.py --data DIR --tokenizer MODEL_DIR --out RUN_DIR [--threads 2]
+    python -m torch.distributed.run --standalone --nproc_per_node 2 training/train.py ... --threads 1  (data parallel)
 
-The recipe (config.TRAIN; ../shared/spec/dsv32-model.md §12), in three stages:
+The recipe (config.TRAIN; ../shared/spec/dsv32-model.md §12), in four stages:
+  0. copy task: sequences of random BPE tokens repeated once, loss on the repeat (induction_batch), until the model
+     copies from its context (training/LOG.md: without it, the model never learned to copy a value it had not
+     memorised); one step in `induction_every` of stage A repeats it. The head is trained tied to the embedding
+     (model.tie_head) and saved as its own tensor, as the real checkpoint has it;
   A. dense: the main model and its MTP module learn with dense causal attention (the indexer idle); the loss is
      the next-token cross-entropy on what the assistant writes, plus the MTP module's cross-entropy on the token
      after next (weight 0.3, then 0.1), plus DeepSeek-V3's tiny sequence-wise balance loss;
@@ -119,6 +124,20 @@ def collate(items):
     return ids, mask, valid, copy
 
 
+def induction_batch(rng, n_tokens, seq_len, first_id, last_id):
+    """A batch of the copy task that makes in-context copying appear (induction heads): each sequence is BOS, a
+    span of uniformly random BPE tokens, then the same span again; the loss is on the repeat, which only copying
+    can predict. (ids, mask, valid, copy) like collate's, the repeat marked as copy targets."""
+    B = max(1, n_tokens // seq_len)
+    half = (seq_len - 1) // 2
+    span = torch.from_numpy(rng.integers(first_id, last_id, size=(B, half), dtype=np.int64))
+    ids = torch.cat([torch.zeros(B, 1, dtype=torch.long), span, span], 1)  # BOS is id 0
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[:, 1 + half:] = True
+    valid = torch.ones_like(mask)
+    return ids, mask, valid, mask.clone()
+
+
 def most_frequent_ids(path, tok, n, limit=2000):
     """The n most frequent token ids of the first `limit` conversations: format and function words."""
     counts = {}
@@ -224,6 +243,7 @@ def heldout_eval(model, batches, mode):
 
 
 def save(model, path, step, stage):
+    model.sync_tied_head()
     tmp = path + ".tmp"
     torch.save({"config": model.cfg, "state_dict": model.state_dict(), "step": step, "stage": stage}, tmp)
     os.replace(tmp, path)
@@ -276,23 +296,27 @@ def main():
               f"{sum(int(c.sum()) for _, _, c in corpus)} copy targets", flush=True)
 
     model = DeepseekV32(cfg)
+    if tr["tie_head"]:
+        model.tie_head()
     n_params = sum(p.numel() for p in model.parameters())
     if lead:
         print(f"model: {n_params / 1e6:.2f} M parameters, {world} rank(s) of {args.threads} thread(s)", flush=True)
     batches = Batches(corpus, tr["tokens_per_batch"], tr["seed"] + rank)
+    synth_rng = np.random.default_rng(tr["seed"] + 7919 * (rank + 1))
+    first_added_id = tok.token_to_id("<think>")  # BPE tokens are 3 .. first_added_id - 1
     opt_main = make_optimizer(main_params(model), tr["lr"], tr["weight_decay"])
     opt_idx = make_optimizer(indexer_params(model), tr["lr_indexer"], 0.0)
-    main_total = tr["steps_dense"] + tr["steps_sparse"]
+    main_total = tr["steps_induction"] + tr["steps_dense"] + tr["steps_sparse"]
     log = open(os.path.join(args.out, "train_log.jsonl"), "w") if lead else None
     step_main = 0
     seen_tokens = 0
-    stages = [("dense", tr["steps_dense"]), ("warmup", tr["steps_warmup"]), ("sparse", tr["steps_sparse"])]
+    stages = [("induction", tr["steps_induction"]), ("dense", tr["steps_dense"]), ("warmup", tr["steps_warmup"]), ("sparse", tr["steps_sparse"])]
     for stage, n_steps in stages:
         model.set_fp8(False)
         for p in main_params(model):
             p.requires_grad_(stage != "warmup")
         for p in indexer_params(model):
-            p.requires_grad_(stage != "dense")
+            p.requires_grad_(stage not in ("induction", "dense"))
         t_stage = time.time()
         for s in range(n_steps):
             if stage == "sparse" and s == tr["fp8_from_sparse_step"]:
@@ -309,11 +333,18 @@ def main():
                 print(f"--stop-after: dense stage ended at step {s}, {seen_tokens} tokens | heldout "
                       + json.dumps({k: round(v, 4) for k, v in held_out.items()}), flush=True)
                 break
-            ids, mask, valid, copy = batches.next()
+            synthetic = stage == "induction" or (stage == "dense" and tr["induction_every"] > 0
+                                                        and s % tr["induction_every"] == 0)
+            if synthetic:
+                ids, mask, valid, copy = induction_batch(synth_rng, tr["tokens_per_batch"], tr["induction_len"], 3,
+                                                         first_added_id)
+            else:
+                ids, mask, valid, copy = batches.next()
             seen_tokens += int(valid.sum()) * world  # about: the other ranks' batches are as large on average
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tr["bf16"] and not model.num.fp8):
-                out = losses(model, ids, mask, valid, copy, stage, want_lm=stage != "warmup",
-                             copy_weight=tr["copy_weight"], context_weight=tr["context_weight"])
+                out = losses(model, ids, mask, valid, copy, "dense" if stage == "induction" else stage,
+                             want_lm=stage != "warmup", copy_weight=tr["copy_weight"],
+                             context_weight=0.0 if synthetic else tr["context_weight"])
             if stage == "warmup":
                 loss = out["kl"]
             else:
@@ -340,13 +371,13 @@ def main():
                             torch.distributed.all_reduce(moe.load)
                         moe.e_score_correction_bias += tr["bias_update_speed"] * torch.sign(
                             moe.load.mean() - moe.load)
-            if stage != "dense":
+            if stage not in ("induction", "dense"):
                 torch.nn.utils.clip_grad_norm_(indexer_params(model), tr["grad_clip"])
                 lr_i = tr["lr_indexer"] if stage == "warmup" else lr_at(s, n_steps, tr["lr_indexer"], 1, 0.1)
                 for g in opt_idx.param_groups:
                     g["lr"] = lr_i
                 opt_idx.step()
-            if lead and (s % 20 == 0 or s == n_steps - 1):
+            if lead and (s % 20 == 0 or s == n_steps - 1 or (stage == "induction" and s % 5 == 0)):
                 loads = [m.load for m in model.moe_layers()]
                 rec = {"stage": stage, "step": s, "step_main": step_main, "fp8": model.num.fp8,
                        "elapsed_s": round(time.time() - t_start, 1), "tokens": seen_tokens,

@@ -37,6 +37,29 @@ struct DSINFER_CXX_API ChatOptions {
   bool add_bos = true;        // begin with <｜begin▁of▁sentence｜> (only when there is no context)
 };
 
+// The chat format a checkpoint was trained on, told from its config.json model_type and its tokenizer_config.json
+// chat_template. encode_chat writes DeepSeek-V3.2's format only; the V3 family (V3, V3.1, R1: model_type
+// deepseek_v3, each with its own chat_template) has other special tokens and tool-call syntax, so a chat for one of
+// them is refused (check_chat_format) rather than prompted wrong. Raw token ids and raw text work for every model.
+enum class ChatFormat {
+  DeepseekV32,  // model_type deepseek_v32: DeepSeek's encoding_dsv32 (what encode_chat writes)
+  DeepseekV3,   // model_type deepseek_v3, a template without thinking (DeepSeek-V3, V3-0324), or none at all
+  DeepseekV31,  // model_type deepseek_v3, a template with a `thinking` switch (DeepSeek-V3.1, V3.1-Terminus)
+  DeepseekR1,   // model_type deepseek_v3, a template that strips reasoning up to </think> (DeepSeek-R1, R1-0528)
+  Unknown,      // another model_type
+};
+// "deepseek-v3.2", "deepseek-v3", "deepseek-v3.1", "deepseek-r1", "unknown".
+DSINFER_CXX_API const char* chat_format_name(ChatFormat format);
+// From the two texts (chat_template may be empty: absent). Threads: any.
+DSINFER_CXX_API ChatFormat detect_chat_format(std::string_view model_type, std::string_view chat_template);
+// The same from a checkpoint directory's config.json and tokenizer_config.json, without loading the model (what the
+// CLI's prompt command uses). Errors: Io (no config.json), Format (malformed JSON).
+DSINFER_CXX_API ChatFormat checkpoint_chat_format(const std::string& dir);
+// Throws Error(Unsupported) naming the family unless `format` is DeepseekV32 (Unknown passes too: a test or
+// converted checkpoint of another model_type is the caller's responsibility). What every chat front door calls
+// before encode_chat for a model (Session::set_messages, the OpenAI layer's chat completions, the CLI's chat/prompt).
+DSINFER_CXX_API void check_chat_format(ChatFormat format);
+
 // The prompt text for `messages` (after `context`, which is not rendered but decides indices and reasoning
 // dropping), byte for byte what DeepSeek's encoding_dsv32.encode_messages returns: with a context the result is the
 // suffix a session appends to its cache (no bos). The official code's quirks are kept: a null user or tool content

@@ -3,18 +3,22 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <istream>
 #include <mutex>
 #include <optional>
 #include <ostream>
 
 #include "backend/backend.hpp"
+#include "backend/cpu/simd.hpp"
 #include "checkpoint/hf_config.hpp"
 #include "checkpoint/safetensors_reader.hpp"
 #include "dsinfer/model.hpp"
 #include "kv/kv_cache.hpp"
 #include "model/deepseek_v32.hpp"
 #include "model/deepseek_weights.hpp"
+#include "util/chat_template_file.hpp"
+#include "util/log.hpp"
 #include "util/thread_pool.hpp"
 
 namespace dsinfer {
@@ -175,6 +179,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   if (params.kv_cache_tokens < 0 || params.kv_cache_tokens > KvBlockPool::kMaxPoolTokens)
     throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::kv_cache_tokens must be 0 (32768) to {}, got {}",
                                                         KvBlockPool::kMaxPoolTokens, params.kv_cache_tokens));
+  if (params.cpu_kernels != "auto") fix_cpu_kernel_isa(params.cpu_kernels);
+  log_fmt(LogLevel::Info, "loading {} (backend {}, {} threads)", dir, params.backend,
+          params.n_threads == 0 ? std::string("all") : std::to_string(params.n_threads));
+  const auto load_start = std::chrono::steady_clock::now();
   auto impl = std::make_unique<Impl>();
   progress(0.0, "reading config.json");
   impl->config = parse_hf_config_file(dir + "/config.json");
@@ -199,8 +207,11 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   info.eos_token_ids = c.eos_token_ids;
   if (std::filesystem::exists(std::filesystem::path(dir) / "generation_config.json"))
     info.generation = load_generation_config(dir);
-  else
+  else {
     info.generation.do_sample = false;  // no recommendation: greedy, transformers' default
+    log_fmt(LogLevel::Info, "{} has no generation_config.json: sampling defaults to greedy", dir);
+  }
+  info.chat_template = read_chat_template(dir);
   int64_t n_weights = 0, done = 0;
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
@@ -235,6 +246,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   info.kv_bytes_per_token = info.kv_bytes_per_token_layer * c.num_hidden_layers;
   impl->pool(fp8_dtype);  // the default pool now, so that a dtype the backend cannot hold fails the load
   progress(1.0, "ready");
+  log_fmt(LogLevel::Info, "loaded {}: {}, {} layers, {} parameters, {:.1f} GB of weights, KV cache {} ({} bytes/token), {:.1f} s",
+          dir, c.model_type, c.num_hidden_layers, info.parameter_count, double(info.weight_bytes) / 1e9,
+          kv_cache_dtype_name(info.kv_cache_dtype), info.kv_bytes_per_token,
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 
