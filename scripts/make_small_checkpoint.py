@@ -102,6 +102,14 @@ PRESETS = {
         "num_hidden_layers": 8, "first_k_dense_replace": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
         "n_routed_experts": 48, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8, "topk_group": 4,
         "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}),
+    # v32-bench with an MTP module (issue 18's bench_speculative); random weights: its drafts are not accepted.
+    "v32-bench-mtp": dict(seed=4, fp8=True, config={
+        **COMMON, **FP8, "index_n_heads": 16, "index_head_dim": 64, "index_topk": 256, "num_nextn_predict_layers": 1,
+        "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+        "vocab_size": 8192, "hidden_size": 1024, "intermediate_size": 2816, "moe_intermediate_size": 512,
+        "num_hidden_layers": 8, "first_k_dense_replace": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "n_routed_experts": 48, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8, "topk_group": 4,
+        "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}),
     # The same model with BF16 weights (issue 7's BF16-vs-BF16 comparison): ~1.2 GB; not used by the tests.
     "v32-bench-bf16": dict(seed=4, fp8=False, config={
         **COMMON, "index_n_heads": 16, "index_head_dim": 64, "index_topk": 256,
