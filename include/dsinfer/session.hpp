@@ -152,7 +152,8 @@ class DSINFER_CXX_API Session {
 // Steps many sessions together: each step samples one token for every session still generating and evaluates
 // all of them in one forward (Model::eval_batch); a session's queued prompt (queue_messages / queue_tokens) is
 // evaluated in the first step it takes part in, so prefill chunks and decode tokens share a forward. Every session
-// gets exactly the tokens it would get alone. Borrows the model and the sessions it holds. The sessions share one
+// gets exactly the tokens it would get alone. A speculating session (SessionParams::speculative) sends its drafted
+// tokens along in the same forward and may take several tokens in one step. Borrows the model and the sessions it holds. The sessions share one
 // precision. Use from one thread at a time.
 class DSINFER_CXX_API Engine {
  public:
@@ -199,6 +200,7 @@ class DSINFER_CXX_API Engine {
     std::vector<int32_t> prompt;  // queued tokens, evaluated in the session's first step(s)
     size_t prompt_done = 0;       // of which evaluated (chunked prefill)
     int32_t next = -1;
+    int64_t verify_from = -1;     // this step verifies drafts (speculative decoding): the session's size before it
   };
   const Model& model_;
   int64_t max_step_prompt_tokens_ = 0;

@@ -328,19 +328,22 @@ struct Session::Impl {
     end(FinishReason::None);
   }
 
-  void step() {
-    std::optional<int32_t> next;
-    if (carried) {
-      next = carried;
-      carried.reset();
-      if (cancelled.exchange(false)) {
-        pending = next;
-        end(FinishReason::None);
-        throw Error(ErrorCode::Cancelled, fmt::format("generation cancelled after {} tokens", generated.size()));
-      }
-    } else {
-      next = sample_step();
+  // The token this step evaluates: the one a verification carried over (already sampled and emitted), else a new
+  // sample. nullopt when the generation ended.
+  std::optional<int32_t> take_next() {
+    if (!carried) return sample_step();
+    const int32_t t = *carried;
+    carried.reset();
+    if (cancelled.exchange(false)) {
+      pending = t;
+      end(FinishReason::None);
+      throw Error(ErrorCode::Cancelled, fmt::format("generation cancelled after {} tokens", generated.size()));
     }
+    return t;
+  }
+
+  void step() {
+    const std::optional<int32_t> next = take_next();
     if (!next) return;
     const int64_t k = speculating() ? draft_count() : 0;
     if (k > 0) {
@@ -398,7 +401,9 @@ struct Session::Impl {
   // session's chain samples from those rows one by one, as plain decoding would, while the samples equal the drafts.
   // The main cache is cut after the last accepted token (its MTP state rolls back with it); the last sample is
   // carried to the next step.
-  void speculate(int32_t next, int64_t k) {
+  // Fills draft_ids with [next, d1..dk] (k at most `k`; fewer when the drafter proposes fewer or the MTP cache is
+  // full). A drafter's failure ends the generation (abort_step) and is passed on.
+  void draft(int32_t next, int64_t k) {
     const int64_t V = model.info().vocab_size, usable = usable_vocab();
     draft_ids.assign(1, next);
     if (params.speculative.drafter) {
@@ -429,6 +434,10 @@ struct Session::Impl {
       k = 0;  // no drafts (the MTP cache is full): a plain step
       draft_ids.resize(1);
     }
+  }
+
+  void speculate(int32_t next, int64_t k) {
+    draft(next, k);
     const int64_t S = int64_t(tokens.size());
     {
       EvalOptions o = params.eval;
@@ -447,6 +456,16 @@ struct Session::Impl {
       }
       verify_logits = std::move(e.logits);
     }
+    accept_verified(S);
+  }
+
+  // After the forward over draft_ids (its [k + 1, vocab] logits in verify_logits, the cache grown from S tokens):
+  // the chain samples row by row as plain decoding would while the samples equal the drafts; the cache is cut after
+  // the last accepted token and the last sample is carried to the next step.
+  void accept_verified(int64_t S) {
+    const int64_t V = model.info().vocab_size;
+    const int64_t k = int64_t(draft_ids.size()) - 1;
+    const int32_t next = draft_ids[0];
     last_prefill = 0;
     tokens.push_back(next);
     if (k > 0) spec_stats.steps += 1;
@@ -658,7 +677,7 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
     } else {
       std::optional<int32_t> t;
       try {
-        t = s.sample_step();
+        t = s.take_next();
       } catch (const Error& err) {
         drain(*a.session);
         r.failed.push_back({a.session, err});
@@ -672,8 +691,28 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
         continue;
       }
       a.next = *t;
-      e.ids = std::span<const int32_t>(&a.next, 1);
-      e.logits = std::move(s.logits);  // reused storage; given back below
+      // A speculating session sends its drafts with the token (each session of the batch drafts for itself); the
+      // rows are verified in this step's shared forward.
+      const int64_t k = s.speculating() ? s.draft_count() : 0;
+      if (k > 0) {
+        try {
+          s.draft(a.next, k);
+        } catch (const Error& err) {
+          drain(*a.session);
+          r.failed.push_back({a.session, err});
+          leaves[i] = true;
+          continue;
+        }
+        a.verify_from = int64_t(s.tokens.size());
+        e.ids = s.draft_ids;
+        e.all_logits = true;
+        e.exact_rows = true;
+        e.logits = std::move(s.verify_logits);
+      } else {
+        if (s.speculating()) s.spec_stats.plain_steps += 1;
+        e.ids = std::span<const int32_t>(&a.next, 1);
+        e.logits = std::move(s.logits);  // reused storage; given back below
+      }
     }
     batch.push_back(std::move(e));
     who.push_back(i);
@@ -681,6 +720,27 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
   auto commit = [&](size_t k) {
     Active& a = active_[who[k]];
     Session::Impl& s = *a.session->impl_;
+    if (a.verify_from >= 0) {  // the session samples its verified rows (events, accept, stop checks) and rolls back
+      const int64_t from = a.verify_from;
+      a.verify_from = -1;
+      s.verify_logits = std::move(batch[k].logits);
+      r.batch_sessions += 1;
+      r.batch_tokens += int64_t(batch[k].ids.size());
+      try {
+        s.accept_verified(from);
+      } catch (const Error& err) {
+        drain(*a.session);
+        r.failed.push_back({a.session, err});
+        leaves[who[k]] = true;
+        return;
+      }
+      drain(*a.session);
+      if (!s.running) {
+        r.finished.push_back(a.session);
+        leaves[who[k]] = true;
+      }
+      return;
+    }
     s.tokens.insert(s.tokens.end(), batch[k].ids.begin(), batch[k].ids.end());
     s.logits = std::move(batch[k].logits);
     s.last_prefill = int64_t(batch[k].ids.size());
@@ -691,7 +751,12 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
   auto fail = [&](size_t k, const Error& err) {
     Active& a = active_[who[k]];
     Session::Impl& s = *a.session->impl_;
-    s.logits = std::move(batch[k].logits);
+    if (a.verify_from >= 0) {
+      s.verify_logits = std::move(batch[k].logits);
+      a.verify_from = -1;
+    } else {
+      s.logits = std::move(batch[k].logits);
+    }
     if (!a.prompt.empty()) {
       s.queued.assign(a.prompt.begin() + int64_t(a.prompt_done), a.prompt.end());  // what was not evaluated
       s.logits.clear();

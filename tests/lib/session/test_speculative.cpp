@@ -258,3 +258,41 @@ TEST_CASE("a rejected draft leaves the MTP state as if never proposed", "[specul
   f.model->mtp_draft(std::span<Model::DraftEntry>(&db, 1), o);
   CHECK(da.logits == db.logits);
 }
+
+TEST_CASE("sessions stepped together by an engine each speculate and get their plain tokens", "[speculative][engine]") {
+  Fixture f("v32-tiny-mtp", 16);
+  const std::vector<std::vector<int32_t>> prompts = {
+      kPrompt, {0, 9, 8, 7, 6, 5, 4, 3, 2, 1000, 2000, 3000}, {0, 3333, 17, 42, 4000, 12, 12, 12, 99, 100}};
+  std::vector<Run> want;
+  for (const auto& p : prompts) want.push_back(generate(f, spec_params(0), 30, true, p));
+  SessionParams plain_seeded = spec_params(0);
+  plain_seeded.seed = 77;
+  const Run want_seeded = generate(f, plain_seeded, 30, false, prompts[0]);
+
+  std::vector<std::unique_ptr<Session>> sessions;
+  std::vector<SessionParams> params = {spec_params(2), spec_params(3), spec_params(0), spec_params(2, true)};
+  params[1].speculative = oracle(want[1].ids, prompts[1].size(), 3, 4);
+  params[3].seed = 77;
+  for (size_t i = 0; i < params.size(); ++i) {
+    sessions.push_back(std::make_unique<Session>(*f.model, *f.tok, params[i]));
+    if (i < 3) sessions.back()->set_sampler(greedy_chain());
+    sessions.back()->prefill(prompts[i < 3 ? i : 0]);
+  }
+  std::vector<Session*> ptrs;
+  for (auto& s : sessions) ptrs.push_back(s.get());
+  GenerateParams g;
+  g.max_tokens = 30;
+  g.stop_at_eos = false;
+  Engine engine(*f.model);
+  engine.generate(ptrs, g);
+  for (size_t i = 0; i < 3; ++i) {
+    INFO("session " << i);
+    CHECK(sessions[i]->generated() == want[i].ids);
+    CHECK(state_bytes(*sessions[i], "engine") == want[i].state);
+  }
+  CHECK(sessions[3]->generated() == want_seeded.ids);
+  CHECK(state_bytes(*sessions[3], "engine-seeded") == want_seeded.state);
+  CHECK(sessions[0]->speculative_stats().drafted > 0);
+  CHECK(sessions[1]->speculative_stats().accepted > 0);
+  CHECK(sessions[2]->speculative_stats().drafted == 0);
+}
