@@ -172,7 +172,7 @@ class DSINFER_CXX_API Model {
     int64_t blocks_total = 0, blocks_used = 0, block_tokens = 0;
     int64_t bytes_per_block = 0;  // all layers, in info().kv_cache_dtype
     int64_t bytes_per_token = 0;  // all layers, in info().kv_cache_dtype
-    int64_t bytes_used = 0;       // the blocks in use, every dtype's pool
+    int64_t bytes_used = 0;       // the blocks in use, every dtype's pool (and the MTP layer's caches)
   };
   KvCacheStats kv_cache_stats() const;
   // Gives memory the model keeps for reuse back to the system: the pages of free KV cache blocks and recycled

@@ -314,6 +314,8 @@ Model::KvCacheStats Model::kv_cache_stats() const {
       st.blocks_used += p->used_blocks();
       st.bytes_used += p->used_blocks() * int64_t(p->bytes_per_block());
     }
+  for (const auto& p : impl_->mtp_pools)  // the MTP layer's caches: bytes only (their blocks are another pool's)
+    if (p) st.bytes_used += p->used_blocks() * int64_t(p->bytes_per_block());
   return st;
 }
 
@@ -322,6 +324,8 @@ void Model::release_memory() const {
   {
     std::lock_guard<std::mutex> pools(impl_->pool_mutex);
     for (const auto& p : impl_->pools)
+      if (p) p->discard_free_blocks();
+    for (const auto& p : impl_->mtp_pools)
       if (p) p->discard_free_blocks();
   }
   impl_->backend->release_memory();
@@ -527,7 +531,9 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
       throw Error(ErrorCode::InvalidArgument, "a batch entry's sequence is missing or belongs to a different model");
   if (entries.empty()) return;
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  if (entries.size() == 1 && entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens)) {
+  // (Exact rows are never chunked: chunks would take the multi-token form the caller asked to avoid.)
+  if (entries.size() == 1 && !entries[0].exact_rows &&
+      entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens)) {
     // One long prompt (a session's prefill): chunked like eval(). A batch of several sequences is bounded by the
     // caller instead (Engine's max_step_prompt_tokens).
     BatchEntry& e = entries[0];

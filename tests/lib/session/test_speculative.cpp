@@ -296,3 +296,32 @@ TEST_CASE("sessions stepped together by an engine each speculate and get their p
   CHECK(sessions[1]->speculative_stats().accepted > 0);
   CHECK(sessions[2]->speculative_stats().drafted == 0);
 }
+
+TEST_CASE("a verification is never split into multi-token chunks", "[speculative]") {
+  // With max_chunk_tokens 2 a 4-token verification would be chunked into 2-token MHA forwards (other numerics in
+  // reference precision); exact rows are evaluated whole.
+  Fixture f;
+  SessionParams plain = spec_params(0, false, Precision::Reference);
+  plain.eval.max_chunk_tokens = 2;
+  const Run want = generate(f, plain, 24);
+  SessionParams p = spec_params(3, false, Precision::Reference);
+  p.eval.max_chunk_tokens = 2;
+  p.speculative = oracle(want.ids, kPrompt.size(), 3, 0);
+  const Run got = generate(f, p, 24);
+  CHECK(got.ids == want.ids);
+  CHECK(got.state == want.state);
+  CHECK(got.stats.accepted == got.stats.drafted);
+}
+
+TEST_CASE("the MTP caches count in the model's KV memory", "[speculative]") {
+  Fixture f;
+  const int64_t before = f.model->kv_cache_stats().bytes_used;
+  Session s(*f.model, *f.tok, spec_params(2));
+  s.prefill(kPrompt);
+  const int64_t with_mtp = f.model->kv_cache_stats().bytes_used;
+  Session plain(*f.model, *f.tok, spec_params(0));
+  plain.prefill(kPrompt);
+  const int64_t both = f.model->kv_cache_stats().bytes_used;
+  // The speculating session holds its main blocks and its MTP blocks: more than the plain session's main blocks.
+  CHECK(with_mtp - before > both - with_mtp);
+}
