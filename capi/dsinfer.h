@@ -57,6 +57,24 @@ DSINFER_API const char* dsinfer_status_name(dsinfer_status s);
 /* Frees a string returned by dsinfer (dsinfer_*_decode, dsinfer_chat_encode, ...). NULL is a no-op. */
 DSINFER_API void dsinfer_string_free(char* s);
 
+/* -------------------------------------------------------------------------------------------------- log -- */
+/* Severity, lowest first (pinned values; the C++ API's dsinfer::LogLevel, Python's dsinfer.LogLevel). */
+typedef enum dsinfer_log_level {
+  DSINFER_LOG_DEBUG = 0,
+  DSINFER_LOG_INFO = 1,
+  DSINFER_LOG_WARN = 2,
+  DSINFER_LOG_ERROR = 3,
+  DSINFER_LOG_OFF = 4
+} dsinfer_log_level;
+/* Receives one message (NUL-terminated, no trailing newline, borrowed for the call). It may be called from any thread
+ * that calls into dsinfer, from several at once: make it thread-safe; it must not call dsinfer_set_log_callback. */
+typedef void (*dsinfer_log_callback)(dsinfer_log_level level, const char* message, void* user_data);
+/* Installs the process-wide log callback: messages at or above min_level go to callback(level, message, user_data).
+ * NULL (or min_level DSINFER_LOG_OFF) silences the log again. Default: no callback, nothing is logged. The
+ * environment variable DSINFER_LOG=debug|info|warn|error overrides min_level and, without a callback, writes the
+ * messages to stderr. user_data is borrowed until the callback is replaced. */
+DSINFER_API void dsinfer_set_log_callback(dsinfer_log_callback callback, dsinfer_log_level min_level, void* user_data);
+
 /* ------------------------------------------------------------------------------------------------ model -- */
 typedef enum dsinfer_precision { DSINFER_PRECISION_FP8 = 0, DSINFER_PRECISION_REFERENCE = 1 } dsinfer_precision;
 
@@ -71,6 +89,12 @@ typedef struct dsinfer_model_params {
   /* KV cache dtype: "auto" (NULL; fp8 for sequences evaluated in fp8 precision, f32 in reference precision),
    * "f32", "bf16" or "fp8" (DeepSeek's 656 + 132-byte format at V3.2's dimensions). */
   const char* kv_cache_dtype;
+  /* Appended in 0.1 (ABI 1). Tokens per KV cache block, 0 to 65536; 0 = 64 (else DSINFER_E_INVALID_ARG). */
+  int64_t kv_block_tokens;
+  /* The CPU kernel family, a cap: "auto" (NULL), "avx512", "avx2" or "scalar"; the families compute bitwise-identical
+   * results. Fixed once per process by the first load that names one: a later load naming another fails with
+   * DSINFER_E_INVALID_ARG. The environment variable DSINFER_CPU_KERNELS overrides it. */
+  const char* cpu_kernels;
 } dsinfer_model_params;
 
 DSINFER_API void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size);
@@ -102,6 +126,27 @@ DSINFER_API dsinfer_status dsinfer_tokenizer_encode(const dsinfer_tokenizer* t, 
 /* Decodes ids. On OK *out is a new NUL-terminated string: free with dsinfer_string_free. */
 DSINFER_API dsinfer_status dsinfer_tokenizer_decode(const dsinfer_tokenizer* t, const int32_t* ids, size_t n_ids,
                                                     int skip_special_tokens, char** out);
+/* Token lookups. The id of a token's text (its vocabulary entry, e.g. "<｜end▁of▁sentence｜>"), -1 if unknown or for
+ * NULL arguments; the bos id from tokenizer_config.json, -1 if none; whether an id is a special (added, special)
+ * token, 0 for ids outside [0, size). */
+DSINFER_API int32_t dsinfer_tokenizer_token_to_id(const dsinfer_tokenizer* t, const char* token);
+DSINFER_API int32_t dsinfer_tokenizer_bos_id(const dsinfer_tokenizer* t);
+DSINFER_API int dsinfer_tokenizer_is_special(const dsinfer_tokenizer* t, int32_t id);
+/* The vocabulary entry of an id. On OK *out is new: free with dsinfer_string_free. DSINFER_E_INVALID_ARG for an id
+ * outside [0, size). */
+DSINFER_API dsinfer_status dsinfer_tokenizer_id_to_token(const dsinfer_tokenizer* t, int32_t id, char** out);
+
+/* Streaming detokenization: push ids one at a time and get the text they completed, never half a UTF-8 character;
+ * everything pushed plus the final flush equals dsinfer_tokenizer_decode of all the ids. Borrows the tokenizer (it
+ * must outlive the detokenizer). One thread at a time. Creates: free with dsinfer_detokenizer_free. */
+typedef struct dsinfer_detokenizer dsinfer_detokenizer;
+DSINFER_API dsinfer_status dsinfer_detokenizer_create(const dsinfer_tokenizer* t, int skip_special_tokens,
+                                                      dsinfer_detokenizer** out);
+DSINFER_API void dsinfer_detokenizer_free(dsinfer_detokenizer* d);
+/* On OK *out is a new (possibly empty) string: free with dsinfer_string_free. */
+DSINFER_API dsinfer_status dsinfer_detokenizer_push(dsinfer_detokenizer* d, int32_t id, char** out);
+/* Flushes bytes still waiting for the rest of a character (as U+FFFD). *out as above. */
+DSINFER_API dsinfer_status dsinfer_detokenizer_finish(dsinfer_detokenizer* d, char** out);
 
 /* ------------------------------------------------------------------------------------------------- chat -- */
 /* Encodes {"messages": [...], "tools": [...]} (OpenAI form) in DeepSeek-V3.2's format. On OK *out is new: free with
@@ -127,6 +172,12 @@ typedef struct dsinfer_sampler_iface {
   void (*accept)(void* user_data, int32_t token); /* optional */
   void (*free)(void* user_data);                  /* optional: called when the sampler is freed */
   const char* name;                               /* for error messages */
+  /* Appended in 0.1 (ABI 1), optional. clone: a new user_data with the same parameters and state (what
+   * dsinfer_session_fork needs: without it forking a session whose chain holds this sampler fails with
+   * DSINFER_E_UNSUPPORTED); NULL on failure. The clone is freed with `free` like the original. reset: forget
+   * history (accepted tokens, RNG position), keep parameters. */
+  void* (*clone)(void* user_data);
+  void (*reset)(void* user_data);
 } dsinfer_sampler_iface;
 
 /* Built-ins. Each creates a sampler: free with dsinfer_sampler_free, or give it to a chain. */
@@ -139,8 +190,14 @@ DSINFER_API dsinfer_status dsinfer_sampler_top_p_create(float p, dsinfer_sampler
 DSINFER_API dsinfer_status dsinfer_sampler_min_p_create(float p, dsinfer_sampler** out);
 DSINFER_API dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, float repeat, float frequency,
                                                             float presence, dsinfer_sampler** out);
+DSINFER_API dsinfer_status dsinfer_sampler_typical_create(float p, dsinfer_sampler** out); /* p in (0, 1] */
+/* Adds biases[i] to the logit of ids[i] (OpenAI's logit_bias: -100 all but bans a token). Biases must be finite and
+ * ids >= 0 (else DSINFER_E_INVALID_ARG). The arrays are copied. */
+DSINFER_API dsinfer_status dsinfer_sampler_logit_bias_create(const int32_t* ids, const float* biases, size_t n,
+                                                             dsinfer_sampler** out);
 /* A user sampler. iface is copied; user_data is borrowed until the sampler's free callback runs. iface->struct_size
- * must cover `apply` (else DSINFER_E_INVALID_ARG); members past it are NULL. */
+ * must cover `apply` (else DSINFER_E_INVALID_ARG); members past it are NULL. apply's return value is checked: a
+ * value that is no dsinfer_status fails the step with DSINFER_E_INVALID_ARG naming the sampler. */
 DSINFER_API dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data,
                                                          dsinfer_sampler** out);
 /* --------------------------------------------------------------------------------------------- constraint -- */
@@ -164,6 +221,11 @@ DSINFER_API dsinfer_status dsinfer_sampler_constraint_create(const dsinfer_const
 /* Appends `s` to `chain`. Takes ownership of s on success; on failure the caller still owns it. A chain cannot be
  * added to itself (DSINFER_E_INVALID_ARG). */
 DSINFER_API dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler* s);
+/* A copy with the same parameters and state (RNG included). Creates: free with dsinfer_sampler_free.
+ * DSINFER_E_UNSUPPORTED for a user sampler without a clone callback. */
+DSINFER_API dsinfer_status dsinfer_sampler_clone(const dsinfer_sampler* s, dsinfer_sampler** out);
+/* Forgets history (accepted tokens, the draw's RNG goes back to its seed), keeps parameters. */
+DSINFER_API void dsinfer_sampler_reset(dsinfer_sampler* s);
 DSINFER_API void dsinfer_sampler_free(dsinfer_sampler* s);
 
 /* ---------------------------------------------------------------------------------------------- session -- */
@@ -172,6 +234,8 @@ typedef struct dsinfer_session_params {
   int64_t capacity;              /* KV capacity in tokens; 0 = 4096 */
   dsinfer_precision precision;
   int thinking;                  /* render and parse in thinking mode */
+  /* Appended in 0.1 (ABI 1): the seed of the default chain's draw (the checkpoint's sampling defaults). 0 default. */
+  uint64_t seed;
   /* Appended in 0.2 (ABI 1): speculative decoding with the checkpoint's MTP module (docs/speculative.md). At most
    * this many drafted tokens per step, 0 (the default) = off, at most 16; DSINFER_E_UNSUPPORTED at session creation
    * when the checkpoint has no MTP module (dsinfer_model_has_mtp). The output is unchanged: token for token what
@@ -190,6 +254,10 @@ typedef struct dsinfer_generate_params {
    * starts); the generation ends when the output is complete. NULL = none. Borrowed only during generate_start /
    * engine_generate. */
   const dsinfer_constraint* constraint;
+  /* Appended in 0.1 (ABI 1): stop strings. The generation ends when the text contains one of them; the reply ends
+   * before it (DSINFER_FINISH_STOP). n_stop strings, each NUL-terminated and non-empty; copied during the call. */
+  const char* const* stop;
+  size_t n_stop;
 } dsinfer_generate_params;
 DSINFER_API void dsinfer_generate_params_init(dsinfer_generate_params* p, size_t struct_size);
 #define DSINFER_GENERATE_PARAMS_INIT(p) dsinfer_generate_params_init((p), sizeof *(p))
@@ -231,6 +299,19 @@ DSINFER_API dsinfer_status dsinfer_session_generate_start(dsinfer_session* s, co
  * call: the library writes only that many bytes and sets struct_size to the bytes it wrote (DSINFER_E_INVALID_ARG
  * when it does not cover `kind`). */
 DSINFER_API dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev);
+/* Why the last generation ended (pinned values). */
+typedef enum dsinfer_finish_reason {
+  DSINFER_FINISH_NONE = 0,   /* none yet, running, cancelled or failed */
+  DSINFER_FINISH_EOS = 1,    /* the model ended its reply (an eos token) */
+  DSINFER_FINISH_STOP = 2,   /* a stop string */
+  DSINFER_FINISH_LENGTH = 3  /* max_tokens */
+} dsinfer_finish_reason;
+DSINFER_API dsinfer_finish_reason dsinfer_session_finish_reason(const dsinfer_session* s);
+/* Token counts (usage): every token in the session's cache, and how many the last prefill / set_messages evaluated
+ * (the rest of the prompt was reused from the cache). The last generation's count is dsinfer_session_generated's
+ * *n. 0 for NULL. */
+DSINFER_API int64_t dsinfer_session_n_tokens(const dsinfer_session* s);
+DSINFER_API int64_t dsinfer_session_last_prefill_tokens(const dsinfer_session* s);
 /* Any thread: the running dsinfer_session_next_event returns DSINFER_E_CANCELLED. */
 DSINFER_API void dsinfer_session_cancel(dsinfer_session* s);
 /* The ids of the last generation: writes up to capacity, the count into *n. */

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -27,6 +28,9 @@ struct dsinfer_sampler {
 };
 struct dsinfer_constraint {
   std::shared_ptr<const dsinfer::Constraint> c;
+};
+struct dsinfer_detokenizer {
+  dsinfer::Detokenizer d;
 };
 struct dsinfer_session {
   std::unique_ptr<dsinfer::Session> s;
@@ -89,26 +93,29 @@ size_t readable(const dsinfer_model_params& p) {
   using T = dsinfer_model_params;
   const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, n_threads), DSINFER_MEMBER_END(T, backend),
                          DSINFER_MEMBER_END(T, kv_cache_tokens), DSINFER_MEMBER_END(T, progress),
-                         DSINFER_MEMBER_END(T, progress_user_data)};
+                         DSINFER_MEMBER_END(T, progress_user_data), DSINFER_MEMBER_END(T, kv_cache_dtype),
+                         DSINFER_MEMBER_END(T, kv_block_tokens), DSINFER_MEMBER_END(T, cpu_kernels)};
   return whole_members(p.struct_size, ends);
 }
 size_t readable(const dsinfer_session_params& p) {
   using T = dsinfer_session_params;
   const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, capacity), DSINFER_MEMBER_END(T, precision),
-                         DSINFER_MEMBER_END(T, thinking), DSINFER_MEMBER_END(T, speculative_draft_tokens),
-                         DSINFER_MEMBER_END(T, speculative_adaptive)};
+                         DSINFER_MEMBER_END(T, thinking), DSINFER_MEMBER_END(T, seed),
+                         DSINFER_MEMBER_END(T, speculative_draft_tokens), DSINFER_MEMBER_END(T, speculative_adaptive)};
   return whole_members(p.struct_size, ends);
 }
 size_t readable(const dsinfer_generate_params& p) {
   using T = dsinfer_generate_params;
   const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, max_tokens),
-                         DSINFER_MEMBER_END(T, stop_at_eos), DSINFER_MEMBER_END(T, constraint)};
+                         DSINFER_MEMBER_END(T, stop_at_eos), DSINFER_MEMBER_END(T, constraint),
+                         DSINFER_MEMBER_END(T, stop), DSINFER_MEMBER_END(T, n_stop)};
   return whole_members(p.struct_size, ends);
 }
 size_t readable(const dsinfer_sampler_iface& p) {
   using T = dsinfer_sampler_iface;
   const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, apply), DSINFER_MEMBER_END(T, accept),
-                         DSINFER_MEMBER_END(T, free), DSINFER_MEMBER_END(T, name)};
+                         DSINFER_MEMBER_END(T, free), DSINFER_MEMBER_END(T, name), DSINFER_MEMBER_END(T, clone),
+                         DSINFER_MEMBER_END(T, reset)};
   return whole_members(p.struct_size, ends);
 }
 
@@ -122,10 +129,17 @@ class CSampler final : public dsinfer::Sampler {
   std::string name() const override { return iface_.name ? iface_.name : "custom"; }
   void apply(dsinfer::Candidates& c) override {
     dsinfer_candidates v{sizeof(dsinfer_candidates), c.ids.data(), c.logits.data(), c.size(), c.selected};
-    const dsinfer_status st = iface_.apply(ud_, &v);
-    if (st != DSINFER_OK)
+    // Called as returning int: a C function may return any int, and loading one outside the enum's values as a C++
+    // enum is undefined; the C ABI returns both the same way.
+    const int st = reinterpret_cast<int (*)(void*, dsinfer_candidates*)>(iface_.apply)(ud_, &v);
+    if (st != DSINFER_OK) {
+      const bool known = (st >= DSINFER_E_INVALID_ARG && st <= DSINFER_E_CANCELLED) || st == DSINFER_E_INTERNAL;
+      if (!known)
+        throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                             "returned " + std::to_string(st) + ", which is not a dsinfer_status");
       throw dsinfer::Error(static_cast<dsinfer::ErrorCode>(st),
-                           std::string("returned status ") + dsinfer_status_name(st));
+                           std::string("returned status ") + dsinfer_status_name(dsinfer_status(st)));
+    }
     if (v.n > c.size()) throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, "a sampler may not grow the candidates");
     c.resize(v.n);  // the arrays were edited in place
     c.sorted = false;
@@ -135,8 +149,18 @@ class CSampler final : public dsinfer::Sampler {
   void accept(int32_t token) override {
     if (iface_.accept) iface_.accept(ud_, token);
   }
+  void reset() override {
+    if (iface_.reset) iface_.reset(ud_);
+  }
   std::unique_ptr<dsinfer::Sampler> clone() const override {
-    throw dsinfer::Error(dsinfer::ErrorCode::Unsupported, "C samplers cannot be cloned (fork a session before adding one)");
+    if (!iface_.clone)
+      throw dsinfer::Error(dsinfer::ErrorCode::Unsupported,
+                           "C sampler \"" + name() + "\" has no clone callback (dsinfer_sampler_iface.clone), so a "
+                           "session holding it cannot be forked");
+    void* copy = iface_.clone(ud_);
+    if (!copy)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, "C sampler \"" + name() + "\": clone returned NULL");
+    return std::make_unique<CSampler>(iface_, copy);
   }
 
  private:
@@ -173,6 +197,13 @@ dsinfer::GenerateParams to_generate_params(const dsinfer_generate_params* p) {
   g.max_tokens = gp.max_tokens > 0 ? gp.max_tokens : 256;
   g.stop_at_eos = gp.stop_at_eos != 0;
   if (gp.constraint) g.constraint = gp.constraint->c;
+  if (gp.n_stop > 0) {
+    require(gp.stop != nullptr, "dsinfer_generate_params.stop is NULL but n_stop is not 0");
+    for (size_t i = 0; i < gp.n_stop; ++i) {
+      require(gp.stop[i] != nullptr && gp.stop[i][0] != '\0', "dsinfer_generate_params.stop: a NULL or empty string");
+      g.stop.emplace_back(gp.stop[i]);
+    }
+  }
   return g;
 }
 
@@ -214,6 +245,8 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
     lp.n_threads = p.n_threads;
     if (p.backend) lp.backend = p.backend;
     lp.kv_cache_tokens = p.kv_cache_tokens;
+    lp.kv_block_tokens = p.kv_block_tokens;
+    if (p.cpu_kernels) lp.cpu_kernels = p.cpu_kernels;
     if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
       throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
                            std::string("kv_cache_dtype must be auto, f32, bf16 or fp8, not ") + p.kv_cache_dtype);
@@ -227,6 +260,19 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
 }
 
 void dsinfer_model_free(dsinfer_model* m) { delete m; }
+
+void dsinfer_set_log_callback(dsinfer_log_callback callback, dsinfer_log_level min_level, void* user_data) {
+  if (!callback || min_level < DSINFER_LOG_DEBUG || min_level >= DSINFER_LOG_OFF) {
+    dsinfer::set_log_callback(nullptr, dsinfer::LogLevel::Off);
+    return;
+  }
+  dsinfer::set_log_callback(
+      [callback, user_data](dsinfer::LogLevel level, std::string_view message) {
+        const std::string text(message);  // the C side gets a NUL-terminated copy
+        callback(dsinfer_log_level(int(level)), text.c_str(), user_data);
+      },
+      dsinfer::LogLevel(int(min_level)));
+}
 int64_t dsinfer_model_vocab_size(const dsinfer_model* m) { return m ? m->m->info().vocab_size : 0; }
 int dsinfer_model_has_mtp(const dsinfer_model* m) { return m && m->m->info().has_mtp ? 1 : 0; }
 int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m) { return m ? m->m->info().kv_bytes_per_token : 0; }
@@ -261,6 +307,44 @@ dsinfer_status dsinfer_tokenizer_decode(const dsinfer_tokenizer* t, const int32_
   return guarded([&] {
     require(t && out && (ids || n_ids == 0), "tokenizer, ids and out must not be NULL");
     *out = dup_string(t->t->decode(std::span<const int32_t>(ids, n_ids), skip_special_tokens != 0));
+  });
+}
+
+int32_t dsinfer_tokenizer_token_to_id(const dsinfer_tokenizer* t, const char* token) {
+  return t && token ? t->t->token_to_id(token) : -1;
+}
+int32_t dsinfer_tokenizer_bos_id(const dsinfer_tokenizer* t) { return t ? t->t->bos_id() : -1; }
+int dsinfer_tokenizer_is_special(const dsinfer_tokenizer* t, int32_t id) {
+  return t && id >= 0 && id < t->t->size() && t->t->is_special(id) ? 1 : 0;
+}
+dsinfer_status dsinfer_tokenizer_id_to_token(const dsinfer_tokenizer* t, int32_t id, char** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(t && out, "tokenizer and out must not be NULL");
+    *out = dup_string(t->t->id_to_token(id));
+  });
+}
+
+dsinfer_status dsinfer_detokenizer_create(const dsinfer_tokenizer* t, int skip_special_tokens, dsinfer_detokenizer** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(t && out, "tokenizer and out must not be NULL");
+    *out = new dsinfer_detokenizer{dsinfer::Detokenizer(*t->t, skip_special_tokens != 0)};
+  });
+}
+void dsinfer_detokenizer_free(dsinfer_detokenizer* d) { delete d; }
+dsinfer_status dsinfer_detokenizer_push(dsinfer_detokenizer* d, int32_t id, char** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(d && out, "detokenizer and out must not be NULL");
+    *out = dup_string(d->d.push(id));
+  });
+}
+dsinfer_status dsinfer_detokenizer_finish(dsinfer_detokenizer* d, char** out) {
+  if (out) *out = nullptr;
+  return guarded([&] {
+    require(d && out, "detokenizer and out must not be NULL");
+    *out = dup_string(d->d.finish());
   });
 }
 
@@ -313,6 +397,17 @@ dsinfer_status dsinfer_sampler_penalties_create(int64_t last_n, float repeat, fl
                                                 dsinfer_sampler** out) {
   return make_sampler(out, [&] { return dsinfer::make_penalties_sampler(last_n, repeat, frequency, presence); });
 }
+dsinfer_status dsinfer_sampler_typical_create(float p, dsinfer_sampler** out) {
+  return make_sampler(out, [&] { return dsinfer::make_typical_sampler(p); });
+}
+dsinfer_status dsinfer_sampler_logit_bias_create(const int32_t* ids, const float* biases, size_t n, dsinfer_sampler** out) {
+  return make_sampler(out, [&] {
+    require((ids && biases) || n == 0, "ids and biases must not be NULL");
+    std::map<int32_t, float> bias;
+    for (size_t i = 0; i < n; ++i) bias[ids[i]] = biases[i];
+    return dsinfer::make_logit_bias_sampler(std::move(bias));
+  });
+}
 dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_iface* iface, void* user_data, dsinfer_sampler** out) {
   return make_sampler(out, [&] {
     require(iface != nullptr, "a custom sampler needs an iface");
@@ -362,6 +457,15 @@ dsinfer_status dsinfer_sampler_chain_add(dsinfer_sampler* chain, dsinfer_sampler
   });
 }
 void dsinfer_sampler_free(dsinfer_sampler* s) { delete s; }
+dsinfer_status dsinfer_sampler_clone(const dsinfer_sampler* s, dsinfer_sampler** out) {
+  return make_sampler(out, [&] {
+    require(s != nullptr, "sampler must not be NULL");
+    return s->s->clone();
+  });
+}
+void dsinfer_sampler_reset(dsinfer_sampler* s) {
+  if (s) s->s->reset();
+}
 
 void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size) {
   if (!p) return;
@@ -405,6 +509,7 @@ dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_toke
                            "DSINFER_PRECISION_REFERENCE (1), got " + std::to_string(precision));
     params.eval.precision = precision == DSINFER_PRECISION_REFERENCE ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
     params.thinking = sp.thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
+    params.seed = sp.seed;
     params.speculative.draft_tokens = sp.speculative_draft_tokens;  // range-checked by the Session
     params.speculative.adaptive = sp.speculative_adaptive != 0;
     *out = new dsinfer_session{std::make_unique<dsinfer::Session>(*m->m, *t->t, params), m, t, {}};
@@ -473,6 +578,18 @@ dsinfer_status dsinfer_session_next_event(dsinfer_session* s, dsinfer_event* ev)
     std::memcpy(ev, &out, out.struct_size);
   });
 }
+
+dsinfer_finish_reason dsinfer_session_finish_reason(const dsinfer_session* s) {
+  if (!s) return DSINFER_FINISH_NONE;
+  switch (s->s->finish_reason()) {
+    case dsinfer::FinishReason::Eos: return DSINFER_FINISH_EOS;
+    case dsinfer::FinishReason::StopString: return DSINFER_FINISH_STOP;
+    case dsinfer::FinishReason::MaxTokens: return DSINFER_FINISH_LENGTH;
+    default: return DSINFER_FINISH_NONE;
+  }
+}
+int64_t dsinfer_session_n_tokens(const dsinfer_session* s) { return s ? int64_t(s->s->tokens().size()) : 0; }
+int64_t dsinfer_session_last_prefill_tokens(const dsinfer_session* s) { return s ? s->s->last_prefill_tokens() : 0; }
 
 void dsinfer_session_cancel(dsinfer_session* s) {
   if (s) s->s->cancel();

@@ -35,10 +35,16 @@ if [ "${SANITIZERS:-1}" != 0 ]; then
 fi
 
 # The Python package, installed with pip into a fresh virtual environment, and its pytest suite.
+# The wheel is built once (`pip wheel .`); the test venv installs it, and test_wheel.py installs it again into a fresh
+# venv of its own (no dev packages) to use it as a user would.
 python3 -m venv "$BUILD/pyvenv"
 "$BUILD/pyvenv/bin/pip" install --quiet --upgrade pip
-"$BUILD/pyvenv/bin/pip" install --quiet . pytest jsonschema openai
-DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/capi/capi_scenarios_c" \
+rm -rf "$BUILD/wheel"
+"$BUILD/pyvenv/bin/pip" wheel --quiet --no-deps -w "$BUILD/wheel" .
+wheel=$(ls "$BUILD"/wheel/dsinfer-*.whl)
+"$BUILD/pyvenv/bin/pip" install --quiet "$wheel" pytest jsonschema openai
+"$BUILD/pyvenv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"  # this build's, whatever was installed
+DSINFER_WHEEL="$wheel" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/capi/capi_scenarios_c" \
   DSINFER_SAMPLE_CONSTRAINED="$BUILD/tests/lib/constraint/sample_constrained" DSINFER_EXAMPLES="$BUILD/examples" \
   DSINFER_BAD_MODEL="$BUILD/tests/capi/bad-model" "$BUILD/pyvenv/bin/python" -m pytest -q tests/python
 

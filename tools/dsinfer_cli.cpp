@@ -76,6 +76,8 @@ constexpr const char* kCommonUsage =
     "1.0, top_p 0.95); a flag overrides its value:\n"
     "  --temperature T (0 = greedy)  --top-p P  --top-k K (0 = off)  --min-p P (0 = off)\n"
     "  --repeat-penalty R (1 = off; over the last 64 tokens)  --seed S (default 0)  --greedy\n"
+    "--log debug|info|warn|error: the library's log on stderr at that level (default: none; DSINFER_LOG too).\n"
+    "--cpu-kernels auto|avx512|avx2|scalar: caps the CPU kernel family (bitwise-equal results; DSINFER_CPU_KERNELS).\n"
     "--speculative mtp[:K] (generate, chat): speculative decoding with the checkpoint's MTP module, up to K drafted\n"
     "  tokens per step (default 2, at most 16), fewer while drafts are rejected; the output is unchanged. The\n"
     "  acceptance is reported on stderr at the end.\n"
@@ -213,6 +215,7 @@ std::unique_ptr<dsinfer::Model> load(const Args& a) {
   dsinfer::ModelLoadParams p;
   // 0 = every hardware thread (the library's default).
   if (a.flags.count("threads")) p.n_threads = int(parse_int("threads", a.flags.at("threads"), 0, 1024));
+  if (a.flags.count("cpu-kernels")) p.cpu_kernels = a.flags.at("cpu-kernels");
   if (a.flags.count("kv-cache-dtype") &&
       !dsinfer::kv_cache_dtype_from_name(a.flags.at("kv-cache-dtype"), &p.kv_cache_dtype))
     throw UsageError("--kv-cache-dtype must be auto, f32, bf16 or fp8", a.command);
@@ -290,6 +293,7 @@ dsinfer::ThinkingMode thinking_mode(const Args& a) {
 }
 
 std::string encode_request(const Args& a, const std::string& request) {
+  dsinfer::check_chat_format(dsinfer::checkpoint_chat_format(model_dir(a)));  // V3-family checkpoints: refused
   dsinfer::ChatOptions o;
   o.thinking = thinking_mode(a);
   return dsinfer::encode_chat(dsinfer::chat_messages_from_json(request), o);
@@ -499,12 +503,13 @@ int run_interactive(const Args& a) {
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
       {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy", "temperature", "top-p",
-                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype", "speculative"}},
+                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype", "log", "cpu-kernels", "speculative"}},
       {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy", "temperature",
-                "top-p", "top-k", "min-p", "repeat-penalty", "interactive", "kv-cache-dtype", "speculative"}},
-      {"prompt", {"model", "messages", "thinking", "ids"}},
-      {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype"}},
-      {"info", {"model", "threads", "kv-cache-dtype", "ctx"}},
+                "top-p", "top-k", "min-p", "repeat-penalty", "interactive", "kv-cache-dtype", "log", "cpu-kernels",
+                "speculative"}},
+      {"prompt", {"model", "messages", "thinking", "ids", "log"}},
+      {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype", "log", "cpu-kernels"}},
+      {"info", {"model", "threads", "kv-cache-dtype", "ctx", "log", "cpu-kernels"}},
   };
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help"))) {
     std::fputs(usage(argc >= 3 ? argv[2] : "").c_str(), stdout);
@@ -517,6 +522,18 @@ int run(int argc, char** argv) {
     return 0;
   }
   const Args a = parse_args(argc, argv, allowed);
+  if (a.flags.count("log")) {
+    const std::string& name = a.flags.at("log");
+    int level = -1;
+    for (int l = int(dsinfer::LogLevel::Debug); l < int(dsinfer::LogLevel::Off); ++l)
+      if (name == dsinfer::log_level_name(dsinfer::LogLevel(l))) level = l;
+    if (level < 0) throw UsageError("--log expects debug, info, warn or error", a.command);
+    dsinfer::set_log_callback(
+        [](dsinfer::LogLevel l, std::string_view message) {
+          fmt::print(stderr, "dsinfer {}: {}\n", dsinfer::log_level_name(l), message);
+        },
+        dsinfer::LogLevel(level));
+  }
   if (a.command == "info") {
     auto model = load(a);
     const auto& i = model->info();
@@ -527,6 +544,10 @@ int run(int argc, char** argv) {
     // KV cache memory, from the config alone (nothing is allocated for it here).
     fmt::print("kv cache: {}, {} bytes per token per layer, {} bytes per token\n",
                dsinfer::kv_cache_dtype_name(i.kv_cache_dtype), i.kv_bytes_per_token_layer, i.kv_bytes_per_token);
+    const dsinfer::ChatFormat chat_format = dsinfer::detect_chat_format(i.model_type, i.chat_template);
+    fmt::print("chat format: {}{}\n", dsinfer::chat_format_name(chat_format),
+               chat_format == dsinfer::ChatFormat::DeepseekV32 || chat_format == dsinfer::ChatFormat::Unknown
+                   ? "" : " (not supported by chat/prompt: use --ids)");
     if (i.has_mtp)
       fmt::print("mtp module: yes ({} parameters, {} weight bytes, {} bytes read per draft; its cache {} bytes per "
                  "token)\n", i.mtp_parameter_count, i.mtp_weight_bytes, i.mtp_draft_weight_bytes,

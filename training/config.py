@@ -26,17 +26,19 @@ MODEL_CONFIG = {
 TRAIN = {
     "seed": 1234,
     "max_len": 1024,           # conversations longer than this (in tokens) are left out
-    "tokens_per_batch": 8192,  # padded tokens per step
-    "steps_dense": 900,        # stage A: the main model (and MTP) with dense attention
-    "steps_warmup": 80,        # stage B: only the indexer learns, by KL to the dense attention (spec §12)
-    "steps_sparse": 200,       # stage C: top-k sparse attention, everything learns, indexer input detached
-    "fp8_from_sparse_step": 100,  # quantization-aware (FP8 numerics) from this step of stage C on
+    "tokens_per_batch": 4096,  # padded tokens per step and rank (make_model.sh runs two ranks)
+    "steps_dense": 800,        # stage A: the main model (and MTP) with dense attention
+    "steps_warmup": 50,        # stage B: only the indexer learns, by KL to the dense attention (spec §12)
+    "steps_sparse": 120,       # stage C: top-k sparse attention, everything learns, indexer input detached
+    "fp8_from_sparse_step": 80,   # quantization-aware (FP8 numerics) from this step of stage C on
     "lr": 2e-3, "lr_min_ratio": 0.1, "warmup_steps": 100, "weight_decay": 0.1, "grad_clip": 1.0,
     "lr_indexer": 1e-3,
     "mtp_weight_early": 0.3, "mtp_weight_late": 0.1, "mtp_switch_fraction": 0.7,
     "bias_update_speed": 1e-3,  # gamma of the auxiliary-loss-free balancing
     "balance_alpha": 1e-4,      # the sequence-wise balance loss
-    "heldout_every": 100, "heldout_conversations": 64,
+    "heldout_every": 200, "heldout_conversations": 64,
     "common_ids": 256,          # copy targets (train.copy_targets) exclude the corpus's most frequent ids
     "copy_weight": 1.0,         # loss weight of copy targets relative to the other loss tokens
+    "context_weight": 0.3,      # loss weight of the tokens the assistant does not write (0: assistant-only)
+    "bf16": True,               # bf16 autocast for the forward and backward outside the FP8-aware steps
 }

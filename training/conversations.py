@@ -17,6 +17,14 @@ from world import (CAPITALS, CURRENCIES, CURRENCY_NAMES, UNIT_WORDS, UNITS, Worl
                    calculate, convert_currency, convert_units, fmt_number, local_time, text_tool, weekday_of)
 
 
+# Training only: the share of cities and people that are made-up names (World.fictional_name) rather than the tables'
+# real ones, and of conversations that are copy drills (sc_echo, sc_recall). A model of this size otherwise learns
+# the training names by heart and never learns to copy a value it has not seen from the request or a tool result
+# — which is what every held-out tool call and answer needs.
+FICTIONAL_SHARE = 0.35
+COPY_DRILL_SHARE = 0.12
+
+
 def dumps(x):
     return json.dumps(x, ensure_ascii=False)
 
@@ -48,7 +56,14 @@ class Ctx:
                 {"name": v.name, "arguments": args})
 
     def city(self):
+        if not self.heldout and self.r.random() < FICTIONAL_SHARE:
+            return self.w.fictional_name(self.r) + self.r.choice(["", "", "", " Bay", "ville", "burg", "port"])
         return self.w.cities.pick(self.r, self.heldout)
+
+    def person(self):
+        if not self.heldout and self.r.random() < FICTIONAL_SHARE:
+            return f"{self.w.fictional_name(self.r)} {self.w.fictional_name(self.r)}"
+        return self.w.people.pick(self.r, self.heldout)
 
 
 def assistant_calls(ctx, reasoning, calls):
@@ -344,7 +359,7 @@ def sc_time(ctx):
     r1 = ctx.t([f"The local time in {city}: {v.name} knows it.", f"I'll call {v.name} for {city}.",
                 f"Time question about {city}.", f"Let me check {city}'s clock with {v.name}."])
     m1, c1 = assistant_calls(ctx, r1, [call])
-    res = local_time(ctx.r, city, ctx.w.city_offset[city])
+    res = local_time(ctx.r, city, ctx.w.offset_of(city))
     text = ctx.t([f"It is {res['time']} in {city} (UTC{res['utc_offset']}).", f"The local time in {city} is {res['time']}.",
                   f"In {city} it's {res['time']} right now.", f"It's {res['time']} there (UTC{res['utc_offset']}).",
                   f"{city} time: {res['time']}."])
@@ -389,7 +404,7 @@ def sc_text(ctx):
 
 
 def sc_contact(ctx):
-    name = ctx.w.people.pick(ctx.r, ctx.heldout)
+    name = ctx.person()
     ask = ctx.r.choice(["phone", "email", "city"])
     user = ctx.t({
         "phone": [f"What is {name}'s phone number?", f"How can I call {name}?", f"Find the phone number of {name}.",
@@ -480,7 +495,7 @@ def sc_product_weather(ctx):
 
 
 def sc_contact_time(ctx):
-    name = ctx.w.people.pick(ctx.r, ctx.heldout)
+    name = ctx.person()
     user = ctx.t([f"What time is it where {name} lives?", f"Is it a good time to call {name}? What time is it there?",
                   f"Check the local time in {name}'s city.", f"What's the time for {name} right now?",
                   f"Find {name}'s city and tell me the time there.", f"What is the current time at {name}'s place?",
@@ -496,7 +511,7 @@ def sc_contact_time(ctx):
     m2, k2 = assistant_calls(ctx, ctx.t([f"{name} lives in {city}. Now {vt.name} for {city}.",
                                          f"City is {city}; checking the time.", f"Next: the clock in {city}.",
                                          f"{city}. Calling {vt.name}."]), [c2])
-    res2 = local_time(ctx.r, city, ctx.w.city_offset[city])
+    res2 = local_time(ctx.r, city, ctx.w.offset_of(city))
     text = ctx.t([f"{name} lives in {city}, where it is {res2['time']} now.",
                   f"It's {res2['time']} in {city}, where {name} lives.", f"In {city} it is {res2['time']}.",
                   f"{name} is in {city}; local time {res2['time']}.", f"Right now it's {res2['time']} for {name}."])
@@ -517,7 +532,7 @@ def sc_weather_time(ctx):
     m1, k1 = assistant_calls(ctx, ctx.t([f"Two independent lookups for {city}: {vw.name} and {vt.name}.",
                                          "I can call both tools at once.", f"Weather and time for {city} in parallel.",
                                          "Two calls in one go."]), calls)
-    res = [weather_result(ctx, city, "celsius"), local_time(ctx.r, city, ctx.w.city_offset[city])]
+    res = [weather_result(ctx, city, "celsius"), local_time(ctx.r, city, ctx.w.offset_of(city))]
     wt, wm = weather_sentence(ctx, res[0])
     text = f"It is {res[1]['time']} in {city}. " + wt
     m2, k2 = final(ctx.t(["Both results are in.", "I have the weather and the time.", "Answering both.",
@@ -536,7 +551,7 @@ MISSING = {
     "product": ("look up products", lambda c: f"How much does the {c.w.products.pick(c.r, c.heldout)} cost?"),
     "time": ("tell the local time", lambda c: f"What time is it in {c.city()}?"),
     "text": ("transform text", lambda c: f"Reverse the text '{c.w.words.pick(c.r, c.heldout)}'."),
-    "contact": ("look up contacts", lambda c: f"What is {c.w.people.pick(c.r, c.heldout)}'s phone number?"),
+    "contact": ("look up contacts", lambda c: f"What is {c.person()}'s phone number?"),
 }
 IMPOSSIBLE = [
     ("book flights", ["Book me a flight to {city} tomorrow.", "Can you reserve a plane ticket to {city}?",
@@ -574,7 +589,7 @@ def sc_missing_tool(ctx, kind):
 
 def sc_impossible(ctx):
     ability, templates = ctx.r.choice(IMPOSSIBLE)
-    user = ctx.t(templates).format(city=ctx.city(), person=ctx.w.people.pick(ctx.r, ctx.heldout))
+    user = ctx.t(templates).format(city=ctx.city(), person=ctx.person())
     reasoning = ctx.t([f"The user wants me to {ability}. No tool can do that.",
                        f"I can't {ability}; none of the tools allow it.",
                        f"There is no tool to {ability}, so I'll explain.",
@@ -656,6 +671,54 @@ SYSTEM_PROMPTS = ["", "You are a helpful assistant.", "You are a concise assista
                   "You are dsinfer's demo assistant."]
 
 
+# -------------------------------------------------------------------------------- copy drills (training) --
+def drill_value(ctx):
+    r = ctx.r
+    kind = r.randrange(7)
+    if kind == 0:
+        return ctx.w.fictional_name(r, (1, 4))
+    if kind == 1:
+        return ctx.city()
+    if kind == 2:
+        return ctx.person()
+    if kind == 3:
+        return str(r.choice([r.randint(0, 99), r.randint(100, 99999), r.randint(100000, 99999999)]))
+    if kind == 4:
+        return f"{r.randint(0, 9999)}.{r.randint(0, 99):02d}" if r.random() < 0.5 else World.random_date(r)
+    if kind == 5:
+        return ctx.w.words.pick(r, False)
+    return "".join(r.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(r.randint(1, 3))) + "-" + str(r.randint(1, 9999))
+
+
+def sc_echo(ctx):
+    items = [drill_value(ctx) for _ in range(ctx.r.randint(1, 8))]
+    text = ctx.r.choice([", ", " ", "; ", " / "]).join(items)
+    user = ctx.r.choice([f"Repeat after me: {text}", f"Please repeat exactly: {text}", f"Copy this text: {text}",
+                         f"Say back to me: {text}", f"Echo: {text}", f"Write this again, word for word: {text}",
+                         f"Repeat: {text}"])
+    reason = ctx.r.choice(["The user wants the text back exactly.", "Repeat it verbatim.", f"Repeat: {text}"])
+    return user, [({"role": "assistant", "content": text, "reasoning_content": reason}, None)]
+
+
+DRILL_KEYS = ["code", "name", "city", "number", "color", "room", "flight", "order", "pin", "id", "owner", "date",
+              "password", "plate", "seat", "ticket", "label", "amount", "street", "team"]
+
+
+def sc_recall(ctx):
+    keys = ctx.r.sample(DRILL_KEYS, ctx.r.randint(2, 6))
+    vals = {k: drill_value(ctx) for k in keys}
+    sep = ctx.r.choice(["; ", ", ", "\n"])
+    facts = sep.join(ctx.r.choice([f"{k}: {vals[k]}", f"{k} = {vals[k]}", f"the {k} is {vals[k]}"]) for k in keys)
+    ask = ctx.r.choice(keys)
+    user = ctx.r.choice([f"Here are some details: {facts}. What is the {ask}?", f"{facts}\nWhich {ask} did I give?",
+                         f"Remember this: {facts}. Now tell me the {ask}.", f"Note: {facts}. {ask}?"])
+    text = ctx.r.choice([f"The {ask} is {vals[ask]}.", f"{vals[ask]}", f"You gave the {ask} as {vals[ask]}.",
+                         f"It's {vals[ask]}."])
+    reason = ctx.r.choice([f"The {ask} was given as {vals[ask]}.", f"Look up {ask}: {vals[ask]}.",
+                           "It is in the message."])
+    return user, [({"role": "assistant", "content": text, "reasoning_content": reason}, None)]
+
+
 # ---------------------------------------------------------------------------------------- JSON replies --
 JSON_TASKS = [
     ("person", {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
@@ -672,7 +735,7 @@ JSON_TASKS = [
 
 def sc_json(ctx, task):
     if task == "person":
-        name = ctx.w.people.pick(ctx.r, ctx.heldout).split(" ")[0]
+        name = ctx.person().split(" ")[0]
         age, city = ctx.r.randint(18, 90), ctx.city()
         user = ctx.t([f"{name} is {age} years old and lives in {city}.", f"Meet {name}, {age}, from {city}.",
                       f"My friend {name} lives in {city}. She is {age}.", f"{name} ({age}) moved to {city} last year.",
@@ -710,6 +773,8 @@ class ConversationGenerator:
     def conversation(self, unseen_tools=False, thinking=None):
         r = self.r
         thinking = r.random() < 0.5 if thinking is None else thinking
+        if not self.heldout and r.random() < COPY_DRILL_SHARE:
+            return self._copy_drill(thinking)
         kind = r.choices(["tools", "chat", "json"], weights=[80, 10, 10])[0]
         if kind == "json":
             return self._json_conversation(thinking)
@@ -752,6 +817,15 @@ class ConversationGenerator:
         tools = [variants[k].spec() for k in chosen]
         return {"thinking": thinking, "unseen_tools": bool(unseen_tools and chosen), "tools": tools,
                 "messages": messages, "checks": checks}
+
+    def _copy_drill(self, thinking):
+        ctx = Ctx(self.r, self.w, False, {})
+        messages = [{"role": "system", "content": self.r.choice(SYSTEM_PROMPTS)}]
+        for _ in range(self.r.choice([1, 1, 2, 3])):
+            user, turn = self.r.choice([sc_echo, sc_recall])(ctx)
+            messages.append({"role": "user", "content": user})
+            messages.extend(m for m, _ in turn)
+        return {"thinking": thinking, "unseen_tools": False, "tools": [], "messages": messages, "checks": {}}
 
     def _json_conversation(self, thinking):
         r = self.r

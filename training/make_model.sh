@@ -12,6 +12,9 @@ mkdir -p "$WORK"
 start=$(date +%s)
 "$PY" training/generate_data.py --out "$WORK/data"
 "$PY" training/train_tokenizer.py --data "$WORK/data" --out "$WORK/tokenizer"
-"$PY" training/train.py --data "$WORK/data" --tokenizer "$WORK/tokenizer" --out "$WORK/run" --threads 2
+# Two data-parallel ranks of one thread each (gloo): on this 2-core machine that trains about 1.5x faster than one
+# process with two threads, whose small per-expert matrix products leave the second core idle much of the time.
+"$PY" -m torch.distributed.run --standalone --nproc_per_node "${RANKS:-2}" \
+  training/train.py --data "$WORK/data" --tokenizer "$WORK/tokenizer" --out "$WORK/run" --threads 1
 "$PY" training/export.py --run "$WORK/run" --tokenizer "$WORK/tokenizer" --out "$MODEL"
 echo "corpus, tokenizer, training and export: $(( $(date +%s) - start )) s"

@@ -85,6 +85,9 @@ def main():
                         "mtp_positions": mtp_pos, "mtp_logits_file": f"{name}.mtp_logits.f32",
                         "transformers_max_rel_diff": d})
         print(f"{name}: {n} tokens, training code vs transformers max|d|/max|ref| = {d:.2e}")
+    # The tokenizer, checked by the C++ test too: whole held-out conversations and the ids `tokenizers` gives them.
+    tokenizer_check = [{"text": c["text"], "ids": tok.encode(c["text"], add_special_tokens=False).ids}
+                       for c in convs[:8]]
     meta = {"model": os.path.basename(os.path.normpath(args.model)),
             "made_by": "training/parity.py (training/model.py, fp32, reference numerics)",
             "command": "python training/parity.py --model models/dsinfer-v32-mini --data DATA_DIR "
@@ -93,7 +96,7 @@ def main():
             "transformers_worst_rel_diff": worst_hf, "vocab": cfg["vocab_size"],
             "versions": {"torch": torch.__version__, "transformers": hf_oracle.transformers.__version__,
                          "numpy": np.__version__},
-            "prompts": prompts}
+            "prompts": prompts, "tokenizer_check": tokenizer_check}
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")

@@ -137,23 +137,26 @@ def set_valid(model, valid):
         moe.valid = (valid[:, 1:] if moe is mtp_moe else valid).reshape(-1)
 
 
-def losses(model, ids, mask, valid, copy, mode, want_lm=True, copy_weight=1.0):
+def losses(model, ids, mask, valid, copy, mode, want_lm=True, copy_weight=1.0, context_weight=0.0):
     """Cross-entropy of the main head (next token) and the MTP head (token after next) on the loss tokens (copy
-    targets weighted by copy_weight), the indexers' mean KL over real queries, the balance loss, and token
-    accuracies (copy_acc: on the copy targets alone)."""
+    targets weighted by copy_weight; the rest of the conversation — system prompt, tool list, user turns, tool
+    results — by context_weight, 0 for assistant-only training), the indexers' mean KL over real queries, the
+    balance loss, and token accuracies on what the assistant writes (copy_acc: on the copy targets alone)."""
     set_valid(model, valid)
     hn, hm, kls = model(ids, mode)
     out = {}
     if want_lm:
-        tgt = mask[:, 1:]
-        logits = model.head(hn[:, :-1][tgt])
+        tgt = (mask | valid)[:, 1:] if context_weight > 0 else mask[:, 1:]
+        tgt = tgt & valid[:, 1:]
+        logits = model.head(hn[:, :-1][tgt]).float()
         target = ids[:, 1:][tgt]
+        is_asst = mask[:, 1:][tgt]
         is_copy = copy[:, 1:][tgt]
         ce = F.cross_entropy(logits, target, reduction="none")
-        weight = torch.where(is_copy, copy_weight, 1.0)
-        out["ce"] = (ce * weight).sum() / weight.sum()
+        weight = torch.where(is_copy, copy_weight, torch.where(is_asst, 1.0, context_weight))
+        out["ce"] = (ce * weight).sum() / weight[is_asst].sum().clamp_min(1.0)
         hit = logits.argmax(-1) == target
-        out["acc"] = hit.float().mean()
+        out["acc"] = hit[is_asst].float().mean()
         if is_copy.any():
             out["copy_acc"] = hit[is_copy].float().mean()
         if hm is not None:
@@ -170,6 +173,20 @@ def losses(model, ids, mask, valid, copy, mode, want_lm=True, copy_weight=1.0):
     if kl_terms:
         out["kl"] = sum(kl_terms) / len(kl_terms)
     return out
+
+
+def all_reduce_mean(model, world):
+    """Data parallelism over processes (torchrun, gloo): every rank ends the step with the mean gradient of all
+    ranks' batches, so the ranks' weights stay identical. A parameter a rank's batch did not reach (an expert no
+    token chose) counts as a zero gradient there."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    at = 0
+    for p in params:
+        p.grad = flat[at:at + p.numel()].view_as(p)
+        at += p.numel()
 
 
 def lr_at(step, total, peak, warmup, min_ratio):
@@ -237,7 +254,11 @@ def main():
     for k in ("steps_dense", "steps_warmup", "steps_sparse", "fp8_from_sparse_step", "warmup_steps"):
         tr[k] = max(1, int(round(tr[k] * args.scale)))
     torch.set_num_threads(args.threads)
-    torch.manual_seed(tr["seed"])
+    torch.manual_seed(tr["seed"])  # the same initial weights on every rank
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world > 1:
+        torch.distributed.init_process_group("gloo")
+    lead = rank == 0
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
 
@@ -249,18 +270,20 @@ def main():
                             limit=tr["heldout_conversations"], common=common)
     held_batches = [collate(held[i:i + 8]) for i in range(0, len(held), 8)]
     n_tokens = sum(len(x) for x, _, _ in corpus)
-    print(f"corpus: {len(corpus)} conversations ({skipped} over {tr['max_len']} tokens left out), "
-          f"{n_tokens} tokens, {sum(int(m.sum()) for _, m, _ in corpus)} assistant tokens, "
-          f"{sum(int(c.sum()) for _, _, c in corpus)} copy targets", flush=True)
+    if lead:
+        print(f"corpus: {len(corpus)} conversations ({skipped} over {tr['max_len']} tokens left out), "
+              f"{n_tokens} tokens, {sum(int(m.sum()) for _, m, _ in corpus)} assistant tokens, "
+              f"{sum(int(c.sum()) for _, _, c in corpus)} copy targets", flush=True)
 
     model = DeepseekV32(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f} M parameters", flush=True)
-    batches = Batches(corpus, tr["tokens_per_batch"], tr["seed"])
+    if lead:
+        print(f"model: {n_params / 1e6:.2f} M parameters, {world} rank(s) of {args.threads} thread(s)", flush=True)
+    batches = Batches(corpus, tr["tokens_per_batch"], tr["seed"] + rank)
     opt_main = make_optimizer(main_params(model), tr["lr"], tr["weight_decay"])
     opt_idx = make_optimizer(indexer_params(model), tr["lr_indexer"], 0.0)
     main_total = tr["steps_dense"] + tr["steps_sparse"]
-    log = open(os.path.join(args.out, "train_log.jsonl"), "w")
+    log = open(os.path.join(args.out, "train_log.jsonl"), "w") if lead else None
     step_main = 0
     seen_tokens = 0
     stages = [("dense", tr["steps_dense"]), ("warmup", tr["steps_warmup"]), ("sparse", tr["steps_sparse"])]
@@ -274,15 +297,23 @@ def main():
         for s in range(n_steps):
             if stage == "sparse" and s == tr["fp8_from_sparse_step"]:
                 model.set_fp8(True)
-            if args.stop_after is not None and stage == "dense" and time.time() - t_start > args.stop_after:
+            stop = args.stop_after is not None and stage == "dense" and time.time() - t_start > args.stop_after
+            if world > 1:  # the ranks stop together, on rank 0's clock
+                flag = torch.tensor([float(stop)])
+                torch.distributed.broadcast(flag, 0)
+                stop = bool(flag.item())
+            if stop:
+                if not lead:
+                    break
                 held_out = heldout_eval(model, held_batches, stage)
                 print(f"--stop-after: dense stage ended at step {s}, {seen_tokens} tokens | heldout "
                       + json.dumps({k: round(v, 4) for k, v in held_out.items()}), flush=True)
                 break
             ids, mask, valid, copy = batches.next()
-            seen_tokens += int(valid.sum())
-            out = losses(model, ids, mask, valid, copy, stage, want_lm=stage != "warmup",
-                         copy_weight=tr["copy_weight"])
+            seen_tokens += int(valid.sum()) * world  # about: the other ranks' batches are as large on average
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tr["bf16"] and not model.num.fp8):
+                out = losses(model, ids, mask, valid, copy, stage, want_lm=stage != "warmup",
+                             copy_weight=tr["copy_weight"], context_weight=tr["context_weight"])
             if stage == "warmup":
                 loss = out["kl"]
             else:
@@ -294,6 +325,8 @@ def main():
             opt_main.zero_grad(set_to_none=True)
             opt_idx.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                all_reduce_mean(model, world)
             if stage != "warmup":
                 torch.nn.utils.clip_grad_norm_(main_params(model), tr["grad_clip"])
                 lr = lr_at(step_main, main_total, tr["lr"], tr["warmup_steps"], tr["lr_min_ratio"])
@@ -303,6 +336,8 @@ def main():
                 step_main += 1
                 with torch.no_grad():  # auxiliary-loss-free balancing
                     for moe in model.moe_layers():
+                        if world > 1:  # the load over all ranks' batches, so the biases stay identical
+                            torch.distributed.all_reduce(moe.load)
                         moe.e_score_correction_bias += tr["bias_update_speed"] * torch.sign(
                             moe.load.mean() - moe.load)
             if stage != "dense":
@@ -311,7 +346,7 @@ def main():
                 for g in opt_idx.param_groups:
                     g["lr"] = lr_i
                 opt_idx.step()
-            if s % 20 == 0 or s == n_steps - 1:
+            if lead and (s % 20 == 0 or s == n_steps - 1):
                 loads = [m.load for m in model.moe_layers()]
                 rec = {"stage": stage, "step": s, "step_main": step_main, "fp8": model.num.fp8,
                        "elapsed_s": round(time.time() - t_start, 1), "tokens": seen_tokens,
@@ -328,13 +363,16 @@ def main():
                     f"{k}={float(v.detach()):.4f}" for k, v in out.items()) + f" | {rate:.0f} tok/s, "
                     f"{time.time() - t_start:.0f}s" + (f" | heldout {rec['heldout']}" if "heldout" in rec else ""),
                     flush=True)
-            if s % 500 == 499:
+            if lead and s % 500 == 499:
                 save(model, os.path.join(args.out, "model.pt"), s, stage)
-        print(f"stage {stage}: {n_steps} steps in {time.time() - t_stage:.0f}s", flush=True)
-        save(model, os.path.join(args.out, "model.pt"), n_steps, stage)
+        if lead:
+            print(f"stage {stage}: {n_steps} steps in {time.time() - t_stage:.0f}s", flush=True)
+            save(model, os.path.join(args.out, "model.pt"), n_steps, stage)
+    if not lead:
+        return
     summary = {"wall_seconds": round(time.time() - t_start, 1), "tokens_seen": seen_tokens,
                "corpus_conversations": len(corpus), "corpus_tokens": n_tokens, "parameters": n_params,
-               "threads": args.threads, "torch": torch.__version__, "train": tr}
+               "threads": args.threads, "ranks": world, "torch": torch.__version__, "train": tr}
     with open(os.path.join(args.out, "train_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary), flush=True)

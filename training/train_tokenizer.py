@@ -59,16 +59,30 @@ def texts(data_dir):
                     yield piece
 
 
+def deepseek_pre_tokenizer(extra=()):
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(p), behavior="isolated", invert=False) for p in list(extra) + SPLITS]
+        + [pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+
+
+# Learned only while the merges are trained: the space before a capital letter is its own piece, so no merge ever
+# joins a space to a capitalised word ("ĠCairo" is never learned; " Cairo" encodes as "Ġ" + "Cairo", the same
+# tokens "Cairo" has after a quote or a tag). Names then read the same wherever they occur, and copying one from the
+# request into a tool call, or from a tool result into the answer, is copying the same ids — the one thing a model
+# this small must learn from context, for names it never saw in training. The saved tokenizer has DeepSeek's
+# pre-tokenizer unchanged.
+TRAIN_ONLY_SPLITS = [r"\s(?=\p{Lu})"]
+
+
 def build(data_dir, size):
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.Sequence([])
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(p), behavior="isolated", invert=False) for p in SPLITS]
-        + [pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    tok.pre_tokenizer = deepseek_pre_tokenizer(TRAIN_ONLY_SPLITS)
     tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
     trainer = trainers.BpeTrainer(vocab_size=size - len(ADDED), special_tokens=[BOS, EOS, PAD],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts(data_dir), trainer=trainer)
+    tok.pre_tokenizer = deepseek_pre_tokenizer()
     tok.add_special_tokens(ADDED)
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
                                                        special_tokens=[(BOS, 0)])

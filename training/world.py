@@ -9,6 +9,7 @@ model is meant to know by heart, and it must say "I don't know" for countries ou
 """
 import datetime
 import random
+import zlib
 
 # ----------------------------------------------------------------------------------------------- entities --
 # Multi-word names are written with underscores in the string and split on spaces.
@@ -111,6 +112,10 @@ TEXT_WORDS = ("banana lantern river window orange garden pencil rocket silver th
               "hazel ivory jungle kettle lagoon mango nomad orbit pebble quiver ripple sparrow timber "
               "hello world data model token python kernel").split()
 
+SYLLABLES = ("ba be bi bo da de di do ka ke ki ko la le li lo lu ma me mi mo na ne ni no ra re ri ro sa se si so "
+             "ta te ti to va ve vi vo za ze zo bar dan kel mor nor ril sen tal vin dor fen gar hal jor kir lin mar "
+             "nev par quin ros tor ul vak wen yor zel ash em ir os").split()
+
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
@@ -145,6 +150,24 @@ class World:
         # Currencies and units are closed sets the tools define: the held-out split shares them, but draws
         # unseen amounts and phrasings.
         self.city_offset = {c: rng.choice(OFFSETS) for c in CITIES}
+        # Words of held-out values: a made-up name (fictional_name) never equals one of them.
+        self.heldout_words = {w.lower() for v in (self.cities.heldout + self.people.heldout + self.products.heldout
+                                                  + self.words.heldout + self.unknown_countries.heldout)
+                              for w in v.split()}
+
+    def offset_of(self, city):
+        """The time-zone tool's UTC offset of a city: the table's for real cities, a fixed one per made-up name."""
+        if city in self.city_offset:
+            return self.city_offset[city]
+        return OFFSETS[zlib.crc32(city.encode("utf-8")) % len(OFFSETS)]
+
+    def fictional_name(self, rng, syllables=(2, 3)):
+        """A made-up capitalised name ("Velmorin"): training draws many of these besides the real tables, so the
+        only way to get a name right is to copy it from the conversation, never to recall it."""
+        while True:
+            name = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(*syllables))).capitalize()
+            if name.lower() not in self.heldout_words and name not in CITIES:
+                return name
 
     # ------------------------------------------------------------------------------ per-conversation draws --
     @staticmethod

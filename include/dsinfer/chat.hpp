@@ -37,6 +37,29 @@ struct DSINFER_CXX_API ChatOptions {
   bool add_bos = true;        // begin with <｜begin▁of▁sentence｜> (only when there is no context)
 };
 
+// The chat format a checkpoint was trained on, told from its config.json model_type and its tokenizer_config.json
+// chat_template. encode_chat writes DeepSeek-V3.2's format only; the V3 family (V3, V3.1, R1: model_type
+// deepseek_v3, each with its own chat_template) has other special tokens and tool-call syntax, so a chat for one of
+// them is refused (check_chat_format) rather than prompted wrong. Raw token ids and raw text work for every model.
+enum class ChatFormat {
+  DeepseekV32,  // model_type deepseek_v32: DeepSeek's encoding_dsv32 (what encode_chat writes)
+  DeepseekV3,   // model_type deepseek_v3, a template without thinking (DeepSeek-V3, V3-0324), or none at all
+  DeepseekV31,  // model_type deepseek_v3, a template with a `thinking` switch (DeepSeek-V3.1, V3.1-Terminus)
+  DeepseekR1,   // model_type deepseek_v3, a template that strips reasoning up to </think> (DeepSeek-R1, R1-0528)
+  Unknown,      // another model_type
+};
+// "deepseek-v3.2", "deepseek-v3", "deepseek-v3.1", "deepseek-r1", "unknown".
+DSINFER_CXX_API const char* chat_format_name(ChatFormat format);
+// From the two texts (chat_template may be empty: absent). Threads: any.
+DSINFER_CXX_API ChatFormat detect_chat_format(std::string_view model_type, std::string_view chat_template);
+// The same from a checkpoint directory's config.json and tokenizer_config.json, without loading the model (what the
+// CLI's prompt command uses). Errors: Io (no config.json), Format (malformed JSON).
+DSINFER_CXX_API ChatFormat checkpoint_chat_format(const std::string& dir);
+// Throws Error(Unsupported) naming the family unless `format` is DeepseekV32 (Unknown passes too: a test or
+// converted checkpoint of another model_type is the caller's responsibility). What every chat front door calls
+// before encode_chat for a model (Session::set_messages, the OpenAI layer's chat completions, the CLI's chat/prompt).
+DSINFER_CXX_API void check_chat_format(ChatFormat format);
+
 // The prompt text for `messages` (after `context`, which is not rendered but decides indices and reasoning
 // dropping), byte for byte what DeepSeek's encoding_dsv32.encode_messages returns: with a context the result is the
 // suffix a session appends to its cache (no bos). The official code's quirks are kept: a null user or tool content
@@ -72,10 +95,22 @@ DSINFER_CXX_API std::vector<ChatMessage> chat_messages_from_json(std::string_vie
 // The inverse for a completion: reasoning (thinking mode, up to </think>), content and DSML tool calls, as
 // DeepSeek's parse_message_from_completion_text does it (which does not repair malformed output). Tool call
 // arguments come back as JSON text: string="true" values JSON-quoted, string="false" values as written; ids are empty.
-// `text` ends with <｜end▁of▁sentence｜> (or just ends). For streaming and malformed output see ChatStreamParser.
+// `text` ends with <｜end▁of▁sentence｜>, which may be left out after a tool-call block (as DeepSeek's parser allows).
+// For streaming and malformed output see ChatStreamParser.
+// Where DeepSeek's parser accepts more than the format, artefacts of its regexes and loop, this one (and
+// ChatStreamParser) refuses it, so that the two parsers accept the same completions:
+// - a string="false" value that is not JSON (DeepSeek inserts it as written, and the arguments are not JSON);
+// - a tool or parameter name with a quote, a line break or ｜DSML｜ in it (DSML does not escape names; DeepSeek's
+//   lazy pattern lets a name run over '">\n' and the markers that follow it);
+// - a function-call block that the text ends inside, before </｜DSML｜function_calls> (DeepSeek returns the calls
+//   read so far; a cut-off block may lack parameters and calls);
+// - whitespace other than ASCII (space, \t, \n, \r, \f, \v) between "<｜DSML｜invoke" and "name=" (DeepSeek: any \s);
+// - a line break between a parameter's value and "/｜DSML｜parameter" (DeepSeek's "<$" drops it from the value).
+// The encoder still writes any name as DeepSeek's does; one with a quote or a line break does not parse back.
 // Ownership: returns a new message; `text` is not kept.
 // Errors: Format with the byte offset where the text stops following the format (no </think> in thinking mode,
-// malformed invoke or parameter, text after the calls, special tokens inside content or reasoning).
+// malformed invoke or parameter, one of the cases above, text after the calls, special tokens inside content or
+// reasoning); InvalidArgument if `text` is not valid UTF-8.
 // Threads: any number of threads at once.
 DSINFER_CXX_API ChatMessage parse_completion(std::string_view text, ThinkingMode thinking);
 
@@ -101,7 +136,10 @@ struct DSINFER_CXX_API ChatEvent {
 // arguments (not buffered until the end of an invocation); holds back only a few bytes that might begin a marker.
 // On malformed output it emits an Error event with the offset and delivers the raw text of the broken tool-call
 // block as content, then treats everything after as content: no text is lost. Well-formed completions give the
-// same reasoning, content and tool calls (arguments byte for byte) as parse_completion. One thread at a time.
+// same reasoning, content and tool calls (arguments byte for byte) as parse_completion, and the two agree on what is
+// well-formed: a completion streams without an Error event exactly when parse_completion accepts it (or, where the
+// generation stopped before <｜end▁of▁sentence｜> in the content, accepts it with one appended), given valid UTF-8
+// (the detokenizer's output is). One thread at a time.
 class DSINFER_CXX_API ChatStreamParser {
  public:
   explicit ChatStreamParser(ThinkingMode thinking);

@@ -52,6 +52,11 @@ struct DSINFER_CXX_API ModelLoadParams {
   KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;
   // Called during load with the fraction done [0, 1] and the stage; may be empty. Runs on the loading thread.
   std::function<void(double fraction, std::string_view stage)> progress;
+  // The CPU kernel family, as a cap: "auto" (the best this CPU runs), "avx512", "avx2" or "scalar" (a cap above what
+  // the CPU runs gives the best it runs). The families compute bitwise-identical results; only speed differs. The
+  // family is fixed once per process, by the first load that names one (or by the first evaluation): a later load
+  // naming a different one throws Error(InvalidArgument). Environment override: DSINFER_CPU_KERNELS.
+  std::string cpu_kernels = "auto";
 };
 
 struct DSINFER_CXX_API ModelInfo {
@@ -65,6 +70,9 @@ struct DSINFER_CXX_API ModelInfo {
   // greedy (do_sample false) without the file, as transformers does. Every front door samples with them unless
   // told otherwise: a Session's default chain, the C API's and Python's sessions, the CLI, the server.
   GenerationConfig generation;
+  // tokenizer_config.json's chat_template ("" without one): with model_type it tells the chat format the checkpoint
+  // expects (dsinfer::detect_chat_format; V3.2 ships none, the V3 family each its own).
+  std::string chat_template;
   int64_t parameter_count = 0;  // tensors bound for the forward pass
   int64_t weight_bytes = 0;     // their bytes as stored
   // The weight bytes one single-token decode step reads: every weight once, except the embedding (one row) and

@@ -16,7 +16,7 @@ namespace {
 using namespace dsml;
 using Kind = ChatEvent::Kind;
 
-constexpr std::string_view kInvokeNameOpen = "<｜DSML｜invoke name=\"";
+constexpr std::string_view kNameAttr = "name=\"";
 constexpr std::string_view kNameClose = "\">\n";
 constexpr std::string_view kParamNameOpen = "<｜DSML｜parameter name=\"";
 constexpr std::string_view kParamStringAttr = "\" string=\"";
@@ -35,10 +35,19 @@ size_t holdback(std::string_view s, std::initializer_list<std::string_view> mark
   return keep;
 }
 
+// dsml_name_problem for a name that grew by its last `added` bytes, whose earlier bytes were checked before: only the
+// new bytes, and enough before them to catch a "｜DSML｜" that straddles the two, are searched (a name fed a byte at
+// a time stays linear).
+const char* name_problem_in_growth(std::string_view name, size_t added) {
+  const size_t overlap = kDsml.size() - 1;
+  const size_t from = name.size() - added;
+  return dsml_name_problem(name.substr(from > overlap ? from - overlap : 0));
+}
+
 }  // namespace
 
 struct ChatStreamParser::Impl {
-  enum class State { Reasoning, Content, CallsOpen, InvokeOrEnd, InvokeName, ParamOrInvokeEnd, ParamName, ParamKind,
+  enum class State { Reasoning, Content, CallsOpen, InvokeOrEnd, InvokeSpace, InvokeName, ParamOrInvokeEnd, ParamName, ParamKind,
                      ParamValue, ParamEnd, InvokeEnd, Trailing, Done, Raw };
   State state;
   std::string buf;        // received, not yet consumed
@@ -181,12 +190,11 @@ struct ChatStreamParser::Impl {
         return;
       case State::InvokeOrEnd: {
         // Either another invocation or the end of the block.
-        if (buf.compare(0, std::min(buf.size(), kInvokeNameOpen.size()), kInvokeNameOpen, 0,
-                        std::min(buf.size(), kInvokeNameOpen.size())) == 0) {
-          if (buf.size() >= kInvokeNameOpen.size()) {
-            consume(kInvokeNameOpen.size());
-            name.clear();
-            state = State::InvokeName;
+        if (buf.compare(0, std::min(buf.size(), kInvokeOpen.size()), kInvokeOpen, 0,
+                        std::min(buf.size(), kInvokeOpen.size())) == 0) {
+          if (buf.size() >= kInvokeOpen.size()) {
+            consume(kInvokeOpen.size());
+            state = State::InvokeSpace;
           }
           return;
         }
@@ -197,12 +205,24 @@ struct ChatStreamParser::Impl {
         }
         return;
       }
+      case State::InvokeSpace: {
+        // The official pattern takes any run of spaces between "invoke" and name= (ASCII here: dsml_grammar.hpp).
+        size_t n = 0;
+        while (n < buf.size() && is_invoke_space(buf[n])) ++n;
+        consume(n);
+        if (buf.empty()) return;
+        if (expect(kNameAttr, "name=\"…\" in <｜DSML｜invoke", ev)) {
+          name.clear();
+          state = State::InvokeName;
+        }
+        return;
+      }
       case State::InvokeName: {
         std::string part;
         const bool done = read_until(kNameClose, part);
         name += part;
-        if (name.find('"') != std::string::npos || name.find('\n') != std::string::npos) {
-          fail("unknown attribute or malformed name in <｜DSML｜invoke>", ev);
+        if (const char* why = name_problem_in_growth(name, part.size())) {
+          fail(fmt::format("unknown attribute or malformed name in <｜DSML｜invoke>: the name contains {}", why), ev);
           return;
         }
         if (!done) return;
@@ -244,8 +264,8 @@ struct ChatStreamParser::Impl {
         std::string part;
         const bool done = read_until(kParamStringAttr, part);
         param += part;
-        if (param.find('"') != std::string::npos || param.find('\n') != std::string::npos) {
-          fail("unknown attribute or malformed name in <｜DSML｜parameter>", ev);
+        if (const char* why = name_problem_in_growth(param, part.size())) {
+          fail(fmt::format("unknown attribute or malformed name in <｜DSML｜parameter>: the name contains {}", why), ev);
           return;
         }
         if (!done) return;
@@ -272,8 +292,17 @@ struct ChatStreamParser::Impl {
         return;
       }
       case State::ParamValue: {
-        const size_t p = buf.find(kParamClose);
-        const size_t take = p != std::string::npos ? p : buf.size() - holdback(buf, {kParamClose});
+        // The value ends at the first "/｜DSML｜parameter", as in the strict parser, which must follow a '<' (a
+        // trailing '<' is always held back, so the '<' of the closing tag is still in buf).
+        size_t p = buf.find(kParameterCloseTail);
+        if (p != std::string::npos) {
+          if (p == 0 || buf[p - 1] != '<') {
+            fail("\"/｜DSML｜parameter\" without the '<' of </｜DSML｜parameter> in a parameter value", ev);
+            return;
+          }
+          --p;
+        }
+        const size_t take = p != std::string::npos ? p : buf.size() - holdback(buf, {kParamClose, kParameterCloseTail});
         const std::string_view chunk = std::string_view(buf).substr(0, take);
         raw_value += chunk;
         if (!chunk.empty()) emit_args(param_is_string ? py_escape(chunk) : std::string(chunk), ev);
@@ -283,7 +312,7 @@ struct ChatStreamParser::Impl {
         if (param_is_string) {
           emit_args("\"", ev);
         } else {
-          if (!ojson::accept(raw_value))
+          if (!is_json_value(raw_value))
             report(consumed, fmt::format("parameter \"{}\" has string=\"false\" but its value is not JSON: {}", param,
                                          excerpt(raw_value, 80)), ev);
         }
@@ -358,6 +387,9 @@ void ChatStreamParser::finish(std::vector<ChatEvent>& events) {
       p.consume(p.buf.size());
       break;
     case S::Trailing:
+      // Held back as the start of <｜end▁of▁sentence｜>, which never came: text after the function calls.
+      if (!p.buf.empty()) p.report(p.consumed, "text after the function calls", events);
+      [[fallthrough]];
     case S::Done:
     case S::Raw:
       if (!p.buf.empty()) {

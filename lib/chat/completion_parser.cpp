@@ -1,6 +1,8 @@
 // Completion text -> reasoning, content and tool calls, as DeepSeek's parse_message_from_completion_text does it.
 // Like the official parser this one is strict: it reports where the text leaves the format instead of repairing
-// it (the streaming, tolerant parser of issue 4 builds on the same grammar).
+// it (the streaming, tolerant parser of issue 4 builds on the same grammar). Where DeepSeek's regexes and loop
+// accept more than the format (dsml_grammar.hpp; the list at parse_completion in dsinfer/chat.hpp), this parser
+// refuses it, so that it and the stream parser accept the same completions.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
 #include <pcre2.h>
@@ -131,11 +133,18 @@ ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
       i = t.next;
       stop = t.stop;
       if (t.stop == kFunctionCallsEnd) break;
-      if (t.stop.empty()) malformed(i, "the function calls are not closed");
+      if (t.stop.empty()) malformed(i, "the function calls are not closed with </｜DSML｜function_calls>");
       const size_t name_at = i;
       Stop n = read_until(i, {kParameterOpen, kInvokeClose});
       std::vector<std::string> g;
-      if (!match_groups("^\\s*name=\"(.*?)\">\\n$", n.before, g)) malformed(name_at, "malformed invoke name");
+      // DeepSeek's pattern is ^\s*name="(.*?)">\n$; the space is ASCII here and the name is checked below (both as
+      // the stream parser reads them). "\n\n?\z" is what "\n$" matches: an invocation without parameters has a blank
+      // line before </｜DSML｜invoke.
+      // (\x0b, not \v: in PCRE2 \v is any vertical space, U+2028 included.)
+      if (!match_groups("^[ \\t\\n\\r\\f\\x0b]*name=\"(.*?)\">\\n\\n?\\z", n.before, g))
+        malformed(name_at, "malformed invoke name");
+      if (const char* why = dsml_name_problem(g[0]))
+        malformed(name_at, fmt::format("the invoke name \"{}\" contains {}", excerpt(g[0]), why));
       ToolCall call;
       call.name = g[0];
       i = n.next;
@@ -147,9 +156,17 @@ ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
       while (stop == kParameterOpen) {
         const size_t param_at = i;
         Stop p = read_until(i, {kParameterCloseTail});
-        if (!match_groups("^ name=\"(.*?)\" string=\"(true|false)\">(.*?)<$", p.before, g))
+        // DeepSeek's pattern ends in "<$", which also takes "<\n" before /｜DSML｜parameter and drops the newline;
+        // here the value ends right before </｜DSML｜parameter, as the stream parser reads it.
+        if (!match_groups("^ name=\"(.*?)\" string=\"(true|false)\">(.*?)<\\z", p.before, g))
           malformed(param_at, "malformed parameter");
+        if (const char* why = dsml_name_problem(g[0]))
+          malformed(param_at, fmt::format("the parameter name \"{}\" contains {}", excerpt(g[0]), why));
         if (!arg_names.insert(g[0]).second) malformed(param_at, fmt::format("duplicate parameter \"{}\"", excerpt(g[0])));
+        // DeepSeek's decoder inserts a string="false" value as written, JSON or not; the arguments must be JSON.
+        if (g[1] == "false" && !is_json_value(g[2]))
+          malformed(param_at, fmt::format("parameter \"{}\" has string=\"false\" but its value is not JSON: {}",
+                                          excerpt(g[0]), excerpt(g[2], 80)));
         args.emplace_back(g[0], g[1] == "true" ? py_dumps(ojson(g[2])) : g[2]);
         i = p.next;
         const size_t tail_at = i;
@@ -166,6 +183,9 @@ ChatMessage parse_completion(std::string_view text, ThinkingMode thinking) {
       call.arguments = json + "}";
       msg.tool_calls.push_back(std::move(call));
     }
+    // DeepSeek's loop also ends when the text does, which accepts calls cut off after an invocation; a cut-off
+    // block (the token limit, a stop string) may miss parameters and calls, so it is not a complete message.
+    if (stop != kFunctionCallsEnd) malformed(text.size(), "the function calls are not closed with </｜DSML｜function_calls>");
     const size_t tail_at = i;
     Stop e = read_until(i, {kEos});
     if (!e.before.empty()) malformed(tail_at, "unexpected text after the function calls");

@@ -22,4 +22,24 @@ inline constexpr std::string_view kParameterCloseTail = "/｜DSML｜parameter"; 
 inline constexpr std::string_view kFunctionResultsBegin = "<function_results>";
 inline constexpr std::string_view kFunctionResultsEnd = "</function_results>";
 
+// Where the strict parser (parse_completion) and the streaming one (ChatStreamParser) read the format more narrowly
+// than DeepSeek's parser, so that both accept exactly the same completions (the list is in include/dsinfer/chat.hpp,
+// at parse_completion). DeepSeek's regexes let a name run over '">\n' and the next marker, take any Unicode
+// space before name=, and drop a newline before </｜DSML｜parameter; a stream cannot decide those without waiting
+// for the end of the invocation, and none of them is what the model was trained to write.
+
+// The whitespace allowed between "<｜DSML｜invoke" and "name=": ASCII only (the model writes one space; DeepSeek's
+// "\s*" would also take Unicode spaces).
+inline bool is_invoke_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// Why a tool or parameter name cannot be read back from DSML, or nullptr when it can. DSML writes names between
+// quotes without escaping, so a quote or a line break in a name is the model leaving the format, and ｜DSML｜ inside
+// one is a marker, as it is inside content.
+inline const char* dsml_name_problem(std::string_view name) {
+  if (name.find('"') != std::string_view::npos) return "a quote";
+  if (name.find('\n') != std::string_view::npos) return "a line break";
+  if (name.find(kDsml) != std::string_view::npos) return "\"｜DSML｜\"";
+  return nullptr;
+}
+
 }  // namespace dsinfer::dsml

@@ -19,6 +19,10 @@ std::string py_dumps(const ojson& v);
 // string can be escaped piece by piece as it streams.
 std::string py_escape(std::string_view s);
 std::string py_float_repr(double x);  // repr(float): shortest round-trip digits, Python's layout
+// Whether `text` is one JSON value (RFC 8259: no NaN or Infinity, numbers finite as doubles; any nesting, since
+// nothing is built): what a DSML parameter with string="false" must hold, checked the same way by both completion
+// parsers.
+inline bool is_json_value(std::string_view text) { return ojson::accept(text); }
 // Python's truthiness of a JSON value: null, false, 0, 0.0, "", [] and {} are false.
 bool py_truthy(const ojson& v);
 

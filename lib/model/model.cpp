@@ -3,8 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
 #include <istream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
 
@@ -15,6 +19,9 @@
 #include "kv/kv_cache.hpp"
 #include "model/deepseek_v32.hpp"
 #include "model/deepseek_weights.hpp"
+#include "backend/cpu/simd.hpp"
+#include "util/json_input.hpp"
+#include "util/log.hpp"
 #include "util/thread_pool.hpp"
 
 namespace dsinfer {
@@ -192,6 +199,30 @@ int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
   return total;
 }
 
+// tokenizer_config.json's chat_template beside the checkpoint: a string, or (newer transformers) a list of
+// {"name", "template"} where "default" is the chat one. "" when there is none.
+std::string read_chat_template(const std::string& dir) {
+  const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
+  if (!std::filesystem::exists(path)) return {};
+  std::ifstream f(path);
+  std::ostringstream text;
+  text << f.rdbuf();
+  nlohmann::json j;
+  try {
+    j = parse_json_input(text.str());
+  } catch (const JsonInputError& e) {
+    throw Error(ErrorCode::Format, fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+  }
+  if (!j.is_object() || !j.contains("chat_template")) return {};
+  const nlohmann::json& t = j["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const auto& e : t)
+      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        return e["template"].get<std::string>();
+  return {};
+}
+
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams& params) {
@@ -208,6 +239,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   if (params.kv_cache_tokens < 0 || params.kv_cache_tokens > KvBlockPool::kMaxPoolTokens)
     throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::kv_cache_tokens must be 0 (32768) to {}, got {}",
                                                         KvBlockPool::kMaxPoolTokens, params.kv_cache_tokens));
+  if (params.cpu_kernels != "auto") fix_cpu_kernel_isa(params.cpu_kernels);
+  log_fmt(LogLevel::Info, "loading {} (backend {}, {} threads)", dir, params.backend,
+          params.n_threads == 0 ? std::string("all") : std::to_string(params.n_threads));
+  const auto load_start = std::chrono::steady_clock::now();
   auto impl = std::make_unique<Impl>();
   progress(0.0, "reading config.json");
   impl->config = parse_hf_config_file(dir + "/config.json");
@@ -232,8 +267,11 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   info.eos_token_ids = c.eos_token_ids;
   if (std::filesystem::exists(std::filesystem::path(dir) / "generation_config.json"))
     info.generation = load_generation_config(dir);
-  else
+  else {
     info.generation.do_sample = false;  // no recommendation: greedy, transformers' default
+    log_fmt(LogLevel::Info, "{} has no generation_config.json: sampling defaults to greedy", dir);
+  }
+  info.chat_template = read_chat_template(dir);
   int64_t n_weights = 0, done = 0;
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
   for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
@@ -282,6 +320,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   info.kv_bytes_per_token = info.kv_bytes_per_token_layer * c.num_hidden_layers;
   impl->pool(fp8_dtype);  // the default pool now, so that a dtype the backend cannot hold fails the load
   progress(1.0, "ready");
+  log_fmt(LogLevel::Info, "loaded {}: {}, {} layers, {} parameters, {:.1f} GB of weights, KV cache {} ({} bytes/token), {:.1f} s",
+          dir, c.model_type, c.num_hidden_layers, info.parameter_count, double(info.weight_bytes) / 1e9,
+          kv_cache_dtype_name(info.kv_cache_dtype), info.kv_bytes_per_token,
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 

@@ -157,6 +157,14 @@ struct Completion::Impl {
         id(random_id(req.endpoint == Endpoint::ChatCompletions ? "chatcmpl-" : "cmpl-", 24)),
         created(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()) {
     choices.resize(size_t(req.n));
+    // The request was rendered in DeepSeek-V3.2's format; a V3-family model must not be prompted with it.
+    if (chat()) {
+      try {
+        check_chat_format(detect_chat_format(model.info().model_type, model.info().chat_template));
+      } catch (const Error& e) {
+        throw ApiError(400, "invalid_request_error", "messages", e.what());
+      }
+    }
   }
 
   bool chat() const { return req.endpoint == Endpoint::ChatCompletions; }

@@ -155,6 +155,8 @@ struct Session::Impl {
   }
 
   void set_messages(const std::vector<ChatMessage>& conversation, bool defer = false) {
+    // A V3-family checkpoint prompted in V3.2's format would answer garbage without any error: refuse instead.
+    check_chat_format(detect_chat_format(model.info().model_type, model.info().chat_template));
     ChatOptions o;
     o.thinking = params.thinking;
     const std::vector<int32_t> full = tok.encode(encode_chat(conversation, o), false);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "util/utf8.hpp"
+
 namespace dsinfer {
 
 int json_nesting_depth(std::string_view text, int stop_above) {
@@ -34,10 +36,22 @@ void check_json_depth(std::string_view text) {
 }
 
 std::string excerpt(std::string_view s, std::size_t max_chars) {
-  if (s.size() <= max_chars) return std::string(s);
-  size_t n = max_chars;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // not inside a UTF-8 sequence
-  return std::string(s.substr(0, n)) + "...";
+  // What is quoted may be the bytes that were refused for not being UTF-8 (nlohmann's messages repeat them): the
+  // message itself must be text, since bindings turn it into a string (Python's str would fail to decode it), so
+  // each byte that does not start a well-formed sequence becomes U+FFFD. Cut at a character, after max_chars bytes
+  // of output at most.
+  static constexpr std::string_view kReplacement = "\uFFFD";
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t len = utf8_sequence(s, i);
+    const std::string_view piece = len ? s.substr(i, len) : kReplacement;
+    if (out.size() + piece.size() > max_chars) break;
+    out += piece;
+    i += len ? len : 1;
+  }
+  if (i < s.size()) out += "...";
+  return out;
 }
 
 std::string json_error_reason(const std::exception& e) { return excerpt(e.what()); }

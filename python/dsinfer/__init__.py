@@ -7,16 +7,19 @@
     for event in session.chat_stream([{"role": "user", "content": "Hi"}]):
         print(event["text"], end="")
 """
+import atexit as _atexit
+import enum as _enum
 import json as _json
 
 from . import _dsinfer
 from ._dsinfer import __version__
-from ._dsinfer import Model, Tokenizer, parse_completion as _parse_completion
+from ._dsinfer import ConstraintSampler, Detokenizer, Model, Tokenizer, parse_completion as _parse_completion
 
 __all__ = ["Model", "Tokenizer", "Session", "Sampler", "Error", "InvalidArgumentError", "IoError", "FormatError",
            "UnsupportedError", "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "encode_chat",
-           "parse_completion", "Constraint", "Client", "APIError", "Greedy", "Dist", "Temperature", "TopK", "TopP",
-           "MinP", "Typical", "Penalties", "__version__"]
+           "parse_completion", "Constraint", "ConstraintSampler", "Client", "APIError", "Greedy", "Dist", "Temperature", "TopK", "TopP",
+           "MinP", "Typical", "Penalties", "LogitBias", "Detokenizer", "Engine", "LogLevel", "set_log_callback",
+           "__version__"]
 
 
 class Error(Exception):
@@ -27,44 +30,190 @@ class Error(Exception):
         self.code = code
 
 
-class InvalidArgumentError(Error): pass      # noqa: E701
-class IoError(Error): pass                   # noqa: E701
-class FormatError(Error): pass               # noqa: E701
-class UnsupportedError(Error): pass          # noqa: E701
-class OutOfMemoryError(Error): pass          # noqa: E701
-class DeviceError(Error): pass               # noqa: E701
-class CancelledError(Error): pass            # noqa: E701
-class InternalError(Error): pass             # noqa: E701
+class InvalidArgumentError(Error):
+    """A bad parameter, token id, message, sampler contract (code 1)."""
+
+
+class IoError(Error):
+    """A file could not be opened or read (code 2)."""
+
+
+class FormatError(Error):
+    """Malformed file or text: a truncated shard, bad JSON, a malformed completion (code 3)."""
+
+
+class UnsupportedError(Error):
+    """Valid input this build does not handle, e.g. a V3-family checkpoint's chat format (code 4)."""
+
+
+class OutOfMemoryError(Error):
+    """An allocation failed, or the KV cache is full (code 5)."""
+
+
+class DeviceError(Error):
+    """A backend or device failure (code 6)."""
+
+
+class CancelledError(Error):
+    """Session.cancel() stopped a generation (code 7)."""
+
+
+class InternalError(Error):
+    """A bug in dsinfer (code 99)."""
 
 
 _dsinfer._set_error_classes({1: InvalidArgumentError, 2: IoError, 3: FormatError, 4: UnsupportedError,
                              5: OutOfMemoryError, 6: DeviceError, 7: CancelledError, 99: InternalError})
 
 
+class LogLevel(_enum.IntEnum):
+    """Severity of a log message, lowest first (the C API's DSINFER_LOG_*, C++'s dsinfer::LogLevel)."""
+    DEBUG = 0
+    INFO = 1
+    WARN = 2
+    ERROR = 3
+    OFF = 4
+
+
+def set_log_callback(callback, level=LogLevel.INFO):
+    """Sends the library's log to callback(level: LogLevel, message: str): what a load reads and chooses (backend,
+    CPU kernels, sampling defaults), overrides taken from the environment, fallbacks. Messages below `level` are not
+    produced at all. None (or level OFF) silences the log again; that is the default. The callback may run on any
+    thread that calls into dsinfer, with the GIL held; an exception it raises goes to sys.unraisablehook and does not
+    fail the operation. DSINFER_LOG=debug|info|warn|error in the environment overrides `level`, and without a
+    callback prints the messages to stderr."""
+    if callback is None:
+        _dsinfer._set_log_callback(None, int(LogLevel.OFF))
+        return
+    if not callable(callback):
+        raise TypeError("callback must be callable or None")
+    _dsinfer._set_log_callback(lambda lv, message: callback(LogLevel(lv), message), int(LogLevel(level)))
+
+
+# The callback is a Python function: drop it before the interpreter goes away.
+_atexit.register(_dsinfer._set_log_callback, None, int(LogLevel.OFF))
+
+
 class Sampler:
     """Subclass and override apply(c): c.ids and c.logits are NumPy arrays of the candidates for this call; set
     c.selected to an index to choose a token, or reorder the arrays in place and set c.n to keep the first n.
-    Arrays kept past the call are copies that no longer affect sampling. Raise an Exception to fail the sampling
-    step (it surfaces as InvalidArgumentError, the exception as its __cause__); KeyboardInterrupt and SystemExit
-    propagate as they are. Optionally override accept(token): what it raises propagates as it is."""
+    Arrays kept past the call are copies that no longer affect sampling. Raise to fail the sampling step: the
+    exception comes out of generate() as it is, its type preserved. Optionally override accept(token) (what it
+    raises propagates as it is too). Forking a session deep-copies its Python samplers."""
 
     def apply(self, c):
+        """Narrow c (reorder c.ids / c.logits in place, set c.n) or choose (set c.selected)."""
         raise NotImplementedError
 
     def accept(self, token):
-        pass
+        """Sees every token the session commits."""
 
 
-# Built-in samplers: thin descriptions the C++ core turns into its own samplers.
-def Greedy(): return ("greedy",)                          # noqa: E704
-def Dist(seed=0): return ("dist", int(seed))                # noqa: E704
-def Temperature(t): return ("temperature", float(t))        # noqa: E704
-def TopK(k): return ("top_k", int(k))                       # noqa: E704
-def TopP(p): return ("top_p", float(p))                     # noqa: E704
-def MinP(p): return ("min_p", float(p))                     # noqa: E704
-def Typical(p): return ("typical", float(p))                # noqa: E704
-def Penalties(last_n=64, repeat=1.0, frequency=0.0, presence=0.0):  # noqa: E704
-    return ("penalties", int(last_n), float(repeat), float(frequency), float(presence))
+class _BuiltinSampler:
+    """A built-in sampler's parameters; the C++ core builds the sampler itself when a chain is set."""
+    __slots__ = ()
+
+    def _spec(self):
+        return (self._kind,) + tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._spec() == other._spec()
+
+    def __hash__(self):
+        return hash((type(self).__name__, repr(self._spec())))
+
+    def __repr__(self):
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({args})"
+
+
+class Greedy(_BuiltinSampler):
+    """Selects the most likely candidate (argmax; ties go to the lowest id)."""
+    __slots__ = ()
+    _kind = "greedy"
+
+
+class Dist(_BuiltinSampler):
+    """Draws from the softmax of the candidates with a seeded RNG (reproducible: the same seed, the same draws).
+    Session.set_sampler starts it over; the chain keeps its position across generations."""
+    __slots__ = ("seed",)
+    _kind = "dist"
+
+    def __init__(self, seed=0):
+        self.seed = int(seed)
+
+
+class Temperature(_BuiltinSampler):
+    """Divides the logits by t (t >= 0; 0 keeps only the best token)."""
+    __slots__ = ("t",)
+    _kind = "temperature"
+
+    def __init__(self, t):
+        self.t = float(t)
+
+
+class TopK(_BuiltinSampler):
+    """Keeps the k most likely candidates (k <= 0: all)."""
+    __slots__ = ("k",)
+    _kind = "top_k"
+
+    def __init__(self, k):
+        self.k = int(k)
+
+
+class TopP(_BuiltinSampler):
+    """Keeps the smallest set of most likely candidates whose probability reaches p (nucleus, p in (0, 1])."""
+    __slots__ = ("p",)
+    _kind = "top_p"
+
+    def __init__(self, p):
+        self.p = float(p)
+
+
+class MinP(_BuiltinSampler):
+    """Keeps candidates at least p times as likely as the best (p in [0, 1])."""
+    __slots__ = ("p",)
+    _kind = "min_p"
+
+    def __init__(self, p):
+        self.p = float(p)
+
+
+class Typical(_BuiltinSampler):
+    """Locally typical sampling: keeps the candidates closest to the distribution's entropy up to mass p."""
+    __slots__ = ("p",)
+    _kind = "typical"
+
+    def __init__(self, p):
+        self.p = float(p)
+
+
+class Penalties(_BuiltinSampler):
+    """Repetition (divides positive logits by `repeat` for tokens in the last `last_n`), frequency and presence
+    penalties (OpenAI's: subtract count * frequency + (count > 0) * presence)."""
+    __slots__ = ("last_n", "repeat", "frequency", "presence")
+    _kind = "penalties"
+
+    def __init__(self, last_n=64, repeat=1.0, frequency=0.0, presence=0.0):
+        self.last_n, self.repeat = int(last_n), float(repeat)
+        self.frequency, self.presence = float(frequency), float(presence)
+
+
+class LogitBias(_BuiltinSampler):
+    """Adds bias[id] to a token's logit (OpenAI's logit_bias: -100 all but bans a token). bias: {id: finite float}."""
+    __slots__ = ("bias",)
+    _kind = "logit_bias"
+
+    def __init__(self, bias):
+        self.bias = {int(k): float(v) for k, v in dict(bias).items()}
+
+
+def _sampler_item(s):
+    if isinstance(s, Constraint):
+        return s._c
+    if isinstance(s, _BuiltinSampler):
+        return s._spec()
+    return s
 
 
 def _request(messages, tools, response_format=None, tool_choice=None, parallel_tool_calls=None,
@@ -116,28 +265,35 @@ class Constraint:
 
     @classmethod
     def json_schema(cls, tokenizer, schema, thinking=False, max_reasoning_tokens=-1):
+        """Output that is JSON valid against `schema` (a dict or JSON text; the keywords that can be enforced
+        exactly, docs/structured-output.md). UnsupportedError names a keyword that cannot."""
         text = schema if isinstance(schema, str) else _json.dumps(schema, ensure_ascii=False)
         return cls._spec(tokenizer, "json_schema", schema=text, thinking=thinking,
                          max_reasoning_tokens=max_reasoning_tokens)
 
     @classmethod
     def json_object(cls, tokenizer, thinking=False, max_reasoning_tokens=-1):
+        """Output that is one JSON object (OpenAI's response_format json_object)."""
         return cls._spec(tokenizer, "json_object", thinking=thinking, max_reasoning_tokens=max_reasoning_tokens)
 
     @classmethod
     def regex(cls, tokenizer, pattern, thinking=False, max_reasoning_tokens=-1):
+        """Output that matches the regular expression `pattern` whole."""
         return cls._spec(tokenizer, "regex", regex=pattern, thinking=thinking,
                          max_reasoning_tokens=max_reasoning_tokens)
 
     @classmethod
     def tool_calls(cls, tokenizer, tools, name=None, parallel=True, thinking=False, max_reasoning_tokens=-1):
+        """Output that is DSML tool calls of `tools` (OpenAI tool definitions), only `name` when given, one call
+        unless parallel, with arguments valid against each tool's schema."""
         text = tools if isinstance(tools, str) else _json.dumps(tools, ensure_ascii=False)
         return cls._spec(tokenizer, "tool_calls", tools=text, name=name or "", parallel=parallel, thinking=thinking,
                          max_reasoning_tokens=max_reasoning_tokens)
 
-    kind = property(lambda self: self._c.kind)
-    enforces = property(lambda self: self._c.enforces)
-    compile_ms = property(lambda self: self._c.compile_ms)
+    kind = property(lambda self: self._c.kind,
+                    doc="What is enforced: 'json_schema', 'json_object', 'regex', 'tool_calls' or 'none'.")
+    enforces = property(lambda self: self._c.enforces, doc="Whether the constraint restricts the output at all.")
+    compile_ms = property(lambda self: self._c.compile_ms, doc="Milliseconds the compilation took.")
 
     def sampler(self):
         """A stand-alone matcher for your own decoding loop: allowed_tokens() (a NumPy array of ids),
@@ -164,9 +320,10 @@ class Session:
     def set_sampler(self, samplers):
         """A chain: built-ins (Greedy(), Dist(seed), TopK(k), ...), dsinfer.Sampler subclasses and Constraint
         objects (put a constraint first; it follows its own thinking setting), in order."""
-        self._s.set_sampler([s._c if isinstance(s, Constraint) else s for s in samplers])
+        self._s.set_sampler([_sampler_item(s) for s in samplers])
 
     def prefill(self, ids):
+        """Appends token ids to the cache and evaluates them (a prompt rendered by the caller)."""
         self._s.prefill(list(ids))
 
     def set_messages(self, messages, tools=None, response_format=None):
@@ -209,6 +366,7 @@ class Session:
         return self.reply
 
     def cancel(self):
+        """From any thread: the running generate() raises CancelledError."""
         self._s.cancel()
 
     def fork(self):
@@ -216,18 +374,43 @@ class Session:
         return Session(None, None, _impl=self._s.fork())
 
     def save(self, path):
+        """Writes the session's cache and tokens to a file (a versioned format tied to this model)."""
         self._s.save(path)
 
     def restore(self, path):
+        """Reads a file written by save() (InvalidArgumentError for another model's, FormatError for garbage)."""
         self._s.restore(path)
 
-    generated = property(lambda self: self._s.generated)
-    generated_text = property(lambda self: self._s.generated_text)
-    reply = property(lambda self: self._s.reply)
-    tokens = property(lambda self: self._s.tokens)
-    last_logits = property(lambda self: self._s.last_logits)
-    # {"steps", "drafted", "accepted", "plain_steps", "acceptance", "drafted_at", "accepted_at"} (by draft position)
-    speculative_stats = property(lambda self: self._s.speculative_stats)
+    generated = property(lambda self: self._s.generated, doc="The ids of the last generation.")
+    generated_text = property(lambda self: self._s.generated_text, doc="The text of the last generation.")
+    reply = property(lambda self: self._s.reply,
+                     doc="The last generation parsed: {'role', 'content', 'reasoning_content', 'tool_calls'}.")
+    tokens = property(lambda self: self._s.tokens, doc="Every token in the cache, in order.")
+    last_logits = property(lambda self: self._s.last_logits, doc="The logits after the last token (NumPy float32).")
+    finish_reason = property(lambda self: self._s.finish_reason,
+                             doc="Why the last generation ended: 'eos', 'stop' (a stop string), 'length' "
+                                 "(max_tokens), or None (none yet, cancelled or failed).")
+    last_prefill_tokens = property(lambda self: self._s.last_prefill_tokens,
+                                   doc="How many tokens the last prefill / set_messages evaluated (the rest of the "
+                                       "prompt came from the cache).")
+    speculative_stats = property(lambda self: self._s.speculative_stats,
+                                 doc="Speculative decoding so far: {'steps', 'drafted', 'accepted', 'plain_steps', "
+                                     "'acceptance', 'drafted_at', 'accepted_at'} (by draft position).")
+
+
+class Engine:
+    """Batched generation: every session advances in one shared forward per step, each getting exactly the tokens
+    it would get alone. The sessions must belong to this model, hold a prompt, and share one precision."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def generate(self, sessions, max_tokens=256, stop=None, stop_at_eos=True, on_event=None):
+        """Runs until every session has finished. on_event(i, event) receives session i's events (the dicts of
+        Session.generate) on this thread; what it raises comes out as it is. Errors end the whole call; every
+        session stays usable. Afterwards each session's generated, reply and finish_reason tell its result."""
+        _dsinfer._engine_generate(self.model, [s._s for s in sessions], int(max_tokens), list(stop or []),
+                                  bool(stop_at_eos), on_event)
 
 
 class APIError(Exception):

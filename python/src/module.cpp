@@ -104,9 +104,9 @@ class PySampler final : public Sampler {
     try {
       obj_.attr("apply")(view);
     } catch (py::error_already_set& e) {
-      // An Exception fails the step as InvalidArgumentError (its cause kept); SystemExit, KeyboardInterrupt and
-      // other BaseExceptions are not the sampler's verdict and propagate unchanged (see stash_python_error).
-      stash_python_error(e, !e.matches(PyExc_Exception));
+      // The core sees an Error and unwinds; the front door then raises the sampler's own exception, its type
+      // preserved (a ValueError stays a ValueError, KeyboardInterrupt stays KeyboardInterrupt).
+      stash_python_error(e, true);
       throw Error(ErrorCode::InvalidArgument, std::string("Python sampler raised: ") + e.what());
     }
     // The sampler edits the arrays in place (arrays it binds to c.ids / c.logits instead are not read, as before).
@@ -168,6 +168,7 @@ std::unique_ptr<SamplerChain> make_chain(const py::list& items) {
       else if (kind == "top_p") chain->add(make_top_p_sampler(t[1].cast<float>()));
       else if (kind == "min_p") chain->add(make_min_p_sampler(t[1].cast<float>()));
       else if (kind == "typical") chain->add(make_typical_sampler(t[1].cast<float>()));
+      else if (kind == "logit_bias") chain->add(make_logit_bias_sampler(t[1].cast<std::map<int32_t, float>>()));
       else if (kind == "penalties")
         chain->add(make_penalties_sampler(t[1].cast<int64_t>(), t[2].cast<float>(), t[3].cast<float>(), t[4].cast<float>()));
       else throw Error(ErrorCode::InvalidArgument, "unknown built-in sampler \"" + kind + "\"");
@@ -309,15 +310,51 @@ PYBIND11_MODULE(_dsinfer, m) {
   m.doc() = "dsinfer: DeepSeek-V3.2-architecture inference (C++ core)";
   m.attr("__version__") = DSINFER_VERSION_STRING;  // CMakeLists.txt's project(VERSION), as the package metadata
   m.def("_set_error_classes", [](py::dict classes) { error_classes() = classes; });
+  // The log callback (dsinfer.set_log_callback wraps it with LogLevel values). The Python function is held by a
+  // holder that takes the GIL to drop it: the library may release its last copy on any thread.
+  m.def("_set_log_callback", [](py::object callback, int min_level) {
+    if (callback.is_none() || min_level < int(LogLevel::Debug) || min_level >= int(LogLevel::Off)) {
+      set_log_callback(nullptr, LogLevel::Off);
+      return;
+    }
+    struct Holder {
+      py::object fn;
+      explicit Holder(py::object f) : fn(std::move(f)) {}
+      ~Holder() {
+        if (!Py_IsInitialized()) {  // the interpreter is gone: leak the reference rather than touch it
+          fn.release();
+          return;
+        }
+        py::gil_scoped_acquire gil;
+        fn = py::object();
+      }
+    };
+    auto holder = std::make_shared<Holder>(std::move(callback));
+    set_log_callback(
+        [holder](LogLevel level, std::string_view message) {
+          if (!Py_IsInitialized()) return;
+          py::gil_scoped_acquire gil;
+          try {
+            holder->fn(int(level), py::str(message.data(), message.size()));
+          } catch (py::error_already_set& e) {
+            // A failing log callback must not fail the operation it reports on: Python's unraisable hook shows it.
+            e.discard_as_unraisable("dsinfer log callback");
+          }
+        },
+        LogLevel(min_level));
+  });
 
-  py::class_<PyModel>(m, "Model")
+  py::class_<PyModel>(m, "Model", "A loaded checkpoint (config.json + safetensors). Immutable after load and safe to "
+                                  "share between threads; evaluations on one model are serialized.")
       .def_static(
           "load",
           [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens,
-             const std::string& kv_cache_dtype) {
+             const std::string& kv_cache_dtype, int64_t kv_block_tokens, const std::string& cpu_kernels) {
             ModelLoadParams p;
             p.n_threads = n_threads;
             p.kv_cache_tokens = kv_cache_tokens;
+            p.kv_block_tokens = kv_block_tokens;
+            p.cpu_kernels = cpu_kernels;
             if (!kv_cache_dtype_from_name(kv_cache_dtype, &p.kv_cache_dtype))
               throw py::value_error("kv_cache_dtype must be auto, f32, bf16 or fp8");
             if (!progress.is_none())
@@ -335,7 +372,12 @@ PYBIND11_MODULE(_dsinfer, m) {
             });
           },
           py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0,
-          py::arg("kv_cache_dtype") = "auto")
+          py::arg("kv_cache_dtype") = "auto", py::arg("kv_block_tokens") = 64, py::arg("cpu_kernels") = "auto",
+          "Loads a Hugging Face checkpoint directory. progress(fraction, stage) is called during the load; "
+          "n_threads 0 = all cores; kv_cache_tokens (0 = 32768) and kv_block_tokens size the KV cache pool; "
+          "kv_cache_dtype 'auto', 'f32', 'bf16' or 'fp8'; cpu_kernels 'auto', 'avx512', 'avx2' or 'scalar' caps the CPU "
+          "kernel family (fixed once per process; docs/options.md). Raises IoError, FormatError, UnsupportedError, "
+          "InvalidArgumentError naming the file, tensor or option.")
       .def_property_readonly("info", [](const PyModel& pm) {
         const auto& i = pm.model->info();
         py::dict d;
@@ -353,11 +395,13 @@ PYBIND11_MODULE(_dsinfer, m) {
         d["kv_cache_dtype"] = kv_cache_dtype_name(i.kv_cache_dtype);
         d["kv_bytes_per_token_layer"] = i.kv_bytes_per_token_layer;
         d["kv_bytes_per_token"] = i.kv_bytes_per_token;
+        d["chat_format"] = chat_format_name(detect_chat_format(i.model_type, i.chat_template));
         d["has_mtp"] = i.has_mtp;  // the MTP module (speculative decoding)
         d["mtp_parameter_count"] = i.mtp_parameter_count;
         d["mtp_weight_bytes"] = i.mtp_weight_bytes;
         return d;
-      })
+      }, "What the checkpoint is: model_type, sizes, generation (its sampling defaults), chat_format "
+         "('deepseek-v3.2'; the V3 family's are named and refused by chats), KV cache dtype and bytes per token.")
       .def("kv_cache_bytes", [](const PyModel& pm, int64_t tokens, const std::string& dtype) {
         KvCacheDtype d;
         if (!kv_cache_dtype_from_name(dtype, &d)) throw py::value_error("dtype must be auto, f32, bf16 or fp8");
@@ -380,21 +424,52 @@ PYBIND11_MODULE(_dsinfer, m) {
           std::memcpy(a.mutable_data(), out.data(), out.size() * sizeof(float));
           return a;
         });
-      }, py::arg("ids"), py::arg("precision") = "fp8");
+      }, py::arg("ids"), py::arg("precision") = "fp8",
+         "Logits of every id of a fresh sequence, a NumPy float32 array [len(ids), vocab_size]; precision 'fp8' "
+         "(DeepSeek's numerics) or 'reference' (transformers').");
 
-  py::class_<PyTokenizer>(m, "Tokenizer")
+  py::class_<PyTokenizer>(m, "Tokenizer", "A checkpoint's tokenizer (tokenizer.json + tokenizer_config.json): byte-level "
+                                          "BPE exactly as the tokenizers library runs it. Immutable; share freely.")
       .def_static("load", [](const std::string& path) {
         return translate([&] { return PyTokenizer{std::shared_ptr<Tokenizer>(Tokenizer::load(path))}; });
-      })
+      }, py::arg("path"), "Loads PATH/tokenizer.json (and tokenizer_config.json beside it), or that file itself.")
       .def("encode", [](const PyTokenizer& t, const std::string& text, bool add_special_tokens) {
         return translate([&] { return t.tok->encode(text, add_special_tokens); });
-      }, py::arg("text"), py::arg("add_special_tokens") = false)
+      }, py::arg("text"), py::arg("add_special_tokens") = false,
+         "Token ids of `text`; add_special_tokens applies the post-processor (DeepSeek's prepends bos).")
       .def("decode", [](const PyTokenizer& t, const std::vector<int32_t>& ids, bool skip_special_tokens) {
         return translate([&] { return py::bytes(t.tok->decode(ids, skip_special_tokens)).attr("decode")("utf-8"); });
-      }, py::arg("ids"), py::arg("skip_special_tokens") = false)
-      .def("__len__", [](const PyTokenizer& t) { return t.tok->size(); })
-      .def_property_readonly("eos_id", [](const PyTokenizer& t) { return t.tok->eos_id(); })
-      .def_property_readonly("bos_id", [](const PyTokenizer& t) { return t.tok->bos_id(); });
+      }, py::arg("ids"), py::arg("skip_special_tokens") = false,
+         "The text of `ids` (InvalidArgumentError for an id outside [0, len(tokenizer))).")
+      .def("__len__", [](const PyTokenizer& t) { return t.tok->size(); }, "Vocabulary plus added tokens.")
+      .def("token_to_id", [](const PyTokenizer& t, const std::string& token) { return t.tok->token_to_id(token); },
+           py::arg("token"), "The id of a vocabulary entry (e.g. '<｜end▁of▁sentence｜>'), -1 if there is none.")
+      .def("id_to_token", [](const PyTokenizer& t, int32_t id) {
+        return translate([&] { return py::bytes(t.tok->id_to_token(id)).attr("decode")("utf-8", "replace"); });
+      }, py::arg("id"), "The vocabulary entry of an id (InvalidArgumentError outside [0, len(tokenizer))).")
+      .def("is_special", [](const PyTokenizer& t, int32_t id) { return translate([&] { return t.tok->is_special(id); }); },
+           py::arg("id"), "Whether `id` is a special (added) token such as bos/eos.")
+      .def_property_readonly("eos_id", [](const PyTokenizer& t) { return t.tok->eos_id(); },
+                             "The end-of-sentence id (-1 if none).")
+      .def_property_readonly("bos_id", [](const PyTokenizer& t) { return t.tok->bos_id(); },
+                             "The begin-of-sentence id from tokenizer_config.json (-1 if none).");
+
+  struct PyDetokenizer {
+    std::shared_ptr<Tokenizer> tok;  // kept alive: the Detokenizer borrows it
+    std::unique_ptr<Detokenizer> d;
+  };
+  py::class_<PyDetokenizer>(m, "Detokenizer",
+                            "Streaming detokenization: push ids one at a time and get the text they completed, never "
+                            "half a UTF-8 character. Everything pushed plus finish() equals Tokenizer.decode of all ids.")
+      .def(py::init([](const PyTokenizer& t, bool skip_special_tokens) {
+             return PyDetokenizer{t.tok, std::make_unique<Detokenizer>(*t.tok, skip_special_tokens)};
+           }), py::arg("tokenizer"), py::arg("skip_special_tokens") = false)
+      .def("push", [](PyDetokenizer& d, int32_t id) {
+        return translate([&] { return py::bytes(d.d->push(id)).attr("decode")("utf-8"); });
+      }, py::arg("id"), "The text `id` completes ('' while a character is still incomplete).")
+      .def("finish", [](PyDetokenizer& d) {
+        return translate([&] { return py::bytes(d.d->finish()).attr("decode")("utf-8"); });
+      }, "Flushes bytes still waiting for the rest of a character (as U+FFFD).");
 
   m.def("encode_chat", [](const std::string& messages_json, bool thinking) {
     return translate([&] {
@@ -454,7 +529,9 @@ PYBIND11_MODULE(_dsinfer, m) {
         return translate([&] { return PyConstraintSampler{c.tok, std::make_unique<ConstraintSampler>(c.c)}; });
       });
 
-  py::class_<PyConstraintSampler>(m, "ConstraintSampler")
+  py::class_<PyConstraintSampler>(m, "ConstraintSampler",
+                                  "A constraint's matcher for your own decoding loop (Constraint.sampler()): which "
+                                  "tokens may come next, and the state after each accepted token.")
       .def("allowed_tokens", [](PyConstraintSampler& s) {
         return translate([&] {
           Candidates c;
@@ -467,12 +544,16 @@ PYBIND11_MODULE(_dsinfer, m) {
           std::memcpy(a.mutable_data(), c.ids.data(), c.size() * sizeof(int32_t));
           return a;
         });
-      })
-      .def("accept", [](PyConstraintSampler& s, int32_t token) { translate([&] { s.s->accept(token); }); })
-      .def("reset", [](PyConstraintSampler& s) { s.s->reset(); })
-      .def_property_readonly("complete", [](const PyConstraintSampler& s) { return s.s->complete(); })
-      .def_property_readonly("terminated", [](const PyConstraintSampler& s) { return s.s->terminated(); })
-      .def_property_readonly("in_reasoning", [](const PyConstraintSampler& s) { return s.s->in_reasoning(); });
+      }, "The token ids allowed next, a NumPy int32 array.")
+      .def("accept", [](PyConstraintSampler& s, int32_t token) { translate([&] { s.s->accept(token); }); },
+           py::arg("token"), "Advances past `token` (InvalidArgumentError for a token that is not allowed).")
+      .def("reset", [](PyConstraintSampler& s) { s.s->reset(); }, "Back to the start of the output.")
+      .def_property_readonly("complete", [](const PyConstraintSampler& s) { return s.s->complete(); },
+                             "Whether the output so far is a complete match (it may still continue).")
+      .def_property_readonly("terminated", [](const PyConstraintSampler& s) { return s.s->terminated(); },
+                             "Whether nothing may follow (the output is complete and ends here).")
+      .def_property_readonly("in_reasoning", [](const PyConstraintSampler& s) { return s.s->in_reasoning(); },
+                             "Whether the output is still in the free reasoning before </think> (thinking mode).");
 
   py::class_<PySession>(m, "Session")
       .def(py::init([](const PyModel& model, const PyTokenizer& tok, int64_t capacity, const std::string& precision,
@@ -578,6 +659,15 @@ PYBIND11_MODULE(_dsinfer, m) {
           return message_to_python(s.s->reply());
         });
       })
+      .def_property_readonly("finish_reason", [](const PySession& s) -> py::object {
+        switch (s.s->finish_reason()) {
+          case FinishReason::Eos: return py::str("eos");
+          case FinishReason::StopString: return py::str("stop");
+          case FinishReason::MaxTokens: return py::str("length");
+          default: return py::none();
+        }
+      })
+      .def_property_readonly("last_prefill_tokens", [](const PySession& s) { return s.s->last_prefill_tokens(); })
       .def_property_readonly("tokens", [](const PySession& s) {
         return translate([&] {
           SessionUseGuard use(*s.use, false);
@@ -611,6 +701,40 @@ PYBIND11_MODULE(_dsinfer, m) {
           s.s->restore(path);
         });
       });
+
+  // Engine::generate over Python sessions: one forward per step for all of them. on_event(i, event) runs with the GIL.
+  m.def("_engine_generate", [](const PyModel& pm, const std::vector<PySession*>& sessions, int64_t max_tokens,
+                               std::vector<std::string> stop, bool stop_at_eos, py::object on_event) {
+    translate([&] {
+      std::vector<std::unique_ptr<SessionUseGuard>> uses;
+      std::vector<Session*> ss;
+      for (PySession* s : sessions) {
+        if (!s) throw Error(ErrorCode::InvalidArgument, "Engine.generate: a session is None");
+        if (s->model != pm.model) throw Error(ErrorCode::InvalidArgument, "Engine.generate: a session of another model");
+        uses.push_back(std::make_unique<SessionUseGuard>(*s->use, true));
+        ss.push_back(s->s.get());
+      }
+      GenerateParams g;
+      g.max_tokens = max_tokens;
+      g.stop = std::move(stop);
+      g.stop_at_eos = stop_at_eos;
+      std::function<void(size_t, const ChatEvent&)> cb;
+      if (!on_event.is_none())
+        cb = [&on_event](size_t i, const ChatEvent& e) {
+          py::gil_scoped_acquire gil;
+          try {
+            on_event(i, event_to_python(e));
+          } catch (py::error_already_set& err) {
+            stash_python_error(err, true);  // the callback's own exception, raised as it is
+            throw Error(ErrorCode::InvalidArgument, std::string("on_event raised: ") + err.what());
+          }
+        };
+      Engine engine(*pm.model);
+      py::gil_scoped_release nogil;
+      engine.generate(ss, g, cb);
+    });
+  }, py::arg("model"), py::arg("sessions"), py::arg("max_tokens"), py::arg("stop"), py::arg("stop_at_eos"),
+     py::arg("on_event"));
 
   // The OpenAI-shaped call (dsinfer.Client): request bodies and replies as JSON text, exactly the server's.
   m.def("_set_api_error_class", [](py::object cls) { api_error_class() = cls; });

@@ -195,3 +195,66 @@ TEST_CASE("a struct_size that ends inside a member leaves that member at its def
   } while (ev.kind != DSINFER_EVENT_DONE);
   dsinfer_session_free(sess);
 }
+
+TEST_CASE("invalid UTF-8 in prompt text, messages, tools and completions is an error status with a readable message",
+          "[capi][utf8]") {
+  // The message must itself be valid UTF-8: bindings turn it into a string (Python's str) and would fail on it.
+  auto readable = [](const std::string& s) {
+    for (size_t i = 0; i < s.size();) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+      if (n == 0 || i + n > s.size()) return false;
+      for (size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+      i += n;
+    }
+    return true;
+  };
+  // Bytes that are not UTF-8: a lone continuation byte, 0xFF, a cut-off sequence, an overlong '/', a surrogate.
+  const std::vector<std::pair<std::string, int>> bad = {
+      {"\x80", 6}, {"\xff", 6}, {"caf\xc3", 9}, {"\xc0\xaf", 6}, {"\xed\xa0\x80", 6}};  // bytes, offset in text
+  Loaded l;
+  dsinfer_session* s = nullptr;
+  REQUIRE(dsinfer_session_create(l.m, l.t, nullptr, &s) == DSINFER_OK);
+  for (const auto& [b, at] : bad) {
+    INFO("bytes " << b.size());
+    const std::string text = "Hello " + b + " world";
+    const std::string at_byte = "byte " + std::to_string(at), at_offset = "offset " + std::to_string(at);
+    size_t n_ids = 7;
+    CHECK(dsinfer_tokenizer_encode(l.t, text.data(), text.size(), 1, nullptr, 0, &n_ids) == DSINFER_E_INVALID_ARG);
+    CHECK_THAT(dsinfer_last_error(), Catch::Contains("UTF-8") && Catch::Contains(at_offset));
+    CHECK(readable(dsinfer_last_error()));
+
+    char* out = reinterpret_cast<char*>(1);
+    CHECK(dsinfer_chat_parse_completion((text + "<｜end▁of▁sentence｜>").c_str(), 0, &out) == DSINFER_E_INVALID_ARG);
+    CHECK(out == nullptr);
+    CHECK_THAT(dsinfer_last_error(), Catch::Contains("UTF-8") && Catch::Contains(at_byte));
+    CHECK(readable(dsinfer_last_error()));
+
+    // The same bytes inside JSON strings: message content, a tool's description, a tool call's arguments (JSON in a
+    // JSON string), and as a \u escape of a lone surrogate, which is valid JSON syntax but not text.
+    const std::vector<std::string> requests = {
+        R"({"messages": [{"role": "user", "content": ")" + text + R"("}]})",
+        R"({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}], "tools": [{"type": "function", "function": {"name": "f", "description": ")" +
+            text + R"(", "parameters": {"type": "object"}}}]})",
+        R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{\"a\": \")" +
+            text + R"(\"}"}}]}]})",
+        R"({"messages": [{"role": "user", "content": "x \ud800 y"}]})",
+        R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{\"a\": \"\\udc00\"}"}}]}]})",
+    };
+    for (const std::string& req : requests) {
+      INFO(req.size());
+      out = reinterpret_cast<char*>(1);
+      const dsinfer_status st = dsinfer_chat_encode(req.c_str(), 1, &out);
+      CHECK((st == DSINFER_E_FORMAT || st == DSINFER_E_INVALID_ARG));
+      CHECK(out == nullptr);
+      CHECK(readable(dsinfer_last_error()));
+      const dsinfer_status st2 = dsinfer_session_set_messages(s, req.c_str());
+      CHECK(st2 == st);
+      CHECK(readable(dsinfer_last_error()));
+    }
+  }
+  // The session is still usable after the refusals.
+  REQUIRE(dsinfer_session_set_messages(s, R"({"messages": [{"role": "user", "content": "héllo"}]})") == DSINFER_OK);
+  dsinfer_session_free(s);
+}

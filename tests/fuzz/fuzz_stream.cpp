@@ -1,16 +1,15 @@
 // The streaming DSML parser, fed the completion in pieces whose sizes come from the first bytes. Its documented
-// promise is checked too: a well-formed completion streams to the same reasoning, content and tool calls as the
-// strict parser gives, with no error event. "Well-formed" is narrower than "the strict parser accepts it": the
-// strict parser, like DeepSeek's, takes a string="false" value that is not JSON as written, and its lazy regexes
-// let a tool or parameter name swallow a '">\n' and a following marker, and it accepts function calls cut off
-// after an invoke header when the text ends there (no end of sentence), and its "\s*" takes any whitespace
-// between "invoke" and "name=" where the stream parser wants one space; the stream parser reports all of these
-// (open: docs/fuzzing.md).
-#include <nlohmann/json.hpp>
+// promise is checked both ways against the strict parser (include/dsinfer/chat.hpp): a completion streams without
+// an Error event exactly when parse_completion accepts it (or accepts it with an end of sentence appended: a stream
+// may stop before one), and then with the same reasoning, content and tool calls, the streamed argument pieces
+// adding up to the final arguments. Only valid UTF-8 is compared: the stream parser reads detokenized text, which
+// is, while parse_completion checks its input.
+#include <optional>
 
 #include "dsinfer/chat.hpp"
 #include "dsinfer/error.hpp"
 #include "fuzz_input.hpp"
+#include "util/utf8.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace dsinfer;
@@ -30,37 +29,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   parser.finish(events);
   bool error = false;
+  std::vector<std::string> streamed_args;
   for (const ChatEvent& e : events) {
     if (e.kind == ChatEvent::Kind::Error) error = true;
     if (e.kind == ChatEvent::Kind::ContentDelta) streamed_content += e.text;
     if (e.kind == ChatEvent::Kind::ReasoningDelta) streamed_reasoning += e.text;
+    if (e.kind == ChatEvent::Kind::ToolArgsDelta) {
+      if (e.tool_index < 0 || size_t(e.tool_index) > streamed_args.size()) __builtin_trap();
+      if (size_t(e.tool_index) == streamed_args.size()) streamed_args.emplace_back();
+      streamed_args[size_t(e.tool_index)] += e.text;
+    }
   }
-  ChatMessage strict;
-  try {
-    strict = parse_completion(text, mode);
-  } catch (const Error&) {
+  if (find_invalid_utf8(text) != std::string_view::npos) return 0;
+  std::optional<ChatMessage> strict;
+  for (const std::string& candidate : {std::string(text), std::string(text) + "<｜end▁of▁sentence｜>"}) {
+    try {
+      strict = parse_completion(candidate, mode);
+      break;
+    } catch (const Error&) {
+    }
+  }
+  if (!strict) {
+    if (!error) __builtin_trap();  // the stream parser took what the strict one refuses
     return 0;
   }
-  static constexpr std::string_view kEos = "<｜end▁of▁sentence｜>";
-  if (text.size() < kEos.size() || text.substr(text.size() - kEos.size()) != kEos) return 0;
-  static constexpr std::string_view kInvoke = "<｜DSML｜invoke";
-  for (size_t p = text.find(kInvoke); p != std::string_view::npos; p = text.find(kInvoke, p + 1))
-    if (text.substr(p + kInvoke.size(), 7) != " name=\"") return 0;
-  auto plain = [](const std::string& name) { return name.find_first_of("\"<>\n") == std::string::npos; };
-  for (const ToolCall& c : strict.tool_calls) {
-    if (!plain(c.name)) return 0;
-    const nlohmann::json args = nlohmann::json::parse(c.arguments, nullptr, false);
-    if (!args.is_object()) return 0;
-    for (const auto& [key, value] : args.items())
-      if (!plain(key)) return 0;
-  }
   const ChatMessage& got = parser.message();
-  bool same = !error && got.tool_calls.size() == strict.tool_calls.size() &&
-              streamed_content == strict.content.value_or("") &&
-              streamed_reasoning == strict.reasoning_content.value_or("");
-  for (size_t k = 0; same && k < strict.tool_calls.size(); ++k)
-    same = got.tool_calls[k].name == strict.tool_calls[k].name &&
-           got.tool_calls[k].arguments == strict.tool_calls[k].arguments;
+  bool same = !error && got.tool_calls.size() == strict->tool_calls.size() &&
+              streamed_args.size() == strict->tool_calls.size() &&
+              streamed_content == strict->content.value_or("") &&
+              streamed_reasoning == strict->reasoning_content.value_or("");
+  for (size_t k = 0; same && k < strict->tool_calls.size(); ++k)
+    same = got.tool_calls[k].name == strict->tool_calls[k].name &&
+           got.tool_calls[k].arguments == strict->tool_calls[k].arguments && streamed_args[k] == got.tool_calls[k].arguments;
   if (!same) __builtin_trap();
   return 0;
 }

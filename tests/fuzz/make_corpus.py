@@ -179,6 +179,16 @@ def completions():
         (0, "no end of sentence"),
         (0, "Checking." + call.replace("</" + DSML + "invoke>\n</", "</" + DSML + "invoke>\n<")),  # unclosed
         (0, call.replace("name=\"days\"", "name=\"city\"") + EOS),  # duplicate parameter
+        # Where DeepSeek's parser accepts more than the format and both of ours refuse (dsinfer/chat.hpp):
+        (0, call.replace("[1, 2]", "[1, 2") + EOS),  # string="false" value that is not JSON
+        (0, call.replace("name=\"get\"", "name=\"we\"ird\"") + EOS),  # a quote in a name
+        (0, call.replace(f"<{DSML}parameter name=\"city\"", f"<{DSML}parameteke name=\"city\"") + EOS),  # swallowed
+        (0, "Checking." + call[:call.index("name=\"now\">\n") + len("name=\"now\">\n")]),  # cut after an invoke
+        (0, "Checking." + call.replace("invoke name=\"get\"", "invoke\u3000name=\"get\"") + EOS),  # Unicode space
+        (0, "Checking." + call.replace("Paris</", "Paris<\n/") + EOS),  # a newline before /｜DSML｜parameter
+        # ... and what both accept:
+        (0, "Checking." + call.replace("invoke name=\"get\"", "invoke \n\tname=\"get\"") + EOS),  # ASCII space
+        (1, "weather</think>" + call),  # a closed block without the end of sentence
     ]
 
 
@@ -209,8 +219,12 @@ def seeds_openai():
 
 
 def main():
-    for d, _, files in os.walk(OUT):
-        for f in files:
+    # Only the targets written here: the fuzz_capi and fuzz_session_restore seeds are made otherwise (docs/fuzzing.md).
+    written = ("fuzz_safetensors", "fuzz_config", "fuzz_tokenizer", "fuzz_chat", "fuzz_completion", "fuzz_stream",
+               "fuzz_openai_request")
+    for t in written:
+        d = os.path.join(OUT, t)
+        for f in os.listdir(d) if os.path.isdir(d) else []:
             if not f.startswith("finding-"):
                 os.remove(os.path.join(d, f))
     seeds_safetensors()

@@ -55,8 +55,8 @@ void fp8_gemm_panels(const float* xq, int64_t ldx, const float* xs, int64_t ldxs
 void fp8_gemm_reference(const float* xq, int64_t ldx, const float* xs, int64_t ldxs, int64_t T, const Weight& w,
                         float* y, int64_t ldy);
 
-// Which kernel fp8_gemm runs on this machine ("avx512", "avx2" or "scalar"); DSINFER_CPU_KERNELS=avx2 or =scalar
-// caps the choice.
+// Which kernel fp8_gemm runs on this machine ("avx512", "avx2" or "scalar"); ModelLoadParams::cpu_kernels (or
+// DSINFER_CPU_KERNELS) caps the choice.
 const char* fp8_gemm_isa();
 
 }  // namespace dsinfer

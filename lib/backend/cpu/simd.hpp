@@ -1,9 +1,11 @@
 // What the CPU GEMM kernels (fp8_gemm.cpp, dense_gemm.cpp) share: the instruction-set choice made once at run time,
 // the target attributes of the kernel functions, and the lane masks of a partial 16-row panel.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
@@ -17,29 +19,29 @@ namespace dsinfer {
 
 enum class CpuIsa { Scalar, Avx2, Avx512 };
 
-// The best kernel family this CPU runs (AVX2 needs FMA and F16C too; AVX-512 needs F, BW and VL), capped by
-// DSINFER_CPU_KERNELS=avx2 or =scalar. Decided once per process.
+// The best kernel family this CPU runs (AVX2 needs FMA and F16C too; AVX-512 needs F, BW and VL). Detected once.
+CpuIsa cpu_best_isa();
+
+// The family the kernels run, fixed once per process (every op of every model sees the same one: call sites decide
+// buffer layouts and head blocking by it, so it must never change under a running forward). The first of these
+// fixes it: a load with ModelLoadParams::cpu_kernels other than "auto" (fix_cpu_kernel_isa), or the first kernel
+// that asks (the best family, capped by DSINFER_CPU_KERNELS).
+namespace cpu_isa_detail {
+inline std::atomic<int> chosen{-1};  // a CpuIsa once fixed
+CpuIsa fix(const char* requested);   // fixes it (first caller wins) and returns what is in force
+}  // namespace cpu_isa_detail
+
 inline CpuIsa cpu_kernel_isa() {
-  static const CpuIsa chosen = [] {
-    const char* force = std::getenv("DSINFER_CPU_KERNELS");
-    if (force && std::strcmp(force, "scalar") == 0) return CpuIsa::Scalar;
-#ifdef DSINFER_HAVE_AVX2_KERNELS
-    __builtin_cpu_init();
-    // F16C from CPUID (leaf 1, ECX): clang's __builtin_cpu_supports does not know "f16c" (sanitizer/fuzz builds).
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c))
-      return CpuIsa::Scalar;
-    if (!(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-      return CpuIsa::Avx512;
-    return CpuIsa::Avx2;
-#else
-    return CpuIsa::Scalar;
-#endif
-  }();
-  return chosen;
+  const int c = cpu_isa_detail::chosen.load(std::memory_order_acquire);
+  return c >= 0 ? CpuIsa(c) : cpu_isa_detail::fix(nullptr);
 }
+
+// ModelLoadParams::cpu_kernels: "auto", "avx512", "avx2" or "scalar", a cap on the family (a cap above what the CPU
+// runs gives the best it runs). Fixes the family if it is not fixed yet; DSINFER_CPU_KERNELS in the environment
+// overrides the request. Throws Error(InvalidArgument) for another name, or for a cap that differs from the family
+// already fixed for this process ("auto" never conflicts).
+CpuIsa fix_cpu_kernel_isa(std::string_view requested);
+const char* cpu_isa_name(CpuIsa isa);  // "scalar", "avx2", "avx512"
 
 #ifdef DSINFER_HAVE_AVX2_KERNELS
 #define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline

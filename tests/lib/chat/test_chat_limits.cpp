@@ -2,7 +2,7 @@
 // that are not UTF-8; completions big enough to expose quadratic parsing.
 #include <catch2/catch.hpp>
 
-#include <chrono>
+#include <ctime>
 #include <string>
 
 #include "dsinfer/chat.hpp"
@@ -86,9 +86,10 @@ TEST_CASE("parse_completion is linear: 40k parameters in one invoke", "[chat][li
     text += "<" + kDsml + "parameter name=\"p" + std::to_string(k) + "\" string=\"true\">" + std::string(20, 'v') +
             "</" + kDsml + "parameter>\n";
   text += "</" + kDsml + "invoke>\n</" + kDsml + "function_calls><｜end▁of▁sentence｜>";
-  const auto t0 = std::chrono::steady_clock::now();
+  // CPU time, not wall time: on a loaded machine (CI neighbours, a shared box) the wall clock measures the others.
+  const std::clock_t t0 = std::clock();
   const ChatMessage m = parse_completion(text, ThinkingMode::Chat);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double s = double(std::clock() - t0) / CLOCKS_PER_SEC;
   REQUIRE(m.tool_calls.size() == 1);
   CHECK(m.tool_calls[0].arguments.size() > size_t(n) * 20);
   CHECK(s < 5.0);

@@ -389,3 +389,22 @@ TEST_CASE("a full cache, a cancel and a failing sampler end with clear errors; t
     CHECK(s.generate(g) == FinishReason::MaxTokens);
   }
 }
+
+TEST_CASE("a V3-family checkpoint is never prompted in V3.2's chat format", "[session][chat_format]") {
+  Fixture v3("v3-tiny");  // model_type deepseek_v3
+  Session s(*v3.model, *v3.tok, reference_params());
+  try {
+    s.set_messages(user("Hi"));
+    FAIL("a V3-family checkpoint took a V3.2-format prompt");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::Unsupported);
+    CHECK_THAT(e.what(), Catch::Contains("deepseek-v3"));
+  }
+  CHECK(s.tokens().empty());
+  // Token ids still work: the caller renders the prompt in the checkpoint's own format.
+  s.prefill(std::vector<int32_t>{0, 100, 200});
+  CHECK(s.tokens().size() == 3);
+  Fixture v32;
+  Session ok(*v32.model, *v32.tok, reference_params());
+  CHECK_NOTHROW(ok.set_messages(user("Hi")));
+}

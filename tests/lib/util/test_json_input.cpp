@@ -50,6 +50,10 @@ TEST_CASE("excerpts cut at a character boundary and say they were cut", "[json]"
   CHECK(cut == "\xc3\xa9\xc3\xa9...");
   CHECK(json_excerpt(nlohmann::json(std::string(1000, 'y'))).size() <= kMaxQuotedChars + 3);
   CHECK(json_excerpt(nlohmann::json(std::string("\xff"))) == "\"\xef\xbf\xbd\"");  // dump would throw on invalid UTF-8
+  // Bytes that are not UTF-8 (nlohmann's messages quote the bytes they refused) come out as U+FFFD: a message is text.
+  CHECK(excerpt("a\xff\xc3(\xed\xa0\x80" "b") ==
+        "a\xef\xbf\xbd\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "b");
+  CHECK(find_invalid_utf8(excerpt(s, 10)) == std::string_view::npos);
 }
 
 TEST_CASE("find_invalid_utf8 finds the first ill-formed sequence", "[utf8]") {
