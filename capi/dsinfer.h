@@ -105,6 +105,8 @@ DSINFER_API void dsinfer_model_params_init(dsinfer_model_params* p, size_t struc
 DSINFER_API dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* params, dsinfer_model** out);
 DSINFER_API void dsinfer_model_free(dsinfer_model* m);
 DSINFER_API int64_t dsinfer_model_vocab_size(const dsinfer_model* m);
+/* 1 when the checkpoint's MTP module is loaded (speculative decoding possible), 0 otherwise or for NULL. */
+DSINFER_API int dsinfer_model_has_mtp(const dsinfer_model* m);
 /* KV cache memory, known before allocation: bytes one token takes in all layers in the model's default (fp8
  * precision) cache dtype, and the bytes a context of `tokens` tokens needs in it (whole blocks). 0 for NULL. */
 DSINFER_API int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m);
@@ -234,6 +236,12 @@ typedef struct dsinfer_session_params {
   int thinking;                  /* render and parse in thinking mode */
   /* Appended in 0.1 (ABI 1): the seed of the default chain's draw (the checkpoint's sampling defaults). 0 default. */
   uint64_t seed;
+  /* Appended in 0.2 (ABI 1): speculative decoding with the checkpoint's MTP module (docs/speculative.md). At most
+   * this many drafted tokens per step, 0 (the default) = off, at most 16; DSINFER_E_UNSUPPORTED at session creation
+   * when the checkpoint has no MTP module (dsinfer_model_has_mtp). The output is unchanged: token for token what
+   * decoding without speculation gives, for every sampler. */
+  int32_t speculative_draft_tokens;
+  int32_t speculative_adaptive;  /* default 1: fewer or no drafts while acceptance is low; 0 = always the maximum */
 } dsinfer_session_params;
 DSINFER_API void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size);
 #define DSINFER_SESSION_PARAMS_INIT(p) dsinfer_session_params_init((p), sizeof *(p))
@@ -308,6 +316,20 @@ DSINFER_API int64_t dsinfer_session_last_prefill_tokens(const dsinfer_session* s
 DSINFER_API void dsinfer_session_cancel(dsinfer_session* s);
 /* The ids of the last generation: writes up to capacity, the count into *n. */
 DSINFER_API dsinfer_status dsinfer_session_generated(const dsinfer_session* s, int32_t* ids, size_t capacity, size_t* n);
+/* What speculative decoding did in the session (since it was created). Set out->struct_size = sizeof *out before the
+ * call: the library writes only that many bytes (the fields it covers). Positions past DSINFER_MAX_DRAFT_TOKENS do
+ * not occur. */
+#define DSINFER_MAX_DRAFT_TOKENS 16
+typedef struct dsinfer_speculative_stats {
+  size_t struct_size;
+  int64_t steps;        /* verifications: main-model forwards over drafted tokens */
+  int64_t drafted;      /* drafted tokens checked */
+  int64_t accepted;     /* of which accepted */
+  int64_t plain_steps;  /* decode steps without drafts (back-off, or no room) */
+  int64_t drafted_at[DSINFER_MAX_DRAFT_TOKENS];   /* by draft position: 0 = the first draft of a step */
+  int64_t accepted_at[DSINFER_MAX_DRAFT_TOKENS];
+} dsinfer_speculative_stats;
+DSINFER_API dsinfer_status dsinfer_session_speculative_stats(const dsinfer_session* s, dsinfer_speculative_stats* out);
 /* Creates a session sharing this one's cache: free with dsinfer_session_free. */
 DSINFER_API dsinfer_status dsinfer_session_fork(const dsinfer_session* s, dsinfer_session** out);
 DSINFER_API dsinfer_status dsinfer_session_save(const dsinfer_session* s, const char* path);

@@ -100,7 +100,8 @@ size_t readable(const dsinfer_model_params& p) {
 size_t readable(const dsinfer_session_params& p) {
   using T = dsinfer_session_params;
   const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, capacity), DSINFER_MEMBER_END(T, precision),
-                         DSINFER_MEMBER_END(T, thinking), DSINFER_MEMBER_END(T, seed)};
+                         DSINFER_MEMBER_END(T, thinking), DSINFER_MEMBER_END(T, seed),
+                         DSINFER_MEMBER_END(T, speculative_draft_tokens), DSINFER_MEMBER_END(T, speculative_adaptive)};
   return whole_members(p.struct_size, ends);
 }
 size_t readable(const dsinfer_generate_params& p) {
@@ -273,6 +274,7 @@ void dsinfer_set_log_callback(dsinfer_log_callback callback, dsinfer_log_level m
       dsinfer::LogLevel(int(min_level)));
 }
 int64_t dsinfer_model_vocab_size(const dsinfer_model* m) { return m ? m->m->info().vocab_size : 0; }
+int dsinfer_model_has_mtp(const dsinfer_model* m) { return m && m->m->info().has_mtp ? 1 : 0; }
 int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m) { return m ? m->m->info().kv_bytes_per_token : 0; }
 int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens) {
   return m && tokens >= 0 ? m->m->kv_cache_bytes(tokens) : 0;
@@ -471,6 +473,7 @@ void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size) 
   d.struct_size = sizeof d;
   d.capacity = 4096;
   d.precision = DSINFER_PRECISION_FP8;
+  d.speculative_adaptive = 1;
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
   if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
@@ -507,6 +510,8 @@ dsinfer_status dsinfer_session_create(const dsinfer_model* m, const dsinfer_toke
     params.eval.precision = precision == DSINFER_PRECISION_REFERENCE ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
     params.thinking = sp.thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
     params.seed = sp.seed;
+    params.speculative.draft_tokens = sp.speculative_draft_tokens;  // range-checked by the Session
+    params.speculative.adaptive = sp.speculative_adaptive != 0;
     *out = new dsinfer_session{std::make_unique<dsinfer::Session>(*m->m, *t->t, params), m, t, {}};
   });
 }
@@ -588,6 +593,28 @@ int64_t dsinfer_session_last_prefill_tokens(const dsinfer_session* s) { return s
 
 void dsinfer_session_cancel(dsinfer_session* s) {
   if (s) s->s->cancel();
+}
+
+dsinfer_status dsinfer_session_speculative_stats(const dsinfer_session* s, dsinfer_speculative_stats* out) {
+  return guarded([&] {
+    require(s && out, "session and out must not be NULL");
+    const size_t caller_size = out->struct_size;
+    require(caller_size >= sizeof out->struct_size, "dsinfer_speculative_stats.struct_size must be set (sizeof *out)");
+    static_assert(DSINFER_MAX_DRAFT_TOKENS == dsinfer::Model::kMaxDraftTokens);
+    const dsinfer::SpeculativeStats& st = s->s->speculative_stats();
+    dsinfer_speculative_stats r{};
+    r.steps = st.steps;
+    r.drafted = st.drafted;
+    r.accepted = st.accepted;
+    r.plain_steps = st.plain_steps;
+    for (size_t i = 0; i < st.drafted_at.size() && i < DSINFER_MAX_DRAFT_TOKENS; ++i) {
+      r.drafted_at[i] = st.drafted_at[i];
+      r.accepted_at[i] = st.accepted_at[i];
+    }
+    // An older (smaller) struct gets the fields it has; struct_size says how much was written.
+    r.struct_size = std::min(caller_size, sizeof r);
+    std::memcpy(out, &r, r.struct_size);
+  });
 }
 
 dsinfer_status dsinfer_session_generated(const dsinfer_session* s, int32_t* ids, size_t capacity, size_t* n) {

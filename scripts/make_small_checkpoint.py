@@ -102,6 +102,14 @@ PRESETS = {
         "num_hidden_layers": 8, "first_k_dense_replace": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
         "n_routed_experts": 48, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8, "topk_group": 4,
         "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}),
+    # v32-bench with an MTP module (issue 18's bench_speculative); random weights: its drafts are not accepted.
+    "v32-bench-mtp": dict(seed=4, fp8=True, config={
+        **COMMON, **FP8, "index_n_heads": 16, "index_head_dim": 64, "index_topk": 256, "num_nextn_predict_layers": 1,
+        "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+        "vocab_size": 8192, "hidden_size": 1024, "intermediate_size": 2816, "moe_intermediate_size": 512,
+        "num_hidden_layers": 8, "first_k_dense_replace": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
+        "n_routed_experts": 48, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8, "topk_group": 4,
+        "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}),
     # The same model with BF16 weights (issue 7's BF16-vs-BF16 comparison): ~1.2 GB; not used by the tests.
     "v32-bench-bf16": dict(seed=4, fp8=False, config={
         **COMMON, "index_n_heads": 16, "index_head_dim": 64, "index_topk": 256,
@@ -110,6 +118,11 @@ PRESETS = {
         "num_hidden_layers": 8, "first_k_dense_replace": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
         "n_routed_experts": 48, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8, "topk_group": 4,
         "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}),
+    # v32-tiny plus one MTP module (spec §7) stored as layer num_hidden_layers, written after every v32-tiny tensor
+    # from the same seed: its main-model tensors are bitwise v32-tiny's (the v32-tiny goldens hold for it).
+    "v32-tiny-mtp": dict(seed=1, fp8=True, config={
+        **COMMON, **INDEXER, **FP8, "num_nextn_predict_layers": 1,
+        "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}),
     "v32-tiny-bf16": dict(seed=3, fp8=False, config={
         **COMMON, **INDEXER,
         "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}),
@@ -250,48 +263,69 @@ class Writer:
         return [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
 
 
+def write_layer(w, c, layer):
+    """One decoder layer's tensors (attention, indexer where configured, dense MLP or MoE) under model.layers.{layer}."""
+    D, H = c["hidden_size"], c["num_attention_heads"]
+    dn, dr, dv = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
+    qr, kvr = c["q_lora_rank"], c["kv_lora_rank"]
+    pre = f"model.layers.{layer}."
+    w.norm(pre + "input_layernorm.weight", D)
+    w.norm(pre + "post_attention_layernorm.weight", D)
+    a = pre + "self_attn."
+    w.projection(a + "q_a_proj.weight", qr, D)
+    w.norm(a + "q_a_layernorm.weight", qr)
+    w.projection(a + "q_b_proj.weight", H * (dn + dr), qr)
+    w.projection(a + "kv_a_proj_with_mqa.weight", kvr + dr, D)
+    w.norm(a + "kv_a_layernorm.weight", kvr)
+    w.projection(a + "kv_b_proj.weight", H * (dn + dv), kvr)
+    w.projection(a + "o_proj.weight", D, H * dv)
+    if "index_n_heads" in c:
+        i = a + "indexer."
+        hi, di = c["index_n_heads"], c["index_head_dim"]
+        w.projection(i + "wq_b.weight", hi * di, qr)
+        w.projection(i + "wk.weight", di, D)
+        w.bf16(i + "k_norm.weight", (di,), 0.8, 1.2)
+        w.bf16(i + "k_norm.bias", (di,), -0.1, 0.1)
+        w.bf16(i + "weights_proj.weight", (hi, D), -math.sqrt(3.0 / D), math.sqrt(3.0 / D))
+    m = pre + "mlp."
+    if layer >= c["first_k_dense_replace"]:
+        E = c["n_routed_experts"]
+        g = 2.0 * math.sqrt(3.0 / D)
+        w.bf16(m + "gate.weight", (E, D), -g, g)
+        w.add(m + "gate.e_score_correction_bias", "F32", uniform(w.seed, m + "bias", (E,), -0.05, 0.05))
+        for e in range(E):
+            w.mlp(f"{m}experts.{e}.", D, c["moe_intermediate_size"])
+        w.mlp(m + "shared_experts.", D, c["moe_intermediate_size"] * c["n_shared_experts"])
+    else:
+        w.mlp(m, D, c["intermediate_size"])
+
+
 def build(preset):
     p = PRESETS[preset]
     c = p["config"]
     w = Writer(p["seed"], p["fp8"])
-    D, V, H = c["hidden_size"], c["vocab_size"], c["num_attention_heads"]
-    dn, dr, dv = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
-    qr, kvr = c["q_lora_rank"], c["kv_lora_rank"]
+    D, V = c["hidden_size"], c["vocab_size"]
     w.bf16("model.embed_tokens.weight", (V, D), -1.0, 1.0)
     for layer in range(c["num_hidden_layers"]):
-        pre = f"model.layers.{layer}."
-        w.norm(pre + "input_layernorm.weight", D)
-        w.norm(pre + "post_attention_layernorm.weight", D)
-        a = pre + "self_attn."
-        w.projection(a + "q_a_proj.weight", qr, D)
-        w.norm(a + "q_a_layernorm.weight", qr)
-        w.projection(a + "q_b_proj.weight", H * (dn + dr), qr)
-        w.projection(a + "kv_a_proj_with_mqa.weight", kvr + dr, D)
-        w.norm(a + "kv_a_layernorm.weight", kvr)
-        w.projection(a + "kv_b_proj.weight", H * (dn + dv), kvr)
-        w.projection(a + "o_proj.weight", D, H * dv)
-        if "index_n_heads" in c:
-            i = a + "indexer."
-            hi, di = c["index_n_heads"], c["index_head_dim"]
-            w.projection(i + "wq_b.weight", hi * di, qr)
-            w.projection(i + "wk.weight", di, D)
-            w.bf16(i + "k_norm.weight", (di,), 0.8, 1.2)
-            w.bf16(i + "k_norm.bias", (di,), -0.1, 0.1)
-            w.bf16(i + "weights_proj.weight", (hi, D), -math.sqrt(3.0 / D), math.sqrt(3.0 / D))
-        m = pre + "mlp."
-        if layer >= c["first_k_dense_replace"]:
-            E = c["n_routed_experts"]
-            g = 2.0 * math.sqrt(3.0 / D)
-            w.bf16(m + "gate.weight", (E, D), -g, g)
-            w.add(m + "gate.e_score_correction_bias", "F32", uniform(w.seed, m + "bias", (E,), -0.05, 0.05))
-            for e in range(E):
-                w.mlp(f"{m}experts.{e}.", D, c["moe_intermediate_size"])
-            w.mlp(m + "shared_experts.", D, c["moe_intermediate_size"] * c["n_shared_experts"])
-        else:
-            w.mlp(m, D, c["intermediate_size"])
+        write_layer(w, c, layer)
     w.norm("model.norm.weight", D)
     lm = 3.0 * math.sqrt(3.0 / D)  # logits with a std of about 3: clear greedy decisions
     w.bf16("lm_head.weight", (V, D), -lm, lm)
+    if c.get("num_nextn_predict_layers", 0):
+        # The MTP module (spec §7) as DeepSeek stores it: layer num_hidden_layers with enorm, hnorm, eh_proj (BF16,
+        # as training/export.py writes it), a full decoder layer, shared_head.norm, and copies of the embedding and
+        # lm_head (shared with the main model; readers use the main model's).
+        L = c["num_hidden_layers"]
+        pre = f"model.layers.{L}."
+        w.norm(pre + "enorm.weight", D)
+        w.norm(pre + "hnorm.weight", D)
+        a = math.sqrt(3.0 / (2 * D))
+        w.bf16(pre + "eh_proj.weight", (D, 2 * D), -a, a)
+        write_layer(w, c, L)
+        w.norm(pre + "shared_head.norm.weight", D)
+        # The copies hold the main tensors' values (generated from the main names).
+        w.add(pre + "embed_tokens.weight", "BF16", to_bf16_bits(uniform(w.seed, "model.embed_tokens.weight", (V, D), -1.0, 1.0)))
+        w.add(pre + "shared_head.head.weight", "BF16", to_bf16_bits(uniform(w.seed, "lm_head.weight", (V, D), -lm, lm)))
     return w
 
 

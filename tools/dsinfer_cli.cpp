@@ -78,6 +78,9 @@ constexpr const char* kCommonUsage =
     "  --repeat-penalty R (1 = off; over the last 64 tokens)  --seed S (default 0)  --greedy\n"
     "--log debug|info|warn|error: the library's log on stderr at that level (default: none; DSINFER_LOG too).\n"
     "--cpu-kernels auto|avx512|avx2|scalar: caps the CPU kernel family (bitwise-equal results; DSINFER_CPU_KERNELS).\n"
+    "--speculative mtp[:K] (generate, chat): speculative decoding with the checkpoint's MTP module, up to K drafted\n"
+    "  tokens per step (default 2, at most 16), fewer while drafts are rejected; the output is unchanged. The\n"
+    "  acceptance is reported on stderr at the end.\n"
     "dsinfer --version prints the version.\n";
 
 std::string usage(const std::string& command = "") {
@@ -161,6 +164,26 @@ std::vector<int32_t> parse_ids(const std::string& s) {
     pos = comma + 1;
   }
   return ids;
+}
+
+// --speculative mtp[:K]: the draft count (0 = off).
+int64_t speculative_tokens(const Args& a) {
+  auto it = a.flags.find("speculative");
+  if (it == a.flags.end()) return 0;
+  const std::string& v = it->second;
+  if (v == "mtp") return 2;
+  if (v.rfind("mtp:", 0) == 0) return parse_int("speculative", v.substr(4), 1, dsinfer::Model::kMaxDraftTokens);
+  throw UsageError(fmt::format("--speculative expects mtp or mtp:K (K from 1 to {}), got \"{}\"",
+                               dsinfer::Model::kMaxDraftTokens, v), a.command);
+}
+
+void print_speculative_stats(const dsinfer::SpeculativeStats& st) {
+  std::string by;
+  for (size_t i = 0; i < st.drafted_at.size(); ++i)
+    by += fmt::format("{}{}/{}", i ? " " : "", st.accepted_at[i], st.drafted_at[i]);
+  fmt::print(stderr, "speculative: {} of {} drafted tokens accepted ({:.1f} %) in {} verifications, {} plain steps; "
+             "accepted/drafted by position: {}\n", st.accepted, st.drafted, 100.0 * st.acceptance(), st.steps,
+             st.plain_steps, by);
 }
 
 dsinfer::EvalOptions eval_options(const Args& a) {
@@ -302,15 +325,40 @@ int run_text(const Args& a) {
   dsinfer::SamplerChain sampler;
   if (constraint) sampler.add(std::move(constraint));
   sampler.add(sampling_chain(a));
-  auto seq = model->new_sequence(int64_t(ids.size()) + n + 1);
   dsinfer::EvalOptions opts = eval_options(a);
-  std::vector<float> logits = model->eval(*seq, ids, opts);
-  dsinfer::Detokenizer detok(*tok);
   std::vector<int32_t> generated;
   const int32_t eos = tok->eos_id();
+  bool reached_eos = false;
+  if (const int64_t k = speculative_tokens(a); k > 0) {
+    // Through a Session, which owns speculative decoding: the same sampler chain, the same text.
+    dsinfer::SessionParams sp;
+    sp.capacity = int64_t(ids.size()) + n + 1;
+    sp.eval = opts;
+    sp.raw_text = true;
+    sp.speculative.draft_tokens = k;
+    dsinfer::Session session(*model, *tok, sp);
+    auto chain = std::make_unique<dsinfer::SamplerChain>(std::move(sampler));
+    session.set_sampler(std::move(chain));
+    session.prefill(ids);
+    dsinfer::GenerateParams gp;
+    gp.max_tokens = n;
+    const dsinfer::FinishReason reason = session.generate(gp, [](const dsinfer::ChatEvent& e) {
+      if (e.kind == dsinfer::ChatEvent::Kind::ContentDelta) {
+        fmt::print("{}", e.text);
+        std::fflush(stdout);
+      }
+      return true;
+    });
+    fmt::print("\n");
+    generated = session.generated();
+    reached_eos = reason == dsinfer::FinishReason::Eos;
+    print_speculative_stats(session.speculative_stats());
+  } else {
+  auto seq = model->new_sequence(int64_t(ids.size()) + n + 1);
+  std::vector<float> logits = model->eval(*seq, ids, opts);
+  dsinfer::Detokenizer detok(*tok);
   // Only ids the tokenizer knows: the embedding is padded beyond the vocabulary (129280 vs ~128815 for DeepSeek).
   const int64_t usable = std::min<int64_t>(tok->size(), model->info().vocab_size);
-  bool reached_eos = false;
   for (int64_t i = 0; i < n; ++i) {
     const int32_t next = sampler.sample(logits, usable);
     sampler.accept(next);
@@ -325,6 +373,7 @@ int run_text(const Args& a) {
     if (i + 1 < n) logits = model->eval(*seq, std::span<const int32_t>(&next, 1), opts);
   }
   fmt::print("{}\n", detok.finish());
+  }
   // Why it ended, in OpenAI's words: "stop" (end of sentence) or "length" (the --n limit cut it).
   fmt::print(stderr, "finish_reason: {}\n", reached_eos ? "stop" : "length");
   if (chat && !reached_eos) {
@@ -363,6 +412,7 @@ int run_interactive(const Args& a) {
   params.thinking = thinking_mode(a);
   params.eval = eval_options(a);
   params.capacity = 4096 + n;
+  params.speculative.draft_tokens = speculative_tokens(a);
   auto session = std::make_unique<dsinfer::Session>(*model, *tok, params);
   session->set_sampler(sampling_chain(a));
   std::vector<dsinfer::ChatMessage> conversation;
@@ -446,15 +496,17 @@ int run_interactive(const Args& a) {
     }
     fmt::print(stderr, "[{} messages, {} tokens in context]\n", conversation.size(), session->tokens().size());
   }
+  if (params.speculative.draft_tokens > 0) print_speculative_stats(session->speculative_stats());
   return 0;
 }
 
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
       {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy", "temperature", "top-p",
-                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype", "log", "cpu-kernels"}},
+                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype", "log", "cpu-kernels", "speculative"}},
       {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy", "temperature",
-                "top-p", "top-k", "min-p", "repeat-penalty", "interactive", "kv-cache-dtype", "log", "cpu-kernels"}},
+                "top-p", "top-k", "min-p", "repeat-penalty", "interactive", "kv-cache-dtype", "log", "cpu-kernels",
+                "speculative"}},
       {"prompt", {"model", "messages", "thinking", "ids", "log"}},
       {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype", "log", "cpu-kernels"}},
       {"info", {"model", "threads", "kv-cache-dtype", "ctx", "log", "cpu-kernels"}},
@@ -496,6 +548,12 @@ int run(int argc, char** argv) {
     fmt::print("chat format: {}{}\n", dsinfer::chat_format_name(chat_format),
                chat_format == dsinfer::ChatFormat::DeepseekV32 || chat_format == dsinfer::ChatFormat::Unknown
                    ? "" : " (not supported by chat/prompt: use --ids)");
+    if (i.has_mtp)
+      fmt::print("mtp module: yes ({} parameters, {} weight bytes, {} bytes read per draft; its cache {} bytes per "
+                 "token)\n", i.mtp_parameter_count, i.mtp_weight_bytes, i.mtp_draft_weight_bytes,
+                 i.kv_bytes_per_token_layer);
+    else
+      fmt::print("mtp module: no\n");
     const int64_t ctx = a.flags.count("ctx") ? parse_int("ctx", a.flags.at("ctx"), 0, int64_t(1) << 40) : 0;
     if (ctx > 0) fmt::print("kv cache for {} tokens: {} bytes\n", ctx, model->kv_cache_bytes(ctx));
     return 0;
@@ -524,8 +582,31 @@ int run(int argc, char** argv) {
   const dsinfer::EvalOptions opts = eval_options(a);
   if (a.command == "generate") {
     const int64_t n = a.flags.count("n") ? parse_int("n", a.flags.at("n"), 0, 1 << 20) : 32;
+    const int64_t k = speculative_tokens(a);
     auto model = load(a);
-    const auto out = model->generate_greedy(ids, n, opts);
+    std::vector<int32_t> out;
+    if (k > 0) {
+      // Greedy through a speculating Session (the ids are the plain greedy ones); it needs the tokenizer.
+      auto tok = dsinfer::Tokenizer::load(model_dir(a));
+      dsinfer::SessionParams sp;
+      sp.capacity = int64_t(ids.size()) + n + 1;
+      sp.eval = opts;
+      sp.raw_text = true;
+      sp.speculative.draft_tokens = k;
+      dsinfer::Session session(*model, *tok, sp);
+      auto chain = std::make_unique<dsinfer::SamplerChain>();
+      chain->add(dsinfer::make_greedy_sampler());
+      session.set_sampler(std::move(chain));
+      session.prefill(ids);
+      dsinfer::GenerateParams gp;
+      gp.max_tokens = n;
+      gp.stop_at_eos = false;
+      session.generate(gp);
+      out = session.generated();
+      print_speculative_stats(session.speculative_stats());
+    } else {
+      out = model->generate_greedy(ids, n, opts);
+    }
     std::string line;
     for (size_t i = 0; i < out.size(); ++i) line += (i ? "," : "") + std::to_string(out[i]);
     fmt::print("{}\n", line);

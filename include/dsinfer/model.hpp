@@ -88,6 +88,15 @@ struct DSINFER_CXX_API ModelInfo {
   KvCacheDtype kv_cache_dtype = KvCacheDtype::F32;
   int64_t kv_bytes_per_token_layer = 0;
   int64_t kv_bytes_per_token = 0;
+  // The multi-token-prediction module (DeepSeek's layer num_hidden_layers, spec §7): loaded when config.json's
+  // num_nextn_predict_layers > 0 and the checkpoint stores it. Its tensors are not in parameter_count /
+  // weight_bytes above; a sequence with MTP on (Model::enable_mtp) also holds kv_bytes_per_token_layer per token
+  // for the MTP layer's own cache. mtp_draft_weight_bytes: what one draft row reads (the layer with top_k of its
+  // routed experts, and the shared lm_head).
+  bool has_mtp = false;
+  int64_t mtp_parameter_count = 0;
+  int64_t mtp_weight_bytes = 0;
+  int64_t mtp_draft_weight_bytes = 0;
 };
 
 struct DSINFER_CXX_API EvalOptions {
@@ -153,6 +162,9 @@ class DSINFER_CXX_API Model {
     std::span<const int32_t> ids;
     bool all_logits = false;
     std::vector<float> logits;  // out: resized to [n or 1, vocab_size]; its storage is reused when large enough
+    // Every id is computed bitwise as n one-token evals would compute it (the decode attention form, row by row),
+    // not as one multi-token chunk: how speculative decoding verifies drafted tokens without changing any result.
+    bool exact_rows = false;
   };
   void eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts = {}) const;
 
@@ -168,7 +180,7 @@ class DSINFER_CXX_API Model {
     int64_t blocks_total = 0, blocks_used = 0, block_tokens = 0;
     int64_t bytes_per_block = 0;  // all layers, in info().kv_cache_dtype
     int64_t bytes_per_token = 0;  // all layers, in info().kv_cache_dtype
-    int64_t bytes_used = 0;       // the blocks in use, every dtype's pool
+    int64_t bytes_used = 0;       // the blocks in use, every dtype's pool (and the MTP layer's caches)
   };
   KvCacheStats kv_cache_stats() const;
   // Gives memory the model keeps for reuse back to the system: the pages of free KV cache blocks and recycled
@@ -177,6 +189,28 @@ class DSINFER_CXX_API Model {
   void release_memory() const;
   // Identifies the checkpoint: its config and a hash of sampled weight bytes.
   const std::string& fingerprint() const;
+
+  // Speculative decoding with the MTP module (info().has_mtp). enable_mtp(seq, tokens) gives the sequence an MTP
+  // cache: from then on every evaluation also runs the MTP layer over the new tokens (a small part of a forward).
+  // `tokens` are the ids the sequence holds (size() of them; empty for an empty sequence): a sequence enabled when
+  // it already holds tokens, with no MTP state of its own, gets MTP rows computed without the main model's hidden
+  // states (weaker drafts until the context moves on; results are unaffected). on = false drops the MTP state.
+  // Errors: Unsupported (no MTP module), InvalidArgument (tokens do not match size()).
+  void enable_mtp(Sequence& seq, bool on, std::span<const int32_t> tokens = {}, const EvalOptions& opts = {}) const;
+  // Drafts one token further for each entry's sequence: the MTP module at the position after the sequence's last
+  // token, fed `token` (the token that follows it: sampled from the last logits, or the previous draft), returns its
+  // logits [vocab] (the distribution of the token after `token`). Successive calls chain (vLLM's k-step drafting
+  // with one module); the next eval_batch or truncate of the sequence forgets the chain.
+  // Errors: Unsupported (no MTP module), InvalidArgument (MTP not enabled, empty sequence, id out of range),
+  // OutOfMemory (more than kMaxDraftTokens chained).
+  static constexpr int64_t kMaxDraftTokens = 16;
+  struct DraftEntry {
+    Sequence* sequence = nullptr;
+    int32_t token = 0;
+    std::vector<float> logits;  // out: [vocab_size]
+  };
+  void mtp_draft(std::span<DraftEntry> entries, const EvalOptions& opts = {}) const;
+  bool mtp_enabled(const Sequence& seq) const;
 
   // Greedy continuation of `prompt` by `n_new` tokens (stops early at an eos id when stop_at_eos). With
   // n_usable > 0 only ids below it are chosen (the tokenizer's size: the embedding is padded beyond it).

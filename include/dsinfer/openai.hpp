@@ -49,6 +49,8 @@ struct DSINFER_CXX_API Defaults {
   int max_n = 16;                    // choices per request
   // When false (a server started with other names allowed), a request's "model" must equal model_id (404 if not).
   bool any_model_name = false;
+  // Speculative decoding with the checkpoint's MTP module for every choice (SpeculativeParams::draft_tokens; 0 = off).
+  int64_t speculative_draft_tokens = 0;
 };
 
 enum class Endpoint { ChatCompletions, Completions };

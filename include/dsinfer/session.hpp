@@ -21,6 +21,34 @@ enum class FinishReason { None, Eos, StopString, MaxTokens };
 
 class Constraint;  // constraint.hpp
 
+// Speculative decoding with the checkpoint's MTP module (docs/speculative.md): each step the MTP module drafts up
+// to `draft_tokens` tokens (one module chained), the main model checks them in one forward, and the session's own
+// sampler chain picks every token from the main model's logits exactly as without speculation; a draft is kept only
+// when it equals that token. The output is token for token what decoding without speculation gives (same seed,
+// same sampler chain, user samplers and constraints included); only the speed changes.
+struct DSINFER_CXX_API SpeculativeParams {
+  int64_t draft_tokens = 0;  // 0 = off; 1 .. Model::kMaxDraftTokens drafts per step at most
+  // Back off when drafts are rejected: the number of drafts per step follows the measured acceptance (none while
+  // it is too low to pay for the verification, with a probe every 16 steps). false = always draft_tokens.
+  bool adaptive = true;
+  // Another source of drafts instead of the MTP module (prompt lookup, a test's oracle): called with the tokens in
+  // the cache, the token about to be evaluated after them and the most drafts wanted; appends up to that many ids to
+  // `out` (ids outside the vocabulary fail the step with InvalidArgument). With a drafter the checkpoint needs no
+  // MTP module. Empty = the MTP module.
+  std::function<void(std::span<const int32_t> context, int32_t next, int64_t max_drafts, std::vector<int32_t>& out)>
+      drafter;
+};
+
+// What speculation did in a session (every generation since the session was made or reset_speculative_stats()).
+struct DSINFER_CXX_API SpeculativeStats {
+  int64_t steps = 0;         // verifications (main-model forwards over drafts)
+  int64_t drafted = 0;       // drafted tokens that were checked
+  int64_t accepted = 0;      // of which accepted
+  std::vector<int64_t> drafted_at, accepted_at;  // by draft position (0 = the first draft of a step)
+  int64_t plain_steps = 0;   // decode steps without drafts (back-off, or no room in the cache)
+  double acceptance() const { return drafted ? double(accepted) / double(drafted) : 0.0; }
+};
+
 struct DSINFER_CXX_API SessionParams {
   int64_t capacity = 4096;          // tokens the KV cache holds
   EvalOptions eval;                 // precision, attention form
@@ -30,6 +58,9 @@ struct DSINFER_CXX_API SessionParams {
   bool raw_text = false;
   // The seed of the default sampler chain's draw (see Session::set_sampler).
   uint64_t seed = 0;
+  // Off by default; needs a checkpoint with an MTP module (ModelInfo::has_mtp), else the Session constructor throws
+  // Error(Unsupported).
+  SpeculativeParams speculative;
 };
 
 struct DSINFER_CXX_API GenerateParams {
@@ -104,8 +135,13 @@ class DSINFER_CXX_API Session {
   // server reuses a cached conversation prefix for a request of another kind. The sampler is cloned as above.
   std::unique_ptr<Session> fork(const SessionParams& params) const;
   // Save to / restore from a file: versioned, checked against the model (Model::save_sequence) and the tokens.
+  // The MTP module's cache is not saved: a restored speculating session rebuilds it from the tokens (its drafts
+  // are weaker for a while; the output is unaffected).
   void save(const std::string& path) const;
   void restore(const std::string& path);
+
+  const SpeculativeStats& speculative_stats() const;
+  void reset_speculative_stats();
 
  private:
   friend class Engine;
@@ -116,7 +152,8 @@ class DSINFER_CXX_API Session {
 // Steps many sessions together: each step samples one token for every session still generating and evaluates
 // all of them in one forward (Model::eval_batch); a session's queued prompt (queue_messages / queue_tokens) is
 // evaluated in the first step it takes part in, so prefill chunks and decode tokens share a forward. Every session
-// gets exactly the tokens it would get alone. Borrows the model and the sessions it holds. The sessions share one
+// gets exactly the tokens it would get alone. A speculating session (SessionParams::speculative) sends its drafted
+// tokens along in the same forward and may take several tokens in one step. Borrows the model and the sessions it holds. The sessions share one
 // precision. Use from one thread at a time.
 class DSINFER_CXX_API Engine {
  public:
@@ -163,6 +200,7 @@ class DSINFER_CXX_API Engine {
     std::vector<int32_t> prompt;  // queued tokens, evaluated in the session's first step(s)
     size_t prompt_done = 0;       // of which evaluated (chunked prefill)
     int32_t next = -1;
+    int64_t verify_from = -1;     // this step verifies drafts (speculative decoding): the session's size before it
   };
   const Model& model_;
   int64_t max_step_prompt_tokens_ = 0;

@@ -97,6 +97,7 @@ ModelConfig parse_hf_config_text(const std::string& text, const std::string& sou
   c.n_routed_experts = r.integer("n_routed_experts", 0);
   c.first_k_dense_replace = r.integer("first_k_dense_replace", 0);
   c.moe_layer_freq = r.integer("moe_layer_freq", 1);
+  c.num_nextn_predict_layers = r.integer("num_nextn_predict_layers", 0);
   if (c.n_routed_experts > 0) {
     c.moe_intermediate_size = r.integer("moe_intermediate_size");
     c.num_experts_per_tok = r.integer("num_experts_per_tok");
@@ -214,6 +215,8 @@ ModelConfig parse_hf_config_text(const std::string& text, const std::string& sou
   if (c.n_shared_experts < 0) r.fail("key \"n_shared_experts\" must not be negative");
   if (c.n_routed_experts < 0) r.fail("key \"n_routed_experts\" must not be negative");
   if (c.first_k_dense_replace < 0) r.fail("key \"first_k_dense_replace\" must not be negative");
+  if (c.num_nextn_predict_layers < 0 || c.num_nextn_predict_layers > 64)
+    r.fail("key \"num_nextn_predict_layers\" must be 0 to 64");
   positive("max_position_embeddings", c.max_position_embeddings);
   at_most("max_position_embeddings", c.max_position_embeddings, kMaxConfigPositions);
   for (int64_t id : c.eos_token_ids)

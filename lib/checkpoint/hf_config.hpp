@@ -37,6 +37,7 @@ struct ModelConfig {
   int64_t num_hidden_layers = 0;
   int64_t first_k_dense_replace = 0;
   int64_t moe_layer_freq = 1;
+  int64_t num_nextn_predict_layers = 0;  // MTP modules stored after the decoder layers (spec §7); dsinfer uses the first
   int64_t num_attention_heads = 0;
   int64_t n_routed_experts = 0;
   int64_t n_shared_experts = 0;

@@ -54,7 +54,8 @@ DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& 
     : cfg_(cfg), w_(std::move(weights)), be_(backend) {
   inv_freq_ = yarn_inv_freq(cfg_);
   softmax_scale_ = mla_softmax_scale(cfg_);
-  for (auto& layer : w_.layers) {
+  for (int64_t l = 0; l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l) {
+    const LayerWeights& layer = layer_weights(l);
     const Weight& kvb = layer.attn.kv_b_proj;
     if (be_.mla_needs_fp32_kv_b()) {
       wkv_b_.push_back(be_.dequantize(kvb));
@@ -70,15 +71,56 @@ DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& 
 }
 
 void DeepseekV32::forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts,
-                          std::vector<float>& logits) {
-  BatchItem item{&cache, ids, opts.all_logits, &logits};
+                          std::vector<float>& logits, MtpState* mtp) {
+  BatchItem item{&cache, ids, opts.all_logits, &logits, false, mtp};
   forward_batch(std::span<BatchItem>(&item, 1), opts);
+}
+
+void DeepseekV32::begin_step(Step& step, const EvalOptions& opts) {
+  step.precision = opts.precision;
+  // A checkpoint without quantization_config has no scale_fmt; the indexer and latent cache then use DeepSeek's
+  // ue8m0 rule, the V3.2 default.
+  step.ue8m0 = cfg_.quant.fp8 ? cfg_.quant.scale_ue8m0 : true;
+  step.quant = LinearQuant{opts.precision == Precision::Fp8, step.ue8m0};
+  step.index_topk = opts.index_topk > 0 ? opts.index_topk : cfg_.index_topk;
+  step.attention = opts.attention;
+}
+
+void MtpState::truncate_main(int64_t n, int64_t hidden) {
+  drop_draft();
+  if (n == 0) {
+    cache->truncate(0);
+    pending.clear();
+    last_n = 0;
+    return;
+  }
+  if (cache->size() > n - 1) cache->truncate(n - 1);
+  const int64_t row = n - 1 - last_start;
+  if (row >= 0 && row < last_n) {  // the hidden state of the new last token is known: a rollback inside the last forward
+    pending.assign(last_hidden.begin() + row * hidden, last_hidden.begin() + (row + 1) * hidden);
+    last_n = row + 1;
+  } else {  // not known any more: the next MTP row reads zeros (hnorm(0) = 0), which only makes its draft worse
+    pending.assign(size_t(hidden), 0.0f);
+    last_n = 0;
+  }
+}
+
+std::unique_ptr<MtpState> MtpState::fork(int64_t capacity) const {
+  auto m = std::make_unique<MtpState>();
+  m->cache = cache->fork(capacity);
+  if (draft_depth > 0) m->cache->truncate(cache->size() - draft_depth);
+  m->pending = pending;
+  m->last_hidden = last_hidden;
+  m->last_start = last_start;
+  m->last_n = last_n;
+  return m;
 }
 
 void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& opts) {
   const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
   // Everything is checked before any cache is touched, so a failed call leaves every sequence as it was.
   int64_t T = 0;
+  auto mtp_rows = [](const BatchItem& it) { return int64_t(it.ids.size()) - (it.cache->size() == 0 ? 1 : 0); };
   for (size_t b = 0; b < items.size(); ++b) {
     const BatchItem& it = items[b];
     const int64_t n = int64_t(it.ids.size());
@@ -92,15 +134,31 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
                                                       it.cache->size(), n, it.cache->capacity()));
     for (size_t c = 0; c < b; ++c)
       if (items[c].cache == it.cache) throw Error(ErrorCode::InvalidArgument, "a sequence appears twice in one batch");
+    if (it.mtp) {
+      if (!has_mtp()) throw Error(ErrorCode::Internal, "MTP state given for a model without an MTP module");
+      const int64_t committed = it.mtp->cache->size() - it.mtp->draft_depth;
+      if (committed != std::max<int64_t>(it.cache->size() - 1, 0))
+        throw Error(ErrorCode::Internal, fmt::format("MTP cache out of step: {} rows for {} tokens", committed,
+                                                     it.cache->size()));
+      if (committed + mtp_rows(it) > it.mtp->cache->capacity())
+        throw Error(ErrorCode::OutOfMemory, "MTP cache full");
+    }
     T += n;
   }
 
   // Blocks for the new tokens (copying shared blocks they write into). A failure here releases what it took.
   for (size_t b = 0; b < items.size(); ++b) {
     try {
+      if (items[b].mtp) {
+        items[b].mtp->drop_draft();
+        items[b].mtp->cache->prepare_append(mtp_rows(items[b]));
+      }
       items[b].cache->prepare_append(int64_t(items[b].ids.size()));
     } catch (...) {
-      for (size_t c = 0; c < b; ++c) items[c].cache->truncate(items[c].cache->size());  // frees the new blocks
+      for (size_t c = 0; c <= b; ++c) {  // frees the new blocks
+        items[c].cache->truncate(items[c].cache->size());
+        if (items[c].mtp) items[c].mtp->cache->truncate(items[c].mtp->cache->size());
+      }
       throw;
     }
   }
@@ -112,17 +170,11 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
   step.positions.clear();
   for (const BatchItem& it : items) {
     const int64_t n = int64_t(it.ids.size()), start = it.cache->size();
-    step.segments.push_back({it.cache, int64_t(step.ids.size()), n, start});
+    step.segments.push_back({it.cache, int64_t(step.ids.size()), n, start, it.exact_rows && n > 1});
     for (int64_t i = 0; i < n; ++i) step.positions.push_back(int32_t(start + i));
     step.ids.insert(step.ids.end(), it.ids.begin(), it.ids.end());
   }
-  step.precision = opts.precision;
-  // A checkpoint without quantization_config has no scale_fmt; the indexer and latent cache then use DeepSeek's
-  // ue8m0 rule, the V3.2 default.
-  step.ue8m0 = cfg_.quant.fp8 ? cfg_.quant.scale_ue8m0 : true;
-  step.quant = LinearQuant{opts.precision == Precision::Fp8, step.ue8m0};
-  step.index_topk = opts.index_topk > 0 ? opts.index_topk : cfg_.index_topk;
-  step.attention = opts.attention;
+  begin_step(step, opts);
 
   Matrix h = be_.matrix(T, D), residual = be_.matrix(T, D), x = be_.matrix(T, D);
   be_.embed(w_.embed_tokens, step.ids, h.view);
@@ -150,6 +202,58 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
     r += k;
   }
   be_.linear(rows.view, w_.lm_head, out.view, LinearQuant{});
+
+  // The MTP module's rows: for each token, the hidden state of the token before it (the pending one for the
+  // first) and the token itself.
+  bool any_mtp = false;
+  for (const BatchItem& it : items) any_mtp = any_mtp || (it.mtp && mtp_rows(it) > 0);
+  if (any_mtp) {
+    Step& ms = mtp_step_;
+    ms.segments.clear();
+    ms.ids.clear();
+    ms.positions.clear();
+    int64_t M = 0;
+    for (const BatchItem& it : items)
+      if (it.mtp) M += mtp_rows(it);
+    ms.n = M;
+    Matrix hin = be_.matrix(M, D);
+    for (size_t b = 0; b < items.size(); ++b) {
+      const BatchItem& it = items[b];
+      const int64_t m = it.mtp ? mtp_rows(it) : 0;
+      if (m == 0) continue;
+      const auto& sg = step.segments[b];
+      const int64_t row0 = int64_t(ms.ids.size()), start = it.mtp->cache->size();
+      ms.segments.push_back({it.mtp->cache.get(), row0, m, start, it.exact_rows && m > 1});
+      for (int64_t i = 0; i < m; ++i) ms.positions.push_back(int32_t(start + i));
+      const bool from_pending = sg.start > 0;
+      ms.ids.insert(ms.ids.end(), it.ids.begin() + (from_pending ? 0 : 1), it.ids.end());
+      if (from_pending) {
+        // (pending is empty only for an MTP state that never saw this sequence's last token: zeros, hnorm(0) = 0)
+        if (int64_t(it.mtp->pending.size()) == D) be_.from_host(hin.view.rows_slice(row0, 1), it.mtp->pending.data());
+        if (m > 1) be_.copy(hin.view.rows_slice(row0 + 1, m - 1), x.view.rows_slice(sg.row0, m - 1));
+      } else {
+        be_.copy(hin.view.rows_slice(row0, m), x.view.rows_slice(sg.row0, m));
+      }
+    }
+    begin_step(ms, opts);
+    Matrix mout = be_.matrix(M, D);
+    mtp_layer(hin.view, ms, mout.view);
+    for (const auto& sg : ms.segments) sg.cache->set_size(sg.start + sg.n);
+  }
+  for (size_t b = 0; b < items.size(); ++b) {
+    MtpState* m = items[b].mtp;
+    if (!m) continue;
+    const auto& sg = step.segments[b];
+    // Every row's state is kept after a verification (exact rows: a rejected draft rolls back into it), else the
+    // last one only.
+    const int64_t keep = items[b].exact_rows ? sg.n : 1;
+    m->last_hidden.resize(static_cast<size_t>(keep * D));
+    be_.to_host(m->last_hidden.data(), x.view.rows_slice(sg.row0 + sg.n - keep, keep));
+    m->last_start = sg.start + sg.n - keep;
+    m->last_n = keep;
+    m->pending.assign(m->last_hidden.end() - D, m->last_hidden.end());
+  }
+
   r = 0;
   for (size_t b = 0; b < items.size(); ++b) {
     const auto& sg = step.segments[b];
@@ -161,8 +265,112 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
   }
 }
 
+void DeepseekV32::mtp_layer(Tensor2D hidden, Step& step, Tensor2D out) {
+  const MtpWeights& mw = *w_.mtp;
+  const LayerWeights& lw = mw.layer;
+  const int64_t n = step.n, D = cfg_.hidden_size, L = cfg_.num_hidden_layers;
+  const float eps = float(cfg_.rms_norm_eps);
+  Matrix e = be_.matrix(n, D), en = be_.matrix(n, D), hn = be_.matrix(n, D), cat = be_.matrix(n, 2 * D);
+  be_.embed(w_.embed_tokens, step.ids, e.view);
+  be_.rms_norm(e.view, mw.enorm, eps, en.view);
+  be_.rms_norm(hidden, mw.hnorm, eps, hn.view);
+  // concat[enorm(e), hnorm(h)]: the embedding half first (spec §7, as vLLM and the released eh_proj have it).
+  be_.copy(cat.view.cols_slice(0, D), en.view);
+  be_.copy(cat.view.cols_slice(D, D), hn.view);
+  Matrix u = be_.matrix(n, D), residual = be_.matrix(n, D), x = be_.matrix(n, D), h = be_.matrix(n, D);
+  be_.linear(cat.view, mw.eh_proj, u.view, step.quant);
+  be_.add_rms_norm(residual.view, u.view, lw.input_layernorm, eps, x.view);
+  attention(L, x.view, step, h.view);
+  be_.add_rms_norm(residual.view, h.view, lw.post_attention_layernorm, eps, x.view);
+  feed_forward(L, x.view, step, h.view);
+  be_.add_rms_norm(residual.view, h.view, mw.shared_head_norm, eps, out);
+}
+
+void DeepseekV32::mtp_rebuild(MtpState& m, std::span<const int32_t> tokens, const EvalOptions& opts) {
+  const int64_t D = cfg_.hidden_size;
+  if (!has_mtp()) throw Error(ErrorCode::Unsupported, "the checkpoint has no MTP module");
+  m.drop_draft();
+  m.cache->truncate(0);
+  m.last_n = 0;
+  m.pending.clear();
+  if (tokens.empty()) return;
+  const int64_t rows = int64_t(tokens.size()) - 1;
+  if (rows > m.cache->capacity()) throw Error(ErrorCode::OutOfMemory, "MTP cache full");
+  for (int64_t at = 0; at < rows;) {
+    const int64_t n = std::min<int64_t>(rows - at, 2048);
+    m.cache->prepare_append(n);
+    Step& ms = mtp_step_;
+    ms.n = n;
+    ms.segments.assign(1, {m.cache.get(), 0, n, at, false});
+    ms.positions.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i) ms.positions[size_t(i)] = int32_t(at + i);
+    ms.ids.assign(tokens.begin() + at + 1, tokens.begin() + at + 1 + n);
+    begin_step(ms, opts);
+    Matrix hin = be_.matrix(n, D), out = be_.matrix(n, D);  // the main model's states are not known: zeros
+    mtp_layer(hin.view, ms, out.view);
+    m.cache->set_size(at + n);
+    at += n;
+  }
+  m.pending.assign(size_t(D), 0.0f);
+}
+
+void DeepseekV32::mtp_draft(std::span<DraftItem> items, const EvalOptions& opts) {
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
+  if (!has_mtp()) throw Error(ErrorCode::Unsupported, "the checkpoint has no MTP module to draft with");
+  for (size_t b = 0; b < items.size(); ++b) {
+    const DraftItem& it = items[b];
+    if (it.token < 0 || it.token >= V)
+      throw Error(ErrorCode::InvalidArgument, fmt::format("draft token id {} is out of range [0, {})", it.token, V));
+    if (it.mtp->pending.empty()) throw Error(ErrorCode::InvalidArgument, "nothing to draft from: the sequence is empty");
+    if (it.mtp->cache->size() + 1 > it.mtp->cache->capacity()) throw Error(ErrorCode::OutOfMemory, "MTP cache full");
+    for (size_t c = 0; c < b; ++c)
+      if (items[c].mtp == it.mtp) throw Error(ErrorCode::InvalidArgument, "a sequence appears twice in one draft batch");
+  }
+  if (items.empty()) return;
+  for (size_t b = 0; b < items.size(); ++b) {
+    try {
+      items[b].mtp->cache->prepare_append(1);
+    } catch (...) {
+      for (size_t c = 0; c < b; ++c) items[c].mtp->cache->truncate(items[c].mtp->cache->size());
+      throw;
+    }
+  }
+  const int64_t B = int64_t(items.size());
+  Step& ms = mtp_step_;
+  ms.n = B;
+  ms.segments.clear();
+  ms.ids.clear();
+  ms.positions.clear();
+  Matrix hin = be_.matrix(B, D);
+  for (int64_t b = 0; b < B; ++b) {
+    const DraftItem& it = items[size_t(b)];
+    const int64_t start = it.mtp->cache->size();
+    ms.segments.push_back({it.mtp->cache.get(), b, 1, start, false});
+    ms.positions.push_back(int32_t(start));
+    ms.ids.push_back(it.token);
+    const std::vector<float>& in = it.mtp->draft_depth == 0 ? it.mtp->pending : it.mtp->draft_hidden;
+    be_.from_host(hin.view.rows_slice(b, 1), in.data());
+  }
+  begin_step(ms, opts);
+  Matrix x = be_.matrix(B, D), out = be_.matrix(B, V);
+  mtp_layer(hin.view, ms, x.view);
+  be_.linear(x.view, w_.lm_head, out.view, LinearQuant{});
+  for (int64_t b = 0; b < B; ++b) {
+    DraftItem& it = items[size_t(b)];
+    it.logits->resize(static_cast<size_t>(V));
+    be_.to_host(it.logits->data(), out.view.rows_slice(b, 1));
+    // The chain's next input: this row's shared_head.norm output, the MTP's analogue of the main model's
+    // final-normed state (what training/model.py's MTP returns).
+    it.mtp->draft_hidden.resize(static_cast<size_t>(D));
+    be_.to_host(it.mtp->draft_hidden.data(), x.view.rows_slice(b, 1));
+    it.mtp->cache->set_size(it.mtp->cache->size() + 1);
+    it.mtp->draft_depth += 1;
+  }
+}
+
 void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
-  const LayerWeights& lw = w_.layers[size_t(l)];
+  const LayerWeights& lw = layer_weights(l);
+  const int64_t kl = l < cfg_.num_hidden_layers ? l : 0;  // the cache layer: the MTP cache has one
   const AttentionWeights& aw = lw.attn;
   const int64_t T = step.n;
   const int64_t H = cfg_.num_attention_heads, dn = cfg_.qk_nope_head_dim, dr = cfg_.qk_rope_head_dim;
@@ -222,10 +430,10 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       be_.round_to_bf16(kpe_new.view);
     }
     if (kd == KvDtype::F32) {
-      sg.cache->write(l, KvTensor::Latent, sg.start, latent_new.view);
-      sg.cache->write(l, KvTensor::RopeKey, sg.start, kpe_new.view);
+      sg.cache->write(kl, KvTensor::Latent, sg.start, latent_new.view);
+      sg.cache->write(kl, KvTensor::RopeKey, sg.start, kpe_new.view);
     } else {
-      sg.cache->write_latent(l, sg.start, latent_new.view, kpe_new.view, step.ue8m0);
+      sg.cache->write_latent(kl, sg.start, latent_new.view, kpe_new.view, step.ue8m0);
     }
   }
 
@@ -256,31 +464,32 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
         be_.from_host(ks_new.view, step.ones.data());
       }
       if (sg.cache->dtype() == KvDtype::F32) {
-        sg.cache->write(l, KvTensor::IndexKey, sg.start, k_new.view);
-        sg.cache->write(l, KvTensor::IndexScale, sg.start, ks_new.view);
+        sg.cache->write(kl, KvTensor::IndexKey, sg.start, k_new.view);
+        sg.cache->write(kl, KvTensor::IndexScale, sg.start, ks_new.view);
       } else {  // fp8 precision: k_new already holds e4m3 values and ks_new their scales
-        sg.cache->write_index_key(l, sg.start, k_new.view, ks_new.view, /*key_is_e4m3=*/fp8, step.ue8m0);
+        sg.cache->write_index_key(kl, sg.start, k_new.view, ks_new.view, /*key_is_e4m3=*/fp8, step.ue8m0);
       }
     }
   }
 
   Matrix o = be_.matrix(T, H * dv);
-  for (const auto& sg : step.segments) {
-    const int64_t S = sg.start + sg.n;
-    const int32_t* positions = step.positions.data() + sg.row0;
+  // Rows [row0, row0 + n) of one sequence at cache positions [start, start + n): its indexer top-k and attention.
+  auto attend = [&](const Step::Segment& sg, int64_t row0, int64_t n, int64_t start) {
+    const int64_t S = start + n;
+    const int32_t* positions = step.positions.data() + row0;
     int64_t n_indices = 0;
     // With at most index_topk visible tokens DSA is dense causal attention: skip scoring (the keys are cached).
     if (cfg_.has_indexer() && S > step.index_topk) {
       n_indices = step.index_topk;
-      step.indices.resize(static_cast<size_t>(sg.n * n_indices));
+      step.indices.resize(static_cast<size_t>(n * n_indices));
       IndexerTopkArgs ia;
-      ia.q = qi.view.rows_slice(sg.row0, sg.n);
-      ia.q_scale = fp8 ? qs.view.rows_slice(sg.row0, sg.n) : Tensor2D{};
-      ia.w = hw.view.rows_slice(sg.row0, sg.n);
+      ia.q = qi.view.rows_slice(row0, n);
+      ia.q_scale = fp8 ? qs.view.rows_slice(row0, n) : Tensor2D{};
+      ia.w = hw.view.rows_slice(row0, n);
       ia.head_scale = float(1.0 / std::sqrt(double(Hi)) / std::sqrt(double(Di)));
-      ia.k = sg.cache->tensor(l, KvTensor::IndexKey);
-      ia.k_scale = fp8 ? sg.cache->tensor(l, KvTensor::IndexScale) : Tensor2D{};
-      ia.k_packed = sg.cache->pool().packed(l, KvTensor::IndexKey);
+      ia.k = sg.cache->tensor(kl, KvTensor::IndexKey);
+      ia.k_scale = fp8 ? sg.cache->tensor(kl, KvTensor::IndexScale) : Tensor2D{};
+      ia.k_packed = sg.cache->pool().packed(kl, KvTensor::IndexKey);
       ia.n_keys = S;
       ia.block_table = sg.cache->block_table().data();
       ia.block_tokens = sg.cache->block_tokens();
@@ -292,10 +501,10 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       be_.indexer_topk(ia);
     }
     MlaArgs ma;
-    ma.q = q.view.rows_slice(sg.row0, sg.n);
-    ma.latent = sg.cache->tensor(l, KvTensor::Latent);
-    ma.k_pe = sg.cache->tensor(l, KvTensor::RopeKey);
-    ma.latent_packed = sg.cache->pool().packed(l, KvTensor::Latent);
+    ma.q = q.view.rows_slice(row0, n);
+    ma.latent = sg.cache->tensor(kl, KvTensor::Latent);
+    ma.k_pe = sg.cache->tensor(kl, KvTensor::RopeKey);
+    ma.latent_packed = sg.cache->pool().packed(kl, KvTensor::Latent);
     ma.n_keys = S;
     ma.block_table = sg.cache->block_table().data();
     ma.block_tokens = sg.cache->block_tokens();
@@ -312,10 +521,19 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     // The form is chosen per sequence, as it would be if the sequence ran alone.
     ma.mode = step.attention == AttentionForm::Mha        ? MlaMode::Mha
               : step.attention == AttentionForm::Absorbed ? MlaMode::Absorbed
-              : sg.n > 1                                  ? MlaMode::Mha
+              : n > 1                                     ? MlaMode::Mha
                                                           : MlaMode::Absorbed;
-    ma.out = o.view.rows_slice(sg.row0, sg.n);
+    ma.out = o.view.rows_slice(row0, n);
     be_.mla_attention(ma);
+  };
+  for (const auto& sg : step.segments) {
+    if (sg.exact_rows) {
+      // Row by row, each seeing exactly the keys up to its own position: what n decode steps compute (the keys of
+      // later rows are already written, but a row never reads past its position).
+      for (int64_t r = 0; r < sg.n; ++r) attend(sg, sg.row0 + r, 1, sg.start + r);
+    } else {
+      attend(sg, sg.row0, sg.n, sg.start);
+    }
   }
   be_.linear(o.view, aw.o_proj, out, step.quant);
 }
@@ -330,7 +548,7 @@ void DeepseekV32::swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q
 }
 
 void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
-  const LayerWeights& lw = w_.layers[size_t(l)];
+  const LayerWeights& lw = layer_weights(l);
   if (!lw.is_moe) {
     swiglu(lw.mlp, x, step.quant, out);
     return;

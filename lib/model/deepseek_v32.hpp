@@ -2,6 +2,7 @@
 // Backend interface. Spec: ../shared/spec/dsv32-model.md §2–§6.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -18,6 +19,28 @@ std::vector<float> yarn_inv_freq(const ModelConfig& cfg);
 // qk_head_dim^-1/2 · mscale² (spec §2.4).
 float mla_softmax_scale(const ModelConfig& cfg);
 
+// One sequence's state of the MTP module (spec §7) between forwards. Invariant: cache->size() == main size - 1 (0 for
+// an empty sequence), plus `draft_depth` rows of the current draft chain. The MTP row at position i reads the main
+// model's final hidden state at i and the token at i + 1, so a forward of n new tokens runs n MTP rows: the last
+// token's hidden state waits in `pending` for the token after it.
+struct MtpState {
+  std::unique_ptr<KvCache> cache;   // the MTP layer's own latent and indexer keys (a one-layer pool)
+  std::vector<float> pending;       // [hidden] main final hidden state at main size - 1; zeros when not known
+  std::vector<float> last_hidden;   // [last_n, hidden] the last forward's final hidden states, for rollback
+  int64_t last_start = 0, last_n = 0;
+  int64_t draft_depth = 0;          // draft rows written after the committed ones (rolled back before a forward)
+  std::vector<float> draft_hidden;  // [hidden] the MTP output of the last draft row: the chain's next input
+
+  // Forgets the draft chain: the cache holds the committed rows again.
+  void drop_draft() {
+    if (draft_depth > 0) cache->truncate(cache->size() - draft_depth);
+    draft_depth = 0;
+  }
+  // After the main cache was cut to n tokens (n <= its size before): the MTP rows and pending state of n tokens.
+  void truncate_main(int64_t n, int64_t hidden);
+  std::unique_ptr<MtpState> fork(int64_t capacity) const;
+};
+
 class DeepseekV32 {
  public:
   DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend);
@@ -30,7 +53,8 @@ class DeepseekV32 {
   // large enough). Validates ids and capacity before touching the cache, so a failed call leaves it as it was.
   // Calls must not overlap (Model serializes them): they share the per-call scratch below, which is what lets a
   // warm decode step run without heap allocations.
-  void forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts, std::vector<float>& logits);
+  void forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts, std::vector<float>& logits,
+               MtpState* mtp = nullptr);
 
   // A ragged batch: several sequences' tokens in one forward (prefill chunks and decode tokens may mix). Each
   // sequence gets exactly the logits it would get alone.
@@ -39,8 +63,27 @@ class DeepseekV32 {
     std::span<const int32_t> ids;
     bool all_logits;
     std::vector<float>* logits;  // out: [n or 1, vocab]
+    // Each new token computed exactly (bitwise) as a one-token forward would compute it (the decode form, keys
+    // and queries ranked per row): what verifying drafted tokens needs for greedy identity.
+    bool exact_rows = false;
+    MtpState* mtp = nullptr;     // the sequence's MTP state: the MTP module consumes the new rows (has_mtp() only)
   };
   void forward_batch(std::span<BatchItem> items, const EvalOptions& opts);
+
+  bool has_mtp() const { return w_.mtp.has_value(); }
+  // Drafting: for each item, one MTP row at position mtp->cache->size() from the chain's input (the pending main
+  // hidden state first, then the previous draft row's output) and `token`; its logits [vocab] go to *logits.
+  // The rows stay in the MTP cache as the draft chain (MtpState::drop_draft forgets them).
+  struct DraftItem {
+    MtpState* mtp;
+    int32_t token;
+    std::vector<float>* logits;  // out: [vocab]
+  };
+  void mtp_draft(std::span<DraftItem> items, const EvalOptions& opts);
+  // Makes `m` the MTP state of a sequence holding `tokens` whose main hidden states are not known (a restored or
+  // copied sequence that had none): the MTP rows are computed with zero hidden states (drafts are weaker until the
+  // context moves on; what is decoded is unaffected).
+  void mtp_rebuild(MtpState& m, std::span<const int32_t> tokens, const EvalOptions& opts);
 
  private:
   // Per-call state. One instance lives in the model and is refilled by every call, so that its vectors keep their
@@ -49,6 +92,7 @@ class DeepseekV32 {
     struct Segment {  // one sequence's tokens: rows [row0, row0 + n) of the step, cache positions [start, start + n)
       KvCache* cache;
       int64_t row0, n, start;
+      bool exact_rows = false;  // attention row by row, as n one-token steps would compute it
     };
     int64_t n = 0;  // rows (tokens) in the step, all sequences together
     std::vector<Segment> segments;
@@ -64,8 +108,17 @@ class DeepseekV32 {
     std::vector<int32_t> indices, experts;
     std::vector<float> ones, expert_weights;
   };
+  // layer: 0 .. num_hidden_layers - 1, or num_hidden_layers for the MTP module's decoder layer (its cache layer 0).
+  const LayerWeights& layer_weights(int64_t layer) const {
+    return layer < cfg_.num_hidden_layers ? w_.layers[size_t(layer)] : w_.mtp->layer;
+  }
   void attention(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
   void feed_forward(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
+  // Fills `step` for the given segments (each with its cache, ids and start) and the options.
+  void begin_step(Step& step, const EvalOptions& opts);
+  // The MTP module over step's rows: `hidden` [n, D] the main model's final hidden states, step.ids the next tokens.
+  // Writes the MTP cache rows and leaves shared_head.norm's output (the pre-lm_head state) in `out` [n, D].
+  void mtp_layer(Tensor2D hidden, Step& step, Tensor2D out);
   void swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q, Tensor2D out);
 
   ModelConfig cfg_;
@@ -75,7 +128,8 @@ class DeepseekV32 {
   float softmax_scale_ = 0.0f;
   std::vector<Matrix> wkv_b_;  // per layer: kv_b_proj dequantized to fp32 once (spec §3.4), or only its shape when the backend reads it as stored
   std::vector<std::vector<ExpertWeights>> experts_;  // per MoE layer: routed experts as the backend takes them
-  Step step_;  // the current call's state (calls do not overlap)
+  Step step_;      // the current call's state (calls do not overlap)
+  Step mtp_step_;  // the MTP module's rows of the current call
 };
 
 }  // namespace dsinfer

@@ -1,6 +1,7 @@
 // The DeepSeek-V3-family weights of a checkpoint, bound by name and validated against the config before any compute.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,16 +53,29 @@ struct LayerWeights {
   MoeWeights moe;                    // MoE layers
 };
 
+// The multi-token-prediction module (spec §7), stored as layer num_hidden_layers. Its embedding and output head are
+// the main model's (the checkpoint's copies under its prefix are not read).
+struct MtpWeights {
+  Weight enorm;                      // [hidden] RMSNorm of the next token's embedding
+  Weight hnorm;                      // [hidden] RMSNorm of the main model's final hidden state
+  Weight eh_proj;                    // [hidden, 2*hidden] over concat(enorm(e), hnorm(h)), embedding half first
+  LayerWeights layer;                // a full decoder layer (MoE when is_moe_layer(num_hidden_layers))
+  Weight shared_head_norm;           // [hidden] before the shared lm_head
+};
+
 struct ModelWeights {
   Weight embed_tokens;               // [vocab, hidden]
   Weight norm;                       // [hidden]
   Weight lm_head;                    // [vocab, hidden] (embed_tokens again when tie_word_embeddings)
-  std::vector<LayerWeights> layers;  // num_hidden_layers (the MTP layer, if stored, is not bound)
+  std::vector<LayerWeights> layers;  // num_hidden_layers
+  std::optional<MtpWeights> mtp;     // when the config has num_nextn_predict_layers > 0 and the checkpoint stores it
 };
 
 // Binds and checks every tensor the config implies: present, shape, dtype, and for F8_E4M3 weights the sibling
 // `<name>_scale_inv` with shape [ceil(out/block), ceil(in/block)] and dtype F32. Throws Error(Format) naming the
-// tensor, the file, what was expected and what was found. Tensors the config does not imply are ignored.
+// tensor, the file, what was expected and what was found. Tensors the config does not imply are ignored. The MTP
+// module is bound when the config announces one and the checkpoint has its eh_proj (converted checkpoints often
+// drop layer num_hidden_layers: they load without it); once its eh_proj is there, every tensor of it must be.
 ModelWeights bind_weights(const Checkpoint& ckpt, const ModelConfig& cfg);
 
 }  // namespace dsinfer

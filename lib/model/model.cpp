@@ -27,6 +27,7 @@ struct Sequence::Impl {
   const Model* owner = nullptr;
   std::unique_ptr<KvCache> cache;
   KvCacheDtype requested = KvCacheDtype::Auto;  // Auto: the cache's dtype follows the first evaluation's precision
+  std::unique_ptr<MtpState> mtp;                 // with MTP enabled (Model::enable_mtp)
 };
 
 const char* kv_cache_dtype_name(KvCacheDtype d) {
@@ -65,7 +66,10 @@ KvCacheDtype Sequence::kv_cache_dtype() const {
   return impl_->requested == KvCacheDtype::Auto && impl_->cache->size() == 0 ? KvCacheDtype::Auto
                                                                              : to_public(impl_->cache->dtype());
 }
-void Sequence::truncate(int64_t n) { impl_->cache->truncate(n); }
+void Sequence::truncate(int64_t n) {
+  impl_->cache->truncate(n);
+  if (impl_->mtp) impl_->mtp->truncate_main(n, impl_->owner->info().hidden_size);
+}
 
 struct Model::Impl {
   ModelConfig config;
@@ -82,11 +86,22 @@ struct Model::Impl {
   KvDtype fp8_precision_dtype = KvDtype::F32;  // what Auto gives a sequence evaluated in fp8 precision
   std::mutex pool_mutex;
   std::shared_ptr<KvBlockPool> pools[3];
+  std::shared_ptr<KvBlockPool> mtp_pools[3];  // the MTP layer's caches: one layer, as many blocks
 
   std::shared_ptr<KvBlockPool> pool(KvDtype d) {
     std::lock_guard<std::mutex> lock(pool_mutex);
     auto& p = pools[size_t(d)];
     if (!p) p = std::make_shared<KvBlockPool>(*backend, config, pool_blocks, pool_block_tokens, d);
+    return p;
+  }
+  std::shared_ptr<KvBlockPool> mtp_pool(KvDtype d) {
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    auto& p = mtp_pools[size_t(d)];
+    if (!p) {
+      ModelConfig one = config;
+      one.num_hidden_layers = 1;
+      p = std::make_shared<KvBlockPool>(*backend, one, pool_blocks, pool_block_tokens, d);
+    }
     return p;
   }
   // The dtype a sequence asking for `d` gets when evaluated in `precision`.
@@ -100,6 +115,7 @@ struct Model::Impl {
     if (s.requested != KvCacheDtype::Auto || s.cache->size() != 0 || !s.cache->block_table().empty()) return;
     const KvDtype d = resolve(KvCacheDtype::Auto, precision);
     if (s.cache->dtype() != d) s.cache->set_pool(pool(d));
+    if (s.mtp && s.mtp->cache->dtype() != d) s.mtp->cache->set_pool(mtp_pool(d));
   }
 };
 
@@ -117,14 +133,10 @@ void count_weight(const Weight& w, ModelInfo& info) {
 }
 
 template <class F>
-void for_each_weight(const ModelWeights& mw, F&& f) {
+void for_each_layer_weight(const LayerWeights& l, F&& f) {
   using Use = Backend::WeightUse;
-  const bool tied = mw.lm_head.data == mw.embed_tokens.data;
-  f(mw.embed_tokens, tied ? Use::Linear : Use::Other);  // rows looked up, unless it is the lm_head too
-  f(mw.norm, Use::Other);
-  if (!tied) f(mw.lm_head, Use::Linear);
   auto mlp = [&](const MlpWeights& m) { f(m.gate_proj, Use::Linear); f(m.up_proj, Use::Linear); f(m.down_proj, Use::Linear); };
-  for (const auto& l : mw.layers) {
+  {
     f(l.input_layernorm, Use::Other);
     f(l.post_attention_layernorm, Use::Other);
     const auto& a = l.attn;
@@ -143,6 +155,27 @@ void for_each_weight(const ModelWeights& mw, F&& f) {
       mlp(l.mlp);
     }
   }
+}
+
+template <class F>
+void for_each_weight(const ModelWeights& mw, F&& f) {
+  using Use = Backend::WeightUse;
+  const bool tied = mw.lm_head.data == mw.embed_tokens.data;
+  f(mw.embed_tokens, tied ? Use::Linear : Use::Other);  // rows looked up, unless it is the lm_head too
+  f(mw.norm, Use::Other);
+  if (!tied) f(mw.lm_head, Use::Linear);
+  for (const auto& l : mw.layers) for_each_layer_weight(l, f);
+}
+
+// The MTP module's tensors (not the shared embedding and head).
+template <class F>
+void for_each_mtp_weight(const MtpWeights& m, F&& f) {
+  using Use = Backend::WeightUse;
+  f(m.enorm, Use::Other);
+  f(m.hnorm, Use::Other);
+  f(m.eh_proj, Use::Linear);
+  f(m.shared_head_norm, Use::Other);
+  for_each_layer_weight(m.layer, f);
 }
 
 // ModelInfo::decode_weight_bytes.
@@ -228,6 +261,20 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
     for (size_t i = 0; i < n; ++i) h = (h ^ w->data[i]) * 0x100000001b3ull;
   }
   info.decode_weight_bytes = decode_weight_bytes(weights, c);
+  if (weights.mtp) {
+    info.has_mtp = true;
+    int64_t routed = 0;
+    for_each_mtp_weight(*weights.mtp, [&](const Weight& w, Backend::WeightUse use) {
+      if (!w.present()) return;
+      info.mtp_parameter_count += w.numel();
+      info.mtp_weight_bytes += stored_bytes(w);
+      impl->backend->prepare_weight(w, use);
+    });
+    for (const auto& e : weights.mtp->layer.moe.experts)
+      for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
+    info.mtp_draft_weight_bytes = info.mtp_weight_bytes + stored_bytes(weights.lm_head) -
+                                  (c.n_routed_experts > 0 ? routed - routed * c.num_experts_per_tok / c.n_routed_experts : 0);
+  }
   for (const auto& l : weights.layers)
     info.indexer_query_bytes += stored_bytes(l.indexer.wq_b) + stored_bytes(l.indexer.weights_proj);
   impl->fingerprint = fmt::format("{}:{}x{}x{}:{}:{}:{:016x}", c.model_type, c.vocab_size, c.hidden_size,
@@ -282,6 +329,8 @@ Model::KvCacheStats Model::kv_cache_stats() const {
       st.blocks_used += p->used_blocks();
       st.bytes_used += p->used_blocks() * int64_t(p->bytes_per_block());
     }
+  for (const auto& p : impl_->mtp_pools)  // the MTP layer's caches: bytes only (their blocks are another pool's)
+    if (p) st.bytes_used += p->used_blocks() * int64_t(p->bytes_per_block());
   return st;
 }
 
@@ -290,6 +339,8 @@ void Model::release_memory() const {
   {
     std::lock_guard<std::mutex> pools(impl_->pool_mutex);
     for (const auto& p : impl_->pools)
+      if (p) p->discard_free_blocks();
+    for (const auto& p : impl_->mtp_pools)
       if (p) p->discard_free_blocks();
   }
   impl_->backend->release_memory();
@@ -300,9 +351,51 @@ const std::string& Model::fingerprint() const { return impl_->fingerprint; }
 std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capacity) const {
   if (src.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  auto s = std::make_unique<Sequence::Impl>(
-      Sequence::Impl{this, src.impl_->cache->fork(capacity > 0 ? capacity : src.capacity()), src.impl_->requested});
+  const int64_t cap = capacity > 0 ? capacity : src.capacity();
+  auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, src.impl_->cache->fork(cap), src.impl_->requested});
+  if (src.impl_->mtp) s->mtp = src.impl_->mtp->fork(cap + kMaxDraftTokens);
   return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
+}
+
+void Model::enable_mtp(Sequence& seq, bool on, std::span<const int32_t> tokens, const EvalOptions& opts) const {
+  if (seq.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  Sequence::Impl& s = *seq.impl_;
+  if (!on) {
+    s.mtp.reset();
+    return;
+  }
+  if (!impl_->net->has_mtp())
+    throw Error(ErrorCode::Unsupported, "the checkpoint has no MTP module (num_nextn_predict_layers 0, or its layer "
+                                        "is not stored)");
+  if (s.mtp) return;
+  if (int64_t(tokens.size()) != s.cache->size())
+    throw Error(ErrorCode::InvalidArgument, fmt::format("enable_mtp: {} token ids given for a sequence of {} tokens",
+                                                        tokens.size(), s.cache->size()));
+  for (const int32_t t : tokens)
+    if (t < 0 || t >= impl_->info.vocab_size)
+      throw Error(ErrorCode::InvalidArgument, fmt::format("enable_mtp: token id {} is out of range", t));
+  auto m = std::make_unique<MtpState>();
+  m->cache = std::make_unique<KvCache>(impl_->mtp_pool(s.cache->dtype()), s.cache->capacity() + kMaxDraftTokens);
+  if (!tokens.empty()) impl_->net->mtp_rebuild(*m, tokens, opts);
+  s.mtp = std::move(m);
+}
+
+bool Model::mtp_enabled(const Sequence& seq) const { return seq.impl_->mtp != nullptr; }
+
+void Model::mtp_draft(std::span<DraftEntry> entries, const EvalOptions& opts) const {
+  std::vector<DeepseekV32::DraftItem> items;
+  for (auto& e : entries) {
+    if (!e.sequence || e.sequence->impl_->owner != this)
+      throw Error(ErrorCode::InvalidArgument, "a draft entry's sequence is missing or belongs to a different model");
+    MtpState* m = e.sequence->impl_->mtp.get();
+    if (!m) throw Error(ErrorCode::InvalidArgument, "mtp_draft: MTP is not enabled on the sequence (Model::enable_mtp)");
+    if (m->draft_depth >= kMaxDraftTokens)
+      throw Error(ErrorCode::OutOfMemory, fmt::format("mtp_draft: at most {} chained drafts", kMaxDraftTokens));
+    items.push_back({m, e.token, &e.logits});
+  }
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->net->mtp_draft(items, opts);
 }
 
 namespace {
@@ -410,10 +503,10 @@ size_t next_chunk(size_t left, int64_t max_chunk) {
 }
 
 // One sequence's tokens through forward() chunk by chunk. On error the sequence is cut back to where it was.
-void forward_chunked(DeepseekV32& net, KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts,
-                     std::vector<float>& logits, std::vector<float>& part) {
+void forward_chunked(DeepseekV32& net, KvCache& cache, MtpState* mtp, std::span<const int32_t> ids,
+                     const EvalOptions& opts, std::vector<float>& logits, std::vector<float>& part) {
   if (ids.size() <= next_chunk(ids.size(), opts.max_chunk_tokens) || ids.empty()) {
-    net.forward(cache, ids, opts, logits);
+    net.forward(cache, ids, opts, logits, mtp);
     return;
   }
   const int64_t start = cache.size();
@@ -424,12 +517,13 @@ void forward_chunked(DeepseekV32& net, KvCache& cache, std::span<const int32_t> 
   try {
     for (size_t at = 0; at < ids.size();) {
       const size_t n = next_chunk(ids.size() - at, opts.max_chunk_tokens);
-      net.forward(cache, ids.subspan(at, n), opts, part);
+      net.forward(cache, ids.subspan(at, n), opts, part, mtp);
       if (opts.all_logits || at + n == ids.size()) out.insert(out.end(), part.begin(), part.end());
       at += n;
     }
   } catch (...) {
     cache.truncate(start);
+    if (mtp) mtp->truncate_main(start, net.config().hidden_size);
     throw;
   }
   logits = std::move(out);
@@ -442,7 +536,7 @@ std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, cons
   std::vector<float> logits, part;
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->bind(*seq.impl_, opts.precision);
-  forward_chunked(*impl_->net, *seq.impl_->cache, ids, opts, logits, part);
+  forward_chunked(*impl_->net, *seq.impl_->cache, seq.impl_->mtp.get(), ids, opts, logits, part);
   return logits;
 }
 
@@ -452,7 +546,9 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
       throw Error(ErrorCode::InvalidArgument, "a batch entry's sequence is missing or belongs to a different model");
   if (entries.empty()) return;
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  if (entries.size() == 1 && entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens)) {
+  // (Exact rows are never chunked: chunks would take the multi-token form the caller asked to avoid.)
+  if (entries.size() == 1 && !entries[0].exact_rows &&
+      entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens)) {
     // One long prompt (a session's prefill): chunked like eval(). A batch of several sequences is bounded by the
     // caller instead (Engine's max_step_prompt_tokens).
     BatchEntry& e = entries[0];
@@ -460,14 +556,15 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
     EvalOptions o = opts;
     o.all_logits = e.all_logits;
     std::vector<float> part;
-    forward_chunked(*impl_->net, *e.sequence->impl_->cache, e.ids, o, e.logits, part);
+    forward_chunked(*impl_->net, *e.sequence->impl_->cache, e.sequence->impl_->mtp.get(), e.ids, o, e.logits, part);
     return;
   }
   auto& items = impl_->batch_items;
   items.clear();
   for (auto& e : entries) {
     impl_->bind(*e.sequence->impl_, opts.precision);
-    items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits});
+    items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits, e.exact_rows,
+                     e.sequence->impl_->mtp.get()});
   }
   impl_->net->forward_batch(items, opts);
 }

@@ -442,6 +442,7 @@ SessionParams Completion::session_params() const {
   p.capacity = impl_->defaults.context;
   p.thinking = impl_->req.thinking;
   p.raw_text = !impl_->chat();
+  p.speculative.draft_tokens = impl_->defaults.speculative_draft_tokens;
   return p;
 }
 

@@ -83,10 +83,33 @@ struct Session::Impl {
   // Constrained decoding of the current generation: the constraint's stage, then the session's chain.
   std::unique_ptr<ConstraintSampler> constraint;
   std::unique_ptr<SamplerChain> constrained_chain;
+  // Speculative decoding: a token sampled (and emitted) at the end of a verification, not yet evaluated; the next
+  // step evaluates it instead of sampling.
+  std::optional<int32_t> carried;
+  SpeculativeStats spec_stats;
+  double spec_acceptance = 0.8;  // running estimate of a draft's acceptance given the previous one's
+  int64_t spec_steps_since_probe = 0;
+  std::vector<int32_t> draft_ids;  // [next, d1..dk] of the current verification (storage reused)
+  std::vector<float> verify_logits;
+  std::vector<Model::DraftEntry> draft_entry;
 
   Impl(const Model& m, const Tokenizer& t, const SessionParams& p) : model(m), tok(t), params(p) {
+    check_speculative(model, p);
     seq = model.new_sequence(p.capacity);
+    if (uses_mtp()) model.enable_mtp(*seq, true, {}, p.eval);
   }
+
+  static void check_speculative(const Model& model, const SessionParams& p) {
+    const int64_t k = p.speculative.draft_tokens;
+    if (k < 0 || k > Model::kMaxDraftTokens)
+      throw Error(ErrorCode::InvalidArgument, fmt::format("SpeculativeParams::draft_tokens must be 0 (off) to {}, got {}",
+                                                          Model::kMaxDraftTokens, k));
+    if (k > 0 && !p.speculative.drafter && !model.info().has_mtp)
+      throw Error(ErrorCode::Unsupported, "speculative decoding needs the checkpoint's MTP module, and this checkpoint "
+                                          "has none (config.json num_nextn_predict_layers 0, or the layer is not stored)");
+  }
+  bool speculating() const { return params.speculative.draft_tokens > 0; }
+  bool uses_mtp() const { return speculating() && !params.speculative.drafter; }
 
   int64_t usable_vocab() const { return std::min<int64_t>(tok.size(), model.info().vocab_size); }
 
@@ -183,6 +206,7 @@ struct Session::Impl {
   }
 
   void start(const GenerateParams& g, bool evaluate_queued = true) {
+    carried.reset();
     if (evaluate_queued && (pending || !queued.empty())) {
       const auto ids = take_unevaluated();
       eval(ids);
@@ -216,6 +240,10 @@ struct Session::Impl {
   }
 
   void end(FinishReason r) {
+    if (carried) {  // sampled and emitted, not evaluated: part of the conversation, evaluated when it continues
+      pending = carried;
+      carried.reset();
+    }
     std::vector<ChatEvent> ev;
     if (!unsent.empty()) {
       emit(unsent, ev);
@@ -302,15 +330,179 @@ struct Session::Impl {
     end(FinishReason::None);
   }
 
+  // The token this step evaluates: the one a verification carried over (already sampled and emitted), else a new
+  // sample. nullopt when the generation ended.
+  std::optional<int32_t> take_next() {
+    if (!carried) return sample_step();
+    const int32_t t = *carried;
+    carried.reset();
+    if (cancelled.exchange(false)) {
+      pending = t;
+      end(FinishReason::None);
+      throw Error(ErrorCode::Cancelled, fmt::format("generation cancelled after {} tokens", generated.size()));
+    }
+    return t;
+  }
+
   void step() {
-    const auto next = sample_step();
+    const std::optional<int32_t> next = take_next();
     if (!next) return;
+    const int64_t k = speculating() ? draft_count() : 0;
+    if (k > 0) {
+      speculate(*next, k);
+      return;
+    }
+    if (speculating()) spec_stats.plain_steps += 1;
     try {
       eval(std::span<const int32_t>(&*next, 1));
       last_prefill = 0;
     } catch (...) {
       abort_step();
       throw;
+    }
+  }
+
+  // How many tokens to draft this step. Expected tokens per step with k drafts, each accepted with probability a
+  // given the one before: 1 + a + ... + a^k. Cost in single-step units: verifying k + 1 rows costs about
+  // 1 + 0.57 k on the CPU backend (measured: 2/3/4 rows 1.62x/2.20x/2.71x one row), and each draft row reads the
+  // MTP layer and the lm_head (ModelInfo's byte counts; decode is memory bound). The best k by that ratio; when
+  // none pays (k = 0) a one-draft probe every 16 steps keeps the estimate current.
+  int64_t draft_count() {
+    const int64_t kmax = params.speculative.draft_tokens;
+    const ModelInfo& info = model.info();
+    int64_t room = params.capacity - int64_t(tokens.size()) - 1;  // verify writes next + k tokens
+    // The sample that reaches max_tokens ends the generation: the drafts after it would never be checked.
+    room = std::min<int64_t>(room, gen.max_tokens - int64_t(generated.size()) - 1);
+    const int64_t limit = std::min(kmax, room);
+    if (limit <= 0) return 0;
+    if (!params.speculative.adaptive) return limit;
+    const double draft_cost = info.decode_weight_bytes > 0
+                                  ? double(info.mtp_draft_weight_bytes) / double(info.decode_weight_bytes)
+                                  : 0.1;
+    int64_t best = 0;
+    double best_rate = 1.0, expected = 1.0, p = 1.0;
+    for (int64_t k = 1; k <= limit; ++k) {
+      p *= spec_acceptance;
+      expected += p;
+      const double rate = expected / (1.0 + 0.57 * double(k) + draft_cost * double(k));
+      if (rate > best_rate) {
+        best_rate = rate;
+        best = k;
+      }
+    }
+    if (best == 0 && ++spec_steps_since_probe >= 16) {
+      spec_steps_since_probe = 0;
+      return 1;
+    }
+    if (best > 0) spec_steps_since_probe = 0;
+    return best;
+  }
+
+  // One speculative step: `next` (sampled from the current logits) and k MTP drafts after it go through the main
+  // model in one forward whose every row is computed as a one-token step would compute it (exact rows); then the
+  // session's chain samples from those rows one by one, as plain decoding would, while the samples equal the drafts.
+  // The main cache is cut after the last accepted token (its MTP state rolls back with it); the last sample is
+  // carried to the next step.
+  // Fills draft_ids with [next, d1..dk] (k at most `k`; fewer when the drafter proposes fewer or the MTP cache is
+  // full). A drafter's failure ends the generation (abort_step) and is passed on.
+  void draft(int32_t next, int64_t k) {
+    const int64_t V = model.info().vocab_size, usable = usable_vocab();
+    draft_ids.assign(1, next);
+    if (params.speculative.drafter) {
+      std::vector<int32_t> out;
+      try {
+        params.speculative.drafter(tokens, next, k, out);
+        for (const int32_t t : out)
+          if (t < 0 || t >= V)
+            throw Error(ErrorCode::InvalidArgument, fmt::format("the drafter proposed token id {}, outside [0, {})", t, V));
+      } catch (...) {
+        abort_step();
+        throw;
+      }
+      if (int64_t(out.size()) > k) out.resize(size_t(k));
+      k = int64_t(out.size());
+      draft_ids.insert(draft_ids.end(), out.begin(), out.end());
+    } else try {
+      draft_entry.resize(1);
+      Model::DraftEntry& d = draft_entry[0];
+      d.sequence = seq.get();
+      d.token = next;
+      for (int64_t i = 0; i < k; ++i) {
+        model.mtp_draft(std::span<Model::DraftEntry>(&d, 1), params.eval);
+        d.token = int32_t(std::max_element(d.logits.begin(), d.logits.begin() + usable) - d.logits.begin());
+        draft_ids.push_back(d.token);
+      }
+    } catch (const Error&) {
+      k = 0;  // no drafts (the MTP cache is full): a plain step
+      draft_ids.resize(1);
+    }
+  }
+
+  void speculate(int32_t next, int64_t k) {
+    draft(next, k);
+    const int64_t S = int64_t(tokens.size());
+    {
+      EvalOptions o = params.eval;
+      Model::BatchEntry e;
+      e.sequence = seq.get();
+      e.ids = draft_ids;
+      e.all_logits = true;
+      e.exact_rows = true;
+      e.logits = std::move(verify_logits);
+      try {
+        model.eval_batch(std::span<Model::BatchEntry>(&e, 1), o);
+      } catch (...) {
+        verify_logits = std::move(e.logits);
+        abort_step();
+        throw;
+      }
+      verify_logits = std::move(e.logits);
+    }
+    accept_verified(S);
+  }
+
+  // After the forward over draft_ids (its [k + 1, vocab] logits in verify_logits, the cache grown from S tokens):
+  // the chain samples row by row as plain decoding would while the samples equal the drafts; the cache is cut after
+  // the last accepted token and the last sample is carried to the next step.
+  void accept_verified(int64_t S) {
+    const int64_t V = model.info().vocab_size;
+    const int64_t k = int64_t(draft_ids.size()) - 1;
+    const int32_t next = draft_ids[0];
+    last_prefill = 0;
+    tokens.push_back(next);
+    if (k > 0) spec_stats.steps += 1;
+    if (int64_t(spec_stats.drafted_at.size()) < k) {
+      spec_stats.drafted_at.resize(size_t(k), 0);
+      spec_stats.accepted_at.resize(size_t(k), 0);
+    }
+    for (int64_t r = 0; r <= k; ++r) {
+      logits.assign(verify_logits.begin() + r * V, verify_logits.begin() + (r + 1) * V);
+      std::optional<int32_t> t;
+      try {
+        t = sample_step();
+      } catch (...) {
+        seq->truncate(S + r + 1);
+        throw;
+      }
+      if (!t) {  // the generation ended (its last token, if any, is pending)
+        seq->truncate(S + r + 1);
+        return;
+      }
+      if (r < k) {
+        spec_stats.drafted += 1;
+        spec_stats.drafted_at[size_t(r)] += 1;
+        const bool ok = *t == draft_ids[size_t(r + 1)];
+        if (params.speculative.adaptive) spec_acceptance += 0.1 * ((ok ? 1.0 : 0.0) - spec_acceptance);
+        if (ok) {
+          spec_stats.accepted += 1;
+          spec_stats.accepted_at[size_t(r)] += 1;
+          tokens.push_back(*t);
+          continue;
+        }
+      }
+      seq->truncate(S + r + 1);
+      carried = t;
+      return;
     }
   }
 
@@ -357,6 +549,8 @@ const std::string& Session::generated_text() const { return impl_->text; }
 const ChatMessage& Session::reply() const { return impl_->reply; }
 const std::vector<int32_t>& Session::tokens() const { return impl_->tokens; }
 const std::vector<float>& Session::last_logits() const { return impl_->logits; }
+const SpeculativeStats& Session::speculative_stats() const { return impl_->spec_stats; }
+void Session::reset_speculative_stats() { impl_->spec_stats = SpeculativeStats{}; }
 
 FinishReason Session::generate(const GenerateParams& params, const std::function<bool(const ChatEvent&)>& on_event) {
   start(params);
@@ -377,6 +571,9 @@ std::unique_ptr<Session> Session::fork(const SessionParams& params) const {
                                                         params.capacity, impl_->seq->size()));
   auto s = std::make_unique<Session>(impl_->model, impl_->tok, params);
   s->impl_->seq = impl_->model.copy_sequence(*impl_->seq, params.capacity);
+  // The copy keeps the MTP state of a speculating parent; a session that does not speculate drops it (it costs a
+  // little in every forward), and one that does without a parent state rebuilds it from the tokens.
+  impl_->model.enable_mtp(*s->impl_->seq, s->impl_->uses_mtp(), impl_->tokens, params.eval);
   s->impl_->tokens = impl_->tokens;
   s->impl_->logits = impl_->logits;
   s->impl_->pending = impl_->pending;
@@ -482,7 +679,7 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
     } else {
       std::optional<int32_t> t;
       try {
-        t = s.sample_step();
+        t = s.take_next();
       } catch (const Error& err) {
         drain(*a.session);
         r.failed.push_back({a.session, err});
@@ -496,8 +693,28 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
         continue;
       }
       a.next = *t;
-      e.ids = std::span<const int32_t>(&a.next, 1);
-      e.logits = std::move(s.logits);  // reused storage; given back below
+      // A speculating session sends its drafts with the token (each session of the batch drafts for itself); the
+      // rows are verified in this step's shared forward.
+      const int64_t k = s.speculating() ? s.draft_count() : 0;
+      if (k > 0) {
+        try {
+          s.draft(a.next, k);
+        } catch (const Error& err) {
+          drain(*a.session);
+          r.failed.push_back({a.session, err});
+          leaves[i] = true;
+          continue;
+        }
+        a.verify_from = int64_t(s.tokens.size());
+        e.ids = s.draft_ids;
+        e.all_logits = true;
+        e.exact_rows = true;
+        e.logits = std::move(s.verify_logits);
+      } else {
+        if (s.speculating()) s.spec_stats.plain_steps += 1;
+        e.ids = std::span<const int32_t>(&a.next, 1);
+        e.logits = std::move(s.logits);  // reused storage; given back below
+      }
     }
     batch.push_back(std::move(e));
     who.push_back(i);
@@ -505,6 +722,27 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
   auto commit = [&](size_t k) {
     Active& a = active_[who[k]];
     Session::Impl& s = *a.session->impl_;
+    if (a.verify_from >= 0) {  // the session samples its verified rows (events, accept, stop checks) and rolls back
+      const int64_t from = a.verify_from;
+      a.verify_from = -1;
+      s.verify_logits = std::move(batch[k].logits);
+      r.batch_sessions += 1;
+      r.batch_tokens += int64_t(batch[k].ids.size());
+      try {
+        s.accept_verified(from);
+      } catch (const Error& err) {
+        drain(*a.session);
+        r.failed.push_back({a.session, err});
+        leaves[who[k]] = true;
+        return;
+      }
+      drain(*a.session);
+      if (!s.running) {
+        r.finished.push_back(a.session);
+        leaves[who[k]] = true;
+      }
+      return;
+    }
     s.tokens.insert(s.tokens.end(), batch[k].ids.begin(), batch[k].ids.end());
     s.logits = std::move(batch[k].logits);
     s.last_prefill = int64_t(batch[k].ids.size());
@@ -515,7 +753,12 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
   auto fail = [&](size_t k, const Error& err) {
     Active& a = active_[who[k]];
     Session::Impl& s = *a.session->impl_;
-    s.logits = std::move(batch[k].logits);
+    if (a.verify_from >= 0) {
+      s.verify_logits = std::move(batch[k].logits);
+      a.verify_from = -1;
+    } else {
+      s.logits = std::move(batch[k].logits);
+    }
     if (!a.prompt.empty()) {
       s.queued.assign(a.prompt.begin() + int64_t(a.prompt_done), a.prompt.end());  // what was not evaluated
       s.logits.clear();
@@ -605,6 +848,7 @@ void Session::restore(const std::string& path) {
     if (t < 0 || t >= vocab) throw Error(ErrorCode::Format, fmt::format("{}: saved token id {} is not in the vocabulary", path, t));
   if (pend[0] < -1 || pend[0] >= vocab)
     throw Error(ErrorCode::Format, fmt::format("{}: the saved pending token id {} is not in the vocabulary", path, pend[0]));
+  if (impl_->uses_mtp()) impl_->model.enable_mtp(*seq, true, tokens, impl_->params.eval);
   impl_->seq = std::move(seq);
   impl_->tokens = std::move(tokens);
   impl_->logits = std::move(logits);

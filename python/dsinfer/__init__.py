@@ -306,12 +306,16 @@ class Session:
     thread is inside one raises InvalidArgumentError); cancel() from any.
     Keeps the model and tokenizer alive."""
 
-    def __init__(self, model, tokenizer, capacity=4096, precision="fp8", thinking=False, seed=0, _impl=None):
+    def __init__(self, model, tokenizer, capacity=4096, precision="fp8", thinking=False, seed=0, speculative=0,
+                 speculative_adaptive=True, _impl=None):
         """Samples with the checkpoint's generation_config.json (model.info["generation"]; greedy without one),
         its draw seeded by `seed`, until set_sampler() says otherwise ([Greedy()] for argmax decoding). The chain
-        keeps its state across generations; set_sampler() with new samplers starts it over."""
+        keeps its state across generations; set_sampler() with new samplers starts it over.
+        speculative=k (1..16) decodes with up to k tokens drafted per step by the checkpoint's MTP module
+        (model.info["has_mtp"]; UnsupportedError without it): the output is exactly the same, only faster when
+        drafts are accepted; speculative_adaptive backs off while they are not. See speculative_stats."""
         self._s = _impl if _impl is not None else _dsinfer.Session(model, tokenizer, capacity, precision, thinking,
-                                                                    seed)
+                                                                    seed, speculative, speculative_adaptive)
 
     def set_sampler(self, samplers):
         """A chain: built-ins (Greedy(), Dist(seed), TopK(k), ...), dsinfer.Sampler subclasses and Constraint
@@ -389,6 +393,9 @@ class Session:
     last_prefill_tokens = property(lambda self: self._s.last_prefill_tokens,
                                    doc="How many tokens the last prefill / set_messages evaluated (the rest of the "
                                        "prompt came from the cache).")
+    speculative_stats = property(lambda self: self._s.speculative_stats,
+                                 doc="Speculative decoding so far: {'steps', 'drafted', 'accepted', 'plain_steps', "
+                                     "'acceptance', 'drafted_at', 'accepted_at'} (by draft position).")
 
 
 class Engine:

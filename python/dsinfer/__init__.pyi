@@ -121,7 +121,8 @@ class Constraint:
 
 class Session:
     def __init__(self, model: Model, tokenizer: Tokenizer, capacity: int = ..., precision: str = ...,
-                 thinking: bool = ..., seed: int = ...) -> None: ...
+                 thinking: bool = ..., seed: int = ..., speculative: int = ...,
+                 speculative_adaptive: bool = ...) -> None: ...
     def set_sampler(self, samplers: Sequence[Any]) -> None: ...
     def prefill(self, ids: Sequence[int]) -> None: ...
     def set_messages(self, messages: list[dict], tools: Optional[list[dict]] = ...,
@@ -143,6 +144,7 @@ class Session:
     reply: dict[str, Any]
     tokens: list[int]
     last_logits: np.ndarray
+    speculative_stats: dict[str, Any]
     finish_reason: Optional[str]
     last_prefill_tokens: int
 

@@ -396,6 +396,9 @@ PYBIND11_MODULE(_dsinfer, m) {
         d["kv_bytes_per_token_layer"] = i.kv_bytes_per_token_layer;
         d["kv_bytes_per_token"] = i.kv_bytes_per_token;
         d["chat_format"] = chat_format_name(detect_chat_format(i.model_type, i.chat_template));
+        d["has_mtp"] = i.has_mtp;  // the MTP module (speculative decoding)
+        d["mtp_parameter_count"] = i.mtp_parameter_count;
+        d["mtp_weight_bytes"] = i.mtp_weight_bytes;
         return d;
       }, "What the checkpoint is: model_type, sizes, generation (its sampling defaults), chat_format "
          "('deepseek-v3.2'; the V3 family's are named and refused by chats), KV cache dtype and bytes per token.")
@@ -554,9 +557,11 @@ PYBIND11_MODULE(_dsinfer, m) {
 
   py::class_<PySession>(m, "Session")
       .def(py::init([](const PyModel& model, const PyTokenizer& tok, int64_t capacity, const std::string& precision,
-                       bool thinking, uint64_t seed) {
+                       bool thinking, uint64_t seed, int64_t speculative, bool speculative_adaptive) {
              SessionParams p;
              p.seed = seed;
+             p.speculative.draft_tokens = speculative;
+             p.speculative.adaptive = speculative_adaptive;
              p.capacity = capacity;
              p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
              return translate([&] {
@@ -565,7 +570,23 @@ PYBIND11_MODULE(_dsinfer, m) {
              });
            }),
            py::arg("model"), py::arg("tokenizer"), py::arg("capacity") = 4096, py::arg("precision") = "fp8",
-           py::arg("thinking") = false, py::arg("seed") = 0)
+           py::arg("thinking") = false, py::arg("seed") = 0, py::arg("speculative") = 0,
+           py::arg("speculative_adaptive") = true)
+      .def_property_readonly("speculative_stats", [](const PySession& s) {
+        return translate([&] {
+          SessionUseGuard use(*s.use, false);
+          const SpeculativeStats& st = s.s->speculative_stats();
+          py::dict d;
+          d["steps"] = st.steps;
+          d["drafted"] = st.drafted;
+          d["accepted"] = st.accepted;
+          d["plain_steps"] = st.plain_steps;
+          d["acceptance"] = st.acceptance();
+          d["drafted_at"] = st.drafted_at;
+          d["accepted_at"] = st.accepted_at;
+          return d;
+        });
+      })
       .def("set_sampler", [](PySession& s, const py::list& items) {
         translate([&] {
           SessionUseGuard use(*s.use, true);

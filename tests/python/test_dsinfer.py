@@ -218,3 +218,27 @@ def test_kv_cache_memory_is_known_before_allocation(model):
     assert model.kv_cache_bytes(20032, "f32") == 20032 * 4 * 900
     with pytest.raises(ValueError):
         model.kv_cache_bytes(1, "int4")
+
+
+def test_speculative_decoding_gives_the_same_tokens(tok):
+    """Issue 18: speculative=k drafts with the MTP module; the tokens are the plain ones (greedy and seeded)."""
+    mtp_dir = os.path.join(os.path.dirname(MODEL), "v32-tiny-mtp")
+    if not os.path.exists(os.path.join(mtp_dir, "config.json")):
+        pytest.skip("no v32-tiny-mtp next to DSINFER_TEST_MODEL")
+    m = dsinfer.Model.load(mtp_dir, n_threads=2)
+    assert m.info["has_mtp"] and m.info["mtp_weight_bytes"] > 0
+    runs = []
+    for k in (0, 3):
+        for greedy in (True, False):
+            s = dsinfer.Session(m, tok, capacity=256, seed=7, speculative=k, speculative_adaptive=False)
+            if greedy:
+                s.set_sampler([dsinfer.Greedy()])
+            s.prefill([0, 100, 200, 300, 400])
+            list(s.generate(max_tokens=20, stop_at_eos=False))
+            runs.append((k, greedy, s.generated, s.speculative_stats))
+    assert runs[0][2] == runs[2][2] and runs[1][2] == runs[3][2]
+    assert runs[2][3]["drafted"] > 0 and len(runs[2][3]["drafted_at"]) == 3
+    assert runs[0][3]["drafted"] == 0
+    plain = dsinfer.Model.load(MODEL, n_threads=2)
+    with pytest.raises(dsinfer.UnsupportedError):
+        dsinfer.Session(plain, tok, speculative=2)

@@ -34,11 +34,12 @@ constexpr const char* kUsage =
     "usage: dsinfer serve [--model DIR] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--threads N]\n"
     "                     [--max-sessions 16] [--max-queue 64] [--ctx 4096] [--served-model-name NAME]\n"
     "                     [--prefix-cache 16] [--max-body-bytes 8388608] [--precision fp8|reference]\n"
-    "                     [--drain-seconds 30] [--max-step-prompt-tokens 256]\n"
+    "                     [--drain-seconds 30] [--max-step-prompt-tokens 256] [--speculative mtp[:K]]\n"
     "  An OpenAI-compatible server: POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize,\n"
     "  /reset_prefix_cache; GET /v1/models, /health, /metrics. --api-key (or DSINFER_API_KEY) protects all but\n"
     "  /health and /metrics. SIGTERM/SIGINT: stop accepting, finish running requests (at most --drain-seconds),\n"
-    "  exit 0. --model defaults to $DSINFER_MODEL, else the model shipped with dsinfer.\n";
+    "  exit 0. --model defaults to $DSINFER_MODEL, else the model shipped with dsinfer. --speculative mtp[:K]:\n"
+    "  speculative decoding with the checkpoint's MTP module (up to K drafts per step, default 2; same output).\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -48,6 +49,7 @@ struct Options {
   std::string model, host = "127.0.0.1", api_key, served_name, precision = "fp8";
   int port = 8000, threads = 0, max_sessions = 16, max_queue = 64, prefix_cache = 16, drain_seconds = 30;
   int64_t ctx = 4096, max_body = 8 << 20, step_prompt_tokens = 256;
+  int64_t speculative = 0;  // drafts per step (0 = off)
 };
 
 int64_t to_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {
@@ -62,7 +64,7 @@ Options parse_options(int argc, char** argv) {
   static const std::set<std::string> known = {"model", "host", "port", "api-key", "threads", "max-sessions",
                                               "max-queue", "ctx", "served-model-name", "prefix-cache",
                                               "max-body-bytes", "precision", "drain-seconds",
-                                              "max-step-prompt-tokens"};
+                                              "max-step-prompt-tokens", "speculative"};
   std::map<std::string, std::string> f;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -96,6 +98,12 @@ Options parse_options(int argc, char** argv) {
       throw UsageError(fmt::format("--precision expects fp8 or reference, got \"{}\"", o.precision));
   }
   if (f.count("served-model-name")) o.served_name = f["served-model-name"];
+  if (f.count("speculative")) {
+    const std::string& v = f["speculative"];
+    if (v == "mtp") o.speculative = 2;
+    else if (v.rfind("mtp:", 0) == 0) o.speculative = to_int("speculative", v.substr(4), 1, Model::kMaxDraftTokens);
+    else throw UsageError(fmt::format("--speculative expects mtp or mtp:K, got \"{}\"", v));
+  }
   return o;
 }
 
@@ -237,6 +245,9 @@ class Server {
       defaults_.model_id = opt_.served_name.empty() ? opt_.model : opt_.served_name;
       // Clients send whatever name they were configured with; only a server given a name insists on it.
       defaults_.any_model_name = opt_.served_name.empty();
+      if (opt_.speculative > 0 && !model->info().has_mtp)
+        throw Error(ErrorCode::Unsupported, "--speculative mtp needs the checkpoint's MTP module, and it has none");
+      defaults_.speculative_draft_tokens = opt_.speculative;
       model_ = std::move(model);
       tok_ = std::move(tok);
       SchedulerOptions so;

@@ -1,0 +1,172 @@
+// Decode speed with and without speculative decoding (issue 18), one session, greedy.
+//   bench_speculative --model DIR [--threads N] [--prompt N | --prompt-file FILE] [--decode N] [--k 0,1,2,3]
+//                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N]
+// For each K in --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of
+// --reps runs) and prints tokens/s, the speed-up over K = 0, the acceptance (overall and by draft position) and how
+// many steps drafted; also tokens per CPU second (use --threads 1 on a shared machine). Every run's tokens are checked against the plain run's (speculation must not change them).
+// --draft mtp (the default) drafts with the checkpoint's MTP module. --draft oracle:P needs no MTP module: the
+// drafts are the plain run's own continuation, each replaced by a wrong token with probability 1 - P (seeded), so
+// the verification's gain can be measured at a chosen acceptance on any checkpoint; it leaves out the cost of
+// drafting (the MTP rows: ModelInfo::mtp_draft_weight_bytes per draft, printed for reference).
+// --prompt-file: a text file tokenized with the checkpoint's tokenizer (a realistic prompt for a trained model);
+// else --prompt N ids from a fixed LCG.
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dsinfer/session.hpp"
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+// User + system CPU seconds of the process: on a shared machine the wall clock also counts other programs' time;
+// with --threads 1 (no pool threads spinning) CPU time is the work itself.
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
+  return out;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir, prompt_file, draft = "mtp", precision = "fp8";
+  int threads = 2, prompt_len = 64, decode = 64, reps = 2;
+  bool adaptive = false;
+  std::vector<int64_t> ks = {0, 1, 2, 3};
+  for (int i = 1; i < argc; i += 2) {
+    const std::string f = argv[i];
+    if (i + 1 >= argc) {
+      fmt::print(stderr, "flag {} needs a value\n", f);
+      return 2;
+    }
+    const std::string v = argv[i + 1];
+    if (f == "--model") dir = v;
+    else if (f == "--threads") threads = std::stoi(v);
+    else if (f == "--prompt") prompt_len = std::stoi(v);
+    else if (f == "--prompt-file") prompt_file = v;
+    else if (f == "--decode") decode = std::stoi(v);
+    else if (f == "--reps") reps = std::stoi(v);
+    else if (f == "--k") ks = parse_list(v);
+    else if (f == "--adaptive") adaptive = v == "1";
+    else if (f == "--draft") draft = v;
+    else if (f == "--precision") precision = v;
+    else {
+      fmt::print(stderr, "unknown flag {}\n", f);
+      return 2;
+    }
+  }
+  if (dir.empty()) {
+    fmt::print(stderr, "usage: bench_speculative --model DIR [flags] (see the source's header)\n");
+    return 2;
+  }
+  double oracle_p = -1;
+  if (draft.rfind("oracle:", 0) == 0) oracle_p = std::stod(draft.substr(7));
+  else if (draft != "mtp") {
+    fmt::print(stderr, "--draft expects mtp or oracle:P\n");
+    return 2;
+  }
+  if (std::find(ks.begin(), ks.end(), 0) == ks.end()) ks.insert(ks.begin(), 0);  // the baseline and the truth
+  std::sort(ks.begin(), ks.end());
+
+  dsinfer::ModelLoadParams lp;
+  lp.n_threads = threads;
+  auto model = dsinfer::Model::load(dir, lp);
+  auto tok = dsinfer::Tokenizer::load(dir);
+  const dsinfer::ModelInfo& info = model->info();
+  std::vector<int32_t> prompt;
+  if (!prompt_file.empty()) {
+    std::ifstream f(prompt_file, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    prompt = tok->encode(ss.str(), true);
+  } else {
+    uint64_t s = 1000;
+    const int64_t usable = std::min<int64_t>(tok->size(), info.vocab_size);
+    for (int i = 0; i < prompt_len; ++i) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      prompt.push_back(int32_t(3 + (s >> 33) % uint64_t(usable - 3)));
+    }
+  }
+  fmt::print("model {}: {} layers, mtp module {}, decode reads {:.1f} MB per step, a draft {:.1f} MB\n", dir,
+             info.num_layers, info.has_mtp ? "yes" : "no", double(info.decode_weight_bytes) / 1e6,
+             double(info.mtp_draft_weight_bytes) / 1e6);
+  fmt::print("{} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}\n", threads, precision,
+             prompt.size(), decode, draft, adaptive ? "on" : "off");
+
+  std::vector<int32_t> truth;
+  double base_tps = 0, base_cpu_tps = 0;
+  for (const int64_t k : ks) {
+    double best = 1e30, best_cpu = 1e30;
+    dsinfer::SpeculativeStats stats;
+    std::vector<int32_t> out;
+    for (int r = 0; r < reps; ++r) {
+      dsinfer::SessionParams sp;
+      sp.capacity = int64_t(prompt.size()) + decode + 32;
+      sp.eval.precision = precision == "reference" ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
+      sp.raw_text = true;
+      sp.speculative.draft_tokens = k;
+      sp.speculative.adaptive = adaptive;
+      if (k > 0 && oracle_p >= 0) {
+        auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k));
+        const size_t plen = prompt.size();
+        const int64_t usable = std::min<int64_t>(tok->size(), info.vocab_size);
+        sp.speculative.drafter = [&truth, plen, oracle_p, rng, usable](std::span<const int32_t> ctx, int32_t,
+                                                                      int64_t max, std::vector<int32_t>& o) {
+          std::uniform_real_distribution<double> u(0.0, 1.0);
+          for (int64_t i = 0; i < max; ++i) {
+            const size_t j = ctx.size() + 1 - plen + size_t(i);
+            if (j >= truth.size()) break;
+            o.push_back(u(*rng) < oracle_p ? truth[j] : int32_t((truth[j] + 1) % usable));
+          }
+        };
+      }
+      dsinfer::Session session(*model, *tok, sp);
+      auto chain = std::make_unique<dsinfer::SamplerChain>();
+      chain->add(dsinfer::make_greedy_sampler());
+      session.set_sampler(std::move(chain));
+      session.prefill(prompt);
+      dsinfer::GenerateParams gp;
+      gp.max_tokens = decode;
+      gp.stop_at_eos = false;
+      const auto t0 = std::chrono::steady_clock::now();
+      const double c0 = cpu_seconds();
+      session.generate(gp);
+      best = std::min(best, seconds_since(t0));
+      best_cpu = std::min(best_cpu, cpu_seconds() - c0);
+      stats = session.speculative_stats();
+      out = session.generated();
+    }
+    if (k == 0) truth = out;
+    const bool same = out == truth;
+    const double tps = double(out.size()) / best, cpu_tps = double(out.size()) / best_cpu;
+    if (k == 0) {
+      base_tps = tps;
+      base_cpu_tps = cpu_tps;
+    }
+    std::string by;
+    for (size_t i = 0; i < stats.drafted_at.size(); ++i)
+      by += fmt::format("{}{:.0f}%", i ? " " : "",
+                        stats.drafted_at[i] ? 100.0 * double(stats.accepted_at[i]) / double(stats.drafted_at[i]) : 0.0);
+    fmt::print("k={:<2} {:7.2f} tok/s x{:.2f} | {:7.2f} tok/cpu-s x{:.2f} | acceptance {:5.1f}% (by position: {}) "
+               "| {} verifications, {} plain steps{}\n", k, tps, tps / base_tps, cpu_tps, cpu_tps / base_cpu_tps,
+               100.0 * stats.acceptance(), by.empty() ? "-" : by, stats.steps, stats.plain_steps,
+               same ? "" : "  TOKENS DIFFER FROM PLAIN DECODING");
+    if (!same) return 1;
+  }
+  return 0;
+}
