@@ -129,9 +129,12 @@ class CSampler final : public dsinfer::Sampler {
   std::string name() const override { return iface_.name ? iface_.name : "custom"; }
   void apply(dsinfer::Candidates& c) override {
     dsinfer_candidates v{sizeof(dsinfer_candidates), c.ids.data(), c.logits.data(), c.size(), c.selected};
-    // Called as returning int: a C function may return any int, and loading one outside the enum's values as a C++
-    // enum is undefined; the C ABI returns both the same way.
-    const int st = reinterpret_cast<int (*)(void*, dsinfer_candidates*)>(iface_.apply)(ud_, &v);
+    // Called through its declared type (calling through another function type is undefined), then read as the int
+    // a C function may have returned: its bytes are copied, never loaded as a C++ enum value outside the enum's range.
+    static_assert(sizeof(dsinfer_status) == sizeof(int));
+    const dsinfer_status returned = iface_.apply(ud_, &v);
+    int st = 0;
+    std::memcpy(&st, &returned, sizeof st);
     if (st != DSINFER_OK) {
       const bool known = (st >= DSINFER_E_INVALID_ARG && st <= DSINFER_E_CANCELLED) || st == DSINFER_E_INTERNAL;
       if (!known)

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -71,6 +72,9 @@ TEST_CASE("log: replacing the callback while other threads log", "[log]") {
     if (i % 2) set_log_callback([&](LogLevel, std::string_view) { ++a; }, LogLevel::Debug);
     else set_log_callback([&](LogLevel, std::string_view) { ++b; }, LogLevel::Debug);
   }
+  // On a loaded machine the loggers may not have run yet: give them up to 10 s to reach a callback.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (a + b == 0 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
   stop = true;
   for (auto& t : threads) t.join();
   set_log_callback(nullptr);
