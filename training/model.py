@@ -339,12 +339,9 @@ class MoE(nn.Module):
         counts = torch.bincount(flat, minlength=self.E)
         self.balance_stats(p, idx, shape)
         xs = x[order // self.K]
-        pieces, start = [], 0
-        for e, n in enumerate(counts.tolist()):
-            if n:
-                pieces.append(self.experts[e](xs[start:start + n]))
-            start += n
-        ys = torch.cat(pieces)
+        # split, not slicing: a slice's backward fills a zero tensor of the whole [N·K, D] for each expert, which
+        # cost 40 % of a training step; split's backward is one concatenation.
+        ys = torch.cat([self.experts[e](xe) for e, xe in enumerate(xs.split(counts.tolist())) if xe.shape[0]])
         y = torch.empty_like(ys).index_copy(0, order, ys).view(-1, self.K, shape[-1])
         routed = (y * w[..., None]).sum(1)
         return (out + routed).reshape(shape)
