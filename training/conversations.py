@@ -10,6 +10,7 @@ Held-out conversations draw held-out entity values and held-out phrasings (every
 is held out), and with `unseen_tools` the held-out tool variants (tools.py).
 """
 import json
+import os
 import random
 
 import tools as T
@@ -23,6 +24,9 @@ from world import (CAPITALS, CURRENCIES, CURRENCY_NAMES, UNIT_WORDS, UNITS, Worl
 # — which is what every held-out tool call and answer needs.
 FICTIONAL_SHARE = 0.35
 COPY_DRILL_SHARE = 0.12
+# Experiment knob (training split only): more tool turns per conversation and short tool lists, so a step holds
+# more tool calls whose name, parameters and values must be found in the context.
+CALL_DENSE = os.environ.get("DSINFER_CALL_DENSE") == "1"
 
 
 def dumps(x):
@@ -775,10 +779,11 @@ class ConversationGenerator:
         thinking = r.random() < 0.5 if thinking is None else thinking
         if not self.heldout and r.random() < COPY_DRILL_SHARE:
             return self._copy_drill(thinking)
-        kind = r.choices(["tools", "chat", "json"], weights=[80, 10, 10])[0]
+        dense = CALL_DENSE and not self.heldout
+        kind = r.choices(["tools", "chat", "json"], weights=[90, 5, 5] if dense else [80, 10, 10])[0]
         if kind == "json":
             return self._json_conversation(thinking)
-        n_turns = r.choices([1, 2, 3], weights=[30, 40, 30])[0]
+        n_turns = r.choices([1, 2, 3], weights=[10, 30, 60] if dense else [30, 40, 30])[0]
         plans = []  # (builder, needed kinds, missing kind)
         for _ in range(n_turns):
             x = r.random()
@@ -797,7 +802,7 @@ class ConversationGenerator:
             plans = [p for p in plans if not (p[2] and p[2] in needed)]
             missing -= needed
         others = [k for k in sorted(T.KINDS) if k not in needed and k not in missing]
-        n_total = r.randint(max(len(needed), 1), max(len(needed), min(5, len(needed) + 2)))
+        n_total = r.randint(max(len(needed), 1), max(len(needed), min(5, len(needed) + (1 if dense else 2))))
         if kind == "chat" and r.random() < 0.5:
             chosen = []
         else:
