@@ -27,6 +27,8 @@ COPY_DRILL_SHARE = 0.12
 # Experiment knob (training split only): more tool turns per conversation and short tool lists, so a step holds
 # more tool calls whose name, parameters and values must be found in the context.
 CALL_DENSE = os.environ.get("DSINFER_CALL_DENSE") == "1"
+# Experiment knob (training split only): one tool turn over only the tools it needs (sometimes one more).
+MICRO = os.environ.get("DSINFER_MICRO") == "1"
 
 
 def dumps(x):
@@ -783,10 +785,13 @@ class ConversationGenerator:
         kind = r.choices(["tools", "chat", "json"], weights=[90, 5, 5] if dense else [80, 10, 10])[0]
         if kind == "json":
             return self._json_conversation(thinking)
-        n_turns = r.choices([1, 2, 3], weights=[10, 30, 60] if dense else [30, 40, 30])[0]
+        micro = MICRO and not self.heldout
+        if micro:
+            kind = "tools"
+        n_turns = 1 if micro else r.choices([1, 2, 3], weights=[10, 30, 60] if dense else [30, 40, 30])[0]
         plans = []  # (builder, needed kinds, missing kind)
         for _ in range(n_turns):
-            x = r.random()
+            x = 0.5 if micro else r.random()
             if kind == "chat" or x < 0.08:
                 plans.append((r.choice([sc_chat, sc_capital, sc_capital]), [], None))
             elif x < 0.14:
@@ -803,6 +808,8 @@ class ConversationGenerator:
             missing -= needed
         others = [k for k in sorted(T.KINDS) if k not in needed and k not in missing]
         n_total = r.randint(max(len(needed), 1), max(len(needed), min(5, len(needed) + (1 if dense else 2))))
+        if micro:
+            n_total = len(needed) + (r.random() < 0.3)
         if kind == "chat" and r.random() < 0.5:
             chosen = []
         else:
