@@ -129,11 +129,34 @@ def induction_batch(rng, n_tokens, seq_len, first_id, last_id):
     span of uniformly random BPE tokens, then the same span again; the loss is on the repeat, which only copying
     can predict. (ids, mask, valid, copy) like collate's, the repeat marked as copy targets."""
     B = max(1, n_tokens // seq_len)
+    if TRAIN.get("induction_random_offsets"):
+        return induction_batch_random(rng, B, seq_len, first_id, last_id)
     half = (seq_len - 1) // 2
     span = torch.from_numpy(rng.integers(first_id, last_id, size=(B, half), dtype=np.int64))
     ids = torch.cat([torch.zeros(B, 1, dtype=torch.long), span, span], 1)  # BOS is id 0
     mask = torch.zeros_like(ids, dtype=torch.bool)
     mask[:, 1 + half:] = True
+    valid = torch.ones_like(mask)
+    return ids, mask, valid, mask.clone()
+
+
+def induction_batch_random(rng, B, seq_len, first_id, last_id, spans=4):
+    """The copy task with nothing positional to hold on to: each sequence is random BPE tokens in which `spans`
+    earlier pieces (8 to half a segment of seq_len / spans tokens, random places) are repeated at random later places; the loss is on each repeat
+    after its first token. With one fixed-length repeat (induction_batch) the model can copy from a fixed offset
+    back, which does not carry over to conversations (training/LOG.md)."""
+    ids = torch.from_numpy(rng.integers(first_id, last_id, size=(B, seq_len), dtype=np.int64))
+    ids[:, 0] = 0  # BOS
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    seg = (seq_len - 1) // spans  # one repeat inside each segment: its source, a random gap, the repeat
+    for b in range(B):
+        for k in range(spans):
+            start = 1 + k * seg
+            n = int(rng.integers(8, seg // 2 + 1))
+            src = start + int(rng.integers(0, seg - 2 * n + 1))
+            dst = int(rng.integers(src + n, start + seg - n + 1))
+            ids[b, dst:dst + n] = ids[b, src:src + n]
+            mask[b, dst + 1:dst + n] = True
     valid = torch.ones_like(mask)
     return ids, mask, valid, mask.clone()
 
