@@ -124,12 +124,12 @@ def collate(items):
     return ids, mask, valid, copy
 
 
-def induction_batch(rng, n_tokens, seq_len, first_id, last_id):
+def induction_batch(rng, n_tokens, seq_len, first_id, last_id, random_offsets=False):
     """A batch of the copy task that makes in-context copying appear (induction heads): each sequence is BOS, a
     span of uniformly random BPE tokens, then the same span again; the loss is on the repeat, which only copying
     can predict. (ids, mask, valid, copy) like collate's, the repeat marked as copy targets."""
     B = max(1, n_tokens // seq_len)
-    if TRAIN.get("induction_random_offsets"):
+    if random_offsets:
         return induction_batch_random(rng, B, seq_len, first_id, last_id)
     half = (seq_len - 1) // 2
     span = torch.from_numpy(rng.integers(first_id, last_id, size=(B, half), dtype=np.int64))
@@ -383,7 +383,7 @@ def main():
                                                         and s % tr["induction_every"] == 0)
             if synthetic:
                 ids, mask, valid, copy = induction_batch(synth_rng, tr["tokens_per_batch"], tr["induction_len"], 3,
-                                                         first_added_id)
+                                                         first_added_id, tr["induction_random_offsets"])
             else:
                 ids, mask, valid, copy = batches.next()
             seen_tokens += int(valid.sum()) * world  # about: the other ranks' batches are as large on average
