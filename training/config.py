@@ -28,8 +28,8 @@ TRAIN = {
     "max_len": 1024,           # conversations longer than this (in tokens) are left out
     "tokens_per_batch": 4096,  # padded tokens per step and rank (make_model.sh runs two ranks)
     "steps_induction": 200,    # stage 0: the copy task alone (train.induction_batch), until copying appears
-    "induction_every": 8, "induction_len": 256,
-    "induction_random_offsets": False,  # repeats at random places and lengths (train.induction_batch_random)  # and one step in 8 of stage A is the copy task too
+    "induction_every": 8, "induction_len": 256,  # and one step in 8 of stage A is the copy task too
+    "induction_random_offsets": 0,  # N > 0: N repeats per sequence at random places and lengths (LOG.md)
     "steps_dense": 700,        # stage A: the main model (and MTP) with dense attention
     "steps_warmup": 50,        # stage B: only the indexer learns, by KL to the dense attention (spec §12)
     "steps_sparse": 120,       # stage C: top-k sparse attention, everything learns, indexer input detached

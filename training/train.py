@@ -124,13 +124,13 @@ def collate(items):
     return ids, mask, valid, copy
 
 
-def induction_batch(rng, n_tokens, seq_len, first_id, last_id, random_offsets=False):
+def induction_batch(rng, n_tokens, seq_len, first_id, last_id, random_offsets=0):
     """A batch of the copy task that makes in-context copying appear (induction heads): each sequence is BOS, a
     span of uniformly random BPE tokens, then the same span again; the loss is on the repeat, which only copying
     can predict. (ids, mask, valid, copy) like collate's, the repeat marked as copy targets."""
     B = max(1, n_tokens // seq_len)
     if random_offsets:
-        return induction_batch_random(rng, B, seq_len, first_id, last_id)
+        return induction_batch_random(rng, B, seq_len, first_id, last_id, spans=int(random_offsets))
     half = (seq_len - 1) // 2
     span = torch.from_numpy(rng.integers(first_id, last_id, size=(B, half), dtype=np.int64))
     ids = torch.cat([torch.zeros(B, 1, dtype=torch.long), span, span], 1)  # BOS is id 0
