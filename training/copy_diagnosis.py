@@ -70,7 +70,8 @@ def main():
                         count(kind, hit)
                         count(f"{kind}/{role}", hit)
                 seen_pairs.add((ids[i - 1], ids[i]))
-    out = {"checkpoint": {"step": ck.get("step"), "stage": ck.get("stage")}, "split": split, "conversations": len(convs),
+    out = {"checkpoint": {"step": ck.get("step"), "stage": ck.get("stage")}, "split": split,
+           "conversations": len(convs),
            "accuracy": {k: {"tokens": t, "accuracy": round(h / t, 4)} for k, (h, t) in sorted(counts.items())}}
     print(json.dumps(out, indent=1))
 

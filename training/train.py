@@ -143,8 +143,8 @@ def induction_batch(rng, n_tokens, seq_len, first_id, last_id, random_offsets=0)
 def induction_batch_random(rng, B, seq_len, first_id, last_id, spans=4):
     """The copy task with nothing positional to hold on to: each sequence is random BPE tokens cut into `spans`
     segments; in each, a piece of 8 to half a segment's tokens is repeated at a random later place. The loss is on
-    each repeat after its first token. With one fixed-length repeat (induction_batch) the model can copy from a fixed offset
-    back, which does not carry over to conversations (training/LOG.md)."""
+    each repeat after its first token. With one fixed-length repeat (induction_batch) the model can copy from a
+    fixed offset back, which does not carry over to conversations (training/LOG.md)."""
     ids = torch.from_numpy(rng.integers(first_id, last_id, size=(B, seq_len), dtype=np.int64))
     ids[:, 0] = 0  # BOS
     mask = torch.zeros_like(ids, dtype=torch.bool)
