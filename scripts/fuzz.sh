@@ -28,9 +28,11 @@ if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDI
 CC=clang CXX=clang++ cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_FUZZ=ON -DDSINFER_TESTS=ON \
   -DDSINFER_CUDA=OFF -DDSINFER_BENCH=OFF >/dev/null
 nice -n "$NICE" cmake --build "$B" -j "$JOBS" --target "${TARGETS[@]}" >/dev/null
-# fuzz_session_restore and fuzz_capi run against the small generated checkpoint (DSINFER_MODELS_DIR = $B/models).
-[ -f "$B/models/v32-tiny/config.json" ] || python3 scripts/make_small_checkpoint.py --preset v32-tiny \
-  --out "$B/models/v32-tiny" >/dev/null
+# fuzz_session_restore and fuzz_capi run against small generated checkpoints (DSINFER_MODELS_DIR = $B/models).
+for preset in v32-tiny v32-micro; do
+  [ -f "$B/models/$preset/config.json" ] || python3 scripts/make_small_checkpoint.py --preset $preset \
+    --out "$B/models/$preset" >/dev/null
+done
 
 run_one() {
   local t=$1 work="$B/corpus/$1" findings="$B/findings/$1/" limit

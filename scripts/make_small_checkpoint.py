@@ -123,6 +123,14 @@ PRESETS = {
     "v32-tiny-mtp": dict(seed=1, fp8=True, config={
         **COMMON, **INDEXER, **FP8, "num_nextn_predict_layers": 1,
         "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}),
+    # The smallest V3.2 model with every part (two layers: one dense, one MoE; indexer; FP8): what the fuzz targets
+    # that generate run against (fuzz_capi), where v32-tiny's forward would take most of each execution.
+    "v32-micro": dict(seed=5, fp8=True, config={
+        **COMMON, **FP8, "index_n_heads": 4, "index_head_dim": 32, "index_topk": 8,
+        "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32",
+        "hidden_size": 128, "intermediate_size": 128, "moe_intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 2, "q_lora_rank": 64, "kv_lora_rank": 64,
+        "qk_nope_head_dim": 32, "qk_rope_head_dim": 32, "v_head_dim": 32}),
     "v32-tiny-bf16": dict(seed=3, fp8=False, config={
         **COMMON, **INDEXER,
         "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}),
