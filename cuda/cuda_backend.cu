@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "backend/cuda_options.hpp"
 #include "common/check.cuh"
 #include "dsinfer/error.hpp"
 #include "kernels/fp8_quant.cuh"
@@ -65,8 +66,8 @@ CudaBackend::CudaBackend(const BackendOptions& opts, int device)
     : small_m_max_(opts.cuda.small_m_max),
       small_m_tensor_cores_(opts.cuda.small_m_tensor_cores),
       cublaslt_fp8_(opts.cuda.cublaslt_fp8),
-      mla_tensor_cores_(opts.cuda.mla_kernel == "tensor-core"),
-      indexer_tensor_cores_(opts.cuda.indexer_kernel == "tensor-core") {
+      mla_tensor_cores_(opts.cuda.mla_kernel == kTensorCoreKernel),
+      indexer_tensor_cores_(opts.cuda.indexer_kernel == kTensorCoreKernel) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0)
