@@ -39,16 +39,19 @@ struct DSINFER_CXX_API ChatOptions {
 
 // The chat format a checkpoint was trained on, told from its config.json model_type and its tokenizer_config.json
 // chat_template. encode_chat writes DeepSeek-V3.2's format only; the V3 family (V3, V3.1, R1: model_type
-// deepseek_v3, each with its own chat_template) has other special tokens and tool-call syntax, so a chat for one of
-// them is refused (check_chat_format) rather than prompted wrong. Raw token ids and raw text work for every model.
+// deepseek_v3, each with its own chat_template) and DeepSeek-V3.2-Exp (model_type deepseek_v32 like V3.2, but
+// prompted through a V3.1-style chat_template with the legacy tool-call tokens, where V3.2 ships no template and
+// writes tool calls in DSML) have other special tokens and tool-call syntax, so a chat for one of them is refused
+// (check_chat_format) rather than prompted wrong. Raw token ids and raw text work for every model.
 enum class ChatFormat {
   DeepseekV32,  // model_type deepseek_v32: DeepSeek's encoding_dsv32 (what encode_chat writes)
+  DeepseekV32Exp,  // model_type deepseek_v32 with a chat_template that does not write DSML (DeepSeek-V3.2-Exp)
   DeepseekV3,   // model_type deepseek_v3, a template without thinking (DeepSeek-V3, V3-0324), or none at all
   DeepseekV31,  // model_type deepseek_v3, a template with a `thinking` switch (DeepSeek-V3.1, V3.1-Terminus)
   DeepseekR1,   // model_type deepseek_v3, a template that strips reasoning up to </think> (DeepSeek-R1, R1-0528)
   Unknown,      // another model_type
 };
-// "deepseek-v3.2", "deepseek-v3", "deepseek-v3.1", "deepseek-r1", "unknown".
+// "deepseek-v3.2", "deepseek-v3.2-exp", "deepseek-v3", "deepseek-v3.1", "deepseek-r1", "unknown".
 DSINFER_CXX_API const char* chat_format_name(ChatFormat format);
 // From the two texts (chat_template may be empty: absent). Threads: any.
 DSINFER_CXX_API ChatFormat detect_chat_format(std::string_view model_type, std::string_view chat_template);

@@ -15,6 +15,7 @@ namespace dsinfer {
 const char* chat_format_name(ChatFormat format) {
   switch (format) {
     case ChatFormat::DeepseekV32: return "deepseek-v3.2";
+    case ChatFormat::DeepseekV32Exp: return "deepseek-v3.2-exp";
     case ChatFormat::DeepseekV3: return "deepseek-v3";
     case ChatFormat::DeepseekV31: return "deepseek-v3.1";
     case ChatFormat::DeepseekR1: return "deepseek-r1";
@@ -24,7 +25,13 @@ const char* chat_format_name(ChatFormat format) {
 }
 
 ChatFormat detect_chat_format(std::string_view model_type, std::string_view chat_template) {
-  if (model_type == "deepseek_v32") return ChatFormat::DeepseekV32;
+  if (model_type == "deepseek_v32") {
+    // V3.2 ships no chat_template (its prompt is encoding_dsv32's); V3.2-Exp, the same architecture, shipped a
+    // V3.1-style template with the legacy <｜tool▁calls▁begin｜> tokens. A template that writes DSML is taken to
+    // render V3.2's own format.
+    if (chat_template.empty() || chat_template.find("｜DSML｜") != std::string_view::npos) return ChatFormat::DeepseekV32;
+    return ChatFormat::DeepseekV32Exp;
+  }
   if (model_type != "deepseek_v3") return ChatFormat::Unknown;
   // The released templates differ in how they treat reasoning: V3.1's takes a `thinking` variable (and renders
   // "<think>" or "</think>" after the assistant tag); R1's drops what precedes "</think>" in past assistant turns;
@@ -61,6 +68,12 @@ void check_chat_format(ChatFormat format) {
   switch (format) {
     case ChatFormat::DeepseekV32:
     case ChatFormat::Unknown: return;
+    case ChatFormat::DeepseekV32Exp:
+      throw Error(ErrorCode::Unsupported,
+                  "this checkpoint is of the deepseek-v3.2-exp family (config.json model_type deepseek_v32 with a "
+                  "tokenizer_config.json chat_template that does not write DSML), whose chat format (V3.1-style, "
+                  "legacy tool-call tokens) dsinfer does not write yet; dsinfer encodes chats only in DeepSeek-V3.2's "
+                  "format. Render the prompt with the checkpoint's own template and pass token ids or raw text.");
     case ChatFormat::DeepseekV3:
     case ChatFormat::DeepseekV31:
     case ChatFormat::DeepseekR1:

@@ -1,6 +1,7 @@
 """Python reaches what the C++ API has (issue 21, item 3): the engine's batched generation, finish reasons and token
 counts, token lookups and special tokens, the streaming detokenizer, typed built-in samplers (logit bias included),
 sampler exceptions with their own types, and V3-family checkpoints refused by the chat calls, by name."""
+import json
 import os
 
 import pytest
@@ -130,3 +131,23 @@ def test_v3_family_chat_completion_is_a_400_naming_the_family():
     assert e.value.status_code == 400 and "deepseek-v3" in e.value.message
     reply = client.completions.create(prompt="Hi", max_tokens=2)  # raw text still works
     assert reply["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_v32_exp_checkpoint_refused_by_chat(tmp_path):
+    # DeepSeek-V3.2-Exp: model_type deepseek_v32 like V3.2, but a V3.1-style chat_template with the legacy tool-call
+    # tokens in tokenizer_config.json. The v32-tiny files, linked, with such a template.
+    for name in os.listdir(MODEL):
+        if name != "tokenizer_config.json":
+            os.symlink(os.path.abspath(os.path.join(MODEL, name)), tmp_path / name)
+    with open(os.path.join(MODEL, "tokenizer_config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    config["chat_template"] = "{% if thinking %}<think>{% else %}</think>{% endif %}<｜tool▁calls▁begin｜>"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    m, t = dsinfer.Model.load(str(tmp_path), n_threads=1), dsinfer.Tokenizer.load(str(tmp_path))
+    assert m.info["chat_format"] == "deepseek-v3.2-exp"
+    with pytest.raises(dsinfer.UnsupportedError, match="deepseek-v3.2-exp"):
+        dsinfer.Session(m, t, capacity=64).chat([{"role": "user", "content": "Hi"}])
+    client = dsinfer.Client.load(str(tmp_path), n_threads=1)
+    with pytest.raises(dsinfer.APIError) as e:
+        client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert e.value.status_code == 400 and "deepseek-v3.2-exp" in e.value.message

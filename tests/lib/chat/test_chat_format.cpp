@@ -17,9 +17,18 @@ constexpr const char* kV31Like =
     "{% if thinking %}{{'<think>'}}{% else %}{{'</think>'}}{% endif %}";
 constexpr const char* kR1Like = "{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}";
 constexpr const char* kV3Like = "{{'<｜Assistant｜>' + message['content'] + '<｜end▁of▁sentence｜>'}}";
+// V3.2-Exp's V3.1-style template writes tool calls with the legacy tokens; a template for V3.2's own format would
+// write DSML.
+constexpr const char* kV32ExpLike =
+    "{% if thinking %}{{'<think>'}}{% else %}{{'</think>'}}{% endif %}"
+    "{{'<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['function']['name'] + '<｜tool▁sep｜>'}}";
+constexpr const char* kDsmlLike = "{{'<｜DSML｜function_calls>'}}";
 
 TEST_CASE("chat format: told from model_type and chat_template", "[chat_format]") {
   CHECK(detect_chat_format("deepseek_v32", "") == ChatFormat::DeepseekV32);
+  CHECK(detect_chat_format("deepseek_v32", kDsmlLike) == ChatFormat::DeepseekV32);
+  CHECK(detect_chat_format("deepseek_v32", kV32ExpLike) == ChatFormat::DeepseekV32Exp);
+  CHECK(std::string(chat_format_name(ChatFormat::DeepseekV32Exp)) == "deepseek-v3.2-exp");
   CHECK(detect_chat_format("deepseek_v3", "") == ChatFormat::DeepseekV3);
   CHECK(detect_chat_format("deepseek_v3", kV3Like) == ChatFormat::DeepseekV3);
   CHECK(detect_chat_format("deepseek_v3", kV31Like) == ChatFormat::DeepseekV31);
@@ -31,7 +40,8 @@ TEST_CASE("chat format: told from model_type and chat_template", "[chat_format]"
 TEST_CASE("chat format: the V3 family is refused by name, V3.2 and unknown pass", "[chat_format]") {
   CHECK_NOTHROW(check_chat_format(ChatFormat::DeepseekV32));
   CHECK_NOTHROW(check_chat_format(ChatFormat::Unknown));
-  for (ChatFormat f : {ChatFormat::DeepseekV3, ChatFormat::DeepseekV31, ChatFormat::DeepseekR1}) {
+  for (ChatFormat f : {ChatFormat::DeepseekV3, ChatFormat::DeepseekV31, ChatFormat::DeepseekR1,
+                       ChatFormat::DeepseekV32Exp}) {
     try {
       check_chat_format(f);
       FAIL("accepted " << chat_format_name(f));
@@ -55,6 +65,8 @@ TEST_CASE("chat format: from a checkpoint directory", "[chat_format]") {
       << R"({"chat_template": [{"name": "tool_use", "template": "x"}, {"name": "default", "template": "{% if thinking %}</think>"}]})";
   CHECK(checkpoint_chat_format(dir.string()) == ChatFormat::DeepseekV31);
   std::ofstream(dir / "config.json") << R"({"model_type": "deepseek_v32"})";
+  CHECK(checkpoint_chat_format(dir.string()) == ChatFormat::DeepseekV32Exp);  // the V3.1-style template above
+  fs::remove(dir / "tokenizer_config.json");
   CHECK(checkpoint_chat_format(dir.string()) == ChatFormat::DeepseekV32);
   std::ofstream(dir / "config.json") << "{not json";
   CHECK_THROWS_AS(checkpoint_chat_format(dir.string()), Error);
