@@ -95,6 +95,25 @@ typedef struct dsinfer_model_params {
    * results. Fixed once per process by the first load that names one: a later load naming another fails with
    * DSINFER_E_INVALID_ARG. The environment variable DSINFER_CPU_KERNELS overrides it. */
   const char* cpu_kernels;
+  /* Appended after 0.1.0 (ABI 1 unchanged). The CUDA backend's device and kernel choices (docs/cuda.md); the CPU
+   * backend ignores them. Defaults are what DSINFER_MODEL_PARAMS_INIT sets (an older caller's smaller struct gets
+   * them too). A value out of range: DSINFER_E_INVALID_ARG naming the field. Each DSINFER_CUDA_* environment
+   * variable named below, when set to a valid value, overrides its member (an invalid one is ignored, logged). */
+  /* Device ordinal >= 0 for backend "cuda" ("cuda:N" wins); default 0. DSINFER_CUDA_DEVICE */
+  int32_t cuda_device;
+  /* GEMMs of up to this many rows run the skinny kernels, larger ones cuBLASLt; 0 to 4096, default 64.
+   * DSINFER_CUDA_SMALL_M */
+  int64_t cuda_small_m_max;
+  /* 1 (default): the skinny FP8 GEMM may use its tensor-core form (after a start-up probe agrees); 0: never.
+   * DSINFER_CUDA_MMA */
+  int32_t cuda_small_m_tensor_cores;
+  /* 1 (default): FP8 GEMMs above cuda_small_m_max may use cuBLASLt's block-scaled FP8; 0: never. DSINFER_CUDA_LT_FP8 */
+  int32_t cuda_cublaslt_fp8;
+  /* The MLA attention kernel: "cuda-core" (NULL; fp32) or "tensor-core" (bf16). DSINFER_CUDA_MLA_KERNEL */
+  const char* cuda_mla_kernel;
+  /* The indexer's score kernel: "cuda-core" (NULL; fp32) or "tensor-core" (e4m3, in fp8 precision).
+   * DSINFER_CUDA_INDEXER_KERNEL */
+  const char* cuda_indexer_kernel;
 } dsinfer_model_params;
 
 DSINFER_API void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size);

@@ -94,7 +94,10 @@ size_t readable(const dsinfer_model_params& p) {
   const size_t ends[] = {DSINFER_MEMBER_END(T, struct_size), DSINFER_MEMBER_END(T, n_threads), DSINFER_MEMBER_END(T, backend),
                          DSINFER_MEMBER_END(T, kv_cache_tokens), DSINFER_MEMBER_END(T, progress),
                          DSINFER_MEMBER_END(T, progress_user_data), DSINFER_MEMBER_END(T, kv_cache_dtype),
-                         DSINFER_MEMBER_END(T, kv_block_tokens), DSINFER_MEMBER_END(T, cpu_kernels)};
+                         DSINFER_MEMBER_END(T, kv_block_tokens), DSINFER_MEMBER_END(T, cpu_kernels),
+                         DSINFER_MEMBER_END(T, cuda_device), DSINFER_MEMBER_END(T, cuda_small_m_max),
+                         DSINFER_MEMBER_END(T, cuda_small_m_tensor_cores), DSINFER_MEMBER_END(T, cuda_cublaslt_fp8),
+                         DSINFER_MEMBER_END(T, cuda_mla_kernel), DSINFER_MEMBER_END(T, cuda_indexer_kernel)};
   return whole_members(p.struct_size, ends);
 }
 size_t readable(const dsinfer_session_params& p) {
@@ -232,6 +235,12 @@ void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size) {
   if (!p) return;
   dsinfer_model_params d{};
   d.struct_size = sizeof(dsinfer_model_params);
+  // The CUDA members whose default is not zero: the C++ defaults (dsinfer::CudaOptions).
+  const dsinfer::CudaOptions cuda;
+  d.cuda_device = cuda.device;
+  d.cuda_small_m_max = cuda.small_m_max;
+  d.cuda_small_m_tensor_cores = cuda.small_m_tensor_cores;
+  d.cuda_cublaslt_fp8 = cuda.cublaslt_fp8;
   std::memcpy(p, &d, std::min(struct_size, sizeof d));
   if (struct_size >= sizeof p->struct_size) p->struct_size = std::min(struct_size, sizeof d);  // never past the caller's size
 }
@@ -250,6 +259,20 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
     lp.kv_cache_tokens = p.kv_cache_tokens;
     lp.kv_block_tokens = p.kv_block_tokens;
     if (p.cpu_kernels) lp.cpu_kernels = p.cpu_kernels;
+    // The booleans must be 0 or 1 (anything else is more likely garbage than a request), checked here because
+    // CudaOptions cannot hold anything else; Model::load checks the rest.
+    if (p.cuda_small_m_tensor_cores != 0 && p.cuda_small_m_tensor_cores != 1)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, "cuda_small_m_tensor_cores must be 0 or 1, not " +
+                                                                    std::to_string(p.cuda_small_m_tensor_cores));
+    if (p.cuda_cublaslt_fp8 != 0 && p.cuda_cublaslt_fp8 != 1)
+      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                           "cuda_cublaslt_fp8 must be 0 or 1, not " + std::to_string(p.cuda_cublaslt_fp8));
+    lp.cuda.device = p.cuda_device;
+    lp.cuda.small_m_max = p.cuda_small_m_max;
+    lp.cuda.small_m_tensor_cores = p.cuda_small_m_tensor_cores == 1;
+    lp.cuda.cublaslt_fp8 = p.cuda_cublaslt_fp8 == 1;
+    if (p.cuda_mla_kernel) lp.cuda.mla_kernel = p.cuda_mla_kernel;
+    if (p.cuda_indexer_kernel) lp.cuda.indexer_kernel = p.cuda_indexer_kernel;
     if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
       throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
                            std::string("kv_cache_dtype must be auto, f32, bf16 or fp8, not ") + p.kv_cache_dtype);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "backend/cuda_options.hpp"
 #include "common/check.cuh"
 #include "dsinfer/error.hpp"
 #include "kernels/fp8_quant.cuh"
@@ -59,20 +60,20 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // A device Tensor2D's 2-D copy geometry in bytes.
 size_t pitch(const Tensor2D& t) { return size_t(t.ld) * sizeof(float); }
 
-int device_from_env() {
-  const char* e = std::getenv("DSINFER_CUDA_DEVICE");
-  return e && *e ? std::atoi(e) : 0;
-}
-
 }  // namespace
 
-CudaBackend::CudaBackend(const BackendOptions&, int device) {
+CudaBackend::CudaBackend(const BackendOptions& opts, int device)
+    : small_m_max_(opts.cuda.small_m_max),
+      small_m_tensor_cores_(opts.cuda.small_m_tensor_cores),
+      cublaslt_fp8_(opts.cuda.cublaslt_fp8),
+      mla_tensor_cores_(opts.cuda.mla_kernel == kTensorCoreKernel),
+      indexer_tensor_cores_(opts.cuda.indexer_kernel == kTensorCoreKernel) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0)
     fail(ErrorCode::Device, std::string("no CUDA device is available (") +
                                 (e == cudaSuccess ? "device count 0" : cudaGetErrorString(e)) + ")");
-  device_ = device >= 0 ? device : device_from_env();
+  device_ = device >= 0 ? device : opts.cuda.device;
   if (device_ >= count)
     fail(ErrorCode::InvalidArgument,
          "CUDA device " + std::to_string(device_) + " requested, this machine has " + std::to_string(count));
@@ -85,7 +86,6 @@ CudaBackend::CudaBackend(const BackendOptions&, int device) {
   DSINFER_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
   uint64_t keep = UINT64_MAX;  // keep freed blocks cached in the pool instead of returning them at each sync
   DSINFER_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-  if (const char* m = std::getenv("DSINFER_CUDA_SMALL_M"); m && *m) small_m_max_ = std::atoll(m);
   lt_ = std::make_unique<gpu::LtGemm>();
   DSINFER_CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   lt_->set_workspace(lt_workspace_, kLtWorkspaceBytes);
@@ -354,7 +354,7 @@ void CudaBackend::skinny(const gpu::SkinnyGemmParams& p, bool use_mma) {
 bool CudaBackend::small_mma_enabled() {
   if (mma_state_ != 0) return mma_state_ > 0;
   mma_state_ = -1;
-  if (const char* e = std::getenv("DSINFER_CUDA_MMA"); e && std::string(e) == "0") return false;
+  if (!small_m_tensor_cores_) return false;
   // Probe: the tensor-core kernel against the CUDA-core kernel on random e4m3 operands, one and five token tiles,
   // with distinct scales per (row, group) and per weight block.
   constexpr int64_t N = 256, K = 1024, G = K / 128, Mmax = 37;
@@ -418,7 +418,7 @@ bool CudaBackend::small_mma_enabled() {
 CudaBackend::Fp8ScaleLayout CudaBackend::fp8_scale_layout() {
   if (fp8_layout_ != Fp8ScaleLayout::Unknown) return fp8_layout_;
   fp8_layout_ = Fp8ScaleLayout::None;  // stays None if the probe fails in any way
-  if (const char* e = std::getenv("DSINFER_CUDA_LT_FP8"); e && std::string(e) == "0") return fp8_layout_;
+  if (!cublaslt_fp8_) return fp8_layout_;
   // Probe: N = 256 (two weight row blocks), K = 512 (four K blocks: no padding question), M = 8 rows with
   // distinct power-of-two scales per (row, group), so any misread scale shows.
   constexpr int64_t N = 256, K = 512, M = 8, G = K / 128;

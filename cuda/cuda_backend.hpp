@@ -25,7 +25,8 @@ namespace dsinfer {
 
 class CudaBackend final : public Backend {
  public:
-  // device: CUDA device ordinal; < 0 takes DSINFER_CUDA_DEVICE from the environment, else 0.
+  // device: CUDA device ordinal; < 0 takes opts.cuda.device. opts.cuda is taken as given: create_backend has
+  // checked it and applied the environment's overrides (lib/backend/cuda_options.hpp).
   explicit CudaBackend(const BackendOptions& opts, int device = -1);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
@@ -76,7 +77,7 @@ class CudaBackend final : public Backend {
   void* upload(int slot, const void* host, size_t bytes);
 
   // Linear layers with at most this many activation rows use the skinny kernel, larger ones cuBLASLt
-  // (default 64, or DSINFER_CUDA_SMALL_M from the environment).
+  // (CudaOptions::small_m_max).
   int64_t small_m_max() const { return small_m_max_; }
   void set_small_m_max(int64_t m) { small_m_max_ = m; }
   // Skinny: the CUDA-core skinny kernel; SkinnyMma: its tensor-core FP8 variant (FP8 weights with FP8
@@ -84,13 +85,13 @@ class CudaBackend final : public Backend {
   // probe passed) or Skinny up to small_m_max rows, cuBLASLt above.
   enum class LinearPath { Auto, Skinny, SkinnyMma, CublasLt };
   // Whether the tensor-core skinny kernel is used: probed once against the CUDA-core kernel (a wrong result
-  // turns it off with a line on stderr); DSINFER_CUDA_MMA=0 turns it off.
+  // turns it off with a line on stderr); CudaOptions::small_m_tensor_cores false turns it off.
   bool small_mma_enabled();
   void set_small_mma_enabled(bool on) { mma_state_ = on ? 1 : -1; }  // tests: both kernels in every path
   // How cuBLASLt's VEC128_32F activation scales are laid out, found once by a probe GEMM against the skinny
   // kernel (the documentation leaves it implicit): TokenMajor = [G][M] (all rows of group 0, then group 1, ...),
   // RowMajor = [M][G]; None = cuBLASLt's block-scaled FP8 is unavailable or disagrees, and every FP8 linear uses
-  // the skinny kernel. DSINFER_CUDA_LT_FP8=0 forces None.
+  // the skinny kernel. CudaOptions::cublaslt_fp8 false forces None.
   enum class Fp8ScaleLayout { Unknown, TokenMajor, RowMajor, None };
   Fp8ScaleLayout fp8_scale_layout();
   // linear() through a chosen path (benchmarks and tests compare the two).
@@ -127,6 +128,10 @@ class CudaBackend final : public Backend {
   int num_sms_ = 1;
   cudaStream_t stream_ = nullptr;
   int64_t small_m_max_ = 64;
+  bool small_m_tensor_cores_ = true;     // CudaOptions::small_m_tensor_cores
+  bool cublaslt_fp8_ = true;             // CudaOptions::cublaslt_fp8
+  bool mla_tensor_cores_ = false;        // CudaOptions::mla_kernel == "tensor-core"
+  bool indexer_tensor_cores_ = false;    // CudaOptions::indexer_kernel == "tensor-core"
   Fp8ScaleLayout fp8_layout_ = Fp8ScaleLayout::Unknown;
   int mma_state_ = 0;  // 0 unknown, 1 on, -1 off
   std::unique_ptr<gpu::LtGemm> lt_;

@@ -30,6 +30,7 @@
 #include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "cuda_flag.hpp"
 #include "serve/serve.hpp"
 
 namespace {
@@ -87,7 +88,7 @@ std::string usage(const std::string& command = "") {
   std::string text = "usage:\n";
   for (const auto& [name, u] : kCommandUsage)
     if (command.empty() || command == name) text += u;
-  return text + kCommonUsage;
+  return text + kCommonUsage + dsinfer::tools::kBackendFlagsUsage;
 }
 
 struct UsageError : std::runtime_error {
@@ -216,6 +217,10 @@ std::unique_ptr<dsinfer::Model> load(const Args& a) {
   // 0 = every hardware thread (the library's default).
   if (a.flags.count("threads")) p.n_threads = int(parse_int("threads", a.flags.at("threads"), 0, 1024));
   if (a.flags.count("cpu-kernels")) p.cpu_kernels = a.flags.at("cpu-kernels");
+  if (a.flags.count("backend")) p.backend = a.flags.at("backend");
+  if (a.flags.count("cuda"))
+    if (const std::string wrong = dsinfer::tools::apply_cuda_flag(a.flags.at("cuda"), p.cuda); !wrong.empty())
+      throw UsageError(wrong, a.command);
   if (a.flags.count("kv-cache-dtype") &&
       !dsinfer::kv_cache_dtype_from_name(a.flags.at("kv-cache-dtype"), &p.kv_cache_dtype))
     throw UsageError("--kv-cache-dtype must be auto, f32, bf16 or fp8", a.command);
@@ -503,13 +508,15 @@ int run_interactive(const Args& a) {
 int run(int argc, char** argv) {
   const std::map<std::string, std::set<std::string>> allowed = {
       {"generate", {"model", "ids", "prompt", "n", "precision", "threads", "seed", "greedy", "temperature", "top-p",
-                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype", "log", "cpu-kernels", "speculative"}},
+                    "top-k", "min-p", "repeat-penalty", "kv-cache-dtype", "log", "cpu-kernels", "speculative",
+                    "backend", "cuda"}},
       {"chat", {"model", "messages", "thinking", "n", "precision", "threads", "seed", "greedy", "temperature",
                 "top-p", "top-k", "min-p", "repeat-penalty", "interactive", "kv-cache-dtype", "log", "cpu-kernels",
-                "speculative"}},
+                "speculative", "backend", "cuda"}},
       {"prompt", {"model", "messages", "thinking", "ids", "log"}},
-      {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype", "log", "cpu-kernels"}},
-      {"info", {"model", "threads", "kv-cache-dtype", "ctx", "log", "cpu-kernels"}},
+      {"logits", {"model", "ids", "out", "precision", "threads", "kv-cache-dtype", "log", "cpu-kernels", "backend",
+                  "cuda"}},
+      {"info", {"model", "threads", "kv-cache-dtype", "ctx", "log", "cpu-kernels", "backend", "cuda"}},
   };
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help"))) {
     std::fputs(usage(argc >= 3 ? argv[2] : "").c_str(), stdout);

@@ -8,11 +8,11 @@
 // floats for the index scores).
 // MLA always runs the absorbed form, for prefill too (MlaMode is a CPU-side choice of algorithm; both forms compute
 // the same attention, see cuda/attention/mla_attention.cuh), on the fp32 CUDA-core kernel: the interface's cache is
-// fp32 and the CPU reference computes in fp32. DSINFER_CUDA_MLA_KERNEL=tc in the environment selects the bf16
+// fp32 and the CPU reference computes in fp32. CudaOptions::mla_kernel "tensor-core" selects the bf16
 // tensor-core kernel instead (queries, k_pe and probabilities rounded to bf16), to measure what it changes end to end.
 // With at most 32 queries and kv_b given as stored FP8 (MlaArgs::wkv_b_stored), the absorb products read the e4m3
 // weight instead of the fp32 copy (cuda/attention/mla_absorb.cuh).
-// The indexer scores run on fp32 CUDA cores; DSINFER_CUDA_INDEXER_KERNEL=mma selects the e4m3 tensor-core kernel
+// The indexer scores run on fp32 CUDA cores; CudaOptions::indexer_kernel "tensor-core" selects the e4m3 kernel
 // when the call is in fp8 mode (q and key scales given, so q and the keys hold e4m3 values).
 #include <algorithm>
 #include <cstdint>
@@ -69,8 +69,7 @@ void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
     const int64_t n_blocks = (S + a.block_tokens - 1) / a.block_tokens;
     d_table = static_cast<const int32_t*>(upload(kSlotBlockTable, a.block_table, size_t(std::max<int64_t>(n_blocks, 1)) * 4));
   }
-  const char* kernel_env = std::getenv("DSINFER_CUDA_INDEXER_KERNEL");
-  const bool mma = kernel_env && std::strcmp(kernel_env, "mma") == 0 && a.q_scale.data && a.k_scale.data;
+  const bool mma = indexer_tensor_cores_ && a.q_scale.data && a.k_scale.data;
   const int64_t chunk = std::clamp<int64_t>(int64_t(kScoreBudget / (size_t(std::max<int64_t>(S, 1)) * 4)), 1, 65535);
   float* scores = static_cast<float*>(scratch(kSlotScores, size_t(std::min(chunk, T) * std::max<int64_t>(S, 1)) * 4));
   int32_t* topk = static_cast<int32_t*>(scratch(kSlotTopk, size_t(T * a.topk) * 4));
@@ -163,9 +162,7 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
   p.softmax_scale = a.softmax_scale;
   p.ld_out = a.out.ld;
   p.num_sms = num_sms();
-  const char* kernel_env = std::getenv("DSINFER_CUDA_MLA_KERNEL");
-  p.kernel = kernel_env && std::strcmp(kernel_env, "tc") == 0 ? gpu::attn::MlaKernel::TensorCore
-                                                               : gpu::attn::MlaKernel::CudaCore;
+  p.kernel = mla_tensor_cores_ ? gpu::attn::MlaKernel::TensorCore : gpu::attn::MlaKernel::CudaCore;
   // Queries per chunk: the workspace is about 2·T·H·C floats plus the split partials.
   const size_t per_query = size_t(H * C) * 4 * 3;
   const int64_t chunk = std::clamp<int64_t>(int64_t(kMlaWorkspaceBudget / std::max<size_t>(per_query, 1)), 1, 65535);

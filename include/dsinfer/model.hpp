@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dsinfer/cuda_options.hpp"
 #include "dsinfer/export.hpp"
 #include "dsinfer/error.hpp"
 #include "dsinfer/sampler.hpp"
@@ -57,6 +58,9 @@ struct DSINFER_CXX_API ModelLoadParams {
   // family is fixed once per process, by the first load that names one (or by the first evaluation): a later load
   // naming a different one throws Error(InvalidArgument). Environment override: DSINFER_CPU_KERNELS.
   std::string cpu_kernels = "auto";
+  // The CUDA backend's kernel choices and device (dsinfer/cuda_options.hpp, docs/cuda.md); the CPU backend ignores
+  // them. Each has an environment variable that overrides it (DSINFER_CUDA_DEVICE, DSINFER_CUDA_SMALL_M, ...).
+  CudaOptions cuda;
 };
 
 struct DSINFER_CXX_API ModelInfo {

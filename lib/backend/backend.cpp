@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "backend/cpu/cpu_backend.hpp"
+#include "backend/cuda_options.hpp"
 #include "dsinfer/error.hpp"
 #include "util/dtype.hpp"
 
@@ -40,13 +41,18 @@ void Backend::bytes_from_host(void*, const void*, size_t) { no_packed_kv(*this);
 std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOptions& opts) {
   if (name == "cpu") return std::make_unique<CpuBackend>(opts);
 #ifdef DSINFER_HAVE_CUDA
-  // "cuda" (device from DSINFER_CUDA_DEVICE, else 0) or "cuda:N"; defined in cuda/cuda_backend_factory.cpp so
-  // this file needs no CUDA header.
+  // "cuda" (device from the options) or "cuda:N"; make_cuda_backend is defined in cuda/cuda_backend_factory.cpp so
+  // this file needs no CUDA header. It gets the options resolved against the environment and a device >= 0.
   std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts, int device);
-  if (name == "cuda") return make_cuda_backend(opts, -1);
-  if (name.starts_with("cuda:") && name.size() > 5 &&
-      name.find_first_not_of("0123456789", 5) == std::string_view::npos)
-    return make_cuda_backend(opts, std::stoi(std::string(name.substr(5))));
+  const bool named = name.starts_with("cuda:") && name.size() > 5 && name.size() <= 14 &&
+                     name.find_first_not_of("0123456789", 5) == std::string_view::npos;
+  if (name == "cuda" || named) {
+    check_cuda_options(opts.cuda);
+    BackendOptions resolved = opts;
+    apply_cuda_env_overrides(resolved.cuda, named);
+    if (named) resolved.cuda.device = std::stoi(std::string(name.substr(5)));
+    return make_cuda_backend(resolved, resolved.cuda.device);
+  }
   throw Error(ErrorCode::InvalidArgument,
               fmt::format("unknown backend \"{}\" (this build has: cpu, cuda, cuda:N)", name));
 #else

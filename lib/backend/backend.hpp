@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/weight.hpp"
+#include "dsinfer/cuda_options.hpp"
 
 namespace dsinfer {
 
@@ -269,9 +270,15 @@ class Backend {
 
 struct BackendOptions {
   int n_threads = 0;  // 0 = all hardware threads
+  // The CUDA backend's device and kernel choices (the CPU backend ignores them). create_backend checks them, then
+  // lets the DSINFER_CUDA_* environment variables override them (backend/cuda_options.hpp); the CUDA backend
+  // receives the resolved values.
+  CudaOptions cuda;
 };
 
-// "cpu" (always) and "cuda" (when built with DSINFER_CUDA). Throws Error(InvalidArgument) for an unknown name.
+// "cpu" (always) and "cuda" or "cuda:N" (when built with DSINFER_CUDA; N names the device and wins over
+// opts.cuda.device and DSINFER_CUDA_DEVICE). Throws Error(InvalidArgument) for an unknown name or invalid
+// opts.cuda.
 std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOptions& opts = {});
 
 }  // namespace dsinfer

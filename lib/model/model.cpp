@@ -11,6 +11,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/simd.hpp"
+#include "backend/cuda_options.hpp"
 #include "checkpoint/hf_config.hpp"
 #include "checkpoint/safetensors_reader.hpp"
 #include "dsinfer/model.hpp"
@@ -212,6 +213,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   if (params.kv_cache_tokens < 0 || params.kv_cache_tokens > KvBlockPool::kMaxPoolTokens)
     throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::kv_cache_tokens must be 0 (32768) to {}, got {}",
                                                         KvBlockPool::kMaxPoolTokens, params.kv_cache_tokens));
+  check_cuda_options(params.cuda);  // whatever the backend: a bad value is the caller's mistake either way
   if (params.cpu_kernels != "auto") fix_cpu_kernel_isa(params.cpu_kernels);
   log_fmt(LogLevel::Info, "loading {} (backend {}, {} threads)", dir, params.backend,
           params.n_threads == 0 ? std::string("all") : std::to_string(params.n_threads));
@@ -225,6 +227,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
   ModelWeights weights = bind_weights(*impl->checkpoint, impl->config);
   BackendOptions bo;
   bo.n_threads = params.n_threads;
+  bo.cuda = params.cuda;
   impl->backend = create_backend(params.backend, bo);
 
   ModelInfo& info = impl->info;

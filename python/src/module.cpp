@@ -349,8 +349,17 @@ PYBIND11_MODULE(_dsinfer, m) {
       .def_static(
           "load",
           [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens,
-             const std::string& kv_cache_dtype, int64_t kv_block_tokens, const std::string& cpu_kernels) {
+             const std::string& kv_cache_dtype, int64_t kv_block_tokens, const std::string& cpu_kernels,
+             const std::string& backend, int cuda_device, int64_t cuda_small_m_max, bool cuda_small_m_tensor_cores,
+             bool cuda_cublaslt_fp8, const std::string& cuda_mla_kernel, const std::string& cuda_indexer_kernel) {
             ModelLoadParams p;
+            p.backend = backend;
+            p.cuda.device = cuda_device;
+            p.cuda.small_m_max = cuda_small_m_max;
+            p.cuda.small_m_tensor_cores = cuda_small_m_tensor_cores;
+            p.cuda.cublaslt_fp8 = cuda_cublaslt_fp8;
+            p.cuda.mla_kernel = cuda_mla_kernel;
+            p.cuda.indexer_kernel = cuda_indexer_kernel;
             p.n_threads = n_threads;
             p.kv_cache_tokens = kv_cache_tokens;
             p.kv_block_tokens = kv_block_tokens;
@@ -373,11 +382,22 @@ PYBIND11_MODULE(_dsinfer, m) {
           },
           py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0,
           py::arg("kv_cache_dtype") = "auto", py::arg("kv_block_tokens") = 64, py::arg("cpu_kernels") = "auto",
+          py::arg("backend") = "cpu", py::arg("cuda_device") = CudaOptions{}.device,
+          py::arg("cuda_small_m_max") = CudaOptions{}.small_m_max,
+          py::arg("cuda_small_m_tensor_cores") = CudaOptions{}.small_m_tensor_cores,
+          py::arg("cuda_cublaslt_fp8") = CudaOptions{}.cublaslt_fp8,
+          py::arg("cuda_mla_kernel") = CudaOptions{}.mla_kernel,
+          py::arg("cuda_indexer_kernel") = CudaOptions{}.indexer_kernel,
           "Loads a Hugging Face checkpoint directory. progress(fraction, stage) is called during the load; "
           "n_threads 0 = all cores; kv_cache_tokens (0 = 32768) and kv_block_tokens size the KV cache pool; "
           "kv_cache_dtype 'auto', 'f32', 'bf16' or 'fp8'; cpu_kernels 'auto', 'avx512', 'avx2' or 'scalar' caps the CPU "
-          "kernel family (fixed once per process; docs/options.md). Raises IoError, FormatError, UnsupportedError, "
-          "InvalidArgumentError naming the file, tensor or option.")
+          "kernel family (fixed once per process; docs/options.md). backend 'cpu', or 'cuda' / 'cuda:N' in a CUDA "
+          "build. The cuda_* options tune the CUDA backend (the CPU backend ignores them; docs/cuda.md): cuda_device "
+          "(>= 0; 'cuda:N' wins), cuda_small_m_max (0 to 4096: GEMMs of up to that many rows run the skinny kernels), "
+          "cuda_small_m_tensor_cores and cuda_cublaslt_fp8 (allow those kernels), cuda_mla_kernel and "
+          "cuda_indexer_kernel ('cuda-core' or 'tensor-core'); each DSINFER_CUDA_* environment variable overrides its "
+          "option. Raises IoError, FormatError, UnsupportedError, DeviceError, InvalidArgumentError naming the file, "
+          "tensor or option.")
       .def_property_readonly("info", [](const PyModel& pm) {
         const auto& i = pm.model->info();
         py::dict d;

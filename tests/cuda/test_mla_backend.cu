@@ -218,18 +218,20 @@ int main() {
             2e-4, true);
   check_mla(*cpu, *gpu, {"tiny decode, stored FP8 kv_b", 4, 128, 32, 64, 64, 45, 44, 1, 16, 0, MlaMode::Absorbed},
             2e-4, true);
-  // The opt-in tensor-core paths (environment switches of cuda_backend_attention.cu): the e4m3 indexer kernel is
-  // exact on these integer inputs; the bf16 MLA kernel is held to the bf16 bound.
-  setenv("DSINFER_CUDA_INDEXER_KERNEL", "mma", 1);
-  check_indexer(*cpu, *gpu, 64, 128, 5000, 4990, 10, 2048, 64, true);
-  check_indexer(*cpu, *gpu, 8, 64, 100, 0, 100, 16, 16, true);
-  unsetenv("DSINFER_CUDA_INDEXER_KERNEL");
-  setenv("DSINFER_CUDA_MLA_KERNEL", "tc", 1);
-  check_mla(*cpu, *gpu, {"V3.2 decode 4K, paged, bf16 tensor cores", 128, 512, 64, 128, 128, 4096, 4095, 1, 64, 0,
-                         MlaMode::Absorbed}, 3e-2);
-  check_mla(*cpu, *gpu, {"V3.2 sparse decode, bf16 tensor cores", 128, 512, 64, 128, 128, 6000, 5997, 3, 64, 2048,
-                         MlaMode::Absorbed}, 3e-2);
-  unsetenv("DSINFER_CUDA_MLA_KERNEL");
+  {
+    // The opt-in tensor-core paths (CudaOptions::indexer_kernel / mla_kernel): the e4m3 indexer kernel is exact on
+    // these integer inputs; the bf16 MLA kernel is held to the bf16 bound.
+    BackendOptions tc;
+    tc.cuda.indexer_kernel = "tensor-core";
+    tc.cuda.mla_kernel = "tensor-core";
+    auto gpu_tc = create_backend("cuda", tc);
+    check_indexer(*cpu, *gpu_tc, 64, 128, 5000, 4990, 10, 2048, 64, true);
+    check_indexer(*cpu, *gpu_tc, 8, 64, 100, 0, 100, 16, 16, true);
+    check_mla(*cpu, *gpu_tc, {"V3.2 decode 4K, paged, bf16 tensor cores", 128, 512, 64, 128, 128, 4096, 4095, 1, 64,
+                              0, MlaMode::Absorbed}, 3e-2);
+    check_mla(*cpu, *gpu_tc, {"V3.2 sparse decode, bf16 tensor cores", 128, 512, 64, 128, 128, 6000, 5997, 3, 64,
+                              2048, MlaMode::Absorbed}, 3e-2);
+  }
   // Errors arrive as dsinfer::Error, never as a crash: a head count the kernels do not support.
   bool threw = false;
   try {

@@ -66,3 +66,20 @@ def test_load_options_kv_block_tokens_and_cpu_kernels():
         dsinfer.Model.load(MODEL, kv_block_tokens=70000)
     with pytest.raises(dsinfer.InvalidArgumentError, match="cpu_kernels"):
         dsinfer.Model.load(MODEL, cpu_kernels="sse9")
+
+
+def test_load_options_backend_and_cuda():
+    # The CUDA options are checked whatever the backend; the CPU backend ignores valid ones.
+    dsinfer.Model.load(MODEL, n_threads=1, backend="cpu", cuda_device=1, cuda_small_m_max=0,
+                       cuda_small_m_tensor_cores=False, cuda_cublaslt_fp8=False, cuda_mla_kernel="tensor-core",
+                       cuda_indexer_kernel="tensor-core")
+    with pytest.raises(dsinfer.InvalidArgumentError, match="cuda.mla_kernel must be cuda-core or tensor-core"):
+        dsinfer.Model.load(MODEL, cuda_mla_kernel="tc")
+    with pytest.raises(dsinfer.InvalidArgumentError, match="cuda.indexer_kernel"):
+        dsinfer.Model.load(MODEL, cuda_indexer_kernel="mma")
+    with pytest.raises(dsinfer.InvalidArgumentError, match="cuda.small_m_max"):
+        dsinfer.Model.load(MODEL, cuda_small_m_max=4097)
+    with pytest.raises(dsinfer.InvalidArgumentError, match="cuda.device"):
+        dsinfer.Model.load(MODEL, cuda_device=-1)
+    with pytest.raises(dsinfer.InvalidArgumentError, match="unknown backend"):
+        dsinfer.Model.load(MODEL, backend="tpu")

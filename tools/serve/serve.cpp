@@ -23,6 +23,7 @@
 #include "dsinfer/openai.hpp"
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "cuda_flag.hpp"
 #include "metrics.hpp"
 #include "scheduler.hpp"
 
@@ -35,6 +36,7 @@ constexpr const char* kUsage =
     "                     [--max-sessions 16] [--max-queue 64] [--ctx 4096] [--served-model-name NAME]\n"
     "                     [--prefix-cache 16] [--max-body-bytes 8388608] [--precision fp8|reference]\n"
     "                     [--drain-seconds 30] [--max-step-prompt-tokens 256] [--speculative mtp[:K]]\n"
+    "                     [--backend cpu|cuda|cuda:N] [--cuda KEY=VALUE,...]\n"
     "  An OpenAI-compatible server: POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize,\n"
     "  /reset_prefix_cache; GET /v1/models, /health, /metrics. --api-key (or DSINFER_API_KEY) protects all but\n"
     "  /health and /metrics. SIGTERM/SIGINT: stop accepting, finish running requests (at most --drain-seconds),\n"
@@ -46,7 +48,8 @@ struct UsageError : std::runtime_error {
 };
 
 struct Options {
-  std::string model, host = "127.0.0.1", api_key, served_name, precision = "fp8";
+  std::string model, host = "127.0.0.1", api_key, served_name, precision = "fp8", backend = "cpu";
+  CudaOptions cuda;
   int port = 8000, threads = 0, max_sessions = 16, max_queue = 64, prefix_cache = 16, drain_seconds = 30;
   int64_t ctx = 4096, max_body = 8 << 20, step_prompt_tokens = 256;
   int64_t speculative = 0;  // drafts per step (0 = off)
@@ -64,7 +67,7 @@ Options parse_options(int argc, char** argv) {
   static const std::set<std::string> known = {"model", "host", "port", "api-key", "threads", "max-sessions",
                                               "max-queue", "ctx", "served-model-name", "prefix-cache",
                                               "max-body-bytes", "precision", "drain-seconds",
-                                              "max-step-prompt-tokens", "speculative"};
+                                              "max-step-prompt-tokens", "speculative", "backend", "cuda"};
   std::map<std::string, std::string> f;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -98,6 +101,9 @@ Options parse_options(int argc, char** argv) {
       throw UsageError(fmt::format("--precision expects fp8 or reference, got \"{}\"", o.precision));
   }
   if (f.count("served-model-name")) o.served_name = f["served-model-name"];
+  if (f.count("backend")) o.backend = f["backend"];
+  if (f.count("cuda"))
+    if (const std::string wrong = tools::apply_cuda_flag(f["cuda"], o.cuda); !wrong.empty()) throw UsageError(wrong);
   if (f.count("speculative")) {
     const std::string& v = f["speculative"];
     if (v == "mtp") o.speculative = 2;
@@ -224,6 +230,8 @@ class Server {
     try {
       ModelLoadParams p;
       p.n_threads = opt_.threads;
+      p.backend = opt_.backend;
+      p.cuda = opt_.cuda;
       // Every slot may fill its context, cached conversations hold theirs, and copy-on-write takes a block per
       // fork: pages are committed only as blocks are written, so this costs address space until used.
       p.kv_cache_tokens = (int64_t(opt_.max_sessions) + opt_.prefix_cache + 2) * opt_.ctx + int64_t(opt_.max_sessions) * 128;
@@ -454,6 +462,7 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     if (*e.what()) fmt::print(stderr, "dsinfer serve: {}\n", e.what());
     std::fputs(kUsage, *e.what() ? stderr : stdout);
+    std::fputs(tools::kBackendFlagsUsage, *e.what() ? stderr : stdout);
     return *e.what() ? 2 : 0;
   }
   try {

@@ -51,6 +51,38 @@ TEST_CASE("load parameters past their limits are refused before anything is allo
   CHECK(load_error(p) == ErrorCode::Ok);
 }
 
+TEST_CASE("ModelLoadParams::cuda is checked before anything is read, whatever the backend", "[limits][cuda_options]") {
+  // A directory that does not exist: a load that got past the checks would fail with Io instead.
+  const std::string missing = kTiny + "-does-not-exist";
+  auto message = [&](const ModelLoadParams& p) -> std::string {
+    try {
+      Model::load(missing, p);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::InvalidArgument) return std::string("not InvalidArgument: ") + e.what();
+      return e.what();
+    }
+    return "loaded";
+  };
+  ModelLoadParams p;
+  p.n_threads = 1;
+  p.cuda.mla_kernel = "tc";
+  CHECK(message(p) == "ModelLoadParams::cuda.mla_kernel must be cuda-core or tensor-core, not \"tc\"");
+  p.cuda.mla_kernel = "tensor-core";
+  p.cuda.indexer_kernel = "fp8";
+  CHECK(message(p).find("ModelLoadParams::cuda.indexer_kernel") != std::string::npos);
+  p.cuda.indexer_kernel = "cuda-core";
+  p.cuda.small_m_max = 4097;
+  CHECK(message(p).find("ModelLoadParams::cuda.small_m_max must be 0 to 4096") != std::string::npos);
+  p.cuda.small_m_max = 0;
+  p.cuda.device = -1;
+  CHECK(message(p).find("ModelLoadParams::cuda.device") != std::string::npos);
+  // Valid values other than the defaults: the CPU backend loads with them (it ignores them).
+  p.cuda.device = 5;
+  p.cuda.small_m_tensor_cores = false;
+  p.cuda.cublaslt_fp8 = false;
+  CHECK(load_error(p) == ErrorCode::Ok);
+}
+
 TEST_CASE("session capacities up to INT64_MAX work within the pool", "[kv][limits]") {
   ModelLoadParams lp;
   lp.n_threads = 1;
