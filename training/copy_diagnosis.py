@@ -12,6 +12,9 @@ copy targets (train.copy_targets) split by what finding them takes.
 Tool calls are exact only when every "first" token of names and values is right, so these rates, not the overall
 copy_acc, say how far a run is from working tool calls. --train reads the first N training conversations instead
 of the held-out ones (a run that fails there too has not learned the skill at all, rather than not generalised).
+--induction K adds the copy task itself on K fresh sequences of each kind: the fixed repeat of train.py's stage 0
+(solvable by copying from a fixed offset back) and repeats at random places and lengths (only content matching
+predicts them: induction_random_offsets); a model that scores on the first and not the second copies by position.
 """
 import argparse
 import json
@@ -24,7 +27,9 @@ from tokenizers import Tokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from config import TRAIN  # noqa: E402
 from model import DeepseekV32  # noqa: E402
-from train import encode_corpus, most_frequent_ids  # noqa: E402
+import numpy as np  # noqa: E402
+
+from train import encode_corpus, induction_batch, most_frequent_ids  # noqa: E402
 
 ROLES = [("function_name", 'invoke name="'), ("parameter_name", 'parameter name="'), ("parameter_value", '">')]
 
@@ -37,6 +42,8 @@ def main():
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--train", action="store_true", help="the first N training conversations instead")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--induction", type=int, default=0, metavar="K",
+                    help="also score the copy task on K fresh sequences of each kind (fixed and random repeats)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ck = torch.load(args.run, map_location="cpu", weights_only=False)
@@ -70,6 +77,16 @@ def main():
                         count(kind, hit)
                         count(f"{kind}/{role}", hit)
                 seen_pairs.add((ids[i - 1], ids[i]))
+        if args.induction:
+            rng = np.random.default_rng(12345)
+            first_added = tok.token_to_id("<think>")  # BPE tokens are 3 .. first_added - 1, as train.py draws them
+            seq_len = TRAIN["induction_len"]
+            for kind, spans in (("copy_task_fixed", 0), ("copy_task_random", 4)):
+                ids, mask, _, _ = induction_batch(rng, args.induction * seq_len, seq_len, 3, first_added, spans)
+                hn, _, _ = model(ids, "dense", with_mtp=False)
+                pred = model.head(hn).argmax(-1)
+                hit = (pred[:, :-1] == ids[:, 1:])[mask[:, 1:]]
+                counts[kind] = (int(hit.sum()), int(hit.numel()))
     out = {"checkpoint": {"step": ck.get("step"), "stage": ck.get("stage")}, "split": split,
            "conversations": len(convs),
            "accuracy": {k: {"tokens": t, "accuracy": round(h / t, 4)} for k, (h, t) in sorted(counts.items())}}

@@ -382,8 +382,10 @@ def main():
             synthetic = stage == "induction" or (stage == "dense" and tr["induction_every"] > 0
                                                         and s % tr["induction_every"] == 0)
             if synthetic:
+                vocab = tr["induction_vocab"]
+                last_id = first_added_id if vocab <= 0 else min(first_added_id, 3 + vocab)
                 ids, mask, valid, copy = induction_batch(synth_rng, tr["tokens_per_batch"], tr["induction_len"], 3,
-                                                         first_added_id, tr["induction_random_offsets"])
+                                                         last_id, tr["induction_random_offsets"])
             else:
                 ids, mask, valid, copy = batches.next()
             seen_tokens += int(valid.sum()) * world  # about: the other ranks' batches are as large on average
