@@ -30,6 +30,7 @@ TRAIN = {
     "steps_induction": 200,    # stage 0: the copy task alone (train.induction_batch), until copying appears
     "induction_every": 8, "induction_len": 256,  # and one step in 8 of stage A is the copy task too
     "induction_random_offsets": 0,  # N > 0: N repeats per sequence at random places and lengths (LOG.md)
+    "induction_lag2_steps": 0,  # the first N steps of stage 0 are train.lag2_batch (experiments, LOG.md)
     "induction_vocab": 0,      # N > 0: the copy task's random tokens are the first N BPE ids only (experiments)
     "steps_dense": 700,        # stage A: the main model (and MTP) with dense attention
     "steps_warmup": 50,        # stage B: only the indexer learns, by KL to the dense attention (spec §12)

@@ -140,6 +140,20 @@ def induction_batch(rng, n_tokens, seq_len, first_id, last_id, random_offsets=0)
     return ids, mask, valid, mask.clone()
 
 
+def lag2_batch(rng, n_tokens, seq_len, first_id, last_id):
+    """Triples (a, b, a) of random tokens: the third of each is the token two back, so one head that attends to the
+    previous position and copies its token predicts it — the previous-token half of an induction circuit, which
+    the models trained so far never formed below layer 2 (training/LOG.md). The loss is on every third token."""
+    B = max(1, n_tokens // seq_len)
+    n = (seq_len - 1) // 3
+    ab = torch.from_numpy(rng.integers(first_id, last_id, size=(B, n, 2), dtype=np.int64))
+    trip = torch.cat([ab, ab[..., :1]], -1).reshape(B, 3 * n)
+    ids = torch.cat([torch.zeros(B, 1, dtype=torch.long), trip], 1)  # BOS is id 0
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[:, 3::3] = True
+    return ids, mask, torch.ones_like(mask), mask.clone()
+
+
 def induction_batch_random(rng, B, seq_len, first_id, last_id, spans=4):
     """The copy task with nothing positional to hold on to: each sequence is random BPE tokens cut into `spans`
     segments; in each, a piece of 8 to half a segment's tokens is repeated at a random later place. The loss is on
@@ -384,8 +398,12 @@ def main():
             if synthetic:
                 vocab = tr["induction_vocab"]
                 last_id = first_added_id if vocab <= 0 else min(first_added_id, 3 + vocab)
-                ids, mask, valid, copy = induction_batch(synth_rng, tr["tokens_per_batch"], tr["induction_len"], 3,
-                                                         last_id, tr["induction_random_offsets"])
+                if stage == "induction" and s < tr["induction_lag2_steps"]:
+                    ids, mask, valid, copy = lag2_batch(synth_rng, tr["tokens_per_batch"], tr["induction_len"], 3,
+                                                        last_id)
+                else:
+                    ids, mask, valid, copy = induction_batch(synth_rng, tr["tokens_per_batch"], tr["induction_len"],
+                                                             3, last_id, tr["induction_random_offsets"])
             else:
                 ids, mask, valid, copy = batches.next()
             seen_tokens += int(valid.sum()) * world  # about: the other ranks' batches are as large on average
