@@ -6,15 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "c_check.h"
 #include "dsinfer.h"
-
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                                  \
-    }                                                                            \
-  } while (0)
 
 static dsinfer_status load(const char* dir, const dsinfer_model_params* p) {
   dsinfer_model* m = NULL;

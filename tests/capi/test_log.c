@@ -4,15 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "c_check.h"
 #include "dsinfer.h"
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                       \
-    }                                                                 \
-  } while (0)
 
 typedef struct Seen {
   int count, below_min, loaded;

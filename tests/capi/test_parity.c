@@ -6,16 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "c_check.h"
 #include "dsinfer.h"
-
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed (%s)\n", __FILE__, __LINE__, #cond,   \
-              dsinfer_last_error());                                                 \
-      return 1;                                                                      \
-    }                                                                                \
-  } while (0)
 
 static dsinfer_model* g_model;
 static dsinfer_tokenizer* g_tok;
