@@ -14,6 +14,7 @@ F32 `weight_scale_inv` of 128x128 blocks (partial edge blocks included); embeddi
 indexer's weights_proj and all norms are BF16; the router's e_score_correction_bias is F32.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -139,6 +140,17 @@ PRESETS = {
 MASK64 = (1 << 64) - 1
 
 
+@contextlib.contextmanager
+def replaced(path, mode="w"):
+    """Writes `path` as a new file renamed over the old one: a program that has the old file mapped (a test's
+    server or model, while ctest regenerates the checkpoints) keeps reading it instead of faulting (SIGBUS) on a
+    file truncated under it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, mode) as f:
+        yield f
+    os.replace(tmp, path)
+
+
 def fnv1a64(text):
     h = 0xCBF29CE484222325
     for b in text.encode():
@@ -259,13 +271,13 @@ class Writer:
                 weight_map[name] = fname
             hbytes = json.dumps(header, separators=(",", ":")).encode()
             hbytes += b" " * ((8 - len(hbytes) % 8) % 8)  # keep tensor data 8-byte aligned
-            with open(os.path.join(out_dir, fname), "wb") as f:
+            with replaced(os.path.join(out_dir, fname), "wb") as f:
                 f.write(struct.pack("<Q", len(hbytes)))
                 f.write(hbytes)
                 for _, _, _, data in shard:
                     f.write(data)
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+        with replaced(os.path.join(out_dir, "model.safetensors.index.json")) as f:
             json.dump(index, f, indent=2)
             f.write("\n")
         return [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
@@ -365,10 +377,10 @@ def main():
 def generate(args):
     os.makedirs(args.out, exist_ok=True)
     cfg = PRESETS[args.preset]["config"]
-    with open(os.path.join(args.out, "config.json"), "w") as f:
+    with replaced(os.path.join(args.out, "config.json")) as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
         f.write("\n")
-    with open(os.path.join(args.out, "generation_config.json"), "w") as f:
+    with replaced(os.path.join(args.out, "generation_config.json")) as f:
         json.dump({"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 1.0, "top_p": 0.95}, f,
                   indent=2)
         f.write("\n")
@@ -377,7 +389,8 @@ def generate(args):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         src = os.path.join(args.tokenizer, name)
         if os.path.exists(src):
-            shutil.copyfile(src, os.path.join(args.out, name))
+            with open(src, "rb") as f_in, replaced(os.path.join(args.out, name), "wb") as f_out:
+                shutil.copyfileobj(f_in, f_out)
     files = ["config.json", "generation_config.json", "model.safetensors.index.json"] + shards
     digests = {f: sha256(os.path.join(args.out, f)) for f in files}
     if args.check:
