@@ -11,31 +11,18 @@
 
 #include "dsinfer/model.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "golden_files.hpp"
 
 using namespace dsinfer;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+using dsinfer::test::read_f32;
+using dsinfer::test::read_json;
 
 namespace {
 
 const fs::path kModel = fs::path(DSINFER_SOURCE_DIR) / "models" / "dsinfer-v32-mini";
 const fs::path kGolden = fs::path(DSINFER_SOURCE_DIR) / "tests" / "golden" / "dsinfer-v32-mini";
-
-json read_json(const fs::path& p) {
-  std::ifstream f(p);
-  REQUIRE(f.good());
-  return json::parse(f);
-}
-
-std::vector<float> read_f32(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary | std::ios::ate);
-  REQUIRE(f.good());
-  const auto n = size_t(f.tellg());
-  std::vector<float> v(n / 4);
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(n));
-  return v;
-}
 
 // Worst over rows of max|Δ| / max|ref|; `got` holds every position, `ref` only `positions`.
 double worst_relative_error(const std::vector<float>& got, const std::vector<float>& ref,

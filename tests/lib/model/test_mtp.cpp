@@ -10,25 +10,17 @@
 #include <unistd.h>
 
 #include "dsinfer/model.hpp"
+#include "golden_files.hpp"
 
 using namespace dsinfer;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
+using dsinfer::test::read_f32;
 
 namespace {
 
 const fs::path kGolden = fs::path(DSINFER_SOURCE_DIR) / "tests" / "golden";
 const fs::path kModels = fs::path(DSINFER_MODELS_DIR);
-
-std::vector<float> read_f32(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary | std::ios::ate);
-  REQUIRE(f.good());
-  const auto n = size_t(f.tellg());
-  std::vector<float> v(n / 4);
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(n));
-  return v;
-}
 
 std::unique_ptr<Model> load_model(const fs::path& dir) {
   INFO("small checkpoint " << dir << " (made by scripts/make_small_checkpoint.py; ctest runs it first)");
