@@ -146,9 +146,13 @@ def replaced(path, mode="w"):
     server or model, while ctest regenerates the checkpoints) keeps reading it instead of faulting (SIGBUS) on a
     file truncated under it."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, mode) as f:
-        yield f
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # the write failed: leave no partial file behind
+            os.remove(tmp)
 
 
 def fnv1a64(text):

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "dsinfer/error.hpp"
+#include "util/json_input.hpp"
 #include "util/log.hpp"
 
 namespace dsinfer {
@@ -33,7 +34,7 @@ void log_override(const char* var, const char* value, const char* field, const s
 }
 
 void log_ignored(const char* var, const char* value, const std::string& takes) {
-  log_fmt(LogLevel::Warn, "{}={} ignored: it takes {}", var, value, takes);
+  log_fmt(LogLevel::Warn, "{}={} ignored: it takes {}", var, excerpt(value), takes);
 }
 
 // The kernel name a variable's value stands for ("" if none): the option's names, or the variable's historical
@@ -75,10 +76,11 @@ void check_cuda_options(const CudaOptions& o) {
                                                 std::to_string(o.small_m_max));
   if (!is_kernel_name(o.mla_kernel))
     throw Error(ErrorCode::InvalidArgument,
-                "ModelLoadParams::cuda.mla_kernel must be cuda-core or tensor-core, not \"" + o.mla_kernel + "\"");
+                "ModelLoadParams::cuda.mla_kernel must be cuda-core or tensor-core, not \"" + excerpt(o.mla_kernel) +
+                    "\"");
   if (!is_kernel_name(o.indexer_kernel))
     throw Error(ErrorCode::InvalidArgument, "ModelLoadParams::cuda.indexer_kernel must be cuda-core or tensor-core, "
-                                            "not \"" + o.indexer_kernel + "\"");
+                                            "not \"" + excerpt(o.indexer_kernel) + "\"");
 }
 
 void apply_cuda_env_overrides(CudaOptions& o, bool device_named) {

@@ -81,6 +81,17 @@ TEST_CASE("cuda options: the defaults pass, each field out of range is named", "
   CHECK(check_message(o).empty());
 }
 
+TEST_CASE("cuda options: a refused value is quoted cut short and as text", "[cuda_options]") {
+  CudaOptions o;
+  o.indexer_kernel = std::string(100000, 'x') + "\xff";
+  const std::string m = check_message(o);
+  CHECK(m.find("cuda.indexer_kernel") != std::string::npos);
+  CHECK(m.size() < 400);  // the value is quoted as an excerpt, not whole
+  o = CudaOptions{};
+  o.mla_kernel = "t\xff" "c";
+  CHECK(check_message(o).find("t\uFFFDc") != std::string::npos);  // invalid UTF-8 never reaches a message
+}
+
 TEST_CASE("cuda options: without the variables, the options pass through unchanged", "[cuda_options]") {
   CleanEnv env;
   CudaOptions o;
