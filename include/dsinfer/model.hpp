@@ -61,6 +61,15 @@ struct DSINFER_CXX_API ModelLoadParams {
   // The CUDA backend's kernel choices and device (dsinfer/cuda_options.hpp, docs/cuda.md); the CPU backend ignores
   // them. Each has an environment variable that overrides it (DSINFER_CUDA_DEVICE, DSINFER_CUDA_SMALL_M, ...).
   CudaOptions cuda;
+  // A distributed run over MPI (docs/distributed.md; a build with DSINFER_MPI): every rank of `mpirun -np N` is
+  // started with the same checkpoint directory and parameters; rank 0 calls Model::load and uses the model as
+  // usual, every other rank calls Model::run_worker, which serves rank 0's model until rank 0 destroys it. Each rank
+  // keeps only its share of the routed experts (expert parallelism); the results are bitwise those of one process.
+  // CPU backend only. Errors: Unsupported without MPI; InvalidArgument when Model::load runs on a rank other than 0.
+  bool distributed = false;
+  // How long a rank waits for its peers before the call fails with Error(Device) (a rank died or hangs); 0 = 120 s.
+  // Environment override: DSINFER_DIST_TIMEOUT (seconds).
+  double distributed_timeout_s = 0;
 };
 
 struct DSINFER_CXX_API ModelInfo {
@@ -101,6 +110,11 @@ struct DSINFER_CXX_API ModelInfo {
   int64_t mtp_parameter_count = 0;
   int64_t mtp_weight_bytes = 0;
   int64_t mtp_draft_weight_bytes = 0;
+  // A distributed run (ModelLoadParams::distributed): its ranks, and the weight bytes each rank holds (index = rank;
+  // the main model and the MTP module, its share of the routed experts plus the replicated rest). The counts above
+  // are the whole model's. One process: 1 and {the bytes this process holds}.
+  int distributed_ranks = 1;
+  std::vector<int64_t> rank_weight_bytes;
 };
 
 struct DSINFER_CXX_API EvalOptions {
@@ -139,6 +153,16 @@ class DSINFER_CXX_API Model {
   // Loads a Hugging Face checkpoint directory (config.json + safetensors). Every tensor is checked before any
   // compute. Throws Error (Io, Format, Unsupported, InvalidArgument) with a message naming file, tensor and key.
   static std::unique_ptr<Model> load(const std::string& dir, const ModelLoadParams& params = {});
+  // Distributed runs (ModelLoadParams::distributed, docs/distributed.md). distributed_rank(): this process's rank
+  // and the number of ranks (starts MPI if the application has not). run_worker(): what every rank but 0 calls
+  // instead of load: loads this rank's share of the checkpoint and serves rank 0's model until it is destroyed
+  // (then returns). Both throw Error(Unsupported) in a build without MPI; run_worker rethrows a load error after
+  // telling rank 0 (whose load then fails naming the rank) and Error(Device) when rank 0 stops answering.
+  struct DistributedRank {
+    int rank = 0, size = 1;
+  };
+  static DistributedRank distributed_rank();
+  static void run_worker(const std::string& dir, const ModelLoadParams& params);
   ~Model();
 
   const ModelInfo& info() const;
@@ -224,6 +248,7 @@ class DSINFER_CXX_API Model {
  private:
   struct Impl;
   explicit Model(std::unique_ptr<Impl> impl);
+  static std::unique_ptr<Model> load_shard(const std::string& dir, const ModelLoadParams& params, bool worker);
   std::unique_ptr<Impl> impl_;
 };
 

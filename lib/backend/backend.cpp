@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cuda_options.hpp"
 #include "dsinfer/error.hpp"
@@ -31,6 +33,39 @@ void Backend::round_to_bf16(Tensor2D x) {
   to_host(h.data(), x);
   for (float& v : h) v = bf16_to_f32(f32_to_bf16(v));
   from_host(x, h.data());
+}
+
+void moe_combine_host(const float* slots, int64_t slots_ld, const int32_t* expert_ids, int64_t top_k, float* out,
+                      int64_t out_ld, int64_t rows, int64_t cols) {
+  std::vector<int64_t> order(size_t(std::max<int64_t>(top_k, 0)));
+  for (int64_t t = 0; t < rows; ++t) {
+    const int32_t* ids = expert_ids + t * top_k;
+    // The token's own slots by ascending expert id (top_k is small: an insertion sort).
+    int64_t n = 0;
+    for (int64_t i = 0; i < top_k; ++i) {
+      if (ids[i] < 0) continue;
+      int64_t j = n++;
+      while (j > 0 && ids[order[size_t(j - 1)]] > ids[i]) {
+        order[size_t(j)] = order[size_t(j - 1)];
+        --j;
+      }
+      order[size_t(j)] = i;
+    }
+    float* o = out + t * out_ld;
+    for (int64_t j = 0; j < n; ++j) {
+      const float* s = slots + (t * top_k + order[size_t(j)]) * slots_ld;
+      for (int64_t d = 0; d < cols; ++d) o[d] += s[d];
+    }
+  }
+}
+
+void Backend::moe_combine(const MoeCombineArgs& a) {
+  const int64_t T = a.out.rows, D = a.out.cols;
+  std::vector<float> slots(size_t(a.slots.rows * a.slots.cols)), out(size_t(T * D));
+  to_host(slots.data(), a.slots);
+  to_host(out.data(), a.out);
+  moe_combine_host(slots.data(), a.slots.cols, a.expert_ids, a.top_k, out.data(), D, T, D);
+  from_host(a.out, out.data());
 }
 
 void Backend::kv_pack(const KvPackArgs&) { no_packed_kv(*this); }

@@ -171,6 +171,22 @@ struct MoeExpertsArgs {
   // The shared expert(s) as one SwiGLU, or null. Only given to a backend whose moe_fuses_shared_expert() is true:
   // it then adds Shared(x) to out, unweighted, after the routed experts (spec §5.3).
   const ExpertWeights* shared = nullptr;
+  // Slot mode (expert parallelism, docs/distributed.md), when slots.data is set: `out` and `shared` are unused;
+  // each (token t, slot i) whose expert id is >= 0 gets its weighted output w_i · Expert_i(x_t), rounded to fp32
+  // exactly as the summing form rounds each term, in row t * top_k + i of slots [T * top_k, hidden]. Slots whose id
+  // is -1 (an expert another rank owns; its weights may be absent) are skipped and their rows left as they are.
+  // moe_combine then adds the slots up in the summing form's order.
+  Tensor2D slots;
+};
+
+// out[t] += the slot rows of token t (row t * top_k + i of slots) in ascending order of their expert id, skipping
+// ids < 0: the summing form of moe_experts continued from the given out, term for term, so that ranks that own
+// consecutive expert ranges and add their slots one after another get bitwise the one-process sum.
+struct MoeCombineArgs {
+  Tensor2D slots;                       // [T * top_k, hidden]
+  const int32_t* expert_ids = nullptr;  // [T, top_k] host, -1 = not this rank's
+  int64_t top_k = 0;
+  Tensor2D out;                         // [T, hidden], accumulated into
 };
 
 // Backend::kv_pack: rows src (and for the latent the rope keys, for an indexer key the scales) into physical rows
@@ -264,9 +280,17 @@ class Backend {
   virtual bool mla_needs_fp32_kv_b() const { return true; }
   virtual void moe_route(const MoeRouteArgs& a) = 0;
   virtual void moe_experts(const MoeExpertsArgs& a) = 0;
+  // Expert parallelism: whether moe_experts has the slot mode (MoeExpertsArgs::slots); moe_combine below. Default:
+  // no (a distributed run refuses such a backend), and moe_combine through host memory.
+  virtual bool supports_moe_slots() const { return false; }
+  virtual void moe_combine(const MoeCombineArgs& a);
   // Whether moe_experts takes MoeExpertsArgs::shared (else the model runs the shared expert itself).
   virtual bool moe_fuses_shared_expert() const { return false; }
 };
+
+// MoeCombineArgs' sum over host memory (the CPU backend's moe_combine, and the default one after a copy).
+void moe_combine_host(const float* slots, int64_t slots_ld, const int32_t* expert_ids, int64_t top_k, float* out,
+                      int64_t out_ld, int64_t rows, int64_t cols);
 
 struct BackendOptions {
   int n_threads = 0;  // 0 = all hardware threads

@@ -50,8 +50,23 @@ float mla_softmax_scale(const ModelConfig& cfg) {
   return float(scale);
 }
 
-DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend)
-    : cfg_(cfg), w_(std::move(weights)), be_(backend) {
+ModelShard make_shard(Communicator* comm, int64_t n_routed_experts) {
+  ModelShard s;
+  if (comm && comm->size() > 1) {
+    s.comm = comm;
+    s.rank = comm->rank();
+    s.world = comm->size();
+  }
+  s.expert_begin = n_routed_experts * s.rank / s.world;
+  s.expert_end = n_routed_experts * (s.rank + 1) / s.world;
+  return s;
+}
+
+DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend, ModelShard shard)
+    : cfg_(cfg), w_(std::move(weights)), be_(backend), shard_(shard) {
+  if (shard_.distributed() && !be_.supports_moe_slots())
+    throw Error(ErrorCode::Unsupported, fmt::format("the {} backend has no expert-parallel MoE (distributed runs use "
+                                                    "the cpu backend)", be_.name()));
   inv_freq_ = yarn_inv_freq(cfg_);
   softmax_scale_ = mla_softmax_scale(cfg_);
   for (int64_t l = 0; l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l) {
@@ -201,7 +216,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
     be_.copy(rows.view.rows_slice(r, k), x.view.rows_slice(sg.row0 + sg.n - k, k));
     r += k;
   }
-  be_.linear(rows.view, w_.lm_head, out.view, LinearQuant{});
+  if (shard_.rank == 0) be_.linear(rows.view, w_.lm_head, out.view, LinearQuant{});  // (rank 0 returns the logits)
 
   // The MTP module's rows: for each token, the hidden state of the token before it (the pending one for the
   // first) and the token itself.
@@ -354,7 +369,7 @@ void DeepseekV32::mtp_draft(std::span<DraftItem> items, const EvalOptions& opts)
   begin_step(ms, opts);
   Matrix x = be_.matrix(B, D), out = be_.matrix(B, V);
   mtp_layer(hin.view, ms, x.view);
-  be_.linear(x.view, w_.lm_head, out.view, LinearQuant{});
+  if (shard_.rank == 0) be_.linear(x.view, w_.lm_head, out.view, LinearQuant{});
   for (int64_t b = 0; b < B; ++b) {
     DraftItem& it = items[size_t(b)];
     it.logits->resize(static_cast<size_t>(V));
@@ -570,6 +585,10 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) 
   ra.out_experts = step.experts.data();
   ra.out_weights = step.expert_weights.data();
   be_.moe_route(ra);
+  if (shard_.distributed()) {
+    moe_expert_parallel(l, x, step, out);
+    return;
+  }
 
   MoeExpertsArgs ea;
   ea.x = x;
@@ -589,6 +608,62 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) 
     swiglu(lw.moe.shared, x, step.quant, shared.view);
     be_.add(out, shared.view);  // the shared expert is added unweighted (spec §5.3)
   }
+}
+
+// Expert parallelism without changing a bit: every rank holds the same x and routing (computed the same way from
+// the same values). Each computes the weighted outputs of its own experts' (token, slot) pairs into slots (all
+// ranks at once), then the running sum goes from rank to rank: rank 0 starts it at zero, each adds its slots in
+// expert order (moe_combine) and passes it on, the last adds the shared expert and broadcasts the result. As the
+// ranks own consecutive expert ranges, that is term for term the one-process sum (moe_experts adds its experts in
+// ascending order and the shared one last). The cost of the order is a chain of world - 1 hops per layer; an
+// all-reduce would be one step but its sum order is the transport's.
+void DeepseekV32::moe_expert_parallel(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
+  const LayerWeights& lw = layer_weights(l);
+  const int64_t T = step.n, K = cfg_.num_experts_per_tok, D = cfg_.hidden_size;
+  Communicator& comm = *shard_.comm;
+  const int r = shard_.rank, W = shard_.world;
+  step.own_experts.resize(size_t(T * K));
+  for (int64_t i = 0; i < T * K; ++i) {
+    const int32_t e = step.experts[size_t(i)];
+    step.own_experts[size_t(i)] = e >= shard_.expert_begin && e < shard_.expert_end ? e : -1;
+  }
+  // Chunks of tokens bound the slots buffer ([chunk * top_k, hidden]) for long prompts.
+  constexpr int64_t kChunk = 256;
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int64_t n = std::min(kChunk, T - t0);
+    Matrix slots = be_.matrix(n * K, D);
+    MoeExpertsArgs ea;
+    ea.x = x.rows_slice(t0, n);
+    ea.experts = experts_[size_t(l)];
+    ea.expert_ids = step.own_experts.data() + t0 * K;
+    ea.weights = step.expert_weights.data() + t0 * K;
+    ea.top_k = K;
+    ea.quant = step.quant;
+    ea.slots = slots.view;
+    be_.moe_experts(ea);
+    const Tensor2D o = out.rows_slice(t0, n);
+    step.partial.resize(size_t(n * D));
+    if (r == 0) {
+      be_.fill_zero(o);
+    } else {
+      comm.recv(step.partial.data(), step.partial.size() * 4, r - 1);
+      be_.from_host(o, step.partial.data());
+    }
+    be_.moe_combine({slots.view, step.own_experts.data() + t0 * K, K, o});
+    if (r + 1 < W) {
+      be_.to_host(step.partial.data(), o);
+      comm.send(step.partial.data(), step.partial.size() * 4, r + 1);
+    }
+  }
+  if (r == W - 1 && cfg_.n_shared_experts > 0) {  // unweighted, after the routed experts (spec §5.3)
+    Matrix shared = be_.matrix(T, D);
+    swiglu(lw.moe.shared, x, step.quant, shared.view);
+    be_.add(out, shared.view);
+  }
+  step.partial.resize(size_t(T * D));
+  if (r == W - 1) be_.to_host(step.partial.data(), out);
+  comm.broadcast(step.partial.data(), step.partial.size() * 4, W - 1);
+  if (r != W - 1) be_.from_host(out, step.partial.data());
 }
 
 }  // namespace dsinfer

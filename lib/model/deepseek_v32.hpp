@@ -8,6 +8,7 @@
 
 #include "backend/backend.hpp"
 #include "checkpoint/hf_config.hpp"
+#include "dist/communicator.hpp"
 #include "dsinfer/model.hpp"
 #include "kv/kv_cache.hpp"
 #include "model/deepseek_weights.hpp"
@@ -41,9 +42,22 @@ struct MtpState {
   std::unique_ptr<MtpState> fork(int64_t capacity) const;
 };
 
+// This process's part of a distributed run (docs/distributed.md). The default is the whole model in one process.
+struct ModelShard {
+  Communicator* comm = nullptr;  // set when world > 1
+  int rank = 0, world = 1;
+  // Expert parallelism: this rank owns the routed experts [expert_begin, expert_end) of every MoE layer (the others'
+  // weights are not bound here) and adds their outputs to the running sum that the rank before it passes on.
+  int64_t expert_begin = 0, expert_end = 0;
+  bool distributed() const { return world > 1; }
+};
+// Rank r of `world`'s experts: consecutive ranges, so that the ranks' sums in rank order are one sum in expert order.
+ModelShard make_shard(Communicator* comm, int64_t n_routed_experts);
+
 class DeepseekV32 {
  public:
-  DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend);
+  DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend, ModelShard shard = {});
+  const ModelShard& shard() const { return shard_; }
 
   const ModelConfig& config() const { return cfg_; }
   const ModelWeights& weights() const { return w_; }
@@ -107,6 +121,9 @@ class DeepseekV32 {
     // unit key scales of reference precision, the router's choices.
     std::vector<int32_t> indices, experts;
     std::vector<float> ones, expert_weights;
+    // Expert parallelism: the router's choices with other ranks' experts as -1, and the running sum in host memory.
+    std::vector<int32_t> own_experts;
+    std::vector<float> partial;
   };
   // layer: 0 .. num_hidden_layers - 1, or num_hidden_layers for the MTP module's decoder layer (its cache layer 0).
   const LayerWeights& layer_weights(int64_t layer) const {
@@ -120,6 +137,8 @@ class DeepseekV32 {
   // Writes the MTP cache rows and leaves shared_head.norm's output (the pre-lm_head state) in `out` [n, D].
   void mtp_layer(Tensor2D hidden, Step& step, Tensor2D out);
   void swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q, Tensor2D out);
+  // The routed and shared experts of a MoE layer across the ranks (step.experts / expert_weights routed already).
+  void moe_expert_parallel(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
 
   ModelConfig cfg_;
   ModelWeights w_;
@@ -128,6 +147,7 @@ class DeepseekV32 {
   float softmax_scale_ = 0.0f;
   std::vector<Matrix> wkv_b_;  // per layer: kv_b_proj dequantized to fp32 once (spec §3.4), or only its shape when the backend reads it as stored
   std::vector<std::vector<ExpertWeights>> experts_;  // per MoE layer: routed experts as the backend takes them
+  ModelShard shard_;
   Step step_;      // the current call's state (calls do not overlap)
   Step mtp_step_;  // the MTP module's rows of the current call
 };

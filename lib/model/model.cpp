@@ -4,16 +4,22 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <istream>
 #include <mutex>
 #include <optional>
 #include <ostream>
+#include <type_traits>
+#include <unordered_map>
 
 #include "backend/backend.hpp"
 #include "backend/cpu/simd.hpp"
 #include "backend/cuda_options.hpp"
 #include "checkpoint/hf_config.hpp"
 #include "checkpoint/safetensors_reader.hpp"
+#include "dist/communicator.hpp"
 #include "dsinfer/model.hpp"
 #include "kv/kv_cache.hpp"
 #include "model/deepseek_v32.hpp"
@@ -24,11 +30,85 @@
 
 namespace dsinfer {
 
+namespace {
+
+// --- Distributed runs (docs/distributed.md) ---------------------------------------------------------------------
+// Rank 0 broadcasts every operation that changes a model's state (sequences made, evaluated, cut, copied, restored,
+// dropped; MTP) before it runs it, under the model's mutex; each worker applies the same operations in the same order
+// on its own Model through the same public methods. Everything they do is deterministic (the forward's values, the
+// KV pools' block allocation), so every rank's caches hold the same blocks and rows, and the forward's collectives
+// meet. Only rank 0 computes logits.
+enum class Command : uint32_t {
+  Shutdown = 1, NewSequence, DropSequence, Truncate, CopySequence, RestoreSequence, Eval, EvalBatch, EnableMtp,
+  MtpDraft, ReleaseMemory
+};
+
+struct Message {
+  explicit Message(Command c) { put(uint32_t(c)); }
+  template <class T>
+  void put(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    append(&v, sizeof(T));
+  }
+  template <class T>
+  void put_span(std::span<const T> v) {
+    put(uint64_t(v.size()));
+    append(v.data(), v.size_bytes());
+  }
+  void append(const void* p, size_t n) {
+    const size_t at = bytes.size();
+    bytes.resize(at + n);
+    if (n) std::memcpy(bytes.data() + at, p, n);
+  }
+  std::vector<uint8_t> bytes;
+};
+
+// Reads a Message (the same binary wrote it: a short read is a bug, not bad input).
+struct MessageReader {
+  const std::vector<uint8_t>& bytes;
+  size_t at = 0;
+  template <class T>
+  T get() {
+    T v;
+    take(&v, sizeof(T));
+    return v;
+  }
+  template <class T>
+  std::vector<T> get_vector() {
+    const uint64_t n = get<uint64_t>();
+    if (n > (bytes.size() - at) / sizeof(T)) throw Error(ErrorCode::Internal, "distributed command is truncated");
+    std::vector<T> v(static_cast<size_t>(n));
+    take(v.data(), size_t(n) * sizeof(T));
+    return v;
+  }
+  void take(void* dst, size_t n) {
+    if (n > bytes.size() - at) throw Error(ErrorCode::Internal, "distributed command is truncated");
+    std::memcpy(dst, bytes.data() + at, n);
+    at += n;
+  }
+};
+
+}  // namespace
+
+// Rank 0's side: the communicator and the ids that name sequences on every rank.
+struct DistLeader {
+  std::shared_ptr<Communicator> comm;
+  std::mutex& model_mutex;  // Model::Impl::mutex: held while a command is sent and applied here
+  uint64_t next_id = 1;
+  void send(const Message& m) {
+    uint64_t n = m.bytes.size();
+    comm->broadcast(&n, sizeof n, 0);
+    comm->broadcast(const_cast<uint8_t*>(m.bytes.data()), m.bytes.size(), 0);
+  }
+};
+
 struct Sequence::Impl {
   const Model* owner = nullptr;
   std::unique_ptr<KvCache> cache;
   KvCacheDtype requested = KvCacheDtype::Auto;  // Auto: the cache's dtype follows the first evaluation's precision
   std::unique_ptr<MtpState> mtp;                 // with MTP enabled (Model::enable_mtp)
+  DistLeader* leader = nullptr;                  // a distributed run's rank 0: changes are broadcast
+  uint64_t id = 0;                               // the sequence's name on every rank
 };
 
 const char* kv_cache_dtype_name(KvCacheDtype d) {
@@ -60,7 +140,21 @@ KvCacheDtype to_public(KvDtype d) {
 }  // namespace
 
 Sequence::Sequence(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Sequence::~Sequence() = default;
+Sequence::~Sequence() {
+  if (!impl_ || !impl_->leader) return;
+  DistLeader& leader = *impl_->leader;
+  std::lock_guard<std::mutex> lock(leader.model_mutex);
+  try {
+    if (!leader.comm->broken()) {
+      Message m(Command::DropSequence);
+      m.put(impl_->id);
+      leader.send(m);
+    }
+  } catch (const Error& e) {
+    log_fmt(LogLevel::Error, "dropping a sequence on the workers failed: {}", e.what());
+  }
+  impl_.reset();
+}
 int64_t Sequence::size() const { return impl_->cache->size(); }
 int64_t Sequence::capacity() const { return impl_->cache->capacity(); }
 KvCacheDtype Sequence::kv_cache_dtype() const {
@@ -68,6 +162,14 @@ KvCacheDtype Sequence::kv_cache_dtype() const {
                                                                              : to_public(impl_->cache->dtype());
 }
 void Sequence::truncate(int64_t n) {
+  std::unique_lock<std::mutex> lock;
+  if (impl_->leader) {
+    lock = std::unique_lock<std::mutex>(impl_->leader->model_mutex);
+    Message m(Command::Truncate);
+    m.put(impl_->id);
+    m.put(n);
+    impl_->leader->send(m);
+  }
   impl_->cache->truncate(n);
   if (impl_->mtp) impl_->mtp->truncate_main(n, impl_->owner->info().hidden_size);
 }
@@ -88,6 +190,9 @@ struct Model::Impl {
   std::mutex pool_mutex;
   std::shared_ptr<KvBlockPool> pools[3];
   std::shared_ptr<KvBlockPool> mtp_pools[3];  // the MTP layer's caches: one layer, as many blocks
+  // Distributed runs: the communicator (every rank), and on rank 0 the leader that broadcasts state changes.
+  std::shared_ptr<Communicator> comm;
+  std::unique_ptr<DistLeader> leader;
 
   std::shared_ptr<KvBlockPool> pool(KvDtype d) {
     std::lock_guard<std::mutex> lock(pool_mutex);
@@ -121,7 +226,15 @@ struct Model::Impl {
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Model::~Model() = default;
+Model::~Model() {
+  if (!impl_ || !impl_->leader) return;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  try {
+    if (!impl_->comm->broken()) impl_->leader->send(Message(Command::Shutdown));
+  } catch (const Error& e) {
+    log_fmt(LogLevel::Error, "stopping the workers failed: {}", e.what());
+  }
+}
 
 namespace {
 
@@ -199,7 +312,53 @@ int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
 
 }  // namespace
 
+Model::DistributedRank Model::distributed_rank() {
+  DistributedRank r;
+  mpi_world_place(&r.rank, &r.size);
+  return r;
+}
+
 std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams& params) {
+  if (params.distributed) {
+    const DistributedRank r = distributed_rank();
+    if (r.rank != 0)
+      throw Error(ErrorCode::InvalidArgument, fmt::format("this process is rank {} of {}: in a distributed run rank 0 "
+                                                          "calls Model::load and the others Model::run_worker",
+                                                          r.rank, r.size));
+  }
+  return load_shard(dir, params, /*worker=*/false);
+}
+
+namespace {
+// How long a distributed rank waits for its peers: DSINFER_DIST_TIMEOUT (seconds) over the parameter, else 120 s.
+double dist_timeout(const ModelLoadParams& params) {
+  if (!(params.distributed_timeout_s >= 0 && params.distributed_timeout_s <= 1e6))
+    throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::distributed_timeout_s must be 0 (120 s) to "
+                                                        "1e6, got {}", params.distributed_timeout_s));
+  double t = params.distributed_timeout_s > 0 ? params.distributed_timeout_s : 120.0;
+  if (const char* env = std::getenv("DSINFER_DIST_TIMEOUT"); env && *env) {
+    char* end = nullptr;
+    const double v = std::strtod(env, &end);
+    if (end && *end == '\0' && v > 0 && v <= 1e6) {
+      log_fmt(LogLevel::Warn, "DSINFER_DIST_TIMEOUT={} overrides the distributed timeout", v);
+      t = v;
+    } else {
+      log_fmt(LogLevel::Warn, "DSINFER_DIST_TIMEOUT is not a number of seconds in (0, 1e6]: ignored");
+    }
+  }
+  return t;
+}
+
+// After every rank's load: each rank's outcome and weight bytes, in rank order, on every rank.
+struct LoadStatus {
+  int32_t code = 0;  // ErrorCode, 0 = loaded
+  int64_t weight_bytes = 0;
+  uint64_t fingerprint_hash = 0;
+  char message[480] = {};
+};
+}  // namespace
+
+std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoadParams& params, bool worker) {
   auto progress = [&](double f, std::string_view stage) {
     if (params.progress) params.progress(f, stage);
   };
@@ -215,100 +374,180 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
                                                         KvBlockPool::kMaxPoolTokens, params.kv_cache_tokens));
   check_cuda_options(params.cuda);  // whatever the backend: a bad value is the caller's mistake either way
   if (params.cpu_kernels != "auto") fix_cpu_kernel_isa(params.cpu_kernels);
-  log_fmt(LogLevel::Info, "loading {} (backend {}, {} threads)", dir, params.backend,
-          params.n_threads == 0 ? std::string("all") : std::to_string(params.n_threads));
+  // A distributed run's communicator first: making it is collective, so every rank gets there whatever happens
+  // next, and a rank's load error then reaches rank 0 through the status exchange below instead of leaving it
+  // waiting.
+  std::shared_ptr<Communicator> comm;
+  if (params.distributed) {
+    comm = mpi_world_communicator(dist_timeout(params));
+    if (comm->size() == 1) comm.reset();  // one rank: an ordinary model
+  }
+  log_fmt(LogLevel::Info, "loading {} (backend {}, {} threads{})", dir, params.backend,
+          params.n_threads == 0 ? std::string("all") : std::to_string(params.n_threads),
+          comm ? fmt::format(", rank {} of {}", comm->rank(), comm->size()) : std::string());
   const auto load_start = std::chrono::steady_clock::now();
   auto impl = std::make_unique<Impl>();
-  progress(0.0, "reading config.json");
-  impl->config = parse_hf_config_file(dir + "/config.json");
-  progress(0.05, "mapping safetensors shards");
-  impl->checkpoint = Checkpoint::open(dir);
-  progress(0.15, "checking tensors");
-  ModelWeights weights = bind_weights(*impl->checkpoint, impl->config);
-  BackendOptions bo;
-  bo.n_threads = params.n_threads;
-  bo.cuda = params.cuda;
-  impl->backend = create_backend(params.backend, bo);
+  impl->comm = comm;
+  LoadStatus mine;
+  try {
+    progress(0.0, "reading config.json");
+    impl->config = parse_hf_config_file(dir + "/config.json");
+    progress(0.05, "mapping safetensors shards");
+    impl->checkpoint = Checkpoint::open(dir);
+    progress(0.15, "checking tensors");
+    ModelWeights weights = bind_weights(*impl->checkpoint, impl->config);
+    BackendOptions bo;
+    bo.n_threads = params.n_threads;
+    bo.cuda = params.cuda;
+    impl->backend = create_backend(params.backend, bo);
 
-  ModelInfo& info = impl->info;
-  const ModelConfig& c = impl->config;
-  info.model_type = c.model_type;
-  info.has_indexer = c.has_indexer();
-  info.fp8_weights = c.quant.fp8;
-  info.vocab_size = c.vocab_size;
-  info.hidden_size = c.hidden_size;
-  info.num_layers = c.num_hidden_layers;
-  info.index_topk = c.index_topk;
-  info.bos_token_id = c.bos_token_id;
-  info.eos_token_ids = c.eos_token_ids;
-  if (std::filesystem::exists(std::filesystem::path(dir) / "generation_config.json"))
-    info.generation = load_generation_config(dir);
-  else {
-    info.generation.do_sample = false;  // no recommendation: greedy, transformers' default
-    log_fmt(LogLevel::Info, "{} has no generation_config.json: sampling defaults to greedy", dir);
-  }
-  info.chat_template = read_chat_template(dir);
-  int64_t n_weights = 0, done = 0;
-  for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
-  for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
-    if (!w.present()) return;
-    count_weight(w, info);
-    impl->backend->prepare_weight(w, use);
-    if (++done % 64 == 0) progress(0.2 + 0.7 * double(done) / double(n_weights), "preparing weights");
-  });
-  // Fingerprint: what the config says plus FNV-1a over up to 64 KiB of the embedding and the lm_head, enough to
-  // tell checkpoints apart when a saved sequence is restored.
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (const Weight* w : {&weights.embed_tokens, &weights.lm_head}) {
-    const size_t n = std::min<size_t>(65536, size_t(w->numel()) * dtype_size(w->dtype));
-    for (size_t i = 0; i < n; ++i) h = (h ^ w->data[i]) * 0x100000001b3ull;
-  }
-  info.decode_weight_bytes = decode_weight_bytes(weights, c);
-  if (weights.mtp) {
-    info.has_mtp = true;
-    int64_t routed = 0;
-    for_each_mtp_weight(*weights.mtp, [&](const Weight& w, Backend::WeightUse use) {
+    ModelInfo& info = impl->info;
+    const ModelConfig& c = impl->config;
+    info.model_type = c.model_type;
+    info.has_indexer = c.has_indexer();
+    info.fp8_weights = c.quant.fp8;
+    info.vocab_size = c.vocab_size;
+    info.hidden_size = c.hidden_size;
+    info.num_layers = c.num_hidden_layers;
+    info.index_topk = c.index_topk;
+    info.bos_token_id = c.bos_token_id;
+    info.eos_token_ids = c.eos_token_ids;
+    if (std::filesystem::exists(std::filesystem::path(dir) / "generation_config.json"))
+      info.generation = load_generation_config(dir);
+    else {
+      info.generation.do_sample = false;  // no recommendation: greedy, transformers' default
+      log_fmt(LogLevel::Info, "{} has no generation_config.json: sampling defaults to greedy", dir);
+    }
+    info.chat_template = read_chat_template(dir);
+    // The whole model's counts and fingerprint (the same on every rank of a distributed run); then the tensors this
+    // process holds are prepared: all of them, or in a distributed run its share of the routed experts and the rest.
+    for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { count_weight(w, info); });
+    info.decode_weight_bytes = decode_weight_bytes(weights, c);
+    if (weights.mtp) {
+      info.has_mtp = true;
+      int64_t routed = 0;
+      for_each_mtp_weight(*weights.mtp, [&](const Weight& w, Backend::WeightUse) {
+        if (!w.present()) return;
+        info.mtp_parameter_count += w.numel();
+        info.mtp_weight_bytes += stored_bytes(w);
+      });
+      for (const auto& e : weights.mtp->layer.moe.experts)
+        for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
+      const int64_t unread = c.n_routed_experts > 0 ? routed - routed * c.num_experts_per_tok / c.n_routed_experts : 0;
+      info.mtp_draft_weight_bytes = info.mtp_weight_bytes + stored_bytes(weights.lm_head) - unread;
+    }
+    for (const auto& l : weights.layers)
+      info.indexer_query_bytes += stored_bytes(l.indexer.wq_b) + stored_bytes(l.indexer.weights_proj);
+    // Fingerprint: what the config says plus FNV-1a over up to 64 KiB of the embedding and the lm_head, enough to
+    // tell checkpoints apart when a saved sequence is restored.
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const Weight* w : {&weights.embed_tokens, &weights.lm_head}) {
+      const size_t n = std::min<size_t>(65536, size_t(w->numel()) * dtype_size(w->dtype));
+      for (size_t i = 0; i < n; ++i) h = (h ^ w->data[i]) * 0x100000001b3ull;
+    }
+    impl->fingerprint = fmt::format("{}:{}x{}x{}:{}:{}:{:016x}", c.model_type, c.vocab_size, c.hidden_size,
+                                    c.num_hidden_layers, info.parameter_count, info.weight_bytes, h);
+
+    const ModelShard shard = make_shard(impl->comm.get(), c.n_routed_experts);
+    if (shard.distributed()) {  // the other ranks' experts: unbound, so never read (their pages stay on disk)
+      auto drop = [&](LayerWeights& l) {
+        if (!l.is_moe) return;
+        for (int64_t e = 0; e < int64_t(l.moe.experts.size()); ++e)
+          if (e < shard.expert_begin || e >= shard.expert_end) l.moe.experts[size_t(e)] = MlpWeights{};
+      };
+      for (auto& l : weights.layers) drop(l);
+      if (weights.mtp) drop(weights.mtp->layer);
+    }
+    int64_t n_weights = 0, done = 0, held_bytes = 0;
+    for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
+    for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
       if (!w.present()) return;
-      info.mtp_parameter_count += w.numel();
-      info.mtp_weight_bytes += stored_bytes(w);
+      held_bytes += stored_bytes(w);
       impl->backend->prepare_weight(w, use);
+      if (++done % 64 == 0) progress(0.2 + 0.7 * double(done) / double(n_weights), "preparing weights");
     });
-    for (const auto& e : weights.mtp->layer.moe.experts)
-      for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
-    info.mtp_draft_weight_bytes = info.mtp_weight_bytes + stored_bytes(weights.lm_head) -
-                                  (c.n_routed_experts > 0 ? routed - routed * c.num_experts_per_tok / c.n_routed_experts : 0);
+    if (weights.mtp)
+      for_each_mtp_weight(*weights.mtp, [&](const Weight& w, Backend::WeightUse use) {
+        if (!w.present()) return;
+        held_bytes += stored_bytes(w);
+        impl->backend->prepare_weight(w, use);
+      });
+    info.distributed_ranks = shard.world;
+    info.rank_weight_bytes.assign(size_t(shard.world), 0);
+    info.rank_weight_bytes[size_t(shard.rank)] = held_bytes;
+    progress(0.9, "building the model");
+    impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend, shard);
+    const int64_t block = params.kv_block_tokens > 0 ? params.kv_block_tokens : 64;
+    const int64_t tokens = params.kv_cache_tokens > 0 ? params.kv_cache_tokens : 32768;
+    impl->pool_blocks = tokens / block + (tokens % block != 0);  // no overflow near INT64_MAX
+    impl->pool_block_tokens = block;
+    impl->load_dtype = params.kv_cache_dtype;
+    impl->fp8_precision_dtype = impl->backend->supports_kv_dtype(KvDtype::FP8) ? KvDtype::FP8 : KvDtype::F32;
+    const KvDtype fp8_dtype = impl->resolve(KvCacheDtype::Auto, Precision::Fp8);
+    info.kv_cache_dtype = to_public(fp8_dtype);
+    info.kv_bytes_per_token_layer = KvBlockPool::bytes_per_token_layer(c, fp8_dtype);
+    info.kv_bytes_per_token = info.kv_bytes_per_token_layer * c.num_hidden_layers;
+    impl->pool(fp8_dtype);  // the default pool now, so that a dtype the backend cannot hold fails the load
+    progress(1.0, "ready");
+    log_fmt(LogLevel::Info,
+            "loaded {}: {}, {} layers, {} parameters, {:.1f} GB of weights, KV cache {} ({} bytes/token), {:.1f} s",
+            dir, c.model_type, c.num_hidden_layers, info.parameter_count, double(info.weight_bytes) / 1e9,
+            kv_cache_dtype_name(info.kv_cache_dtype), info.kv_bytes_per_token,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+  } catch (const Error& e) {
+    if (!comm) throw;
+    mine.code = int32_t(e.code());
+    std::snprintf(mine.message, sizeof mine.message, "%s", e.what());
+  } catch (const std::exception& e) {
+    if (!comm) throw;
+    mine.code = int32_t(ErrorCode::Internal);
+    std::snprintf(mine.message, sizeof mine.message, "%s", e.what());
   }
-  for (const auto& l : weights.layers)
-    info.indexer_query_bytes += stored_bytes(l.indexer.wq_b) + stored_bytes(l.indexer.weights_proj);
-  impl->fingerprint = fmt::format("{}:{}x{}x{}:{}:{}:{:016x}", c.model_type, c.vocab_size, c.hidden_size,
-                                  c.num_hidden_layers, info.parameter_count, info.weight_bytes, h);
-  progress(0.9, "building the model");
-  impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend);
-  const int64_t block = params.kv_block_tokens > 0 ? params.kv_block_tokens : 64;
-  const int64_t tokens = params.kv_cache_tokens > 0 ? params.kv_cache_tokens : 32768;
-  impl->pool_blocks = tokens / block + (tokens % block != 0);  // no overflow near INT64_MAX
-  impl->pool_block_tokens = block;
-  impl->load_dtype = params.kv_cache_dtype;
-  impl->fp8_precision_dtype = impl->backend->supports_kv_dtype(KvDtype::FP8) ? KvDtype::FP8 : KvDtype::F32;
-  const KvDtype fp8_dtype = impl->resolve(KvCacheDtype::Auto, Precision::Fp8);
-  info.kv_cache_dtype = to_public(fp8_dtype);
-  info.kv_bytes_per_token_layer = KvBlockPool::bytes_per_token_layer(c, fp8_dtype);
-  info.kv_bytes_per_token = info.kv_bytes_per_token_layer * c.num_hidden_layers;
-  impl->pool(fp8_dtype);  // the default pool now, so that a dtype the backend cannot hold fails the load
-  progress(1.0, "ready");
-  log_fmt(LogLevel::Info, "loaded {}: {}, {} layers, {} parameters, {:.1f} GB of weights, KV cache {} ({} bytes/token), {:.1f} s",
-          dir, c.model_type, c.num_hidden_layers, info.parameter_count, double(info.weight_bytes) / 1e9,
-          kv_cache_dtype_name(info.kv_cache_dtype), info.kv_bytes_per_token,
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+  if (comm) {
+    // Every rank learns how every rank's load went (no timeout: ranks may load at very different speeds).
+    const int W = comm->size();
+    if (mine.code == 0) {
+      mine.weight_bytes = impl->info.rank_weight_bytes[size_t(comm->rank())];
+      for (const char ch : impl->fingerprint) mine.fingerprint_hash = (mine.fingerprint_hash ^ uint8_t(ch)) * 0x100000001b3ull;
+    }
+    std::vector<LoadStatus> all(static_cast<size_t>(W));
+    comm->all_gather(&mine, all.data(), sizeof mine, /*idle=*/true);
+    for (int r = 0; r < W; ++r) {
+      const LoadStatus& st = all[size_t(r)];
+      if (st.code != 0) {
+        if (r == comm->rank()) throw Error(ErrorCode(st.code), st.message);
+        throw Error(worker ? ErrorCode::Device : ErrorCode(st.code),
+                    fmt::format("rank {} of {} could not load {}: {}", r, W, dir, std::string(st.message)));
+      }
+      if (st.fingerprint_hash != all[0].fingerprint_hash)
+        throw Error(ErrorCode::InvalidArgument, fmt::format("rank {} loaded a different checkpoint than rank 0 (every "
+                                                            "rank must load the same one)", r));
+      impl->info.rank_weight_bytes[size_t(r)] = st.weight_bytes;
+    }
+    if (!worker) impl->leader.reset(new DistLeader{comm, impl->mutex});
+  }
   return std::unique_ptr<Model>(new Model(std::move(impl)));
 }
 
 const ModelInfo& Model::info() const { return impl_->info; }
 
 std::unique_ptr<Sequence> Model::new_sequence(int64_t capacity, KvCacheDtype dtype) const {
+  std::unique_lock<std::mutex> lock;
+  uint64_t id = 0;
+  if (impl_->leader) {
+    lock = std::unique_lock<std::mutex>(impl_->mutex);
+    id = impl_->leader->next_id++;
+    Message m(Command::NewSequence);
+    m.put(id);
+    m.put(capacity);
+    m.put(dtype);
+    impl_->leader->send(m);
+  }
   const KvDtype d = impl_->resolve(dtype, Precision::Fp8);
   auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, std::make_unique<KvCache>(impl_->pool(d), capacity),
                                                            dtype == KvCacheDtype::Auto ? impl_->load_dtype : dtype});
+  s->leader = impl_->leader.get();
+  s->id = id;
   return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
 }
 
@@ -339,6 +578,7 @@ Model::KvCacheStats Model::kv_cache_stats() const {
 
 void Model::release_memory() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->leader) impl_->leader->send(Message(Command::ReleaseMemory));
   {
     std::lock_guard<std::mutex> pools(impl_->pool_mutex);
     for (const auto& p : impl_->pools)
@@ -354,9 +594,20 @@ const std::string& Model::fingerprint() const { return impl_->fingerprint; }
 std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capacity) const {
   if (src.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  uint64_t id = 0;
+  if (impl_->leader) {
+    id = impl_->leader->next_id++;
+    Message m(Command::CopySequence);
+    m.put(src.impl_->id);
+    m.put(id);
+    m.put(capacity);
+    impl_->leader->send(m);
+  }
   const int64_t cap = capacity > 0 ? capacity : src.capacity();
   auto s = std::make_unique<Sequence::Impl>(Sequence::Impl{this, src.impl_->cache->fork(cap), src.impl_->requested});
   if (src.impl_->mtp) s->mtp = src.impl_->mtp->fork(cap + kMaxDraftTokens);
+  s->leader = impl_->leader.get();
+  s->id = id;
   return std::unique_ptr<Sequence>(new Sequence(std::move(s)));
 }
 
@@ -364,6 +615,14 @@ void Model::enable_mtp(Sequence& seq, bool on, std::span<const int32_t> tokens, 
   if (seq.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
   std::lock_guard<std::mutex> lock(impl_->mutex);
   Sequence::Impl& s = *seq.impl_;
+  if (impl_->leader) {
+    Message m(Command::EnableMtp);
+    m.put(s.id);
+    m.put(on);
+    m.put(opts);
+    m.put_span(tokens);
+    impl_->leader->send(m);
+  }
   if (!on) {
     s.mtp.reset();
     return;
@@ -398,6 +657,16 @@ void Model::mtp_draft(std::span<DraftEntry> entries, const EvalOptions& opts) co
     items.push_back({m, e.token, &e.logits});
   }
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->leader && !entries.empty()) {
+    Message m(Command::MtpDraft);
+    m.put(opts);
+    m.put(uint64_t(entries.size()));
+    for (const auto& e : entries) {
+      m.put(e.sequence->impl_->id);
+      m.put(e.token);
+    }
+    impl_->leader->send(m);
+  }
   impl_->net->mtp_draft(items, opts);
 }
 
@@ -493,6 +762,14 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
   in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size()));
   if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
   cache.from_host(host.data(), host.size());
+  if (impl_->leader) {  // the workers get the restored rows (they cannot read the caller's stream)
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    Message m(Command::RestoreSequence);
+    m.put(seq->impl_->id);
+    m.put(n);
+    m.put_span(std::span<const uint8_t>(host));
+    impl_->leader->send(m);
+  }
   return seq;
 }
 
@@ -538,6 +815,13 @@ std::vector<float> Model::eval(Sequence& seq, std::span<const int32_t> ids, cons
     throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
   std::vector<float> logits, part;
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->leader) {
+    Message m(Command::Eval);
+    m.put(seq.impl_->id);
+    m.put(opts);
+    m.put_span(ids);
+    impl_->leader->send(m);
+  }
   impl_->bind(*seq.impl_, opts.precision);
   forward_chunked(*impl_->net, *seq.impl_->cache, seq.impl_->mtp.get(), ids, opts, logits, part);
   return logits;
@@ -549,6 +833,18 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
       throw Error(ErrorCode::InvalidArgument, "a batch entry's sequence is missing or belongs to a different model");
   if (entries.empty()) return;
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->leader) {
+    Message m(Command::EvalBatch);
+    m.put(opts);
+    m.put(uint64_t(entries.size()));
+    for (const auto& e : entries) {
+      m.put(e.sequence->impl_->id);
+      m.put(e.all_logits);
+      m.put(e.exact_rows);
+      m.put_span(e.ids);
+    }
+    impl_->leader->send(m);
+  }
   // (Exact rows are never chunked: chunks would take the multi-token form the caller asked to avoid.)
   if (entries.size() == 1 && !entries[0].exact_rows &&
       entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens)) {
@@ -589,6 +885,124 @@ std::vector<int32_t> Model::generate_greedy(std::span<const int32_t> prompt, int
     if (i + 1 < n_new) logits = eval(*seq, std::span<const int32_t>(&next, 1), last);
   }
   return out;
+}
+
+void Model::run_worker(const std::string& dir, const ModelLoadParams& params) {
+  if (!params.distributed)
+    throw Error(ErrorCode::InvalidArgument, "Model::run_worker is for distributed runs (ModelLoadParams::distributed)");
+  const DistributedRank place = distributed_rank();
+  if (place.rank == 0)
+    throw Error(ErrorCode::InvalidArgument, "rank 0 runs the application: it calls Model::load, not run_worker");
+  const std::unique_ptr<Model> model = load_shard(dir, params, /*worker=*/true);
+  if (!model->impl_->comm) return;  // one rank: nothing to serve
+  Communicator& comm = *model->impl_->comm;
+  std::unordered_map<uint64_t, std::unique_ptr<Sequence>> sequences;
+  auto sequence = [&](uint64_t id) -> Sequence& {
+    const auto it = sequences.find(id);
+    // (A sequence rank 0 failed to make was not made here either, and what rank 0 then did with it failed there.)
+    if (it == sequences.end()) throw Error(ErrorCode::InvalidArgument, fmt::format("no sequence {} on this rank", id));
+    return *it->second;
+  };
+  std::vector<uint8_t> bytes;
+  for (;;) {
+    uint64_t n = 0;
+    comm.broadcast(&n, sizeof n, 0, /*idle=*/true);
+    bytes.resize(size_t(n));
+    comm.broadcast(bytes.data(), bytes.size(), 0);
+    MessageReader in{bytes};
+    const auto command = Command(in.get<uint32_t>());
+    if (command == Command::Shutdown) return;
+    // The same call rank 0 made; it fails here exactly when it failed there (and rank 0 reported it).
+    try {
+      switch (command) {
+        case Command::NewSequence: {
+          const auto id = in.get<uint64_t>();
+          const auto capacity = in.get<int64_t>();
+          const auto dtype = in.get<KvCacheDtype>();
+          sequences[id] = model->new_sequence(capacity, dtype);
+          break;
+        }
+        case Command::DropSequence:
+          sequences.erase(in.get<uint64_t>());
+          break;
+        case Command::Truncate: {
+          Sequence& s = sequence(in.get<uint64_t>());
+          s.truncate(in.get<int64_t>());
+          break;
+        }
+        case Command::CopySequence: {
+          const Sequence& src = sequence(in.get<uint64_t>());
+          const auto id = in.get<uint64_t>();
+          sequences[id] = model->copy_sequence(src, in.get<int64_t>());
+          break;
+        }
+        case Command::RestoreSequence: {
+          Sequence& s = sequence(in.get<uint64_t>());
+          const auto n_tokens = in.get<int64_t>();
+          const std::vector<uint8_t> host = in.get_vector<uint8_t>();
+          KvCache& cache = *s.impl_->cache;
+          cache.prepare_append(n_tokens);
+          cache.set_size(n_tokens);
+          if (host.size() != cache.host_bytes()) throw Error(ErrorCode::Internal, "restored cache size differs");
+          cache.from_host(host.data(), host.size());
+          break;
+        }
+        case Command::Eval: {
+          Sequence& s = sequence(in.get<uint64_t>());
+          const auto opts = in.get<EvalOptions>();
+          const std::vector<int32_t> ids = in.get_vector<int32_t>();
+          model->eval(s, ids, opts);
+          break;
+        }
+        case Command::EvalBatch: {
+          const auto opts = in.get<EvalOptions>();
+          const auto count = in.get<uint64_t>();
+          std::vector<std::vector<int32_t>> ids;
+          std::vector<BatchEntry> entries;
+          for (uint64_t i = 0; i < count; ++i) {
+            BatchEntry e;
+            e.sequence = &sequence(in.get<uint64_t>());
+            e.all_logits = in.get<bool>();
+            e.exact_rows = in.get<bool>();
+            ids.push_back(in.get_vector<int32_t>());
+            entries.push_back(std::move(e));
+          }
+          for (size_t i = 0; i < entries.size(); ++i) entries[i].ids = ids[i];
+          model->eval_batch(entries, opts);
+          break;
+        }
+        case Command::EnableMtp: {
+          Sequence& s = sequence(in.get<uint64_t>());
+          const auto on = in.get<bool>();
+          const auto opts = in.get<EvalOptions>();
+          const std::vector<int32_t> tokens = in.get_vector<int32_t>();
+          model->enable_mtp(s, on, tokens, opts);
+          break;
+        }
+        case Command::MtpDraft: {
+          const auto opts = in.get<EvalOptions>();
+          const auto count = in.get<uint64_t>();
+          std::vector<DraftEntry> entries;
+          for (uint64_t i = 0; i < count; ++i) {
+            DraftEntry e;
+            e.sequence = &sequence(in.get<uint64_t>());
+            e.token = in.get<int32_t>();
+            entries.push_back(std::move(e));
+          }
+          model->mtp_draft(entries, opts);
+          break;
+        }
+        case Command::ReleaseMemory:
+          model->release_memory();
+          break;
+        default:
+          throw Error(ErrorCode::Internal, fmt::format("unknown distributed command {}", uint32_t(command)));
+      }
+    } catch (const Error& e) {
+      if (comm.broken() || e.code() == ErrorCode::Internal) throw;
+      log_fmt(LogLevel::Debug, "rank {}: a command failed as it did on rank 0: {}", comm.rank(), e.what());
+    }
+  }
 }
 
 }  // namespace dsinfer

@@ -718,12 +718,15 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
       c.out = a.out.rows_slice(t0, n);
       c.expert_ids = a.expert_ids + t0 * a.top_k;
       c.weights = a.weights + t0 * a.top_k;
+      if (a.slots.data) c.slots = a.slots.rows_slice(t0 * a.top_k, n * a.top_k);
       moe_experts(c);
     }
     return;
   }
   const int64_t T = a.x.rows, D = a.x.cols, E = int64_t(a.experts.size());
-  fill_zero(a.out);
+  const bool slot_mode = a.slots.data != nullptr;
+  require(!slot_mode || (a.slots.rows == T * a.top_k && a.slots.cols == D && !a.shared), "moe_experts slots shape");
+  if (!slot_mode) fill_zero(a.out);
   // Group the (token, slot) pairs by expert so each expert runs once over its tokens; experts nobody chose are
   // never touched. The shared expert, when given, comes last with every token at weight 1 (1·y = y: the plain
   // unweighted add). (A counting sort into per-thread storage kept between calls: no allocation once warm.)
@@ -732,17 +735,22 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
   routed.offset.assign(size_t(lists + 1), 0);
   for (int64_t k = 0; k < T * a.top_k; ++k) {
     const int32_t e = a.expert_ids[k];
+    if (slot_mode && e == -1) continue;  // another rank's expert
     require(e >= 0 && e < E, "expert id out of range");
     ++routed.offset[size_t(e) + 1];
   }
   if (a.shared) routed.offset[size_t(E) + 1] = T;
   for (int64_t e = 0; e < lists; ++e) routed.offset[size_t(e) + 1] += routed.offset[size_t(e)];
   routed.entries.resize(size_t(routed.offset[size_t(lists)]));
+  routed.slot.resize(slot_mode ? routed.entries.size() : 0);
   routed.fill.assign(routed.offset.begin(), routed.offset.end() - 1);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < a.top_k; ++i) {
       const int32_t e = a.expert_ids[t * a.top_k + i];
-      routed.entries[size_t(routed.fill[size_t(e)]++)] = {int32_t(t), a.weights[t * a.top_k + i]};
+      if (e < 0) continue;  // (slot mode only: checked above)
+      const int64_t at = routed.fill[size_t(e)]++;
+      routed.entries[size_t(at)] = {int32_t(t), a.weights[t * a.top_k + i]};
+      if (slot_mode) routed.slot[size_t(at)] = int32_t(t * a.top_k + i);
     }
   for (int64_t t = 0; a.shared && t < T; ++t) routed.entries[size_t(routed.fill[size_t(E)]++)] = {int32_t(t), 1.0f};
   auto weights_of = [&](int64_t e) -> const ExpertWeights& { return e < E ? a.experts[size_t(e)] : *a.shared; };
@@ -760,12 +768,22 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
     silu_mul(g.view, u.view, g.view);
     linear(g.view, *ew.down, y.view, a.quant);
     for (int64_t i = 0; i < n; ++i) {
-      float* o = a.out.row(list[i].first);
       const float* yi = y.view.row(i);
       const float w = list[i].second;
+      if (slot_mode) {
+        float* s = a.slots.row(routed.slots_of(e)[i]);
+        for (int64_t d = 0; d < D; ++d) s[d] = w * yi[d];
+        continue;
+      }
+      float* o = a.out.row(list[i].first);
       for (int64_t d = 0; d < D; ++d) o[d] += w * yi[d];
     }
   }
+}
+
+void CpuBackend::moe_combine(const MoeCombineArgs& a) {
+  require(a.slots.rows == a.out.rows * a.top_k && a.slots.cols == a.out.cols, "moe_combine shapes");
+  moe_combine_host(a.slots.data, a.slots.ld, a.expert_ids, a.top_k, a.out.data, a.out.ld, a.out.rows, a.out.cols);
 }
 
 // The experts of one MoE layer (the shared one included) as two passes over all active experts at once: gate and
@@ -895,8 +913,13 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
     for (const Job& j : jobs)
       for (int64_t i = 0; i < j.n; ++i) {
         const auto& [t, w] = routed.of(j.e)[i];
-        float* o = a.out.row(t);
         const float* yi = y + (j.row0 + i) * D;
+        if (a.slots.data) {  // slot mode: the term itself, rounded as the sum below rounds it
+          float* s = a.slots.row(routed.slots_of(j.e)[i]);
+          for (int64_t d = d0; d < d1; ++d) s[d] = w * yi[d];
+          continue;
+        }
+        float* o = a.out.row(t);
         for (int64_t d = d0; d < d1; ++d) o[d] += w * yi[d];
       }
   });

@@ -53,6 +53,8 @@ class CpuBackend final : public Backend {
   void moe_route(const MoeRouteArgs& a) override;
   void moe_experts(const MoeExpertsArgs& a) override;
   bool moe_fuses_shared_expert() const override { return true; }
+  bool supports_moe_slots() const override { return true; }
+  void moe_combine(const MoeCombineArgs& a) override;
   void linear_many(Tensor2D x, std::span<const LinearOut> outs, const LinearQuant& q) override;
 
   ThreadPool& pool() { return pool_; }
@@ -63,8 +65,10 @@ class CpuBackend final : public Backend {
   struct RoutedTokens {
     std::vector<int64_t> offset, fill;
     std::vector<std::pair<int32_t, float>> entries;
+    std::vector<int32_t> slot;  // slot mode: each entry's row in MoeExpertsArgs::slots (parallel to entries)
     int64_t count(int64_t e) const { return offset[size_t(e) + 1] - offset[size_t(e)]; }
     const std::pair<int32_t, float>* of(int64_t e) const { return entries.data() + offset[size_t(e)]; }
+    const int32_t* slots_of(int64_t e) const { return slot.data() + offset[size_t(e)]; }
   };
   bool moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& routed);
 
