@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_TESTS=ON >/dev/null
+# The release build has MPI (distributed runs: tests/lib/dist under mpirun); the sanitizer builds do not (OpenMPI's
+# own allocations would be reported as leaks).
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_TESTS=ON -DDSINFER_MPI=ON >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS"
 
@@ -54,7 +56,8 @@ DSINFER_WHEEL="$wheel" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENA
   DSINFER_BAD_MODEL="$BUILD/tests/capi/bad-model" "$BUILD/pyvenv/bin/python" -m pytest -q tests/python
 
 # `dsinfer serve` with the official openai client on loopback: protocol, errors, faults, then the bounded load test.
-DSINFER_CLI="$BUILD/tools/dsinfer" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" \
+# (DSINFER_TEST_MPI: the release build has MPI, so test_distributed.py runs the server under mpirun too.)
+DSINFER_CLI="$BUILD/tools/dsinfer" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_TEST_MPI=1 \
   "$BUILD/pyvenv/bin/python" -m pytest -q tests/server
 
 # --- Fuzzing (tests/fuzz, docs/fuzzing.md) --------------------------------------------------------------------

@@ -31,6 +31,7 @@
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/tokenizer.hpp"
 #include "cuda_flag.hpp"
+#include "mpi_launch.hpp"
 #include "serve/serve.hpp"
 
 namespace {
@@ -225,6 +226,7 @@ std::unique_ptr<dsinfer::Model> load(const Args& a) {
       !dsinfer::kv_cache_dtype_from_name(a.flags.at("kv-cache-dtype"), &p.kv_cache_dtype))
     throw UsageError("--kv-cache-dtype must be auto, f32, bf16 or fp8", a.command);
   const std::string dir = model_dir(a);
+  dsinfer::tools::join_distributed_run(dir, p);  // under mpirun: a worker rank serves rank 0 here and is done
   const bool tty = isatty(STDERR_FILENO);
   int last_tenth = -1;
   p.progress = [&](double fraction, std::string_view stage) {
@@ -640,6 +642,8 @@ int main(int argc, char** argv) {
   if (argc >= 2 && !std::strcmp(argv[1], "serve")) return dsinfer::serve::main(argc - 1, argv + 1);
   try {
     return run(argc, argv);
+  } catch (const dsinfer::tools::WorkerDone&) {
+    return 0;
   } catch (const HelpRequest& h) {
     std::fputs(usage(h.command).c_str(), stdout);
     return 0;

@@ -38,9 +38,10 @@ def trained_model_path():
 class Server:
     """One `dsinfer serve` process on an ephemeral loopback port."""
 
-    def __init__(self, *args, model=None, api_key=API_KEY):
-        cmd = [cli_path(), "serve", "--model", model or model_path(), "--host", "127.0.0.1", "--port", "0",
-               "--threads", "2", *args]
+    def __init__(self, *args, model=None, api_key=API_KEY, launcher=(), threads=2):
+        # launcher: a command that starts the program, e.g. ["mpirun", "-np", "2"] for a distributed server.
+        cmd = [*launcher, cli_path(), "serve", "--model", model or model_path(), "--host", "127.0.0.1", "--port", "0",
+               "--threads", str(threads), *args]
         if api_key:
             cmd += ["--api-key", api_key]
         self.api_key = api_key

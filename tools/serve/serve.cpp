@@ -24,6 +24,7 @@
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/tokenizer.hpp"
 #include "cuda_flag.hpp"
+#include "mpi_launch.hpp"
 #include "metrics.hpp"
 #include "scheduler.hpp"
 
@@ -163,6 +164,19 @@ bool peer_gone(int fd) {
 // --- the server ----------------------------------------------------------------------------------------------
 enum class State { Loading, Ready, Draining };
 
+// The model's load parameters from the options (the same on every rank of a distributed run).
+ModelLoadParams model_params(const Options& o) {
+  ModelLoadParams p;
+  p.n_threads = o.threads;
+  p.backend = o.backend;
+  p.cuda = o.cuda;
+  // Every slot may fill its context, cached conversations hold theirs, and copy-on-write takes a block per
+  // fork: pages are committed only as blocks are written, so this costs address space until used.
+  p.kv_cache_tokens = (int64_t(o.max_sessions) + o.prefix_cache + 2) * o.ctx + int64_t(o.max_sessions) * 128;
+  p.distributed = tools::launched_as_ranks();
+  return p;
+}
+
 class Server {
  public:
   explicit Server(Options o) : opt_(std::move(o)) {}
@@ -228,13 +242,7 @@ class Server {
 
   void load() {
     try {
-      ModelLoadParams p;
-      p.n_threads = opt_.threads;
-      p.backend = opt_.backend;
-      p.cuda = opt_.cuda;
-      // Every slot may fill its context, cached conversations hold theirs, and copy-on-write takes a block per
-      // fork: pages are committed only as blocks are written, so this costs address space until used.
-      p.kv_cache_tokens = (int64_t(opt_.max_sessions) + opt_.prefix_cache + 2) * opt_.ctx + int64_t(opt_.max_sessions) * 128;
+      ModelLoadParams p = model_params(opt_);
       int last = -1;
       p.progress = [&](double f, std::string_view stage) {
         progress_ = f;
@@ -466,6 +474,13 @@ int main(int argc, char** argv) {
     return *e.what() ? 2 : 0;
   }
   try {
+    // Under mpirun (docs/distributed.md): rank 0 serves HTTP; the other ranks hold their share of the model.
+    ModelLoadParams p = model_params(o);
+    try {
+      tools::join_distributed_run(o.model, p);
+    } catch (const tools::WorkerDone&) {
+      return 0;
+    }
     Server s(std::move(o));
     return s.run();
   } catch (const std::exception& e) {
