@@ -4,6 +4,8 @@
 // loads in the same order, whatever a check found, so failures are counted and reported at the end.
 #include <dsinfer/dsinfer.hpp>
 
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +13,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 using namespace dsinfer;
 
@@ -157,13 +161,53 @@ void check_shares(const Model& dist, const Model& ref, const std::string& dir) {
 
 }  // namespace
 
+// `test_distributed MODELS_DIR --kill-worker PID_FILE`: rank 1 is killed (SIGKILL) while rank 0 holds the model;
+// rank 0's next evaluation must fail with Error(Device) within the timeout, not hang. Exit status 0 when it did.
+int kill_worker(const std::string& models, const std::string& pid_file, const Model::DistributedRank& place) {
+  ModelLoadParams params;
+  params.distributed = true;
+  params.n_threads = 1;
+  params.distributed_timeout_s = 5;
+  const std::string dir = models + "/v32-tiny";
+  if (place.rank != 0) {
+    if (place.rank == 1) std::ofstream(pid_file) << getpid() << "\n";
+    Model::run_worker(dir, params);
+    return 0;
+  }
+  const auto model = Model::load(dir, params);  // returns once every rank has loaded: rank 1 wrote its pid
+  long pid = 0;
+  std::ifstream(pid_file) >> pid;
+  CHECK(pid > 0);
+  if (pid > 0) kill(pid_t(pid), SIGKILL);
+  auto seq = model->new_sequence(64);  // (may already fail: the broadcast finds the peer gone)
+  const auto start = std::chrono::steady_clock::now();
+  ErrorCode code = ErrorCode::Ok;
+  std::string message;
+  try {
+    for (int i = 0; i < 100; ++i) model->eval(*seq, std::vector<int32_t>{int32_t(1 + i)});
+  } catch (const Error& e) {
+    code = e.code();
+    message = e.what();
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "[rank 0] after killing rank 1: %s after %.1f s: %s\n", error_code_name(code), waited,
+               message.c_str());
+  CHECK(code == ErrorCode::Device);
+  CHECK(waited < 30);
+  std::fprintf(stderr, "[rank 0] %d failure(s)\n", failures);
+  std::fflush(stderr);
+  // MPI cannot finalize with a dead peer: leave at once with the verdict.
+  std::_Exit(failures == 0 ? 0 : 1);
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: mpirun -np N test_distributed MODELS_DIR\n");
+    std::fprintf(stderr, "usage: mpirun -np N test_distributed MODELS_DIR [--kill-worker PID_FILE]\n");
     return 2;
   }
   const std::string models = argv[1];
   const Model::DistributedRank place = Model::distributed_rank();
+  if (argc == 4 && std::string(argv[2]) == "--kill-worker") return kill_worker(models, argv[3], place);
   ModelLoadParams params;
   params.distributed = true;
   params.n_threads = 1;  // the ranks share the machine's cores
