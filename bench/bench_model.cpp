@@ -5,6 +5,8 @@
 // 0 .. N-1, like llama-bench's plain tgN). Each decode figure also comes as the weight bytes it streams per second
 // (ModelInfo::decode_weight_bytes × tok/s, less the indexer's query weights on steps that see at most index_topk
 // keys and so skip them).
+// Under `mpirun -np N` (a build with DSINFER_MPI) the model is distributed (docs/distributed.md): rank 0 runs the
+// benchmark, the other ranks serve it; every rank prints its peak resident memory at the end.
 //   bench_model --read-bandwidth [--threads N]
 // prints only the memory read bandwidth of N threads (the bound for those figures), without loading a model, so
 // that a caller measuring peak RSS can measure it in a separate process.
@@ -17,11 +19,21 @@
 #include <vector>
 
 #include "dsinfer/model.hpp"
+#include "mpi_launch.hpp"
 #include "read_bandwidth.hpp"
+
+#include <sys/resource.h>
 
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// This process's peak resident set (mapped weight pages it touched included), in MB.
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;
 }
 }  // namespace
 
@@ -65,6 +77,12 @@ int main(int argc, char** argv) {
   try {
     dsinfer::ModelLoadParams lp;
     lp.n_threads = threads;
+    try {
+      dsinfer::tools::join_distributed_run(dir, lp);
+    } catch (const dsinfer::tools::WorkerDone&) {
+      fmt::print("rank {}: peak RSS {:.0f} MB\n", dsinfer::Model::distributed_rank().rank, peak_rss_mb());
+      return 0;
+    }
     const auto t_load = std::chrono::steady_clock::now();
     auto model = dsinfer::Model::load(dir, lp);
     const double load_s = seconds_since(t_load);
@@ -75,6 +93,12 @@ int main(int argc, char** argv) {
       fmt::print("; {:.1f} MB while the sequence sees at most index_topk = {} keys",
                  double(info.decode_weight_bytes - info.indexer_query_bytes) / 1e6, info.index_topk);
     fmt::print("), load {:.2f} s, {} threads\n", load_s, threads);
+    if (info.distributed_ranks > 1) {
+      fmt::print("distributed over {} ranks ({} threads each); weight MB held per rank:", info.distributed_ranks,
+                 threads);
+      for (const int64_t b : info.rank_weight_bytes) fmt::print(" {:.1f}", double(b) / 1e6);
+      fmt::print("\n");
+    }
     // Mean bytes per step over decode steps that see start+1 .. start+n keys.
     auto step_gb = [&](int64_t start, int64_t n) {
       const int64_t light = info.indexer_query_bytes > 0
@@ -116,9 +140,11 @@ int main(int argc, char** argv) {
       fmt::print("{:>9}  decode streams weights at {:.1f} GB/s after the prompt, {:.1f} GB/s from an empty cache\n",
                  "", dc[dc.size() / 2] * step_gb(prompt, decode), d0[d0.size() / 2] * step_gb(0, decode));
     }
+    model.reset();  // (a distributed run's workers finish here)
   } catch (const dsinfer::Error& e) {
     fmt::print(stderr, "bench_model: {}\n", e.what());
     return 1;
   }
+  fmt::print("rank 0: peak RSS {:.0f} MB\n", peak_rss_mb());
   return 0;
 }

@@ -115,6 +115,9 @@ struct DSINFER_CXX_API ModelInfo {
   // are the whole model's. One process: 1 and {the bytes this process holds}.
   int distributed_ranks = 1;
   std::vector<int64_t> rank_weight_bytes;
+  // Whether each rank runs attention for its share of the heads (else every rank computes every head): when the
+  // heads divide evenly among the ranks and, with FP8 kv_b, a rank's rows start on a 128-row block.
+  bool attention_split_by_heads = false;
 };
 
 struct DSINFER_CXX_API EvalOptions {

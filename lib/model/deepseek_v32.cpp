@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -82,6 +83,28 @@ DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& 
     std::vector<ExpertWeights> ex;
     for (auto& e : layer.moe.experts) ex.push_back({&e.gate_proj, &e.up_proj, &e.down_proj});
     experts_.push_back(std::move(ex));
+  }
+  // Attention split by heads (docs/distributed.md): MLA for this rank's heads only, reading their rows of kv_b.
+  const int64_t H = cfg_.num_attention_heads, kv_head = cfg_.qk_nope_head_dim + cfg_.v_head_dim;
+  if (shard_.distributed() && H % shard_.world == 0) {
+    shard_.head_begin = H / shard_.world * shard_.rank;
+    shard_.head_end = shard_.head_begin + H / shard_.world;
+    const int64_t row0 = shard_.head_begin * kv_head, rows = (shard_.head_end - shard_.head_begin) * kv_head;
+    bool ok = true;
+    for (int64_t l = 0; l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l) {
+      const Weight& kvb = layer_weights(l).attn.kv_b_proj;
+      Weight v = kvb;
+      v.shape = {rows, kvb.cols()};
+      const size_t elem = dtype_size(kvb.dtype);
+      v.data = kvb.data + size_t(row0 * kvb.cols()) * elem;
+      if (kvb.dtype == DType::F8_E4M3) {  // a view keeps whole scale blocks only
+        ok = ok && row0 % kvb.block == 0;
+        v.scale_inv = kvb.scale_inv + (row0 / kvb.block) * ((kvb.cols() + kvb.block - 1) / kvb.block);
+      }
+      kv_b_heads_.push_back(std::move(v));
+    }
+    shard_.split_heads = ok;
+    if (!ok) kv_b_heads_.clear();
   }
 }
 
@@ -488,6 +511,11 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   }
 
   Matrix o = be_.matrix(T, H * dv);
+  // Split heads: this rank's heads into o_mine, gathered into o below; else every head into o.
+  const bool split = shard_.split_heads;
+  const int64_t h0 = split ? shard_.head_begin : 0, nh = split ? shard_.head_end - shard_.head_begin : H;
+  Matrix o_mine = split ? be_.matrix(T, nh * dv) : Matrix{};
+  const Tensor2D o_heads = split ? o_mine.view : o.view;
   // Rows [row0, row0 + n) of one sequence at cache positions [start, start + n): its indexer top-k and attention.
   auto attend = [&](const Step::Segment& sg, int64_t row0, int64_t n, int64_t start) {
     const int64_t S = start + n;
@@ -516,16 +544,19 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       be_.indexer_topk(ia);
     }
     MlaArgs ma;
-    ma.q = q.view.rows_slice(row0, n);
+    ma.q = q.view.rows_slice(row0, n).cols_slice(h0 * qkh, nh * qkh);
     ma.latent = sg.cache->tensor(kl, KvTensor::Latent);
     ma.k_pe = sg.cache->tensor(kl, KvTensor::RopeKey);
     ma.latent_packed = sg.cache->pool().packed(kl, KvTensor::Latent);
     ma.n_keys = S;
     ma.block_table = sg.cache->block_table().data();
     ma.block_tokens = sg.cache->block_tokens();
-    ma.wkv_b = wkv_b_[size_t(l)].view;
-    ma.wkv_b_stored = &aw.kv_b_proj;
-    ma.n_heads = H;
+    const Tensor2D kvb = wkv_b_[size_t(l)].view;  // (only its shape when the backend reads the stored weight)
+    ma.wkv_b = !split    ? kvb
+               : kvb.data ? kvb.rows_slice(h0 * (dn + dv), nh * (dn + dv))
+                          : Tensor2D{nullptr, nh * (dn + dv), kvb.cols, kvb.ld};
+    ma.wkv_b_stored = split ? &kv_b_heads_[size_t(l)] : &aw.kv_b_proj;
+    ma.n_heads = nh;
     ma.nope_dim = dn;
     ma.rope_dim = dr;
     ma.v_dim = dv;
@@ -538,7 +569,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
               : step.attention == AttentionForm::Absorbed ? MlaMode::Absorbed
               : n > 1                                     ? MlaMode::Mha
                                                           : MlaMode::Absorbed;
-    ma.out = o.view.rows_slice(row0, n);
+    ma.out = o_heads.rows_slice(row0, n);
     be_.mla_attention(ma);
   };
   for (const auto& sg : step.segments) {
@@ -549,6 +580,20 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     } else {
       attend(sg, sg.row0, sg.n, sg.start);
     }
+  }
+  if (split) {
+    // Every rank's heads, in rank order, into every rank's o: the values one process computes (a head's attention
+    // does not depend on the others), so o_proj (replicated) gives bitwise its output.
+    const int64_t w = nh * dv, W = shard_.world;
+    step.heads_mine.resize(size_t(T * w));
+    step.heads_all.resize(size_t(W * T * w));
+    step.heads_full.resize(size_t(T * H * dv));
+    be_.to_host(step.heads_mine.data(), o_mine.view);
+    shard_.comm->all_gather(step.heads_mine.data(), step.heads_all.data(), step.heads_mine.size() * sizeof(float));
+    for (int64_t r = 0; r < W; ++r)
+      for (int64_t t = 0; t < T; ++t)
+        std::copy_n(step.heads_all.data() + (r * T + t) * w, w, step.heads_full.data() + t * H * dv + r * w);
+    be_.from_host(o.view, step.heads_full.data());
   }
   be_.linear(o.view, aw.o_proj, out, step.quant);
 }

@@ -49,6 +49,11 @@ struct ModelShard {
   // Expert parallelism: this rank owns the routed experts [expert_begin, expert_end) of every MoE layer (the others'
   // weights are not bound here) and adds their outputs to the running sum that the rank before it passes on.
   int64_t expert_begin = 0, expert_end = 0;
+  // Attention split by heads (set by DeepseekV32 where the heads divide evenly and, for FP8 kv_b, a rank's rows
+  // start on a 128-row block): this rank runs MLA for heads [head_begin, head_end) and the ranks' outputs are
+  // gathered before o_proj; else every rank computes every head.
+  bool split_heads = false;
+  int64_t head_begin = 0, head_end = 0;
   bool distributed() const { return world > 1; }
 };
 // Rank r of `world`'s experts: consecutive ranges, so that the ranks' sums in rank order are one sum in expert order.
@@ -124,6 +129,8 @@ class DeepseekV32 {
     // Expert parallelism: the router's choices with other ranks' experts as -1, and the running sum in host memory.
     std::vector<int32_t> own_experts;
     std::vector<float> partial;
+    // Split heads: this rank's attention outputs, every rank's, and o assembled from them (host memory).
+    std::vector<float> heads_mine, heads_all, heads_full;
   };
   // layer: 0 .. num_hidden_layers - 1, or num_hidden_layers for the MTP module's decoder layer (its cache layer 0).
   const LayerWeights& layer_weights(int64_t layer) const {
@@ -145,6 +152,7 @@ class DeepseekV32 {
   Backend& be_;
   std::vector<float> inv_freq_;
   float softmax_scale_ = 0.0f;
+  std::vector<Weight> kv_b_heads_;  // split heads: per layer, the rows of this rank's heads of kv_b_proj (a view)
   std::vector<Matrix> wkv_b_;  // per layer: kv_b_proj dequantized to fp32 once (spec §3.4), or only its shape when the backend reads it as stored
   std::vector<std::vector<ExpertWeights>> experts_;  // per MoE layer: routed experts as the backend takes them
   ModelShard shard_;

@@ -477,6 +477,7 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     info.rank_weight_bytes[size_t(shard.rank)] = held_bytes;
     progress(0.9, "building the model");
     impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend, shard);
+    info.attention_split_by_heads = impl->net->shard().split_heads;
     const int64_t block = params.kv_block_tokens > 0 ? params.kv_block_tokens : 64;
     const int64_t tokens = params.kv_cache_tokens > 0 ? params.kv_cache_tokens : 32768;
     impl->pool_blocks = tokens / block + (tokens % block != 0);  // no overflow near INT64_MAX

@@ -234,6 +234,8 @@ int main(int argc, char** argv) {
       const auto ref = Model::load(dir, one);
       const auto dist = Model::load(dir, params);
       CHECK(dist->info().distributed_ranks == place.size);
+      // The small models' 4 heads of 128 kv_b rows split over 2 and 4 ranks (each rank a whole 128-row block).
+      CHECK(dist->info().attention_split_by_heads == (place.size > 1));
       CHECK(dist->fingerprint() == ref->fingerprint());
       check_shares(*dist, *ref, dir);
       scenarios(*dist, *ref, name);
