@@ -133,6 +133,16 @@ void scenarios(const Model& dist, const Model& ref, const std::string& name) {
       ref.mtp_draft(dr, o);
       CHECK(same_bits(dd[0].logits, dr[0].logits));
     }
+    // MTP enabled on a sequence that already holds tokens (its MTP rows rebuilt), then a draft.
+    auto td = dist.new_sequence(128), tr = ref.new_sequence(128);
+    CHECK(same_bits(dist.eval(*td, p, o), ref.eval(*tr, p, o)));
+    dist.enable_mtp(*td, true, p);
+    ref.enable_mtp(*tr, true, p);
+    dd[0].sequence = td.get();
+    dr[0].sequence = tr.get();
+    dist.mtp_draft(dd, o);
+    ref.mtp_draft(dr, o);
+    CHECK(same_bits(dd[0].logits, dr[0].logits));
   }
 }
 
