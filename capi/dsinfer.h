@@ -114,6 +114,17 @@ typedef struct dsinfer_model_params {
   /* The indexer's score kernel: "cuda-core" (NULL; fp32) or "tensor-core" (e4m3, in fp8 precision).
    * DSINFER_CUDA_INDEXER_KERNEL */
   const char* cuda_indexer_kernel;
+  /* Appended after 0.1.0 (ABI 1 unchanged). A distributed run over MPI (docs/distributed.md), 0 (default) or 1 (else
+   * DSINFER_E_INVALID_ARG): every rank of `mpirun -np N` is started with the same checkpoint directory and params;
+   * rank 0 calls dsinfer_model_load and uses the model as usual, every other rank calls dsinfer_run_worker. Each rank
+   * keeps its share of the routed experts; the results are bitwise those of one process. CPU backend only. Errors:
+   * DSINFER_E_UNSUPPORTED in a build without MPI (DSINFER_MPI); DSINFER_E_INVALID_ARG from dsinfer_model_load on a
+   * rank other than 0. */
+  int32_t distributed;
+  /* Seconds a rank waits for its peers before the call fails with DSINFER_E_DEVICE (a rank died or hangs): 0 to 1e6,
+   * 0 (default) = 120 s; negative, NaN or larger: DSINFER_E_INVALID_ARG (checked whatever `distributed` says).
+   * DSINFER_DIST_TIMEOUT */
+  double distributed_timeout_s;
 } dsinfer_model_params;
 
 DSINFER_API void dsinfer_model_params_init(dsinfer_model_params* p, size_t struct_size);
@@ -130,6 +141,25 @@ DSINFER_API int dsinfer_model_has_mtp(const dsinfer_model* m);
  * precision) cache dtype, and the bytes a context of `tokens` tokens needs in it (whole blocks). 0 for NULL. */
 DSINFER_API int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m);
 DSINFER_API int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens);
+/* A distributed model's ranks (1 for a model of one process, 0 for NULL), and the weight bytes rank `rank` holds (the
+ * main model and the MTP module: its share of the routed experts plus the replicated rest; for one process, the bytes
+ * it holds); 0 for NULL or a rank outside [0, ranks). */
+DSINFER_API int32_t dsinfer_model_distributed_ranks(const dsinfer_model* m);
+DSINFER_API int64_t dsinfer_model_rank_weight_bytes(const dsinfer_model* m, int32_t rank);
+
+/* Distributed runs (dsinfer_model_params.distributed, docs/distributed.md). Both fail with DSINFER_E_UNSUPPORTED in a
+ * build without MPI (the message says how to build with it).
+ * dsinfer_distributed_rank: this process's rank in MPI_COMM_WORLD and the number of ranks; starts MPI if the
+ * application has not (dsinfer then finalizes it at exit). Any thread. On error *rank is -1 and *size 0;
+ * DSINFER_E_DEVICE when MPI cannot start. */
+DSINFER_API dsinfer_status dsinfer_distributed_rank(int32_t* rank, int32_t* size);
+/* What every rank but 0 calls instead of dsinfer_model_load, with the same dir and params (distributed = 1): loads
+ * this rank's share of the checkpoint and serves rank 0's model until rank 0 frees it, then returns DSINFER_OK. It
+ * blocks the calling thread all that time (the progress callback runs on it). Errors: DSINFER_E_INVALID_ARG (params
+ * refused as by dsinfer_model_load, distributed = 0 (NULL params included), or called on rank 0); a load error on
+ * this rank (rank 0's dsinfer_model_load then fails too, naming the rank); DSINFER_E_DEVICE when the communication
+ * with rank 0 fails (a peer died or timed out in the middle of an operation). */
+DSINFER_API dsinfer_status dsinfer_run_worker(const char* dir, const dsinfer_model_params* params);
 
 /* -------------------------------------------------------------------------------------------- tokenizer -- */
 /* Loads DIR/tokenizer.json (+ tokenizer_config.json). Creates: free with dsinfer_tokenizer_free. */

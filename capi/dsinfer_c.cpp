@@ -97,7 +97,8 @@ size_t readable(const dsinfer_model_params& p) {
                          DSINFER_MEMBER_END(T, kv_block_tokens), DSINFER_MEMBER_END(T, cpu_kernels),
                          DSINFER_MEMBER_END(T, cuda_device), DSINFER_MEMBER_END(T, cuda_small_m_max),
                          DSINFER_MEMBER_END(T, cuda_small_m_tensor_cores), DSINFER_MEMBER_END(T, cuda_cublaslt_fp8),
-                         DSINFER_MEMBER_END(T, cuda_mla_kernel), DSINFER_MEMBER_END(T, cuda_indexer_kernel)};
+                         DSINFER_MEMBER_END(T, cuda_mla_kernel), DSINFER_MEMBER_END(T, cuda_indexer_kernel),
+                         DSINFER_MEMBER_END(T, distributed), DSINFER_MEMBER_END(T, distributed_timeout_s)};
   return whole_members(p.struct_size, ends);
 }
 size_t readable(const dsinfer_session_params& p) {
@@ -213,6 +214,54 @@ dsinfer::GenerateParams to_generate_params(const dsinfer_generate_params* p) {
   return g;
 }
 
+// The caller's model params as the C++ load parameters (what dsinfer_model_load and dsinfer_run_worker both take).
+dsinfer::ModelLoadParams to_load_params(const dsinfer_model_params* params) {
+  // Read only the fields the caller's struct has (an older, smaller struct gets defaults for the rest).
+  dsinfer_model_params p{};
+  dsinfer_model_params_init(&p, sizeof p);
+  if (params) std::memcpy(&p, params, readable(*params));
+  dsinfer::ModelLoadParams lp;
+  lp.n_threads = p.n_threads;
+  if (p.backend) lp.backend = p.backend;
+  lp.kv_cache_tokens = p.kv_cache_tokens;
+  lp.kv_block_tokens = p.kv_block_tokens;
+  if (p.cpu_kernels) lp.cpu_kernels = p.cpu_kernels;
+  // The booleans must be 0 or 1 (anything else is more likely garbage than a request), checked here because
+  // CudaOptions cannot hold anything else; Model::load checks the rest.
+  if (p.cuda_small_m_tensor_cores != 0 && p.cuda_small_m_tensor_cores != 1)
+    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, "cuda_small_m_tensor_cores must be 0 or 1, not " +
+                                                                  std::to_string(p.cuda_small_m_tensor_cores));
+  if (p.cuda_cublaslt_fp8 != 0 && p.cuda_cublaslt_fp8 != 1)
+    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                         "cuda_cublaslt_fp8 must be 0 or 1, not " + std::to_string(p.cuda_cublaslt_fp8));
+  lp.cuda.device = p.cuda_device;
+  lp.cuda.small_m_max = p.cuda_small_m_max;
+  lp.cuda.small_m_tensor_cores = p.cuda_small_m_tensor_cores == 1;
+  lp.cuda.cublaslt_fp8 = p.cuda_cublaslt_fp8 == 1;
+  if (p.cuda_mla_kernel) lp.cuda.mla_kernel = p.cuda_mla_kernel;
+  if (p.cuda_indexer_kernel) lp.cuda.indexer_kernel = p.cuda_indexer_kernel;
+  if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
+    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                         std::string("kv_cache_dtype must be auto, f32, bf16 or fp8, not ") + p.kv_cache_dtype);
+  if (p.progress) {
+    auto cb = p.progress;
+    void* ud = p.progress_user_data;
+    lp.progress = [cb, ud](double f, std::string_view stage) { cb(f, std::string(stage).c_str(), ud); };
+  }
+  if (p.distributed != 0 && p.distributed != 1)
+    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                         "distributed must be 0 or 1, not " + std::to_string(p.distributed));
+  lp.distributed = p.distributed == 1;
+  // Checked here whatever `distributed` says (the core checks it only for a distributed load, after asking MPI for
+  // the rank): a bad value is the caller's mistake in every build.
+  if (!(p.distributed_timeout_s >= 0 && p.distributed_timeout_s <= 1e6))
+    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
+                         "distributed_timeout_s must be 0 (120 s) to 1e6 seconds, not " +
+                             std::to_string(p.distributed_timeout_s));
+  lp.distributed_timeout_s = p.distributed_timeout_s;
+  return lp;
+}
+
 dsinfer_status make_sampler(dsinfer_sampler** out, const std::function<std::unique_ptr<dsinfer::Sampler>()>& f) {
   if (out) *out = nullptr;
   return guarded([&] {
@@ -249,39 +298,26 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
   if (out) *out = nullptr;
   return guarded([&] {
     require(dir && out, "dir and out must not be NULL");
-    // Read only the fields the caller's struct has (an older, smaller struct gets defaults for the rest).
-    dsinfer_model_params p{};
-    dsinfer_model_params_init(&p, sizeof p);
-    if (params) std::memcpy(&p, params, readable(*params));
-    dsinfer::ModelLoadParams lp;
-    lp.n_threads = p.n_threads;
-    if (p.backend) lp.backend = p.backend;
-    lp.kv_cache_tokens = p.kv_cache_tokens;
-    lp.kv_block_tokens = p.kv_block_tokens;
-    if (p.cpu_kernels) lp.cpu_kernels = p.cpu_kernels;
-    // The booleans must be 0 or 1 (anything else is more likely garbage than a request), checked here because
-    // CudaOptions cannot hold anything else; Model::load checks the rest.
-    if (p.cuda_small_m_tensor_cores != 0 && p.cuda_small_m_tensor_cores != 1)
-      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, "cuda_small_m_tensor_cores must be 0 or 1, not " +
-                                                                    std::to_string(p.cuda_small_m_tensor_cores));
-    if (p.cuda_cublaslt_fp8 != 0 && p.cuda_cublaslt_fp8 != 1)
-      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
-                           "cuda_cublaslt_fp8 must be 0 or 1, not " + std::to_string(p.cuda_cublaslt_fp8));
-    lp.cuda.device = p.cuda_device;
-    lp.cuda.small_m_max = p.cuda_small_m_max;
-    lp.cuda.small_m_tensor_cores = p.cuda_small_m_tensor_cores == 1;
-    lp.cuda.cublaslt_fp8 = p.cuda_cublaslt_fp8 == 1;
-    if (p.cuda_mla_kernel) lp.cuda.mla_kernel = p.cuda_mla_kernel;
-    if (p.cuda_indexer_kernel) lp.cuda.indexer_kernel = p.cuda_indexer_kernel;
-    if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
-      throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
-                           std::string("kv_cache_dtype must be auto, f32, bf16 or fp8, not ") + p.kv_cache_dtype);
-    if (p.progress) {
-      auto cb = p.progress;
-      void* ud = p.progress_user_data;
-      lp.progress = [cb, ud](double f, std::string_view stage) { cb(f, std::string(stage).c_str(), ud); };
-    }
+    const dsinfer::ModelLoadParams lp = to_load_params(params);
     *out = new dsinfer_model{dsinfer::Model::load(dir, lp)};
+  });
+}
+
+dsinfer_status dsinfer_run_worker(const char* dir, const dsinfer_model_params* params) {
+  return guarded([&] {
+    require(dir != nullptr, "dir must not be NULL");
+    dsinfer::Model::run_worker(dir, to_load_params(params));
+  });
+}
+
+dsinfer_status dsinfer_distributed_rank(int32_t* rank, int32_t* size) {
+  if (rank) *rank = -1;
+  if (size) *size = 0;
+  return guarded([&] {
+    require(rank && size, "rank and size must not be NULL");
+    const dsinfer::Model::DistributedRank place = dsinfer::Model::distributed_rank();
+    *rank = place.rank;
+    *size = place.size;
   });
 }
 
@@ -304,6 +340,12 @@ int dsinfer_model_has_mtp(const dsinfer_model* m) { return m && m->m->info().has
 int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m) { return m ? m->m->info().kv_bytes_per_token : 0; }
 int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens) {
   return m && tokens >= 0 ? m->m->kv_cache_bytes(tokens) : 0;
+}
+int32_t dsinfer_model_distributed_ranks(const dsinfer_model* m) { return m ? m->m->info().distributed_ranks : 0; }
+int64_t dsinfer_model_rank_weight_bytes(const dsinfer_model* m, int32_t rank) {
+  if (!m || rank < 0) return 0;
+  const std::vector<int64_t>& bytes = m->m->info().rank_weight_bytes;
+  return size_t(rank) < bytes.size() ? bytes[size_t(rank)] : 0;
 }
 
 dsinfer_status dsinfer_tokenizer_load(const char* path, dsinfer_tokenizer** out) {

@@ -14,12 +14,13 @@ import json as _json
 from . import _dsinfer
 from ._dsinfer import __version__
 from ._dsinfer import ConstraintSampler, Detokenizer, Model, Tokenizer, parse_completion as _parse_completion
+from ._dsinfer import distributed_rank, run_worker
 
 __all__ = ["Model", "Tokenizer", "Session", "Sampler", "Error", "InvalidArgumentError", "IoError", "FormatError",
            "UnsupportedError", "OutOfMemoryError", "DeviceError", "CancelledError", "InternalError", "encode_chat",
            "parse_completion", "Constraint", "ConstraintSampler", "Client", "APIError", "Greedy", "Dist", "Temperature", "TopK", "TopP",
            "MinP", "Typical", "Penalties", "LogitBias", "Detokenizer", "Engine", "LogLevel", "set_log_callback",
-           "__version__"]
+           "distributed_rank", "run_worker", "__version__"]
 
 
 class Error(Exception):
@@ -43,7 +44,8 @@ class FormatError(Error):
 
 
 class UnsupportedError(Error):
-    """Valid input this build does not handle, e.g. a V3-family checkpoint's chat format (code 4)."""
+    """Valid input this build does not handle, e.g. a V3-family checkpoint's chat format, or a distributed run in a
+    build without MPI (code 4)."""
 
 
 class OutOfMemoryError(Error):

@@ -304,6 +304,62 @@ auto translate_api(F&& f) -> decltype(f()) {
   }
 }
 
+// Model.load's keyword arguments and their defaults, given to `def` (a generic function that registers a function
+// with them): Model.load and dsinfer.run_worker, which a distributed run's other ranks call with the same options,
+// take one list.
+template <class Def>
+void with_load_options(Def&& def) {
+  def(py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0,
+      py::arg("kv_cache_dtype") = "auto", py::arg("kv_block_tokens") = 64, py::arg("cpu_kernels") = "auto",
+      py::arg("backend") = "cpu", py::arg("cuda_device") = CudaOptions{}.device,
+      py::arg("cuda_small_m_max") = CudaOptions{}.small_m_max,
+      py::arg("cuda_small_m_tensor_cores") = CudaOptions{}.small_m_tensor_cores,
+      py::arg("cuda_cublaslt_fp8") = CudaOptions{}.cublaslt_fp8, py::arg("cuda_mla_kernel") = CudaOptions{}.mla_kernel,
+      py::arg("cuda_indexer_kernel") = CudaOptions{}.indexer_kernel,
+      py::arg("distributed") = ModelLoadParams{}.distributed,
+      py::arg("distributed_timeout_s") = ModelLoadParams{}.distributed_timeout_s);
+}
+
+// f(path, ModelLoadParams) as a function of (path, the options of with_load_options), errors translated.
+template <class F>
+auto taking_load_options(F f) {
+  return [f](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens,
+             const std::string& kv_cache_dtype, int64_t kv_block_tokens, const std::string& cpu_kernels,
+             const std::string& backend, int cuda_device, int64_t cuda_small_m_max, bool cuda_small_m_tensor_cores,
+             bool cuda_cublaslt_fp8, const std::string& cuda_mla_kernel, const std::string& cuda_indexer_kernel,
+             bool distributed, double distributed_timeout_s) {
+    ModelLoadParams p;
+    p.backend = backend;
+    p.cuda.device = cuda_device;
+    p.cuda.small_m_max = cuda_small_m_max;
+    p.cuda.small_m_tensor_cores = cuda_small_m_tensor_cores;
+    p.cuda.cublaslt_fp8 = cuda_cublaslt_fp8;
+    p.cuda.mla_kernel = cuda_mla_kernel;
+    p.cuda.indexer_kernel = cuda_indexer_kernel;
+    p.n_threads = n_threads;
+    p.kv_cache_tokens = kv_cache_tokens;
+    p.kv_block_tokens = kv_block_tokens;
+    p.cpu_kernels = cpu_kernels;
+    if (!kv_cache_dtype_from_name(kv_cache_dtype, &p.kv_cache_dtype))
+      throw py::value_error("kv_cache_dtype must be auto, f32, bf16 or fp8");
+    if (!progress.is_none())
+      p.progress = [progress](double f, std::string_view stage) {
+        py::gil_scoped_acquire gil;
+        progress(f, std::string(stage));
+      };
+    p.distributed = distributed;
+    p.distributed_timeout_s = distributed_timeout_s;
+    return translate([&] {
+      // Checked whatever `distributed` says (the core checks it only for a distributed load, after asking MPI for
+      // the rank): a bad value is the caller's mistake in every build.
+      if (!(distributed_timeout_s >= 0 && distributed_timeout_s <= 1e6))
+        throw Error(ErrorCode::InvalidArgument,
+                    "distributed_timeout_s must be 0 (120 s) to 1e6 seconds, not " + std::to_string(distributed_timeout_s));
+      return f(path, p);
+    });
+  };
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_dsinfer, m) {
@@ -344,60 +400,56 @@ PYBIND11_MODULE(_dsinfer, m) {
         LogLevel(min_level));
   });
 
-  py::class_<PyModel>(m, "Model", "A loaded checkpoint (config.json + safetensors). Immutable after load and safe to "
-                                  "share between threads; evaluations on one model are serialized.")
-      .def_static(
-          "load",
-          [](const std::string& path, py::object progress, int n_threads, int64_t kv_cache_tokens,
-             const std::string& kv_cache_dtype, int64_t kv_block_tokens, const std::string& cpu_kernels,
-             const std::string& backend, int cuda_device, int64_t cuda_small_m_max, bool cuda_small_m_tensor_cores,
-             bool cuda_cublaslt_fp8, const std::string& cuda_mla_kernel, const std::string& cuda_indexer_kernel) {
-            ModelLoadParams p;
-            p.backend = backend;
-            p.cuda.device = cuda_device;
-            p.cuda.small_m_max = cuda_small_m_max;
-            p.cuda.small_m_tensor_cores = cuda_small_m_tensor_cores;
-            p.cuda.cublaslt_fp8 = cuda_cublaslt_fp8;
-            p.cuda.mla_kernel = cuda_mla_kernel;
-            p.cuda.indexer_kernel = cuda_indexer_kernel;
-            p.n_threads = n_threads;
-            p.kv_cache_tokens = kv_cache_tokens;
-            p.kv_block_tokens = kv_block_tokens;
-            p.cpu_kernels = cpu_kernels;
-            if (!kv_cache_dtype_from_name(kv_cache_dtype, &p.kv_cache_dtype))
-              throw py::value_error("kv_cache_dtype must be auto, f32, bf16 or fp8");
-            if (!progress.is_none())
-              p.progress = [progress](double f, std::string_view stage) {
-                py::gil_scoped_acquire gil;
-                progress(f, std::string(stage));
-              };
-            return translate([&] {
-              std::unique_ptr<Model> model;
-              {
-                py::gil_scoped_release nogil;
-                model = Model::load(path, p);
-              }
-              return PyModel{std::shared_ptr<Model>(std::move(model))};
-            });
-          },
-          py::arg("path"), py::arg("progress") = py::none(), py::arg("n_threads") = 0, py::arg("kv_cache_tokens") = 0,
-          py::arg("kv_cache_dtype") = "auto", py::arg("kv_block_tokens") = 64, py::arg("cpu_kernels") = "auto",
-          py::arg("backend") = "cpu", py::arg("cuda_device") = CudaOptions{}.device,
-          py::arg("cuda_small_m_max") = CudaOptions{}.small_m_max,
-          py::arg("cuda_small_m_tensor_cores") = CudaOptions{}.small_m_tensor_cores,
-          py::arg("cuda_cublaslt_fp8") = CudaOptions{}.cublaslt_fp8,
-          py::arg("cuda_mla_kernel") = CudaOptions{}.mla_kernel,
-          py::arg("cuda_indexer_kernel") = CudaOptions{}.indexer_kernel,
-          "Loads a Hugging Face checkpoint directory. progress(fraction, stage) is called during the load; "
-          "n_threads 0 = all cores; kv_cache_tokens (0 = 32768) and kv_block_tokens size the KV cache pool; "
-          "kv_cache_dtype 'auto', 'f32', 'bf16' or 'fp8'; cpu_kernels 'auto', 'avx512', 'avx2' or 'scalar' caps the CPU "
-          "kernel family (fixed once per process; docs/options.md). backend 'cpu', or 'cuda' / 'cuda:N' in a CUDA "
-          "build. The cuda_* options tune the CUDA backend (the CPU backend ignores them; docs/cuda.md): cuda_device "
-          "(>= 0; 'cuda:N' wins), cuda_small_m_max (0 to 4096: GEMMs of up to that many rows run the skinny kernels), "
-          "cuda_small_m_tensor_cores and cuda_cublaslt_fp8 (allow those kernels), cuda_mla_kernel and "
-          "cuda_indexer_kernel ('cuda-core' or 'tensor-core'); each DSINFER_CUDA_* environment variable overrides its "
-          "option. Raises IoError, FormatError, UnsupportedError, DeviceError, InvalidArgumentError naming the file, "
-          "tensor or option.")
+  py::class_<PyModel> model_class(m, "Model", "A loaded checkpoint (config.json + safetensors). Immutable after load "
+                                              "and safe to share between threads; evaluations on one model are "
+                                              "serialized.");
+  const auto load = [](const std::string& path, const ModelLoadParams& p) {
+    std::unique_ptr<Model> model;
+    {
+      py::gil_scoped_release nogil;
+      model = Model::load(path, p);
+    }
+    return PyModel{std::shared_ptr<Model>(std::move(model))};
+  };
+  with_load_options([&](auto... options) {
+    model_class.def_static(
+        "load", taking_load_options(load), py::arg("path"), options...,
+        "Loads a Hugging Face checkpoint directory. progress(fraction, stage) is called during the load; "
+        "n_threads 0 = all cores; kv_cache_tokens (0 = 32768) and kv_block_tokens size the KV cache pool; "
+        "kv_cache_dtype 'auto', 'f32', 'bf16' or 'fp8'; cpu_kernels 'auto', 'avx512', 'avx2' or 'scalar' caps the CPU "
+        "kernel family (fixed once per process; docs/options.md). backend 'cpu', or 'cuda' / 'cuda:N' in a CUDA "
+        "build. The cuda_* options tune the CUDA backend (the CPU backend ignores them; docs/cuda.md): cuda_device "
+        "(>= 0; 'cuda:N' wins), cuda_small_m_max (0 to 4096: GEMMs of up to that many rows run the skinny kernels), "
+        "cuda_small_m_tensor_cores and cuda_cublaslt_fp8 (allow those kernels), cuda_mla_kernel and "
+        "cuda_indexer_kernel ('cuda-core' or 'tensor-core'); each DSINFER_CUDA_* environment variable overrides its "
+        "option. distributed=True: a distributed run over MPI (docs/distributed.md): every rank of `mpirun -np N` "
+        "is started with the same path and options; rank 0 calls Model.load and uses the model as usual, every "
+        "other rank calls dsinfer.run_worker. distributed_timeout_s: how long a rank waits for its peers (0 to 1e6; "
+        "0 = 120 s; DSINFER_DIST_TIMEOUT overrides it). Raises IoError, FormatError, UnsupportedError (distributed "
+        "in a build without MPI), DeviceError, InvalidArgumentError naming the file, tensor or option.");
+  });
+  // Distributed runs: what the ranks other than 0 call. They block with the GIL released (a worker serves until
+  // rank 0's model is gone).
+  m.def("distributed_rank", [] {
+    const Model::DistributedRank place = translate([] {
+      py::gil_scoped_release nogil;
+      return Model::distributed_rank();
+    });
+    return py::make_tuple(place.rank, place.size);
+  }, "(rank, size): this process's rank in MPI_COMM_WORLD and the number of ranks; starts MPI if the application has "
+     "not. Raises UnsupportedError in a build without MPI (the default wheel), DeviceError when MPI cannot start.");
+  with_load_options([&](auto... options) {
+    m.def("run_worker", taking_load_options([](const std::string& path, const ModelLoadParams& p) {
+      py::gil_scoped_release nogil;
+      Model::run_worker(path, p);
+    }), py::arg("path"), options...,
+          "What every rank of a distributed run but 0 calls instead of Model.load, with the same path and options "
+          "(distributed=True): loads this rank's share of the checkpoint and serves rank 0's model until rank 0 "
+          "drops it, then returns None. Raises UnsupportedError in a build without MPI, InvalidArgumentError "
+          "(options as Model.load, distributed=False, or called on rank 0), the load's errors (rank 0's Model.load "
+          "then fails too, naming the rank), DeviceError when the communication with rank 0 fails.");
+  });
+  model_class
       .def_property_readonly("info", [](const PyModel& pm) {
         const auto& i = pm.model->info();
         py::dict d;
@@ -419,9 +471,13 @@ PYBIND11_MODULE(_dsinfer, m) {
         d["has_mtp"] = i.has_mtp;  // the MTP module (speculative decoding)
         d["mtp_parameter_count"] = i.mtp_parameter_count;
         d["mtp_weight_bytes"] = i.mtp_weight_bytes;
+        // A distributed run's ranks and the weight bytes each holds (index = rank); one process: 1 and [its bytes].
+        d["distributed_ranks"] = i.distributed_ranks;
+        d["rank_weight_bytes"] = i.rank_weight_bytes;
         return d;
       }, "What the checkpoint is: model_type, sizes, generation (its sampling defaults), chat_format "
-         "('deepseek-v3.2'; the V3 family's are named and refused by chats), KV cache dtype and bytes per token.")
+         "('deepseek-v3.2'; the V3 family's are named and refused by chats), KV cache dtype and bytes per token, "
+         "distributed_ranks and rank_weight_bytes (the weight bytes each rank holds; one process: [its bytes]).")
       .def("kv_cache_bytes", [](const PyModel& pm, int64_t tokens, const std::string& dtype) {
         KvCacheDtype d;
         if (!kv_cache_dtype_from_name(dtype, &d)) throw py::value_error("dtype must be auto, f32, bf16 or fp8");
