@@ -116,8 +116,9 @@ typedef struct dsinfer_model_params {
   const char* cuda_indexer_kernel;
   /* Appended after 0.1.0 (ABI 1 unchanged). A distributed run over MPI (docs/distributed.md), 0 (default) or 1 (else
    * DSINFER_E_INVALID_ARG): every rank of `mpirun -np N` is started with the same checkpoint directory and params;
-   * rank 0 calls dsinfer_model_load and uses the model as usual, every other rank calls dsinfer_run_worker. Each rank
-   * keeps its share of the routed experts; the results are bitwise those of one process. CPU backend only. Errors:
+   * rank 0 calls dsinfer_model_load and uses the model as usual, every other rank calls dsinfer_model_run_worker.
+   * Each rank keeps its share of the routed experts and of the attention heads; the results are bitwise those of one
+   * process. CPU backend only. Errors:
    * DSINFER_E_UNSUPPORTED in a build without MPI (DSINFER_MPI); DSINFER_E_INVALID_ARG from dsinfer_model_load on a
    * rank other than 0. */
   int32_t distributed;
@@ -159,7 +160,7 @@ DSINFER_API dsinfer_status dsinfer_distributed_rank(int32_t* rank, int32_t* size
  * refused as by dsinfer_model_load, distributed = 0 (NULL params included), or called on rank 0); a load error on
  * this rank (rank 0's dsinfer_model_load then fails too, naming the rank); DSINFER_E_DEVICE when the communication
  * with rank 0 fails (a peer died or timed out in the middle of an operation). */
-DSINFER_API dsinfer_status dsinfer_run_worker(const char* dir, const dsinfer_model_params* params);
+DSINFER_API dsinfer_status dsinfer_model_run_worker(const char* dir, const dsinfer_model_params* params);
 
 /* -------------------------------------------------------------------------------------------- tokenizer -- */
 /* Loads DIR/tokenizer.json (+ tokenizer_config.json). Creates: free with dsinfer_tokenizer_free. */

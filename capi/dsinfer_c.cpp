@@ -214,7 +214,7 @@ dsinfer::GenerateParams to_generate_params(const dsinfer_generate_params* p) {
   return g;
 }
 
-// The caller's model params as the C++ load parameters (what dsinfer_model_load and dsinfer_run_worker both take).
+// The caller's model params as the C++ load parameters (what dsinfer_model_load and dsinfer_model_run_worker both take).
 dsinfer::ModelLoadParams to_load_params(const dsinfer_model_params* params) {
   // Read only the fields the caller's struct has (an older, smaller struct gets defaults for the rest).
   dsinfer_model_params p{};
@@ -252,12 +252,6 @@ dsinfer::ModelLoadParams to_load_params(const dsinfer_model_params* params) {
     throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
                          "distributed must be 0 or 1, not " + std::to_string(p.distributed));
   lp.distributed = p.distributed == 1;
-  // Checked here whatever `distributed` says (the core checks it only for a distributed load, after asking MPI for
-  // the rank): a bad value is the caller's mistake in every build.
-  if (!(p.distributed_timeout_s >= 0 && p.distributed_timeout_s <= 1e6))
-    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
-                         "distributed_timeout_s must be 0 (120 s) to 1e6 seconds, not " +
-                             std::to_string(p.distributed_timeout_s));
   lp.distributed_timeout_s = p.distributed_timeout_s;
   return lp;
 }
@@ -303,7 +297,7 @@ dsinfer_status dsinfer_model_load(const char* dir, const dsinfer_model_params* p
   });
 }
 
-dsinfer_status dsinfer_run_worker(const char* dir, const dsinfer_model_params* params) {
+dsinfer_status dsinfer_model_run_worker(const char* dir, const dsinfer_model_params* params) {
   return guarded([&] {
     require(dir != nullptr, "dir must not be NULL");
     dsinfer::Model::run_worker(dir, to_load_params(params));

@@ -318,7 +318,17 @@ Model::DistributedRank Model::distributed_rank() {
   return r;
 }
 
+namespace {
+// ModelLoadParams::distributed_timeout_s, checked whatever `distributed` says, before MPI is asked anything.
+void check_dist_timeout(const ModelLoadParams& params) {
+  if (!(params.distributed_timeout_s >= 0 && params.distributed_timeout_s <= 1e6))
+    throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::distributed_timeout_s must be 0 (120 s) to "
+                                                        "1e6 seconds, got {}", params.distributed_timeout_s));
+}
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams& params) {
+  check_dist_timeout(params);
   if (params.distributed) {
     const DistributedRank r = distributed_rank();
     if (r.rank != 0)
@@ -332,9 +342,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadParams
 namespace {
 // How long a distributed rank waits for its peers: DSINFER_DIST_TIMEOUT (seconds) over the parameter, else 120 s.
 double dist_timeout(const ModelLoadParams& params) {
-  if (!(params.distributed_timeout_s >= 0 && params.distributed_timeout_s <= 1e6))
-    throw Error(ErrorCode::InvalidArgument, fmt::format("ModelLoadParams::distributed_timeout_s must be 0 (120 s) to "
-                                                        "1e6, got {}", params.distributed_timeout_s));
+  check_dist_timeout(params);
   double t = params.distributed_timeout_s > 0 ? params.distributed_timeout_s : 120.0;
   if (const char* env = std::getenv("DSINFER_DIST_TIMEOUT"); env && *env) {
     char* end = nullptr;
@@ -889,6 +897,7 @@ std::vector<int32_t> Model::generate_greedy(std::span<const int32_t> prompt, int
 }
 
 void Model::run_worker(const std::string& dir, const ModelLoadParams& params) {
+  check_dist_timeout(params);
   if (!params.distributed)
     throw Error(ErrorCode::InvalidArgument, "Model::run_worker is for distributed runs (ModelLoadParams::distributed)");
   const DistributedRank place = distributed_rank();

@@ -349,14 +349,7 @@ auto taking_load_options(F f) {
       };
     p.distributed = distributed;
     p.distributed_timeout_s = distributed_timeout_s;
-    return translate([&] {
-      // Checked whatever `distributed` says (the core checks it only for a distributed load, after asking MPI for
-      // the rank): a bad value is the caller's mistake in every build.
-      if (!(distributed_timeout_s >= 0 && distributed_timeout_s <= 1e6))
-        throw Error(ErrorCode::InvalidArgument,
-                    "distributed_timeout_s must be 0 (120 s) to 1e6 seconds, not " + std::to_string(distributed_timeout_s));
-      return f(path, p);
-    });
+    return translate([&] { return f(path, p); });
   };
 }
 

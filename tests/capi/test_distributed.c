@@ -1,6 +1,6 @@
 /* A distributed run through the C ABI, under `mpirun -np 2`: rank 0 loads the checkpoint distributed and generates
  * greedily through a session, then compares the tokens with those of an ordinary load in the same process; rank 1
- * serves with dsinfer_run_worker until rank 0 frees its model. Every rank makes the same distributed calls in the
+ * serves with dsinfer_model_run_worker until rank 0 frees its model. Every rank makes the same distributed calls in the
  * same order whatever a check found (a rank that stopped early would leave the other waiting), so rank 0 frees its
  * distributed model before it reports a failure. */
 #include <stdio.h>
@@ -59,7 +59,7 @@ static int rank0(const char* dir, const dsinfer_model_params* dist_params) {
   bytes0 = dsinfer_model_rank_weight_bytes(dist, 0);
   bytes1 = dsinfer_model_rank_weight_bytes(dist, 1);
   bytes2 = dsinfer_model_rank_weight_bytes(dist, 2);
-  dsinfer_model_free(dist); /* rank 1's dsinfer_run_worker returns */
+  dsinfer_model_free(dist); /* rank 1's dsinfer_model_run_worker returns */
   CHECK(loaded == DSINFER_OK && generated == DSINFER_OK);
 
   DSINFER_MODEL_PARAMS_INIT(&local_params);
@@ -83,7 +83,7 @@ static int worker(const char* dir, const dsinfer_model_params* p) {
   /* Only rank 0 loads the model it uses (refused before anything collective, so rank 0 is not kept waiting). */
   const dsinfer_status loaded = dsinfer_model_load(dir, p, &m);
   const int names_rank = strstr(dsinfer_last_error(), "rank 1") != NULL;
-  const dsinfer_status served = dsinfer_run_worker(dir, p);
+  const dsinfer_status served = dsinfer_model_run_worker(dir, p);
   CHECK(served == DSINFER_OK);
   CHECK(loaded == DSINFER_E_INVALID_ARG && m == NULL && names_rank);
   return 0;

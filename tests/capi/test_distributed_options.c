@@ -66,7 +66,7 @@ static int every_build(const char* dir, int64_t* whole_bytes) {
     p.distributed = 1;
     CHECK(load(dir, &p) == DSINFER_E_INVALID_ARG);
     CHECK(last_error_names("distributed_timeout_s"));
-    CHECK(dsinfer_run_worker(dir, &p) == DSINFER_E_INVALID_ARG);
+    CHECK(dsinfer_model_run_worker(dir, &p) == DSINFER_E_INVALID_ARG);
     CHECK(last_error_names("distributed_timeout_s"));
   }
   /* The limits themselves are valid (not distributed here: the timeout is then only checked). */
@@ -78,11 +78,11 @@ static int every_build(const char* dir, int64_t* whole_bytes) {
 
   /* run_worker is for distributed runs only; NULL arguments are refused. */
   p.distributed_timeout_s = 0;
-  CHECK(dsinfer_run_worker(dir, &p) == DSINFER_E_INVALID_ARG);
+  CHECK(dsinfer_model_run_worker(dir, &p) == DSINFER_E_INVALID_ARG);
   CHECK(last_error_names("distributed"));
-  CHECK(dsinfer_run_worker(dir, NULL) == DSINFER_E_INVALID_ARG);
+  CHECK(dsinfer_model_run_worker(dir, NULL) == DSINFER_E_INVALID_ARG);
   p.distributed = 1;
-  CHECK(dsinfer_run_worker(NULL, &p) == DSINFER_E_INVALID_ARG);
+  CHECK(dsinfer_model_run_worker(NULL, &p) == DSINFER_E_INVALID_ARG);
   CHECK(dsinfer_distributed_rank(NULL, &size) == DSINFER_E_INVALID_ARG);
   CHECK(dsinfer_distributed_rank(&rank, NULL) == DSINFER_E_INVALID_ARG);
   CHECK(rank == -1);
@@ -99,7 +99,7 @@ static int without_mpi(const char* dir) {
   CHECK(dsinfer_model_load(dir, &p, &m) == DSINFER_E_UNSUPPORTED);
   CHECK(m == NULL);
   CHECK(last_error_names("MPI"));
-  CHECK(dsinfer_run_worker(dir, &p) == DSINFER_E_UNSUPPORTED);
+  CHECK(dsinfer_model_run_worker(dir, &p) == DSINFER_E_UNSUPPORTED);
   CHECK(last_error_names("MPI"));
   CHECK(dsinfer_distributed_rank(&rank, &size) == DSINFER_E_UNSUPPORTED);
   CHECK(last_error_names("MPI"));
@@ -122,7 +122,7 @@ static int with_mpi(const char* dir, int64_t whole_bytes) {
   CHECK(dsinfer_model_distributed_ranks(m) == 1);
   CHECK(dsinfer_model_rank_weight_bytes(m, 0) == whole_bytes);
   dsinfer_model_free(m);
-  CHECK(dsinfer_run_worker(dir, &p) == DSINFER_E_INVALID_ARG);
+  CHECK(dsinfer_model_run_worker(dir, &p) == DSINFER_E_INVALID_ARG);
   CHECK(last_error_names("rank 0"));
   return 0;
 }
