@@ -23,6 +23,8 @@ class Communicator {
   virtual void broadcast(void* data, size_t bytes, int root, bool idle = false) = 0;
   // Every rank's `bytes` bytes of `send`, in rank order, into `recv` (size() * bytes bytes), on every rank.
   virtual void all_gather(const void* send, void* recv, size_t bytes, bool idle = false) = 0;
+  // Every rank's `bytes` bytes of `send`, in rank order, into root's `recv` (size() * bytes; ignored elsewhere).
+  virtual void gather(const void* send, void* recv, size_t bytes, int root) = 0;
   virtual void send(const void* data, size_t bytes, int to) = 0;
   virtual void recv(void* data, size_t bytes, int from) = 0;
   // True once a call has failed (timeout or transport error): the ranks are out of step.

@@ -69,11 +69,21 @@ class MpiCommunicator final : public Communicator {
   }
 
   void all_gather(const void* send, void* recv, size_t bytes, bool idle) override {
+    ensure_usable();
     if (bytes > size_t(INT_MAX))
       throw Error(ErrorCode::Unsupported, fmt::format("all_gather of {} bytes per rank (at most {})", bytes, INT_MAX));
     MPI_Request r;
     check(MPI_Iallgather(send, int(bytes), MPI_BYTE, recv, int(bytes), MPI_BYTE, comm_, &r), "all_gather");
     wait(r, "all_gather", "the other ranks", idle);
+  }
+
+  void gather(const void* send, void* recv, size_t bytes, int root) override {
+    ensure_usable();
+    if (bytes > size_t(INT_MAX))
+      throw Error(ErrorCode::Unsupported, fmt::format("gather of {} bytes per rank (at most {})", bytes, INT_MAX));
+    MPI_Request r;
+    check(MPI_Igather(send, int(bytes), MPI_BYTE, recv, int(bytes), MPI_BYTE, root, comm_, &r), "gather");
+    wait(r, "gather", rank_ == root ? std::string("the other ranks") : fmt::format("rank {}", root), false);
   }
 
   void send(const void* data, size_t bytes, int to) override {

@@ -51,16 +51,31 @@ float mla_softmax_scale(const ModelConfig& cfg) {
   return float(scale);
 }
 
-ModelShard make_shard(Communicator* comm, int64_t n_routed_experts) {
+ModelShard make_shard(Communicator* comm, const ModelConfig& cfg) {
   ModelShard s;
   if (comm && comm->size() > 1) {
     s.comm = comm;
     s.rank = comm->rank();
     s.world = comm->size();
   }
-  s.expert_begin = n_routed_experts * s.rank / s.world;
-  s.expert_end = n_routed_experts * (s.rank + 1) / s.world;
+  s.expert_begin = cfg.n_routed_experts * s.rank / s.world;
+  s.expert_end = cfg.n_routed_experts * (s.rank + 1) / s.world;
+  const int64_t per = (cfg.vocab_size + s.world - 1) / s.world;
+  s.vocab_begin = std::min(cfg.vocab_size, per * s.rank);
+  s.vocab_end = std::min(cfg.vocab_size, per * (s.rank + 1));
   return s;
+}
+
+Weight weight_rows(const Weight& w, int64_t begin, int64_t end) {
+  Weight v = w;
+  v.shape = {end - begin, w.cols()};
+  v.data = w.data + size_t(begin * w.cols()) * dtype_size(w.dtype);
+  if (w.dtype == DType::F8_E4M3) {
+    if (begin % w.block != 0)
+      throw Error(ErrorCode::Internal, fmt::format("rows of FP8 {} from {}: not on a scale block", w.name, begin));
+    v.scale_inv = w.scale_inv + (begin / w.block) * ((w.cols() + w.block - 1) / w.block);
+  }
+  return v;
 }
 
 DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend, ModelShard shard)
@@ -89,23 +104,17 @@ DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& 
   if (shard_.distributed() && H % shard_.world == 0) {
     shard_.head_begin = H / shard_.world * shard_.rank;
     shard_.head_end = shard_.head_begin + H / shard_.world;
-    const int64_t row0 = shard_.head_begin * kv_head, rows = (shard_.head_end - shard_.head_begin) * kv_head;
-    bool ok = true;
+    const int64_t row0 = shard_.head_begin * kv_head, row1 = shard_.head_end * kv_head;
+    bool ok = true;  // a view of FP8 rows keeps whole scale blocks only
     for (int64_t l = 0; l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l) {
       const Weight& kvb = layer_weights(l).attn.kv_b_proj;
-      Weight v = kvb;
-      v.shape = {rows, kvb.cols()};
-      const size_t elem = dtype_size(kvb.dtype);
-      v.data = kvb.data + size_t(row0 * kvb.cols()) * elem;
-      if (kvb.dtype == DType::F8_E4M3) {  // a view keeps whole scale blocks only
-        ok = ok && row0 % kvb.block == 0;
-        v.scale_inv = kvb.scale_inv + (row0 / kvb.block) * ((kvb.cols() + kvb.block - 1) / kvb.block);
-      }
-      kv_b_heads_.push_back(std::move(v));
+      ok = ok && (kvb.dtype != DType::F8_E4M3 || row0 % kvb.block == 0);
     }
+    for (int64_t l = 0; ok && l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l)
+      kv_b_heads_.push_back(weight_rows(layer_weights(l).attn.kv_b_proj, row0, row1));
     shard_.split_heads = ok;
-    if (!ok) kv_b_heads_.clear();
   }
+  if (shard_.distributed()) lm_head_rows_ = weight_rows(w_.lm_head, shard_.vocab_begin, shard_.vocab_end);
 }
 
 void DeepseekV32::forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts,
@@ -239,7 +248,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
     be_.copy(rows.view.rows_slice(r, k), x.view.rows_slice(sg.row0 + sg.n - k, k));
     r += k;
   }
-  if (shard_.rank == 0) be_.linear(rows.view, w_.lm_head, out.view, LinearQuant{});  // (rank 0 returns the logits)
+  lm_head(rows.view, out.view);
 
   // The MTP module's rows: for each token, the hidden state of the token before it (the pending one for the
   // first) and the token itself.
@@ -392,7 +401,7 @@ void DeepseekV32::mtp_draft(std::span<DraftItem> items, const EvalOptions& opts)
   begin_step(ms, opts);
   Matrix x = be_.matrix(B, D), out = be_.matrix(B, V);
   mtp_layer(hin.view, ms, x.view);
-  if (shard_.rank == 0) be_.linear(x.view, w_.lm_head, out.view, LinearQuant{});
+  lm_head(x.view, out.view);
   for (int64_t b = 0; b < B; ++b) {
     DraftItem& it = items[size_t(b)];
     it.logits->resize(static_cast<size_t>(V));
@@ -653,6 +662,35 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) 
     swiglu(lw.moe.shared, x, step.quant, shared.view);
     be_.add(out, shared.view);  // the shared expert is added unweighted (spec §5.3)
   }
+}
+
+// Each logit is one row of lm_head times x, whatever the other rows: the ranks' vocab slices gathered are bitwise
+// the one-process logits. (The lm_head has no FP8 weight in DeepSeek's checkpoints: a plain GEMM.)
+void DeepseekV32::lm_head(Tensor2D x, Tensor2D out) {
+  if (!shard_.distributed()) {
+    be_.linear(x, w_.lm_head, out, LinearQuant{});
+    return;
+  }
+  const int64_t R = x.rows, V = cfg_.vocab_size, W = shard_.world;
+  const int64_t per = (V + W - 1) / W, n = shard_.vocab_end - shard_.vocab_begin;
+  logits_mine_.assign(size_t(R * per), 0.0f);
+  if (n > 0) {
+    Matrix part = be_.matrix(R, n);
+    be_.linear(x, lm_head_rows_, part.view, LinearQuant{});
+    be_.to_host(logits_mine_.data(), part.view);  // dense [R, n]; spread to the padded rows below
+    for (int64_t t = R - 1; t > 0; --t)
+      std::copy_backward(logits_mine_.data() + t * n, logits_mine_.data() + (t + 1) * n, logits_mine_.data() + t * per + n);
+  }
+  if (shard_.rank == 0) logits_all_.resize(size_t(W * R * per));
+  shard_.comm->gather(logits_mine_.data(), logits_all_.data(), logits_mine_.size() * sizeof(float), 0);
+  if (shard_.rank != 0) return;  // (only rank 0 reads logits)
+  logits_mine_.resize(size_t(R * V));  // reused: rank 0's logits in order
+  for (int64_t r = 0; r < W; ++r) {
+    const int64_t v0 = std::min(V, per * r), nr = std::min(V, per * (r + 1)) - v0;
+    for (int64_t t = 0; t < R; ++t)
+      std::copy_n(logits_all_.data() + (r * R + t) * per, nr, logits_mine_.data() + t * V + v0);
+  }
+  be_.from_host(out, logits_mine_.data());
 }
 
 // Expert parallelism without changing a bit: every rank holds the same x and routing (computed the same way from

@@ -54,15 +54,22 @@ struct ModelShard {
   // gathered before o_proj; else every rank computes every head.
   bool split_heads = false;
   int64_t head_begin = 0, head_end = 0;
+  // The vocab-parallel lm_head: this rank computes the logits of vocab rows [vocab_begin, vocab_end) (consecutive
+  // ranges of ceil(vocab / world) rows) and rank 0 gathers them.
+  int64_t vocab_begin = 0, vocab_end = 0;
   bool distributed() const { return world > 1; }
 };
-// Rank r of `world`'s experts: consecutive ranges, so that the ranks' sums in rank order are one sum in expert order.
-ModelShard make_shard(Communicator* comm, int64_t n_routed_experts);
+// Rank r of `world`'s experts (consecutive ranges, so that the ranks' sums in rank order are one sum in expert
+// order) and lm_head rows.
+ModelShard make_shard(Communicator* comm, const ModelConfig& cfg);
+// The rows of `w` [begin, end) as a view into the same storage (BF16/F16/F32, or FP8 from a 128-row block on).
+Weight weight_rows(const Weight& w, int64_t begin, int64_t end);
 
 class DeepseekV32 {
  public:
   DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend, ModelShard shard = {});
   const ModelShard& shard() const { return shard_; }
+  const Weight& lm_head_rows() const { return lm_head_rows_; }  // distributed: this rank's rows of lm_head
 
   const ModelConfig& config() const { return cfg_; }
   const ModelWeights& weights() const { return w_; }
@@ -144,6 +151,8 @@ class DeepseekV32 {
   // Writes the MTP cache rows and leaves shared_head.norm's output (the pre-lm_head state) in `out` [n, D].
   void mtp_layer(Tensor2D hidden, Step& step, Tensor2D out);
   void swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q, Tensor2D out);
+  // out [rows, vocab] = x · lm_headᵀ: on every rank its vocab rows, gathered into rank 0's out (the only one read).
+  void lm_head(Tensor2D x, Tensor2D out);
   // The routed and shared experts of a MoE layer across the ranks (step.experts / expert_weights routed already).
   void moe_expert_parallel(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
 
@@ -152,6 +161,9 @@ class DeepseekV32 {
   Backend& be_;
   std::vector<float> inv_freq_;
   float softmax_scale_ = 0.0f;
+  Weight lm_head_rows_;  // distributed: this rank's rows of lm_head (a view; what Model prepared for the backend)
+  // Vocab-parallel lm_head scratch: this rank's logits (padded to ceil(vocab / world) columns), rank 0's gathered.
+  std::vector<float> logits_mine_, logits_all_;
   std::vector<Weight> kv_b_heads_;  // split heads: per layer, the rows of this rank's heads of kv_b_proj (a view)
   std::vector<Matrix> wkv_b_;  // per layer: kv_b_proj dequantized to fp32 once (spec §3.4), or only its shape when the backend reads it as stored
   std::vector<std::vector<ExpertWeights>> experts_;  // per MoE layer: routed experts as the backend takes them

@@ -456,7 +456,7 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     impl->fingerprint = fmt::format("{}:{}x{}x{}:{}:{}:{:016x}", c.model_type, c.vocab_size, c.hidden_size,
                                     c.num_hidden_layers, info.parameter_count, info.weight_bytes, h);
 
-    const ModelShard shard = make_shard(impl->comm.get(), c.n_routed_experts);
+    const ModelShard shard = make_shard(impl->comm.get(), c);
     if (shard.distributed()) {  // the other ranks' experts: unbound, so never read (their pages stay on disk)
       auto drop = [&](LayerWeights& l) {
         if (!l.is_moe) return;
@@ -468,8 +468,13 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     }
     int64_t n_weights = 0, done = 0, held_bytes = 0;
     for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
+    // A distributed rank computes only its rows of lm_head (prepared below, once the model has made the view): a
+    // separate lm_head is not prepared whole, a tied one is prepared as the embedding it also is.
+    const bool lm_head_split = shard.distributed();
+    const bool lm_head_tied = weights.lm_head.data == weights.embed_tokens.data;
     for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
-      if (!w.present()) return;
+      if (!w.present() || (lm_head_split && &w == &weights.lm_head)) return;
+      if (lm_head_split && lm_head_tied && &w == &weights.embed_tokens) use = Backend::WeightUse::Other;
       held_bytes += stored_bytes(w);
       impl->backend->prepare_weight(w, use);
       if (++done % 64 == 0) progress(0.2 + 0.7 * double(done) / double(n_weights), "preparing weights");
@@ -480,12 +485,17 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
         held_bytes += stored_bytes(w);
         impl->backend->prepare_weight(w, use);
       });
-    info.distributed_ranks = shard.world;
-    info.rank_weight_bytes.assign(size_t(shard.world), 0);
-    info.rank_weight_bytes[size_t(shard.rank)] = held_bytes;
     progress(0.9, "building the model");
     impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend, shard);
     info.attention_split_by_heads = impl->net->shard().split_heads;
+    if (lm_head_split) {
+      const Weight& rows = impl->net->lm_head_rows();
+      if (rows.rows() > 0) impl->backend->prepare_weight(rows, Backend::WeightUse::Linear);
+      if (!lm_head_tied) held_bytes += stored_bytes(rows);
+    }
+    info.distributed_ranks = shard.world;
+    info.rank_weight_bytes.assign(size_t(shard.world), 0);
+    info.rank_weight_bytes[size_t(shard.rank)] = held_bytes;
     const int64_t block = params.kv_block_tokens > 0 ? params.kv_block_tokens : 64;
     const int64_t tokens = params.kv_cache_tokens > 0 ? params.kv_cache_tokens : 32768;
     impl->pool_blocks = tokens / block + (tokens % block != 0);  // no overflow near INT64_MAX

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -146,8 +147,9 @@ void scenarios(const Model& dist, const Model& ref, const std::string& name) {
   }
 }
 
-// The weight bytes each rank holds: the whole model less its routed experts, plus the rank's consecutive share of
-// them (experts [E·r/W, E·(r+1)/W) of every MoE layer, the MTP layer's included), from config.json.
+// The weight bytes each rank holds: the whole model less its routed experts and lm_head, plus the rank's consecutive
+// share of them (experts [E·r/W, E·(r+1)/W) of every MoE layer, the MTP layer's included; its lm_head rows), from
+// config.json.
 void check_shares(const Model& dist, const Model& ref, const std::string& dir) {
   const ModelInfo& d = dist.info();
   const int W = d.distributed_ranks;
@@ -160,9 +162,13 @@ void check_shares(const Model& dist, const Model& ref, const std::string& dir) {
   const int64_t moe_layers = int64_t(c["num_hidden_layers"]) - int64_t(c["first_k_dense_replace"]) +
                              (ref.info().has_mtp ? 1 : 0);
   const int64_t expert_bytes = 3 * inner * D * (ref.info().fp8_weights ? 1 : 2) * moe_layers;
+  // The lm_head (BF16, not tied in these models) is split by vocab rows: ceil(V / W) per rank, the last the rest.
+  const int64_t V = c["vocab_size"], per_rank = (V + W - 1) / W, lm_row_bytes = D * 2;
   for (int r = 0; r < W; ++r) {
     const int64_t owned = E * (r + 1) / W - E * r / W;
-    const int64_t expected = whole - E * expert_bytes + owned * expert_bytes;
+    const int64_t vocab_rows = W == 1 ? V : std::min(V, per_rank * (r + 1)) - std::min(V, per_rank * r);
+    const int64_t expected = whole - E * expert_bytes + owned * expert_bytes - V * lm_row_bytes +
+                             vocab_rows * lm_row_bytes;
     CHECK(d.rank_weight_bytes[size_t(r)] == expected);
     std::fprintf(stderr, "[rank 0] %s: rank %d holds %lld of %lld weight bytes (%lld routed experts)\n", dir.c_str(), r,
                  (long long)d.rank_weight_bytes[size_t(r)], (long long)whole, (long long)owned);
@@ -244,8 +250,9 @@ int main(int argc, char** argv) {
       const auto ref = Model::load(dir, one);
       const auto dist = Model::load(dir, params);
       CHECK(dist->info().distributed_ranks == place.size);
-      // The small models' 4 heads of 128 kv_b rows split over 2 and 4 ranks (each rank a whole 128-row block).
-      CHECK(dist->info().attention_split_by_heads == (place.size > 1));
+      // The small models' 4 heads of 128 kv_b rows split over 2 and 4 ranks (each rank a whole 128-row block); 3
+      // ranks compute every head (and split 16 experts and 4096 vocab rows unevenly).
+      CHECK(dist->info().attention_split_by_heads == (place.size > 1 && 4 % place.size == 0));
       CHECK(dist->fingerprint() == ref->fingerprint());
       check_shares(*dist, *ref, dir);
       scenarios(*dist, *ref, name);
