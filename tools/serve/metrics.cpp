@@ -65,6 +65,19 @@ void Metrics::observe_step(int64_t sessions, int64_t tokens) {
   batch_sessions_.observe(double(sessions));
   batch_tokens_.observe(double(tokens));
 }
+void Metrics::add_speculative(const SpeculativeStats& st) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  spec_verifications_ += uint64_t(st.steps);
+  spec_drafted_ += uint64_t(st.drafted);
+  spec_accepted_ += uint64_t(st.accepted);
+  auto add = [](std::vector<uint64_t>& to, const std::vector<int64_t>& from) {
+    if (to.size() < from.size()) to.resize(from.size(), 0);
+    for (size_t i = 0; i < from.size(); ++i) to[i] += uint64_t(from[i]);
+  };
+  add(spec_drafted_at_, st.drafted_at);
+  add(spec_accepted_at_, st.accepted_at);
+}
+
 void Metrics::set_gauges(const Gauges& g) {
   std::lock_guard<std::mutex> lock(mutex_);
   gauges_ = g;
@@ -106,6 +119,22 @@ std::string Metrics::text(bool ready) const {
   value("dsinfer_generation_tokens_total", double(generated_tokens_));
   head("dsinfer_engine_steps_total", "counter", "engine steps (one forward each)");
   value("dsinfer_engine_steps_total", double(steps_));
+  head("dsinfer_spec_decode_verifications_total", "counter",
+       "speculative decoding: main-model forwards that checked drafted tokens (--speculative)");
+  value("dsinfer_spec_decode_verifications_total", double(spec_verifications_));
+  head("dsinfer_spec_decode_draft_tokens_total", "counter", "speculative decoding: drafted tokens checked");
+  value("dsinfer_spec_decode_draft_tokens_total", double(spec_drafted_));
+  head("dsinfer_spec_decode_accepted_tokens_total", "counter", "speculative decoding: drafted tokens accepted");
+  value("dsinfer_spec_decode_accepted_tokens_total", double(spec_accepted_));
+  head("dsinfer_spec_decode_draft_tokens_by_position_total", "counter",
+       "speculative decoding: drafted tokens checked, by position in the draft (0 = first)");
+  for (size_t i = 0; i < spec_drafted_at_.size(); ++i)
+    o += fmt::format("dsinfer_spec_decode_draft_tokens_by_position_total{{position=\"{}\"}} {}\n", i, spec_drafted_at_[i]);
+  head("dsinfer_spec_decode_accepted_tokens_by_position_total", "counter",
+       "speculative decoding: drafted tokens accepted, by position in the draft (0 = first)");
+  for (size_t i = 0; i < spec_accepted_at_.size(); ++i)
+    o += fmt::format("dsinfer_spec_decode_accepted_tokens_by_position_total{{position=\"{}\"}} {}\n", i,
+                     spec_accepted_at_[i]);
   head("dsinfer_queue_depth", "gauge", "requests waiting for a slot");
   value("dsinfer_queue_depth", double(gauges_.waiting));
   head("dsinfer_running_requests", "gauge", "requests generating");

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "dsinfer/session.hpp"
+
 namespace dsinfer::serve {
 
 class Metrics {
@@ -19,6 +21,8 @@ class Metrics {
   void observe_ttft(double seconds);
   void observe_itl(double seconds);
   void observe_step(int64_t sessions, int64_t tokens);
+  // What a finished or dropped session's speculative decoding did (its stats since they were last reset).
+  void add_speculative(const SpeculativeStats& s);
   // Gauges the scheduler sets.
   struct Gauges {
     int64_t waiting = 0, running_requests = 0, running_sessions = 0;
@@ -41,6 +45,8 @@ class Metrics {
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   uint64_t prompt_tokens_ = 0, cached_tokens_ = 0, generated_tokens_ = 0, steps_ = 0, cancelled_ = 0;
+  uint64_t spec_verifications_ = 0, spec_drafted_ = 0, spec_accepted_ = 0;
+  std::vector<uint64_t> spec_drafted_at_, spec_accepted_at_;  // by draft position
   Histogram ttft_, itl_, batch_sessions_, batch_tokens_;
   Gauges gauges_;
 };

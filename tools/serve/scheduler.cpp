@@ -174,8 +174,18 @@ void Scheduler::admit(std::shared_ptr<Job> job) {
   publish(*job, chunks);
 }
 
+// Each session's speculative stats into /metrics, then reset: a session kept in the prefix cache counts only what
+// it does for its next request.
+void Scheduler::count_speculation(openai::Completion& c) {
+  for (Session* s : c.sessions()) {
+    metrics_.add_speculative(s->speculative_stats());
+    s->reset_speculative_stats();
+  }
+}
+
 void Scheduler::drop(Running& r, int status) {
   openai::Completion& c = *r.job->completion;
+  count_speculation(c);
   for (Session* s : c.sessions()) engine_.remove(*s);
   for (auto& owned : c.take_sessions()) owned.reset();  // frees the KV blocks now
   running_sessions_ -= c.request().n;
@@ -195,6 +205,7 @@ void Scheduler::finish(Running& r) {
     c.finish_stream(chunks);
     if (!c.request().stream) body = c.reply();
   }
+  count_speculation(c);
   for (Session* s : c.sessions()) engine_.remove(*s);
   auto sessions = c.take_sessions();
   if (status == 200 && !sessions.empty()) cache_session(std::move(sessions[0]));

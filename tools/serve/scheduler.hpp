@@ -79,6 +79,7 @@ class Scheduler {
   void admit(std::shared_ptr<Job> job);
   void finish(Running& r);
   void drop(Running& r, int status);
+  void count_speculation(openai::Completion& c);
   void publish(Job& job, std::vector<std::string>& chunks);
   void update_gauges();
   const Session* best_prefix(const std::vector<int32_t>& prompt, int64_t* common);
