@@ -47,6 +47,28 @@ std::string mpi_error_text(int rc) {
   return std::string(text, size_t(len));
 }
 
+// Polls r until it completes: a short spin (a reply usually comes within microseconds), then sleeps that grow to
+// 1 ms (10 ms when idle). Returns false when timeout_s > 0 passes first (never when idle); MPI errors go to `rc`.
+bool poll(MPI_Request& r, double timeout_s, bool idle, int* rc) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  auto pause = std::chrono::microseconds(0);
+  const auto max_pause = std::chrono::microseconds(idle ? 10000 : 1000);
+  for (;;) {
+    int done = 0;
+    *rc = MPI_Test(&r, &done, MPI_STATUS_IGNORE);
+    if (*rc != MPI_SUCCESS || done) return true;
+    const auto waited = clock::now() - start;
+    if (!idle && timeout_s > 0 && waited > std::chrono::duration<double>(timeout_s)) return false;
+    if (waited < std::chrono::microseconds(200)) {
+      std::this_thread::yield();
+      continue;
+    }
+    pause = std::min(max_pause, pause + std::chrono::microseconds(20));
+    std::this_thread::sleep_for(pause);
+  }
+}
+
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator(MPI_Comm comm, double timeout_s) : comm_(comm), timeout_(timeout_s) {
@@ -134,30 +156,15 @@ class MpiCommunicator final : public Communicator {
     lifetime().broken = true;
   }
 
-  // Polls r: a short spin (a reply usually comes within microseconds), then sleeps that grow to 1 ms (10 ms when
-  // idle). Throws after the timeout, unless idle.
   void wait(MPI_Request& r, const char* what, const std::string& peer, bool idle) {
-    using clock = std::chrono::steady_clock;
-    const auto start = clock::now();
-    auto pause = std::chrono::microseconds(0);
-    const auto max_pause = std::chrono::microseconds(idle ? 10000 : 1000);
-    for (;;) {
-      int done = 0;
-      check(MPI_Test(&r, &done, MPI_STATUS_IGNORE), what);
-      if (done) return;
-      const auto waited = clock::now() - start;
-      if (!idle && timeout_ > 0 && waited > std::chrono::duration<double>(timeout_)) {
-        fail();
-        throw Error(ErrorCode::Device, fmt::format("rank {}: {} timed out after {:.0f} s waiting for {} (a rank died, "
-                                                   "hangs or is far slower; DSINFER_DIST_TIMEOUT sets the limit)",
-                                                   rank_, what, timeout_, peer));
-      }
-      if (waited < std::chrono::microseconds(200)) {
-        std::this_thread::yield();
-        continue;
-      }
-      pause = std::min(max_pause, pause + std::chrono::microseconds(20));
-      std::this_thread::sleep_for(pause);
+    int rc = MPI_SUCCESS;
+    const bool done = poll(r, timeout_, idle, &rc);
+    check(rc, what);
+    if (!done) {
+      fail();
+      throw Error(ErrorCode::Device, fmt::format("rank {}: {} timed out after {:.0f} s waiting for {} (a rank died, "
+                                                 "hangs or is far slower; DSINFER_DIST_TIMEOUT sets the limit)",
+                                                 rank_, what, timeout_, peer));
     }
   }
 
@@ -203,9 +210,21 @@ std::shared_ptr<Communicator> mpi_world_communicator(double timeout_s) {
   start_mpi();
   // A communicator of our own (collective over MPI_COMM_WORLD): dsinfer's messages never mix with the
   // application's. Errors are returned, not fatal, so that they become Error exceptions.
+  // Non-blocking, so that a rank whose peers never join (they did not call Model::run_worker, or loaded another
+  // model first) gets an error instead of waiting forever.
   MPI_Comm comm;
-  int rc = MPI_Comm_dup(MPI_COMM_WORLD, &comm);
-  if (rc != MPI_SUCCESS) throw Error(ErrorCode::Device, "MPI_Comm_dup failed: " + mpi_error_text(rc));
+  MPI_Request r;
+  int rc = MPI_Comm_idup(MPI_COMM_WORLD, &comm, &r);
+  if (rc == MPI_SUCCESS && !poll(r, timeout_s, /*idle=*/false, &rc)) {
+    int rank = 0, size = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    lifetime().broken = true;
+    throw Error(ErrorCode::Device, fmt::format("rank {}: the other {} ranks did not join the distributed model within "
+                                               "{:.0f} s (rank 0 calls Model::load, every other rank Model::run_worker, "
+                                               "with the same checkpoint)", rank, size - 1, timeout_s));
+  }
+  if (rc != MPI_SUCCESS) throw Error(ErrorCode::Device, "MPI_Comm_idup failed: " + mpi_error_text(rc));
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   return std::make_shared<MpiCommunicator>(comm, timeout_s);
 }

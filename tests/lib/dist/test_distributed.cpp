@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <sstream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -216,14 +217,46 @@ int kill_worker(const std::string& models, const std::string& pid_file, const Mo
   std::_Exit(failures == 0 ? 0 : 1);
 }
 
+// `test_distributed MODELS_DIR --no-workers`: the other ranks never call run_worker; rank 0's load must fail with
+// Error(Device) saying they did not join, after its 3 s timeout, instead of waiting forever.
+int no_workers(const std::string& models, const Model::DistributedRank& place) {
+  if (place.rank != 0) {
+    std::this_thread::sleep_for(std::chrono::seconds(20));  // alive, but never joining (mpirun ends it sooner)
+    std::_Exit(0);
+  }
+  ModelLoadParams params;
+  params.distributed = true;
+  params.n_threads = 1;
+  params.distributed_timeout_s = 3;
+  const auto start = std::chrono::steady_clock::now();
+  ErrorCode code = ErrorCode::Ok;
+  std::string message;
+  try {
+    Model::load(models + "/v32-tiny", params);
+  } catch (const Error& e) {
+    code = e.code();
+    message = e.what();
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "[rank 0] without workers: %s after %.1f s: %s\n", error_code_name(code), waited,
+               message.c_str());
+  CHECK(code == ErrorCode::Device);
+  CHECK(message.find("did not join") != std::string::npos);
+  CHECK(waited < 20);
+  std::fprintf(stderr, "[rank 0] %d failure(s)\n", failures);
+  std::fflush(stderr);
+  std::_Exit(failures == 0 ? 0 : 1);  // (the other ranks are still in MPI: no finalize)
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: mpirun -np N test_distributed MODELS_DIR [--kill-worker PID_FILE]\n");
+    std::fprintf(stderr, "usage: mpirun -np N test_distributed MODELS_DIR [--kill-worker PID_FILE | --no-workers]\n");
     return 2;
   }
   const std::string models = argv[1];
   const Model::DistributedRank place = Model::distributed_rank();
   if (argc == 4 && std::string(argv[2]) == "--kill-worker") return kill_worker(models, argv[3], place);
+  if (argc == 3 && std::string(argv[2]) == "--no-workers") return no_workers(models, place);
   ModelLoadParams params;
   params.distributed = true;
   params.n_threads = 1;  // the ranks share the machine's cores
