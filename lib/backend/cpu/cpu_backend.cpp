@@ -336,8 +336,8 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
   const bool fp8_path = q.fp8_activations && w.dtype == DType::F8_E4M3;
   if (!fp8_path && w.dtype != DType::F8_E4M3) {
     // BF16/F16/F32 weights: fp32 GEMM over the packed panels (dense_gemm.hpp), packed now if never prepared.
-    if (auto it = packed_dense_.find(w.data); it != packed_dense_.end()) {
-      dense_gemm(x.data, x.ld, T, it->second, out.data, out.ld, pool_);
+    if (const PackedDenseWeight* packed = packed_dense(w)) {
+      dense_gemm(x.data, x.ld, T, *packed, out.data, out.ld, pool_);
     } else {
       const PackedDenseWeight tmp = pack_dense_weight(w);
       dense_gemm(x.data, x.ld, T, tmp, out.data, out.ld, pool_);
@@ -391,9 +391,17 @@ void CpuBackend::prepare_weight(const Weight& w, WeightUse use) {
   if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
 }
 
+// Packed copies are found by the weight's first byte; the shape must match too, because a view of a weight's first
+// rows (a distributed rank's share) starts at the same byte as the whole weight.
 const PackedFp8Weight* CpuBackend::packed_fp8(const Weight& w) const {
   auto it = packed_.find(w.data);
-  return it == packed_.end() ? nullptr : &it->second;
+  return it == packed_.end() || it->second.n != w.rows() || it->second.k != w.cols() ? nullptr : &it->second;
+}
+
+const PackedDenseWeight* CpuBackend::packed_dense(const Weight& w) const {
+  auto it = packed_dense_.find(w.data);
+  if (it == packed_dense_.end() || w.dtype == DType::F8_E4M3) return nullptr;
+  return it->second.n != w.rows() || it->second.k != w.cols() ? nullptr : &it->second;
 }
 
 void CpuBackend::silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) {
@@ -817,13 +825,9 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
           0, 0, 0, GU, HS, units_gu};
     const bool this_fp8 = j.gate && j.up && j.down;
     if (!this_fp8) {
-      auto dense = [&](const Weight& w) -> const PackedDenseWeight* {
-        const auto it = packed_dense_.find(w.data);
-        return it == packed_dense_.end() || w.dtype == DType::F8_E4M3 ? nullptr : &it->second;
-      };
-      j.dgate = dense(*ew.gate);
-      j.dup = dense(*ew.up);
-      j.ddown = dense(*ew.down);
+      j.dgate = packed_dense(*ew.gate);
+      j.dup = packed_dense(*ew.up);
+      j.ddown = packed_dense(*ew.down);
       if (!j.dgate || !j.dup || !j.ddown) return false;
       j.inner = j.dgate->n;
       j.panels_gu = j.dgate->panels;

@@ -60,7 +60,8 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() { return pool_; }
 
  private:
-  const PackedFp8Weight* packed_fp8(const Weight& w) const;
+  const PackedFp8Weight* packed_fp8(const Weight& w) const;  // the copy prepare_weight made, or null
+  const PackedDenseWeight* packed_dense(const Weight& w) const;
   // (token, weight) pairs grouped by expert, token order within each: expert e's are entries[offset[e], offset[e+1]).
   struct RoutedTokens {
     std::vector<int64_t> offset, fill;
