@@ -710,6 +710,13 @@ void DeepseekV32::moe_expert_parallel(int64_t l, Tensor2D x, Step& step, Tensor2
     const int32_t e = step.experts[size_t(i)];
     step.own_experts[size_t(i)] = e >= shard_.expert_begin && e < shard_.expert_end ? e : -1;
   }
+  // The last rank adds the shared expert after the routed ones (spec §5.3: unweighted); it computes it first, while
+  // the running sum is still on its way.
+  Matrix shared;
+  if (r == W - 1 && cfg_.n_shared_experts > 0) {
+    shared = be_.matrix(T, D);
+    swiglu(lw.moe.shared, x, step.quant, shared.view);
+  }
   // Chunks of tokens bound the slots buffer ([chunk * top_k, hidden]) for long prompts.
   constexpr int64_t kChunk = 256;
   for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
@@ -738,11 +745,7 @@ void DeepseekV32::moe_expert_parallel(int64_t l, Tensor2D x, Step& step, Tensor2
       comm.send(step.partial.data(), step.partial.size() * 4, r + 1);
     }
   }
-  if (r == W - 1 && cfg_.n_shared_experts > 0) {  // unweighted, after the routed experts (spec §5.3)
-    Matrix shared = be_.matrix(T, D);
-    swiglu(lw.moe.shared, x, step.quant, shared.view);
-    be_.add(out, shared.view);
-  }
+  if (shared.view.data) be_.add(out, shared.view);
   step.partial.resize(size_t(T * D));
   if (r == W - 1) be_.to_host(step.partial.data(), out);
   comm.broadcast(step.partial.data(), step.partial.size() * 4, W - 1);
