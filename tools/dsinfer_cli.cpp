@@ -563,6 +563,12 @@ int run(int argc, char** argv) {
                  i.kv_bytes_per_token_layer);
     else
       fmt::print("mtp module: no\n");
+    if (i.distributed_ranks > 1) {  // under mpirun (docs/distributed.md)
+      std::string held;
+      for (const int64_t b : i.rank_weight_bytes) held += fmt::format("{}{}", held.empty() ? "" : " ", b);
+      fmt::print("distributed: {} ranks, weight bytes held per rank: {}; attention split by heads: {}\n",
+                 i.distributed_ranks, held, i.attention_split_by_heads ? "yes" : "no");
+    }
     const int64_t ctx = a.flags.count("ctx") ? parse_int("ctx", a.flags.at("ctx"), 0, int64_t(1) << 40) : 0;
     if (ctx > 0) fmt::print("kv cache for {} tokens: {} bytes\n", ctx, model->kv_cache_bytes(ctx));
     return 0;
