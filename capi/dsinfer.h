@@ -147,6 +147,10 @@ DSINFER_API int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t
  * it holds); 0 for NULL or a rank outside [0, ranks). */
 DSINFER_API int32_t dsinfer_model_distributed_ranks(const dsinfer_model* m);
 DSINFER_API int64_t dsinfer_model_rank_weight_bytes(const dsinfer_model* m, int32_t rank);
+/* 1 when each rank of a distributed model runs attention for its share of the heads, 0 when every rank computes every
+ * head (heads that do not divide evenly among the ranks, or FP8 kv_b rows off a 128-row block), for one process
+ * and for NULL. */
+DSINFER_API int32_t dsinfer_model_attention_split_by_heads(const dsinfer_model* m);
 
 /* Distributed runs (dsinfer_model_params.distributed, docs/distributed.md). Both fail with DSINFER_E_UNSUPPORTED in a
  * build without MPI (the message says how to build with it).

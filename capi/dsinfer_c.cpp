@@ -336,6 +336,9 @@ int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens) {
   return m && tokens >= 0 ? m->m->kv_cache_bytes(tokens) : 0;
 }
 int32_t dsinfer_model_distributed_ranks(const dsinfer_model* m) { return m ? m->m->info().distributed_ranks : 0; }
+int32_t dsinfer_model_attention_split_by_heads(const dsinfer_model* m) {
+  return m && m->m->info().attention_split_by_heads ? 1 : 0;
+}
 int64_t dsinfer_model_rank_weight_bytes(const dsinfer_model* m, int32_t rank) {
   if (!m || rank < 0) return 0;
   const std::vector<int64_t>& bytes = m->m->info().rank_weight_bytes;

@@ -13,7 +13,11 @@ namespace dsinfer::tools {
 // of running N independent copies.)
 inline bool launched_as_ranks() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
-    if (const char* v = std::getenv(name); v && std::atoi(v) > 1) return true;
+    if (const char* v = std::getenv(name); v && *v) {
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);  // (atoi's overflow is undefined; any garbage here means "no")
+      if (*end == '\0' && n > 1) return true;
+    }
   return false;
 }
 

@@ -76,7 +76,9 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_size(comm_, &size_);
   }
   ~MpiCommunicator() override {
-    if (!broken_) MPI_Comm_free(&comm_);
+    int finalized = 0;
+    MPI_Finalized(&finalized);  // (a model destroyed after MPI ended, e.g. at static destruction)
+    if (!broken_ && !finalized) MPI_Comm_free(&comm_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }

@@ -95,10 +95,12 @@ struct DistLeader {
   std::shared_ptr<Communicator> comm;
   std::mutex& model_mutex;  // Model::Impl::mutex: held while a command is sent and applied here
   uint64_t next_id = 1;
-  void send(const Message& m) {
+  // The command, then `payload` (bulk bytes the command announces, e.g. a restored cache) without a copy.
+  void send(const Message& m, std::span<uint8_t> payload = {}) {
     uint64_t n = m.bytes.size();
     comm->broadcast(&n, sizeof n, 0);
     comm->broadcast(const_cast<uint8_t*>(m.bytes.data()), m.bytes.size(), 0);
+    if (!payload.empty()) comm->broadcast(payload.data(), payload.size(), 0);
   }
 };
 
@@ -696,6 +698,16 @@ namespace {
 constexpr char kSeqMagic[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '2'};
 constexpr char kSeqMagicV1[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '1'};
 void write_u64(std::ostream& o, uint64_t v) { o.write(reinterpret_cast<const char*>(&v), 8); }
+// A restored sequence's cache: n tokens' rows, whose bytes (KvCache::to_host's layout) `fill` writes into the buffer
+// it is given (from the file on rank 0, from rank 0's broadcast on a worker).
+template <class Fill>
+void restore_cache(KvCache& cache, int64_t n, Fill&& fill) {
+  cache.prepare_append(n);
+  cache.set_size(n);
+  std::vector<uint8_t> host(cache.host_bytes());
+  fill(host);
+  cache.from_host(host.data(), host.size());
+}
 // The bytes from the read position to the end, where the stream can tell (a file can; a pipe cannot).
 std::optional<uint64_t> stream_bytes_left(std::istream& in) {
   const std::streampos at = in.tellg();
@@ -774,21 +786,18 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
   // The restored sequence keeps the saved dtype (the bytes are its cache as they were).
   auto seq = new_sequence(std::max<int64_t>(capacity > 0 ? capacity : n, std::max<int64_t>(n, 1)), to_public(dtype));
   if (n > seq->capacity()) throw Error(ErrorCode::InvalidArgument, "capacity below the saved sequence's length");
-  KvCache& cache = *seq->impl_->cache;
-  cache.prepare_append(n);
-  cache.set_size(n);
-  std::vector<uint8_t> host(cache.host_bytes());
-  in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size()));
-  if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
-  cache.from_host(host.data(), host.size());
-  if (impl_->leader) {  // the workers get the restored rows (they cannot read the caller's stream)
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    Message m(Command::RestoreSequence);
-    m.put(seq->impl_->id);
-    m.put(n);
-    m.put_span(std::span<const uint8_t>(host));
-    impl_->leader->send(m);
-  }
+  restore_cache(*seq->impl_->cache, n, [&](std::vector<uint8_t>& host) {
+    in.read(reinterpret_cast<char*>(host.data()), std::streamsize(host.size()));
+    if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
+    if (impl_->leader) {  // the workers get the rows as they are (they cannot read the caller's stream)
+      std::lock_guard<std::mutex> lock(impl_->mutex);
+      Message m(Command::RestoreSequence);
+      m.put(seq->impl_->id);
+      m.put(n);
+      m.put(uint64_t(host.size()));
+      impl_->leader->send(m, host);
+    }
+  });
   return seq;
 }
 
@@ -957,14 +966,15 @@ void Model::run_worker(const std::string& dir, const ModelLoadParams& params) {
           break;
         }
         case Command::RestoreSequence: {
-          Sequence& s = sequence(in.get<uint64_t>());
+          const auto id = in.get<uint64_t>();
           const auto n_tokens = in.get<int64_t>();
-          const std::vector<uint8_t> host = in.get_vector<uint8_t>();
-          KvCache& cache = *s.impl_->cache;
-          cache.prepare_append(n_tokens);
-          cache.set_size(n_tokens);
-          if (host.size() != cache.host_bytes()) throw Error(ErrorCode::Internal, "restored cache size differs");
-          cache.from_host(host.data(), host.size());
+          // The rows follow as their own broadcast: taken before anything here can fail, so the ranks stay in step.
+          std::vector<uint8_t> rows(static_cast<size_t>(in.get<uint64_t>()));
+          if (!rows.empty()) comm.broadcast(rows.data(), rows.size(), 0);  // (DistLeader::send sends none when empty)
+          restore_cache(*sequence(id).impl_->cache, n_tokens, [&](std::vector<uint8_t>& host) {
+            if (host.size() != rows.size()) throw Error(ErrorCode::Internal, "restored cache size differs");
+            host.swap(rows);
+          });
           break;
         }
         case Command::Eval: {

@@ -467,10 +467,12 @@ PYBIND11_MODULE(_dsinfer, m) {
         // A distributed run's ranks and the weight bytes each holds (index = rank); one process: 1 and [its bytes].
         d["distributed_ranks"] = i.distributed_ranks;
         d["rank_weight_bytes"] = i.rank_weight_bytes;
+        d["attention_split_by_heads"] = i.attention_split_by_heads;
         return d;
       }, "What the checkpoint is: model_type, sizes, generation (its sampling defaults), chat_format "
          "('deepseek-v3.2'; the V3 family's are named and refused by chats), KV cache dtype and bytes per token, "
-         "distributed_ranks and rank_weight_bytes (the weight bytes each rank holds; one process: [its bytes]).")
+         "distributed_ranks and rank_weight_bytes (the weight bytes each rank holds; one process: [its bytes]), "
+         "attention_split_by_heads (each rank runs attention for its share of the heads).")
       .def("kv_cache_bytes", [](const PyModel& pm, int64_t tokens, const std::string& dtype) {
         KvCacheDtype d;
         if (!kv_cache_dtype_from_name(dtype, &d)) throw py::value_error("dtype must be auto, f32, bf16 or fp8");

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "c_session.h"
 #include "dsinfer.h"
 
 #define N_TOKENS 24
@@ -17,7 +18,6 @@ static dsinfer_status run(int which, int32_t* out, size_t* n) {
   dsinfer_generate_params g;
   dsinfer_session* s = NULL;
   dsinfer_sampler *chain = NULL, *stage = NULL;
-  dsinfer_event ev;
   const int32_t prompt[3] = {0, 1000, 2000};
   dsinfer_status st;
   DSINFER_SESSION_PARAMS_INIT(&p);
@@ -40,12 +40,7 @@ static dsinfer_status run(int which, int32_t* out, size_t* n) {
     if (st == DSINFER_OK) st = dsinfer_session_set_sampler(s, chain);
   }
   if (st == DSINFER_OK) st = dsinfer_session_prefill(s, prompt, 3);
-  if (st == DSINFER_OK) st = dsinfer_session_generate_start(s, &g);
-  while (st == DSINFER_OK) {
-    ev.struct_size = sizeof ev;
-    st = dsinfer_session_next_event(s, &ev);
-    if (ev.kind == DSINFER_EVENT_DONE) break;
-  }
+  if (st == DSINFER_OK) st = generate_to_end(s, &g);
   if (st == DSINFER_OK) st = dsinfer_session_generated(s, out, N_TOKENS, n);
   dsinfer_session_free(s);
   return st;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "c_check.h"
+#include "c_session.h"
 #include "dsinfer.h"
 
 #define N_TOKENS 12
@@ -17,7 +18,6 @@ static dsinfer_status generate(const dsinfer_model* m, const dsinfer_tokenizer* 
   dsinfer_generate_params gp;
   dsinfer_session* s = NULL;
   dsinfer_sampler* greedy = NULL;
-  dsinfer_event ev;
   const int32_t prompt[6] = {0, 1000, 2000, 77, 3000, 12};
   dsinfer_status st;
   *n = 0;
@@ -30,12 +30,7 @@ static dsinfer_status generate(const dsinfer_model* m, const dsinfer_tokenizer* 
   if (st == DSINFER_OK && (st = dsinfer_sampler_greedy_create(&greedy)) == DSINFER_OK)
     if ((st = dsinfer_session_set_sampler(s, greedy)) != DSINFER_OK) dsinfer_sampler_free(greedy);
   if (st == DSINFER_OK) st = dsinfer_session_prefill(s, prompt, sizeof prompt / sizeof prompt[0]);
-  if (st == DSINFER_OK) st = dsinfer_session_generate_start(s, &gp);
-  while (st == DSINFER_OK) {
-    ev.struct_size = sizeof ev;
-    st = dsinfer_session_next_event(s, &ev);
-    if (ev.kind == DSINFER_EVENT_DONE) break;
-  }
+  if (st == DSINFER_OK) st = generate_to_end(s, &gp);
   if (st == DSINFER_OK) st = dsinfer_session_generated(s, out, N_TOKENS, n);
   dsinfer_session_free(s);
   return st;
@@ -47,7 +42,7 @@ static int rank0(const char* dir, const dsinfer_model_params* dist_params) {
   dsinfer_model_params local_params;
   int32_t dist_ids[N_TOKENS], local_ids[N_TOKENS];
   size_t n_dist = 0, n_local = 0;
-  int32_t ranks;
+  int32_t ranks, split;
   int64_t bytes0, bytes1, bytes2, whole;
   dsinfer_status loaded, generated = DSINFER_E_INTERNAL;
 
@@ -59,6 +54,7 @@ static int rank0(const char* dir, const dsinfer_model_params* dist_params) {
   bytes0 = dsinfer_model_rank_weight_bytes(dist, 0);
   bytes1 = dsinfer_model_rank_weight_bytes(dist, 1);
   bytes2 = dsinfer_model_rank_weight_bytes(dist, 2);
+  split = dsinfer_model_attention_split_by_heads(dist);
   dsinfer_model_free(dist); /* rank 1's dsinfer_model_run_worker returns */
   CHECK(loaded == DSINFER_OK && generated == DSINFER_OK);
 
@@ -73,6 +69,7 @@ static int rank0(const char* dir, const dsinfer_model_params* dist_params) {
   CHECK(n_dist == N_TOKENS && n_local == N_TOKENS);
   CHECK(memcmp(dist_ids, local_ids, sizeof dist_ids) == 0);
   CHECK(ranks == 2 && bytes2 == 0);
+  CHECK(split == 1 && dsinfer_model_attention_split_by_heads(NULL) == 0); /* v32-tiny: 4 heads of 128 kv_b rows */
   /* Each rank holds its half of the routed experts and the replicated rest: less than the whole, more than half. */
   CHECK(bytes0 > whole / 2 && bytes0 < whole && bytes1 > whole / 2 && bytes1 < whole);
   return 0;

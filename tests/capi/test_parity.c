@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "c_check.h"
+#include "c_session.h"
 #include "dsinfer.h"
 
 static dsinfer_model* g_model;
@@ -45,17 +46,6 @@ static dsinfer_status bogus_apply(void* ud, dsinfer_candidates* c) {
   (void)ud;
   (void)c;
   return (dsinfer_status)1234;
-}
-
-static dsinfer_status run(dsinfer_session* s, const dsinfer_generate_params* g) {
-  dsinfer_event ev;
-  dsinfer_status st = dsinfer_session_generate_start(s, g);
-  while (st == DSINFER_OK) {
-    ev.struct_size = sizeof ev;
-    st = dsinfer_session_next_event(s, &ev);
-    if (ev.kind == DSINFER_EVENT_DONE) break;
-  }
-  return st;
 }
 
 static dsinfer_session* new_session(uint64_t seed) {
@@ -131,7 +121,7 @@ static int test_samplers_and_finish(void) {
   CHECK(dsinfer_session_set_sampler(s, chain) == DSINFER_OK);
   CHECK(dsinfer_session_finish_reason(s) == DSINFER_FINISH_NONE);
   CHECK(dsinfer_session_last_prefill_tokens(s) == 3);
-  CHECK(run(s, &g) == DSINFER_OK);
+  CHECK(generate_to_end(s, &g) == DSINFER_OK);
   CHECK(dsinfer_session_finish_reason(s) == DSINFER_FINISH_LENGTH);
   CHECK(dsinfer_session_generated(s, greedy, 8, &n) == DSINFER_OK && n == 8);
   CHECK(dsinfer_session_n_tokens(s) >= 3 + 7);
@@ -148,7 +138,7 @@ static int test_samplers_and_finish(void) {
   CHECK(dsinfer_sampler_chain_add(chain, stage) == DSINFER_OK);
   CHECK(dsinfer_sampler_greedy_create(&stage) == DSINFER_OK && dsinfer_sampler_chain_add(chain, stage) == DSINFER_OK);
   CHECK(dsinfer_session_set_sampler(s, chain) == DSINFER_OK);
-  CHECK(run(s, &g) == DSINFER_OK);
+  CHECK(generate_to_end(s, &g) == DSINFER_OK);
   CHECK(dsinfer_session_generated(s, banned, 8, &n2) == DSINFER_OK && n2 == 8);
   for (n = 0; n < n2; ++n) CHECK(banned[n] != ban_id);
   dsinfer_session_free(s);
@@ -171,7 +161,7 @@ static int test_samplers_and_finish(void) {
     stops[0] = first_text;
     g.stop = stops;
     g.n_stop = 1;
-    CHECK(run(s, &g) == DSINFER_OK);
+    CHECK(generate_to_end(s, &g) == DSINFER_OK);
     CHECK(dsinfer_session_finish_reason(s) == DSINFER_FINISH_STOP);
     CHECK(dsinfer_session_generated(s, banned, 8, &n2) == DSINFER_OK && n2 <= n);
     stops[0] = "";
@@ -195,7 +185,8 @@ static int test_seed(void) {
   DSINFER_GENERATE_PARAMS_INIT(&g);
   g.max_tokens = 16;
   g.stop_at_eos = 0;
-  CHECK(run(s1, &g) == DSINFER_OK && run(s2, &g) == DSINFER_OK && run(s3, &g) == DSINFER_OK);
+  CHECK(generate_to_end(s1, &g) == DSINFER_OK && generate_to_end(s2, &g) == DSINFER_OK &&
+        generate_to_end(s3, &g) == DSINFER_OK);
   CHECK(dsinfer_session_generated(s1, a, 16, &na) == DSINFER_OK);
   CHECK(dsinfer_session_generated(s2, b, 16, &nb) == DSINFER_OK);
   CHECK(dsinfer_session_generated(s3, c, 16, &nc) == DSINFER_OK);
@@ -241,7 +232,7 @@ static int test_user_sampler_clone_and_status(void) {
   g.max_tokens = 4;
   g.stop_at_eos = 0;
   CHECK(dsinfer_session_fork(s, &forked) == DSINFER_OK); /* a session holding a C sampler forks */
-  CHECK(run(s, &g) == DSINFER_OK && run(forked, &g) == DSINFER_OK);
+  CHECK(generate_to_end(s, &g) == DSINFER_OK && generate_to_end(forked, &g) == DSINFER_OK);
   CHECK(dsinfer_session_generated(s, x, 4, &nx) == DSINFER_OK && dsinfer_session_generated(forked, y, 4, &ny) == DSINFER_OK);
   CHECK(nx == 4 && ny == 4 && memcmp(x, y, sizeof x) == 0);
   CHECK(state->accepted >= 3);
@@ -270,7 +261,7 @@ static int test_user_sampler_clone_and_status(void) {
   CHECK(dsinfer_sampler_chain_create(&chain) == DSINFER_OK && dsinfer_sampler_chain_add(chain, user) == DSINFER_OK);
   s = new_session(0);
   CHECK(s != NULL && dsinfer_session_set_sampler(s, chain) == DSINFER_OK);
-  CHECK(run(s, &g) == DSINFER_E_INVALID_ARG);
+  CHECK(generate_to_end(s, &g) == DSINFER_E_INVALID_ARG);
   CHECK(strstr(dsinfer_last_error(), "1234") != NULL && strstr(dsinfer_last_error(), "bogus") != NULL);
   dsinfer_session_free(s);
   return 0;

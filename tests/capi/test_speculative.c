@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "c_session.h"
 #include "dsinfer.h"
 
 #define N_TOKENS 24
@@ -24,7 +25,6 @@ static dsinfer_status run(dsinfer_model* m, int32_t draft_tokens, size_t params_
   dsinfer_generate_params g;
   dsinfer_session* s = NULL;
   dsinfer_sampler* greedy = NULL;
-  dsinfer_event ev;
   const int32_t prompt[5] = {0, 1000, 2000, 77, 3000};
   dsinfer_status st;
   DSINFER_SESSION_PARAMS_INIT(&p);
@@ -39,12 +39,7 @@ static dsinfer_status run(dsinfer_model* m, int32_t draft_tokens, size_t params_
   if (st == DSINFER_OK && (st = dsinfer_sampler_greedy_create(&greedy)) == DSINFER_OK)
     if ((st = dsinfer_session_set_sampler(s, greedy)) != DSINFER_OK) dsinfer_sampler_free(greedy);
   if (st == DSINFER_OK) st = dsinfer_session_prefill(s, prompt, 5);
-  if (st == DSINFER_OK) st = dsinfer_session_generate_start(s, &g);
-  while (st == DSINFER_OK) {
-    ev.struct_size = sizeof ev;
-    st = dsinfer_session_next_event(s, &ev);
-    if (ev.kind == DSINFER_EVENT_DONE) break;
-  }
+  if (st == DSINFER_OK) st = generate_to_end(s, &g);
   if (st == DSINFER_OK) st = dsinfer_session_generated(s, out, N_TOKENS, n);
   if (st == DSINFER_OK && stats) st = dsinfer_session_speculative_stats(s, stats);
   dsinfer_session_free(s);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "c_session.h"
 #include "dsinfer.h"
 
 #define N_THREADS 4
@@ -24,7 +25,6 @@ static void* run_job(void* arg) {
   dsinfer_session_params p;
   dsinfer_generate_params g;
   dsinfer_session* s = NULL;
-  dsinfer_event ev;
   int32_t prompt[4];
   int k;
   for (k = 0; k < 4; ++k) prompt[k] = 10 + 37 * j->index + k;
@@ -35,12 +35,7 @@ static void* run_job(void* arg) {
   g.stop_at_eos = 0;
   j->status = dsinfer_session_create(g_model, g_tok, &p, &s);
   if (j->status == DSINFER_OK) j->status = dsinfer_session_prefill(s, prompt, 4);
-  if (j->status == DSINFER_OK) j->status = dsinfer_session_generate_start(s, &g);
-  while (j->status == DSINFER_OK) {
-    ev.struct_size = sizeof ev;
-    j->status = dsinfer_session_next_event(s, &ev);
-    if (ev.kind == DSINFER_EVENT_DONE) break;
-  }
+  if (j->status == DSINFER_OK) j->status = generate_to_end(s, &g);
   if (j->status == DSINFER_OK) j->status = dsinfer_session_generated(s, j->out, N_TOKENS, &j->n);
   dsinfer_session_free(s);
   return NULL;

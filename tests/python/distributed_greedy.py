@@ -40,6 +40,7 @@ def main(path):
     assert len(distributed_tokens) == N_TOKENS and distributed_tokens == local_tokens, (distributed_tokens,
                                                                                         local_tokens)
     assert info["distributed_ranks"] == 2 and len(info["rank_weight_bytes"]) == 2, info
+    assert info["attention_split_by_heads"] and not local.info["attention_split_by_heads"], (info, local.info)
     # Each rank holds its half of the routed experts and the replicated rest: less than the whole, more than half.
     assert all(whole[0] / 2 < b < whole[0] for b in info["rank_weight_bytes"]), (info["rank_weight_bytes"], whole)
     print(f"rank 0: distributed Python OK {distributed_tokens}")

@@ -66,6 +66,7 @@ def test_a_model_of_one_process_is_one_rank_holding_every_weight():
     info = model.info
     assert info["distributed_ranks"] == 1
     assert len(info["rank_weight_bytes"]) == 1 and info["rank_weight_bytes"][0] > 0
+    assert info["attention_split_by_heads"] is False
 
 
 @without_mpi

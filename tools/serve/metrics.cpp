@@ -93,7 +93,16 @@ std::string Metrics::text(bool ready) const {
   auto head = [&](const char* name, const char* type, const char* help) {
     o += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
   };
-  auto value = [&](const char* name, double v) { o += fmt::format("{} {}\n", name, v); };
+  // One value without labels: its HELP and TYPE lines, then the sample.
+  auto metric = [&](const char* name, const char* type, const char* help, double v) {
+    head(name, type, help);
+    o += fmt::format("{} {}\n", name, v);
+  };
+  // A counter per draft position (label position="0", "1", ...).
+  auto by_position = [&](const char* name, const char* help, const std::vector<uint64_t>& counts) {
+    head(name, "counter", help);
+    for (size_t i = 0; i < counts.size(); ++i) o += fmt::format("{}{{position=\"{}\"}} {}\n", name, i, counts[i]);
+  };
   auto hist = [&](const char* name, const char* help, const Histogram& h) {
     head(name, "histogram", help);
     uint64_t cum = 0;
@@ -104,57 +113,43 @@ std::string Metrics::text(bool ready) const {
     cum += h.counts.back();
     o += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cum, name, h.sum, name, h.count);
   };
-  head("dsinfer_ready", "gauge", "1 once the model is loaded");
-  value("dsinfer_ready", ready ? 1 : 0);
+  metric("dsinfer_ready", "gauge", "1 once the model is loaded", ready ? 1 : 0);
   head("dsinfer_requests_total", "counter", "HTTP responses, by path and status");
   for (const auto& [key, n] : requests_)
     o += fmt::format("dsinfer_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", key.first, key.second, n);
-  head("dsinfer_requests_cancelled_total", "counter", "generations ended because the client closed the connection");
-  value("dsinfer_requests_cancelled_total", double(cancelled_));
-  head("dsinfer_prompt_tokens_total", "counter", "prompt tokens of admitted requests");
-  value("dsinfer_prompt_tokens_total", double(prompt_tokens_));
-  head("dsinfer_prefix_cache_hit_tokens_total", "counter", "prompt tokens reused from cached KV blocks");
-  value("dsinfer_prefix_cache_hit_tokens_total", double(cached_tokens_));
-  head("dsinfer_generation_tokens_total", "counter", "generated tokens");
-  value("dsinfer_generation_tokens_total", double(generated_tokens_));
-  head("dsinfer_engine_steps_total", "counter", "engine steps (one forward each)");
-  value("dsinfer_engine_steps_total", double(steps_));
-  head("dsinfer_spec_decode_verifications_total", "counter",
-       "speculative decoding: main-model forwards that checked drafted tokens (--speculative)");
-  value("dsinfer_spec_decode_verifications_total", double(spec_verifications_));
-  head("dsinfer_spec_decode_draft_tokens_total", "counter", "speculative decoding: drafted tokens checked");
-  value("dsinfer_spec_decode_draft_tokens_total", double(spec_drafted_));
-  head("dsinfer_spec_decode_accepted_tokens_total", "counter", "speculative decoding: drafted tokens accepted");
-  value("dsinfer_spec_decode_accepted_tokens_total", double(spec_accepted_));
-  head("dsinfer_spec_decode_draft_tokens_by_position_total", "counter",
-       "speculative decoding: drafted tokens checked, by position in the draft (0 = first)");
-  for (size_t i = 0; i < spec_drafted_at_.size(); ++i)
-    o += fmt::format("dsinfer_spec_decode_draft_tokens_by_position_total{{position=\"{}\"}} {}\n", i, spec_drafted_at_[i]);
-  head("dsinfer_spec_decode_accepted_tokens_by_position_total", "counter",
-       "speculative decoding: drafted tokens accepted, by position in the draft (0 = first)");
-  for (size_t i = 0; i < spec_accepted_at_.size(); ++i)
-    o += fmt::format("dsinfer_spec_decode_accepted_tokens_by_position_total{{position=\"{}\"}} {}\n", i,
-                     spec_accepted_at_[i]);
-  head("dsinfer_queue_depth", "gauge", "requests waiting for a slot");
-  value("dsinfer_queue_depth", double(gauges_.waiting));
-  head("dsinfer_running_requests", "gauge", "requests generating");
-  value("dsinfer_running_requests", double(gauges_.running_requests));
-  head("dsinfer_running_sessions", "gauge", "sessions in the engine (a request with n choices has n)");
-  value("dsinfer_running_sessions", double(gauges_.running_sessions));
-  head("dsinfer_kv_blocks_used", "gauge", "KV cache blocks in use (running sessions and the prefix cache)");
-  value("dsinfer_kv_blocks_used", double(gauges_.kv_blocks_used));
-  head("dsinfer_kv_blocks_total", "gauge", "KV cache blocks in the pool");
-  value("dsinfer_kv_blocks_total", double(gauges_.kv_blocks_total));
-  head("dsinfer_kv_block_tokens", "gauge", "tokens per KV cache block");
-  value("dsinfer_kv_block_tokens", double(gauges_.kv_block_tokens));
-  head("dsinfer_prefix_cache_entries", "gauge", "finished conversations kept for prefix reuse");
-  value("dsinfer_prefix_cache_entries", double(gauges_.prefix_cache_entries));
+  metric("dsinfer_requests_cancelled_total", "counter",
+         "generations ended because the client closed the connection", double(cancelled_));
+  metric("dsinfer_prompt_tokens_total", "counter", "prompt tokens of admitted requests", double(prompt_tokens_));
+  metric("dsinfer_prefix_cache_hit_tokens_total", "counter",
+         "prompt tokens reused from cached KV blocks", double(cached_tokens_));
+  metric("dsinfer_generation_tokens_total", "counter", "generated tokens", double(generated_tokens_));
+  metric("dsinfer_engine_steps_total", "counter", "engine steps (one forward each)", double(steps_));
+  metric("dsinfer_spec_decode_verifications_total", "counter",
+         "speculative decoding: main-model forwards that checked drafted tokens (--speculative)",
+         double(spec_verifications_));
+  metric("dsinfer_spec_decode_draft_tokens_total", "counter",
+         "speculative decoding: drafted tokens checked", double(spec_drafted_));
+  metric("dsinfer_spec_decode_accepted_tokens_total", "counter",
+         "speculative decoding: drafted tokens accepted", double(spec_accepted_));
+  by_position("dsinfer_spec_decode_draft_tokens_by_position_total",
+              "speculative decoding: drafted tokens checked, by position in the draft (0 = first)", spec_drafted_at_);
+  by_position("dsinfer_spec_decode_accepted_tokens_by_position_total",
+              "speculative decoding: drafted tokens accepted, by position in the draft (0 = first)", spec_accepted_at_);
+  metric("dsinfer_queue_depth", "gauge", "requests waiting for a slot", double(gauges_.waiting));
+  metric("dsinfer_running_requests", "gauge", "requests generating", double(gauges_.running_requests));
+  metric("dsinfer_running_sessions", "gauge",
+         "sessions in the engine (a request with n choices has n)", double(gauges_.running_sessions));
+  metric("dsinfer_kv_blocks_used", "gauge",
+         "KV cache blocks in use (running sessions and the prefix cache)", double(gauges_.kv_blocks_used));
+  metric("dsinfer_kv_blocks_total", "gauge", "KV cache blocks in the pool", double(gauges_.kv_blocks_total));
+  metric("dsinfer_kv_block_tokens", "gauge", "tokens per KV cache block", double(gauges_.kv_block_tokens));
+  metric("dsinfer_prefix_cache_entries", "gauge",
+         "finished conversations kept for prefix reuse", double(gauges_.prefix_cache_entries));
   hist("dsinfer_batch_sessions", "sessions per engine step", batch_sessions_);
   hist("dsinfer_batch_tokens", "tokens evaluated per engine step (prompts and decode tokens)", batch_tokens_);
   hist("dsinfer_time_to_first_token_seconds", "time from a request's arrival to its first generated token", ttft_);
   hist("dsinfer_inter_token_latency_seconds", "time between a request's consecutive generated tokens", itl_);
-  head("process_resident_memory_bytes", "gauge", "resident memory of the server process");
-  value("process_resident_memory_bytes", double(resident_bytes()));
+  metric("process_resident_memory_bytes", "gauge", "resident memory of the server process", double(resident_bytes()));
   return o;
 }
 

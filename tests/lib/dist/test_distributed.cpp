@@ -106,6 +106,13 @@ void scenarios(const Model& dist, const Model& ref, const std::string& name) {
     auto e_d = dist.load_sequence(file, 256);
     CHECK(e_d->size() == 70);
     CHECK(same_bits(dist.eval(*e_d, one, o), ref.eval(*d_r, one, o)));
+    // An empty sequence restored (no rows to send): the ranks stay in step.
+    std::stringstream empty_file;
+    dist.save_sequence(*dist.new_sequence(8), empty_file);
+    auto f_d = dist.load_sequence(empty_file, 64);
+    auto f_r = ref.new_sequence(64);
+    CHECK(f_d->size() == 0);
+    CHECK(same_bits(dist.eval(*f_d, p, o), ref.eval(*f_r, p, o)));
     // A failing call fails on rank 0 and leaves every rank in step: the next calls still agree.
     bool threw = false;
     try {
@@ -178,6 +185,36 @@ void check_shares(const Model& dist, const Model& ref, const std::string& dir) {
 
 }  // namespace
 
+// Runs f, which must fail with an Error: prints what it gave and after how long (the lines the CTest cases match),
+// and returns the code and message. Then the caller checks them and leaves with exit_verdict.
+struct Failure {
+  ErrorCode code = ErrorCode::Ok;
+  std::string message;
+  double seconds = 0;
+};
+template <class F>
+Failure expect_failure(const char* what, F&& f) {
+  Failure out;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    f();
+  } catch (const Error& e) {
+    out.code = e.code();
+    out.message = e.what();
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "[rank 0] %s: %s after %.1f s: %s\n", what, error_code_name(out.code), out.seconds,
+               out.message.c_str());
+  return out;
+}
+
+// Rank 0's verdict, then an immediate exit: MPI cannot finalize while a peer is dead or was never joined.
+[[noreturn]] void exit_verdict() {
+  std::fprintf(stderr, "[rank 0] %d failure(s)\n", failures);
+  std::fflush(stderr);
+  std::_Exit(failures == 0 ? 0 : 1);
+}
+
 // `test_distributed MODELS_DIR --kill-worker PID_FILE`: rank 1 is killed (SIGKILL) while rank 0 holds the model;
 // rank 0's next evaluation must fail with Error(Device) within the timeout, not hang. Exit status 0 when it did.
 int kill_worker(const std::string& models, const std::string& pid_file, const Model::DistributedRank& place) {
@@ -196,25 +233,13 @@ int kill_worker(const std::string& models, const std::string& pid_file, const Mo
   std::ifstream(pid_file) >> pid;
   CHECK(pid > 0);
   if (pid > 0) kill(pid_t(pid), SIGKILL);
-  auto seq = model->new_sequence(64);  // (may already fail: the broadcast finds the peer gone)
-  const auto start = std::chrono::steady_clock::now();
-  ErrorCode code = ErrorCode::Ok;
-  std::string message;
-  try {
+  const Failure f = expect_failure("after killing rank 1", [&] {
+    auto seq = model->new_sequence(64);  // (may already fail: the broadcast finds the peer gone)
     for (int i = 0; i < 100; ++i) model->eval(*seq, std::vector<int32_t>{int32_t(1 + i)});
-  } catch (const Error& e) {
-    code = e.code();
-    message = e.what();
-  }
-  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "[rank 0] after killing rank 1: %s after %.1f s: %s\n", error_code_name(code), waited,
-               message.c_str());
-  CHECK(code == ErrorCode::Device);
-  CHECK(waited < 30);
-  std::fprintf(stderr, "[rank 0] %d failure(s)\n", failures);
-  std::fflush(stderr);
-  // MPI cannot finalize with a dead peer: leave at once with the verdict.
-  std::_Exit(failures == 0 ? 0 : 1);
+  });
+  CHECK(f.code == ErrorCode::Device);
+  CHECK(f.seconds < 30);
+  exit_verdict();
 }
 
 // `test_distributed MODELS_DIR --no-workers`: the other ranks never call run_worker; rank 0's load must fail with
@@ -228,24 +253,11 @@ int no_workers(const std::string& models, const Model::DistributedRank& place) {
   params.distributed = true;
   params.n_threads = 1;
   params.distributed_timeout_s = 3;
-  const auto start = std::chrono::steady_clock::now();
-  ErrorCode code = ErrorCode::Ok;
-  std::string message;
-  try {
-    Model::load(models + "/v32-tiny", params);
-  } catch (const Error& e) {
-    code = e.code();
-    message = e.what();
-  }
-  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "[rank 0] without workers: %s after %.1f s: %s\n", error_code_name(code), waited,
-               message.c_str());
-  CHECK(code == ErrorCode::Device);
-  CHECK(message.find("did not join") != std::string::npos);
-  CHECK(waited < 20);
-  std::fprintf(stderr, "[rank 0] %d failure(s)\n", failures);
-  std::fflush(stderr);
-  std::_Exit(failures == 0 ? 0 : 1);  // (the other ranks are still in MPI: no finalize)
+  const Failure f = expect_failure("without workers", [&] { Model::load(models + "/v32-tiny", params); });
+  CHECK(f.code == ErrorCode::Device);
+  CHECK(f.message.find("did not join") != std::string::npos);
+  CHECK(f.seconds < 20);
+  exit_verdict();
 }
 
 int main(int argc, char** argv) {
