@@ -27,9 +27,10 @@ TRAIN = {
     "seed": 1234,
     "max_len": 1024,           # conversations longer than this (in tokens) are left out
     "tokens_per_batch": 4096,  # padded tokens per step and rank (make_model.sh runs two ranks)
-    "steps_induction": 200,    # stage 0: the copy task alone (train.induction_batch), until copying appears
+    "copy_circuit": True,      # start from a constructed induction circuit (training/circuit.py; LOG.md 2026-12-04)
+    "steps_induction": 0,      # stage 0: the copy task alone (train.induction_batch); unneeded with copy_circuit
     "induction_every": 8, "induction_len": 256,  # and one step in 8 of stage A is the copy task too
-    "induction_random_offsets": 0,  # N > 0: N repeats per sequence at random places and lengths (LOG.md)
+    "induction_random_offsets": 4,  # N > 0: N repeats per sequence at random places and lengths (LOG.md)
     "induction_lag2_steps": 0,  # the first N steps of stage 0 are train.lag2_batch (experiments, LOG.md)
     "induction_vocab": 0,      # N > 0: the copy task's random tokens are the first N BPE ids only (experiments)
     "steps_dense": 700,        # stage A: the main model (and MTP) with dense attention

@@ -38,6 +38,7 @@ from tokenizers import Tokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from config import MODEL_CONFIG, TRAIN  # noqa: E402
 from model import DeepseekV32  # noqa: E402
+from circuit import init_copy_circuit  # noqa: E402
 
 
 def copy_targets(ids, mask, common):
@@ -353,6 +354,10 @@ def main():
     model = DeepseekV32(cfg)
     if tr["tie_head"]:
         model.tie_head()
+    if tr["copy_circuit"] and not args.init:
+        info = init_copy_circuit(model, tr["seed"])
+        if lead:
+            print(f"copy circuit constructed (training/circuit.py): rope margin {info['rope_margin']:.3f}", flush=True)
     if args.init:
         model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["state_dict"])
     n_params = sum(p.numel() for p in model.parameters())

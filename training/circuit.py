@@ -1,0 +1,179 @@
+"""A constructed starting point: the model begins training with a working induction (copy) circuit.
+
+Why (training/LOG.md, 2026-12-04): trained from random weights, this model never learned content-based copying in
+the tokens this machine affords — induction heads appear only after ~10^7 tokens at our batch size and context
+length (their emergence time grows with the square of the context length), and a tool call is mostly copying (a
+tool's name from the tool list, argument values from the request, the answer from the tool result). So instead of
+waiting for the circuit to emerge, the initial weights contain it, written down the way the interpretability
+literature describes a trained one (a previous-token head feeding an induction head), and training starts from
+there: every weight stays trainable, nothing is frozen or masked, and the architecture is exactly DeepSeek-V3.2's.
+
+The residual stream (hidden_size 256) is laid out in coordinates:
+  T = [0, 64)    token identity: each embedding row is a random direction of norm 8 here;
+  C = 64         a constant (the same value in every embedding row): attention needs a content-free input to
+                 make a purely positional query and key (RoPE supplies the position);
+  P = [128, 192) previous token: layer 0 writes the T part of the token before each position here;
+the other coordinates start empty (small noise) and are free for whatever training puts there.
+
+Layer 0, heads 0-1 (previous-token heads): the query and the rope key read only C, so every position makes the
+same vectors and the score depends only on the distance; their rope phases put the maximum at distance 1 (a small
+linear program picks the frequency weights that keep every other distance at least `margin` below it). Values
+read the T part of the latent; the output projection writes it into P.
+Layer 1, heads 0-1 (induction heads): the query reads T (the current token), the key reads P (the token before the
+key's position), so a position attends to where its own token occurred before and copies (value = T of that
+position's own token, i.e. the token that followed) into T, weighted above the current token so the tied head
+(model.tie_head) reads out the copied token.
+All other heads, the MLPs / experts and layers 2-3 start with zero output projections (their branches add nothing
+until training grows them), so the circuit's subspaces are clean at the start.
+"""
+import math
+
+import numpy as np
+import torch
+
+T0, T1 = 0, 64
+C = 64
+P0, P1 = 128, 192
+
+
+def rope_weights(inv_freq, max_dist, n_freq=16):
+    """Non-negative amplitudes w_f (sum 1) for the rope pairs such that s(d) = sum_f w_f cos(theta_f (d - 1)) has
+    its maximum at distance d = 1 with the largest margin over every other distance 0 <= d < max_dist (an LP
+    solved by a few thousand steps of projected subgradient ascent; exactness does not matter, the margin does).
+    Returns (w, margin)."""
+    theta = inv_freq[:n_freq].double().numpy()
+    d = np.arange(max_dist, dtype=np.float64)
+    d = d[d != 1]
+    gap = 1.0 - np.cos(np.outer(d - 1, theta))  # [dists, freqs]: s(1) - s(d) per unit amplitude
+    w = np.full(len(theta), 1.0 / len(theta))
+    best, best_w = -1.0, w.copy()
+    for it in range(4000):
+        m = gap @ w
+        k = int(np.argmin(m))
+        if m[k] > best:
+            best, best_w = float(m[k]), w.copy()
+        w = w + (0.5 / (1 + it) ** 0.5) * gap[k]
+        w = np.maximum(w, 0.0)
+        w = w / w.sum()
+    return torch.tensor(best_w, dtype=torch.float32), best
+
+
+@torch.no_grad()
+def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_scale=0.6, copy_gain=3.0,
+                      head_gain=3.0, noise=0.02):
+    cfg = model.cfg
+    D, V = cfg["hidden_size"], cfg["vocab_size"]
+    H, dn, dr, dv = cfg["num_attention_heads"], cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+    kvr, qr = cfg["kv_lora_rank"], cfg["q_lora_rank"]
+    nt = T1 - T0
+    assert D == 256 and dn == 32 and dv == 32 and dr == 32 and kvr == 128 and nt == 2 * dn and qr >= nt, \
+        "the circuit's layout is written for the shipped model's sizes"
+    g = torch.Generator().manual_seed(seed)
+
+    # Embedding: random directions of norm sqrt(nt) in T, the constant in C, a little noise elsewhere.
+    e = torch.randn(V, nt, generator=g)
+    e = e / e.norm(dim=-1, keepdim=True) * math.sqrt(nt)
+    emb = torch.randn(V, D, generator=g) * noise
+    emb[:, T0:T1] = e
+    emb[:, C] = math.sqrt(nt)
+    emb[:, P0:P1] = 0.0
+    model.embed_tokens.weight.copy_(emb)
+
+    # Every residual branch starts silent, except the circuit's heads below.
+    for block in list(model.layers):
+        block.self_attn.o_proj.weight.zero_()
+        mlp = block.mlp
+        for m in ([mlp] if not hasattr(mlp, "experts") else list(mlp.experts) + [mlp.shared_experts]):
+            m.down_proj.weight.zero_()
+
+    # ---- layer 0: previous-token heads 0 and 1 -------------------------------------------------------------
+    a0 = model.layers[0].self_attn
+    # Residual at layer 0: T entries ~1, C = 8 -> RMSNorm scale 1/rms, rms = sqrt((nt + nt) / D).
+    rms0 = math.sqrt((nt + nt) / D)
+    x_c = math.sqrt(nt) / rms0                    # the constant after input_layernorm
+    w, margin = rope_weights(model.inv_freq, max_dist)
+    # score(d) = scale * sum_f |q_f| |k_f| cos(theta_f (d - 1)); want scale * sum_f |q_f||k_f| * margin = target.
+    total = prev_logit_margin / (max(margin, 1e-3) * a0.scale)
+    amp = (w * total).sqrt()                      # |q_f| = |k_f| = sqrt(w_f * total)
+    theta = model.inv_freq[:dr // 2]
+    wkv = a0.kv_a_proj_with_mqa.weight
+    wkv.zero_()
+    wkv[:nt, T0:T1] = torch.eye(nt)               # latent = the token (T)
+    for f in range(dr // 2):                      # rope key: amp_f * (1, 0) from the constant
+        wkv[kvr + 2 * f, C] = amp[f] / x_c
+    wqa = a0.q_a_proj.weight
+    wqa.mul_(noise)
+    wqa[0].zero_()
+    wqa[0, C] = 1.0                               # q latent dim 0: the constant (after q_a_layernorm, ~sqrt(qr))
+    q_lat = math.sqrt(qr)
+    wqb = a0.q_b_proj.weight.view(H, dn + dr, qr)
+    wkb = a0.kv_b_proj.weight.view(H, dn + dv, kvr)
+    c_lat = math.sqrt(kvr / nt)                   # latent entries after kv_a_layernorm (T fills nt of kvr dims)
+    wo = a0.o_proj.weight.view(D, H, dv)
+    for h in (0, 1):
+        wqb[h].zero_()
+        for f in range(dr // 2):                  # rope query: amp_f * (cos(-theta_f), sin(-theta_f))
+            wqb[h, dn + 2 * f, 0] = amp[f] * math.cos(-float(theta[f])) / q_lat
+            wqb[h, dn + 2 * f + 1, 0] = amp[f] * math.sin(-float(theta[f])) / q_lat
+        wkb[h].zero_()
+        wkb[h, dn:, h * dv:(h + 1) * dv] = torch.eye(dv)            # value: half of the token's T
+        wo[P0 + h * dv:P0 + (h + 1) * dv, h] = torch.eye(dv) / c_lat  # written into P at T's scale
+
+    # ---- layer 1: induction heads 0 and 1 ------------------------------------------------------------------
+    a1 = model.layers[1].self_attn
+    wkv = a1.kv_a_proj_with_mqa.weight
+    wkv.zero_()
+    wkv[:nt, P0:P1] = torch.eye(nt)               # latent[0:64] = previous token (P)
+    wkv[nt:2 * nt, T0:T1] = torch.eye(nt)         # latent[64:128] = this position's token (T)
+    wqa = a1.q_a_proj.weight
+    wqa.mul_(noise)
+    wqa[:nt].zero_()
+    wqa[:nt, T0:T1] = torch.eye(nt)               # q latent[0:64] = the current token
+    wqb = a1.q_b_proj.weight.view(H, dn + dr, qr)
+    wkb = a1.kv_b_proj.weight.view(H, dn + dv, kvr)
+    wo = a1.o_proj.weight.view(D, H, dv)
+    # q latent entries ~ sqrt(qr / nt); k latent entries ~ 1 (P and T each fill half of kvr): a match of the
+    # 32 coordinates of one head scores about dn * sqrt(qr / nt) * alpha * beta * scale / 2 ... scaled so the
+    # whole match is worth `match_scale` * 55 nats-ish; measured, not derived, in LOG.md.
+    ab = match_scale / a1.scale
+    alpha = beta = math.sqrt(ab)
+    for h in (0, 1):
+        wqb[h].zero_()
+        wqb[h, :dn, h * dn:(h + 1) * dn] = torch.eye(dn) * alpha
+        wkb[h].zero_()
+        wkb[h, :dn, h * dn:(h + 1) * dn] = torch.eye(dn) * beta                 # key: previous token
+        wkb[h, dn:, nt + h * dv:nt + (h + 1) * dv] = torch.eye(dv)              # value: the token here
+        wo[T0 + h * dv:T0 + (h + 1) * dv, h] = torch.eye(dv) * copy_gain        # written into T
+    model.norm.weight.fill_(head_gain)
+
+    # ---- the lightning indexers of layers 0 and 1: select what those heads attend to -----------------------
+    # With index_topk keys per query, sparse attention sees only what the indexer ranks highest, so the circuit
+    # needs the indexer to rank the previous position first (layer 0) and the earlier occurrences of the current
+    # token (layer 1). Index head 0 of each does it; heads 1-3 start with zero weight (weights_proj rows).
+    for layer, kind in ((0, "previous"), (1, "match")):
+        ix = model.layers[layer].self_attn.indexer
+        Hi, Di, drr = ix.Hi, ix.Di, ix.dr
+        half = drr // 2
+        ix.wq_b.weight.mul_(noise)
+        ix.wk.weight.zero_()
+        ix.weights_proj.weight.zero_()
+        wqb = ix.wq_b.weight.view(Hi, Di, qr)
+        wqb[0].zero_()
+        x_c_here = x_c if layer == 0 else math.sqrt(nt) / math.sqrt(3 * nt / D)
+        if kind == "previous":
+            # rope_half pairs (j, j + half): query a_j (cos -theta_j, sin -theta_j) from the constant q latent,
+            # key b_j (1, 0) from C, made zero-mean for the key's LayerNorm by -b_j in the non-rope half.
+            a = w.sqrt()[:half]
+            for j in range(half):
+                wqb[0, j, 0] = a[j] * math.cos(-float(theta[j])) / q_lat
+                wqb[0, j + half, 0] = a[j] * math.sin(-float(theta[j])) / q_lat
+                ix.wk.weight[j, C] = a[j] / x_c_here
+                ix.wk.weight[drr + j, C] = -a[j] / x_c_here
+        else:
+            # query: the current token (q latent [0:32]), key: the previous token (P[0:32]), both in the
+            # non-rope half, so the score is a content match whatever the distance.
+            nr = Di - drr
+            wqb[0, drr:, :nr] = torch.eye(nr)
+            ix.wk.weight[drr:, P0:P0 + nr] = torch.eye(nr)
+        ix.weights_proj.weight[0, C] = 1.0 / x_c_here
+    return {"rope_margin": margin, "rope_amp": amp.tolist()}
