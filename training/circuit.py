@@ -13,6 +13,8 @@ The residual stream (hidden_size 256) is laid out in coordinates:
   C = 64         a constant (the same value in every embedding row): attention needs a content-free input to
                  make a purely positional query and key (RoPE supplies the position);
   P = [128, 192) previous token: layer 0 writes the T part of the token before each position here;
+  Q = [192, 256) the token identity again (the same vector as in T), which no layer writes: the MTP block's clean
+                 copy of the current token (T also receives layer 1's copied token);
 the other coordinates start empty (small noise) and are free for whatever training puts there.
 
 Layer 0, heads 0-1 (previous-token heads): the query and the rope key read only C, so every position makes the
@@ -23,7 +25,8 @@ Layer 1, heads 0-1 (induction heads): the query reads T (the current token), the
 key's position), so a position attends to where its own token occurred before and copies (value = T of that
 position's own token, i.e. the token that followed) into T, weighted above the current token so the tied head
 (model.tie_head) reads out the copied token.
-All other heads, the MLPs / experts and layers 2-3 start with zero output projections (their branches add nothing
+The MTP block is an induction head one token further (see below). All other heads, the MLPs / experts and
+layers 2-3 start with zero output projections (their branches add nothing
 until training grows them), so the circuit's subspaces are clean at the start.
 """
 import math
@@ -34,6 +37,58 @@ import torch
 T0, T1 = 0, 64
 C = 64
 P0, P1 = 128, 192
+Q0, Q1 = 192, 256  # a second copy of the token identity that no layer writes: the MTP head's clean value
+
+
+def induction_heads(attn, cfg, key, value, match_scale, copy_gain, noise):
+    """Heads 0 and 1 of an MLA layer as induction heads: the query reads T (this position's token), the key the
+    residual coordinates `key` and the value `value` of each earlier position (64 each; one half per head, 32
+    coordinates matched by each), the output goes into T times copy_gain."""
+    D, H = cfg["hidden_size"], cfg["num_attention_heads"]
+    dn, dr, dv, qr, kvr = (cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"], cfg["q_lora_rank"],
+                           cfg["kv_lora_rank"])
+    nt = T1 - T0
+    wkv = attn.kv_a_proj_with_mqa.weight
+    wkv.zero_()
+    wkv[:nt, key[0]:key[1]] = torch.eye(nt)       # latent[0:64] = the key coordinates
+    wkv[nt:2 * nt, value[0]:value[1]] = torch.eye(nt)  # latent[64:128] = the value coordinates
+    wqa = attn.q_a_proj.weight
+    wqa.mul_(noise)
+    wqa[:nt].zero_()
+    wqa[:nt, T0:T1] = torch.eye(nt)               # q latent[0:64] = this position's token
+    wqb = attn.q_b_proj.weight.view(H, dn + dr, qr)
+    wkb = attn.kv_b_proj.weight.view(H, dn + dv, kvr)
+    wo = attn.o_proj.weight.view(D, H, dv)
+    # match_scale: the product of the query and key gains times the softmax scale (measured: 0.6 gives 0.99 on
+    # the random-repeat task at 256 tokens, training/LOG.md).
+    alpha = beta = math.sqrt(match_scale / attn.scale)
+    for h in (0, 1):
+        wqb[h].zero_()
+        wqb[h, :dn, h * dn:(h + 1) * dn] = torch.eye(dn) * alpha
+        wkb[h].zero_()
+        wkb[h, :dn, h * dn:(h + 1) * dn] = torch.eye(dn) * beta
+        wkb[h, dn:, nt + h * dv:nt + (h + 1) * dv] = torch.eye(dv)
+        wo[T0 + h * dv:T0 + (h + 1) * dv, h] = torch.eye(dv) * copy_gain
+
+
+def indexer_reset(ix, noise):
+    """Zero key and head weights, a quiet query; returns wq_b viewed [heads, dim, q latent] with head 0 zeroed."""
+    ix.wq_b.weight.mul_(noise)
+    ix.wk.weight.zero_()
+    ix.weights_proj.weight.zero_()
+    wqb = ix.wq_b.weight.view(ix.Hi, ix.Di, -1)
+    wqb[0].zero_()
+    return wqb
+
+
+def indexer_match(ix, key, x_c, noise):
+    """Index head 0 ranks the keys whose coordinates [key, key + 32) match the query's token (q latent [0:32]), in
+    the non-rope half, so whatever the distance; x_c is the constant C after the layer's input norm."""
+    wqb = indexer_reset(ix, noise)
+    nr = ix.Di - ix.dr
+    wqb[0, ix.dr:, :nr] = torch.eye(nr)
+    ix.wk.weight[ix.dr:, key:key + nr] = torch.eye(nr)
+    ix.weights_proj.weight[0, C] = 1.0 / x_c
 
 
 def rope_weights(inv_freq, max_dist, n_freq=16):
@@ -59,7 +114,7 @@ def rope_weights(inv_freq, max_dist, n_freq=16):
 
 
 @torch.no_grad()
-def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_scale=0.6, copy_gain=3.0,
+def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_scale=0.6, copy_gain=5.0,
                       head_gain=3.0, noise=0.02):
     cfg = model.cfg
     D, V = cfg["hidden_size"], cfg["vocab_size"]
@@ -77,6 +132,7 @@ def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_
     emb[:, T0:T1] = e
     emb[:, C] = math.sqrt(nt)
     emb[:, P0:P1] = 0.0
+    emb[:, Q0:Q1] = e
     model.embed_tokens.weight.copy_(emb)
 
     # Every residual branch starts silent, except the circuit's heads below.
@@ -89,7 +145,7 @@ def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_
     # ---- layer 0: previous-token heads 0 and 1 -------------------------------------------------------------
     a0 = model.layers[0].self_attn
     # Residual at layer 0: T entries ~1, C = 8 -> RMSNorm scale 1/rms, rms = sqrt((nt + nt) / D).
-    rms0 = math.sqrt((nt + nt) / D)
+    rms0 = math.sqrt(3 * nt / D)
     x_c = math.sqrt(nt) / rms0                    # the constant after input_layernorm
     w, margin = rope_weights(model.inv_freq, max_dist)
     # score(d) = scale * sum_f |q_f| |k_f| cos(theta_f (d - 1)); want scale * sum_f |q_f||k_f| * margin = target.
@@ -119,61 +175,50 @@ def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_
         wkb[h, dn:, h * dv:(h + 1) * dv] = torch.eye(dv)            # value: half of the token's T
         wo[P0 + h * dv:P0 + (h + 1) * dv, h] = torch.eye(dv) / c_lat  # written into P at T's scale
 
-    # ---- layer 1: induction heads 0 and 1 ------------------------------------------------------------------
-    a1 = model.layers[1].self_attn
-    wkv = a1.kv_a_proj_with_mqa.weight
-    wkv.zero_()
-    wkv[:nt, P0:P1] = torch.eye(nt)               # latent[0:64] = previous token (P)
-    wkv[nt:2 * nt, T0:T1] = torch.eye(nt)         # latent[64:128] = this position's token (T)
-    wqa = a1.q_a_proj.weight
-    wqa.mul_(noise)
-    wqa[:nt].zero_()
-    wqa[:nt, T0:T1] = torch.eye(nt)               # q latent[0:64] = the current token
-    wqb = a1.q_b_proj.weight.view(H, dn + dr, qr)
-    wkb = a1.kv_b_proj.weight.view(H, dn + dv, kvr)
-    wo = a1.o_proj.weight.view(D, H, dv)
-    # q latent entries ~ sqrt(qr / nt); k latent entries ~ 1 (P and T each fill half of kvr): a match of the
-    # 32 coordinates of one head scores about dn * sqrt(qr / nt) * alpha * beta * scale / 2 ... scaled so the
-    # whole match is worth `match_scale` * 55 nats-ish; measured, not derived, in LOG.md.
-    ab = match_scale / a1.scale
-    alpha = beta = math.sqrt(ab)
-    for h in (0, 1):
-        wqb[h].zero_()
-        wqb[h, :dn, h * dn:(h + 1) * dn] = torch.eye(dn) * alpha
-        wkb[h].zero_()
-        wkb[h, :dn, h * dn:(h + 1) * dn] = torch.eye(dn) * beta                 # key: previous token
-        wkb[h, dn:, nt + h * dv:nt + (h + 1) * dv] = torch.eye(dv)              # value: the token here
-        wo[T0 + h * dv:T0 + (h + 1) * dv, h] = torch.eye(dv) * copy_gain        # written into T
+    # ---- layer 1: induction heads 0 and 1 (query T, key P, value T) ----------------------------------------
+    induction_heads(model.layers[1].self_attn, cfg, key=(P0, P1), value=(T0, T1), match_scale=match_scale,
+                    copy_gain=copy_gain, noise=noise)
     model.norm.weight.fill_(head_gain)
 
     # ---- the lightning indexers of layers 0 and 1: select what those heads attend to -----------------------
     # With index_topk keys per query, sparse attention sees only what the indexer ranks highest, so the circuit
     # needs the indexer to rank the previous position first (layer 0) and the earlier occurrences of the current
     # token (layer 1). Index head 0 of each does it; heads 1-3 start with zero weight (weights_proj rows).
-    for layer, kind in ((0, "previous"), (1, "match")):
-        ix = model.layers[layer].self_attn.indexer
-        Hi, Di, drr = ix.Hi, ix.Di, ix.dr
-        half = drr // 2
-        ix.wq_b.weight.mul_(noise)
-        ix.wk.weight.zero_()
-        ix.weights_proj.weight.zero_()
-        wqb = ix.wq_b.weight.view(Hi, Di, qr)
-        wqb[0].zero_()
-        x_c_here = x_c if layer == 0 else math.sqrt(nt) / math.sqrt(3 * nt / D)
-        if kind == "previous":
-            # rope_half pairs (j, j + half): query a_j (cos -theta_j, sin -theta_j) from the constant q latent,
-            # key b_j (1, 0) from C, made zero-mean for the key's LayerNorm by -b_j in the non-rope half.
-            a = w.sqrt()[:half]
-            for j in range(half):
-                wqb[0, j, 0] = a[j] * math.cos(-float(theta[j])) / q_lat
-                wqb[0, j + half, 0] = a[j] * math.sin(-float(theta[j])) / q_lat
-                ix.wk.weight[j, C] = a[j] / x_c_here
-                ix.wk.weight[drr + j, C] = -a[j] / x_c_here
-        else:
-            # query: the current token (q latent [0:32]), key: the previous token (P[0:32]), both in the
-            # non-rope half, so the score is a content match whatever the distance.
-            nr = Di - drr
-            wqb[0, drr:, :nr] = torch.eye(nr)
-            ix.wk.weight[drr:, P0:P0 + nr] = torch.eye(nr)
-        ix.weights_proj.weight[0, C] = 1.0 / x_c_here
+    ix = model.layers[0].self_attn.indexer
+    half = ix.dr // 2
+    wqb = indexer_reset(ix, noise)
+    a = w.sqrt()[:half]
+    for j in range(half):
+        # rope_half pairs (j, j + half): query a_j (cos -theta_j, sin -theta_j) from the constant q latent, key
+        # b_j (1, 0) from C, made zero-mean for the key's LayerNorm by -b_j in the non-rope half.
+        wqb[0, j, 0] = a[j] * math.cos(-float(theta[j])) / q_lat
+        wqb[0, j + half, 0] = a[j] * math.sin(-float(theta[j])) / q_lat
+        ix.wk.weight[j, C] = a[j] / x_c
+        ix.wk.weight[ix.dr + j, C] = -a[j] / x_c
+    ix.weights_proj.weight[0, C] = 1.0 / x_c
+    indexer_match(model.layers[1].self_attn.indexer, key=P0, x_c=math.sqrt(nt) / math.sqrt(4 * nt / D),
+                  noise=noise)
+
+    # ---- the MTP module: an induction head one token further ------------------------------------------------
+    # The MTP block at position i sees the embedding of token i+1 and the main model's final state at i, which
+    # holds token i in Q (T too, plus layer 1's copy) and token i-1 in P. Its eh_proj lays them out as: T = token
+    # i+1 (the query), P = token i-1 (key), Q = token i (value): a position j whose token j-1 equals token i+1
+    # holds in Q the token that followed it, token i+2 by induction, which the head writes into T.
+    if model.mtp is not None:
+        mtp = model.mtp
+        wp = mtp.eh_proj.weight  # [D, 2D]: inputs enorm(embedding) | hnorm(main hidden)
+        wp.zero_()
+        e_rms = math.sqrt(3 * nt / D)             # embedding: T and Q of norm sqrt(nt), C = sqrt(nt)
+        h_rms = math.sqrt(4 * nt / D)             # main hidden at init: T, C, P, Q at that scale
+        wp[T0:T1, T0:T1] = torch.eye(nt) * e_rms
+        wp[C, C] = e_rms
+        wp[P0:P1, D + P0:D + P1] = torch.eye(nt) * h_rms
+        wp[Q0:Q1, D + Q0:D + Q1] = torch.eye(nt) * h_rms
+        for m in list(mtp.block.mlp.experts) + [mtp.block.mlp.shared_experts]:
+            m.down_proj.weight.zero_()
+        mtp.block.self_attn.o_proj.weight.zero_()
+        induction_heads(mtp.block.self_attn, cfg, key=(P0, P1), value=(Q0, Q1), match_scale=match_scale,
+                        copy_gain=copy_gain, noise=noise)
+        indexer_match(mtp.block.self_attn.indexer, key=P0, x_c=math.sqrt(nt) / math.sqrt(4 * nt / D), noise=noise)
+        mtp.shared_head_norm.weight.fill_(head_gain)
     return {"rope_margin": margin, "rope_amp": amp.tolist()}
