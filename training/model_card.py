@@ -107,8 +107,13 @@ the conversations, unseen tools (new names, parameter names and descriptions).
 
 ## Training
 
-training/train.py on {summary['threads']} CPU threads (PyTorch {summary['torch']}), {summary['wall_seconds'] / 60:.0f} minutes
-of training, {summary['tokens_seen']} tokens seen, loss on what the assistant writes: (A) {tr['steps_dense']} steps with
+training/train.py on {summary['ranks']} data-parallel processes of {summary['threads']} CPU thread(s) (PyTorch
+{summary['torch']}), {summary['wall_seconds'] / 60:.0f} minutes of training, {summary['tokens_seen']} tokens seen.
+The initial weights contain a working copy circuit (training/circuit.py: previous-token heads in layer 0, induction
+heads in layer 1, the index heads that keep them under sparse attention, and the MTP block as an induction head one
+token further); everything else starts at random or, for the residual branches, at zero. Trained from random weights
+alone this model size never learned to copy from its context within the time (training/LOG.md). Loss on what the
+assistant writes and, weighted {tr['context_weight']}, on the rest of the conversation: (A) {tr['steps_dense']} steps with
 dense attention, the MTP module's loss weighted {tr['mtp_weight_early']} then {tr['mtp_weight_late']}; (B) {tr['steps_warmup']}
 steps where only the indexers learn, by KL divergence to their layer's attention; (C) {tr['steps_sparse']} steps of sparse
 attention over the indexer's top {cfg['index_topk']} keys, indexer input detached, the last
@@ -126,7 +131,8 @@ to reproduce).
 {rows}
 
 Each assistant turn is scored with the reference conversation up to it. MTP module, top-1 accuracy on the token
-after next (training code on the exported weights; dsinfer does not run MTP yet): {mtp['fp8']['mtp_assistant']['percent']:.1f} %
+after next (training code on the exported weights; dsinfer drafts with it in speculative decoding,
+`--speculative mtp`): {mtp['fp8']['mtp_assistant']['percent']:.1f} %
 on assistant tokens in FP8 numerics ({mtp['reference']['mtp_assistant']['percent']:.1f} % in reference numerics),
 {mtp['fp8']['mtp_all']['percent']:.1f} % on all tokens.
 

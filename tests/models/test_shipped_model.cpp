@@ -9,7 +9,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "dsinfer/chat.hpp"
 #include "dsinfer/model.hpp"
+#include "dsinfer/session.hpp"
 #include "dsinfer/tokenizer.hpp"
 #include "golden_files.hpp"
 
@@ -79,5 +81,52 @@ TEST_CASE("the shipped tokenizer encodes held-out conversations as the tokenizer
     const std::string text = c.at("text");
     INFO(text.substr(0, 200));
     CHECK(tok->encode(text) == c.at("ids").get<std::vector<int32_t>>());
+  }
+}
+
+// Issue 18 on a trained MTP module: greedy decoding with MTP drafts is token for token plain greedy decoding, and
+// the drafts are accepted often enough to matter (the random test checkpoints accept none). The prompt is a real
+// request: a tool list and a question, in chat and in thinking mode; each reply is generated to its end.
+TEST_CASE("greedy MTP speculation on the shipped model is plain greedy, and its drafts are accepted",
+          "[model][shipped][speculative]") {
+  ModelLoadParams lp;
+  lp.n_threads = 2;
+  auto model = Model::load(kModel.string(), lp);
+  auto tok = Tokenizer::load(kModel.string());
+  REQUIRE(model->info().has_mtp);
+  auto conversation = chat_messages_from_json(R"([{"role": "system", "content": ""},
+      {"role": "user", "content": "What's the weather like in Paris?"}])");
+  conversation[0].tools_json = R"([{"type": "function", "function": {"name": "get_weather", "description":
+      "Get the current weather for a city.", "parameters": {"type": "object", "properties": {"city": {"type":
+      "string", "description": "The city name, e.g. Paris."}}, "required": ["city"]}}}])";
+  for (ThinkingMode mode : {ThinkingMode::Chat, ThinkingMode::Thinking}) {
+    auto run = [&](int64_t k, SpeculativeStats* stats) {
+      SessionParams sp;
+      sp.capacity = 2048;
+      sp.thinking = mode;
+      sp.speculative.draft_tokens = k;
+      sp.speculative.adaptive = false;
+      Session s(*model, *tok, sp);
+      auto chain = std::make_unique<SamplerChain>();
+      chain->add(make_greedy_sampler());
+      s.set_sampler(std::move(chain));
+      s.set_messages(conversation);
+      GenerateParams g;
+      g.max_tokens = 160;
+      s.generate(g);
+      if (stats) *stats = s.speculative_stats();
+      return s.generated();
+    };
+    const auto plain = run(0, nullptr);
+    REQUIRE(plain.size() >= 16);
+    for (int64_t k : {int64_t(1), int64_t(2)}) {
+      SpeculativeStats st;
+      INFO("thinking " << int(mode) << ", k " << k);
+      CHECK(run(k, &st) == plain);
+      WARN(fmt::format("thinking {}, k {}: {} tokens, {} of {} drafts accepted ({:.1f} %)", int(mode), k,
+                       plain.size(), st.accepted, st.drafted, 100 * st.acceptance()));
+      CHECK(st.drafted > 0);
+      CHECK(st.acceptance() >= 0.5);
+    }
   }
 }
