@@ -56,12 +56,16 @@ def induction_heads(attn, cfg, key, value, match_scale, copy_gain, noise):
     wqa.mul_(noise)
     wqa[:nt].zero_()
     wqa[:nt, T0:T1] = torch.eye(nt)               # q latent[0:64] = this position's token
+    wqa[nt].zero_()
+    wqa[nt, C] = 1.0                              # q latent[64] = the constant: the index head's offset (below)
     wqb = attn.q_b_proj.weight.view(H, dn + dr, qr)
     wkb = attn.kv_b_proj.weight.view(H, dn + dv, kvr)
     wo = attn.o_proj.weight.view(D, H, dv)
     # match_scale: the product of the query and key gains times the softmax scale (measured: 0.6 gives 0.99 on
-    # the random-repeat task at 256 tokens, training/LOG.md).
+    # the random-repeat task at 256 tokens, training/LOG.md), for token entries of sqrt(qr / nt) in the q latent;
+    # the constant beside the token (as large as the token's norm) shrinks them by sqrt(2), made up here.
     alpha = beta = math.sqrt(match_scale / attn.scale)
+    alpha *= math.sqrt(2.0)
     for h in (0, 1):
         wqb[h].zero_()
         wqb[h, :dn, h * dn:(h + 1) * dn] = torch.eye(dn) * alpha
@@ -81,13 +85,25 @@ def indexer_reset(ix, noise):
     return wqb
 
 
-def indexer_match(ix, key, x_c, noise):
+def indexer_match(ix, key, x_c, noise, nt=64):
     """Index head 0 ranks the keys whose coordinates [key, key + 32) match the query's token (q latent [0:32]), in
-    the non-rope half, so whatever the distance; x_c is the constant C after the layer's input norm."""
+    the non-rope half, so whatever the distance; x_c is the constant C after the layer's input norm.
+    A ReLU index score of exactly 0 ties with every other 0, and which tied keys top-k keeps is then up to the
+    implementation's tie-breaking (transformers and dsinfer differ: training/LOG.md, 2026-12-04). So the score
+    gets a positive offset about as large as a full match: the constant q latent[nt] against a constant key pair
+    in the lowest-frequency rope pair (j = half - 1: its rotation stays below 0.01 rad over 2,000 positions),
+    made zero-mean for the key's LayerNorm by the pair's neighbour."""
     wqb = indexer_reset(ix, noise)
     nr = ix.Di - ix.dr
+    half = ix.dr // 2
     wqb[0, ix.dr:, :nr] = torch.eye(nr)
     ix.wk.weight[ix.dr:, key:key + nr] = torch.eye(nr)
+    # A full match scores about |q_T[0:32]| |k_P[0:32]| = (sqrt(nr) * q_tok) * sqrt(nr) (LayerNorm'd key entries
+    # ~1); q latent entries of the token ~ sqrt(qr / (2 nt)), of the constant ~ sqrt(qr / 2) / ... measured ratio.
+    b = math.sqrt(nr / 2)                         # key entries +b / -b (LayerNorm keeps the scale near 1)
+    wqb[0, half - 1, nt] = nr / (b * math.sqrt(nt))  # query: the constant latent (~sqrt(nt) times a token entry)
+    ix.wk.weight[half - 1, C] = b / x_c
+    ix.wk.weight[half - 2, C] = -b / x_c
     ix.weights_proj.weight[0, C] = 1.0 / x_c
 
 
@@ -195,6 +211,13 @@ def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_
         wqb[0, j + half, 0] = a[j] * math.sin(-float(theta[j])) / q_lat
         ix.wk.weight[j, C] = a[j] / x_c
         ix.wk.weight[ix.dr + j, C] = -a[j] / x_c
+    # A positive offset (1.2 times the largest the cosine sum can fall below 0), so no score is exactly 0 and top-k
+    # never chooses among ties (see indexer_match): the constant query against a +b / -b pair of key entries.
+    offset = 1.2 * float((a * a).sum())
+    b = math.sqrt(offset)
+    wqb[0, ix.Di - 1, 0] = b / q_lat
+    ix.wk.weight[ix.Di - 1, C] = b / x_c
+    ix.wk.weight[ix.Di - 2, C] = -b / x_c
     ix.weights_proj.weight[0, C] = 1.0 / x_c
     indexer_match(model.layers[1].self_attn.indexer, key=P0, x_c=math.sqrt(nt) / math.sqrt(4 * nt / D),
                   noise=noise)
