@@ -44,6 +44,7 @@ TRAIN = {
     "balance_alpha": 1e-4,      # the sequence-wise balance loss
     "heldout_every": 200, "heldout_conversations": 64,
     "common_ids": 256,          # copy targets (train.copy_targets) exclude the corpus's most frequent ids
+    "decision_weight": 1.0,     # loss weight of decision tokens (a turn's first token, a function name's first; LOG.md)
     "copy_weight": 4.0,         # loss weight of copy targets relative to the other loss tokens (LOG.md: P1 vs P2)
     "context_weight": 0.3,      # loss weight of the tokens the assistant does not write (0: assistant-only)
     "tie_head": True,           # the head trained as the embedding x D^-1/2 (model.tie_head), saved as both tensors
