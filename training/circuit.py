@@ -25,9 +25,11 @@ Layer 1, heads 0-1 (induction heads): the query reads T (the current token), the
 key's position), so a position attends to where its own token occurred before and copies (value = T of that
 position's own token, i.e. the token that followed) into T, weighted above the current token so the tied head
 (model.tie_head) reads out the copied token.
-The MTP block is an induction head one token further (see below). All other heads, the MLPs / experts and
-layers 2-3 start with zero output projections (their branches add nothing
-until training grows them), so the circuit's subspaces are clean at the start.
+Index head 0 of layers 0 and 1 ranks the keys those heads attend to, so top-k sparse attention keeps them; its score
+has a positive offset, so no score is exactly 0 and top-k never chooses among ties. The MTP block is an induction
+head one token further (see below). All other heads, the MLPs / experts and layers 2-3 start with zero output
+projections (their branches add nothing until training grows them), so the circuit's subspaces are clean at the
+start.
 """
 import math
 
@@ -61,8 +63,8 @@ def induction_heads(attn, cfg, key, value, match_scale, copy_gain, noise):
     wqb = attn.q_b_proj.weight.view(H, dn + dr, qr)
     wkb = attn.kv_b_proj.weight.view(H, dn + dv, kvr)
     wo = attn.o_proj.weight.view(D, H, dv)
-    # match_scale: the product of the query and key gains times the softmax scale (measured: 0.6 gives 0.99 on
-    # the random-repeat task at 256 tokens, training/LOG.md), for token entries of sqrt(qr / nt) in the q latent;
+    # match_scale: the product of the query and key gains times the softmax scale (0.6: 0.95 of random repeats
+    # copied at 256 tokens before training, training/LOG.md), for token entries of sqrt(qr / nt) in the q latent;
     # the constant beside the token (as large as the token's norm) shrinks them by sqrt(2), made up here.
     alpha = beta = math.sqrt(match_scale / attn.scale)
     alpha *= math.sqrt(2.0)
@@ -98,10 +100,11 @@ def indexer_match(ix, key, x_c, noise, nt=64):
     half = ix.dr // 2
     wqb[0, ix.dr:, :nr] = torch.eye(nr)
     ix.wk.weight[ix.dr:, key:key + nr] = torch.eye(nr)
-    # A full match scores about |q_T[0:32]| |k_P[0:32]| = (sqrt(nr) * q_tok) * sqrt(nr) (LayerNorm'd key entries
-    # ~1); q latent entries of the token ~ sqrt(qr / (2 nt)), of the constant ~ sqrt(qr / 2) / ... measured ratio.
-    b = math.sqrt(nr / 2)                         # key entries +b / -b (LayerNorm keeps the scale near 1)
-    wqb[0, half - 1, nt] = nr / (b * math.sqrt(nt))  # query: the constant latent (~sqrt(nt) times a token entry)
+    # A full match scores about nr * t * k (t: a token entry of the q latent, k ~ 1: a LayerNorm'd key entry). The
+    # constant latent equals the token's norm, i.e. sqrt(nt) * t, so a query weight of nr / (b sqrt(nt)) against
+    # key entries +b / -b adds about nr * t: an offset as large as a full match.
+    b = math.sqrt(nr / 2)
+    wqb[0, half - 1, nt] = nr / (b * math.sqrt(nt))
     ix.wk.weight[half - 1, C] = b / x_c
     ix.wk.weight[half - 2, C] = -b / x_c
     ix.weights_proj.weight[0, C] = 1.0 / x_c
@@ -160,7 +163,7 @@ def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_
 
     # ---- layer 0: previous-token heads 0 and 1 -------------------------------------------------------------
     a0 = model.layers[0].self_attn
-    # Residual at layer 0: T entries ~1, C = 8 -> RMSNorm scale 1/rms, rms = sqrt((nt + nt) / D).
+    # Residual at layer 0: T and Q of norm sqrt(nt) (entries ~1) and C = sqrt(nt), so rms = sqrt(3 nt / D).
     rms0 = math.sqrt(3 * nt / D)
     x_c = math.sqrt(nt) / rms0                    # the constant after input_layernorm
     w, margin = rope_weights(model.inv_freq, max_dist)
@@ -219,8 +222,8 @@ def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_
     ix.wk.weight[ix.Di - 1, C] = b / x_c
     ix.wk.weight[ix.Di - 2, C] = -b / x_c
     ix.weights_proj.weight[0, C] = 1.0 / x_c
-    indexer_match(model.layers[1].self_attn.indexer, key=P0, x_c=math.sqrt(nt) / math.sqrt(4 * nt / D),
-                  noise=noise)
+    x_c1 = math.sqrt(nt) / math.sqrt(4 * nt / D)  # C after the norm once P is filled (layer 1, the MTP block)
+    indexer_match(model.layers[1].self_attn.indexer, key=P0, x_c=x_c1, noise=noise)
 
     # ---- the MTP module: an induction head one token further ------------------------------------------------
     # The MTP block at position i sees the embedding of token i+1 and the main model's final state at i, which
@@ -242,6 +245,6 @@ def init_copy_circuit(model, seed, max_dist=1024, prev_logit_margin=12.0, match_
         mtp.block.self_attn.o_proj.weight.zero_()
         induction_heads(mtp.block.self_attn, cfg, key=(P0, P1), value=(Q0, Q1), match_scale=match_scale,
                         copy_gain=copy_gain, noise=noise)
-        indexer_match(mtp.block.self_attn.indexer, key=P0, x_c=math.sqrt(nt) / math.sqrt(4 * nt / D), noise=noise)
+        indexer_match(mtp.block.self_attn.indexer, key=P0, x_c=x_c1, noise=noise)
         mtp.shared_head_norm.weight.fill_(head_gain)
     return {"rope_margin": margin, "rope_amp": amp.tolist()}

@@ -33,10 +33,10 @@ TRAIN = {
     "induction_random_offsets": 4,  # N > 0: N repeats per sequence at random places and lengths (LOG.md)
     "induction_lag2_steps": 0,  # the first N steps of stage 0 are train.lag2_batch (experiments, LOG.md)
     "induction_vocab": 0,      # N > 0: the copy task's random tokens are the first N BPE ids only (experiments)
-    "steps_dense": 1200,        # stage A: the main model (and MTP) with dense attention
+    "steps_dense": 1200,       # stage A: the main model (and MTP) with dense attention
     "steps_warmup": 50,        # stage B: only the indexer learns, by KL to the dense attention (spec §12)
     "steps_sparse": 160,       # stage C: top-k sparse attention, everything learns, indexer input detached
-    "fp8_from_sparse_step": 120,   # quantization-aware (FP8 numerics) from this step of stage C on
+    "fp8_from_sparse_step": 120,  # quantization-aware (FP8 numerics) from this step of stage C on
     "lr": 2e-3, "lr_min_ratio": 0.1, "warmup_steps": 100, "weight_decay": 0.1, "grad_clip": 1.0,
     "lr_indexer": 1e-3,
     "mtp_weight_early": 0.3, "mtp_weight_late": 0.1, "mtp_switch_fraction": 0.7,
@@ -44,7 +44,6 @@ TRAIN = {
     "balance_alpha": 1e-4,      # the sequence-wise balance loss
     "heldout_every": 200, "heldout_conversations": 64,
     "common_ids": 256,          # copy targets (train.copy_targets) exclude the corpus's most frequent ids
-    "decision_weight": 1.0,     # loss weight of decision tokens (a turn's first token, a function name's first; LOG.md)
     "copy_weight": 4.0,         # loss weight of copy targets relative to the other loss tokens (LOG.md: P1 vs P2)
     "context_weight": 0.3,      # loss weight of the tokens the assistant does not write (0: assistant-only)
     "tie_head": True,           # the head trained as the embedding x D^-1/2 (model.tie_head), saved as both tensors

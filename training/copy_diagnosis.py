@@ -61,7 +61,7 @@ def main():
         counts[key] = (h + int(hit), t + 1)
 
     with torch.no_grad():
-        for ids, mask, copy, _ in convs:
+        for ids, mask, copy in convs:
             hn, _, _ = model(torch.from_numpy(ids)[None], "dense", with_mtp=False)
             pred = model.head(hn)[0].argmax(-1).numpy()
             seen_pairs = set()

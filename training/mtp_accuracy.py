@@ -45,7 +45,7 @@ def main():
         hit = {"mtp_assistant": 0, "mtp_all": 0, "main_assistant": 0}
         n = {"mtp_assistant": 0, "mtp_all": 0, "main_assistant": 0}
         for i in range(0, len(convs), 8):
-            ids, mask, valid, _, _ = collate(convs[i:i + 8])
+            ids, mask, valid, _ = collate(convs[i:i + 8])
             with torch.no_grad():
                 hn, hm, _ = model(ids, "infer")
                 main_ok = model.head(hn[:, :-1]).argmax(-1) == ids[:, 1:]

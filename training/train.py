@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 
@@ -58,9 +57,8 @@ def copy_targets(ids, mask, common):
 
 
 def encode_corpus(path, tok, max_len, limit=None, common=frozenset()):
-    """[(ids int64 array, assistant mask bool array, copy-target bool array, decision bool array)] for the
-    conversations of a jsonl file (copy targets: `copy_targets` with the given most frequent ids; decisions: the
-    first token of each span the assistant writes and of each function name it writes)."""
+    """[(ids int64 array, assistant mask bool array, copy-target bool array)] for the conversations of a jsonl
+    file (copy targets: `copy_targets` with the given most frequent ids)."""
     out, skipped = [], 0
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f):
@@ -74,21 +72,13 @@ def encode_corpus(path, tok, max_len, limit=None, common=frozenset()):
             starts = np.array([o[0] for o in enc.offsets])
             ends = np.array([o[1] for o in enc.offsets])
             mask = np.zeros(len(enc.ids), dtype=bool)
-            decision = np.zeros(len(enc.ids), dtype=bool)
             for a, b in conv["spans"]:
                 inside = (starts >= a) & (ends <= b)
                 # The span must be whole tokens: its first token starts at a, its last ends at b.
                 assert inside.any() and starts[inside].min() == a and ends[inside].max() == b, (a, b)
                 mask |= inside
-                decision[np.argmax(inside)] = True  # the span's first token: what the turn does
-            # The first token of every function name the assistant writes: which tool it calls.
-            text = conv["text"]
-            for mt in re.finditer(r'invoke name="', text):
-                at = np.nonzero(starts == mt.end())[0]
-                if len(at) and mask[at[0]]:
-                    decision[at[0]] = True
             ids = np.array(enc.ids, dtype=np.int64)
-            out.append((ids, mask, copy_targets(ids, mask, common), decision))
+            out.append((ids, mask, copy_targets(ids, mask, common)))
     return out, skipped
 
 
@@ -121,20 +111,18 @@ class Batches:
 
 
 def collate(items):
-    """ids (pad id 2), assistant mask, valid (not padding), copy targets, decisions: [B, T] each."""
+    """ids (pad id 2), assistant mask, valid (not padding), copy targets: [B, T] each."""
     T = max(len(item[0]) for item in items)
     ids = torch.full((len(items), T), 2, dtype=torch.long)  # pad id
     mask = torch.zeros(len(items), T, dtype=torch.bool)
     valid = torch.zeros(len(items), T, dtype=torch.bool)
     copy = torch.zeros(len(items), T, dtype=torch.bool)
-    decision = torch.zeros(len(items), T, dtype=torch.bool)
-    for b, (x, m, c, d) in enumerate(items):
-        decision[b, :len(x)] = torch.from_numpy(d)
+    for b, (x, m, c) in enumerate(items):
         ids[b, :len(x)] = torch.from_numpy(x)
         mask[b, :len(x)] = torch.from_numpy(m)
         copy[b, :len(x)] = torch.from_numpy(c)
         valid[b, :len(x)] = True
-    return ids, mask, valid, copy, decision
+    return ids, mask, valid, copy
 
 
 def induction_batch(rng, n_tokens, seq_len, first_id, last_id, random_offsets=0):
@@ -222,8 +210,7 @@ def head_ce(model, h, target, chunk=1024):
     return torch.cat(ces), torch.cat(hits)
 
 
-def losses(model, ids, mask, valid, copy, mode, want_lm=True, copy_weight=1.0, context_weight=0.0, decision=None,
-           decision_weight=1.0):
+def losses(model, ids, mask, valid, copy, mode, want_lm=True, copy_weight=1.0, context_weight=0.0):
     """Cross-entropy of the main head (next token) and the MTP head (token after next) on the loss tokens (copy
     targets weighted by copy_weight; the rest of the conversation — system prompt, tool list, user turns, tool
     results — by context_weight, 0 for assistant-only training), the indexers' mean KL over real queries, the
@@ -239,8 +226,6 @@ def losses(model, ids, mask, valid, copy, mode, want_lm=True, copy_weight=1.0, c
         is_copy = copy[:, 1:][tgt]
         ce, hit = head_ce(model, hn[:, :-1][tgt], target)
         weight = torch.where(is_copy, copy_weight, torch.where(is_asst, 1.0, context_weight))
-        if decision is not None and decision_weight != 1.0:
-            weight = torch.where(decision[:, 1:][tgt], decision_weight, weight)
         out["ce"] = (ce * weight).sum() / weight[is_asst].sum().clamp_min(1.0)
         out["acc"] = hit[is_asst].float().mean()
         if is_copy.any():
@@ -301,7 +286,7 @@ def make_optimizer(params, lr, wd):
 def heldout_eval(model, batches, mode):
     model.eval()
     tot = {}
-    for ids, mask, valid, copy, _ in batches:
+    for ids, mask, valid, copy in batches:
         out = losses(model, ids, mask, valid, copy, mode)
         for k, v in out.items():
             tot[k] = tot.get(k, 0.0) + float(v) / len(batches)
@@ -360,12 +345,11 @@ def main():
     held, _ = encode_corpus(os.path.join(args.data, "heldout.jsonl"), tok, tr["max_len"],
                             limit=tr["heldout_conversations"], common=common)
     held_batches = [collate(held[i:i + 8]) for i in range(0, len(held), 8)]
-    n_tokens = sum(len(x[0]) for x in corpus)
+    n_tokens = sum(len(x) for x, _, _ in corpus)
     if lead:
         print(f"corpus: {len(corpus)} conversations ({skipped} over {tr['max_len']} tokens left out), "
-              f"{n_tokens} tokens, {sum(int(x[1].sum()) for x in corpus)} assistant tokens, "
-              f"{sum(int(x[2].sum()) for x in corpus)} copy targets, {sum(int(x[3].sum()) for x in corpus)} decisions",
-              flush=True)
+              f"{n_tokens} tokens, {sum(int(m.sum()) for _, m, _ in corpus)} assistant tokens, "
+              f"{sum(int(c.sum()) for _, _, c in corpus)} copy targets", flush=True)
 
     model = DeepseekV32(cfg)
     if tr["tie_head"]:
@@ -426,13 +410,12 @@ def main():
                     ids, mask, valid, copy = induction_batch(synth_rng, tr["tokens_per_batch"], tr["induction_len"],
                                                              3, last_id, tr["induction_random_offsets"])
             else:
-                ids, mask, valid, copy, decision = batches.next()
+                ids, mask, valid, copy = batches.next()
             seen_tokens += int(valid.sum()) * world  # about: the other ranks' batches are as large on average
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tr["bf16"] and not model.num.fp8):
                 out = losses(model, ids, mask, valid, copy, "dense" if stage == "induction" else stage,
                              want_lm=stage != "warmup", copy_weight=tr["copy_weight"],
-                             context_weight=0.0 if synthetic else tr["context_weight"],
-                             decision=None if synthetic else decision, decision_weight=tr["decision_weight"])
+                             context_weight=0.0 if synthetic else tr["context_weight"])
             if stage == "warmup":
                 loss = out["kl"]
             else:
