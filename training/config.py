@@ -33,10 +33,10 @@ TRAIN = {
     "induction_random_offsets": 4,  # N > 0: N repeats per sequence at random places and lengths (LOG.md)
     "induction_lag2_steps": 0,  # the first N steps of stage 0 are train.lag2_batch (experiments, LOG.md)
     "induction_vocab": 0,      # N > 0: the copy task's random tokens are the first N BPE ids only (experiments)
-    "steps_dense": 1200,       # stage A: the main model (and MTP) with dense attention
+    "steps_dense": 1750,       # stage A: the main model (and MTP) with dense attention
     "steps_warmup": 50,        # stage B: only the indexer learns, by KL to the dense attention (spec §12)
-    "steps_sparse": 160,       # stage C: top-k sparse attention, everything learns, indexer input detached
-    "fp8_from_sparse_step": 120,  # quantization-aware (FP8 numerics) from this step of stage C on
+    "steps_sparse": 170,       # stage C: top-k sparse attention, everything learns, indexer input detached
+    "fp8_from_sparse_step": 130,  # quantization-aware (FP8 numerics) from this step of stage C on
     "lr": 2e-3, "lr_min_ratio": 0.1, "warmup_steps": 100, "weight_decay": 0.1, "grad_clip": 1.0,
     "lr_indexer": 1e-3,
     "mtp_weight_early": 0.3, "mtp_weight_late": 0.1, "mtp_switch_fraction": 0.7,

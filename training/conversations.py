@@ -24,6 +24,10 @@ from world import (CAPITALS, CURRENCIES, CURRENCY_NAMES, UNIT_WORDS, UNITS, Worl
 # — which is what every held-out tool call and answer needs.
 FICTIONAL_SHARE = 0.35
 COPY_DRILL_SHARE = 0.12
+# Training only: the share of listed tools that are made-up variants (tools.synthetic_variant: names and parameter
+# names drawn per conversation), so a tool's name has to be read from the list rather than recalled.
+SYNTHETIC_TOOL_SHARE = float(os.environ.get("DSINFER_SYNTHETIC_TOOLS", "0.5"))
+HELDOUT_NAMES = frozenset(T.heldout_tokens())
 # Experiment knob (training split only): more tool turns per conversation and short tool lists, so a step holds
 # more tool calls whose name, parameters and values must be found in the context.
 CALL_DENSE = os.environ.get("DSINFER_CALL_DENSE") == "1"
@@ -815,7 +819,15 @@ class ConversationGenerator:
         else:
             chosen = sorted(needed) + r.sample(others, max(0, n_total - len(needed)))
         r.shuffle(chosen)
-        variants = {k: (T.make_variant(k, r, unseen_tools)) for k in chosen}
+        variants = {}
+        for k in chosen:
+            if not self.heldout and r.random() < SYNTHETIC_TOOL_SHARE:
+                v = T.synthetic_variant(k, r, HELDOUT_NAMES)
+                while v.name in {u.name for u in variants.values()}:
+                    v = T.synthetic_variant(k, r, HELDOUT_NAMES)
+            else:
+                v = T.make_variant(k, r, unseen_tools)
+            variants[k] = v
         ctx = Ctx(r, self.w, self.heldout, variants)
         system = {"role": "system", "content": r.choice(SYSTEM_PROMPTS)}
         messages, checks = [system], {}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the training corpus and the held-out evaluation set.
 
-    python training/generate_data.py --out DIR [--train 24000] [--heldout 600] [--seed 1]
+    python training/generate_data.py --out DIR [--train 30000] [--heldout 600] [--seed 1]
 
 DIR/train.jsonl and DIR/heldout.jsonl hold one conversation per line: {"thinking", "unseen_tools", "tools",
 "messages", "checks", "text", "spans"}. `text` is the conversation rendered by dsinfer's own encoder (the Python
@@ -78,7 +78,7 @@ def write(path, gen, n, unseen_fraction):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--train", type=int, default=24000)
+    ap.add_argument("--train", type=int, default=30000)
     ap.add_argument("--heldout", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()

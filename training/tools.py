@@ -202,6 +202,95 @@ def make_variant(kind, rng, unseen, canonical_bias=0.35):
     return ToolVariant(kind, choose(spec["names"]), choose(spec["descriptions"]), params)
 
 
+# Made-up variants (training only): a tool's name and parameter names drawn per conversation from word lists, so
+# no name can be learned by heart and every call has to copy the names the tool list shows. The kind words keep a
+# made-up name meaningful some of the time; the rest are plain nonsense ("amber_otter", "tool_17"), as real tool
+# lists often are. Descriptions come from a kind's word list too, so matching a request to a tool rests on words
+# rather than on three memorised sentences. (LOG.md 2026-12-04, seventh session.)
+SYNTH_VERBS = ["get", "fetch", "find", "lookup", "check", "query", "read", "show", "tell", "run", "do", "make",
+               "resolve", "report", "request", "ask", "load", "give", "pull", "see"]
+SYNTH_WORDS = ["amber", "otter", "maple", "delta", "quartz", "nova", "pixel", "cobalt", "lumen", "ridge", "zephyr",
+               "orbit", "tango", "ember", "falcon", "willow", "basil", "cedar", "harbor", "meadow", "onyx", "pebble",
+               "saffron", "tundra", "violet", "walnut", "yonder", "zinc", "alpha", "bravo", "comet", "dune", "fjord",
+               "glade", "hazel", "iris", "jade", "kelp", "lotus", "mango", "nectar", "opal", "prism", "quill", "raven",
+               "sable", "thistle", "umber", "vortex", "wren", "xeno", "yarrow", "zest", "atlas", "beacon", "cinder"]
+SYNTH_KIND = {
+    "weather": (["weather", "sky", "forecast", "conditions", "climate", "rain"],
+                ["the weather in a city", "current weather conditions for a city", "the sky and temperature of a city",
+                 "today's forecast for a city", "weather: temperature, humidity and sky"]),
+    "calculator": (["math", "calc", "arith", "sum", "numbers", "compute"],
+                   ["an arithmetic expression exactly", "the exact value of a calculation",
+                    "integer arithmetic such as 12 * 7", "the result of a math expression"]),
+    "units": (["units", "measure", "metric", "convert", "length", "mass"],
+              ["a measurement in another unit", "a value converted between units of length, mass or volume",
+               "unit conversion of a quantity", "a quantity in a different unit"]),
+    "currency": (["currency", "money", "fx", "exchange", "cash", "rates"],
+                 ["an amount of money in another currency", "currency exchange at today's rates",
+                  "money converted between currencies", "the value of a sum in a different currency"]),
+    "add_days": (["date", "days", "calendar", "shift", "offset", "later"],
+                 ["the date some days after or before a date", "a date moved by a number of days",
+                  "date arithmetic: a start date plus days", "the calendar date a number of days away"]),
+    "weekday": (["weekday", "day", "dow", "week", "dayname", "calendar"],
+                ["the day of the week of a date", "which weekday a date falls on", "the weekday name of a date",
+                 "the name of the day for a given date"]),
+    "product": (["product", "item", "catalog", "shop", "store", "stock"],
+                ["a product's price, stock and origin", "catalogue details of an item", "an item in the store database",
+                 "what the shop has on a product"]),
+    "time": (["time", "clock", "hour", "zone", "local", "tz"],
+             ["the local time in a city", "what time it is in a city", "the clock and UTC offset of a city",
+              "current time in a place"]),
+    "text": (["text", "string", "words", "letters", "str", "chars"],
+             ["a text operation on a string", "a string reversed, recased or counted", "simple changes to a text",
+              "string utilities for a piece of text"]),
+    "contact": (["contact", "person", "people", "phone", "directory", "address"],
+                ["a person's phone, email and home city", "contact details of someone by name",
+                 "a person in the address book", "how to reach a person"]),
+}
+SYNTH_DESC_VERBS = ["Returns", "Gives", "Looks up", "Finds", "Reports", "Tells", "Shows", "Computes"]
+
+
+def synthetic_variant(kind, rng, forbidden=frozenset()):
+    """A made-up variant of `kind` (training only): names from the word lists, never one in `forbidden` (the
+    held-out pools). Types, enums and which parameters are required stay the kind's own."""
+    kind_words, phrases = SYNTH_KIND[kind]
+
+    def name(parts):
+        while True:
+            n = "_".join(parts())
+            if n not in forbidden:
+                return n
+
+    def tool_parts():
+        x = rng.random()
+        if x < 0.4:
+            return [rng.choice(SYNTH_VERBS), rng.choice(kind_words)]
+        if x < 0.6:
+            return [rng.choice(kind_words), rng.choice(SYNTH_WORDS)]
+        if x < 0.8:
+            return [rng.choice(SYNTH_WORDS), rng.choice(SYNTH_WORDS)]
+        return [rng.choice(["tool", "fn", "api", "svc"]), str(rng.randint(1, 99))]
+
+    spec = KINDS[kind]
+    params, used = {}, set()
+    for canonical, typ, extra, names, descs, req in spec["params"]:
+        while True:
+            x = rng.random()
+            if x < 0.4:
+                shown = rng.choice(names[0])  # a familiar parameter name under a made-up tool
+            elif x < 0.7:
+                shown = name(lambda: [rng.choice(SYNTH_WORDS)])
+            elif x < 0.85:
+                shown = name(lambda: [canonical.split("_")[0], rng.choice(SYNTH_WORDS)])
+            else:
+                shown = name(lambda: [rng.choice(["arg", "p", "x", "in"]) + str(rng.randint(1, 9))])
+            if shown not in used and shown not in forbidden:
+                used.add(shown)
+                break
+        params[canonical] = (shown, typ, extra, rng.choice(descs[0]), req)
+    description = f"{rng.choice(SYNTH_DESC_VERBS)} {rng.choice(phrases)}."
+    return ToolVariant(kind, name(tool_parts), description, params)
+
+
 def canonical_variant(kind):
     """The variant with every first name: what the demo and the docs use."""
     spec = KINDS[kind]
