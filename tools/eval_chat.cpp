@@ -33,6 +33,10 @@
 namespace {
 
 using json = nlohmann::json;
+// The prompt side keeps every object's keys in document order, as the training corpus and an OpenAI client give
+// them (nlohmann::json sorts keys: a tool list would reach the model as {"description", "name", "parameters"} with
+// its properties alphabetical, which no conversation in training looks like). The checks compare JSON values.
+using ojson = nlohmann::ordered_json;
 
 struct Rate {
   int64_t ok = 0, total = 0;
@@ -126,6 +130,7 @@ int main(int argc, char** argv) {
     while (std::getline(in, line) && (args.n < 0 || conversations < args.n)) {
       if (line.empty()) continue;
       const json conv = json::parse(line);
+      const ojson doc = ojson::parse(line);
       const bool thinking = conv.at("thinking").get<bool>();
       const bool unseen = conv.at("unseen_tools").get<bool>();
       dsinfer::SessionParams sp;
@@ -134,11 +139,12 @@ int main(int argc, char** argv) {
       sp.thinking = thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
       dsinfer::Session session(*model, *tok, sp);
       if (args.sampling == "default") session.set_sampler(dsinfer::make_default_chain(gen_cfg, args.seed + conversations));
-      const json& msgs = conv.at("messages");
-      for (const auto& [index, check] : conv.at("checks").items()) {
+      const ojson& msgs = doc.at("messages");
+      for (const auto& [index, ocheck] : doc.at("checks").items()) {  // in turn order, as written
         const size_t i = std::stoul(index);
-        json prefix = {{"messages", json(std::vector<json>(msgs.begin(), msgs.begin() + long(i)))},
-                       {"tools", conv.at("tools")}};
+        const json check = json::parse(ocheck.dump());
+        ojson prefix = {{"messages", ojson(std::vector<ojson>(msgs.begin(), msgs.begin() + long(i)))},
+                        {"tools", doc.at("tools")}};
         session.set_messages(dsinfer::chat_messages_from_json(prefix.dump()));
         dsinfer::GenerateParams gp;
         gp.max_tokens = args.max_tokens;
