@@ -8,6 +8,12 @@
 # (default 540) bound the whole run: steps that no longer fit are reported as not run. All logs are also packed
 # into OUTDIR/all_logs.tar.gz (one file to copy back from a machine that returns few files).
 #
+# Prebuilt binaries (device time is scarce): `bash scripts/gpu_check.sh --prebuild DIR` on a machine with the CUDA
+# toolkit (no GPU needed) builds the CUDA tests, the GPU benchmarks and the CLI for sm_90a and copies them with the
+# shared libraries they need (not cuBLASLt, which the GPU machine's CUDA provides) into DIR; `PREBUILT=DIR bash
+# scripts/gpu_check.sh OUTDIR` there runs them without configuring or building (it builds after all if a binary
+# cannot find a library).
+#
 # GPU machines may have no network and lack the Debian build dependencies (fmt, nlohmann-json, Catch2, PCRE2,
 # pkg-config). `bash scripts/gpu_check.sh --fetch-deps` (on a machine with apt and network) downloads their .deb
 # files into .gpu_deps/ (about 2 MB, git-ignored); carried to the GPU machine, they are unpacked into
@@ -20,7 +26,29 @@ if [ "${1:-}" = "--fetch-deps" ]; then
   (cd .gpu_deps && apt-get download "${DEBS[@]}") && ls -la .gpu_deps
   exit $?
 fi
-OUT=${1:?usage: scripts/gpu_check.sh OUTDIR   (or --fetch-deps)}
+if [ "${1:-}" = "--prebuild" ]; then
+  DIR=${2:?usage: scripts/gpu_check.sh --prebuild DIR}
+  BUILD=${BUILD:-build-gpu}
+  export PATH=/usr/local/cuda/bin:$PATH
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DDSINFER_TESTS=ON -DDSINFER_BENCH=ON >/dev/null || exit 1
+  tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
+  benches=$(ls bench/cuda/bench_*.cu bench/cuda/bench_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
+  cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target $tests $benches dsinfer_cli || exit 1
+  rm -rf "$DIR" && mkdir -p "$DIR/tests/cuda" "$DIR/bench/cuda" "$DIR/tools" "$DIR/lib"
+  for t in $tests; do cp "$BUILD/tests/cuda/$t" "$DIR/tests/cuda/"; done
+  for b in $benches; do cp "$BUILD/bench/cuda/$b" "$DIR/bench/cuda/"; done
+  cp "$BUILD/tools/dsinfer" "$DIR/tools/"
+  # Every shared library outside the C/C++ runtime and cuBLASLt (libdsinfer, fmt, PCRE2, cpp-httplib, cudart...;
+  # OpenSSL and zlib are on every GPU image and would only add megabytes to what travels).
+  ldd "$DIR"/tools/dsinfer "$DIR"/tests/cuda/* "$DIR"/bench/cuda/* | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+    grep -v -E '/(libc|libm|libgcc_s|libstdc\+\+|libdl|libpthread|librt|libcublasLt|libssl|libcrypto|libz)\.so' |
+    while read -r lib; do cp -L "$lib" "$DIR/lib/"; done
+  strip --strip-unneeded "$DIR"/tools/* "$DIR"/tests/cuda/* "$DIR"/bench/cuda/* "$DIR"/lib/libdsinfer.so.* 2>/dev/null
+  du -sh "$DIR"
+  exit 0
+fi
+OUT=${1:?usage: scripts/gpu_check.sh OUTDIR   (or --fetch-deps, --prebuild DIR)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 BUILD=${BUILD:-build-gpu}
@@ -51,30 +79,32 @@ PY
 }
 log() { echo "[gpu_check $(( $(date +%s) - start ))s] $*" | tee -a "$OUT/gpu_check.log"; }
 
-# Dependencies: the same Debian packages as the test script (no network is fine when they are present); else
-# the carried .gpu_deps/*.deb, unpacked into a private prefix.
-if command -v dpkg >/dev/null && dpkg -s libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev >/dev/null 2>&1; then
-  log "build dependencies: installed"
-else
-  # Carried .deb files first: apt without network can hang on name resolution.
-  if ! ls .gpu_deps/*.deb >/dev/null 2>&1; then
-    timeout 90 bash scripts/install_deps.sh > "$OUT/install_deps.log" 2>&1 || log "install_deps.sh failed (see install_deps.log)"
-  fi
-  if ls .gpu_deps/*.deb >/dev/null 2>&1; then
-    ROOT=$PWD/.gpu_deps/root
-    rm -rf "$ROOT" && mkdir -p "$ROOT"
-    for f in .gpu_deps/*.deb; do unpack_deb "$f" "$ROOT" 2>>"$OUT/install_deps.log" || log "could not unpack $f"; done
-    LIBDIR=$ROOT/usr/lib/x86_64-linux-gnu
-    export PATH=$ROOT/usr/bin:$PATH
-    export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$ROOT/usr/share/pkgconfig
-    export PKG_CONFIG_SYSROOT_DIR=$ROOT
-    export CMAKE_PREFIX_PATH=$ROOT/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
-    log "build dependencies: unpacked .gpu_deps/*.deb into $ROOT"
+setup_build_deps() {
+  # Dependencies: the same Debian packages as the test script (no network is fine when they are present); else
+  # the carried .gpu_deps/*.deb, unpacked into a private prefix.
+  if command -v dpkg >/dev/null && dpkg -s libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev >/dev/null 2>&1; then
+    log "build dependencies: installed"
   else
-    log "build dependencies missing and no .gpu_deps/*.deb carried (run --fetch-deps where apt has network)"
+    # Carried .deb files first: apt without network can hang on name resolution.
+    if ! ls .gpu_deps/*.deb >/dev/null 2>&1; then
+      timeout 90 bash scripts/install_deps.sh > "$OUT/install_deps.log" 2>&1 || log "install_deps.sh failed (see install_deps.log)"
+    fi
+    if ls .gpu_deps/*.deb >/dev/null 2>&1; then
+      ROOT=$PWD/.gpu_deps/root
+      rm -rf "$ROOT" && mkdir -p "$ROOT"
+      for f in .gpu_deps/*.deb; do unpack_deb "$f" "$ROOT" 2>>"$OUT/install_deps.log" || log "could not unpack $f"; done
+      LIBDIR=$ROOT/usr/lib/x86_64-linux-gnu
+      export PATH=$ROOT/usr/bin:$PATH
+      export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+      export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$ROOT/usr/share/pkgconfig
+      export PKG_CONFIG_SYSROOT_DIR=$ROOT
+      export CMAKE_PREFIX_PATH=$ROOT/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+      log "build dependencies: unpacked .gpu_deps/*.deb into $ROOT"
+    else
+      log "build dependencies missing and no .gpu_deps/*.deb carried (run --fetch-deps where apt has network)"
+    fi
   fi
-fi
+}
 
 nvidia-smi > "$OUT/nvidia-smi.log" 2>&1 || log "nvidia-smi failed"
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
@@ -88,18 +118,42 @@ case "$CC" in
 esac
 log "GPU: ${GPU:-unknown} (compute capability ${CC:-?}), driver ${DRIVER:-?}, nvcc ${NVCC:-?}, building for sm_$ARCH"
 
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
-  -DDSINFER_TESTS=ON -DDSINFER_BENCH=ON > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -30 "$OUT/configure.log"; }
 tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
 benches=$(ls bench/cuda/bench_*.cu bench/cuda/bench_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
+# A re-run after a fix may take a subset: GPU_CHECK_TESTS / GPU_CHECK_BENCHES (names, space-separated; empty
+# for none) and GPU_CHECK_E2E=0 (no end-to-end step).
+tests=${GPU_CHECK_TESTS-$tests}
+benches=${GPU_CHECK_BENCHES-$benches}
 build_ok=1
-# One target at a time on failure would be slow; build all at once, then again per target to know which broke.
-if ! cmake --build "$BUILD" -j "$JOBS" --target $tests $benches > "$OUT/build.log" 2>&1; then
-  build_ok=0
-  log "build FAILED (see build.log); building targets one by one"
-  for t in $tests $benches; do cmake --build "$BUILD" -j "$JOBS" --target "$t" >> "$OUT/build.log" 2>&1 || log "target $t failed to build"; done
+build_here() {
+  setup_build_deps
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
+    -DDSINFER_TESTS=ON -DDSINFER_BENCH=ON > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -30 "$OUT/configure.log"; }
+  # One target at a time on failure would be slow; build all at once, then again per target to know which broke.
+  if ! cmake --build "$BUILD" -j "$JOBS" --target $tests $benches dsinfer_cli > "$OUT/build.log" 2>&1; then
+    build_ok=0
+    log "build FAILED (see build.log); building targets one by one"
+    for t in $tests $benches dsinfer_cli; do
+      cmake --build "$BUILD" -j "$JOBS" --target "$t" >> "$OUT/build.log" 2>&1 || log "target $t failed to build"
+    done
+  fi
+  log "build done (ok=$build_ok)"
+}
+if [ -n "${PREBUILT:-}" ]; then
+  # The GPU machine's cuBLASLt: the toolkit's, else a pip wheel's (PyTorch's nvidia-cublas).
+  CUBLAS=$(find /usr/local/cuda/lib64/ /usr/local/cuda/ /usr/lib/x86_64-linux-gnu/ /opt/ -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
+  export LD_LIBRARY_PATH=$(cd "$PREBUILT" && pwd)/lib${CUBLAS:+:$(dirname "$CUBLAS")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  missing=$(ldd "$PREBUILT"/tools/dsinfer "$PREBUILT"/tests/cuda/* "$PREBUILT"/bench/cuda/* 2>&1 | grep "not found" | sort -u)
+  if [ -z "$missing" ]; then
+    BUILD=$PREBUILT
+    log "prebuilt binaries from $PREBUILT (cuBLASLt: ${CUBLAS:-system})"
+  else
+    log "prebuilt binaries lack libraries here: $(echo $missing); building"
+    build_here
+  fi
+else
+  build_here
 fi
-log "build done (ok=$build_ok)"
 
 {
   echo "# GPU check"
@@ -109,7 +163,7 @@ log "build done (ok=$build_ok)"
   echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?') $(git status --porcelain 2>/dev/null | grep -q . && echo '(working tree modified)')"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "## Tests (ctest -L cuda, one test per run; full output in <test>.log)"
+  echo "## Tests (tests/cuda, one executable per run; full output in <test>.log)"
   echo
   echo "| test | result | seconds |"
   echo "|---|---|---|"
@@ -123,10 +177,11 @@ for t in $tests; do
   elif [ "$(step_limit "$TEST_TIMEOUT")" -lt 20 ]; then
     res="NOT RUN (time budget)"; n_fail=$((n_fail + 1))
   else
-    timeout "$(step_limit "$TEST_TIMEOUT")" ctest --test-dir "$BUILD" -R "^${t}\$" -V --output-on-failure > "$OUT/$t.log" 2>&1
+    # The executable itself (not ctest: prebuilt binaries come without a CTest tree): 0 passes, 77 is a skip.
+    timeout "$(step_limit "$TEST_TIMEOUT")" "$BUILD/tests/cuda/$t" > "$OUT/$t.log" 2>&1
     rc=$?
-    if grep -q "tests passed, 0 tests failed" "$OUT/$t.log" && ! grep -q "Skipped\|\*\*\*Skipped" "$OUT/$t.log"; then res="pass"
-    elif grep -q "Skipped" "$OUT/$t.log"; then res="SKIPPED"; n_fail=$((n_fail + 1))
+    if [ $rc -eq 0 ]; then res="pass"
+    elif [ $rc -eq 77 ]; then res="SKIPPED"; n_fail=$((n_fail + 1))
     elif [ $rc -eq 124 ]; then res="TIMEOUT (${TEST_TIMEOUT}s)"; n_fail=$((n_fail + 1))
     else res="FAIL"; n_fail=$((n_fail + 1)); fi
   fi
@@ -137,9 +192,50 @@ for t in $tests; do
   # failures only: a device fault poisons the rest of that test's process, and memcheck names the kernel.
   if [ "$res" = "FAIL" ] && [ "${n_sanitized:-0}" -lt 2 ] && command -v compute-sanitizer >/dev/null; then
     n_sanitized=$(( ${n_sanitized:-0} + 1 ))
-    timeout 180 compute-sanitizer --print-limit 20 "$BUILD/tests/cuda/$t" -a > "$OUT/$t.memcheck.log" 2>&1
+    timeout "$(step_limit 90)" compute-sanitizer --print-limit 20 "$BUILD/tests/cuda/$t" -a > "$OUT/$t.memcheck.log" 2>&1
     log "test $t under compute-sanitizer: rc=$? (see $t.memcheck.log)"
   fi
+done
+
+# End to end (issue 8): the whole model on the GPU against the CPU backend on the small test checkpoints
+# (generated here, bit-exactly, by the same script as the tests): 64 greedy tokens after a fixed prompt, and the
+# largest logit difference over every prompt position, in each precision.
+{
+  echo
+  echo "## End to end: dsinfer generate/logits, --backend cuda vs cpu (64 greedy tokens; full output in e2e.log)"
+  echo
+  echo "| model | precision | greedy tokens equal | first difference | max abs logit diff | max abs logit |"
+  echo "|---|---|---|---|---|---|"
+} >> "$OUT/summary.md"
+MODELS=${GPU_CHECK_MODELS:-/tmp/dsinfer_gpu_models}
+IDS=0,17,4042,31,999,12,7,2048,555,64,3000,1
+for preset in $([ "${GPU_CHECK_E2E:-1}" = 0 ] || echo v32-tiny v3-tiny v32-tiny-bf16 v32-micro); do
+  [ "$(step_limit 30)" -lt 20 ] && { echo "| $preset | - | NOT RUN (time budget) | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
+  python3 scripts/make_small_checkpoint.py --preset "$preset" --out "$MODELS/$preset" >> "$OUT/e2e.log" 2>&1 ||
+    { echo "| $preset | - | checkpoint not generated | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
+  for prec in fp8 reference; do
+    run() { timeout "$(step_limit 60)" "$BUILD/tools/dsinfer" "$@" --model "$MODELS/$preset" --precision "$prec" --threads 8 2>>"$OUT/e2e.log"; }
+    cpu=$(run generate --ids "$IDS" --n 64 --backend cpu); rc_cpu=$?
+    gpu=$(run generate --ids "$IDS" --n 64 --backend cuda); rc_gpu=$?
+    run logits --ids "$IDS" --out "$MODELS/cpu.f32" --backend cpu >/dev/null
+    run logits --ids "$IDS" --out "$MODELS/gpu.f32" --backend cuda >/dev/null
+    echo "$preset $prec rc cpu=$rc_cpu gpu=$rc_gpu"$'\n'"cpu: $cpu"$'\n'"gpu: $gpu" >> "$OUT/e2e.log"
+    if [ $rc_cpu -ne 0 ] || [ $rc_gpu -ne 0 ]; then
+      eq="ERROR (cpu rc $rc_cpu, gpu rc $rc_gpu)"; first=""; n_fail=$((n_fail + 1))
+    elif [ "$cpu" = "$gpu" ]; then eq="yes (64/64)"; first="-"
+    else
+      eq="NO"; n_fail=$((n_fail + 1))
+      first=$(python3 -c "import sys; a=sys.argv[1].split(','); b=sys.argv[2].split(','); print(next(i for i in range(min(len(a),len(b))+1) if i==min(len(a),len(b)) or a[i]!=b[i]))" "$cpu" "$gpu")
+    fi
+    diff=$(python3 -c "
+import sys, numpy as np
+a = np.fromfile(sys.argv[1], dtype='<f4'); b = np.fromfile(sys.argv[2], dtype='<f4')
+print(f'{float(np.max(np.abs(a - b))):.3g} | {float(np.max(np.abs(a))):.3g}' if a.size == b.size and a.size else 'n/a | n/a')
+" "$MODELS/cpu.f32" "$MODELS/gpu.f32" 2>>"$OUT/e2e.log" || echo "n/a | n/a")
+    rm -f "$MODELS/cpu.f32" "$MODELS/gpu.f32"
+    log "e2e $preset $prec: tokens equal: $eq; logits: $diff"
+    echo "| $preset | $prec | $eq | $first | $diff |" >> "$OUT/summary.md"
+  done
 done
 
 echo >> "$OUT/summary.md"

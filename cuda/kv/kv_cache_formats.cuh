@@ -96,10 +96,13 @@ __device__ __forceinline__ float4 load_latent4(const LatentCacheView& v, int64_t
     const float4 f = e4m3x4_to_float4(*reinterpret_cast<const uint32_t*>(base + i));
     return make_float4(f.x * s, f.y * s, f.z * s, f.w * s);
   }
+  // Two 4-byte loads: with an odd number of 128-groups (C = 128, 384, ...) a row is 4 bytes past an 8-byte
+  // boundary, so the rope part is only 4-byte aligned (V3.2's 656-byte rows happen to be 8-aligned).
   const uint8_t* rope = base + v.C + (v.C / kFp8Group) * 4;
-  const uint2 u = *reinterpret_cast<const uint2*>(rope + int64_t(i - v.C) * 2);
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  const uint32_t* u = reinterpret_cast<const uint32_t*>(rope + int64_t(i - v.C) * 2);
+  const uint32_t u0 = u[0], u1 = u[1];
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u0));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u1));
   return make_float4(a.x, a.y, b.x, b.y);
 }
 

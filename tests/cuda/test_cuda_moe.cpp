@@ -169,13 +169,46 @@ ExpertSet make_experts(int64_t E, int64_t distinct, int64_t D, int64_t inner, DT
   return s;
 }
 
-// Tolerances for the experts: FP8 — the SwiGLU output is quantized to e4m3 again before the down projection; a
-// gate/up value a float ulp away can round to the neighbouring e4m3 code (6% of that element), which moves the
-// output by ~1e-3 of its RMS per flipped element (more where the flip changes a group's power-of-two scale), and
-// cuBLASLt's FP8 accumulation adds up to ~1e-2 (test_cuda_linear): allow 3e-2 and cosine 0.9999. Other dtypes
-// with fp32 activations: fp32 summation order only (1e-4); BF16 through cuBLASLt rounds activations to bf16 (3e-2).
-void check_experts(const ExpertSet& s, int64_t T, int64_t K, int64_t E_pool, const LinearQuant& q, double tol_rel,
-                   double tol_cos, uint32_t seed) {
+// Where a failing comparison's largest errors are: the worst rows (tokens), each with its experts, the expert's
+// row count, the token's place in the expert's segment, and the segment's first row (moe_experts pads every
+// segment to 4 rows), so that a pattern (one expert, one segment offset, the last rows of a segment) shows.
+void describe_worst_rows(const std::vector<float>& ref, const std::vector<float>& got, int64_t T, int64_t D,
+                         const std::vector<int32_t>& ids, int64_t K, int64_t E, int64_t small_m_max) {
+  std::vector<int64_t> count(size_t(E), 0), seg_first(size_t(E) + 1, 0), place(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) place[i] = count[size_t(ids[i])]++;
+  for (int64_t e = 0; e < E; ++e) seg_first[size_t(e) + 1] = seg_first[size_t(e)] + (count[size_t(e)] + 3) / 4 * 4;
+  std::vector<std::pair<double, int64_t>> rows;
+  double ss = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    double m = 0;
+    for (int64_t c = 0; c < D; ++c) {
+      m = std::max(m, double(std::fabs(ref[size_t(t * D + c)] - got[size_t(t * D + c)])));
+      ss += double(ref[size_t(t * D + c)]) * ref[size_t(t * D + c)];
+    }
+    rows.push_back({m, t});
+  }
+  const double rms = std::sqrt(ss / double(T * D));
+  std::sort(rows.rbegin(), rows.rend());
+  std::printf("worst rows (rms %.3g, small_m_max %lld; expert e: rows in e, place of the token, segment start):\n", rms,
+              (long long)small_m_max);
+  for (size_t i = 0; i < rows.size() && i < 6; ++i) {
+    const int64_t t = rows[i].second;
+    std::printf("  token %lld max|d|/rms %.3g:", (long long)t, rows[i].first / rms);
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t e = ids[size_t(t * K + k)];
+      std::printf(" e%d(%lld rows, #%lld, start %lld)", e, (long long)count[size_t(e)],
+                  (long long)place[size_t(t * K + k)], (long long)seg_first[size_t(e)]);
+    }
+    std::printf("\n");
+  }
+  std::printf("  median row max|d|/rms %.3g\n", rows[rows.size() / 2].first / rms);
+}
+
+// moe_experts on both backends with random tokens and routing. *tol_rel comes in as the tolerance of the
+// skinny-kernel path and goes out as the one that applies to this routing (see check_experts); a difference
+// beyond it is described.
+Diff experts_diff(const ExpertSet& s, int64_t T, int64_t K, int64_t E_pool, const LinearQuant& q, double* tol_rel,
+                  uint32_t seed, bool* through_lt) {
   auto& b = backends();
   std::mt19937 rng(seed);
   const int64_t D = s.experts[0].gate->cols();
@@ -196,10 +229,38 @@ void check_experts(const ExpertSet& s, int64_t T, int64_t K, int64_t E_pool, con
   a.x = xg.view;
   a.out = og.view;
   b.gpu->moe_experts(a);
-  const Diff d = compare(download(*b.cpu, oc.view), download(*b.gpu, og.view), T, D);
+  std::vector<int64_t> rows(s.experts.size(), 0);
+  for (const int32_t e : ids) ++rows[size_t(e)];
+  *through_lt = q.fp8_activations && s.experts[0].gate->dtype == DType::F8_E4M3 &&
+                *std::max_element(rows.begin(), rows.end()) > b.cuda().small_m_max() &&
+                b.cuda().fp8_scale_layout() != CudaBackend::Fp8ScaleLayout::None;
+  if (*through_lt) *tol_rel = std::max(*tol_rel, 1.0);
+  const std::vector<float> ref = download(*b.cpu, oc.view), got = download(*b.gpu, og.view);
+  const Diff d = compare(ref, got, T, D);
+  if (d.rel > *tol_rel) describe_worst_rows(ref, got, T, D, ids, K, int64_t(s.experts.size()), b.cuda().small_m_max());
+  return d;
+}
+
+// Tolerances for the experts (max |gpu - cpu| over the RMS, and cosine). FP8 with FP8 activations: the SwiGLU
+// output is quantized to e4m3 again before the down projection, so any difference in gate/up can flip an h value
+// to the neighbouring e4m3 code. Through the skinny kernels gate/up differ from the CPU by fp32 summation order
+// only (~1e-6 relative): allow 3e-2 and cosine 0.9999. Through cuBLASLt (an expert with more than small_m_max rows)
+// Hopper's FP8 accumulation differs by ~1e-4 relative, and with these weights (every e4m3 code equally likely, so
+// a few products dominate each output) one flip moves an output element by a large share of the RMS:
+// tests/reference/moe_requant_sensitivity.py measures 0.13 at 1e-4 and 0.59 at 1e-3 with cosine >= 0.99994 (the
+// H200 gave up to 0.57 and >= 0.99998, docs/benchmarks.md): allow 1.0 and cosine 0.9999 there — a wrong row or
+// scale still fails (several times the RMS, and the cosine). Other dtypes with fp32 activations: fp32 summation
+// order only (1e-4); BF16 through cuBLASLt rounds activations to bf16 (3e-2).
+void check_experts(const ExpertSet& s, int64_t T, int64_t K, int64_t E_pool, const LinearQuant& q, double tol_rel,
+                   double tol_cos, uint32_t seed) {
+  auto& b = backends();
+  const int64_t D = s.experts[0].gate->cols();
+  bool requantized_after_lt = false;
+  const Diff d = experts_diff(s, T, K, E_pool, q, &tol_rel, seed, &requantized_after_lt);
   INFO("T " << T << " top_k " << K << " experts " << s.experts.size() << " pool " << E_pool << " D " << D
             << " dtype " << dtype_name(s.experts[0].gate->dtype) << " fp8_act " << q.fp8_activations
-            << " small_m_max " << b.cuda().small_m_max() << ": " << d.str());
+            << " small_m_max " << b.cuda().small_m_max() << " cuBLASLt experts " << requantized_after_lt << ": "
+            << d.str());
   CHECK(d.finite);
   CHECK(d.rel <= tol_rel);
   CHECK(d.cosine >= tol_cos);
