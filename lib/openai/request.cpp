@@ -257,7 +257,9 @@ void read_chat_prompt(const json& j, std::string_view body, const Tokenizer& tok
     // tool_choice "none": the model is not shown the tools (vLLM's exclude_tools_when_tool_choice_none), so it
     // answers in text; a tool call it writes anyway comes back as content (Completion).
     if (r.tool_choice == ToolChoice::None && present(j, "tools")) {
-      json without = j;
+      // Ordered: the rest of the request reaches the prompt in document order, as without tool_choice (a sorted
+      // copy would render a response_format schema's properties, or argument objects, alphabetically).
+      auto without = parse_json_input<nlohmann::ordered_json>(body);
       without.erase("tools");
       r.messages = chat_messages_from_json(without.dump());
     } else {

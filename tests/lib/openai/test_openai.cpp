@@ -114,6 +114,14 @@ TEST_CASE("tools, tool_choice and response_format are rendered as the official e
                                      fmt::format(R"({{{}, "tools": {}, "tool_choice": "none"}})", kHello, tools), *f.tok, f.d);
   CHECK(none.tool_choice == ToolChoice::None);
   CHECK(none.prompt == parse_request(Endpoint::ChatCompletions, fmt::format("{{{}}}", kHello), *f.tok, f.d).prompt);
+  // Without the tools the rest keeps its document order (a schema's properties as written, not sorted).
+  const std::string schema_rf =
+      R"({"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}}}})";
+  const Request none_rf = parse_request(
+      Endpoint::ChatCompletions,
+      fmt::format(R"({{{}, "tools": {}, "tool_choice": "none", "response_format": {}}})", kHello, tools, schema_rf), *f.tok, f.d);
+  REQUIRE_FALSE(none_rf.messages.empty());
+  CHECK(none_rf.messages[0].response_format_json == python_json_dumps(schema_rf));
   const Request named = parse_request(
       Endpoint::ChatCompletions,
       fmt::format(R"({{{}, "tools": {}, "tool_choice": {{"type": "function", "function": {{"name": "get_weather"}}}}}})", kHello, tools),
