@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "dsinfer/chat.hpp"
 #include "tool_loop.hpp"
 
 namespace example {
@@ -32,7 +33,7 @@ inline ToolFn weather_tool(const std::string& table_path) {
       return std::string(R"({"error": "expected {\"city\": string}"})");
     const std::string city = args["city"];
     const auto& cities = table->at("cities");
-    if (!cities.contains(city)) return nlohmann::json({{"error", "unknown city " + city}}).dump();
+    if (!cities.contains(city)) return dsinfer::python_json_dumps(nlohmann::json({{"error", "unknown city " + city}}).dump());
     const auto& row = cities.at(city);
     nlohmann::ordered_json out = {{"city", city}, {"condition", row.at("condition")}};
     const bool fahrenheit = args.contains("unit") && args["unit"] == "fahrenheit";
@@ -40,7 +41,9 @@ inline ToolFn weather_tool(const std::string& table_path) {
     if (fahrenheit) out["temperature_f"] = int(std::lround(c * 9.0 / 5.0 + 32.0));
     else out["temperature_c"] = c;
     out["humidity"] = row.at("humidity");
-    return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    // Written as the training corpus writes tool results (Python's json.dumps: ", " and ": "), so the model reads
+    // what it learned from.
+    return dsinfer::python_json_dumps(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   };
 }
 
@@ -64,7 +67,7 @@ inline std::string calculate(const std::string& arguments) {
     default: return R"({"error": "unknown operator"})";
   }
   if (!ok) return R"({"error": "no exact integer result"})";
-  return nlohmann::json({{"result", r}}).dump();
+  return dsinfer::python_json_dumps(nlohmann::json({{"result", r}}).dump());
 }
 
 }  // namespace example
