@@ -475,3 +475,23 @@ def test_bad_model_dir_exits_with_a_message(tmp_path):
     r = subprocess.run([cli_path(), "serve", "--model", str(tmp_path), "--port", "99999"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "--port expects an integer" in r.stderr
+
+
+def test_cpu_kernels_flag():
+    # The scalar kernels give bitwise the results of the default family, so a greedy reply is the same.
+    import subprocess
+    from conftest import cli_path, model_path
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6, "temperature": 0}
+    replies = []
+    for family in ("auto", "scalar"):
+        s = Server("--cpu-kernels", family)
+        try:
+            status, _, reply = post(s, "/v1/chat/completions", body)
+            assert status == 200, reply
+            replies.append(reply["choices"][0]["message"]["content"])
+        finally:
+            s.stop()
+    assert replies[0] == replies[1]
+    r = subprocess.run([cli_path(), "serve", "--model", model_path(), "--port", "0", "--cpu-kernels", "sse9"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "sse9" in r.stderr

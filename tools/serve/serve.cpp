@@ -37,7 +37,7 @@ constexpr const char* kUsage =
     "                     [--max-sessions 16] [--max-queue 64] [--ctx 4096] [--served-model-name NAME]\n"
     "                     [--prefix-cache 16] [--max-body-bytes 8388608] [--precision fp8|reference]\n"
     "                     [--drain-seconds 30] [--max-step-prompt-tokens 256] [--speculative mtp[:K]]\n"
-    "                     [--backend cpu|cuda|cuda:N] [--cuda KEY=VALUE,...]\n"
+    "                     [--backend cpu|cuda|cuda:N] [--cuda KEY=VALUE,...] [--cpu-kernels auto|avx512|avx2|scalar]\n"
     "  An OpenAI-compatible server: POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize,\n"
     "  /reset_prefix_cache; GET /v1/models, /health, /metrics. --api-key (or DSINFER_API_KEY) protects all but\n"
     "  /health and /metrics. SIGTERM/SIGINT: stop accepting, finish running requests (at most --drain-seconds),\n"
@@ -49,7 +49,8 @@ struct UsageError : std::runtime_error {
 };
 
 struct Options {
-  std::string model, host = "127.0.0.1", api_key, served_name, precision = "fp8", backend = "cpu";
+  std::string model, host = "127.0.0.1", api_key, served_name, precision = "fp8", backend = "cpu",
+      cpu_kernels = "auto";
   CudaOptions cuda;
   int port = 8000, threads = 0, max_sessions = 16, max_queue = 64, prefix_cache = 16, drain_seconds = 30;
   int64_t ctx = 4096, max_body = 8 << 20, step_prompt_tokens = 256;
@@ -68,7 +69,8 @@ Options parse_options(int argc, char** argv) {
   static const std::set<std::string> known = {"model", "host", "port", "api-key", "threads", "max-sessions",
                                               "max-queue", "ctx", "served-model-name", "prefix-cache",
                                               "max-body-bytes", "precision", "drain-seconds",
-                                              "max-step-prompt-tokens", "speculative", "backend", "cuda"};
+                                              "max-step-prompt-tokens", "speculative", "backend", "cuda",
+                                              "cpu-kernels"};
   std::map<std::string, std::string> f;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -103,6 +105,7 @@ Options parse_options(int argc, char** argv) {
   }
   if (f.count("served-model-name")) o.served_name = f["served-model-name"];
   if (f.count("backend")) o.backend = f["backend"];
+  if (f.count("cpu-kernels")) o.cpu_kernels = f["cpu-kernels"];  // checked by the load, as for the other commands
   if (f.count("cuda"))
     if (const std::string wrong = tools::apply_cuda_flag(f["cuda"], o.cuda); !wrong.empty()) throw UsageError(wrong);
   if (f.count("speculative")) {
@@ -170,6 +173,7 @@ ModelLoadParams model_params(const Options& o) {
   p.n_threads = o.threads;
   p.backend = o.backend;
   p.cuda = o.cuda;
+  p.cpu_kernels = o.cpu_kernels;
   // Every slot may fill its context, cached conversations hold theirs, and copy-on-write takes a block per
   // fork: pages are committed only as blocks are written, so this costs address space until used.
   p.kv_cache_tokens = (int64_t(o.max_sessions) + o.prefix_cache + 2) * o.ctx + int64_t(o.max_sessions) * 128;
