@@ -101,7 +101,7 @@ typedef struct dsinfer_model_params {
    * variable named below, when set to a valid value, overrides its member (an invalid one is ignored, logged). */
   /* Device ordinal >= 0 for backend "cuda" ("cuda:N" wins); default 0. DSINFER_CUDA_DEVICE */
   int32_t cuda_device;
-  /* GEMMs of up to this many rows run the skinny kernels, larger ones cuBLASLt; 0 to 4096, default 64.
+  /* GEMMs of up to this many rows run the skinny kernels, larger ones cuBLASLt; 0 to 4096, default 16.
    * DSINFER_CUDA_SMALL_M */
   int64_t cuda_small_m_max;
   /* 1 (default): the skinny FP8 GEMM may use its tensor-core form (after a start-up probe agrees); 0: never.

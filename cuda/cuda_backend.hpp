@@ -127,7 +127,7 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   int num_sms_ = 1;
   cudaStream_t stream_ = nullptr;
-  int64_t small_m_max_ = 64;
+  int64_t small_m_max_ = CudaOptions{}.small_m_max;
   bool small_m_tensor_cores_ = true;     // CudaOptions::small_m_tensor_cores
   bool cublaslt_fp8_ = true;             // CudaOptions::cublaslt_fp8
   bool mla_tensor_cores_ = false;        // CudaOptions::mla_kernel == "tensor-core"

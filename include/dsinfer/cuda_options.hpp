@@ -19,7 +19,9 @@ struct CudaOptions {
   int device = 0;
   // GEMMs of at most this many activation rows (tokens) run the skinny kernels, which read each weight once;
   // larger ones run cuBLASLt. 0 to kMaxSmallM (0: cuBLASLt wherever it applies). Environment: DSINFER_CUDA_SMALL_M.
-  int64_t small_m_max = 64;
+  // 16: on an H200 the tensor-core skinny kernel wins at every V3.2 shape up to 8 rows, half of them at 16, and
+  // cuBLASLt at 32-64 rows by 1.1-4.3x (docs/benchmarks.md, GPU check 2026-12-04).
+  int64_t small_m_max = 16;
   static constexpr int64_t kMaxSmallM = 4096;
   // Whether the skinny FP8 GEMM may use its tensor-core (mma.sync e4m3) form; it is still used only after a
   // start-up probe agrees with the CUDA-core form. Environment: DSINFER_CUDA_MMA (0 = false, 1 = true).

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
 
   /* The defaults are those of dsinfer::CudaOptions. */
   DSINFER_MODEL_PARAMS_INIT(&p);
-  CHECK(p.cuda_device == 0 && p.cuda_small_m_max == 64 && p.cuda_small_m_tensor_cores == 1 &&
+  CHECK(p.cuda_device == 0 && p.cuda_small_m_max == 16 && p.cuda_small_m_tensor_cores == 1 &&
         p.cuda_cublaslt_fp8 == 1 && p.cuda_mla_kernel == NULL && p.cuda_indexer_kernel == NULL);
   p.n_threads = 1;
   CHECK(load(argv[1], &p) == DSINFER_OK);

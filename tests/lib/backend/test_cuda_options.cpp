@@ -126,7 +126,7 @@ TEST_CASE("cuda options: each variable overrides its field, with a warning", "[c
   CHECK(o.mla_kernel == "tensor-core");
   CHECK(o.indexer_kernel == "tensor-core");
   CHECK(env.warnings.size() == 6);
-  CHECK(env.warned("cuda option small_m_max = 64 overridden by DSINFER_CUDA_SMALL_M=128"));
+  CHECK(env.warned("cuda option small_m_max = 16 overridden by DSINFER_CUDA_SMALL_M=128"));
   CHECK(env.warned("DSINFER_CUDA_MLA_KERNEL=tc"));
   CHECK(check_message(o).empty());  // what the environment gives is always a valid option
 
@@ -171,7 +171,7 @@ TEST_CASE("cuda options: an invalid value in the environment is ignored with a w
   setenv("DSINFER_CUDA_SMALL_M", "4097", 1);  // past the options' range too
   env.warnings.clear();
   apply_cuda_env_overrides(o);
-  CHECK(o.small_m_max == 64);
+  CHECK(o.small_m_max == 16);
   CHECK(env.warned("DSINFER_CUDA_SMALL_M=4097 ignored"));
 }
 
