@@ -1,9 +1,11 @@
-// Decode speed with and without speculative decoding (issue 18), one session, greedy.
+// Decode speed with and without speculative decoding (issue 18), greedy.
 //   bench_speculative --model DIR [--threads N] [--prompt N | --prompt-file FILE] [--decode N] [--k 0,1,2,3]
-//                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N]
+//                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N] [--batch B]
 // For each K in --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of
 // --reps runs) and prints tokens/s, the speed-up over K = 0, the acceptance (overall and by draft position) and how
 // many steps drafted; also tokens per CPU second (use --threads 1 on a shared machine). Every run's tokens are checked against the plain run's (speculation must not change them).
+// --batch B > 1: B sessions decode together in an Engine (each speculating for itself; session i's prompt is the
+// prompt with its last token replaced, so the B continuations differ); tokens/s counts all sessions' tokens.
 // --draft mtp (the default) drafts with the checkpoint's MTP module. --draft oracle:P needs no MTP module: the
 // drafts are the plain run's own continuation, each replaced by a wrong token with probability 1 - P (seeded), so
 // the verification's gain can be measured at a chosen acceptance on any checkpoint; it leaves out the cost of
@@ -45,7 +47,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 
 int main(int argc, char** argv) {
   std::string dir, prompt_file, draft = "mtp", precision = "fp8";
-  int threads = 2, prompt_len = 64, decode = 64, reps = 2;
+  int threads = 2, prompt_len = 64, decode = 64, reps = 2, batch = 1;
   bool adaptive = false;
   std::vector<int64_t> ks = {0, 1, 2, 3};
   for (int i = 1; i < argc; i += 2) {
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
     else if (f == "--prompt-file") prompt_file = v;
     else if (f == "--decode") decode = std::stoi(v);
     else if (f == "--reps") reps = std::stoi(v);
+    else if (f == "--batch") batch = std::stoi(v);
     else if (f == "--k") ks = parse_list(v);
     else if (f == "--adaptive") adaptive = v == "1";
     else if (f == "--draft") draft = v;
@@ -69,6 +72,10 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "unknown flag {}\n", f);
       return 2;
     }
+  }
+  if (batch < 1 || batch > 256) {
+    fmt::print(stderr, "--batch expects 1 to 256\n");
+    return 2;
   }
   if (dir.empty()) {
     fmt::print(stderr, "usage: bench_speculative --model DIR [flags] (see the source's header)\n");
@@ -105,15 +112,21 @@ int main(int argc, char** argv) {
   fmt::print("model {}: {} layers, mtp module {}, decode reads {:.1f} MB per step, a draft {:.1f} MB\n", dir,
              info.num_layers, info.has_mtp ? "yes" : "no", double(info.decode_weight_bytes) / 1e6,
              double(info.mtp_draft_weight_bytes) / 1e6);
-  fmt::print("{} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}\n", threads, precision,
-             prompt.size(), decode, draft, adaptive ? "on" : "off");
+  fmt::print("{} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, batch {}\n", threads,
+             precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch);
+  const int64_t usable_vocab = std::min<int64_t>(tok->size(), info.vocab_size);
+  auto prompt_of = [&](int b) {  // session b's prompt: the last token varied
+    std::vector<int32_t> p = prompt;
+    if (b > 0) p.back() = int32_t(3 + (int64_t(p.back()) - 3 + 17 * b) % (usable_vocab - 3));
+    return p;
+  };
 
-  std::vector<int32_t> truth;
+  std::vector<std::vector<int32_t>> truth(static_cast<size_t>(batch));
   double base_tps = 0, base_cpu_tps = 0;
   for (const int64_t k : ks) {
     double best = 1e30, best_cpu = 1e30;
     dsinfer::SpeculativeStats stats;
-    std::vector<int32_t> out;
+    std::vector<std::vector<int32_t>> out(static_cast<size_t>(batch));
     for (int r = 0; r < reps; ++r) {
       dsinfer::SessionParams sp;
       sp.capacity = int64_t(prompt.size()) + decode + 32;
@@ -121,39 +134,65 @@ int main(int argc, char** argv) {
       sp.raw_text = true;
       sp.speculative.draft_tokens = k;
       sp.speculative.adaptive = adaptive;
-      if (k > 0 && oracle_p >= 0) {
-        auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k));
-        const size_t plen = prompt.size();
-        const int64_t usable = std::min<int64_t>(tok->size(), info.vocab_size);
-        sp.speculative.drafter = [&truth, plen, oracle_p, rng, usable](std::span<const int32_t> ctx, int32_t,
-                                                                      int64_t max, std::vector<int32_t>& o) {
-          std::uniform_real_distribution<double> u(0.0, 1.0);
-          for (int64_t i = 0; i < max; ++i) {
-            const size_t j = ctx.size() + 1 - plen + size_t(i);
-            if (j >= truth.size()) break;
-            o.push_back(u(*rng) < oracle_p ? truth[j] : int32_t((truth[j] + 1) % usable));
-          }
-        };
+      std::vector<std::unique_ptr<dsinfer::Session>> sessions;
+      for (int b = 0; b < batch; ++b) {
+        if (k > 0 && oracle_p >= 0) {
+          auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k) + 104729 * uint64_t(b));
+          const size_t plen = prompt.size();
+          const std::vector<int32_t>* want = &truth[size_t(b)];
+          sp.speculative.drafter = [want, plen, oracle_p, rng, usable_vocab](std::span<const int32_t> ctx, int32_t,
+                                                                             int64_t max, std::vector<int32_t>& o) {
+            std::uniform_real_distribution<double> u(0.0, 1.0);
+            for (int64_t i = 0; i < max; ++i) {
+              const size_t j = ctx.size() + 1 - plen + size_t(i);
+              if (j >= want->size()) break;
+              o.push_back(u(*rng) < oracle_p ? (*want)[j] : int32_t(((*want)[j] + 1) % usable_vocab));
+            }
+          };
+        }
+        auto session = std::make_unique<dsinfer::Session>(*model, *tok, sp);
+        auto chain = std::make_unique<dsinfer::SamplerChain>();
+        chain->add(dsinfer::make_greedy_sampler());
+        session->set_sampler(std::move(chain));
+        session->prefill(prompt_of(b));  // outside the timed part, as for one session
+        sessions.push_back(std::move(session));
       }
-      dsinfer::Session session(*model, *tok, sp);
-      auto chain = std::make_unique<dsinfer::SamplerChain>();
-      chain->add(dsinfer::make_greedy_sampler());
-      session.set_sampler(std::move(chain));
-      session.prefill(prompt);
       dsinfer::GenerateParams gp;
       gp.max_tokens = decode;
       gp.stop_at_eos = false;
       const auto t0 = std::chrono::steady_clock::now();
       const double c0 = cpu_seconds();
-      session.generate(gp);
+      if (batch == 1) {
+        sessions[0]->generate(gp);
+      } else {
+        std::vector<dsinfer::Session*> ptrs;
+        for (auto& s : sessions) ptrs.push_back(s.get());
+        dsinfer::Engine engine(*model);
+        engine.generate(ptrs, gp);
+      }
       best = std::min(best, seconds_since(t0));
       best_cpu = std::min(best_cpu, cpu_seconds() - c0);
-      stats = session.speculative_stats();
-      out = session.generated();
+      stats = dsinfer::SpeculativeStats{};
+      for (int b = 0; b < batch; ++b) {
+        const auto& st = sessions[size_t(b)]->speculative_stats();
+        stats.steps += st.steps;
+        stats.drafted += st.drafted;
+        stats.accepted += st.accepted;
+        stats.plain_steps += st.plain_steps;
+        stats.drafted_at.resize(std::max(stats.drafted_at.size(), st.drafted_at.size()), 0);
+        stats.accepted_at.resize(stats.drafted_at.size(), 0);
+        for (size_t i = 0; i < st.drafted_at.size(); ++i) {
+          stats.drafted_at[i] += st.drafted_at[i];
+          stats.accepted_at[i] += st.accepted_at[i];
+        }
+        out[size_t(b)] = sessions[size_t(b)]->generated();
+      }
     }
     if (k == 0) truth = out;
     const bool same = out == truth;
-    const double tps = double(out.size()) / best, cpu_tps = double(out.size()) / best_cpu;
+    size_t n_tokens = 0;
+    for (const auto& o : out) n_tokens += o.size();
+    const double tps = double(n_tokens) / best, cpu_tps = double(n_tokens) / best_cpu;
     if (k == 0) {
       base_tps = tps;
       base_cpu_tps = cpu_tps;

@@ -129,6 +129,10 @@ struct DSINFER_CXX_API EvalOptions {
   // many tokens (never leaving a 1-token chunk, which would take the decode form), so activation memory is bounded
   // by the chunk, not the prompt. The logits are bitwise those of any other chunking. 0 = 2048.
   int64_t max_chunk_tokens = 0;
+  // Sequences with MTP enabled: keep the MTP rows of these tokens to run later, batched, with the next draft or
+  // evaluation that does not defer (at most 64 rows wait; beyond that they run now). Results are unaffected; what
+  // speculative decoding uses while it drafts nothing, so plain steps skip the MTP layer.
+  bool defer_mtp = false;
 };
 
 class Model;

@@ -131,17 +131,26 @@ void DeepseekV32::begin_step(Step& step, const EvalOptions& opts) {
   step.quant = LinearQuant{opts.precision == Precision::Fp8, step.ue8m0};
   step.index_topk = opts.index_topk > 0 ? opts.index_topk : cfg_.index_topk;
   step.attention = opts.attention;
+  step.cache_only = false;
 }
 
 void MtpState::truncate_main(int64_t n, int64_t hidden) {
   drop_draft();
   if (n == 0) {
     cache->truncate(0);
+    clear_deferred();
     pending.clear();
     last_n = 0;
     return;
   }
-  if (cache->size() > n - 1) cache->truncate(n - 1);
+  if (cache->size() > n - 1) {
+    cache->truncate(n - 1);
+    clear_deferred();
+  } else if (cache->size() + deferred() > n - 1) {  // the cut falls among the deferred rows
+    const size_t keep = size_t(n - 1 - cache->size());
+    deferred_ids.resize(keep);
+    deferred_hidden.resize(keep * size_t(hidden));
+  }
   const int64_t row = n - 1 - last_start;
   if (row >= 0 && row < last_n) {  // the hidden state of the new last token is known: a rollback inside the last forward
     pending.assign(last_hidden.begin() + row * hidden, last_hidden.begin() + (row + 1) * hidden);
@@ -157,6 +166,8 @@ std::unique_ptr<MtpState> MtpState::fork(int64_t capacity) const {
   m->cache = cache->fork(capacity);
   if (draft_depth > 0) m->cache->truncate(cache->size() - draft_depth);
   m->pending = pending;
+  m->deferred_hidden = deferred_hidden;
+  m->deferred_ids = deferred_ids;
   m->last_hidden = last_hidden;
   m->last_start = last_start;
   m->last_n = last_n;
@@ -183,7 +194,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
       if (items[c].cache == it.cache) throw Error(ErrorCode::InvalidArgument, "a sequence appears twice in one batch");
     if (it.mtp) {
       if (!has_mtp()) throw Error(ErrorCode::Internal, "MTP state given for a model without an MTP module");
-      const int64_t committed = it.mtp->cache->size() - it.mtp->draft_depth;
+      const int64_t committed = it.mtp->cache->size() - it.mtp->draft_depth + it.mtp->deferred();
       if (committed != std::max<int64_t>(it.cache->size() - 1, 0))
         throw Error(ErrorCode::Internal, fmt::format("MTP cache out of step: {} rows for {} tokens", committed,
                                                      it.cache->size()));
@@ -193,12 +204,28 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
     T += n;
   }
 
+  // Deferring (EvalOptions::defer_mtp) keeps a sequence's new MTP rows for later while they fit; otherwise its
+  // earlier deferred rows run first, in their own pass (their inputs are known: nothing observable changes).
+  auto fits = [&](const BatchItem& it) {
+    return opts.defer_mtp && it.mtp->deferred() + mtp_rows(it) <= kMaxDeferredMtpRows;
+  };
+  {
+    std::vector<MtpState*> catch_up;
+    for (const BatchItem& it : items)
+      if (it.mtp && it.mtp->deferred() > 0 && !fits(it)) catch_up.push_back(it.mtp);
+    if (!catch_up.empty()) run_deferred_mtp(catch_up, opts);
+  }
+  // Decided once: appending the rows changes deferred().
+  for (const BatchItem& it : items)
+    if (it.mtp) it.mtp->defer_this_forward = fits(it);
+  auto defer_rows = [&](size_t b) { return items[b].mtp && items[b].mtp->defer_this_forward; };
+
   // Blocks for the new tokens (copying shared blocks they write into). A failure here releases what it took.
   for (size_t b = 0; b < items.size(); ++b) {
     try {
       if (items[b].mtp) {
         items[b].mtp->drop_draft();
-        items[b].mtp->cache->prepare_append(mtp_rows(items[b]));
+        if (!defer_rows(b)) items[b].mtp->cache->prepare_append(mtp_rows(items[b]));
       }
       items[b].cache->prepare_append(int64_t(items[b].ids.size()));
     } catch (...) {
@@ -252,21 +279,38 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
 
   // The MTP module's rows: for each token, the hidden state of the token before it (the pending one for the
   // first) and the token itself.
+  for (size_t b = 0; b < items.size(); ++b) {
+    const BatchItem& it = items[b];
+    if (!defer_rows(b) || mtp_rows(it) == 0) continue;
+    const int64_t m = mtp_rows(it);
+    const auto& sg = step.segments[b];
+    const bool from_pending = sg.start > 0;
+    it.mtp->deferred_ids.insert(it.mtp->deferred_ids.end(), it.ids.begin() + (from_pending ? 0 : 1), it.ids.end());
+    const size_t at = it.mtp->deferred_hidden.size();
+    it.mtp->deferred_hidden.resize(at + size_t(m * D), 0.0f);
+    float* dst = it.mtp->deferred_hidden.data() + at;
+    if (from_pending) {
+      if (int64_t(it.mtp->pending.size()) == D) std::copy(it.mtp->pending.begin(), it.mtp->pending.end(), dst);
+      if (m > 1) be_.to_host(dst + D, x.view.rows_slice(sg.row0, m - 1));
+    } else {
+      be_.to_host(dst, x.view.rows_slice(sg.row0, m));
+    }
+  }
   bool any_mtp = false;
-  for (const BatchItem& it : items) any_mtp = any_mtp || (it.mtp && mtp_rows(it) > 0);
+  for (size_t b = 0; b < items.size(); ++b) any_mtp = any_mtp || (items[b].mtp && !defer_rows(b) && mtp_rows(items[b]) > 0);
   if (any_mtp) {
     Step& ms = mtp_step_;
     ms.segments.clear();
     ms.ids.clear();
     ms.positions.clear();
     int64_t M = 0;
-    for (const BatchItem& it : items)
-      if (it.mtp) M += mtp_rows(it);
+    for (size_t b = 0; b < items.size(); ++b)
+      if (items[b].mtp && !defer_rows(b)) M += mtp_rows(items[b]);
     ms.n = M;
     Matrix hin = be_.matrix(M, D);
     for (size_t b = 0; b < items.size(); ++b) {
       const BatchItem& it = items[b];
-      const int64_t m = it.mtp ? mtp_rows(it) : 0;
+      const int64_t m = it.mtp && !defer_rows(b) ? mtp_rows(it) : 0;
       if (m == 0) continue;
       const auto& sg = step.segments[b];
       const int64_t row0 = int64_t(ms.ids.size()), start = it.mtp->cache->size();
@@ -283,8 +327,8 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
       }
     }
     begin_step(ms, opts);
-    Matrix mout = be_.matrix(M, D);
-    mtp_layer(hin.view, ms, mout.view);
+    ms.cache_only = true;
+    mtp_layer(hin.view, ms, Tensor2D{});
     for (const auto& sg : ms.segments) sg.cache->set_size(sg.start + sg.n);
   }
   for (size_t b = 0; b < items.size(); ++b) {
@@ -328,6 +372,7 @@ void DeepseekV32::mtp_layer(Tensor2D hidden, Step& step, Tensor2D out) {
   be_.linear(cat.view, mw.eh_proj, u.view, step.quant);
   be_.add_rms_norm(residual.view, u.view, lw.input_layernorm, eps, x.view);
   attention(L, x.view, step, h.view);
+  if (step.cache_only) return;  // the rows' cache entries are written; nothing reads their outputs
   be_.add_rms_norm(residual.view, h.view, lw.post_attention_layernorm, eps, x.view);
   feed_forward(L, x.view, step, h.view);
   be_.add_rms_norm(residual.view, h.view, mw.shared_head_norm, eps, out);
@@ -338,6 +383,7 @@ void DeepseekV32::mtp_rebuild(MtpState& m, std::span<const int32_t> tokens, cons
   if (!has_mtp()) throw Error(ErrorCode::Unsupported, "the checkpoint has no MTP module");
   m.drop_draft();
   m.cache->truncate(0);
+  m.clear_deferred();
   m.last_n = 0;
   m.pending.clear();
   if (tokens.empty()) return;
@@ -353,12 +399,51 @@ void DeepseekV32::mtp_rebuild(MtpState& m, std::span<const int32_t> tokens, cons
     for (int64_t i = 0; i < n; ++i) ms.positions[size_t(i)] = int32_t(at + i);
     ms.ids.assign(tokens.begin() + at + 1, tokens.begin() + at + 1 + n);
     begin_step(ms, opts);
-    Matrix hin = be_.matrix(n, D), out = be_.matrix(n, D);  // the main model's states are not known: zeros
-    mtp_layer(hin.view, ms, out.view);
+    ms.cache_only = true;
+    Matrix hin = be_.matrix(n, D);  // the main model's states are not known: zeros
+    mtp_layer(hin.view, ms, Tensor2D{});
     m.cache->set_size(at + n);
     at += n;
   }
   m.pending.assign(size_t(D), 0.0f);
+}
+
+void DeepseekV32::run_deferred_mtp(std::span<MtpState* const> states, const EvalOptions& opts) {
+  const int64_t D = cfg_.hidden_size;
+  int64_t M = 0;
+  for (size_t b = 0; b < states.size(); ++b) {
+    MtpState& m = *states[b];
+    m.drop_draft();
+    try {
+      m.cache->prepare_append(m.deferred());
+    } catch (...) {
+      for (size_t c = 0; c <= b; ++c) states[c]->cache->truncate(states[c]->cache->size());
+      throw;
+    }
+    M += m.deferred();
+  }
+  Step& ms = mtp_step_;
+  ms.n = M;
+  ms.segments.clear();
+  ms.ids.clear();
+  ms.positions.clear();
+  Matrix hin = be_.matrix(M, D);
+  for (MtpState* m : states) {
+    const int64_t row0 = int64_t(ms.ids.size()), start = m->cache->size(), n = m->deferred();
+    // Exact rows: deferred rows come from one-token steps (a session defers only those), so each row is computed
+    // as that step would have computed it and deferring changes no draft, bit for bit.
+    ms.segments.push_back({m->cache.get(), row0, n, start, n > 1});
+    for (int64_t i = 0; i < n; ++i) ms.positions.push_back(int32_t(start + i));
+    ms.ids.insert(ms.ids.end(), m->deferred_ids.begin(), m->deferred_ids.end());
+    be_.from_host(hin.view.rows_slice(row0, n), m->deferred_hidden.data());
+  }
+  begin_step(ms, opts);
+  ms.cache_only = true;
+  mtp_layer(hin.view, ms, Tensor2D{});
+  for (MtpState* m : states) {
+    m->cache->set_size(m->cache->size() + m->deferred());
+    m->clear_deferred();
+  }
 }
 
 void DeepseekV32::mtp_draft(std::span<DraftItem> items, const EvalOptions& opts) {
@@ -369,11 +454,18 @@ void DeepseekV32::mtp_draft(std::span<DraftItem> items, const EvalOptions& opts)
     if (it.token < 0 || it.token >= V)
       throw Error(ErrorCode::InvalidArgument, fmt::format("draft token id {} is out of range [0, {})", it.token, V));
     if (it.mtp->pending.empty()) throw Error(ErrorCode::InvalidArgument, "nothing to draft from: the sequence is empty");
-    if (it.mtp->cache->size() + 1 > it.mtp->cache->capacity()) throw Error(ErrorCode::OutOfMemory, "MTP cache full");
+    if (it.mtp->cache->size() + it.mtp->deferred() + 1 > it.mtp->cache->capacity())
+      throw Error(ErrorCode::OutOfMemory, "MTP cache full");
     for (size_t c = 0; c < b; ++c)
       if (items[c].mtp == it.mtp) throw Error(ErrorCode::InvalidArgument, "a sequence appears twice in one draft batch");
   }
   if (items.empty()) return;
+  {  // a draft continues from every committed row: the deferred ones run first
+    std::vector<MtpState*> catch_up;
+    for (const DraftItem& it : items)
+      if (it.mtp->deferred() > 0) catch_up.push_back(it.mtp);
+    if (!catch_up.empty()) run_deferred_mtp(catch_up, opts);
+  }
   for (size_t b = 0; b < items.size(); ++b) {
     try {
       items[b].mtp->cache->prepare_append(1);
@@ -432,24 +524,30 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   // The indexer's queries and head weights only rank cached keys, and a sequence that sees at most index_topk keys
   // keeps them all (below): when no sequence in the step sees more, they are not computed (their weights are not
   // read). The indexer keys are, always: later steps rank them.
+  // Cache-only rows (Step::cache_only) need no queries at all.
+  const bool queries = !step.cache_only;
   bool rank_keys = false;
-  for (const auto& sg : step.segments) rank_keys = rank_keys || (indexer && sg.start + sg.n > step.index_topk);
+  for (const auto& sg : step.segments)
+    rank_keys = rank_keys || (queries && indexer && sg.start + sg.n > step.index_topk);
   const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
-  Matrix q = be_.matrix(T, H * qkh), qa, qr, kv = be_.matrix(T, kvr + dr), qi, hw, qs, kraw;
-  if (low_rank_q) qa = be_.matrix(T, cfg_.q_lora_rank);
+  Matrix q, qa, qr, kv = be_.matrix(T, kvr + dr), qi, hw, qs, kraw;
+  if (queries) q = be_.matrix(T, H * qkh);
+  if (queries && low_rank_q) qa = be_.matrix(T, cfg_.q_lora_rank);
   if (indexer) kraw = be_.matrix(T, Di);
   if (rank_keys) {
     qi = be_.matrix(T, Hi * Di);
     hw = be_.matrix(T, Hi);
   }
   {
-    LinearOut of_x[3] = {{low_rank_q ? &aw.q_a_proj : &aw.q_proj, low_rank_q ? qa.view : q.view},
-                         {&aw.kv_a_proj_with_mqa, kv.view},
-                         {&lw.indexer.wk, kraw.view}};
-    be_.linear_many(x, std::span<const LinearOut>(of_x, indexer ? 3 : 2), step.quant);
+    LinearOut of_x[3];
+    size_t n_of = 0;
+    if (queries) of_x[n_of++] = {low_rank_q ? &aw.q_a_proj : &aw.q_proj, low_rank_q ? qa.view : q.view};
+    of_x[n_of++] = {&aw.kv_a_proj_with_mqa, kv.view};
+    if (indexer) of_x[n_of++] = {&lw.indexer.wk, kraw.view};
+    be_.linear_many(x, std::span<const LinearOut>(of_x, n_of), step.quant);
   }
   // Queries: q = q_b(RMSNorm(q_a(x))); qr, the normed low-rank query, also feeds the indexer.
-  if (low_rank_q) {
+  if (queries && low_rank_q) {
     qr = be_.matrix(T, cfg_.q_lora_rank);
     be_.rms_norm(qa.view, aw.q_a_layernorm, eps, qr.view);
     LinearOut of_qr[2] = {{&aw.q_b_proj, q.view}, {&lw.indexer.wq_b, qi.view}};
@@ -457,7 +555,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   } else if (rank_keys) {
     be_.linear(qr.view, lw.indexer.wq_b, qi.view, step.quant);
   }
-  be_.rope({q.view, H, qkh, dn, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
+  if (queries) be_.rope({q.view, H, qkh, dn, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
 
   // Keys: one latent per token (RMSNorm'd c) plus the shared rotated rope key, written into each sequence's cache.
   for (const auto& sg : step.segments) {
@@ -518,6 +616,8 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       }
     }
   }
+
+  if (step.cache_only) return;
 
   Matrix o = be_.matrix(T, H * dv);
   // Split heads: this rank's heads into o_mine, gathered into o below; else every head into o.

@@ -20,10 +20,15 @@ std::vector<float> yarn_inv_freq(const ModelConfig& cfg);
 // qk_head_dim^-1/2 · mscale² (spec §2.4).
 float mla_softmax_scale(const ModelConfig& cfg);
 
-// One sequence's state of the MTP module (spec §7) between forwards. Invariant: cache->size() == main size - 1 (0 for
-// an empty sequence), plus `draft_depth` rows of the current draft chain. The MTP row at position i reads the main
-// model's final hidden state at i and the token at i + 1, so a forward of n new tokens runs n MTP rows: the last
-// token's hidden state waits in `pending` for the token after it.
+// One sequence's state of the MTP module (spec §7) between forwards. Invariant: cache->size() + deferred() == main
+// size - 1 (0 for an empty sequence), plus `draft_depth` rows of the current draft chain. The MTP row at position i
+// reads the main model's final hidden state at i and the token at i + 1, so a forward of n new tokens runs n MTP
+// rows: the last token's hidden state waits in `pending` for the token after it. A forward with
+// EvalOptions::defer_mtp keeps its rows' inputs instead (up to kMaxDeferredMtpRows), and the next draft or
+// non-deferring forward runs them in one batched pass: while speculation drafts nothing, decode skips the MTP layer.
+// The most MTP rows a sequence defers: bounds the inputs kept (hidden_size floats a row) and the catch-up pass.
+constexpr int64_t kMaxDeferredMtpRows = 64;
+
 struct MtpState {
   std::unique_ptr<KvCache> cache;   // the MTP layer's own latent and indexer keys (a one-layer pool)
   std::vector<float> pending;       // [hidden] main final hidden state at main size - 1; zeros when not known
@@ -31,6 +36,18 @@ struct MtpState {
   int64_t last_start = 0, last_n = 0;
   int64_t draft_depth = 0;          // draft rows written after the committed ones (rolled back before a forward)
   std::vector<float> draft_hidden;  // [hidden] the MTP output of the last draft row: the chain's next input
+  std::vector<float> deferred_hidden;  // [deferred(), hidden] inputs of the rows not run yet (the main states)
+  std::vector<int32_t> deferred_ids;   // [deferred()] their tokens; the rows sit at positions cache->size() on
+
+  // Whether the forward in progress defers this sequence's new rows (decided once per forward, before the rows
+  // are appended; kept here rather than in a per-call vector so that a warm decode step allocates nothing).
+  bool defer_this_forward = false;
+
+  int64_t deferred() const { return int64_t(deferred_ids.size()); }
+  void clear_deferred() {
+    deferred_hidden.clear();
+    deferred_ids.clear();
+  }
 
   // Forgets the draft chain: the cache holds the committed rows again.
   void drop_draft() {
@@ -129,6 +146,9 @@ class DeepseekV32 {
     bool ue8m0 = true;  // scale rule for the simulated-FP8 latent and the indexer
     int64_t index_topk = 0;
     AttentionForm attention = AttentionForm::Auto;
+    // MTP rows of committed tokens only fill the MTP cache (a draft starts after them, from the main model's state):
+    // their layer runs up to the cache writes — latent, rope key, indexer key — and stops (mtp_layer, attention).
+    bool cache_only = false;
     // Host scratch of the layers, reused layer after layer: the indexer's top-k positions of one segment, the
     // unit key scales of reference precision, the router's choices.
     std::vector<int32_t> indices, experts;
@@ -148,8 +168,11 @@ class DeepseekV32 {
   // Fills `step` for the given segments (each with its cache, ids and start) and the options.
   void begin_step(Step& step, const EvalOptions& opts);
   // The MTP module over step's rows: `hidden` [n, D] the main model's final hidden states, step.ids the next tokens.
-  // Writes the MTP cache rows and leaves shared_head.norm's output (the pre-lm_head state) in `out` [n, D].
+  // Writes the MTP cache rows and leaves shared_head.norm's output (the pre-lm_head state) in `out` [n, D]; with
+  // step.cache_only it stops after the cache writes and leaves `out` alone (it may be empty).
   void mtp_layer(Tensor2D hidden, Step& step, Tensor2D out);
+  // Runs the deferred MTP rows of these states in one pass (each state's draft chain dropped first).
+  void run_deferred_mtp(std::span<MtpState* const> states, const EvalOptions& opts);
   void swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q, Tensor2D out);
   // out [rows, vocab] = x · lm_headᵀ: on every rank its vocab rows, gathered into rank 0's out (the only one read).
   void lm_head(Tensor2D x, Tensor2D out);

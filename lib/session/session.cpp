@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <filesystem>
 #include <unordered_map>
@@ -87,8 +88,21 @@ struct Session::Impl {
   // step evaluates it instead of sampling.
   std::optional<int32_t> carried;
   SpeculativeStats spec_stats;
-  double spec_acceptance = 0.8;  // running estimate of a draft's acceptance given the previous one's
+  // Running estimate of a draft's acceptance given the previous one's: a prior of 0.8 worth two drafts, then the
+  // mean of what was seen, then an exponential mean (weight 0.1) once ten drafts were checked. A model whose drafts
+  // are never accepted stops drafting after about three rejections instead of ~15.
+  double spec_acceptance = 0.8;
+  int64_t spec_checked = 0;
   int64_t spec_steps_since_probe = 0;
+  // Plain steps between one-draft probes while no k pays: 16, doubled after each probe that does not change that
+  // (up to 128), so that a model whose drafts never pay loses little to probing; back to 16 once drafting pays.
+  int64_t spec_probe_interval = 16;
+  // Adaptive speculation's measured costs (seconds, running means; 0 = not measured yet): a plain one-token step
+  // (which skips the MTP layer: its row waits for the next draft), and a step with k drafts (drafting + verifying).
+  double plain_seconds = 0;
+  double spec_seconds[Model::kMaxDraftTokens + 1] = {};
+  double spec_calibration = 1.0;  // measured / modelled cost of the last measured k (scales the model for other k)
+  int64_t spec_steps_since_plain = 0;
   std::vector<int32_t> draft_ids;  // [next, d1..dk] of the current verification (storage reused)
   std::vector<float> verify_logits;
   std::vector<Model::DraftEntry> draft_entry;
@@ -113,9 +127,10 @@ struct Session::Impl {
 
   int64_t usable_vocab() const { return std::min<int64_t>(tok.size(), model.info().vocab_size); }
 
-  void eval(std::span<const int32_t> ids) {
+  void eval(std::span<const int32_t> ids, bool defer_mtp = false) {
     EvalOptions o = params.eval;
     o.all_logits = false;
+    o.defer_mtp = defer_mtp;
     // Through eval_batch with the session's own logits vector, so a decode step reuses its storage; an error
     // leaves the cache and the previous logits as they were.
     Model::BatchEntry e;
@@ -344,57 +359,87 @@ struct Session::Impl {
     return t;
   }
 
+  static void running_mean(double& mean, double x) { mean = mean > 0 ? 0.8 * mean + 0.2 * x : x; }
+
   void step() {
     const std::optional<int32_t> next = take_next();
     if (!next) return;
     const int64_t k = speculating() ? draft_count() : 0;
+    const bool adaptive = speculating() && params.speculative.adaptive;
+    const auto t0 = std::chrono::steady_clock::now();
     if (k > 0) {
-      speculate(*next, k);
+      speculate(*next, k, t0);
       return;
     }
     if (speculating()) spec_stats.plain_steps += 1;
     try {
-      eval(std::span<const int32_t>(&*next, 1));
+      // Adaptive speculation that drafts nothing this step leaves the MTP row for the next draft to run, batched.
+      eval(std::span<const int32_t>(&*next, 1), adaptive);
       last_prefill = 0;
     } catch (...) {
       abort_step();
       throw;
     }
+    if (adaptive) {
+      running_mean(plain_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      spec_steps_since_plain = 0;
+    }
+  }
+
+  // The cost of a step with k drafts in plain steps, as modelled (see draft_count).
+  double modelled_cost(int64_t k) const {
+    const ModelInfo& info = model.info();
+    const double draft_cost = info.decode_weight_bytes > 0
+                                  ? double(info.mtp_draft_weight_bytes) / double(info.decode_weight_bytes)
+                                  : 0.1;
+    return 1.0 + 0.57 * double(k) + draft_cost * double(k);
+  }
+  // ... and as this session measured it where it has timed both kinds of step, else the model scaled by how far the
+  // last measurement was from it.
+  double spec_cost(int64_t k, bool timed) const {
+    if (!timed) return modelled_cost(k);
+    if (plain_seconds > 0 && spec_seconds[k] > 0) return spec_seconds[k] / plain_seconds;
+    return spec_calibration * modelled_cost(k);
   }
 
   // How many tokens to draft this step. Expected tokens per step with k drafts, each accepted with probability a
-  // given the one before: 1 + a + ... + a^k. Cost in single-step units: verifying k + 1 rows costs about
-  // 1 + 0.57 k on the CPU backend (measured: 2/3/4 rows 1.62x/2.20x/2.71x one row), and each draft row reads the
-  // MTP layer and the lm_head (ModelInfo's byte counts; decode is memory bound). The best k by that ratio; when
-  // none pays (k = 0) a one-draft probe every 16 steps keeps the estimate current.
-  int64_t draft_count() {
+  // given the one before: 1 + a + ... + a^k. Cost in single-step units (spec_cost): timed by this session once it
+  // has run both kinds of step; before that, verifying k + 1 rows costs about 1 + 0.57 k on the CPU backend
+  // (measured on a large model: 2/3/4 rows 1.62x/2.20x/2.71x one row) and each draft row reads the MTP layer and
+  // the lm_head (ModelInfo's byte counts; decode is memory bound). A small model is compute bound, where k + 1 rows
+  // cost nearly k + 1 steps: only the timing tells. The best k by that ratio; when none pays (k = 0) a one-draft
+  // probe after 16 plain steps (then 32, 64, 128 while none pays) keeps the estimates current, and while drafting
+  // pays a plain step every 32 steps keeps the plain cost current. In an Engine (timed = false) a step's time is the
+  // whole batch's: the model alone decides.
+  int64_t draft_count(bool timed = true) {
     const int64_t kmax = params.speculative.draft_tokens;
-    const ModelInfo& info = model.info();
     int64_t room = params.capacity - int64_t(tokens.size()) - 1;  // verify writes next + k tokens
     // The sample that reaches max_tokens ends the generation: the drafts after it would never be checked.
     room = std::min<int64_t>(room, gen.max_tokens - int64_t(generated.size()) - 1);
     const int64_t limit = std::min(kmax, room);
     if (limit <= 0) return 0;
     if (!params.speculative.adaptive) return limit;
-    const double draft_cost = info.decode_weight_bytes > 0
-                                  ? double(info.mtp_draft_weight_bytes) / double(info.decode_weight_bytes)
-                                  : 0.1;
+    if (timed && (plain_seconds == 0 || spec_steps_since_plain >= 32)) return 0;
     int64_t best = 0;
     double best_rate = 1.0, expected = 1.0, p = 1.0;
     for (int64_t k = 1; k <= limit; ++k) {
       p *= spec_acceptance;
       expected += p;
-      const double rate = expected / (1.0 + 0.57 * double(k) + draft_cost * double(k));
+      const double rate = expected / spec_cost(k, timed);
       if (rate > best_rate) {
         best_rate = rate;
         best = k;
       }
     }
-    if (best == 0 && ++spec_steps_since_probe >= 16) {
+    if (best == 0 && ++spec_steps_since_probe >= spec_probe_interval) {
       spec_steps_since_probe = 0;
+      spec_probe_interval = std::min<int64_t>(2 * spec_probe_interval, 128);
       return 1;
     }
-    if (best > 0) spec_steps_since_probe = 0;
+    if (best > 0) {
+      spec_steps_since_probe = 0;
+      spec_probe_interval = 16;
+    }
     return best;
   }
 
@@ -438,7 +483,7 @@ struct Session::Impl {
     }
   }
 
-  void speculate(int32_t next, int64_t k) {
+  void speculate(int32_t next, int64_t k, std::chrono::steady_clock::time_point t0) {
     draft(next, k);
     const int64_t S = int64_t(tokens.size());
     {
@@ -457,6 +502,12 @@ struct Session::Impl {
         throw;
       }
       verify_logits = std::move(e.logits);
+    }
+    const int64_t drafted = int64_t(draft_ids.size()) - 1;
+    if (params.speculative.adaptive && drafted > 0) {
+      running_mean(spec_seconds[drafted], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      spec_steps_since_plain += 1;
+      if (plain_seconds > 0) spec_calibration = spec_seconds[drafted] / plain_seconds / modelled_cost(drafted);
     }
     accept_verified(S);
   }
@@ -492,7 +543,11 @@ struct Session::Impl {
         spec_stats.drafted += 1;
         spec_stats.drafted_at[size_t(r)] += 1;
         const bool ok = *t == draft_ids[size_t(r + 1)];
-        if (params.speculative.adaptive) spec_acceptance += 0.1 * ((ok ? 1.0 : 0.0) - spec_acceptance);
+        if (params.speculative.adaptive) {
+          spec_checked += 1;
+          const double w = std::max(0.1, 1.0 / double(spec_checked + 2));
+          spec_acceptance += w * ((ok ? 1.0 : 0.0) - spec_acceptance);
+        }
         if (ok) {
           spec_stats.accepted += 1;
           spec_stats.accepted_at[size_t(r)] += 1;
@@ -695,7 +750,7 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
       a.next = *t;
       // A speculating session sends its drafts with the token (each session of the batch drafts for itself); the
       // rows are verified in this step's shared forward.
-      const int64_t k = s.speculating() ? s.draft_count() : 0;
+      const int64_t k = s.speculating() ? s.draft_count(/*timed=*/false) : 0;
       if (k > 0) {
         try {
           s.draft(a.next, k);

@@ -211,6 +211,50 @@ TEST_CASE("speculating sessions fork, share blocks and restore like plain ones",
   CHECK(run(spec_params(4, /*adaptive=*/true)) == want);
 }
 
+TEST_CASE("deferred MTP rows give the drafts of rows run every step", "[speculative]") {
+  // Sequence A runs its MTP rows with every one-token evaluation; sequence B defers them (EvalOptions::defer_mtp)
+  // through a cut among the deferred rows, past the 64-row limit (a catch-up inside an evaluation), into a copy
+  // (which carries the deferred rows), and a draft (which runs them first). Every draft must be bitwise A's.
+  Fixture f;
+  EvalOptions o, od;
+  od.defer_mtp = true;
+  auto a = f.model->new_sequence(256), b = f.model->new_sequence(256);
+  f.model->enable_mtp(*a, true);
+  f.model->enable_mtp(*b, true);
+  f.model->eval(*a, kPrompt, o);
+  f.model->eval(*b, kPrompt, o);
+  auto one = [&](Sequence& s, int32_t t, const EvalOptions& opts) {
+    return f.model->eval(s, std::span<const int32_t>(&t, 1), opts);
+  };
+  auto drafts_equal = [&](Sequence& x, Sequence& y) {
+    Model::DraftEntry dx, dy;
+    dx.sequence = &x;
+    dy.sequence = &y;
+    dx.token = dy.token = 500;
+    bool equal = true;
+    for (int step = 0; step < 2; ++step) {
+      f.model->mtp_draft(std::span<Model::DraftEntry>(&dx, 1), o);
+      f.model->mtp_draft(std::span<Model::DraftEntry>(&dy, 1), o);
+      equal = equal && !dx.logits.empty() && dx.logits == dy.logits;
+      dx.token = dy.token = 601 + step;
+    }
+    return equal;
+  };
+  for (int32_t i = 0; i < 20; ++i) CHECK(one(*a, 100 + 7 * i, o) == one(*b, 100 + 7 * i, od));
+  a->truncate(a->size() - 5);  // among B's 20 deferred rows
+  b->truncate(b->size() - 5);
+  CHECK(drafts_equal(*a, *b));  // runs B's 15 deferred rows
+  for (int32_t i = 0; i < 80; ++i) CHECK(one(*a, 300 + 3 * i, o) == one(*b, 300 + 3 * i, od));  // 64 rows wait at most
+  auto c = f.model->copy_sequence(*b);
+  auto a2 = f.model->copy_sequence(*a);
+  CHECK(drafts_equal(*a, *b));
+  CHECK(drafts_equal(*a2, *c));
+  // A forward that does not defer runs the waiting rows first.
+  for (int32_t i = 0; i < 3; ++i) CHECK(one(*a, 900 + i, o) == one(*b, 900 + i, od));
+  CHECK(one(*a, 950, o) == one(*b, 950, o));
+  CHECK(drafts_equal(*a, *b));
+}
+
 TEST_CASE("a rejected draft leaves the MTP state as if never proposed", "[speculative]") {
   // Model level: sequence A decodes tokens one at a time; sequence B verifies [next, d1, d2, d3] in one exact-rows
   // forward and is cut back after d1 (d2, d3 rejected). Both then hold the same tokens: their next logits and
