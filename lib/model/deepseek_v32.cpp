@@ -238,10 +238,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
   }
 
   Step& step = step_;  // cleared, not freed: a decode step reuses the previous step's storage
-  step.n = T;
-  step.segments.clear();
-  step.ids.clear();
-  step.positions.clear();
+  step.clear_rows(T);
   for (const BatchItem& it : items) {
     const int64_t n = int64_t(it.ids.size()), start = it.cache->size();
     step.segments.push_back({it.cache, int64_t(step.ids.size()), n, start, it.exact_rows && n > 1});
@@ -297,16 +294,14 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
     }
   }
   bool any_mtp = false;
-  for (size_t b = 0; b < items.size(); ++b) any_mtp = any_mtp || (items[b].mtp && !defer_rows(b) && mtp_rows(items[b]) > 0);
+  for (size_t b = 0; b < items.size(); ++b)
+    any_mtp = any_mtp || (items[b].mtp && !defer_rows(b) && mtp_rows(items[b]) > 0);
   if (any_mtp) {
-    Step& ms = mtp_step_;
-    ms.segments.clear();
-    ms.ids.clear();
-    ms.positions.clear();
     int64_t M = 0;
     for (size_t b = 0; b < items.size(); ++b)
       if (items[b].mtp && !defer_rows(b)) M += mtp_rows(items[b]);
-    ms.n = M;
+    Step& ms = mtp_step_;
+    ms.clear_rows(M);
     Matrix hin = be_.matrix(M, D);
     for (size_t b = 0; b < items.size(); ++b) {
       const BatchItem& it = items[b];
@@ -423,16 +418,13 @@ void DeepseekV32::run_deferred_mtp(std::span<MtpState* const> states, const Eval
     M += m.deferred();
   }
   Step& ms = mtp_step_;
-  ms.n = M;
-  ms.segments.clear();
-  ms.ids.clear();
-  ms.positions.clear();
+  ms.clear_rows(M);
   Matrix hin = be_.matrix(M, D);
   for (MtpState* m : states) {
     const int64_t row0 = int64_t(ms.ids.size()), start = m->cache->size(), n = m->deferred();
-    // Exact rows: deferred rows come from one-token steps (a session defers only those), so each row is computed
-    // as that step would have computed it and deferring changes no draft, bit for bit.
-    ms.segments.push_back({m->cache.get(), row0, n, start, n > 1});
+    // Cache-only rows run per-row projections alone, whose results do not depend on how many rows a step has:
+    // deferring changes no cache entry and no draft, bit for bit.
+    ms.segments.push_back({m->cache.get(), row0, n, start, false});
     for (int64_t i = 0; i < n; ++i) ms.positions.push_back(int32_t(start + i));
     ms.ids.insert(ms.ids.end(), m->deferred_ids.begin(), m->deferred_ids.end());
     be_.from_host(hin.view.rows_slice(row0, n), m->deferred_hidden.data());
@@ -476,10 +468,7 @@ void DeepseekV32::mtp_draft(std::span<DraftItem> items, const EvalOptions& opts)
   }
   const int64_t B = int64_t(items.size());
   Step& ms = mtp_step_;
-  ms.n = B;
-  ms.segments.clear();
-  ms.ids.clear();
-  ms.positions.clear();
+  ms.clear_rows(B);
   Matrix hin = be_.matrix(B, D);
   for (int64_t b = 0; b < B; ++b) {
     const DraftItem& it = items[size_t(b)];

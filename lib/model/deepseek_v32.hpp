@@ -138,6 +138,13 @@ class DeepseekV32 {
       bool exact_rows = false;  // attention row by row, as n one-token steps would compute it
     };
     int64_t n = 0;  // rows (tokens) in the step, all sequences together
+    // Starts a step of `rows` rows (the segments, ids and positions are then filled; their storage is reused).
+    void clear_rows(int64_t rows) {
+      n = rows;
+      segments.clear();
+      ids.clear();
+      positions.clear();
+    }
     std::vector<Segment> segments;
     std::vector<int32_t> ids;        // [n] every sequence's new tokens, in row order
     std::vector<int32_t> positions;  // [n] absolute position of each row in its own sequence
