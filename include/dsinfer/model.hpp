@@ -200,6 +200,9 @@ class DSINFER_CXX_API Model {
     // Every id is computed bitwise as n one-token evals would compute it (the decode attention form, row by row),
     // not as one multi-token chunk: how speculative decoding verifies drafted tokens without changing any result.
     bool exact_rows = false;
+    // This entry's MTP rows wait for its next draft (EvalOptions::defer_mtp for this sequence alone; either one
+    // defers): how an Engine lets a session that drafts nothing this step skip the MTP layer.
+    bool defer_mtp = false;
   };
   void eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts = {}) const;
 

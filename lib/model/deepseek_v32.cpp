@@ -207,7 +207,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
   // Deferring (EvalOptions::defer_mtp) keeps a sequence's new MTP rows for later while they fit; otherwise its
   // earlier deferred rows run first, in their own pass (their inputs are known: nothing observable changes).
   auto fits = [&](const BatchItem& it) {
-    return opts.defer_mtp && it.mtp->deferred() + mtp_rows(it) <= kMaxDeferredMtpRows;
+    return (opts.defer_mtp || it.defer_mtp) && it.mtp->deferred() + mtp_rows(it) <= kMaxDeferredMtpRows;
   };
   {
     std::vector<MtpState*> catch_up;

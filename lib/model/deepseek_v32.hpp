@@ -110,6 +110,7 @@ class DeepseekV32 {
     // and queries ranked per row): what verifying drafted tokens needs for greedy identity.
     bool exact_rows = false;
     MtpState* mtp = nullptr;     // the sequence's MTP state: the MTP module consumes the new rows (has_mtp() only)
+    bool defer_mtp = false;      // EvalOptions::defer_mtp for this sequence alone
   };
   void forward_batch(std::span<BatchItem> items, const EvalOptions& opts);
 

@@ -869,6 +869,7 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
       m.put(e.sequence->impl_->id);
       m.put(e.all_logits);
       m.put(e.exact_rows);
+      m.put(e.defer_mtp);
       m.put_span(e.ids);
     }
     impl_->leader->send(m);
@@ -891,7 +892,7 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
   for (auto& e : entries) {
     impl_->bind(*e.sequence->impl_, opts.precision);
     items.push_back({e.sequence->impl_->cache.get(), e.ids, e.all_logits, &e.logits, e.exact_rows,
-                     e.sequence->impl_->mtp.get()});
+                     e.sequence->impl_->mtp.get(), e.defer_mtp});
   }
   impl_->net->forward_batch(items, opts);
 }
@@ -994,6 +995,7 @@ void Model::run_worker(const std::string& dir, const ModelLoadParams& params) {
             e.sequence = &sequence(in.get<uint64_t>());
             e.all_logits = in.get<bool>();
             e.exact_rows = in.get<bool>();
+            e.defer_mtp = in.get<bool>();
             ids.push_back(in.get_vector<int32_t>());
             entries.push_back(std::move(e));
           }

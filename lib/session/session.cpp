@@ -767,6 +767,8 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
         e.logits = std::move(s.verify_logits);
       } else {
         if (s.speculating()) s.spec_stats.plain_steps += 1;
+        // As a session alone: a step without drafts leaves its MTP row for the next draft to run, batched.
+        e.defer_mtp = s.speculating() && s.params.speculative.adaptive;
         e.ids = std::span<const int32_t>(&a.next, 1);
         e.logits = std::move(s.logits);  // reused storage; given back below
       }
