@@ -2,8 +2,8 @@
 # The main job: builds dsinfer and runs a tool-using conversation through the C++ engine with
 # examples/chat_with_tools.cpp: a question, the model's tool call, the tool run by the example's own code (a weather
 # table, an exact calculator), the result fed back, the model's answer; then a plain chat turn.
-# With the trained model models/dsinfer-v32-mini (issue 15) when the repo has it; until then with the repo's small
-# random-weight checkpoint, which shows the same loop with meaningless text.
+# With the trained model models/dsinfer-v32-mini (issue 15), greedy, so that what README shows is what runs; a checkout
+# without the model runs the same loop with the small random-weight test checkpoint (meaningless text).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -20,5 +20,5 @@ else
   echo "text is meaningless; the tool calls it happens to make are still parsed, run and fed back)"
 fi
 "$BUILD/tools/dsinfer" info --model "$MODEL"
-"$BUILD/examples/example_chat_with_tools" "$MODEL" "What's the weather like in Paris?"
-"$BUILD/examples/example_chat_with_tools" "$MODEL" "What is 1234 times 56?" --thinking
+"$BUILD/examples/example_chat_with_tools" "$MODEL" "What's the weather like in Paris?" --greedy
+"$BUILD/examples/example_chat_with_tools" "$MODEL" "What is 1234 times 56?" --thinking --greedy
