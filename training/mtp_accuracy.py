@@ -3,8 +3,8 @@
 
     python training/mtp_accuracy.py --model models/dsinfer-v32-mini --data DATA_DIR --out mtp.json
 
-dsinfer does not run the MTP module yet (issue 18), so this runs the exported checkpoint in the training code
-(training/model.py, whose main-model logits the C++ test holds equal to dsinfer's): for every position i the MTP
+This runs the exported checkpoint in the training code (training/model.py, whose main-model logits the C++ test holds
+equal to dsinfer's; dsinfer drafts with the same module in speculative decoding): for every position i the MTP
 module sees the main model's final hidden state at i and the token i+1 and predicts token i+2. Counted over the
 tokens the assistant writes (the positions that matter for speculative decoding) and over all tokens, in reference
 and in FP8 numerics; the main head's next-token accuracy on the same tokens is given beside it.
