@@ -89,8 +89,8 @@ struct Session::Impl {
   std::optional<int32_t> carried;
   SpeculativeStats spec_stats;
   // Running estimate of a draft's acceptance given the previous one's: a prior of 0.8 worth two drafts, then the
-  // mean of what was seen, then an exponential mean (weight 0.1) once ten drafts were checked. A model whose drafts
-  // are never accepted stops drafting after about three rejections instead of ~15.
+  // mean of what was seen, then an exponential mean (weight 0.1) from the eighth checked draft on. A model whose
+  // drafts are never accepted stops drafting after about three rejections instead of ~15.
   double spec_acceptance = 0.8;
   int64_t spec_checked = 0;
   int64_t spec_steps_since_probe = 0;
