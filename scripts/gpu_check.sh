@@ -12,7 +12,8 @@
 # toolkit (no GPU needed) builds the CUDA tests, the GPU benchmarks and the CLI for sm_90a and copies them with the
 # shared libraries they need (not cuBLASLt, which the GPU machine's CUDA provides) into DIR; `PREBUILT=DIR bash
 # scripts/gpu_check.sh OUTDIR` there runs them without configuring or building (it builds after all if a binary
-# cannot find a library).
+# cannot find a library). It also packs DIR into DIR.tar.xz (33 MB -> ~4 MB): the device tool carries at most 64 MiB
+# with the tracked tree (21 MB of it the shipped model), so carry the archive; PREBUILT=DIR.tar.xz unpacks it first.
 #
 # GPU machines may have no network and lack the Debian build dependencies (fmt, nlohmann-json, Catch2, PCRE2,
 # pkg-config). `bash scripts/gpu_check.sh --fetch-deps` (on a machine with apt and network) downloads their .deb
@@ -45,7 +46,8 @@ if [ "${1:-}" = "--prebuild" ]; then
     grep -v -E '/(libc|libm|libgcc_s|libstdc\+\+|libdl|libpthread|librt|libcublasLt|libssl|libcrypto|libz)\.so' |
     while read -r lib; do cp -L "$lib" "$DIR/lib/"; done
   strip --strip-unneeded "$DIR"/tools/* "$DIR"/tests/cuda/* "$DIR"/bench/cuda/* "$DIR"/lib/libdsinfer.so.* 2>/dev/null
-  du -sh "$DIR"
+  tar cJf "$DIR.tar.xz" -C "$(dirname "$DIR")" "$(basename "$DIR")" || exit 1
+  du -sh "$DIR" "$DIR.tar.xz"
   exit 0
 fi
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR   (or --fetch-deps, --prebuild DIR)}
@@ -140,6 +142,10 @@ build_here() {
   log "build done (ok=$build_ok)"
 }
 if [ -n "${PREBUILT:-}" ]; then
+  if [ "${PREBUILT%.tar.xz}" != "$PREBUILT" ]; then
+    tar xJf "$PREBUILT" -C "$(dirname "$PREBUILT")" || exit 1
+    PREBUILT=${PREBUILT%.tar.xz}
+  fi
   # The GPU machine's cuBLASLt: the toolkit's, else a pip wheel's (PyTorch's nvidia-cublas).
   CUBLAS=$(find /usr/local/cuda/lib64/ /usr/local/cuda/ /usr/lib/x86_64-linux-gnu/ /opt/ -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
   export LD_LIBRARY_PATH=$(cd "$PREBUILT" && pwd)/lib${CUBLAS:+:$(dirname "$CUBLAS")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
