@@ -1,5 +1,12 @@
 // Prefill and decode throughput of a checkpoint on the CPU backend (the speed work of issue 7).
 //   bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N] [--precision fp8|reference]
+//               [--kv-cache-dtype auto|f32|bf16|fp8] [--index-topk N] [--decode-index-topk N] [--chunk N]
+//               [--no-empty-decode]
+// Long contexts (issue 19): the KV pool is sized to the prompt plus the decoded tokens; --index-topk larger than the
+// prompt makes attention dense (the indexer off: what DSA saves), --decode-index-topk does so for the decode steps
+// only (dense decode at a depth whose dense prefill would take too long: what the cache holds does not change a
+// step's cost); --chunk sets EvalOptions::max_chunk_tokens; --no-empty-decode skips the decode from an empty cache.
+// The KV cache's bytes per token are printed with the model.
 // Decode is measured twice, because attention's share of a step grows with the cache: N greedy steps right after
 // the prompt (positions P .. P+N-1, like llama-bench's `-d P` tests) and N steps from an empty cache (positions
 // 0 .. N-1, like llama-bench's plain tgN). Each decode figure also comes as the weight bytes it streams per second
@@ -41,12 +48,15 @@ int main(int argc, char** argv) {
   std::string dir;
   int threads = 2, prompt = 128, decode = 32, reps = 3;
   std::vector<std::string> precisions = {"fp8", "reference"};
-  bool read_bandwidth = false;
+  bool read_bandwidth = false, empty_decode = true;
+  int64_t index_topk = 0, decode_index_topk = -1, chunk = 0;
+  dsinfer::KvCacheDtype kv_dtype = dsinfer::KvCacheDtype::Auto;
   for (int i = 1; i < argc; i += 2) {
     const std::string f = argv[i];
-    if (f == "--read-bandwidth") {
-      read_bandwidth = true;
-      --i;  // a flag without a value
+    if (f == "--read-bandwidth" || f == "--no-empty-decode") {  // flags without a value
+      if (f == "--read-bandwidth") read_bandwidth = true;
+      else empty_decode = false;
+      --i;
       continue;
     }
     if (i + 1 >= argc) {
@@ -60,6 +70,15 @@ int main(int argc, char** argv) {
     else if (f == "--decode") decode = std::stoi(v);
     else if (f == "--reps") reps = std::stoi(v);
     else if (f == "--precision") precisions = {v};
+    else if (f == "--index-topk") index_topk = std::stoll(v);
+    else if (f == "--decode-index-topk") decode_index_topk = std::stoll(v);
+    else if (f == "--chunk") chunk = std::stoll(v);
+    else if (f == "--kv-cache-dtype") {
+      if (!dsinfer::kv_cache_dtype_from_name(v, &kv_dtype)) {
+        fmt::print(stderr, "--kv-cache-dtype: auto, f32, bf16 or fp8, not {}\n", v);
+        return 2;
+      }
+    }
     else {
       fmt::print(stderr, "unknown flag {}\n", f);
       return 2;
@@ -71,12 +90,16 @@ int main(int argc, char** argv) {
   }
   if (dir.empty()) {
     fmt::print(stderr, "usage: bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N] "
-                       "[--precision fp8|reference] | --read-bandwidth [--threads N]\n");
+                       "[--precision fp8|reference] [--kv-cache-dtype D] [--index-topk N] [--decode-index-topk N] "
+                       "[--chunk N] "
+                       "[--no-empty-decode] | --read-bandwidth [--threads N]\n");
     return 2;
   }
   try {
     dsinfer::ModelLoadParams lp;
     lp.n_threads = threads;
+    lp.kv_cache_dtype = kv_dtype;
+    lp.kv_cache_tokens = std::max<int64_t>(32768, int64_t(prompt) + decode);
     try {
       dsinfer::tools::join_distributed_run(dir, lp);
     } catch (const dsinfer::tools::WorkerDone&) {
@@ -93,6 +116,9 @@ int main(int argc, char** argv) {
       fmt::print("; {:.1f} MB while the sequence sees at most index_topk = {} keys",
                  double(info.decode_weight_bytes - info.indexer_query_bytes) / 1e6, info.index_topk);
     fmt::print("), load {:.2f} s, {} threads\n", load_s, threads);
+    fmt::print("KV cache {}: {} bytes per token ({} per layer); {:.1f} MB for the prompt and decoded tokens\n",
+               dsinfer::kv_cache_dtype_name(info.kv_cache_dtype), info.kv_bytes_per_token,
+               info.kv_bytes_per_token_layer, double(model->kv_cache_bytes(int64_t(prompt) + decode)) / 1e6);
     if (info.distributed_ranks > 1) {
       fmt::print("distributed over {} ranks ({} threads each); weight MB held per rank:", info.distributed_ranks,
                  threads);
@@ -110,6 +136,10 @@ int main(int argc, char** argv) {
     for (const auto& prec : precisions) {
       dsinfer::EvalOptions o;
       o.precision = prec == "fp8" ? dsinfer::Precision::Fp8 : dsinfer::Precision::Reference;
+      o.index_topk = index_topk;
+      o.max_chunk_tokens = chunk;
+      dsinfer::EvalOptions od = o;  // the decode steps'
+      if (decode_index_topk >= 0) od.index_topk = decode_index_topk;
       std::vector<double> pf, dc, d0;
       for (int r = 0; r < reps; ++r) {
         auto seq = model->new_sequence(prompt + decode);
@@ -119,14 +149,19 @@ int main(int argc, char** argv) {
         t0 = std::chrono::steady_clock::now();
         for (int i = 0; i < decode; ++i) {
           const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-          logits = model->eval(*seq, std::span<const int32_t>(&next, 1), o);
+          logits = model->eval(*seq, std::span<const int32_t>(&next, 1), od);
         }
         dc.push_back(decode / seconds_since(t0));
+        seq.reset();  // (its cache is released before the next repetition)
+        if (!empty_decode) {
+          d0.push_back(0.0);
+          continue;
+        }
         auto empty = model->new_sequence(decode);
         int32_t next = ids[0];
         t0 = std::chrono::steady_clock::now();
         for (int i = 0; i < decode; ++i) {
-          logits = model->eval(*empty, std::span<const int32_t>(&next, 1), o);
+          logits = model->eval(*empty, std::span<const int32_t>(&next, 1), od);
           next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
         }
         d0.push_back(decode / seconds_since(t0));

@@ -56,16 +56,19 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def rss_of(cmd):
-    """Peak RSS (MB) of one command, measured in a fresh Python child so earlier children do not mask it."""
+def rss_of(cmd, with_stderr=False):
+    """Output and peak RSS (MB) of one command, measured in a fresh Python child so earlier children do not mask it.
+    Returns (stdout, MB), or (stdout, stderr, MB) with with_stderr (invalid UTF-8, as in llama.cpp's verbose log of
+    the vocabulary, replaced)."""
     code = ("import resource, subprocess, sys, json; r = subprocess.run(json.loads(sys.argv[1]), capture_output=True,"
-            " text=True); print(json.dumps({'rc': r.returncode, 'out': r.stdout, 'err': r.stderr[-2000:],"
+            " text=True, errors='replace'); print(json.dumps({'rc': r.returncode, 'out': r.stdout, 'err': r.stderr,"
             " 'rss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(cmd)], capture_output=True, text=True, check=True)
     res = json.loads(r.stdout)
     if res["rc"] != 0:
-        sys.exit(f"{cmd[0]} failed:\n{res['err']}")
-    return res["out"], res["rss_kb"] / 1024.0
+        sys.exit(f"{cmd[0]} failed:\n{res['err'][-2000:]}")
+    mb = res["rss_kb"] / 1024.0
+    return (res["out"], res["err"], mb) if with_stderr else (res["out"], mb)
 
 
 def convert_to_gguf(model, llama_cpp, convert_python, outtype, work):

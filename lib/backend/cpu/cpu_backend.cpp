@@ -485,61 +485,68 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
   require(a.block_table || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
   // Scores first, over (query, block of 64 keys) units so that one decoding query also spreads over the threads;
-  // then each query's top-k.
+  // then each query's top-k. Queries go in tiles whose score rows fit in kTileScores floats, so a long prompt's
+  // chunk (2048 queries over 64K keys would be 512 MB of scores) needs bounded scratch; each query's scores and
+  // top-k are its own, so tiling changes no result.
+  constexpr int64_t kTileScores = int64_t(1) << 23;  // 32 MB of fp32 scores
+  const int64_t tile = std::clamp<int64_t>(kTileScores / std::max<int64_t>(S, 1), 1, std::max<int64_t>(T, 1));
   thread_local std::vector<float> all_scores, all_wt;
-  if (all_scores.size() < size_t(T * S)) all_scores.resize(size_t(T * S));
+  if (all_scores.size() < size_t(tile * S)) all_scores.resize(size_t(tile * S));
   if (all_wt.size() < size_t(T * H)) all_wt.resize(size_t(T * H));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h)
       all_wt[size_t(t * H + h)] = a.w.row(t)[h] * a.head_scale * (a.q_scale.data ? a.q_scale.row(t)[h] : 1.0f);
   constexpr int64_t kKeys = 64;
   const int64_t blocks = (S + kKeys - 1) / kKeys;
-  float* scores_all = all_scores.data();
   const float* wt_all = all_wt.data();
-  pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1) {
-    thread_local IndexerQuery query;  // this thread's prepared query, redone only when its units move to the next
-    int64_t prepared = -1;
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t t = balanced_row(u / blocks, T), s0 = (u % blocks) * kKeys;
-      const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
-      const int64_t s1 = std::min(visible, s0 + kKeys);
-      if (s0 >= s1) continue;
-      if (t != prepared) {
-        indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, query);
-        prepared = t;
+  for (int64_t q0 = 0; q0 < T; q0 += tile) {
+    const int64_t Tq = std::min(tile, T - q0);
+    float* tile_scores = all_scores.data();  // query q0 + i's scores at tile_scores + i * S
+    pool_.parallel_for(Tq * blocks, [&](int64_t u0, int64_t u1) {
+      thread_local IndexerQuery query;  // this thread's prepared query, redone only when its units move to the next
+      int64_t prepared = -1;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t t = q0 + balanced_row(u / blocks, Tq), s0 = (u % blocks) * kKeys;
+        const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+        const int64_t s1 = std::min(visible, s0 + kKeys);
+        if (s0 >= s1) continue;
+        if (t != prepared) {
+          indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, query);
+          prepared = t;
+        }
+        indexer_scores(query, a, s0, s1, tile_scores + (t - q0) * S);
       }
-      indexer_scores(query, a, s0, s1, scores_all + t * S);
-    }
-  });
-  pool_.parallel_for(T, [&](int64_t t0, int64_t t1) {
-    thread_local std::vector<int32_t> order;
-    thread_local std::vector<uint64_t> ranked;
-    if (order.size() < size_t(S)) order.resize(size_t(S));
-    if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
-    for (int64_t i = t0; i < t1; ++i) {
-      const int64_t t = balanced_row(i, T);
-      const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
-      const float* scores = scores_all + t * S;
-      if (a.out_scores) {
-        float* so = a.out_scores + t * S;
-        for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
+    });
+    pool_.parallel_for(Tq, [&](int64_t t0, int64_t t1) {
+      thread_local std::vector<int32_t> order;
+      thread_local std::vector<uint64_t> ranked;
+      if (order.size() < size_t(S)) order.resize(size_t(S));
+      if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
+      for (int64_t i = t0; i < t1; ++i) {
+        const int64_t t = q0 + balanced_row(i, Tq);
+        const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+        const float* scores = tile_scores + (t - q0) * S;
+        if (a.out_scores) {
+          float* so = a.out_scores + t * S;
+          for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
+        }
+        const int64_t k = std::min(a.topk, visible);
+        // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
+        // determined); selection, then the chosen positions in ascending order. Each position becomes one integer
+        // that orders as that rule does — the score's bits made monotonic (−0 folded into +0 first) above the
+        // position's complement — so the selection compares plain integers instead of chasing indices.
+        for (int64_t s = 0; s < visible; ++s) {
+          const uint32_t b = f32_to_bits(scores[s] + 0.0f), key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+          ranked[size_t(s)] = (uint64_t(key) << 32) | uint64_t(~uint32_t(s));
+        }
+        std::nth_element(ranked.begin(), ranked.begin() + (k - 1), ranked.begin() + visible, std::greater<>());
+        for (int64_t i = 0; i < k; ++i) order[size_t(i)] = int32_t(~uint32_t(ranked[size_t(i)]));
+        std::sort(order.begin(), order.begin() + k);
+        int32_t* out = a.out_indices + t * a.topk;
+        for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;
       }
-      const int64_t k = std::min(a.topk, visible);
-      // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
-      // determined); selection, then the chosen positions in ascending order. Each position becomes one integer
-      // that orders as that rule does — the score's bits made monotonic (−0 folded into +0 first) above the
-      // position's complement — so the selection compares plain integers instead of chasing indices.
-      for (int64_t s = 0; s < visible; ++s) {
-        const uint32_t b = f32_to_bits(scores[s] + 0.0f), key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-        ranked[size_t(s)] = (uint64_t(key) << 32) | uint64_t(~uint32_t(s));
-      }
-      std::nth_element(ranked.begin(), ranked.begin() + (k - 1), ranked.begin() + visible, std::greater<>());
-      for (int64_t i = 0; i < k; ++i) order[size_t(i)] = int32_t(~uint32_t(ranked[size_t(i)]));
-      std::sort(order.begin(), order.begin() + k);
-      int32_t* out = a.out_indices + t * a.topk;
-      for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;
-    }
-  });
+    });
+  }
 }
 
 void CpuBackend::mla_attention(const MlaArgs& args) {
