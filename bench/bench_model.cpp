@@ -1,7 +1,7 @@
 // Prefill and decode throughput of a checkpoint on the CPU backend (the speed work of issue 7).
 //   bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N] [--precision fp8|reference]
 //               [--kv-cache-dtype auto|f32|bf16|fp8] [--index-topk N] [--decode-index-topk N] [--chunk N]
-//               [--no-empty-decode]
+//               [--attention auto|mha|absorbed] [--no-empty-decode]
 // Long contexts (issue 19): the KV pool is sized to the prompt plus the decoded tokens; --index-topk larger than the
 // prompt makes attention dense (the indexer off: what DSA saves), --decode-index-topk does so for the decode steps
 // only (dense decode at a depth whose dense prefill would take too long: what the cache holds does not change a
@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> precisions = {"fp8", "reference"};
   bool read_bandwidth = false, empty_decode = true;
   int64_t index_topk = 0, decode_index_topk = -1, chunk = 0;
+  dsinfer::AttentionForm attention = dsinfer::AttentionForm::Auto;
   dsinfer::KvCacheDtype kv_dtype = dsinfer::KvCacheDtype::Auto;
   for (int i = 1; i < argc; i += 2) {
     const std::string f = argv[i];
@@ -73,6 +74,14 @@ int main(int argc, char** argv) {
     else if (f == "--index-topk") index_topk = std::stoll(v);
     else if (f == "--decode-index-topk") decode_index_topk = std::stoll(v);
     else if (f == "--chunk") chunk = std::stoll(v);
+    else if (f == "--attention") {
+      if (v != "auto" && v != "mha" && v != "absorbed") {
+        fmt::print(stderr, "--attention: auto, mha or absorbed, not {}\n", v);
+        return 2;
+      }
+      attention = v == "mha" ? dsinfer::AttentionForm::Mha
+                  : v == "absorbed" ? dsinfer::AttentionForm::Absorbed : dsinfer::AttentionForm::Auto;
+    }
     else if (f == "--kv-cache-dtype") {
       if (!dsinfer::kv_cache_dtype_from_name(v, &kv_dtype)) {
         fmt::print(stderr, "--kv-cache-dtype: auto, f32, bf16 or fp8, not {}\n", v);
@@ -91,7 +100,7 @@ int main(int argc, char** argv) {
   if (dir.empty()) {
     fmt::print(stderr, "usage: bench_model --model DIR [--threads N] [--prompt N] [--decode N] [--reps N] "
                        "[--precision fp8|reference] [--kv-cache-dtype D] [--index-topk N] [--decode-index-topk N] "
-                       "[--chunk N] "
+                       "[--chunk N] [--attention auto|mha|absorbed] "
                        "[--no-empty-decode] | --read-bandwidth [--threads N]\n");
     return 2;
   }
@@ -138,6 +147,7 @@ int main(int argc, char** argv) {
       o.precision = prec == "fp8" ? dsinfer::Precision::Fp8 : dsinfer::Precision::Reference;
       o.index_topk = index_topk;
       o.max_chunk_tokens = chunk;
+      o.attention = attention;
       dsinfer::EvalOptions od = o;  // the decode steps'
       if (decode_index_topk >= 0) od.index_topk = decode_index_topk;
       std::vector<double> pf, dc, d0;

@@ -38,7 +38,10 @@ DSINFER_CXX_API const char* kv_cache_dtype_name(KvCacheDtype d);  // "auto", "f3
 DSINFER_CXX_API bool kv_cache_dtype_from_name(std::string_view s, KvCacheDtype* out);
 
 // Which of the two exactly equivalent MLA forms computes attention.
-enum class AttentionForm { Auto, Mha, Absorbed };  // Auto: MHA for multi-token steps, absorbed for decode
+// Auto: absorbed for decode rows; in multi-token steps MHA for rows that attend every earlier token and absorbed
+// for rows past index_topk (DSA: a fixed number of selected tokens). Decided per position, so chunking never
+// changes a result.
+enum class AttentionForm { Auto, Mha, Absorbed };
 
 struct DSINFER_CXX_API ModelLoadParams {
   std::string backend = "cpu";  // "cpu", or "cuda" when built with it

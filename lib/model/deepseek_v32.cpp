@@ -662,13 +662,34 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     ma.positions = positions;
     ma.indices = n_indices ? step.indices.data() : nullptr;
     ma.n_indices = n_indices;
-    // The form is chosen per sequence, as it would be if the sequence ran alone.
-    ma.mode = step.attention == AttentionForm::Mha        ? MlaMode::Mha
-              : step.attention == AttentionForm::Absorbed ? MlaMode::Absorbed
-              : n > 1                                     ? MlaMode::Mha
-                                                          : MlaMode::Absorbed;
     ma.out = o_heads.rows_slice(row0, n);
-    be_.mla_attention(ma);
+    if (step.attention != AttentionForm::Auto) {
+      ma.mode = step.attention == AttentionForm::Mha ? MlaMode::Mha : MlaMode::Absorbed;
+      be_.mla_attention(ma);
+      return;
+    }
+    // Auto: a decode row takes the absorbed form. In a multi-token step, rows that attend every earlier token take
+    // the MHA form (the cache expanded through kv_b once for all of them); rows that attend index_topk selected
+    // tokens (DSA, position >= index_topk) take the absorbed form, whose cost does not grow with the context, where
+    // expanding the cache would cost cache length x kv_b per chunk. The form depends only on a row's position, never
+    // on how a prompt is chunked or batched (a sequence's logits stay bitwise those of any chunking).
+    const int64_t mha_rows = n == 1 ? 0 : n_indices ? std::clamp<int64_t>(step.index_topk - start, 0, n) : n;
+    if (mha_rows > 0) {
+      MlaArgs mha = ma;
+      mha.mode = MlaMode::Mha;
+      mha.q = ma.q.rows_slice(0, mha_rows);
+      mha.out = ma.out.rows_slice(0, mha_rows);
+      mha.n_keys = start + mha_rows;  // (the keys these rows can see: the expansion stops there)
+      be_.mla_attention(mha);
+    }
+    if (mha_rows < n) {
+      ma.mode = MlaMode::Absorbed;
+      ma.q = ma.q.rows_slice(mha_rows, n - mha_rows);
+      ma.out = ma.out.rows_slice(mha_rows, n - mha_rows);
+      ma.positions = positions + mha_rows;
+      if (ma.indices) ma.indices += mha_rows * n_indices;
+      be_.mla_attention(ma);
+    }
   };
   for (const auto& sg : step.segments) {
     if (sg.exact_rows) {

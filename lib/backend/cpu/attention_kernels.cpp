@@ -311,14 +311,27 @@ void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64
   for (int64_t h = 0; h < Hp; ++h) out.wp[size_t(h)] = h < heads ? wt[h] : 0.0f;
 }
 
-void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores) {
+void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a, int64_t s0,
+                         const int64_t* ends, float* const* scores) {
+  if (nq <= 0) return;
+  if (nq > kIndexerMaxQueries) throw Error(ErrorCode::Internal, "indexer_scores_many: too many queries");
+  int64_t s1 = s0;
+  for (int i = 0; i < nq; ++i) s1 = std::max(s1, ends[i]);
 #ifdef DSINFER_HAVE_AVX2_KERNELS
+  const IndexerQuery& q = *qs[0];
   if (q.padded <= 64 && q.heads == a.n_heads && q.dim == a.head_dim) {
-    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::indexer_scores_vec(q, a, s0, s1, scores);
-    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(q, a, s0, s1, scores);
+    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores);
+    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores);
   }
 #endif
-  indexer_scores_reference(q.q, q.wt, a, s0, s1, scores);
+  for (int i = 0; i < nq; ++i)
+    if (ends[i] > s0) indexer_scores_reference(qs[i]->q, qs[i]->wt, a, s0, ends[i], scores[i]);
+}
+
+void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores) {
+  const IndexerQuery* qs[1] = {&q};
+  float* out[1] = {scores};
+  indexer_scores_many(qs, 1, a, s0, &s1, out);
 }
 
 namespace {

@@ -31,6 +31,12 @@ struct IndexerQuery {
 };
 void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, IndexerQuery& out);
 void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores);
+// Up to kIndexerMaxQueries queries (all of one IndexerTopkArgs, so of one head count) against keys [s0, ends[i]),
+// query i's scores into scores[i] (indexed by key position). Each key is read (a packed cache's decoded) once for
+// all of them; every score equals indexer_scores' bit for bit.
+constexpr int kIndexerMaxQueries = 64;
+void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a, int64_t s0,
+                         const int64_t* ends, float* const* scores);
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
                               float* scores);
 

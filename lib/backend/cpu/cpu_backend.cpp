@@ -484,8 +484,8 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads, D = a.head_dim;
   require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
   require(a.block_table || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
-  // Scores first, over (query, block of 64 keys) units so that one decoding query also spreads over the threads;
-  // then each query's top-k. Queries go in tiles whose score rows fit in kTileScores floats, so a long prompt's
+  // Scores first, over (group of queries, block of 64 keys) units so that one decoding query also spreads over the
+  // threads; then each query's top-k. Queries go in tiles whose score rows fit in kTileScores floats, so a long prompt's
   // chunk (2048 queries over 64K keys would be 512 MB of scores) needs bounded scratch; each query's scores and
   // top-k are its own, so tiling changes no result.
   constexpr int64_t kTileScores = int64_t(1) << 23;  // 32 MB of fp32 scores
@@ -502,19 +502,32 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   for (int64_t q0 = 0; q0 < T; q0 += tile) {
     const int64_t Tq = std::min(tile, T - q0);
     float* tile_scores = all_scores.data();  // query q0 + i's scores at tile_scores + i * S
-    pool_.parallel_for(Tq * blocks, [&](int64_t u0, int64_t u1) {
-      thread_local IndexerQuery query;  // this thread's prepared query, redone only when its units move to the next
+    // Units of (kGroup queries, kKeys keys): each key block is read once for the group (a packed cache decodes it),
+    // and the groups go to the threads in balanced order (early queries see fewer keys).
+    constexpr int64_t kGroup = 16;
+    const int64_t groups = (Tq + kGroup - 1) / kGroup;
+    pool_.parallel_for(groups * blocks, [&](int64_t u0, int64_t u1) {
+      thread_local IndexerQuery query[kGroup];  // this thread's prepared group, redone only when its units move on
       int64_t prepared = -1;
+      const IndexerQuery* qs[kGroup];
+      int64_t ends[kGroup];
+      float* rows[kGroup];
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t t = q0 + balanced_row(u / blocks, Tq), s0 = (u % blocks) * kKeys;
-        const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
-        const int64_t s1 = std::min(visible, s0 + kKeys);
-        if (s0 >= s1) continue;
-        if (t != prepared) {
-          indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, query);
-          prepared = t;
+        const int64_t g = balanced_row(u / blocks, groups), s0 = (u % blocks) * kKeys;
+        const int64_t t0 = q0 + g * kGroup, n = std::min(kGroup, q0 + Tq - t0);
+        int nq = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t t = t0 + i;
+          const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+          if (g != prepared) indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, query[i]);
+          if (visible <= s0) continue;
+          qs[nq] = &query[i];
+          ends[nq] = std::min(visible, s0 + kKeys);
+          rows[nq] = tile_scores + (t - q0) * S;
+          ++nq;
         }
-        indexer_scores(query, a, s0, s1, tile_scores + (t - q0) * S);
+        prepared = g;
+        indexer_scores_many(qs, nq, a, s0, ends, rows);
       }
     });
     pool_.parallel_for(Tq, [&](int64_t t0, int64_t t1) {
