@@ -311,7 +311,6 @@ cudaError_t launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
   if (p.T <= 0 || p.H <= 0) return cudaSuccess;
   const int64_t C = p.cache.C, R = p.cache.R;
   if (C <= 0 || C > 512 || R < 0 || C % 4 || R % 4 || C + R > kMaxDim) return cudaErrorInvalidValue;
-  if (p.cache.format == LatentFormat::FP8 && C % kFp8Group) return cudaErrorInvalidValue;
   if (p.T > 65535 || (p.H + kHeads - 1) / kHeads > 65535) return cudaErrorInvalidValue;
   const int splits = mla_decode_num_splits(p);
   if (splits > 1 && !p.workspace) return cudaErrorInvalidValue;

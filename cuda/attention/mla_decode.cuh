@@ -27,7 +27,7 @@ struct MlaDecodeParams {
   int64_t qabs_t = 0, qabs_h = 0;
   const float* q_pe = nullptr;      // [T, H, R] f32 rotated rope query: (t,h,i) at q_pe[t*qpe_t + h*qpe_h + i]
   int64_t qpe_t = 0, qpe_h = 0;
-  LatentCacheView cache;            // C, R: C+R <= 576, both multiples of 4 (FP8: C multiple of 128)
+  LatentCacheView cache;            // C, R: C+R <= 576, both multiples of 4
   BlockTable blocks;                // logical -> physical rows, per sequence
   const int32_t* query_seq = nullptr;  // [T] i32 device: sequence of each query (row of the block table); null = 0
   const int32_t* seq_len = nullptr;    // [n_seqs] i32 device: keys cached per sequence; null = n_keys for all

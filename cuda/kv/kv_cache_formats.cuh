@@ -7,8 +7,11 @@
 //         (lib/backend/backend.hpp MlaArgs) and lib/kv/ hold today.
 //   BF16  one packed row of (C + R) bf16: c then rotated k_pe (1152 bytes at V3.2 dims).
 //   FP8   DeepSeek's deployment row (FlashMLA "FP8 with scale", 656 bytes at V3.2 dims): C e4m3 values of c, then
-//         C/128 f32 scales (one per 128 channels, power of two: 2^ceil(log2(amax/448)), amax floored at 1e-4),
-//         then R bf16 of the rotated k_pe (not quantized). c[i] = e4m3[i] · scale[i/128].
+//         ceil(C/128) f32 scales (one per 128 channels, the last covering a partial group when C is not a multiple
+//         of 128, as lib/backend/kv_format.hpp defines it; power of two: 2^ceil(log2(amax/448)), amax floored at
+//         1e-4, unless ue8m0 is off), then R bf16 of the rotated k_pe (not quantized). c[i] = e4m3[i] · scale[i/128].
+// These are byte for byte the CPU backend's packed rows (lib/backend/kv_format.hpp), so a cache written by one
+// backend means the same on the other.
 // Indexer key ("132-byte") entry: D e4m3 values (post-RoPE, post-Hadamard k) and one f32 scale. In the paged
 // layout DeepGEMM/vLLM use, each block of `block_tokens` tokens stores its block_tokens·D fp8 bytes first and then
 // its block_tokens f32 scales; the F32 variant (the backend interface) keeps k [rows, ld] f32 and scale [rows] f32.
@@ -29,8 +32,10 @@ enum class IndexKeyFormat : int { F32 = 0, FP8 = 1 };
 constexpr int kFp8Group = 128;  // channels per FP8 scale in the latent row and in the indexer key
 
 // Bytes of one packed latent row (BF16/FP8) for latent width C and rope width R. V3.2: bf16 1152, fp8 656.
+// FP8 scales per latent row: ceil(C / 128).
+__host__ __device__ constexpr int64_t latent_scales(int64_t C) { return (C + kFp8Group - 1) / kFp8Group; }
 __host__ __device__ constexpr int64_t latent_row_bytes(LatentFormat f, int64_t C, int64_t R) {
-  return f == LatentFormat::BF16 ? (C + R) * 2 : f == LatentFormat::FP8 ? C + (C / kFp8Group) * 4 + R * 2 : 0;
+  return f == LatentFormat::BF16 ? (C + R) * 2 : f == LatentFormat::FP8 ? C + latent_scales(C) * 4 + R * 2 : 0;
 }
 // Bytes per token of the FP8 indexer key (V3.2: 132).
 __host__ __device__ constexpr int64_t index_key_bytes(int64_t D) { return D + 4; }
@@ -48,7 +53,7 @@ struct BlockTable {
 // A latent cache, read side. Packed formats keep `rows` · latent_row_bytes bytes at `packed` (16-byte aligned).
 struct LatentCacheView {
   LatentFormat format = LatentFormat::F32;
-  int64_t C = 0, R = 0;             // latent width (multiple of 128 for FP8; of 4 otherwise), rope width (multiple of 4)
+  int64_t C = 0, R = 0;             // latent width, rope width (multiples of 4)
   const float* latent = nullptr;    // F32: [rows, ld_latent] f32
   int64_t ld_latent = 0;
   const float* k_pe = nullptr;      // F32: [rows, ld_rope] f32
@@ -98,7 +103,7 @@ __device__ __forceinline__ float4 load_latent4(const LatentCacheView& v, int64_t
   }
   // Two 4-byte loads: with an odd number of 128-groups (C = 128, 384, ...) a row is 4 bytes past an 8-byte
   // boundary, so the rope part is only 4-byte aligned (V3.2's 656-byte rows happen to be 8-aligned).
-  const uint8_t* rope = base + v.C + (v.C / kFp8Group) * 4;
+  const uint8_t* rope = base + v.C + latent_scales(v.C) * 4;
   const uint32_t* u = reinterpret_cast<const uint32_t*>(rope + int64_t(i - v.C) * 2);
   const uint32_t u0 = u[0], u1 = u[1];
   const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u0));
@@ -146,15 +151,18 @@ __host__ __device__ __forceinline__ float fp8_scale_of(float amax, bool ue8m0) {
 // --- writers ---------------------------------------------------------------------------------------------------
 
 // Stores n tokens' latent entries: c_new [n, ld_c] f32 (after kv_norm, not yet quantized) and kpe_new [n, ld_pe] f32
-// (rotated) into physical rows slots[i]. F32: plain copy; BF16: round to nearest even; FP8: the 656-byte row.
+// (rotated) into physical rows slots[i]. F32: plain copy; BF16: round to nearest even; FP8: the 656-byte row, c
+// quantized per 128 channels exactly as the CPU backend's fp8_quantize (and kv_pack) does it.
 struct LatentWriteParams {
   LatentFormat format = LatentFormat::F32;
   int64_t n = 0, C = 0, R = 0;
-  const float* c_new = nullptr;   // [n, ld_c] f32 device
+  const float* c_new = nullptr;   // [n, ld_c] f32 device (FP8: rows 16-byte aligned)
   int64_t ld_c = 0;
   const float* kpe_new = nullptr; // [n, ld_pe] f32 device
   int64_t ld_pe = 0;
-  const int64_t* slots = nullptr; // [n] physical row of each token, device
+  const int64_t* slots = nullptr; // [n] physical row of each token, device; null: rows row0, row0 + 1, ...
+  int64_t row0 = 0;
+  bool ue8m0 = true;              // FP8 and simulate_fp8: scales rounded up to powers of two (scale_fmt ue8m0)
   float* latent = nullptr;        // F32 destination [rows, ld_latent]
   int64_t ld_latent = 0;
   float* k_pe = nullptr;          // F32 destination [rows, ld_rope]
@@ -166,16 +174,21 @@ struct LatentWriteParams {
 cudaError_t launch_latent_cache_write(const LatentWriteParams& p, cudaStream_t stream);
 
 // Stores n tokens' indexer keys. F32: k_new holds the key (already in its final form) and scale_new its scale (may be
-// null: 1). FP8: k_new holds the unquantized key; the kernel computes the per-token scale (ue8m0 optional) and stores
-// e4m3 bytes + scale in the paged 132-byte layout.
+// null: 1). FP8: with key_is_e4m3, k_new already holds e4m3 values and scale_new their scales (the fp8 precision's
+// quantized key), stored as they are; else k_new holds the unquantized key and the kernel quantizes it as one
+// group (ue8m0 optional), storing scale_new · its scale (KvPackArgs' rule, lib/backend/backend.hpp). Layout: the
+// paged 132-byte one.
 struct IndexKeyWriteParams {
   IndexKeyFormat format = IndexKeyFormat::F32;
   int64_t n = 0, D = 0;
   const float* k_new = nullptr;      // [n, ld_new] f32 device
   int64_t ld_new = 0;
-  const float* scale_new = nullptr;  // F32 only: [n] f32 device, may be null
+  const float* scale_new = nullptr;  // [n] f32 device (stride ld_scale_new), may be null (= 1)
+  int64_t ld_scale_new = 1;
   bool ue8m0 = true;                 // FP8 only
-  const int64_t* slots = nullptr;    // [n] physical rows, device
+  bool key_is_e4m3 = false;          // FP8 only
+  const int64_t* slots = nullptr;    // [n] physical rows, device; null: rows row0, row0 + 1, ...
+  int64_t row0 = 0;
   float* k = nullptr;                // F32 destination [rows, ld_k]
   int64_t ld_k = 0;
   float* scale = nullptr;            // F32 destination [rows] (stride ld_scale), may be null

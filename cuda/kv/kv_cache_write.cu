@@ -25,7 +25,7 @@ __device__ __forceinline__ float e4m3_value(uint8_t b) {
 // the warp reduces amax, and the lane writes its 4 e4m3 bytes as one 32-bit store.
 __global__ void __launch_bounds__(128) latent_cache_write_kernel(LatentWriteParams p) {
   const int64_t t = blockIdx.x;
-  const int64_t row = p.slots[t];
+  const int64_t row = p.slots ? p.slots[t] : p.row0 + t;
   const float* c = p.c_new + t * p.ld_c;
   const float* pe = p.kpe_new + t * p.ld_pe;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(128) latent_cache_write_kernel(LatentWritePara
           v[j] = i < p.C ? c[i] : 0.0f;
           amax = fmaxf(amax, fabsf(v[j]));
         }
-        const float s = fp8_scale_of(warp_max(amax), true);
+        const float s = fp8_scale_of(warp_max(amax), p.ue8m0);
         for (int j = 0; j < 4; ++j) {
           const int64_t i = g * kFp8Group + lane * 4 + j;
           if (i < p.C) dst[i] = e4m3_value(to_e4m3(fminf(fmaxf(v[j] / s, -448.0f), 448.0f))) * s;
@@ -61,18 +61,21 @@ __global__ void __launch_bounds__(128) latent_cache_write_kernel(LatentWritePara
       dst[i] = __float2bfloat16_rn(i < p.C ? c[i] : pe[i - p.C]);
     return;
   }
-  // FP8 (656-byte row at V3.2 dims): C e4m3 | C/128 f32 scales | R bf16.
+  // FP8 (656-byte row at V3.2 dims): C e4m3 | ceil(C/128) f32 scales | R bf16. The last group may be partial
+  // (C a multiple of 4, so a lane's 4 channels are all in or all out).
   float* scales = reinterpret_cast<float*>(base + p.C);
-  for (int64_t g = warp; g < p.C / kFp8Group; g += blockDim.x / 32) {
-    const float4 v = *reinterpret_cast<const float4*>(c + g * kFp8Group + lane * 4);
+  for (int64_t g = warp; g < latent_scales(p.C); g += blockDim.x / 32) {
+    const int64_t i = g * kFp8Group + lane * 4;
+    const bool in = i < p.C;
+    const float4 v = in ? *reinterpret_cast<const float4*>(c + i) : make_float4(0.f, 0.f, 0.f, 0.f);
     const float amax = warp_max(fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-    const float s = fp8_scale_of(amax, true);
+    const float s = fp8_scale_of(amax, p.ue8m0);
     const uint32_t q = uint32_t(to_e4m3(v.x / s)) | uint32_t(to_e4m3(v.y / s)) << 8 |
                        uint32_t(to_e4m3(v.z / s)) << 16 | uint32_t(to_e4m3(v.w / s)) << 24;
-    *reinterpret_cast<uint32_t*>(base + g * kFp8Group + lane * 4) = q;
+    if (in) *reinterpret_cast<uint32_t*>(base + i) = q;
     if (lane == 0) scales[g] = s;
   }
-  auto* rope = reinterpret_cast<__nv_bfloat16*>(base + p.C + (p.C / kFp8Group) * 4);
+  auto* rope = reinterpret_cast<__nv_bfloat16*>(base + p.C + latent_scales(p.C) * 4);
   for (int64_t i = threadIdx.x; i < p.R; i += blockDim.x) rope[i] = __float2bfloat16_rn(pe[i]);
 }
 
@@ -81,28 +84,36 @@ __global__ void __launch_bounds__(128) index_key_cache_write_kernel(IndexKeyWrit
   const int64_t t = int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (t >= p.n) return;
-  const int64_t row = p.slots[t];
+  const int64_t row = p.slots ? p.slots[t] : p.row0 + t;
   const float* k = p.k_new + t * p.ld_new;
+  const float given = p.scale_new ? p.scale_new[t * p.ld_scale_new] : 1.0f;
   if (p.format == IndexKeyFormat::F32) {
     float* dst = p.k + row * p.ld_k;
     for (int64_t i = lane; i < p.D; i += 32) dst[i] = k[i];
-    if (p.scale && lane == 0) p.scale[row * p.ld_scale] = p.scale_new ? p.scale_new[t] : 1.0f;
+    if (p.scale && lane == 0) p.scale[row * p.ld_scale] = given;
+    return;
+  }
+  const int64_t page = row / p.block_tokens, off = row % p.block_tokens;
+  uint8_t* pg = p.packed + page * p.block_tokens * index_key_bytes(p.D);
+  if (p.key_is_e4m3) {  // already e4m3 values: the conversion is exact
+    for (int64_t i = lane; i < p.D; i += 32) pg[off * p.D + i] = to_e4m3(k[i]);
+    if (lane == 0) reinterpret_cast<float*>(pg + p.block_tokens * p.D)[off] = given;
     return;
   }
   float amax = 0.0f;
   for (int64_t i = lane; i < p.D; i += 32) amax = fmaxf(amax, fabsf(k[i]));
   const float s = fp8_scale_of(warp_max(amax), p.ue8m0);
-  const int64_t page = row / p.block_tokens, off = row % p.block_tokens;
-  uint8_t* pg = p.packed + page * p.block_tokens * index_key_bytes(p.D);
   for (int64_t i = lane; i < p.D; i += 32) pg[off * p.D + i] = to_e4m3(fminf(fmaxf(k[i] / s, -448.0f), 448.0f));
-  if (lane == 0) reinterpret_cast<float*>(pg + p.block_tokens * p.D)[off] = s;
+  if (lane == 0) reinterpret_cast<float*>(pg + p.block_tokens * p.D)[off] = given * s;
 }
 
 }  // namespace
 
 cudaError_t launch_latent_cache_write(const LatentWriteParams& p, cudaStream_t stream) {
   if (p.n <= 0) return cudaSuccess;
-  if (p.C % 4 || p.R % 4 || (p.format == LatentFormat::FP8 && p.C % kFp8Group)) return cudaErrorInvalidValue;
+  if (p.C % 4 || p.R % 4) return cudaErrorInvalidValue;
+  if (p.format == LatentFormat::FP8 && (reinterpret_cast<uintptr_t>(p.c_new) % 16 || p.ld_c % 4))
+    return cudaErrorMisalignedAddress;  // c is read as float4
   latent_cache_write_kernel<<<unsigned(p.n), 128, 0, stream>>>(p);
   return cudaGetLastError();
 }

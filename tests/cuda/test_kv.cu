@@ -1,7 +1,8 @@
 // GPU paged-cache writers (cuda/kv/) against host references built from the CPU backend's own scalar definitions:
-// the 656-byte FP8 latent row, the BF16 row, the FP8-simulated F32 latent (== CpuBackend::fp8_quantize with
-// dequantize=true), and the 132-byte FP8 indexer key in DeepGEMM's paged layout. Every byte must match: these
-// are deterministic roundings (e4m3 RNE with saturation, bf16 RNE, power-of-two scales), not approximations.
+// the 656-byte FP8 latent row (and its partial-group form for a latent width not a multiple of 128), the BF16 row,
+// the FP8-simulated F32 latent (== CpuBackend::fp8_quantize with dequantize=true), and the 132-byte FP8 indexer key
+// in DeepGEMM's paged layout. Every byte must match: these are deterministic roundings (e4m3 RNE with saturation,
+// bf16 RNE, power-of-two scales), not approximations.
 // The read side (load_latent4 / load_index_key4) is checked against the host dequantization, exactly as well.
 // Exits 77 (CTest SKIP_RETURN_CODE) without a CUDA device.
 #include <cuda_runtime.h>
@@ -72,8 +73,8 @@ std::vector<int64_t> paged_slots(std::mt19937& rng, int64_t n, int64_t block_tok
   return slots;
 }
 
-void test_latent_formats(int64_t C, int64_t R, int64_t n, int64_t block_tokens) {
-  std::mt19937 rng(unsigned(C * 131 + R + n));
+void test_latent_formats(int64_t C, int64_t R, int64_t n, int64_t block_tokens, bool ue8m0 = true) {
+  std::mt19937 rng(unsigned(C * 131 + R + n + ue8m0));
   const int64_t n_blocks = (n + block_tokens - 1) / block_tokens + 3, rows = n_blocks * block_tokens;
   const std::vector<float> c = make_rows(rng, n, C), pe = make_rows(rng, n, R);
   const std::vector<int64_t> slots = paged_slots(rng, n, block_tokens, n_blocks);
@@ -87,22 +88,24 @@ void test_latent_formats(int64_t C, int64_t R, int64_t n, int64_t block_tokens) 
     DevBuf<uint8_t> packed(static_cast<size_t>(rows * rb));
     LatentWriteParams p;
     p.format = LatentFormat::FP8, p.n = n, p.C = C, p.R = R, p.c_new = dc.p, p.ld_c = C, p.kpe_new = dpe.p,
-    p.ld_pe = R, p.slots = dslots.p, p.packed = packed.p;
+    p.ld_pe = R, p.slots = dslots.p, p.packed = packed.p, p.ue8m0 = ue8m0;
     CUDA_OK(launch_latent_cache_write(p, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<uint8_t> got = packed.host();
     int64_t bad = 0;
     std::vector<float> deq(static_cast<size_t>(n * (C + R)));
+    const int64_t G = (C + 127) / 128;  // the last group may be partial (C = 64: v32-micro)
     for (int64_t t = 0; t < n; ++t) {
       const uint8_t* row = got.data() + slots[size_t(t)] * rb;
-      for (int64_t g = 0; g < C / 128; ++g) {
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t m = std::min<int64_t>(128, C - g * 128);
         float amax = 0.0f;
-        for (int64_t i = 0; i < 128; ++i) amax = std::max(amax, std::fabs(c[size_t(t * C + g * 128 + i)]));
-        const float s = fp8_group_scale(amax, true);
+        for (int64_t i = 0; i < m; ++i) amax = std::max(amax, std::fabs(c[size_t(t * C + g * 128 + i)]));
+        const float s = fp8_group_scale(amax, ue8m0);
         float gs;
         std::memcpy(&gs, row + C + g * 4, 4);
         if (gs != s) ++bad;
-        for (int64_t i = 0; i < 128; ++i) {
+        for (int64_t i = 0; i < m; ++i) {
           const float x = c[size_t(t * C + g * 128 + i)];
           const uint8_t want = f32_to_e4m3(std::clamp(x / s, -448.0f, 448.0f));
           if (row[g * 128 + i] != want) ++bad;
@@ -111,12 +114,13 @@ void test_latent_formats(int64_t C, int64_t R, int64_t n, int64_t block_tokens) 
       }
       for (int64_t i = 0; i < R; ++i) {
         uint16_t b;
-        std::memcpy(&b, row + C + (C / 128) * 4 + i * 2, 2);
+        std::memcpy(&b, row + C + G * 4 + i * 2, 2);
         if (b != f32_to_bf16(pe[size_t(t * R + i)])) ++bad;
         deq[size_t(t * (C + R) + C + i)] = bf16_to_f32(f32_to_bf16(pe[size_t(t * R + i)]));
       }
     }
-    CHECK(bad == 0, "FP8 latent C=%lld R=%lld: %lld bytes/scales differ", (long long)C, (long long)R, (long long)bad);
+    CHECK(bad == 0, "FP8 latent C=%lld R=%lld ue8m0=%d: %lld bytes/scales differ", (long long)C, (long long)R,
+          int(ue8m0), (long long)bad);
     LatentCacheView v;
     v.format = LatentFormat::FP8, v.C = C, v.R = R, v.packed = packed.p;
     DevBuf<float> back(static_cast<size_t>(n * (C + R)));
@@ -249,6 +253,8 @@ int main() {
   test_latent_formats(512, 64, 300, 64);  // V3.2: the 656-byte row
   test_latent_formats(128, 32, 37, 16);   // v32-tiny dims
   test_latent_formats(256, 32, 1, 1);
+  test_latent_formats(64, 32, 21, 16);    // v32-micro dims: one partial 128-group (a 132-byte FP8 row)
+  test_latent_formats(512, 64, 40, 64, /*ue8m0=*/false);
   test_index_keys(128, 300, 64, true);    // V3.2: 132 bytes
   test_index_keys(128, 50, 64, false);
   test_index_keys(64, 77, 16, true);      // v32-tiny dims
