@@ -182,6 +182,24 @@ void CudaBackend::from_host(Tensor2D dst, const float* src) {
   synchronize();  // the caller may free or reuse `src` as soon as we return
 }
 
+// Packed KV cache bytes (fork's copy on write, save/restore): plain copies on the backend stream.
+void CudaBackend::copy_bytes(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaBackend::bytes_to_host(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  synchronize();
+}
+
+void CudaBackend::bytes_from_host(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  synchronize();  // the caller may free or reuse `src` as soon as we return
+}
+
 // --- weights ---
 
 const CudaBackend::DeviceWeight& CudaBackend::upload_weight(const Weight& w) {

@@ -38,6 +38,13 @@ class CudaBackend final : public Backend {
   void copy(Tensor2D dst, Tensor2D src) override;
   void to_host(float* dst, Tensor2D src) override;
   void from_host(Tensor2D dst, const float* src) override;
+  // Packed KV caches (issue 19): FP8 only, in the CPU backend's byte layout (lib/backend/kv_format.hpp). BF16 is
+  // refused: the attention kernels read a BF16 latent row, but nothing on the GPU writes or reads a BF16 indexer key.
+  bool supports_kv_dtype(KvDtype d) const override { return d == KvDtype::F32 || d == KvDtype::FP8; }
+  void kv_pack(const KvPackArgs& a) override;  // cuda/kv/cuda_backend_kv.cu
+  void copy_bytes(void* dst, const void* src, size_t bytes) override;
+  void bytes_to_host(void* dst, const void* src, size_t bytes) override;
+  void bytes_from_host(void* dst, const void* src, size_t bytes) override;
   using Backend::prepare_weight;  // any other overload forwards to this one
   void prepare_weight(const Weight& w) override;
   Matrix dequantize(const Weight& w) override;

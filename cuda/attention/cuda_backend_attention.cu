@@ -14,6 +14,9 @@
 // weight instead of the fp32 copy (cuda/attention/mla_absorb.cuh).
 // The indexer scores run on fp32 CUDA cores; CudaOptions::indexer_kernel "tensor-core" selects the e4m3 kernel
 // when the call is in fp8 mode (q and key scales given, so q and the keys hold e4m3 values).
+// Packed caches (issue 19): an FP8 cache (MlaArgs::latent_packed, IndexerTopkArgs::k_packed, the layouts of
+// lib/backend/kv_format.hpp) is read by the same kernels through LatentCacheView / IndexKeyCacheView, which decode
+// e4m3 · scale and bf16 exactly as the CPU backend does, so the arithmetic after the load is the F32 path's.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -55,13 +58,18 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
   const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads, D = a.head_dim;
-  require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
-  require(a.block_table || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
+  const bool packed = a.k_packed.packed();
+  require(a.q.cols == H * D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
+  require(packed ? a.k_packed.dim == D && a.k_packed.page_tokens > 0 : a.k.cols == D, "indexer_topk key shapes");
+  require(a.block_table || packed || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
   if (T == 0) return;
-  if (H > 64 || D > 128 || D % 4 || a.q.ld % 4 || a.k.ld % 4 || !aligned16(a.q.data) || !aligned16(a.k.data))
+  if (packed && a.k_packed.dtype != KvDtype::FP8)
+    throw Error(ErrorCode::Unsupported, "cuda backend: indexer_topk reads fp8 packed key caches only");
+  if (H > 64 || D > 128 || D % 4 || (packed && D % 16) || a.q.ld % 4 || !aligned16(a.q.data) ||
+      (!packed && (a.k.ld % 4 || !aligned16(a.k.data))))
     throw Error(ErrorCode::Unsupported,
-                "cuda backend: indexer_topk supports up to 64 heads of up to 128 dims (multiples of 4, 16-byte "
-                "aligned rows); got " + std::to_string(H) + " x " + std::to_string(D));
+                "cuda backend: indexer_topk supports up to 64 heads of up to 128 dims (multiples of 4, of 16 for an "
+                "fp8 cache; 16-byte aligned rows); got " + std::to_string(H) + " x " + std::to_string(D));
   DSINFER_CUDA_REQUIRE(!a.block_table || a.block_tokens > 0, "indexer_topk: block_tokens");
   const int32_t* d_pos = static_cast<const int32_t*>(upload(kSlotPositions, a.positions, size_t(T) * 4));
   const int32_t* d_table = nullptr;
@@ -69,7 +77,8 @@ void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
     const int64_t n_blocks = (S + a.block_tokens - 1) / a.block_tokens;
     d_table = static_cast<const int32_t*>(upload(kSlotBlockTable, a.block_table, size_t(std::max<int64_t>(n_blocks, 1)) * 4));
   }
-  const bool mma = indexer_tensor_cores_ && a.q_scale.data && a.k_scale.data;
+  // fp8 mode: q holds e4m3 values (its scales given) and so do the keys (their scales given, or an FP8 cache).
+  const bool mma = indexer_tensor_cores_ && a.q_scale.data && (a.k_scale.data || packed);
   const int64_t chunk = std::clamp<int64_t>(int64_t(kScoreBudget / (size_t(std::max<int64_t>(S, 1)) * 4)), 1, 65535);
   float* scores = static_cast<float*>(scratch(kSlotScores, size_t(std::min(chunk, T) * std::max<int64_t>(S, 1)) * 4));
   int32_t* topk = static_cast<int32_t*>(scratch(kSlotTopk, size_t(T * a.topk) * 4));
@@ -81,8 +90,14 @@ void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
     sp.w = a.w.data + t0 * a.w.ld, sp.w_t = a.w.ld;
     sp.q_scale = a.q_scale.data ? a.q_scale.data + t0 * a.q_scale.ld : nullptr, sp.qs_t = a.q_scale.ld;
     sp.head_scale = a.head_scale;
-    sp.keys.format = gpu::attn::IndexKeyFormat::F32, sp.keys.D = D, sp.keys.k = a.k.data, sp.keys.ld_k = a.k.ld;
-    sp.keys.scale = a.k_scale.data, sp.keys.ld_scale = a.k_scale.ld;
+    sp.keys.D = D;
+    if (packed) {
+      sp.keys.format = gpu::attn::IndexKeyFormat::FP8;
+      sp.keys.packed = a.k_packed.data, sp.keys.block_tokens = a.k_packed.page_tokens;
+    } else {
+      sp.keys.format = gpu::attn::IndexKeyFormat::F32, sp.keys.k = a.k.data, sp.keys.ld_k = a.k.ld;
+      sp.keys.scale = a.k_scale.data, sp.keys.ld_scale = a.k_scale.ld;
+    }
     sp.blocks = gpu::attn::BlockTable{d_table, 0, a.block_tokens};
     sp.n_keys = S, sp.positions = d_pos + t0;
     sp.max_keys = S, sp.scores = scores, sp.scores_t = S;
@@ -104,8 +119,13 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
   const int64_t T = a.q.rows, S = a.n_keys, H = a.n_heads;
   const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
+  const PackedKv& lp = a.latent_packed;
+  const bool packed = lp.packed();
   require(a.q.cols == H * qk_head && a.k_pe.cols == dr && a.k_pe.rows == a.latent.rows, "mla q/k_pe shapes");
+  require(!packed || (lp.dim == C && lp.rope_dim == dr), "mla: packed cache shapes");
   require(a.block_table || a.latent.rows >= S, "mla: fewer cache rows than keys");
+  if (packed && lp.dtype != KvDtype::FP8)
+    throw Error(ErrorCode::Unsupported, "cuda backend: mla_attention reads fp8 packed latent caches only");
   require(a.wkv_b.rows == H * kv_head && a.wkv_b.cols == C && a.out.cols == H * dv, "mla wkv_b/out shapes");
   if (T == 0) return;
   int64_t max_vis = 0;
@@ -113,8 +133,8 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
     require(a.positions[t] < S, "query position beyond the cache");
     max_vis = std::max<int64_t>(max_vis, std::min<int64_t>(int64_t(a.positions[t]) + 1, S));
   }
-  if (C > 512 || C % 4 || dr % 4 || dn % 4 || C + dr > 576 || a.latent.ld % 4 || a.k_pe.ld % 4 ||
-      !aligned16(a.latent.data) || !aligned16(a.k_pe.data))
+  if (C > 512 || C % 4 || dr % 4 || dn % 4 || C + dr > 576 ||
+      (!packed && (a.latent.ld % 4 || a.k_pe.ld % 4 || !aligned16(a.latent.data) || !aligned16(a.k_pe.data))))
     throw Error(ErrorCode::Unsupported,
                 "cuda backend: mla_attention supports a latent of up to 512 and latent + rope up to 576 (multiples "
                 "of 4, 16-byte aligned rows); got " + std::to_string(C) + " + " + std::to_string(dr));
@@ -152,9 +172,15 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
     p.wkv_b8.scale = r.scale;
     p.wkv_b8.scale_ld = r.scale_ld;
   }
-  p.cache.format = gpu::attn::LatentFormat::F32, p.cache.C = C, p.cache.R = dr;
-  p.cache.latent = a.latent.data, p.cache.ld_latent = a.latent.ld, p.cache.k_pe = a.k_pe.data,
-  p.cache.ld_rope = a.k_pe.ld;
+  p.cache.C = C, p.cache.R = dr;
+  if (packed) {
+    p.cache.format = gpu::attn::LatentFormat::FP8;
+    p.cache.packed = lp.data;
+  } else {
+    p.cache.format = gpu::attn::LatentFormat::F32;
+    p.cache.latent = a.latent.data, p.cache.ld_latent = a.latent.ld, p.cache.k_pe = a.k_pe.data,
+    p.cache.ld_rope = a.k_pe.ld;
+  }
   p.blocks = gpu::attn::BlockTable{d_table, 0, a.block_tokens};
   p.n_keys = S;
   p.n_indices = a.indices ? a.n_indices : 0;
