@@ -205,27 +205,33 @@ done
 
 # End to end (issue 8): the whole model on the GPU against the CPU backend on the small test checkpoints
 # (generated here, bit-exactly, by the same script as the tests): 64 greedy tokens after a fixed prompt, and the
-# largest logit difference over every prompt position, in each precision.
+# largest logit difference over every prompt position, in each precision, with an f32 KV cache on both backends;
+# and (issue 19) with an fp8 KV cache on both (FlashMLA's latent rows, the 132-byte indexer keys): in fp8 precision
+# on every model, in reference precision (where kv_pack quantizes the indexer key itself) on v32-tiny and v32-micro.
 {
   echo
   echo "## End to end: dsinfer generate/logits, --backend cuda vs cpu (64 greedy tokens; full output in e2e.log)"
   echo
-  echo "| model | precision | greedy tokens equal | first difference | max abs logit diff | max abs logit |"
-  echo "|---|---|---|---|---|---|"
+  echo "| model | precision | kv cache | greedy tokens equal | first difference | max abs logit diff | max abs logit |"
+  echo "|---|---|---|---|---|---|---|"
 } >> "$OUT/summary.md"
 MODELS=${GPU_CHECK_MODELS:-/tmp/dsinfer_gpu_models}
 IDS=0,17,4042,31,999,12,7,2048,555,64,3000,1
 for preset in $([ "${GPU_CHECK_E2E:-1}" = 0 ] || echo v32-tiny v3-tiny v32-tiny-bf16 v32-micro); do
-  [ "$(step_limit 30)" -lt 20 ] && { echo "| $preset | - | NOT RUN (time budget) | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
+  [ "$(step_limit 30)" -lt 20 ] && { echo "| $preset | - | - | NOT RUN (time budget) | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
   python3 scripts/make_small_checkpoint.py --preset "$preset" --out "$MODELS/$preset" >> "$OUT/e2e.log" 2>&1 ||
-    { echo "| $preset | - | checkpoint not generated | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
-  for prec in fp8 reference; do
-    run() { timeout "$(step_limit 60)" "$BUILD/tools/dsinfer" "$@" --model "$MODELS/$preset" --precision "$prec" --threads 8 2>>"$OUT/e2e.log"; }
+    { echo "| $preset | - | - | checkpoint not generated | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
+  combos="fp8:f32 reference:f32 fp8:fp8"
+  case "$preset" in v32-tiny|v32-micro) combos="$combos reference:fp8" ;; esac
+  for combo in $combos; do
+    prec=${combo%%:*}; kv=${combo##*:}
+    [ "$(step_limit 30)" -lt 20 ] && { echo "| $preset | $prec | $kv | NOT RUN (time budget) | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
+    run() { timeout "$(step_limit 60)" "$BUILD/tools/dsinfer" "$@" --model "$MODELS/$preset" --precision "$prec" --kv-cache-dtype "$kv" --threads 8 2>>"$OUT/e2e.log"; }
     cpu=$(run generate --ids "$IDS" --n 64 --backend cpu); rc_cpu=$?
     gpu=$(run generate --ids "$IDS" --n 64 --backend cuda); rc_gpu=$?
     run logits --ids "$IDS" --out "$MODELS/cpu.f32" --backend cpu >/dev/null
     run logits --ids "$IDS" --out "$MODELS/gpu.f32" --backend cuda >/dev/null
-    echo "$preset $prec rc cpu=$rc_cpu gpu=$rc_gpu"$'\n'"cpu: $cpu"$'\n'"gpu: $gpu" >> "$OUT/e2e.log"
+    echo "$preset $prec kv $kv rc cpu=$rc_cpu gpu=$rc_gpu"$'\n'"cpu: $cpu"$'\n'"gpu: $gpu" >> "$OUT/e2e.log"
     if [ $rc_cpu -ne 0 ] || [ $rc_gpu -ne 0 ]; then
       eq="ERROR (cpu rc $rc_cpu, gpu rc $rc_gpu)"; first=""; n_fail=$((n_fail + 1))
     elif [ "$cpu" = "$gpu" ]; then eq="yes (64/64)"; first="-"
@@ -239,8 +245,8 @@ a = np.fromfile(sys.argv[1], dtype='<f4'); b = np.fromfile(sys.argv[2], dtype='<
 print(f'{float(np.max(np.abs(a - b))):.3g} | {float(np.max(np.abs(a))):.3g}' if a.size == b.size and a.size else 'n/a | n/a')
 " "$MODELS/cpu.f32" "$MODELS/gpu.f32" 2>>"$OUT/e2e.log" || echo "n/a | n/a")
     rm -f "$MODELS/cpu.f32" "$MODELS/gpu.f32"
-    log "e2e $preset $prec: tokens equal: $eq; logits: $diff"
-    echo "| $preset | $prec | $eq | $first | $diff |" >> "$OUT/summary.md"
+    log "e2e $preset $prec kv $kv: tokens equal: $eq; logits: $diff"
+    echo "| $preset | $prec | $kv | $eq | $first | $diff |" >> "$OUT/summary.md"
   done
 done
 
