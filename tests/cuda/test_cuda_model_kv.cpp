@@ -137,7 +137,7 @@ void run_preset(const std::string& preset, Precision precision) {
   // Across backends: the CPU's saved cache restored on the GPU, the GPU's on the CPU, each then given the same
   // 3 tokens as a native sequence on the other backend.
   const std::vector<int32_t> more = {100, 200, 300};
-  auto rg = gpu->load_sequence(saved_c), rc = cpu->load_sequence(saved_g);
+  auto rg = gpu->load_sequence(saved_c, 256), rc = cpu->load_sequence(saved_g, 256);
   auto nc = cpu->new_sequence(256, KvCacheDtype::Fp8), ng = gpu->new_sequence(256, KvCacheDtype::Fp8);
   cpu->eval(*nc, prompt, last);
   gpu->eval(*ng, prompt, last);
