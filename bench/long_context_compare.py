@@ -3,7 +3,7 @@
 
     python3 bench/long_context_compare.py --model build/models/v32-bench --llama-cpp /path/to/llama.cpp \
         [--depths 4096 16384 32768 65536] [--threads 2] [--decode 32] [--peer-max-depth 32768] \
-        [--peer-q8-max-depth 16384] [--dense-max-depth 32768] [--results FILE]
+        [--peer-q8-max-depth 16384] [--dense-max-depth 32768] [--results FILE] [--sides llama.cpp dsinfer]
 
 At each depth D, every side prefills a D-token prompt (timed: prefill tok/s) and then decodes --decode tokens at
 that depth (timed: decode tok/s), in one process whose peak RSS the OS reports:
@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--dense-max-depth", type=int, default=32768)
     ap.add_argument("--work", default=os.path.join(REPO, "build", "llama-compare"))
     ap.add_argument("--results", default=os.path.join(REPO, "build", "long_context.jsonl"))
+    ap.add_argument("--sides", nargs="+", default=["llama.cpp", "dsinfer"], help="run only these (the table shows all)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     gguf = convert_to_gguf(a.model, a.llama_cpp, a.convert_python, "q8_0", a.work)
@@ -98,7 +99,7 @@ def main():
         runs.append(("dsinfer dense" if dense_prefill else "dsinfer dense decode", d,
                      lambda d=d, p=dense_prefill: measure_dsinfer(a, d, p, True)))
     for side, d, fn in runs:
-        if (side, d, a.threads) in done:
+        if (side, d, a.threads) in done or not any(side.startswith(x) for x in a.sides):
             continue
         r = dict(side=side, depth=d, threads=a.threads, decode_tokens=a.decode, **fn())
         print(json.dumps(r), flush=True)

@@ -381,7 +381,8 @@ int64_t mla_absorbed_head_block() {
   return 1;
 }
 
-void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1) {
+void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
+                  bool rows_ready) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const KvbRows w = kv_b_rows(a);
   if (cpu_kernel_isa() != CpuIsa::Scalar && w.kind >= 0 && n > 0) {
@@ -394,7 +395,7 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
       s.lat.resize(size_t(n));
       s.kpe.resize(size_t(n));
     }
-    gather_latent_rows(a, keys, n, s.decoded, s.lat.data(), s.kpe.data());
+    if (!rows_ready) gather_latent_rows(a, keys, n, s.decoded, s.lat.data(), s.kpe.data());
     if (cpu_kernel_isa() == CpuIsa::Avx512)
       return avx512::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);
     return avx2::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);

@@ -49,7 +49,10 @@ void indexer_scores_reference(const float* q, const float* wt, const IndexerTopk
 //   p        = softmax(score): max, exp(s - max), the sum in double in key order, times float(1 / sum);
 //   o_lat[c] = fused multiply-add chain over the keys in order of p_j · latent_j[c], from +0;
 //   out[v]   = tree16 dot of o_lat with W_UV[v].
-void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1);
+// rows_ready: this thread's previous call was for the same call of the op, query and keys, so the rows it gathered
+// (a packed cache's decoded) are reused instead of gathered again (a query's head blocks share them).
+void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
+                  bool rows_ready = false);
 void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1);
 // Whether mla_absorbed has a vector kernel for these arguments (else it runs the reference, which needs a.wkv_b).
 bool mla_absorbed_vectorized(const MlaArgs& a);

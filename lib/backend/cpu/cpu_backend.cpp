@@ -530,35 +530,76 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
         indexer_scores_many(qs, nq, a, s0, ends, rows);
       }
     });
-    pool_.parallel_for(Tq, [&](int64_t t0, int64_t t1) {
-      thread_local std::vector<int32_t> order;
-      thread_local std::vector<uint64_t> ranked;
-      if (order.size() < size_t(S)) order.resize(size_t(S));
-      if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
-      for (int64_t i = t0; i < t1; ++i) {
-        const int64_t t = q0 + balanced_row(i, Tq);
-        const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
-        const float* scores = tile_scores + (t - q0) * S;
-        if (a.out_scores) {
-          float* so = a.out_scores + t * S;
-          for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
-        }
-        const int64_t k = std::min(a.topk, visible);
-        // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
-        // determined); selection, then the chosen positions in ascending order. Each position becomes one integer
-        // that orders as that rule does — the score's bits made monotonic (−0 folded into +0 first) above the
-        // position's complement — so the selection compares plain integers instead of chasing indices.
-        for (int64_t s = 0; s < visible; ++s) {
-          const uint32_t b = f32_to_bits(scores[s] + 0.0f), key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-          ranked[size_t(s)] = (uint64_t(key) << 32) | uint64_t(~uint32_t(s));
-        }
-        std::nth_element(ranked.begin(), ranked.begin() + (k - 1), ranked.begin() + visible, std::greater<>());
-        for (int64_t i = 0; i < k; ++i) order[size_t(i)] = int32_t(~uint32_t(ranked[size_t(i)]));
-        std::sort(order.begin(), order.begin() + k);
-        int32_t* out = a.out_indices + t * a.topk;
-        for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;
+    // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
+    // determined); selection, then the chosen positions in ascending order. Each position becomes one integer that
+    // orders as that rule does — the score's bits made monotonic (−0 folded into +0 first) above the position's
+    // complement — so the selection compares plain integers instead of chasing indices. select() ranks keys
+    // [s0, s1) of query t into ranked[s0, s1) and moves their top min(k, s1 - s0) to the front of that range.
+    auto select = [&](int64_t t, int64_t s0, int64_t s1, int64_t k, uint64_t* ranked) {
+      const float* scores = tile_scores + (t - q0) * S;
+      for (int64_t s = s0; s < s1; ++s) {
+        const uint32_t b = f32_to_bits(scores[s] + 0.0f), key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+        ranked[s] = (uint64_t(key) << 32) | uint64_t(~uint32_t(s));
       }
-    });
+      const int64_t m = std::min(k, s1 - s0);
+      if (m > 0) std::nth_element(ranked + s0, ranked + s0 + (m - 1), ranked + s1, std::greater<>());
+      return m;
+    };
+    auto finish = [&](int64_t t, int64_t k, const uint64_t* top, std::vector<int32_t>& order) {
+      const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+      if (a.out_scores) {
+        const float* scores = tile_scores + (t - q0) * S;
+        float* so = a.out_scores + t * S;
+        for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
+      }
+      order.resize(size_t(k));
+      for (int64_t i = 0; i < k; ++i) order[size_t(i)] = int32_t(~uint32_t(top[i]));
+      std::sort(order.begin(), order.end());
+      int32_t* out = a.out_indices + t * a.topk;
+      for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;
+    };
+    if (Tq >= pool_.size()) {
+      pool_.parallel_for(Tq, [&](int64_t t0, int64_t t1) {
+        thread_local std::vector<int32_t> order;
+        thread_local std::vector<uint64_t> ranked;
+        if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
+        for (int64_t i = t0; i < t1; ++i) {
+          const int64_t t = q0 + balanced_row(i, Tq);
+          const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+          const int64_t k = select(t, 0, visible, a.topk, ranked.data());
+          finish(t, k, ranked.data(), order);
+        }
+      });
+      continue;
+    }
+    // Fewer queries than threads (decode): each query's keys split over the threads, each part's top k selected
+    // there; the global top k are among the parts' (every key of it outranks all but < k keys of its part), so a
+    // last selection over those gives the same set.
+    thread_local std::vector<int32_t> order;
+    thread_local std::vector<uint64_t> ranked;
+    thread_local std::vector<int64_t> kept;
+    if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
+    if (kept.size() < size_t(pool_.size())) kept.resize(size_t(pool_.size()));
+    for (int64_t t = q0; t < q0 + Tq; ++t) {
+      const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
+      const int64_t parts = std::clamp<int64_t>(visible / std::max<int64_t>(4 * a.topk, 1024), 1, pool_.size());
+      // (The workers reach this thread's buffers through these pointers: a thread_local named in the lambda
+      // would be each worker's own.)
+      uint64_t* r = ranked.data();
+      int64_t* part_kept = kept.data();
+      pool_.parallel_for(parts, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p)
+          part_kept[p] = select(t, visible * p / parts, visible * (p + 1) / parts, a.topk, r);
+      });
+      int64_t n = 0;  // the parts' tops moved together to the front
+      for (int64_t p = 0; p < parts; ++p) {
+        std::copy_n(r + visible * p / parts, part_kept[p], r + n);  // (n <= the part's start: no overlap ahead)
+        n += part_kept[p];
+      }
+      const int64_t k = std::min(a.topk, visible);
+      std::nth_element(r, r + (k - 1), r + n, std::greater<>());
+      finish(t, k, r, order);
+    }
   }
 }
 
@@ -609,13 +650,16 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
   if (absorbed) {
     // Units of (query, block of heads): the vector kernel reads each selected latent row once per head block.
     const int64_t hb = mla_absorbed_head_block(), blocks = (H + hb - 1) / hb;
+    // Consecutive units of one query on a thread share its keys and gathered rows (decoded once per query).
     pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1) {
       thread_local std::vector<int32_t> keys;
+      int64_t last = -1;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t t = balanced_row(u / blocks, T), h0 = (u % blocks) * hb, h1 = std::min(H, h0 + hb);
-        keys_of(t, keys);
-        if (vectorized) mla_absorbed(a, keys.data(), int64_t(keys.size()), t, h0, h1);
+        if (t != last) keys_of(t, keys);
+        if (vectorized) mla_absorbed(a, keys.data(), int64_t(keys.size()), t, h0, h1, /*rows_ready=*/t == last);
         else mla_absorbed_reference(a, keys.data(), int64_t(keys.size()), t, h0, h1);
+        last = t;
       }
     });
     return;

@@ -334,6 +334,58 @@ TEST_CASE("indexer top-k ranks negative and zero scores in order and breaks ties
   CHECK(idx == std::vector<int32_t>{0, 1, 2, 4, 5, 7, 11});  // the four zeros, then the first three -0.5s
 }
 
+TEST_CASE("a decode query's top-k, selected over keys split across threads, equals its top-k in a batch",
+          "[cpu][indexer]") {
+  // Fewer queries than threads: each query's keys are split over the threads and the parts' tops merged. Keys take
+  // five values (at random), so the top k come from every part and some scores tie, where the earlier-position
+  // rule decides across part boundaries.
+  CpuBackend be({4});
+  Rand rnd(9);
+  const int64_t S = 9000, H = 2, D = 16, K = 256, B = 8;
+  Matrix q1 = be.matrix(1, H * D), qb = be.matrix(B, H * D), k = be.matrix(S, D), w1 = be.matrix(1, H),
+         wb = be.matrix(B, H);
+  rnd.fill(q1.view);
+  rnd.fill(w1.view, 0.5f, 1.0f);
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t i = 0; i < D; ++i) k.view.row(s)[i] = std::round(rnd.uniform(-2.5f, 2.5f));
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(qb.view.row(b), q1.view.row(0), size_t(H * D) * sizeof(float));
+    std::memcpy(wb.view.row(b), w1.view.row(0), size_t(H) * sizeof(float));
+  }
+  for (const int32_t pos : {int32_t(S - 1), int32_t(5000), int32_t(2100), int32_t(700)}) {
+    std::vector<int32_t> positions(static_cast<size_t>(B), pos), one(static_cast<size_t>(K)),
+        batch(static_cast<size_t>(B * K));
+    std::vector<float> scores(static_cast<size_t>(S));
+    IndexerTopkArgs a;
+    a.head_scale = 1.0f;
+    a.k = k.view;
+    a.n_keys = S;
+    a.n_heads = H;
+    a.head_dim = D;
+    a.topk = K;
+    a.q = q1.view;
+    a.w = w1.view;
+    a.positions = positions.data();
+    a.out_indices = one.data();
+    a.out_scores = scores.data();
+    be.indexer_topk(a);  // one query: the split selection
+    a.q = qb.view;
+    a.w = wb.view;
+    a.out_indices = batch.data();
+    a.out_scores = nullptr;
+    be.indexer_topk(a);  // B >= threads queries: one selection per query
+    for (int64_t b = 0; b < B; ++b)
+      CHECK(std::vector<int32_t>(batch.begin() + b * K, batch.begin() + (b + 1) * K) == one);
+    std::vector<int32_t> rank(size_t(pos) + 1);
+    std::iota(rank.begin(), rank.end(), 0);
+    std::stable_sort(rank.begin(), rank.end(),
+                     [&](int32_t i, int32_t j) { return scores[size_t(i)] > scores[size_t(j)]; });
+    std::vector<int32_t> want(rank.begin(), rank.begin() + K);
+    std::sort(want.begin(), want.end());
+    CHECK(one == want);
+  }
+}
+
 TEST_CASE("MoE routing is group-limited, bias-steered and weighted by unbiased scores", "[cpu][moe]") {
   CpuBackend be({1});
   // 8 experts in 4 groups of 2; keep 2 groups; pick top-2. Gate = identity-like so logits are chosen directly.
