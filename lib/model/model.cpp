@@ -802,10 +802,15 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
 }
 
 namespace {
+// EvalOptions::max_chunk_tokens's default: 512 with an indexer (on the benchmark model as fast as 2048 and 98 MB
+// lighter at 4K tokens), 2048 without one, where every chunk's MHA form expands the whole cache through kv_b
+// (rows past index_topk take the absorbed form instead), so smaller chunks would repeat that work more often.
+int64_t default_chunk(const DeepseekV32& net) { return net.config().has_indexer() ? 512 : 2048; }
+
 // The next chunk of a long prompt: at most `chunk` tokens, but never leaving exactly one behind (a 1-token forward
 // takes the decode form, which rounds differently from the multi-token steps).
-size_t next_chunk(size_t left, int64_t max_chunk) {
-  const size_t chunk = size_t(std::max<int64_t>(max_chunk > 0 ? max_chunk : 2048, 2));
+size_t next_chunk(size_t left, int64_t max_chunk, const DeepseekV32& net) {
+  const size_t chunk = size_t(std::max<int64_t>(max_chunk > 0 ? max_chunk : default_chunk(net), 2));
   if (left <= chunk) return left;
   return left - chunk == 1 ? chunk - 1 : chunk;
 }
@@ -813,7 +818,7 @@ size_t next_chunk(size_t left, int64_t max_chunk) {
 // One sequence's tokens through forward() chunk by chunk. On error the sequence is cut back to where it was.
 void forward_chunked(DeepseekV32& net, KvCache& cache, MtpState* mtp, std::span<const int32_t> ids,
                      const EvalOptions& opts, std::vector<float>& logits, std::vector<float>& part) {
-  if (ids.size() <= next_chunk(ids.size(), opts.max_chunk_tokens) || ids.empty()) {
+  if (ids.size() <= next_chunk(ids.size(), opts.max_chunk_tokens, net) || ids.empty()) {
     net.forward(cache, ids, opts, logits, mtp);
     return;
   }
@@ -824,7 +829,7 @@ void forward_chunked(DeepseekV32& net, KvCache& cache, MtpState* mtp, std::span<
   std::vector<float> out;  // `logits` keeps its old contents until the whole prompt has run
   try {
     for (size_t at = 0; at < ids.size();) {
-      const size_t n = next_chunk(ids.size() - at, opts.max_chunk_tokens);
+      const size_t n = next_chunk(ids.size() - at, opts.max_chunk_tokens, net);
       net.forward(cache, ids.subspan(at, n), opts, part, mtp);
       if (opts.all_logits || at + n == ids.size()) out.insert(out.end(), part.begin(), part.end());
       at += n;
@@ -876,7 +881,7 @@ void Model::eval_batch(std::span<BatchEntry> entries, const EvalOptions& opts) c
   }
   // (Exact rows are never chunked: chunks would take the multi-token form the caller asked to avoid.)
   if (entries.size() == 1 && !entries[0].exact_rows &&
-      entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens)) {
+      entries[0].ids.size() > next_chunk(entries[0].ids.size(), opts.max_chunk_tokens, *impl_->net)) {
     // One long prompt (a session's prefill): chunked like eval(). A batch of several sequences is bounded by the
     // caller instead (Engine's max_step_prompt_tokens).
     BatchEntry& e = entries[0];
