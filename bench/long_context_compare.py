@@ -120,13 +120,15 @@ def main():
                 pf = "-" if r["side"] == "dsinfer dense decode" else f"{r['prefill']:.1f}"
                 print(f"| {r['side']} | {d} | {pf} | {r['decode']:.1f} | {r['rss_mb']:.0f} | "
                       f"{r['kv_bytes_token_layer']} |")
-    print("\nratios, dsinfer DSA / llama.cpp f16 KV (prefill, decode) and dsinfer's decode vs its own at the first depth:")
+    print("\nratios, dsinfer DSA / llama.cpp f16 KV (prefill, decode) and dsinfer's decode vs its own at the "
+          "first depth:")
     base = get("dsinfer DSA", a.depths[0])
     for d in a.depths:
         ours, peer = get("dsinfer DSA", d), get("llama.cpp f16 KV", d)
         cells = [f"depth {d}"]
         if ours and peer:
-            cells.append(f"prefill {ours['prefill'] / peer['prefill']:.2f}x, decode {ours['decode'] / peer['decode']:.2f}x")
+            cells.append(f"prefill {ours['prefill'] / peer['prefill']:.2f}x, "
+                         f"decode {ours['decode'] / peer['decode']:.2f}x")
         if ours and base:
             cells.append(f"decode {ours['decode'] / base['decode']:.2f} of depth {a.depths[0]}")
         print("  " + "; ".join(cells))

@@ -485,9 +485,9 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   require(a.q.cols == H * D && a.k.cols == D && a.w.cols == H && a.topk > 0, "indexer_topk shapes");
   require(a.block_table || a.k.rows >= S, "indexer_topk: fewer key rows than keys");
   // Scores first, over (group of queries, block of 64 keys) units so that one decoding query also spreads over the
-  // threads; then each query's top-k. Queries go in tiles whose score rows fit in kTileScores floats, so a long prompt's
-  // chunk (2048 queries over 64K keys would be 512 MB of scores) needs bounded scratch; each query's scores and
-  // top-k are its own, so tiling changes no result.
+  // threads; then each query's top-k. Queries go in tiles whose score rows fit in kTileScores floats, so a long
+  // prompt's chunk (2048 queries over 64K keys would be 512 MB of scores) needs bounded scratch; each query's
+  // scores and top-k are its own, so tiling changes no result.
   constexpr int64_t kTileScores = int64_t(1) << 23;  // 32 MB of fp32 scores
   const int64_t tile = std::clamp<int64_t>(kTileScores / std::max<int64_t>(S, 1), 1, std::max<int64_t>(T, 1));
   thread_local std::vector<float> all_scores, all_wt;
