@@ -82,7 +82,7 @@ void ThreadPool::parallel_for(int64_t n, LoopBody fn, int64_t grain) {
   const int64_t max_chunks = std::max<int64_t>(1, n / grain);
   const int chunks = int(std::min<int64_t>(n_threads_, max_chunks));
   if (chunks <= 1) {
-    fn(0, n);
+    fn(0, n, 0);
     return;
   }
   const int64_t chunk = (n + chunks - 1) / chunks;
@@ -100,7 +100,7 @@ void ThreadPool::parallel_for(int64_t n, LoopBody fn, int64_t grain) {
   // The caller runs chunk 0.
   std::exception_ptr mine;
   try {
-    fn(0, std::min(n, chunk));
+    fn(0, std::min(n, chunk), 0);
   } catch (...) {
     mine = std::current_exception();
   }
@@ -132,7 +132,7 @@ void ThreadPool::worker_loop(int index) {
     std::exception_ptr err;
     if (job && begin < end) {
       try {
-        (*job)(begin, end);
+        (*job)(begin, end, index);
       } catch (...) {
         err = std::current_exception();
       }

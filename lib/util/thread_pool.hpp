@@ -13,20 +13,25 @@
 
 namespace dsinfer {
 
-// A non-owning reference to a callable fn(begin, end): what parallel_for takes. A std::function would copy the
-// loop's lambda onto the heap whenever it captures more than two references (most ops' loops), once per op call;
-// this only points at it. It must not outlive the callable: pass the lambda straight to parallel_for.
+// A non-owning reference to a callable fn(begin, end) or fn(begin, end, worker): what parallel_for takes. A
+// std::function would copy the loop's lambda onto the heap whenever it captures more than two references (most ops'
+// loops), once per op call; this only points at it. It must not outlive the callable: pass the lambda straight to
+// parallel_for.
 class LoopBody {
  public:
   template <class F, class = std::enable_if_t<!std::is_same_v<std::remove_cvref_t<F>, LoopBody>>>
   LoopBody(F&& fn) noexcept  // NOLINT(google-explicit-constructor): lambdas convert implicitly
       : fn_(const_cast<void*>(static_cast<const void*>(std::addressof(fn)))),
-        call_([](void* f, int64_t begin, int64_t end) { (*static_cast<std::remove_reference_t<F>*>(f))(begin, end); }) {}
-  void operator()(int64_t begin, int64_t end) const { call_(fn_, begin, end); }
+        call_([](void* f, int64_t begin, int64_t end, int worker) {
+          auto& body = *static_cast<std::remove_reference_t<F>*>(f);
+          if constexpr (std::is_invocable_v<decltype(body), int64_t, int64_t, int>) body(begin, end, worker);
+          else body(begin, end);
+        }) {}
+  void operator()(int64_t begin, int64_t end, int worker) const { call_(fn_, begin, end, worker); }
 
  private:
   void* fn_;
-  void (*call_)(void*, int64_t, int64_t);
+  void (*call_)(void*, int64_t, int64_t, int);
 };
 
 class ThreadPool {
@@ -51,6 +56,9 @@ class ThreadPool {
   // Calls fn(begin, end) over a split of [0, n) into contiguous chunks, at most one per thread, and returns when
   // all are done. Chunks are at least `grain` long. Not reentrant: fn must not call parallel_for on this pool.
   // An exception thrown by fn is rethrown here (the first one).
+  // fn may take a third argument, `int worker`: the index in [0, size()) of the thread running the chunk, 0 being
+  // the thread that called parallel_for. No two chunks of one loop share an index, so per-worker scratch indexed by
+  // it (the CPU backend's ScratchArena) is the chunk's own.
   void parallel_for(int64_t n, LoopBody fn, int64_t grain = 1);
 
  private:
