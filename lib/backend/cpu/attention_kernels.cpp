@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "backend/cpu/simd.hpp"
 #include "backend/kv_format.hpp"
@@ -28,25 +27,24 @@ struct KvbRows {
   int64_t ld = 0;
 };
 
-// Per-thread scratch of the absorbed kernel, kept between calls so a decode step allocates nothing once warm.
+// The absorbed vector kernel's buffers for a block of heads (from the worker's scratch).
 struct MlaScratch {
-  std::vector<float> q_abs, p, o_lat;
-  std::vector<const float*> lat, kpe;  // absorbed: the keys' latent and rope rows
-  std::vector<const float*> kv, v;     // MHA: the keys' expanded rows (k_nope then v), and their v parts
-  std::vector<float> decoded;          // absorbed over a packed cache: the keys' rows decoded, [n][C + dr]
+  float* q_abs;  // [heads, C]
+  float* p;      // [heads, n]
+  float* o_lat;  // [heads, C]
 };
 
 // The latent and rope-key rows of keys[0..n) as fp32 pointers: into the cache (F32) or, for a packed cache, into
-// `decoded` after decoding them there (exact: e4m3 · scale and bf16 are fp32 values, so every kernel computes
-// what it computes over an F32 cache holding those values).
-void gather_latent_rows(const MlaArgs& a, const int32_t* keys, int64_t n, std::vector<float>& decoded,
-                        const float** lat, const float** kpe) {
+// the scratch's MlaDecoded after decoding them there (exact: e4m3 · scale and bf16 are fp32 values, so every kernel
+// computes what it computes over an F32 cache holding those values).
+void gather_latent_rows(const MlaArgs& a, const int32_t* keys, int64_t n, WorkerScratch scratch, const float** lat,
+                        const float** kpe) {
   const int64_t C = a.latent.cols, dr = a.rope_dim, w = C + dr;
-  if (a.latent_packed.packed() && decoded.size() < size_t(n * w)) decoded.resize(size_t(n * w));
+  float* decoded = a.latent_packed.packed() ? scratch.get<float>(ScratchSlot::MlaDecoded, size_t(n * w)) : nullptr;
   for (int64_t j = 0; j < n; ++j) {
     const int64_t row = cache_row(a.block_table, a.block_tokens, keys[j]);
     if (a.latent_packed.packed()) {
-      float* d = decoded.data() + j * w;
+      float* d = decoded + j * w;
       kvfmt::decode_latent_row(a.latent_packed, row, d, d + C);
       lat[j] = d;
       kpe[j] = d + C;
@@ -82,17 +80,16 @@ void softmax_in_place(float* p, int64_t n) {
 // References: the orders of attention_kernels.hpp, one value at a time.
 
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
-                              float* scores) {
+                              float* scores, WorkerScratch scratch) {
   const int64_t H = a.n_heads, D = a.head_dim, Hp = (H + 15) / 16 * 16;
-  thread_local std::vector<float> decoded;
-  if (a.k_packed.packed() && decoded.size() < size_t(D)) decoded.resize(size_t(D));
+  float* decoded = a.k_packed.packed() ? scratch.get<float>(ScratchSlot::IndexerKeys, size_t(D)) : nullptr;
   for (int64_t s = s0; s < s1; ++s) {
     const int64_t row = cache_row(a.block_table, a.block_tokens, s);
     float key_scale = a.k_scale.data ? a.k_scale.row(row)[0] : 1.0f;
     const float* k = a.k.data ? a.k.row(row) : nullptr;
     if (a.k_packed.packed()) {
-      key_scale = kvfmt::decode_index_key(a.k_packed, row, decoded.data());
-      k = decoded.data();
+      key_scale = kvfmt::decode_index_key(a.k_packed, row, decoded);
+      k = decoded;
     }
     float lanes[16];
     for (int64_t h = 0; h < Hp; ++h) {
@@ -105,20 +102,19 @@ void indexer_scores_reference(const float* q, const float* wt, const IndexerTopk
   }
 }
 
-void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1) {
+void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
+                            WorkerScratch scratch) {
   if (!a.wkv_b.data) throw Error(ErrorCode::Internal, "mla_absorbed_reference needs the fp32 kv_b copy");
   const int64_t dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, C = a.latent.cols;
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
-  thread_local std::vector<float> q_abs, p, o_lat, decoded;
-  thread_local std::vector<const float*> lat_rows, kpe_rows;
-  lat_rows.resize(size_t(n));
-  kpe_rows.resize(size_t(n));
-  gather_latent_rows(a, keys, n, decoded, lat_rows.data(), kpe_rows.data());
+  const float** lat_rows = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
+  const float** kpe_rows = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
+  gather_latent_rows(a, keys, n, scratch, lat_rows, kpe_rows);
   auto lat = [&](int64_t j) { return lat_rows[size_t(j)]; };
   auto kpe = [&](int64_t j) { return kpe_rows[size_t(j)]; };
-  q_abs.resize(static_cast<size_t>(C));
-  p.resize(static_cast<size_t>(n));
-  o_lat.resize(static_cast<size_t>(C));
+  float* q_abs = scratch.get<float>(ScratchSlot::MlaQAbs, size_t(C));
+  float* p = scratch.get<float>(ScratchSlot::MlaProbs, size_t(n));
+  float* o_lat = scratch.get<float>(ScratchSlot::MlaOutLatent, size_t(C));
   for (int64_t h = h0; h < h1; ++h) {
     const float* qn = a.q.row(t) + h * qk_head;
     const float* qr = qn + dn;
@@ -127,7 +123,7 @@ void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, in
       std::fill(o, o + dv, 0.0f);
       continue;
     }
-    std::fill(q_abs.begin(), q_abs.end(), 0.0f);
+    std::fill_n(q_abs, C, 0.0f);
     for (int64_t d = 0; d < dn; ++d) {
       const float* w = a.wkv_b.row(h * kv_head + d);
       for (int64_t c = 0; c < C; ++c) q_abs[size_t(c)] = std::fma(qn[d], w[c], q_abs[size_t(c)]);
@@ -140,8 +136,8 @@ void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, in
       for (int64_t e = 0; e < dr; ++e) lanes[(C + e) % 16] = std::fma(qr[e], r[e], lanes[(C + e) % 16]);
       p[size_t(j)] = tree16(lanes) * a.softmax_scale;
     }
-    softmax_in_place(p.data(), n);
-    std::fill(o_lat.begin(), o_lat.end(), 0.0f);
+    softmax_in_place(p, n);
+    std::fill_n(o_lat, C, 0.0f);
     for (int64_t j = 0; j < n; ++j) {
       const float* l = lat(j);
       for (int64_t c = 0; c < C; ++c) o_lat[size_t(c)] = std::fma(p[size_t(j)], l[c], o_lat[size_t(c)]);
@@ -155,7 +151,8 @@ void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, in
   }
 }
 
-void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h) {
+void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h,
+                       WorkerScratch scratch) {
   const int64_t H = a.n_heads, dn = a.nope_dim, dr = a.rope_dim, dv = a.v_dim, kv_head = dn + dv;
   const float* q = a.q.row(t) + h * (dn + dr);
   float* o = a.out.row(t) + h * dv;
@@ -164,8 +161,7 @@ void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, i
     return;
   }
   auto row = [&](int64_t j) { return kv + (int64_t(keys[j]) * H + h) * kv_head; };
-  thread_local std::vector<float> p;
-  p.resize(static_cast<size_t>(n));
+  float* p = scratch.get<float>(ScratchSlot::MlaProbs, size_t(n));
   for (int64_t j = 0; j < n; ++j) {
     float lanes[16] = {};
     const float* k = row(j);
@@ -174,7 +170,7 @@ void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, i
     for (int64_t e = 0; e < dr; ++e) lanes[(dn + e) % 16] = std::fma(q[dn + e], r[e], lanes[(dn + e) % 16]);
     p[size_t(j)] = tree16(lanes) * a.softmax_scale;
   }
-  softmax_in_place(p.data(), n);
+  softmax_in_place(p, n);
   std::fill(o, o + dv, 0.0f);
   for (int64_t j = 0; j < n; ++j) {
     const float* v = row(j) + dn;
@@ -297,22 +293,28 @@ constexpr int kColsC = 2;
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch.
 
-void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, IndexerQuery& out) {
+int64_t indexer_query_floats(int64_t heads, int64_t dim) {
+  const int64_t Hp = (heads + 15) / 16 * 16;
+  return dim * Hp + Hp;
+}
+
+void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, float* storage,
+                           IndexerQuery& out) {
   const int64_t Hp = (heads + 15) / 16 * 16;
   out.q = q;
   out.wt = wt;
   out.heads = heads;
   out.dim = dim;
   out.padded = Hp;
-  if (out.qT.size() < size_t(dim * Hp)) out.qT.resize(size_t(dim * Hp));
-  if (out.wp.size() < size_t(Hp)) out.wp.resize(size_t(Hp));
+  out.qT = storage;
+  out.wp = storage + dim * Hp;
   for (int64_t i = 0; i < dim; ++i)
     for (int64_t h = 0; h < Hp; ++h) out.qT[size_t(i * Hp + h)] = h < heads ? q[h * dim + i] : 0.0f;
   for (int64_t h = 0; h < Hp; ++h) out.wp[size_t(h)] = h < heads ? wt[h] : 0.0f;
 }
 
 void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a, int64_t s0,
-                         const int64_t* ends, float* const* scores) {
+                         const int64_t* ends, float* const* scores, WorkerScratch scratch) {
   if (nq <= 0) return;
   if (nq > kIndexerMaxQueries) throw Error(ErrorCode::Internal, "indexer_scores_many: too many queries");
   int64_t s1 = s0;
@@ -320,18 +322,20 @@ void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTop
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const IndexerQuery& q = *qs[0];
   if (q.padded <= 64 && q.heads == a.n_heads && q.dim == a.head_dim) {
-    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores);
-    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores);
+    if (cpu_kernel_isa() == CpuIsa::Avx512)
+      return avx512::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores, scratch);
+    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores, scratch);
   }
 #endif
   for (int i = 0; i < nq; ++i)
-    if (ends[i] > s0) indexer_scores_reference(qs[i]->q, qs[i]->wt, a, s0, ends[i], scores[i]);
+    if (ends[i] > s0) indexer_scores_reference(qs[i]->q, qs[i]->wt, a, s0, ends[i], scores[i], scratch);
 }
 
-void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores) {
+void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores,
+                    WorkerScratch scratch) {
   const IndexerQuery* qs[1] = {&q};
   float* out[1] = {scores};
-  indexer_scores_many(qs, 1, a, s0, &s1, out);
+  indexer_scores_many(qs, 1, a, s0, &s1, out, scratch);
 }
 
 namespace {
@@ -382,50 +386,44 @@ int64_t mla_absorbed_head_block() {
 }
 
 void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
-                  bool rows_ready) {
+                  WorkerScratch scratch, bool rows_ready) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const KvbRows w = kv_b_rows(a);
   if (cpu_kernel_isa() != CpuIsa::Scalar && w.kind >= 0 && n > 0) {
-    thread_local MlaScratch s;
     const int64_t C = a.latent.cols, heads = std::max<int64_t>(avx512::kHeads, avx2::kHeads);
-    if (s.q_abs.size() < size_t(heads * C)) s.q_abs.resize(size_t(heads * C));
-    if (s.o_lat.size() < size_t(heads * C)) s.o_lat.resize(size_t(heads * C));
-    if (s.p.size() < size_t(heads * n)) s.p.resize(size_t(heads * n));
-    if (s.lat.size() < size_t(n)) {
-      s.lat.resize(size_t(n));
-      s.kpe.resize(size_t(n));
-    }
-    if (!rows_ready) gather_latent_rows(a, keys, n, s.decoded, s.lat.data(), s.kpe.data());
-    if (cpu_kernel_isa() == CpuIsa::Avx512)
-      return avx512::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);
-    return avx2::mla_absorbed_vec(a, w, s.lat.data(), s.kpe.data(), n, t, h0, h1, s);
+    const MlaScratch s{scratch.get<float>(ScratchSlot::MlaQAbs, size_t(heads * C)),
+                       scratch.get<float>(ScratchSlot::MlaProbs, size_t(heads * n)),
+                       scratch.get<float>(ScratchSlot::MlaOutLatent, size_t(heads * C))};
+    // (With rows_ready these are the previous call's: the same n, so the same memory, still holding its rows.)
+    const float** lat = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
+    const float** kpe = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
+    if (!rows_ready) gather_latent_rows(a, keys, n, scratch, lat, kpe);
+    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
+    return avx2::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
   }
 #endif
-  mla_absorbed_reference(a, keys, n, t, h0, h1);
+  mla_absorbed_reference(a, keys, n, t, h0, h1, scratch);
 }
 
-void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h) {
+void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h,
+             WorkerScratch scratch) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const bool shapes = a.nope_dim % 16 == 0 && a.rope_dim % 16 == 0 && a.v_dim % 16 == 0;
   if (cpu_kernel_isa() != CpuIsa::Scalar && shapes && n > 0) {
-    thread_local MlaScratch s;
-    if (s.p.size() < size_t(n)) s.p.resize(size_t(n));
-    if (s.kv.size() < size_t(n)) {
-      s.kv.resize(size_t(n));
-      s.v.resize(size_t(n));
-      s.kpe.resize(size_t(n));
-    }
+    float* p = scratch.get<float>(ScratchSlot::MlaProbs, size_t(n));
+    const float** rows = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
+    const float** kpe = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
+    const float** v = scratch.get<const float*>(ScratchSlot::MlaValuePtrs, size_t(n));
     const int64_t H = a.n_heads, kv_head = a.nope_dim + a.v_dim;
     for (int64_t j = 0; j < n; ++j) {
-      s.kv[size_t(j)] = kv + (int64_t(keys[j]) * H + h) * kv_head;
-      s.kpe[size_t(j)] = a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j]));
+      rows[j] = kv + (int64_t(keys[j]) * H + h) * kv_head;
+      kpe[j] = a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j]));
     }
-    if (cpu_kernel_isa() == CpuIsa::Avx512)
-      return avx512::mha_head_vec(a, s.kv.data(), s.kpe.data(), n, t, h, s.p.data(), s.v.data());
-    return avx2::mha_head_vec(a, s.kv.data(), s.kpe.data(), n, t, h, s.p.data(), s.v.data());
+    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::mha_head_vec(a, rows, kpe, n, t, h, p, v);
+    return avx2::mha_head_vec(a, rows, kpe, n, t, h, p, v);
   }
 #endif
-  mla_mha_reference(a, kv, keys, n, t, h);
+  mla_mha_reference(a, kv, keys, n, t, h, scratch);
 }
 
 }  // namespace dsinfer

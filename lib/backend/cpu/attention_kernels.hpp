@@ -10,9 +10,9 @@
 // One zmm register, or two ymm, hold those lanes.
 #pragma once
 #include <cstdint>
-#include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/cpu/scratch_arena.hpp"
 
 namespace dsinfer {
 
@@ -23,22 +23,28 @@ namespace dsinfer {
 // times the key's scale.
 // The vector kernel takes the query prepared once (indexer_prepare_query: its heads transposed to [D][Hp], Hp the
 // head count rounded up to 16 with zero queries and weights), so that each key value is broadcast against 16 heads.
+// The kernels that read a packed cache decode its keys into `scratch` (ScratchSlot::IndexerKeys).
 struct IndexerQuery {
   const float* q = nullptr;   // the query row [H*D] and its head weights [H], as given
   const float* wt = nullptr;
   int64_t heads = 0, dim = 0, padded = 0;
-  std::vector<float> qT, wp;  // [D][padded] and [padded]
+  float* qT = nullptr;        // [D][padded], in the storage given to indexer_prepare_query
+  float* wp = nullptr;        // [padded], after qT
 };
-void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, IndexerQuery& out);
-void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores);
+// The floats of storage one prepared query takes.
+int64_t indexer_query_floats(int64_t heads, int64_t dim);
+void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, float* storage,
+                           IndexerQuery& out);
+void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0, int64_t s1, float* scores,
+                    WorkerScratch scratch);
 // Up to kIndexerMaxQueries queries (all of one IndexerTopkArgs, so of one head count) against keys [s0, ends[i]),
 // query i's scores into scores[i] (indexed by key position). Each key is read (a packed cache's decoded) once for
 // all of them; every score equals indexer_scores' bit for bit.
 constexpr int kIndexerMaxQueries = 64;
 void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a, int64_t s0,
-                         const int64_t* ends, float* const* scores);
+                         const int64_t* ends, float* const* scores, WorkerScratch scratch);
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
-                              float* scores);
+                              float* scores, WorkerScratch scratch);
 
 // Absorbed MLA (MlaMode::Absorbed) of query row t for heads [h0, h1), over the cached positions keys[0..n), written
 // to a.out. kv_b values come from a.wkv_b_stored (FP8 as fl(e4m3 · scale), BF16 as is) or from the fp32 copy
@@ -49,11 +55,13 @@ void indexer_scores_reference(const float* q, const float* wt, const IndexerTopk
 //   p        = softmax(score): max, exp(s - max), the sum in double in key order, times float(1 / sum);
 //   o_lat[c] = fused multiply-add chain over the keys in order of p_j · latent_j[c], from +0;
 //   out[v]   = tree16 dot of o_lat with W_UV[v].
-// rows_ready: this thread's previous call was for the same call of the op, query and keys, so the rows it gathered
-// (a packed cache's decoded) are reused instead of gathered again (a query's head blocks share them).
+// The MLA kernels work in `scratch` (the ScratchSlot::Mla* slots after MlaKeys).
+// rows_ready: the previous call with this scratch was for the same call of the op, query and keys, so the rows it
+// gathered (a packed cache's decoded) are reused instead of gathered again (a query's head blocks share them).
 void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
-                  bool rows_ready = false);
-void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1);
+                  WorkerScratch scratch, bool rows_ready = false);
+void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
+                            WorkerScratch scratch);
 // Whether mla_absorbed has a vector kernel for these arguments (else it runs the reference, which needs a.wkv_b).
 bool mla_absorbed_vectorized(const MlaArgs& a);
 // MHA form (MlaMode::Mha) of query row t, head h, over keys[0..n), given kv = the cache expanded through kv_b,
@@ -61,8 +69,10 @@ bool mla_absorbed_vectorized(const MlaArgs& a);
 //   score_j = tree16 dot of [q_nope | q_rope] with [k_nope_j | k_pe_j], times softmax_scale;
 //   p       = softmax(score), as in mla_absorbed;
 //   out[v]  = fused multiply-add chain over the keys in order of p_j · v_j[v], from +0.
-void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h);
-void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h);
+void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h,
+             WorkerScratch scratch);
+void mla_mha_reference(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h,
+                       WorkerScratch scratch);
 
 // Heads the vector kernel takes together (each latent row it loads serves that many heads): the natural unit of
 // work to hand a thread.

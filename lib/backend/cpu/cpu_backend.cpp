@@ -104,28 +104,25 @@ DSINFER_MULTIVERSION void row_times_rows(const float* x, int64_t ldx, int64_t T,
 // chunk of a parallel loop hold early and late queries alike, so the threads finish together.
 inline int64_t balanced_row(int64_t i, int64_t T) { return (i % 2 == 0) ? i / 2 : T - 1 - i / 2; }
 
-// A vector weight (norm gains, biases: BF16/F16/F32) in fp32, in this thread's `buf` (kept between calls, so the
-// per-token ops that read such weights allocate nothing once warm).
-const float* weight_vector_f32(const Weight& w, std::vector<float>& buf) {
+// A vector weight (norm gains, biases: BF16/F16/F32) in fp32, in the caller's scratch at `slot` (kept between
+// calls, so the per-token ops that read such weights allocate nothing once warm).
+const float* weight_vector_f32(const Weight& w, ScratchArena& scratch, ScratchSlot slot) {
   const int64_t n = w.numel();
   if (w.dtype == DType::F8_E4M3) throw Error(ErrorCode::Unsupported, fmt::format("vector weight {} is FP8", w.name));
-  if (buf.size() < size_t(n)) buf.resize(size_t(n));
-  weight_row_f32(w, 0, 0, n, buf.data());  // row 0 from column 0: the n stored values in order (no scales)
-  return buf.data();
+  float* buf = scratch.get<float>(0, slot, size_t(n));
+  weight_row_f32(w, 0, 0, n, buf);  // row 0 from column 0: the n stored values in order (no scales)
+  return buf;
 }
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
-// This thread's scratch for a quantized activation matrix [T, K] and its [T, G] scales, shared by linear and
-// linear_many (kept between calls: no allocation once grown). Loops run by other threads get these pointers, never
-// the thread_locals themselves (each worker would name its own).
+// The caller's scratch for a quantized activation matrix [T, K] and its [T, G] scales, shared by linear and
+// linear_many (kept between calls: no allocation once grown). Loops run by other threads get these pointers.
 struct QuantizedInput {
   float *xq, *xs;
 };
-QuantizedInput quantized_input_scratch(int64_t T, int64_t K, int64_t G) {
-  thread_local std::vector<float> xq, xs;
-  if (xq.size() < size_t(T * K)) xq.resize(size_t(T * K));
-  if (xs.size() < size_t(T * G)) xs.resize(size_t(T * G));
-  return {xq.data(), xs.data()};
+QuantizedInput quantized_input_scratch(ScratchArena& scratch, int64_t T, int64_t K, int64_t G) {
+  return {scratch.get<float>(0, ScratchSlot::LinearQuantized, size_t(T * K)),
+          scratch.get<float>(0, ScratchSlot::LinearScales, size_t(T * G))};
 }
 
 
@@ -176,7 +173,8 @@ void weight_row_f32(const Weight& w, int64_t r, int64_t c0, int64_t n, float* ou
   }
 }
 
-CpuBackend::CpuBackend(const BackendOptions& opts) : pool_(opts.n_threads), buffers_(BufferCache::create()) {}
+CpuBackend::CpuBackend(const BackendOptions& opts)
+    : pool_(opts.n_threads), scratch_(pool_.size()), buffers_(BufferCache::create()) {}
 
 CpuBackend::~CpuBackend() { buffers_->release_ref(); }
 
@@ -186,7 +184,10 @@ void CpuBackend::discard(void* p, size_t bytes) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-void CpuBackend::release_memory() { buffers_->trim(); }
+void CpuBackend::release_memory() {
+  buffers_->trim();
+  scratch_.release();
+}
 
 Buffer CpuBackend::allocate(size_t bytes, bool zero) {
   void* p = buffers_->take(bytes, zero);
@@ -218,8 +219,7 @@ void CpuBackend::kv_pack(const KvPackArgs& a) {
   require(d.packed() && a.src.cols == C, "kv_pack shapes");
   if (a.latent) require(a.extra.rows == n && a.extra.cols == d.rope_dim, "kv_pack rope shape");
   else require(!a.extra.data || (a.extra.rows == n && a.extra.cols == 1), "kv_pack scale shape");
-  thread_local std::vector<float> q;
-  if (q.size() < size_t(C)) q.resize(size_t(C));
+  float* q = scratch_.get<float>(0, ScratchSlot::KvPackRow, size_t(C));
   auto put_f32 = [](uint8_t* p, float v) { std::memcpy(p, &v, 4); };
   auto put_bf16 = [](uint8_t* p, const float* x, int64_t m) {
     for (int64_t i = 0; i < m; ++i) {
@@ -236,7 +236,7 @@ void CpuBackend::kv_pack(const KvPackArgs& a) {
         // quantize-dequantize of the f32 cache keeps.
         for (int64_t g = 0; g < kvfmt::latent_scales(C); ++g) {
           const int64_t c0 = g * kvfmt::kFp8Group, m = std::min(kvfmt::kFp8Group, C - c0);
-          const float s = fp8_quantize_group(x + c0, m, a.ue8m0, /*dequantize=*/false, q.data() + c0);
+          const float s = fp8_quantize_group(x + c0, m, a.ue8m0, /*dequantize=*/false, q + c0);
           put_f32(row + C + 4 * g, s);
         }
         for (int64_t i = 0; i < C; ++i) row[i] = f32_to_e4m3(q[size_t(i)]);  // exact: q holds e4m3 values
@@ -252,8 +252,8 @@ void CpuBackend::kv_pack(const KvPackArgs& a) {
       if (d.dtype == KvDtype::FP8) {
         const float* v = x;
         if (!a.key_is_e4m3) {  // one group over the whole key, its scale folded into the given one
-          scale *= fp8_quantize_group(x, C, a.ue8m0, /*dequantize=*/false, q.data());
-          v = q.data();
+          scale *= fp8_quantize_group(x, C, a.ue8m0, /*dequantize=*/false, q);
+          v = q;
         }
         for (int64_t i = 0; i < C; ++i) key[i] = f32_to_e4m3(v[i]);
       } else {
@@ -297,8 +297,7 @@ void CpuBackend::add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, fl
 
 void CpuBackend::rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) {
   require(w.numel() == x.cols && out.cols == x.cols && out.rows == x.rows, "rms_norm shape mismatch");
-  thread_local std::vector<float> g_buf;
-  const float* g = weight_vector_f32(w, g_buf);
+  const float* g = weight_vector_f32(w, scratch_, ScratchSlot::NormGain);
   for (int64_t r = 0; r < x.rows; ++r) {
     const float* xi = x.row(r);
     float* yo = out.row(r);
@@ -311,9 +310,8 @@ void CpuBackend::rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) 
 
 void CpuBackend::layer_norm(Tensor2D x, const Weight& w, const Weight& b, float eps, Tensor2D out) {
   require(w.numel() == x.cols && b.numel() == x.cols, "layer_norm shape mismatch");
-  thread_local std::vector<float> g_buf, beta_buf;
-  const float* g = weight_vector_f32(w, g_buf);
-  const float* beta = weight_vector_f32(b, beta_buf);
+  const float* g = weight_vector_f32(w, scratch_, ScratchSlot::NormGain);
+  const float* beta = weight_vector_f32(b, scratch_, ScratchSlot::NormBias);
   for (int64_t r = 0; r < x.rows; ++r) {
     const float* xi = x.row(r);
     float* yo = out.row(r);
@@ -346,12 +344,11 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
   }
   if (!fp8_path) {
     // Reference numerics for an FP8 weight: dequantized to fp32 (W = w8 · scale_inv), plain fp32 GEMM.
-    pool_.parallel_for(N, [&](int64_t n0, int64_t n1) {
-      thread_local std::vector<float> wrow;  // each thread's own row buffer, kept between calls
-      wrow.resize(static_cast<size_t>(K));
+    pool_.parallel_for(N, [&](int64_t n0, int64_t n1, int worker) {
+      float* wrow = scratch_.get<float>(worker, ScratchSlot::LinearWeightRow, size_t(K));
       for (int64_t n = n0; n < n1; ++n) {
-        weight_row_f32(w, n, 0, K, wrow.data());
-        row_times_rows(x.data, x.ld, T, wrow.data(), K, out.data + n, out.ld);
+        weight_row_f32(w, n, 0, K, wrow);
+        row_times_rows(x.data, x.ld, T, wrow, K, out.data + n, out.ld);
       }
     }, 4);
     return;
@@ -361,7 +358,7 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
   if (w.block != kActGroup)
     throw Error(ErrorCode::Unsupported, fmt::format("FP8 weight {} has block {}, only 128 is supported", w.name, w.block));
   const int64_t G = (K + kActGroup - 1) / kActGroup;
-  const QuantizedInput scratch = quantized_input_scratch(T, K, G);
+  const QuantizedInput scratch = quantized_input_scratch(scratch_, T, K, G);
   const Tensor2D xq{scratch.xq, T, K, K}, xs{scratch.xs, T, G, G};
   fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, xq, xs);
   if (const PackedFp8Weight* packed = packed_fp8(w)) {
@@ -420,9 +417,8 @@ void CpuBackend::add(Tensor2D acc, Tensor2D x) {
 void CpuBackend::rope(const RopeArgs& a) {
   require(a.rope_dim % 2 == 0 && a.rope_offset + a.rope_dim <= a.head_dim, "rope dims");
   const int64_t half = a.rope_dim / 2;
-  thread_local std::vector<float> c, s;
-  c.resize(static_cast<size_t>(half));
-  s.resize(static_cast<size_t>(half));
+  float* c = scratch_.get<float>(0, ScratchSlot::RopeCos, size_t(half));
+  float* s = scratch_.get<float>(0, ScratchSlot::RopeSin, size_t(half));
   for (int64_t t = 0; t < a.x.rows; ++t) {
     const float p = float(a.positions[t]);
     for (int64_t j = 0; j < half; ++j) {
@@ -490,24 +486,26 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   // scores and top-k are its own, so tiling changes no result.
   constexpr int64_t kTileScores = int64_t(1) << 23;  // 32 MB of fp32 scores
   const int64_t tile = std::clamp<int64_t>(kTileScores / std::max<int64_t>(S, 1), 1, std::max<int64_t>(T, 1));
-  thread_local std::vector<float> all_scores, all_wt;
-  if (all_scores.size() < size_t(tile * S)) all_scores.resize(size_t(tile * S));
-  if (all_wt.size() < size_t(T * H)) all_wt.resize(size_t(T * H));
+  float* all_scores = scratch_.get<float>(0, ScratchSlot::IndexerScores, size_t(tile * S));
+  float* all_wt = scratch_.get<float>(0, ScratchSlot::IndexerHeadWeights, size_t(T * H));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h)
       all_wt[size_t(t * H + h)] = a.w.row(t)[h] * a.head_scale * (a.q_scale.data ? a.q_scale.row(t)[h] : 1.0f);
   constexpr int64_t kKeys = 64;
   const int64_t blocks = (S + kKeys - 1) / kKeys;
-  const float* wt_all = all_wt.data();
+  const float* wt_all = all_wt;
   for (int64_t q0 = 0; q0 < T; q0 += tile) {
     const int64_t Tq = std::min(tile, T - q0);
-    float* tile_scores = all_scores.data();  // query q0 + i's scores at tile_scores + i * S
+    float* tile_scores = all_scores;  // query q0 + i's scores at tile_scores + i * S
     // Units of (kGroup queries, kKeys keys): each key block is read once for the group (a packed cache decodes it),
     // and the groups go to the threads in balanced order (early queries see fewer keys).
     constexpr int64_t kGroup = 16;
     const int64_t groups = (Tq + kGroup - 1) / kGroup;
-    pool_.parallel_for(groups * blocks, [&](int64_t u0, int64_t u1) {
-      thread_local IndexerQuery query[kGroup];  // this thread's prepared group, redone only when its units move on
+    const int64_t query_floats = indexer_query_floats(H, D);
+    pool_.parallel_for(groups * blocks, [&](int64_t u0, int64_t u1, int worker) {
+      const WorkerScratch scratch(scratch_, worker);
+      float* storage = scratch.get<float>(ScratchSlot::IndexerQueries, size_t(kGroup * query_floats));
+      IndexerQuery query[kGroup];  // this thread's prepared group, redone only when its units move on
       int64_t prepared = -1;
       const IndexerQuery* qs[kGroup];
       int64_t ends[kGroup];
@@ -519,7 +517,8 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = t0 + i;
           const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
-          if (g != prepared) indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, query[i]);
+          if (g != prepared)
+            indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, storage + i * query_floats, query[i]);
           if (visible <= s0) continue;
           qs[nq] = &query[i];
           ends[nq] = std::min(visible, s0 + kKeys);
@@ -527,7 +526,7 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
           ++nq;
         }
         prepared = g;
-        indexer_scores_many(qs, nq, a, s0, ends, rows);
+        indexer_scores_many(qs, nq, a, s0, ends, rows, scratch);
       }
     });
     // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
@@ -545,29 +544,27 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
       if (m > 0) std::nth_element(ranked + s0, ranked + s0 + (m - 1), ranked + s1, std::greater<>());
       return m;
     };
-    auto finish = [&](int64_t t, int64_t k, const uint64_t* top, std::vector<int32_t>& order) {
+    auto finish = [&](int64_t t, int64_t k, const uint64_t* top, int32_t* order) {
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
       if (a.out_scores) {
         const float* scores = tile_scores + (t - q0) * S;
         float* so = a.out_scores + t * S;
         for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
       }
-      order.resize(size_t(k));
       for (int64_t i = 0; i < k; ++i) order[size_t(i)] = int32_t(~uint32_t(top[i]));
-      std::sort(order.begin(), order.end());
+      std::sort(order, order + k);
       int32_t* out = a.out_indices + t * a.topk;
       for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;
     };
     if (Tq >= pool_.size()) {
-      pool_.parallel_for(Tq, [&](int64_t t0, int64_t t1) {
-        thread_local std::vector<int32_t> order;
-        thread_local std::vector<uint64_t> ranked;
-        if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
+      pool_.parallel_for(Tq, [&](int64_t t0, int64_t t1, int worker) {
+        int32_t* order = scratch_.get<int32_t>(worker, ScratchSlot::TopkOrder, size_t(a.topk));
+        uint64_t* ranked = scratch_.get<uint64_t>(worker, ScratchSlot::TopkRanked, size_t(S));
         for (int64_t i = t0; i < t1; ++i) {
           const int64_t t = q0 + balanced_row(i, Tq);
           const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
-          const int64_t k = select(t, 0, visible, a.topk, ranked.data());
-          finish(t, k, ranked.data(), order);
+          const int64_t k = select(t, 0, visible, a.topk, ranked);
+          finish(t, k, ranked, order);
         }
       });
       continue;
@@ -575,18 +572,13 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
     // Fewer queries than threads (decode): each query's keys split over the threads, each part's top k selected
     // there; the global top k are among the parts' (every key of it outranks all but < k keys of its part), so a
     // last selection over those gives the same set.
-    thread_local std::vector<int32_t> order;
-    thread_local std::vector<uint64_t> ranked;
-    thread_local std::vector<int64_t> kept;
-    if (ranked.size() < size_t(S)) ranked.resize(size_t(S));
-    if (kept.size() < size_t(pool_.size())) kept.resize(size_t(pool_.size()));
+    // (The caller's buffers: the workers write their parts of them.)
+    int32_t* order = scratch_.get<int32_t>(0, ScratchSlot::TopkOrder, size_t(a.topk));
+    uint64_t* r = scratch_.get<uint64_t>(0, ScratchSlot::TopkRanked, size_t(S));
+    int64_t* part_kept = scratch_.get<int64_t>(0, ScratchSlot::TopkPartKept, size_t(pool_.size()));
     for (int64_t t = q0; t < q0 + Tq; ++t) {
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
       const int64_t parts = std::clamp<int64_t>(visible / std::max<int64_t>(4 * a.topk, 1024), 1, pool_.size());
-      // (The workers reach this thread's buffers through these pointers: a thread_local named in the lambda
-      // would be each worker's own.)
-      uint64_t* r = ranked.data();
-      int64_t* part_kept = kept.data();
       pool_.parallel_for(parts, [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p)
           part_kept[p] = select(t, visible * p / parts, visible * (p + 1) / parts, a.topk, r);
@@ -622,9 +614,7 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
   if (!a.wkv_b.data && !vectorized && !mha_reads_stored) {
     require(a.wkv_b_stored && a.wkv_b_stored->present(), "mla: neither an fp32 nor a stored kv_b");
     const Weight& w = *a.wkv_b_stored;
-    thread_local std::vector<float> kv_b_f32;
-    if (kv_b_f32.size() < size_t(w.numel())) kv_b_f32.resize(size_t(w.numel()));
-    float* dst = kv_b_f32.data();  // (a thread_local named inside the loop would be each worker's own)
+    float* dst = scratch_.get<float>(0, ScratchSlot::MlaKvB, size_t(w.numel()));
     pool_.parallel_for(w.rows(), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) weight_row_f32(w, r, 0, w.cols(), dst + r * w.cols());
     }, 16);
@@ -632,33 +622,37 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
   }
   auto lat = [&](int64_t s) { return a.latent.row(cache_row(a.block_table, a.block_tokens, s)); };
 
-  // The key positions each query attends to: causal, and the DSA index set when given (spec §4.5–4.6).
-  auto keys_of = [&](int64_t t, std::vector<int32_t>& keys) {
-    keys.clear();
+  // The key positions each query attends to: causal, and the DSA index set when given (spec §4.5–4.6), into a
+  // worker's keys (max_keys of room); returns how many.
+  const int64_t max_keys = a.indices ? a.n_indices : S;
+  auto keys_of = [&](int64_t t, int32_t* keys) {
+    int64_t n = 0;
     const int32_t pos = a.positions[t];
     require(pos < S, "query position beyond the cache");
     if (a.indices) {
       for (int64_t i = 0; i < a.n_indices; ++i) {
         const int32_t s = a.indices[t * a.n_indices + i];
-        if (s >= 0 && s <= pos) keys.push_back(s);
+        if (s >= 0 && s <= pos) keys[n++] = s;
       }
     } else {
-      for (int32_t s = 0; s <= pos; ++s) keys.push_back(s);
+      for (int32_t s = 0; s <= pos; ++s) keys[n++] = s;
     }
+    return n;
   };
 
   if (absorbed) {
     // Units of (query, block of heads): the vector kernel reads each selected latent row once per head block.
     const int64_t hb = mla_absorbed_head_block(), blocks = (H + hb - 1) / hb;
     // Consecutive units of one query on a thread share its keys and gathered rows (decoded once per query).
-    pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1) {
-      thread_local std::vector<int32_t> keys;
-      int64_t last = -1;
+    pool_.parallel_for(T * blocks, [&](int64_t u0, int64_t u1, int worker) {
+      const WorkerScratch scratch(scratch_, worker);
+      int32_t* keys = scratch.get<int32_t>(ScratchSlot::MlaKeys, size_t(max_keys));
+      int64_t last = -1, n = 0;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t t = balanced_row(u / blocks, T), h0 = (u % blocks) * hb, h1 = std::min(H, h0 + hb);
-        if (t != last) keys_of(t, keys);
-        if (vectorized) mla_absorbed(a, keys.data(), int64_t(keys.size()), t, h0, h1, /*rows_ready=*/t == last);
-        else mla_absorbed_reference(a, keys.data(), int64_t(keys.size()), t, h0, h1);
+        if (t != last) n = keys_of(t, keys);
+        if (vectorized) mla_absorbed(a, keys, n, t, h0, h1, scratch, /*rows_ready=*/t == last);
+        else mla_absorbed_reference(a, keys, n, t, h0, h1, scratch);
         last = t;
       }
     });
@@ -671,18 +665,15 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
   Matrix kv_rows = matrix(S, R);  // a backend buffer: one this large is mapped for the call and unmapped after
   float* kv = kv_rows.view.data;
   {
-    thread_local std::vector<float> rows_buf;
-    if (rows_buf.size() < size_t(S * C)) rows_buf.resize(size_t(S * C));
-    float* rows = rows_buf.data();
+    float* rows = scratch_.get<float>(0, ScratchSlot::MlaCacheRows, size_t(S * C));
     if (a.latent_packed.packed()) {
       // A packed cache: every row decoded (exactly) in position order, the rope keys beside them; the per-head
       // kernels then read those as an unpaged F32 cache.
-      thread_local std::vector<float> rope_buf;
-      if (rope_buf.size() < size_t(S * dr)) rope_buf.resize(size_t(S * dr));
+      float* rope = scratch_.get<float>(0, ScratchSlot::MlaCacheRope, size_t(S * dr));
       for (int64_t s = 0; s < S; ++s)
         kvfmt::decode_latent_row(a.latent_packed, cache_row(a.block_table, a.block_tokens, s), rows + s * C,
-                                 rope_buf.data() + s * dr);
-      a.k_pe = Tensor2D{rope_buf.data(), S, dr, dr};
+                                 rope + s * dr);
+      a.k_pe = Tensor2D{rope, S, dr, dr};
       a.latent = Tensor2D{rows, S, C, C};
       a.block_table = nullptr;
       a.latent_packed = PackedKv{};
@@ -702,12 +693,13 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
                                   stored->name);
     dense_gemm(rows, C, S, packed, kv, R, pool_);
   }
-  pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1) {
-    thread_local std::vector<int32_t> keys;
+  pool_.parallel_for(T * H, [&](int64_t i0, int64_t i1, int worker) {
+    const WorkerScratch scratch(scratch_, worker);
+    int32_t* keys = scratch.get<int32_t>(ScratchSlot::MlaKeys, size_t(max_keys));
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t = balanced_row(i / H, T), h = i % H;
-      keys_of(t, keys);
-      mla_mha(a, kv, keys.data(), int64_t(keys.size()), t, h);
+      const int64_t n = keys_of(t, keys);
+      mla_mha(a, kv, keys, n, t, h, scratch);
     }
   });
 }
@@ -717,36 +709,35 @@ void CpuBackend::moe_route(const MoeRouteArgs& a) {
   const int64_t per_group = E / a.n_group;
   require(a.gate && a.gate->rows() == E && a.gate->cols() == a.x.cols && E % a.n_group == 0, "moe_route shapes");
   // Router logits in fp32 (spec §5.2): an unquantized linear (the dense GEMM over the gate packed at load).
-  // Scratch kept per thread between calls (no allocation per token once warm).
-  thread_local std::vector<float> all_logits, bias_buf, logits, scores, choice, gscore;
-  thread_local std::vector<int32_t> order;
-  thread_local std::vector<char> keep;
-  all_logits.resize(static_cast<size_t>(T * E));
-  linear(a.x, *a.gate, Tensor2D{all_logits.data(), T, E, E}, LinearQuant{});
-  const float* bias = a.bias && a.bias->present() ? weight_vector_f32(*a.bias, bias_buf) : nullptr;
-  logits.resize(static_cast<size_t>(E));
-  scores.resize(static_cast<size_t>(E));
-  choice.resize(static_cast<size_t>(E));
-  gscore.resize(static_cast<size_t>(a.n_group));
-  order.resize(static_cast<size_t>(std::max(E, a.n_group)));
+  // Scratch kept between calls (no allocation per token once warm).
+  float* all_logits = scratch_.get<float>(0, ScratchSlot::RouterLogits, size_t(T * E));
+  linear(a.x, *a.gate, Tensor2D{all_logits, T, E, E}, LinearQuant{});
+  const float* bias =
+      a.bias && a.bias->present() ? weight_vector_f32(*a.bias, scratch_, ScratchSlot::RouterBias) : nullptr;
+  float* logits = scratch_.get<float>(0, ScratchSlot::RouterRow, size_t(E));
+  float* scores = scratch_.get<float>(0, ScratchSlot::RouterScores, size_t(E));
+  float* choice = scratch_.get<float>(0, ScratchSlot::RouterChoice, size_t(E));
+  float* gscore = scratch_.get<float>(0, ScratchSlot::RouterGroupScores, size_t(a.n_group));
+  int32_t* order = scratch_.get<int32_t>(0, ScratchSlot::RouterOrder, size_t(std::max(E, a.n_group)));
+  char* keep = scratch_.get<char>(0, ScratchSlot::RouterKeep, size_t(a.n_group));
   for (int64_t t = 0; t < T; ++t) {
-    std::copy_n(all_logits.begin() + t * E, E, logits.begin());
+    std::copy_n(all_logits + t * E, E, logits);
     if (a.sigmoid) {
       for (int64_t e = 0; e < E; ++e) scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
     } else {
-      const float mx = *std::max_element(logits.begin(), logits.end());
+      const float mx = *std::max_element(logits, logits + E);
       double sum = 0;
       for (int64_t e = 0; e < E; ++e) { scores[e] = std::exp(logits[e] - mx); sum += scores[e]; }
-      for (auto& s : scores) s = float(s / sum);
+      for (int64_t e = 0; e < E; ++e) scores[e] = float(scores[e] / sum);
     }
     // The bias only steers selection; the weights use the unbiased scores (spec §5.2).
     for (int64_t e = 0; e < E; ++e) choice[e] = scores[e] + (bias ? bias[e] : 0.0f);
-    auto higher = [](const std::vector<float>& v) {
-      return [&v](int32_t i, int32_t j) { return v[i] > v[j] || (v[i] == v[j] && i < j); };
+    auto higher = [](const float* v) {
+      return [v](int32_t i, int32_t j) { return v[i] > v[j] || (v[i] == v[j] && i < j); };
     };
     if (a.n_group > 1 && a.topk_group < a.n_group) {
       for (int64_t g = 0; g < a.n_group; ++g) {
-        const float* c = choice.data() + g * per_group;
+        const float* c = choice + g * per_group;
         if (bias) {  // noaux_tc: group score = sum of its top-2
           float b1 = -INFINITY, b2 = -INFINITY;
           for (int64_t i = 0; i < per_group; ++i) {
@@ -757,15 +748,15 @@ void CpuBackend::moe_route(const MoeRouteArgs& a) {
           gscore[g] = *std::max_element(c, c + per_group);
         }
       }
-      std::iota(order.begin(), order.begin() + a.n_group, 0);
-      std::partial_sort(order.begin(), order.begin() + a.topk_group, order.begin() + a.n_group, higher(gscore));
-      keep.assign(size_t(a.n_group), 0);
+      std::iota(order, order + a.n_group, 0);
+      std::partial_sort(order, order + a.topk_group, order + a.n_group, higher(gscore));
+      std::fill_n(keep, a.n_group, 0);
       for (int64_t i = 0; i < a.topk_group; ++i) keep[order[i]] = true;
       for (int64_t e = 0; e < E; ++e)
         if (!keep[e / per_group]) choice[e] = -INFINITY;
     }
-    std::iota(order.begin(), order.begin() + E, 0);
-    std::partial_sort(order.begin(), order.begin() + K, order.begin() + E, higher(choice));
+    std::iota(order, order + E, 0);
+    std::partial_sort(order, order + K, order + E, higher(choice));
     float denom = 0.0f;
     for (int64_t i = 0; i < K; ++i) denom += scores[order[i]];
     for (int64_t i = 0; i < K; ++i) {
@@ -801,10 +792,11 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
   if (!slot_mode) fill_zero(a.out);
   // Group the (token, slot) pairs by expert so each expert runs once over its tokens; experts nobody chose are
   // never touched. The shared expert, when given, comes last with every token at weight 1 (1·y = y: the plain
-  // unweighted add). (A counting sort into per-thread storage kept between calls: no allocation once warm.)
-  thread_local RoutedTokens routed;
+  // unweighted add). (A counting sort into scratch kept between calls: no allocation once warm.)
   const int64_t lists = E + (a.shared ? 1 : 0);
-  routed.offset.assign(size_t(lists + 1), 0);
+  RoutedTokens routed;
+  routed.offset = scratch_.get<int64_t>(0, ScratchSlot::MoeOffsets, size_t(lists + 1));
+  std::fill_n(routed.offset, lists + 1, 0);
   for (int64_t k = 0; k < T * a.top_k; ++k) {
     const int32_t e = a.expert_ids[k];
     if (slot_mode && e == -1) continue;  // another rank's expert
@@ -813,18 +805,20 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
   }
   if (a.shared) routed.offset[size_t(E) + 1] = T;
   for (int64_t e = 0; e < lists; ++e) routed.offset[size_t(e) + 1] += routed.offset[size_t(e)];
-  routed.entries.resize(size_t(routed.offset[size_t(lists)]));
-  routed.slot.resize(slot_mode ? routed.entries.size() : 0);
-  routed.fill.assign(routed.offset.begin(), routed.offset.end() - 1);
+  const int64_t n_entries = routed.offset[size_t(lists)];
+  routed.entries = scratch_.get<RoutedEntry>(0, ScratchSlot::MoeEntries, size_t(n_entries));
+  routed.slot = slot_mode ? scratch_.get<int32_t>(0, ScratchSlot::MoeEntrySlots, size_t(n_entries)) : nullptr;
+  int64_t* fill = scratch_.get<int64_t>(0, ScratchSlot::MoeFill, size_t(lists));
+  std::copy_n(routed.offset, lists, fill);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < a.top_k; ++i) {
       const int32_t e = a.expert_ids[t * a.top_k + i];
       if (e < 0) continue;  // (slot mode only: checked above)
-      const int64_t at = routed.fill[size_t(e)]++;
+      const int64_t at = fill[size_t(e)]++;
       routed.entries[size_t(at)] = {int32_t(t), a.weights[t * a.top_k + i]};
       if (slot_mode) routed.slot[size_t(at)] = int32_t(t * a.top_k + i);
     }
-  for (int64_t t = 0; a.shared && t < T; ++t) routed.entries[size_t(routed.fill[size_t(E)]++)] = {int32_t(t), 1.0f};
+  for (int64_t t = 0; a.shared && t < T; ++t) routed.entries[size_t(fill[size_t(E)]++)] = {int32_t(t), 1.0f};
   auto weights_of = [&](int64_t e) -> const ExpertWeights& { return e < E ? a.experts[size_t(e)] : *a.shared; };
   if (moe_experts_fused(a, routed)) return;
   for (int64_t e = 0; e < lists; ++e) {
@@ -834,20 +828,20 @@ void CpuBackend::moe_experts(const MoeExpertsArgs& a) {
     const ExpertWeights& ew = weights_of(e);
     const int64_t inner = ew.gate->rows();
     Matrix xe = matrix(n, D), g = matrix(n, inner), u = matrix(n, inner), y = matrix(n, D);
-    for (int64_t i = 0; i < n; ++i) std::memcpy(xe.view.row(i), a.x.row(list[i].first), size_t(D) * 4);
+    for (int64_t i = 0; i < n; ++i) std::memcpy(xe.view.row(i), a.x.row(list[i].token), size_t(D) * 4);
     linear(xe.view, *ew.gate, g.view, a.quant);
     linear(xe.view, *ew.up, u.view, a.quant);
     silu_mul(g.view, u.view, g.view);
     linear(g.view, *ew.down, y.view, a.quant);
     for (int64_t i = 0; i < n; ++i) {
       const float* yi = y.view.row(i);
-      const float w = list[i].second;
+      const float w = list[i].weight;
       if (slot_mode) {
         float* s = a.slots.row(routed.slots_of(e)[i]);
         for (int64_t d = 0; d < D; ++d) s[d] = w * yi[d];
         continue;
       }
-      float* o = a.out.row(list[i].first);
+      float* o = a.out.row(list[i].token);
       for (int64_t d = 0; d < D; ++d) o[d] += w * yi[d];
     }
   }
@@ -875,9 +869,8 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
     int64_t gu0, hs0, unit_gu;                       // offsets in g/u and hs; first unit in the gate/up pass
     int64_t blocks() const { return (inner + kActGroup - 1) / kActGroup; }  // the gate/up pass's units
   };
-  thread_local std::vector<Job> jobs_storage;  // kept between calls; the loops below capture this reference (a
-  std::vector<Job>& jobs = jobs_storage;        // thread_local named inside them would be each worker's own)
-  jobs.clear();
+  Job* const job_list = scratch_.get<Job>(0, ScratchSlot::MoeJobs, size_t(lists));
+  int64_t n_jobs = 0;
   // All experts FP8 (with FP8 activations, as linear() would run them) or all dense; anything else goes unfused.
   bool fp8 = false;
   int64_t R = 0, GU = 0, HS = 0, units_gu = 0;
@@ -905,20 +898,19 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
       j.panels_down = j.down->panels;
       if (j.up->n != j.inner || j.down->k != j.inner || j.gate->k != a.x.cols || j.down->n != a.x.cols) return false;
     }
-    if (jobs.empty()) fp8 = this_fp8;
+    if (n_jobs == 0) fp8 = this_fp8;
     if (this_fp8 != fp8) return false;
-    jobs.push_back(j);
+    job_list[n_jobs++] = j;
     R += n;
     GU += n * j.inner;
     HS += fp8 ? n * j.blocks() : 0;
     units_gu += j.blocks();
   }
-  if (jobs.empty()) return true;
+  if (n_jobs == 0) return true;
+  const std::span<const Job> jobs(job_list, size_t(n_jobs));
   const int64_t T = a.x.rows, D = a.x.cols, G = fp8 ? (D + kActGroup - 1) / kActGroup : 0;
-  thread_local std::vector<float> buf;
   const size_t need = size_t((fp8 ? T * D + T * G : 0) + R * D + R * G + 2 * GU + HS);
-  if (buf.size() < need) buf.resize(need);
-  float* p = buf.data();
+  float* p = scratch_.get<float>(0, ScratchSlot::MoeStacked, need);
   auto take = [&](int64_t n) { float* q = p; p += n; return q; };
   float* xq_t = fp8 ? take(T * D) : nullptr;
   float* xs_t = fp8 ? take(T * G) : nullptr;
@@ -928,7 +920,7 @@ bool CpuBackend::moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& 
   if (fp8) fp8_quantize(a.x, kActGroup, a.quant.ue8m0, false, Tensor2D{xq_t, T, D, D}, Tensor2D{xs_t, T, G, G});
   for (const Job& j : jobs)
     for (int64_t i = 0; i < j.n; ++i) {
-      const int64_t t = routed.of(j.e)[i].first;
+      const int64_t t = routed.of(j.e)[i].token;
       std::memcpy(xq + (j.row0 + i) * D, fp8 ? xq_t + t * D : a.x.row(t), size_t(D) * 4);
       if (fp8) std::memcpy(xs + (j.row0 + i) * G, xs_t + t * G, size_t(G) * 4);
     }
@@ -1012,7 +1004,7 @@ void CpuBackend::linear_many(Tensor2D x, std::span<const LinearOut> outs, const 
     for (const LinearOut& o : outs) linear(x, *o.w, o.out, q);
     return;
   }
-  const QuantizedInput scratch = quantized_input_scratch(T, K, G);
+  const QuantizedInput scratch = quantized_input_scratch(scratch_, T, K, G);
   float *xq = scratch.xq, *xs = scratch.xs;
   fp8_quantize(x, kActGroup, q.ue8m0, /*dequantize=*/false, Tensor2D{xq, T, K, K}, Tensor2D{xs, T, G, G});
   pool_.parallel_for(first[outs.size()], [&](int64_t u0, int64_t u1) {

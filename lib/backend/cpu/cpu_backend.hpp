@@ -6,6 +6,7 @@
 #include "backend/cpu/buffer_cache.hpp"
 #include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
+#include "backend/cpu/scratch_arena.hpp"
 
 #include <unordered_map>
 #include <utility>
@@ -18,7 +19,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(const BackendOptions& opts);
   ~CpuBackend() override;
   void discard(void* p, size_t bytes) override;  // whole pages inside the range: MADV_DONTNEED
-  void release_memory() override;                // the recycled activation buffers
+  void release_memory() override;                // the recycled activation buffers and the scratch arena
   std::string_view name() const override { return "cpu"; }
 
   Buffer allocate(size_t bytes, bool zero = true) override;
@@ -63,17 +64,25 @@ class CpuBackend final : public Backend {
   const PackedFp8Weight* packed_fp8(const Weight& w) const;  // the copy prepare_weight made, or null
   const PackedDenseWeight* packed_dense(const Weight& w) const;
   // (token, weight) pairs grouped by expert, token order within each: expert e's are entries[offset[e], offset[e+1]).
+  // The arrays are scratch (ScratchSlot::Moe*).
+  struct RoutedEntry {
+    int32_t token;
+    float weight;
+  };
   struct RoutedTokens {
-    std::vector<int64_t> offset, fill;
-    std::vector<std::pair<int32_t, float>> entries;
-    std::vector<int32_t> slot;  // slot mode: each entry's row in MoeExpertsArgs::slots (parallel to entries)
+    int64_t* offset;       // [lists + 1]
+    RoutedEntry* entries;  // [offset[lists]]
+    int32_t* slot;         // slot mode: each entry's row in MoeExpertsArgs::slots (parallel to entries), else null
     int64_t count(int64_t e) const { return offset[size_t(e) + 1] - offset[size_t(e)]; }
-    const std::pair<int32_t, float>* of(int64_t e) const { return entries.data() + offset[size_t(e)]; }
-    const int32_t* slots_of(int64_t e) const { return slot.data() + offset[size_t(e)]; }
+    const RoutedEntry* of(int64_t e) const { return entries + offset[size_t(e)]; }
+    const int32_t* slots_of(int64_t e) const { return slot + offset[size_t(e)]; }
   };
   bool moe_experts_fused(const MoeExpertsArgs& a, const RoutedTokens& routed);
 
   ThreadPool pool_;
+  // Every op's working memory: worker 0's buffers serve the calling thread (outside loops, and chunk 0 inside them),
+  // the others the pool's threads.
+  ScratchArena scratch_;
   BufferCache* buffers_;  // recycled activation memory (one reference held here, one per live buffer)
   // Filled at load time only (prepare_weight), read concurrently afterwards.
   std::unordered_map<const uint8_t*, PackedFp8Weight> packed_;

@@ -56,6 +56,8 @@ bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a,
 }  // namespace
 
 TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cpu][indexer][kernels]") {
+  ScratchArena arena(1);
+  const WorkerScratch scratch(arena, 0);
   INFO("kernel family " << int(cpu_kernel_isa()));
   std::mt19937 gen(7);
   for (int64_t H : {4, 16, 20, 64})
@@ -80,14 +82,15 @@ TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cp
           a.head_dim = D;
           std::vector<float> got(size_t(S), 1.0f), want(size_t(S), 2.0f);
           IndexerQuery prepared;
-          indexer_prepare_query(q.data(), wt.data(), H, D, prepared);
-          indexer_scores(prepared, a, 0, S, got.data());
-          indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data());
+          std::vector<float> storage(size_t(indexer_query_floats(H, D)));
+          indexer_prepare_query(q.data(), wt.data(), H, D, storage.data(), prepared);
+          indexer_scores(prepared, a, 0, S, got.data(), scratch);
+          indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data(), scratch);
           INFO("H " << H << " D " << D << " paged " << paged << " scaled " << scaled);
           REQUIRE(same_bits(got.data(), want.data(), size_t(S)));
           // A sub-range writes only its keys.
           std::vector<float> part(size_t(S), 9.0f);
-          indexer_scores(prepared, a, 10, 13, part.data());
+          indexer_scores(prepared, a, 10, 13, part.data(), scratch);
           CHECK(part[9] == 9.0f);
           CHECK(part[13] == 9.0f);
           CHECK(same_bits(part.data() + 10, want.data() + 10, 3));
@@ -97,6 +100,8 @@ TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cp
 TEST_CASE("absorbed MLA: vector kernel from FP8, BF16 or fp32 kv_b equals the reference bit for bit",
           "[cpu][mla][kernels]") {
   INFO("kernel family " << int(cpu_kernel_isa()));
+  ScratchArena arena(1);
+  const WorkerScratch scratch(arena, 0);
   std::mt19937 gen(11);
   struct Dims {
     int64_t H, dn, dr, dv, C;
@@ -130,7 +135,7 @@ TEST_CASE("absorbed MLA: vector kernel from FP8, BF16 or fp32 kv_b equals the re
           std::vector<float> got(size_t(2 * H * dv), 1.0f), want(size_t(2 * H * dv), 2.0f);
           a.wkv_b = copy.view;
           a.out = Tensor2D{want.data(), 2, H * dv, H * dv};
-          mla_absorbed_reference(a, keys.data(), n, 1, 0, H);
+          mla_absorbed_reference(a, keys.data(), n, 1, 0, H, scratch);
           if (stored) {
             a.wkv_b = Tensor2D{nullptr, R, C, C};
             a.wkv_b_stored = w;
@@ -139,14 +144,14 @@ TEST_CASE("absorbed MLA: vector kernel from FP8, BF16 or fp32 kv_b equals the re
           CHECK(mla_absorbed_vectorized(a) == (cpu_kernel_isa() != CpuIsa::Scalar));
           if (!mla_absorbed_vectorized(a) && stored) continue;  // the reference reads only the fp32 copy
           a.out = Tensor2D{got.data(), 2, H * dv, H * dv};
-          mla_absorbed(a, keys.data(), n, 1, 0, H);
+          mla_absorbed(a, keys.data(), n, 1, 0, H, scratch);
           REQUIRE(same_bits(got.data() + H * dv, want.data() + H * dv, size_t(H * dv)));
           CHECK(got[0] == 1.0f);  // row 0 untouched
           // Heads split at any boundary give the same bits.
           std::vector<float> split(size_t(2 * H * dv), 3.0f);
           a.out = Tensor2D{split.data(), 2, H * dv, H * dv};
-          mla_absorbed(a, keys.data(), n, 1, 0, 1);
-          mla_absorbed(a, keys.data(), n, 1, 1, H);
+          mla_absorbed(a, keys.data(), n, 1, 0, 1, scratch);
+          mla_absorbed(a, keys.data(), n, 1, 1, H, scratch);
           REQUIRE(same_bits(split.data() + H * dv, want.data() + H * dv, size_t(H * dv)));
         }
     }
@@ -200,6 +205,8 @@ TEST_CASE("absorbed MLA through the backend agrees with the MHA form (dense and 
 
 TEST_CASE("MHA-form MLA: vector kernel equals the reference bit for bit", "[cpu][mla][kernels]") {
   INFO("kernel family " << int(cpu_kernel_isa()));
+  ScratchArena arena(1);
+  const WorkerScratch scratch(arena, 0);
   std::mt19937 gen(13);
   struct Dims {
     int64_t H, dn, dr, dv;
@@ -217,9 +224,9 @@ TEST_CASE("MHA-form MLA: vector kernel equals the reference bit for bit", "[cpu]
       std::vector<float> got(size_t(2 * H * dv), 1.0f), want(size_t(2 * H * dv), 2.0f);
       for (int64_t h = 0; h < H; ++h) {
         a.out = Tensor2D{want.data(), 2, H * dv, H * dv};
-        mla_mha_reference(a, kv.data(), keys.data(), n, 1, h);
+        mla_mha_reference(a, kv.data(), keys.data(), n, 1, h, scratch);
         a.out = Tensor2D{got.data(), 2, H * dv, H * dv};
-        mla_mha(a, kv.data(), keys.data(), n, 1, h);
+        mla_mha(a, kv.data(), keys.data(), n, 1, h, scratch);
       }
       INFO("H " << H << " dn " << dn << " dv " << dv << " n " << n);
       REQUIRE(same_bits(got.data() + H * dv, want.data() + H * dv, size_t(H * dv)));
