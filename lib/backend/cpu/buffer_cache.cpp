@@ -83,6 +83,11 @@ void BufferCache::trim() {
     for (void* b : blocks) std::free(b);  // only blocks up to kMaxBlock are cached, and those come from malloc
 }
 
+size_t BufferCache::cached_bytes() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cached_bytes_;
+}
+
 void BufferCache::give_back(void* block, size_t rounded) {
   bool keep = false;
   if (rounded <= kMaxBlock) {

@@ -23,6 +23,8 @@ class BufferCache {
   static void free_block(void* p);
   // Frees every cached block (blocks in use are not affected).
   void trim();
+  // The bytes of the cached (free, kept for reuse) blocks.
+  size_t cached_bytes();
 
  private:
   BufferCache() = default;

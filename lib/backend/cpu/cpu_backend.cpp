@@ -189,6 +189,10 @@ void CpuBackend::release_memory() {
   scratch_.release();
 }
 
+BackendMemoryStats CpuBackend::memory_stats() const {
+  return {scratch_.bytes(), buffers_->cached_bytes()};
+}
+
 Buffer CpuBackend::allocate(size_t bytes, bool zero) {
   void* p = buffers_->take(bytes, zero);
   if (!p) throw Error(ErrorCode::OutOfMemory, fmt::format("cpu backend: cannot allocate {} bytes", bytes));
