@@ -226,9 +226,10 @@ class DSINFER_CXX_API Model {
     int64_t bytes_used = 0;       // the blocks in use, every dtype's pool (and the MTP layer's caches)
   };
   KvCacheStats kv_cache_stats() const;
-  // Gives memory the model keeps for reuse back to the system: the pages of free KV cache blocks and recycled
-  // activation buffers (CPU backend). Nothing observable changes; the next forward may run a little slower while it
-  // touches fresh pages. What a long-running server calls when it goes idle. Waits for a running evaluation.
+  // Gives memory the model keeps for reuse back to the system: the pages of free KV cache blocks, recycled
+  // activation buffers and the ops' scratch (CPU backend). Nothing observable changes; the next forward may run a
+  // little slower while it touches fresh pages. What a long-running server calls when it goes idle. Waits for a
+  // running evaluation.
   void release_memory() const;
   // Identifies the checkpoint: its config and a hash of sampled weight bytes.
   const std::string& fingerprint() const;
