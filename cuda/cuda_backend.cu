@@ -25,9 +25,9 @@ using gpu::WeightKind;
 
 // Scratch slots of this file (see CudaBackend::scratch).
 enum Slot : int {
-  kSlotXq, kSlotXs, kSlotXb, kSlotOut, kSlotSplitK, kSlotIds, kSlotIds2, kSlotFreq,
-  kSlotLogits, kSlotBias, kSlotRouteIds, kSlotRouteW,
-  kSlotMoeIds, kSlotMoeW, kSlotGroupWs, kSlotRowSrc, kSlotRowSeg, kSlotSlotRow,
+  kSlotXq, kSlotXs, kSlotXb, kSlotOut, kSlotSplitK,
+  kSlotLogits, kSlotBias, kSlotRoundBf16,
+  kSlotGroupWs, kSlotRowSrc, kSlotRowSeg, kSlotSlotRow,
   kSlotMoeX, kSlotMoeXs, kSlotMoeG, kSlotMoeU, kSlotMoeH, kSlotMoeHs, kSlotMoeY,
 };
 
@@ -97,12 +97,8 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   for (auto& s : scratch_)
     if (s.ptr) cudaFreeAsync(s.ptr, stream_);
-  for (auto& s : staging_) {
-    if (s.done) cudaEventDestroy(s.done);
-    if (s.host) cudaFreeHost(s.host);
-  }
   if (stream_) cudaStreamSynchronize(stream_);
-  for (auto& [k, w] : weights_) {
+  for (auto& w : weights_) {
     if (w.data) cudaFree(w.data);
     if (w.scale) cudaFree(w.scale);
   }
@@ -135,25 +131,6 @@ void* CudaBackend::scratch(int slot, size_t bytes) {
     s.bytes = n;
   }
   return s.ptr;
-}
-
-void* CudaBackend::upload(int slot, const void* host, size_t bytes) {
-  void* dst = scratch(slot, bytes);
-  if (bytes == 0) return dst;
-  Staging& st = staging_[size_t(slot)];
-  if (!st.done) DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming));
-  else DSINFER_CUDA_CHECK(cudaEventSynchronize(st.done));  // the previous copy out of this staging buffer
-  if (st.bytes < bytes) {
-    if (st.host) DSINFER_CUDA_CHECK(cudaFreeHost(st.host));
-    st.host = nullptr;
-    const size_t n = std::max<size_t>(4096, bytes * 2);
-    DSINFER_CUDA_CHECK(cudaMallocHost(&st.host, n));
-    st.bytes = n;
-  }
-  std::memcpy(st.host, host, bytes);
-  DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, st.host, bytes, cudaMemcpyHostToDevice, stream_));
-  DSINFER_CUDA_CHECK(cudaEventRecord(st.done, stream_));
-  return dst;
 }
 
 void CudaBackend::fill_zero(Tensor2D x) {
@@ -204,11 +181,17 @@ void CudaBackend::bytes_from_host(void* dst, const void* src, size_t bytes) {
 
 const CudaBackend::DeviceWeight& CudaBackend::upload_weight(const Weight& w) {
   if (!w.present()) fail(ErrorCode::Internal, "weight " + w.name + " is absent");
-  auto it = weights_.find(w.data);
-  if (it != weights_.end()) return it->second;
+  const int32_t at = handle_index(w, weights_.size());
+  if (at >= 0) {
+    const DeviceWeight& d = weights_[size_t(at)];
+    if (d.host == w.data && d.rows == w.rows() && d.cols == w.cols() && d.dtype == w.dtype) return d;
+  }
   kind_of(w.dtype, w.name);  // refuses dtypes the kernels cannot read
   DSINFER_CUDA_CHECK(cudaSetDevice(device_));
   DeviceWeight d;
+  d.host = w.data;
+  d.rows = w.rows();
+  d.cols = w.cols();
   d.dtype = w.dtype;
   d.numel = w.numel();
   const size_t bytes = size_t(d.numel) * dtype_size(w.dtype);
@@ -224,26 +207,17 @@ const CudaBackend::DeviceWeight& CudaBackend::upload_weight(const Weight& w) {
     DSINFER_CUDA_CHECK(cudaMalloc(&d.scale, s.size() * 4));
     DSINFER_CUDA_CHECK(cudaMemcpy(d.scale, s.data(), s.size() * 4, cudaMemcpyHostToDevice));
   }
-  return weights_.emplace(w.data, d).first->second;
+  weights_.push_back(d);
+  w.prepared = WeightHandle{id(), int32_t(weights_.size() - 1)};
+  return weights_.back();
 }
 
 void CudaBackend::prepare_weight(const Weight& w) {
   if (w.present()) upload_weight(w);
 }
 
-void CudaBackend::release_weight(const Weight& w) {
-  auto it = weights_.find(w.data);
-  if (it == weights_.end()) return;
-  synchronize();  // kernels already enqueued may still read it
-  if (it->second.data) DSINFER_CUDA_CHECK(cudaFree(it->second.data));
-  if (it->second.scale) DSINFER_CUDA_CHECK(cudaFree(it->second.scale));
-  weights_.erase(it);
-}
-
 gpu::DeviceTensorRef CudaBackend::device_weight(const Weight& w) {
   const DeviceWeight& d = upload_weight(w);
-  if (d.dtype != w.dtype || d.numel != w.numel())
-    fail(ErrorCode::Internal, "weight " + w.name + " shares its data with a differently shaped weight");
   gpu::DeviceTensorRef r;
   r.data = d.data;
   r.kind = kind_of(w.dtype, w.name);
@@ -268,15 +242,10 @@ Matrix CudaBackend::dequantize(const Weight& w) {
 
 void CudaBackend::embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) {
   require(out.rows == int64_t(ids.size()) && out.cols == table.cols(), "embed shape mismatch");
-  for (const int32_t id : ids)
-    if (id < 0 || id >= table.rows())
-      fail(ErrorCode::InvalidArgument, "token id " + std::to_string(id) +
-                                           " is out of range: the model's vocabulary has " +
-                                           std::to_string(table.rows()) + " entries");
+  // The ids are device memory (interface v2): the model checked them against the vocabulary before uploading.
   if (ids.empty()) return;
   const gpu::DeviceTensorRef r = device_weight(table);
-  const auto* d_ids = static_cast<const int32_t*>(upload(kSlotIds, ids.data(), ids.size_bytes()));
-  gpu::decode_rows(r, d_ids, int64_t(ids.size()), out.data, out.ld, stream_);
+  gpu::decode_rows(r, ids.data(), int64_t(ids.size()), out.data, out.ld, stream_);
 }
 
 void CudaBackend::add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) {
@@ -321,10 +290,24 @@ void CudaBackend::rope(const RopeArgs& a) {
   p.head_dim = a.head_dim;
   p.rope_offset = a.rope_offset;
   p.rope_dim = a.rope_dim;
-  p.positions = static_cast<const int32_t*>(upload(kSlotIds, a.positions, size_t(a.x.rows) * 4));
-  p.inv_freq = static_cast<const float*>(upload(kSlotFreq, a.inv_freq, size_t(a.rope_dim / 2) * 4));
+  p.positions = a.positions;  // device memory (interface v2), as is inv_freq
+  p.inv_freq = a.inv_freq;
   p.interleaved = a.layout == RopeLayout::Interleaved;
   gpu::rope_rows(p, stream_);
+}
+
+// The activation cast of the BF16 GEMM path, then the row decoder reading the bf16 values back: round to nearest
+// even, and exact on the way back (every bf16 value is an fp32 value), without the default's host round trip.
+void CudaBackend::round_to_bf16(Tensor2D x) {
+  if (x.rows == 0 || x.cols == 0) return;
+  auto* b = static_cast<uint16_t*>(scratch(kSlotRoundBf16, size_t(x.rows * x.cols) * 2));
+  gpu::f32_to_bf16_rows(x.data, x.ld, b, x.cols, x.rows, x.cols, stream_);
+  gpu::DeviceTensorRef r;
+  r.data = b;
+  r.kind = WeightKind::BF16;
+  r.rows = x.rows;
+  r.cols = x.cols;
+  gpu::decode_rows(r, nullptr, x.rows, x.data, x.ld, stream_);
 }
 
 void CudaBackend::hadamard(Tensor2D x, int64_t n) {
@@ -677,12 +660,9 @@ void CudaBackend::moe_route(const MoeRouteArgs& a) {
   rp.sigmoid = a.sigmoid;
   rp.normalize = a.normalize;
   rp.routed_scale = a.routed_scale;
-  rp.out_ids = static_cast<int32_t*>(scratch(kSlotRouteIds, size_t(T * K) * 4));
-  rp.out_weights = static_cast<float*>(scratch(kSlotRouteW, size_t(T * K) * 4));
+  rp.out_ids = a.out_experts;  // device memory (interface v2): moe_experts reads them there, no round trip
+  rp.out_weights = a.out_weights;
   gpu::moe_router(rp, stream_);
-  DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_experts, rp.out_ids, size_t(T * K) * 4, cudaMemcpyDeviceToHost, stream_));
-  DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_weights, rp.out_weights, size_t(T * K) * 4, cudaMemcpyDeviceToHost, stream_));
-  synchronize();
 }
 
 void CudaBackend::moe_experts(const MoeExpertsArgs& a) {
@@ -690,11 +670,14 @@ void CudaBackend::moe_experts(const MoeExpertsArgs& a) {
   require(a.out.rows == T && a.out.cols == D, "moe_experts out shape");
   if (T == 0) return;
   require(K >= 1 && K <= 32, "moe_experts: top_k must be in [1, 32]");
-  // Launch shapes come from the host copy of the routing (no device round trip); the device builds the same
-  // grouping with CUB from the uploaded ids (stable sort: identical order).
+  // Launch shapes (rows per expert) come from a host copy of the routing: the one synchronization of a MoE layer,
+  // until a grouped GEMM takes its shapes from device memory. The device builds the same grouping with CUB from the
+  // ids where they are (stable sort: identical order).
+  route_host_.resize(size_t(T * K));
+  bytes_to_host(route_host_.data(), a.expert_ids, route_host_.size() * sizeof(int32_t));
   std::vector<int64_t> count(size_t(E), 0), poff(size_t(E) + 1, 0);
   for (int64_t i = 0; i < T * K; ++i) {
-    const int32_t e = a.expert_ids[i];
+    const int32_t e = route_host_[size_t(i)];
     require(e >= 0 && e < E, "expert id out of range");
     ++count[size_t(e)];
   }
@@ -717,8 +700,8 @@ void CudaBackend::moe_experts(const MoeExpertsArgs& a) {
   }
   fast = fast && inner % 128 == 0;
 
-  const auto* d_ids = static_cast<const int32_t*>(upload(kSlotMoeIds, a.expert_ids, size_t(T * K) * 4));
-  const auto* d_w = static_cast<const float*>(upload(kSlotMoeW, a.weights, size_t(T * K) * 4));
+  const int32_t* d_ids = a.expert_ids;
+  const float* d_w = a.weights;
   gpu::MoeGroupingParams gp;
   gp.expert_ids = d_ids;
   gp.S = T * K;

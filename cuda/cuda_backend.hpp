@@ -2,9 +2,10 @@
 //
 // Memory: activations and Buffers come from the device's stream-ordered pool (cudaMallocAsync; the pool keeps
 // freed memory cached). Weights are uploaded once, in their stored dtype (FP8 stays e4m3 plus fp32 block scales),
-// by prepare_weight (or on first use), and looked up by the host Weight's data pointer.
-// Streams: every op is enqueued on the backend's own stream; ops that return host data (to_host, moe_route,
-// indexer_topk) synchronize it. No hidden per-thread state: one backend is used by one thread at a time (the
+// by prepare_weight (or on first use) into a table of device copies that Weight::prepared points into.
+// Streams: every op is enqueued on the backend's own stream; the ops that return host data (to_host, bytes_to_host)
+// synchronize it, and so does moe_experts, which reads the routing's expert counts on the host for its launch
+// shapes. Index data (positions, block tables, top-k, routing) arrives and stays in device memory (interface v2). No hidden per-thread state: one backend is used by one thread at a time (the
 // model serializes its evaluations), several backends may coexist.
 // Errors: every CUDA/cuBLASLt status becomes dsinfer::Error (Device, OutOfMemory, Unsupported) with file:line.
 #pragma once
@@ -40,7 +41,7 @@ class CudaBackend final : public Backend {
   void from_host(Tensor2D dst, const float* src) override;
   // Packed KV caches (issue 19): FP8 only, in the CPU backend's byte layout (lib/backend/kv_format.hpp). BF16 is
   // refused: the attention kernels read a BF16 latent row, but nothing on the GPU writes or reads a BF16 indexer key.
-  bool supports_kv_dtype(KvDtype d) const override { return d == KvDtype::F32 || d == KvDtype::FP8; }
+  bool supports(BackendFeature f) const override { return f == BackendFeature::KvCacheFp8; }
   void kv_pack(const KvPackArgs& a) override;  // cuda/kv/cuda_backend_kv.cu
   void copy_bytes(void* dst, const void* src, size_t bytes) override;
   void bytes_to_host(void* dst, const void* src, size_t bytes) override;
@@ -59,6 +60,7 @@ class CudaBackend final : public Backend {
   void rope(const RopeArgs& a) override;
   void hadamard(Tensor2D x, int64_t n) override;
   void fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out, Tensor2D scales) override;
+  void round_to_bf16(Tensor2D x) override;  // on the stream (the default goes through host memory)
   void indexer_topk(const IndexerTopkArgs& a) override;   // cuda/attention/cuda_backend_attention.cu
   void mla_attention(const MlaArgs& a) override;          // cuda/attention/cuda_backend_attention.cu
   void moe_route(const MoeRouteArgs& a) override;
@@ -69,19 +71,14 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   int num_sms() const { return num_sms_; }
   void synchronize();
-  // The device copy of a weight (uploaded now if prepare_weight was not called), shaped as `w`. Device copies are
-  // found by the host Weight's data pointer: the host data must stay where it is (a mapped checkpoint does) or be
-  // released here first.
+  // The device copy of a weight (uploaded now if prepare_weight was not called: w.prepared then records it),
+  // shaped as `w`.
   gpu::DeviceTensorRef device_weight(const Weight& w);
-  void release_weight(const Weight& w);
   // Grow-only device scratch, one buffer per slot, valid until the same slot is requested again. Reuse is
   // stream-ordered (an old buffer is freed after the work already enqueued). Slots [0, 32) belong to
   // cuda_backend.cu, [32, 64) to the attention/indexer/KV files.
   static constexpr int kScratchSlots = 64;
   void* scratch(int slot, size_t bytes);
-  // Copies host memory into scratch `slot` through a pinned staging buffer, ordered on the stream; the host
-  // buffer may be reused as soon as this returns.
-  void* upload(int slot, const void* host, size_t bytes);
 
   // Linear layers with at most this many activation rows use the skinny kernel, larger ones cuBLASLt
   // (CudaOptions::small_m_max).
@@ -106,6 +103,8 @@ class CudaBackend final : public Backend {
 
  private:
   struct DeviceWeight {
+    const uint8_t* host = nullptr;  // the bytes it was uploaded from, and their shape (a stale handle differs)
+    int64_t rows = 0, cols = 0;
     void* data = nullptr;
     float* scale = nullptr;  // FP8: [ceil(rows/128), scale_ld] with scale_ld = round_up(ceil(cols/128), 4)
     int64_t scale_ld = 0;
@@ -115,11 +114,6 @@ class CudaBackend final : public Backend {
   struct Scratch {
     void* ptr = nullptr;
     size_t bytes = 0;
-  };
-  struct Staging {
-    void* host = nullptr;
-    size_t bytes = 0;
-    cudaEvent_t done = nullptr;
   };
 
   const DeviceWeight& upload_weight(const Weight& w);
@@ -143,9 +137,9 @@ class CudaBackend final : public Backend {
   int mma_state_ = 0;  // 0 unknown, 1 on, -1 off
   std::unique_ptr<gpu::LtGemm> lt_;
   void* lt_workspace_ = nullptr;
-  std::unordered_map<const void*, DeviceWeight> weights_;
+  std::vector<DeviceWeight> weights_;  // indexed by WeightHandle::index
+  std::vector<int32_t> route_host_;  // moe_experts: the routing's host copy (launch shapes), storage kept
   std::array<Scratch, kScratchSlots> scratch_{};
-  std::array<Staging, kScratchSlots> staging_{};
 };
 
 }  // namespace dsinfer

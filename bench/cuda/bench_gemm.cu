@@ -76,7 +76,7 @@ int main() {
               "BF16 µs | BF16 TFLOPS | FP8 µs | FP8 TFLOPS | ours vs BF16 | ours vs FP8 |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   uint64_t seed = 1;
-  // Host weights stay alive: the backend caches device copies by host data pointer.
+  // Host weights stay alive while the benchmark reads them (their device copies are found by handle).
   std::vector<std::unique_ptr<HostFp8>> keep;
   for (const Shape& sh : kShapes) {
     keep.push_back(host_fp8(sh, seed++));

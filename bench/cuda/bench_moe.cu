@@ -19,8 +19,8 @@ namespace {
 
 constexpr int64_t kD = 7168, kInner = 2048, kE = 256, kTopK = 8, kGroups = 8, kTopGroups = 4;
 
-// One random e4m3 matrix on the host; 256 experts x 3 projections get distinct device copies by pointing their
-// Weights at distinct offsets of one slightly larger host buffer (the backend uploads per data pointer).
+// One random e4m3 matrix on the host; 256 experts x 3 projections point their Weights at distinct offsets of one
+// slightly larger host buffer, and each gets its own device copy (prepare_weight, one per Weight).
 struct HostPool {
   std::vector<uint8_t> bytes;
   std::vector<float> scales;
@@ -92,15 +92,19 @@ int main() {
       std::copy_n(perm.begin(), kTopK, ids.begin() + t * kTopK);
     }
     const std::set<int32_t> touched(ids.begin(), ids.end());
-    std::vector<int32_t> rid(ids.size());
-    std::vector<float> rw(ids.size());
+    // Index data lives in device memory (interface v2): the router writes there, the experts read there.
+    Buffer rid = backend->allocate(ids.size() * 4), rw = backend->allocate(ids.size() * 4);
+    Buffer ids_dev = backend->allocate(ids.size() * 4, false), w_dev = backend->allocate(w.size() * 4, false);
+    backend->bytes_from_host(ids_dev.data(), ids.data(), ids.size() * 4);
+    backend->bytes_from_host(w_dev.data(), w.data(), w.size() * 4);
     MoeRouteArgs ra;
     ra.x = xin.view; ra.gate = &gate; ra.bias = &gbias; ra.n_experts = kE; ra.n_group = kGroups;
     ra.topk_group = kTopGroups; ra.top_k = kTopK; ra.routed_scale = 2.5f;
-    ra.out_experts = rid.data(); ra.out_weights = rw.data();
+    ra.out_experts = static_cast<int32_t*>(rid.data()); ra.out_weights = static_cast<float*>(rw.data());
     const double t_route = time_us(s, [&] { backend->moe_route(ra); });
     MoeExpertsArgs ea;
-    ea.x = xin.view; ea.experts = experts; ea.expert_ids = ids.data(); ea.weights = w.data(); ea.top_k = kTopK;
+    ea.x = xin.view; ea.experts = experts; ea.expert_ids = static_cast<const int32_t*>(ids_dev.data());
+    ea.weights = static_cast<const float*>(w_dev.data()); ea.top_k = kTopK;
     ea.quant = LinearQuant{true, true}; ea.out = out.view;
     const double t_exp = time_us(s, [&] { backend->moe_experts(ea); });
     const LinearQuant q{true, true};
@@ -125,7 +129,7 @@ int main() {
                 t_exp, t_sh, t_layer, floor_us, t_layer / floor_us);
     std::fflush(stdout);
   }
-  std::printf("\nroute includes its device->host copy of the selection and the stream synchronization the interface"
-              " implies (host out_experts); routed experts use host routing ids uploaded per call.\n");
+  std::printf("\nroute and experts read and write the routing in device memory (interface v2); experts include the"
+              " one synchronization of a MoE layer (the expert counts read on the host for launch shapes).\n");
   return 0;
 }

@@ -1,9 +1,9 @@
 // The CUDA backend's attention ops (issue 8): MLA attention (cuda/attention/) and the lightning indexer's scores +
 // top-k (cuda/indexer/), with MlaArgs / IndexerTopkArgs semantics exactly as the CPU reference defines them.
 //
-// The interface hands over host arrays (positions, block table, index lists) and wants the top-k on the host, so
-// each call uploads those small arrays through the backend's staging buffers (scratch slots 32..39, all on the
-// backend stream) and indexer_topk synchronizes once at the end. Both ops process the queries in chunks so that
+// Positions, block tables and index lists arrive in device memory and the top-k is written there (interface v2), so
+// neither op synchronizes: the indexer's output goes straight to the attention that reads it. (Only the debugging
+// output IndexerTopkArgs::out_scores is host memory.) Both ops process the queries in chunks so that
 // their device workspace stays bounded (a long prefill would otherwise need T·H·C floats twice for MLA and T·S
 // floats for the index scores).
 // MLA always runs the absorbed form, for prefill too (MlaMode is a CPU-side choice of algorithm; both forms compute
@@ -36,13 +36,9 @@ namespace {
 
 // Scratch slots of this file (cuda_backend.hpp reserves 32..63 for the attention/indexer/KV code).
 enum Slot : int {
-  kSlotPositions = 32,
-  kSlotBlockTable = 33,
-  kSlotIndices = 34,
-  kSlotMlaWorkspace = 35,
-  kSlotQ = 36,
-  kSlotScores = 37,
-  kSlotTopk = 38,
+  kSlotMlaWorkspace = 32,
+  kSlotQ = 33,
+  kSlotScores = 34,
 };
 
 constexpr size_t kMlaWorkspaceBudget = size_t(512) << 20;  // bytes per MLA chunk (q_abs + o_lat + split partials)
@@ -71,17 +67,12 @@ void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
                 "cuda backend: indexer_topk supports up to 64 heads of up to 128 dims (multiples of 4, of 16 for an "
                 "fp8 cache; 16-byte aligned rows); got " + std::to_string(H) + " x " + std::to_string(D));
   DSINFER_CUDA_REQUIRE(!a.block_table || a.block_tokens > 0, "indexer_topk: block_tokens");
-  const int32_t* d_pos = static_cast<const int32_t*>(upload(kSlotPositions, a.positions, size_t(T) * 4));
-  const int32_t* d_table = nullptr;
-  if (a.block_table) {
-    const int64_t n_blocks = (S + a.block_tokens - 1) / a.block_tokens;
-    d_table = static_cast<const int32_t*>(upload(kSlotBlockTable, a.block_table, size_t(std::max<int64_t>(n_blocks, 1)) * 4));
-  }
+  const int32_t* d_pos = a.positions;  // device memory, as are the block table and out_indices
+  const int32_t* d_table = a.block_table;
   // fp8 mode: q holds e4m3 values (its scales given) and so do the keys (their scales given, or an FP8 cache).
   const bool mma = indexer_tensor_cores_ && a.q_scale.data && (a.k_scale.data || packed);
   const int64_t chunk = std::clamp<int64_t>(int64_t(kScoreBudget / (size_t(std::max<int64_t>(S, 1)) * 4)), 1, 65535);
   float* scores = static_cast<float*>(scratch(kSlotScores, size_t(std::min(chunk, T) * std::max<int64_t>(S, 1)) * 4));
-  int32_t* topk = static_cast<int32_t*>(scratch(kSlotTopk, size_t(T * a.topk) * 4));
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t n = std::min(chunk, T - t0);
     gpu::attn::IndexerScoresParams sp;
@@ -105,14 +96,14 @@ void CudaBackend::indexer_topk(const IndexerTopkArgs& a) {
     DSINFER_CUDA_CHECK(gpu::attn::launch_indexer_scores(sp, stream()));
     gpu::attn::TopkParams tp;
     tp.T = n, tp.scores = scores, tp.scores_t = S, tp.n_keys = S, tp.positions = d_pos + t0, tp.k = a.topk;
-    tp.out = topk + t0 * a.topk, tp.out_t = a.topk;
+    tp.out = a.out_indices + t0 * a.topk, tp.out_t = a.topk;
     DSINFER_CUDA_CHECK(gpu::attn::launch_indexer_topk(tp, stream()));
-    if (a.out_scores)
+    if (a.out_scores) {  // (debugging: the scores buffer is reused by the next chunk)
       DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_scores + t0 * S, scores, size_t(n * S) * 4, cudaMemcpyDeviceToHost,
                                          stream()));
+      synchronize();
+    }
   }
-  DSINFER_CUDA_CHECK(cudaMemcpyAsync(a.out_indices, topk, size_t(T * a.topk) * 4, cudaMemcpyDeviceToHost, stream()));
-  synchronize();
 }
 
 void CudaBackend::mla_attention(const MlaArgs& a) {
@@ -128,11 +119,9 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
     throw Error(ErrorCode::Unsupported, "cuda backend: mla_attention reads fp8 packed latent caches only");
   require(a.wkv_b.rows == H * kv_head && a.wkv_b.cols == C && a.out.cols == H * dv, "mla wkv_b/out shapes");
   if (T == 0) return;
-  int64_t max_vis = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    require(a.positions[t] < S, "query position beyond the cache");
-    max_vis = std::max<int64_t>(max_vis, std::min<int64_t>(int64_t(a.positions[t]) + 1, S));
-  }
+  // The positions are device memory: the longest causal row is taken as S (each position is < n_keys, and the
+  // model's last row of a call is at S - 1).
+  const int64_t max_vis = S;
   if (C > 512 || C % 4 || dr % 4 || dn % 4 || C + dr > 576 ||
       (!packed && (a.latent.ld % 4 || a.k_pe.ld % 4 || !aligned16(a.latent.data) || !aligned16(a.k_pe.data))))
     throw Error(ErrorCode::Unsupported,
@@ -140,14 +129,9 @@ void CudaBackend::mla_attention(const MlaArgs& a) {
                 "of 4, 16-byte aligned rows); got " + std::to_string(C) + " + " + std::to_string(dr));
   DSINFER_CUDA_REQUIRE(!a.block_table || a.block_tokens > 0, "mla: block_tokens");
 
-  const int32_t* d_pos = static_cast<const int32_t*>(upload(kSlotPositions, a.positions, size_t(T) * 4));
-  const int32_t* d_table = nullptr;
-  if (a.block_table) {
-    const int64_t n_blocks = (S + a.block_tokens - 1) / a.block_tokens;
-    d_table = static_cast<const int32_t*>(upload(kSlotBlockTable, a.block_table, size_t(std::max<int64_t>(n_blocks, 1)) * 4));
-  }
-  const int32_t* d_idx = nullptr;
-  if (a.indices) d_idx = static_cast<const int32_t*>(upload(kSlotIndices, a.indices, size_t(T * a.n_indices) * 4));
+  const int32_t* d_pos = a.positions;  // device memory, as are the block table and the index lists
+  const int32_t* d_table = a.block_table;
+  const int32_t* d_idx = a.indices;
 
   // q as the kernels want it: 16-byte aligned rows (copied when the view is not).
   const float* q = a.q.data;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cuda_options.hpp"
@@ -59,19 +60,24 @@ void moe_combine_host(const float* slots, int64_t slots_ld, const int32_t* exper
   }
 }
 
+Backend::Backend() {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Backend::moe_combine(const MoeCombineArgs& a) {
   const int64_t T = a.out.rows, D = a.out.cols;
   std::vector<float> slots(size_t(a.slots.rows * a.slots.cols)), out(size_t(T * D));
   to_host(slots.data(), a.slots);
   to_host(out.data(), a.out);
-  moe_combine_host(slots.data(), a.slots.cols, a.expert_ids, a.top_k, out.data(), D, T, D);
+  std::vector<int32_t> ids(size_t(T * a.top_k));
+  bytes_to_host(ids.data(), a.expert_ids, ids.size() * sizeof(int32_t));
+  moe_combine_host(slots.data(), a.slots.cols, ids.data(), a.top_k, out.data(), D, T, D);
   from_host(a.out, out.data());
 }
 
 void Backend::kv_pack(const KvPackArgs&) { no_packed_kv(*this); }
-void Backend::copy_bytes(void*, const void*, size_t) { no_packed_kv(*this); }
-void Backend::bytes_to_host(void*, const void*, size_t) { no_packed_kv(*this); }
-void Backend::bytes_from_host(void*, const void*, size_t) { no_packed_kv(*this); }
+
 
 std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOptions& opts) {
   if (name == "cpu") return std::make_unique<CpuBackend>(opts);
@@ -86,7 +92,12 @@ std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOpti
     BackendOptions resolved = opts;
     apply_cuda_env_overrides(resolved.cuda, named);
     if (named) resolved.cuda.device = std::stoi(std::string(name.substr(5)));
-    return make_cuda_backend(resolved, resolved.cuda.device);
+    std::unique_ptr<Backend> b = make_cuda_backend(resolved, resolved.cuda.device);
+    if (b->interface_version() != kBackendInterfaceVersion)
+      throw Error(ErrorCode::Unsupported,
+                  fmt::format("the {} backend was built for backend interface version {}, this library has {}",
+                              b->name(), b->interface_version(), kBackendInterfaceVersion));
+    return b;
   }
   throw Error(ErrorCode::InvalidArgument,
               fmt::format("unknown backend \"{}\" (this build has: cpu, cuda, cuda:N)", name));

@@ -4,6 +4,11 @@
 // Conventions: activations are fp32, row-major 2-D views ([rows, cols] with a row stride `ld` in elements) into
 // memory the backend owns. Weights are checkpoint tensors as stored (`Weight`, zero-copy into the mapped shard);
 // a backend may upload or re-layout them in `prepare_weight` at load time, never on the per-token path.
+// Index data is backend memory too (interface v2): token ids, positions, block tables and the frequencies of RoPE
+// are uploaded by the model once per step (once per load for the frequencies), and the ops' index outputs (the
+// indexer's top-k, the router's choices) stay where the op wrote them for the next op to read, so nothing forces a
+// round trip through the host between ops. Only the arguments documented as host memory (out_scores) are host
+// pointers. On the CPU backend both are the same memory.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +23,21 @@
 #include "dsinfer/cuda_options.hpp"
 
 namespace dsinfer {
+
+// The version of this interface. A backend reports the version it was written against (Backend::interface_version)
+// and create_backend refuses one that differs, so that a backend built separately (a plugin, the CUDA library of
+// another build) cannot be driven through a vtable it does not have. Version 2 (issue 19): index data in backend
+// memory, capabilities through supports(), weights prepared into backend-owned handles, a per-backend scratch arena.
+constexpr int kBackendInterfaceVersion = 2;
+
+// What a backend may or may not do; the model and the KV pool ask Backend::supports() instead of assuming.
+enum class BackendFeature {
+  KvCacheBf16,          // packed KV caches of KvDtype::BF16 (F32 caches are always supported)
+  KvCacheFp8,           // packed KV caches of KvDtype::FP8
+  MlaStoredKvB,         // mla_attention reads MlaArgs::wkv_b_stored itself: the model keeps no fp32 copy of kv_b
+  MoeFusedSharedExpert, // moe_experts takes MoeExpertsArgs::shared (else the model runs the shared expert itself)
+  MoeSlots,             // moe_experts has the slot mode and moe_combine is exact (expert parallelism)
+};
 
 // Activation view: [rows, cols] f32, row stride ld (>= cols) in elements.
 struct Tensor2D {
@@ -67,8 +87,8 @@ struct RopeArgs {
   int64_t head_dim = 0;          // stride between heads inside a row
   int64_t rope_offset = 0;       // first rotated element inside each head
   int64_t rope_dim = 0;          // rotated elements per head (even)
-  const float* inv_freq = nullptr;  // [rope_dim/2] YaRN-corrected frequencies (host memory)
-  const int32_t* positions = nullptr;  // [T] absolute positions (host memory)
+  const float* inv_freq = nullptr;  // [rope_dim/2] YaRN-corrected frequencies
+  const int32_t* positions = nullptr;  // [T] absolute positions
   RopeLayout layout = RopeLayout::Interleaved;
 };
 
@@ -108,10 +128,10 @@ struct IndexerTopkArgs {
   const int32_t* block_table = nullptr;  // paged cache: row_of(s) = block_table[s / block_tokens] * block_tokens
   int64_t block_tokens = 0;              //   + s % block_tokens; null: row_of(s) = s
   int64_t n_heads = 0, head_dim = 0;
-  const int32_t* positions = nullptr;  // [T] absolute position of each query (host)
+  const int32_t* positions = nullptr;  // [T] absolute position of each query, each < n_keys
   int64_t topk = 0;
-  int32_t* out_indices = nullptr;  // [T, topk] host: selected key positions, -1 = none
-  float* out_scores = nullptr;     // [T, S] host, may be null: the raw scores (tests, debugging)
+  int32_t* out_indices = nullptr;  // [T, topk] selected key positions, -1 = none
+  float* out_scores = nullptr;     // [T, S] host memory, may be null: the raw scores (tests, debugging)
 };
 
 enum class MlaMode {
@@ -130,13 +150,13 @@ struct MlaArgs {
   const int32_t* block_table = nullptr;  // paged cache, as in IndexerTopkArgs; null: row_of(s) = s
   int64_t block_tokens = 0;
   Tensor2D wkv_b;                // [H*(dn+dv), kvr] fp32 (dequantized once at load); data null when the backend
-                                 // said it needs no fp32 copy (Backend::mla_needs_fp32_kv_b), rows/cols still set
+                                 // reads the stored weight (BackendFeature::MlaStoredKvB), rows/cols still set
   const Weight* wkv_b_stored = nullptr;  // the same weight as stored (may be null); a backend may read it instead
                                          // of wkv_b where that is cheaper, with the same fp32 values (w8·scale)
   int64_t n_heads = 0, nope_dim = 0, rope_dim = 0, v_dim = 0;
   float softmax_scale = 0.0f;
-  const int32_t* positions = nullptr;  // [T] host
-  const int32_t* indices = nullptr;    // [T, n_indices] host, -1 = unused slot; null = dense causal
+  const int32_t* positions = nullptr;  // [T], each < n_keys
+  const int32_t* indices = nullptr;    // [T, n_indices], -1 = unused slot; null = dense causal
   int64_t n_indices = 0;
   MlaMode mode = MlaMode::Absorbed;
   Tensor2D out;                  // [T, H*dv]
@@ -150,8 +170,8 @@ struct MoeRouteArgs {
   bool sigmoid = true;           // scoring_func: sigmoid (V3) or softmax (V2)
   bool normalize = true;         // norm_topk_prob
   float routed_scale = 1.0f;
-  int32_t* out_experts = nullptr;  // [T, top_k] host
-  float* out_weights = nullptr;    // [T, top_k] host
+  int32_t* out_experts = nullptr;  // [T, top_k]
+  float* out_weights = nullptr;    // [T, top_k]
 };
 
 struct ExpertWeights {          // one routed expert's SwiGLU: down(silu(gate·x) ⊙ up·x)
@@ -163,12 +183,12 @@ struct ExpertWeights {          // one routed expert's SwiGLU: down(silu(gate·x
 struct MoeExpertsArgs {
   Tensor2D x;                    // [T, hidden]
   std::span<const ExpertWeights> experts;  // indexed by expert id
-  const int32_t* expert_ids = nullptr;  // [T, top_k] host
-  const float* weights = nullptr;       // [T, top_k] host
+  const int32_t* expert_ids = nullptr;  // [T, top_k]
+  const float* weights = nullptr;       // [T, top_k]
   int64_t top_k = 0;
   LinearQuant quant;
   Tensor2D out;                  // [T, hidden]: out = Σ_i w_i · Expert_i(x)   (overwritten)
-  // The shared expert(s) as one SwiGLU, or null. Only given to a backend whose moe_fuses_shared_expert() is true:
+  // The shared expert(s) as one SwiGLU, or null. Only given to a backend that supports MoeFusedSharedExpert:
   // it then adds Shared(x) to out, unweighted, after the routed experts (spec §5.3).
   const ExpertWeights* shared = nullptr;
   // Slot mode (expert parallelism, docs/distributed.md), when slots.data is set: `out` and `shared` are unused;
@@ -184,7 +204,7 @@ struct MoeExpertsArgs {
 // consecutive expert ranges and add their slots one after another get bitwise the one-process sum.
 struct MoeCombineArgs {
   Tensor2D slots;                       // [T * top_k, hidden]
-  const int32_t* expert_ids = nullptr;  // [T, top_k] host, -1 = not this rank's
+  const int32_t* expert_ids = nullptr;  // [T, top_k], -1 = not this rank's
   int64_t top_k = 0;
   Tensor2D out;                         // [T, hidden], accumulated into
 };
@@ -213,8 +233,21 @@ struct LinearOut {
 
 class Backend {
  public:
+  Backend();
   virtual ~Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
   virtual std::string_view name() const = 0;
+  // Unique among the backends of this process, never reused: identifies the issuer of a WeightHandle.
+  uint64_t id() const { return id_; }
+  // kBackendInterfaceVersion as this backend's code saw it when it was compiled (inline: compiled into the backend).
+  virtual int interface_version() const { return kBackendInterfaceVersion; }
+  // Whether this backend has a capability (BackendFeature). Default: none.
+  virtual bool supports(BackendFeature f) const { return false; }
+  // Whether KV caches of dtype `d` can live in this backend (F32 always; the packed ones per supports()).
+  bool supports_kv_dtype(KvDtype d) const {
+    return d == KvDtype::F32 || supports(d == KvDtype::BF16 ? BackendFeature::KvCacheBf16 : BackendFeature::KvCacheFp8);
+  }
 
   // --- memory ---
   // zero=false leaves the contents undefined (the CPU backend then commits pages only as they are written; the
@@ -231,14 +264,17 @@ class Backend {
   virtual void copy(Tensor2D dst, Tensor2D src) = 0;
   virtual void to_host(float* dst, Tensor2D src) = 0;          // dst: host [rows, cols] dense
   virtual void from_host(Tensor2D dst, const float* src) = 0;  // src: host [rows, cols] dense
-  // Packed KV caches (KvDtype BF16 / FP8). A backend that returns false for a dtype is never given one (the KV pool
-  // refuses it with an error naming the backend); the byte ops below are only called for packed caches.
-  virtual bool supports_kv_dtype(KvDtype d) const { return d == KvDtype::F32; }
+  // Packed KV caches (KvDtype BF16 / FP8). A backend that does not support a dtype (supports_kv_dtype) is never
+  // given one (the KV pool refuses it with an error naming the backend).
   virtual void kv_pack(const KvPackArgs& a);
-  virtual void copy_bytes(void* dst, const void* src, size_t bytes);  // both in backend memory
-  virtual void bytes_to_host(void* dst, const void* src, size_t bytes);
-  virtual void bytes_from_host(void* dst, const void* src, size_t bytes);
-  // Called once per weight at load time (a GPU backend uploads here; the CPU backend repacks linear weights).
+  // Raw bytes: packed caches, and the index data of a step (uploaded by the model, downloaded where a distributed run
+  // needs the routing on the host). bytes_from_host's source may be reused as soon as it returns.
+  virtual void copy_bytes(void* dst, const void* src, size_t bytes) = 0;  // both in backend memory
+  virtual void bytes_to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void bytes_from_host(void* dst, const void* src, size_t bytes) = 0;
+  // Called once per weight at load time (a GPU backend uploads here; the CPU backend repacks linear weights): the
+  // backend keeps what it made in a table of its own, released with the backend, and records the entry in
+  // w.prepared (WeightHandle), where the ops find it.
   virtual void prepare_weight(const Weight& w) {}
   // The same with how the model reads the weight, so a backend can skip work for weights never passed to linear()
   // (embedding rows, weights the model dequantizes once, the router). Defaults to the one-argument form.
@@ -248,7 +284,7 @@ class Backend {
   virtual Matrix dequantize(const Weight& w) = 0;
 
   // --- ops ---
-  virtual void embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) = 0;
+  virtual void embed(const Weight& table, std::span<const int32_t> ids, Tensor2D out) = 0;  // ids: backend memory
   // residual += x (fp32), then out = RMSNorm(residual) · w. With x.data == nullptr: out = RMSNorm(residual) · w.
   virtual void add_rms_norm(Tensor2D residual, Tensor2D x, const Weight& w, float eps, Tensor2D out) = 0;
   virtual void rms_norm(Tensor2D x, const Weight& w, float eps, Tensor2D out) = 0;
@@ -275,17 +311,22 @@ class Backend {
   virtual void round_to_bf16(Tensor2D x);
   virtual void indexer_topk(const IndexerTopkArgs& a) = 0;
   virtual void mla_attention(const MlaArgs& a) = 0;
-  // Whether mla_attention needs MlaArgs::wkv_b as an fp32 copy held by the model (true), or reads
-  // MlaArgs::wkv_b_stored itself (false: the model then keeps no copy, saving 4 bytes per kv_b value).
-  virtual bool mla_needs_fp32_kv_b() const { return true; }
   virtual void moe_route(const MoeRouteArgs& a) = 0;
   virtual void moe_experts(const MoeExpertsArgs& a) = 0;
-  // Expert parallelism: whether moe_experts has the slot mode (MoeExpertsArgs::slots); moe_combine below. Default:
-  // no (a distributed run refuses such a backend), and moe_combine through host memory.
-  virtual bool supports_moe_slots() const { return false; }
+  // Expert parallelism (BackendFeature::MoeSlots; a distributed run refuses a backend without it). Default: the sum
+  // through host memory.
   virtual void moe_combine(const MoeCombineArgs& a);
-  // Whether moe_experts takes MoeExpertsArgs::shared (else the model runs the shared expert itself).
-  virtual bool moe_fuses_shared_expert() const { return false; }
+
+ protected:
+  // The table entry of w.prepared when this backend issued it (index < n_entries), else -1. The caller then
+  // checks that the entry was made from w's bytes and shape.
+  int32_t handle_index(const Weight& w, size_t n_entries) const {
+    const WeightHandle& h = w.prepared;
+    return h.backend_id == id_ && h.index >= 0 && size_t(h.index) < n_entries ? h.index : -1;
+  }
+
+ private:
+  uint64_t id_;
 };
 
 // MoeCombineArgs' sum over host memory (the CPU backend's moe_combine, and the default one after a copy).

@@ -80,15 +80,17 @@ Weight weight_rows(const Weight& w, int64_t begin, int64_t end) {
 
 DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend, ModelShard shard)
     : cfg_(cfg), w_(std::move(weights)), be_(backend), shard_(shard) {
-  if (shard_.distributed() && !be_.supports_moe_slots())
+  if (shard_.distributed() && !be_.supports(BackendFeature::MoeSlots))
     throw Error(ErrorCode::Unsupported, fmt::format("the {} backend has no expert-parallel MoE (distributed runs use "
                                                     "the cpu backend)", be_.name()));
   inv_freq_ = yarn_inv_freq(cfg_);
+  inv_freq_mem_ = be_.allocate(inv_freq_.size() * sizeof(float), /*zero=*/false);
+  be_.bytes_from_host(inv_freq_mem_.data(), inv_freq_.data(), inv_freq_.size() * sizeof(float));
   softmax_scale_ = mla_softmax_scale(cfg_);
   for (int64_t l = 0; l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l) {
     const LayerWeights& layer = layer_weights(l);
     const Weight& kvb = layer.attn.kv_b_proj;
-    if (be_.mla_needs_fp32_kv_b()) {
+    if (!be_.supports(BackendFeature::MlaStoredKvB)) {
       wkv_b_.push_back(be_.dequantize(kvb));
     } else {  // the backend reads the stored weight (MlaArgs::wkv_b_stored): only the shape travels
       Matrix m;
@@ -132,6 +134,43 @@ void DeepseekV32::begin_step(Step& step, const EvalOptions& opts) {
   step.index_topk = opts.index_topk > 0 ? opts.index_topk : cfg_.index_topk;
   step.attention = opts.attention;
   step.cache_only = false;
+
+  // The index data's layout in step.index_mem: ids, positions and the block tables (uploaded), then the outputs.
+  // Each region starts on a 64-byte boundary (16 int32), as kernels reading it vectorized would want.
+  auto aligned = [](int64_t n) { return (n + 15) / 16 * 16; };
+  const int64_t T = step.n, K = cfg_.num_experts_per_tok;
+  int64_t tables_n = 0, max_rows = 0;
+  for (const auto& sg : step.segments) {
+    tables_n += aligned(int64_t(sg.cache->block_table().size()));
+    max_rows = std::max(max_rows, sg.n);
+  }
+  const int64_t inputs_n = 2 * aligned(T) + tables_n;
+  const int64_t indices_n = cfg_.has_indexer() ? aligned(max_rows * step.index_topk) : 0;
+  const int64_t total = inputs_n + indices_n + 3 * aligned(T * K);
+  if (step.index_mem.bytes() < size_t(total) * 4) {
+    const size_t grown = std::max(size_t(total) * 4, step.index_mem.bytes() * 2);  // grow-only, geometric
+    step.index_mem = be_.allocate(grown, /*zero=*/false);
+  }
+  auto* base = static_cast<int32_t*>(step.index_mem.data());
+  step.index_host.assign(size_t(inputs_n), 0);
+  int64_t at = 0;
+  auto stage = [&](const int32_t* p, int64_t n) {
+    std::copy_n(p, n, step.index_host.data() + at);
+    const int32_t* dev = base + at;
+    at += aligned(n);
+    return dev;
+  };
+  step.ids_dev = stage(step.ids.data(), T);
+  step.positions_dev = stage(step.positions.data(), T);
+  for (auto& sg : step.segments) {
+    const std::vector<int32_t>& table = sg.cache->block_table();
+    sg.block_table = table.empty() ? nullptr : stage(table.data(), int64_t(table.size()));
+  }
+  be_.bytes_from_host(base, step.index_host.data(), size_t(inputs_n) * sizeof(int32_t));
+  step.indices_dev = base + inputs_n;
+  step.experts_dev = step.indices_dev + indices_n;
+  step.expert_weights_dev = reinterpret_cast<float*>(step.experts_dev + aligned(T * K));
+  step.own_experts_dev = step.experts_dev + 2 * aligned(T * K);
 }
 
 void MtpState::truncate_main(int64_t n, int64_t hidden) {
@@ -248,7 +287,7 @@ void DeepseekV32::forward_batch(std::span<BatchItem> items, const EvalOptions& o
   begin_step(step, opts);
 
   Matrix h = be_.matrix(T, D), residual = be_.matrix(T, D), x = be_.matrix(T, D);
-  be_.embed(w_.embed_tokens, step.ids, h.view);
+  be_.embed(w_.embed_tokens, std::span<const int32_t>(step.ids_dev, size_t(T)), h.view);
   // Pre-norm residual stream kept in fp32; the residual starts at zero so every layer is the fused add + norm.
   // Every op but attention works row by row, so sequences batched together get exactly the results they would
   // get alone.
@@ -357,7 +396,7 @@ void DeepseekV32::mtp_layer(Tensor2D hidden, Step& step, Tensor2D out) {
   const int64_t n = step.n, D = cfg_.hidden_size, L = cfg_.num_hidden_layers;
   const float eps = float(cfg_.rms_norm_eps);
   Matrix e = be_.matrix(n, D), en = be_.matrix(n, D), hn = be_.matrix(n, D), cat = be_.matrix(n, 2 * D);
-  be_.embed(w_.embed_tokens, step.ids, e.view);
+  be_.embed(w_.embed_tokens, std::span<const int32_t>(step.ids_dev, size_t(step.n)), e.view);
   be_.rms_norm(e.view, mw.enorm, eps, en.view);
   be_.rms_norm(hidden, mw.hnorm, eps, hn.view);
   // concat[enorm(e), hnorm(h)]: the embedding half first (spec §7, as vLLM and the released eh_proj have it).
@@ -544,7 +583,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   } else if (rank_keys) {
     be_.linear(qr.view, lw.indexer.wq_b, qi.view, step.quant);
   }
-  if (queries) be_.rope({q.view, H, qkh, dn, dr, inv_freq_.data(), step.positions.data(), RopeLayout::Interleaved});
+  if (queries) be_.rope({q.view, H, qkh, dn, dr, inv_freq_dev(), step.positions_dev, RopeLayout::Interleaved});
 
   // Keys: one latent per token (RMSNorm'd c) plus the shared rotated rope key, written into each sequence's cache.
   for (const auto& sg : step.segments) {
@@ -553,7 +592,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     const Tensor2D kv_rows = kv.view.rows_slice(sg.row0, sg.n);
     be_.rms_norm(kv_rows.cols_slice(0, kvr), aw.kv_a_layernorm, eps, latent_new.view);
     be_.copy(kpe_new.view, kv_rows.cols_slice(kvr, dr));
-    be_.rope({kpe_new.view, 1, dr, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::Interleaved});
+    be_.rope({kpe_new.view, 1, dr, 0, dr, inv_freq_dev(), step.positions_dev + sg.row0, RopeLayout::Interleaved});
     // DeepSeek deploys an FP8 latent cache and its reference simulates it (spec §3.2): c quantize-dequantized, the
     // rope key in bf16 (the reference's pe_cache, FlashMLA's FP8 row). An FP8 cache quantizes c itself, with the
     // same rule, so every cache dtype holds the same values in fp8 precision.
@@ -577,7 +616,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     const IndexerWeights& iw = lw.indexer;
     if (rank_keys) {
       // The indexer's heads are [rope | nope] and use the half-split RoPE layout (spec §2.5, §11.1–2).
-      be_.rope({qi.view, Hi, Di, 0, dr, inv_freq_.data(), step.positions.data(), RopeLayout::HalfSplit});
+      be_.rope({qi.view, Hi, Di, 0, dr, inv_freq_dev(), step.positions_dev, RopeLayout::HalfSplit});
       be_.linear(x, iw.weights_proj, hw.view, LinearQuant{});  // bf16 weight, fp32 math
       if (fp8) {
         // Hadamard spreads outliers before the single-scale FP8 quantization; q·k is unchanged by it.
@@ -589,7 +628,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     for (const auto& sg : step.segments) {
       Matrix k_new = be_.matrix(sg.n, Di), ks_new = be_.matrix(sg.n, 1);
       be_.layer_norm(kraw.view.rows_slice(sg.row0, sg.n), iw.k_norm_weight, iw.k_norm_bias, 1e-6f, k_new.view);
-      be_.rope({k_new.view, 1, Di, 0, dr, inv_freq_.data(), step.positions.data() + sg.row0, RopeLayout::HalfSplit});
+      be_.rope({k_new.view, 1, Di, 0, dr, inv_freq_dev(), step.positions_dev + sg.row0, RopeLayout::HalfSplit});
       if (fp8) {
         be_.hadamard(k_new.view, Di);
         be_.fp8_quantize(k_new.view, Di, step.ue8m0, false, k_new.view, ks_new.view);
@@ -617,12 +656,11 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   // Rows [row0, row0 + n) of one sequence at cache positions [start, start + n): its indexer top-k and attention.
   auto attend = [&](const Step::Segment& sg, int64_t row0, int64_t n, int64_t start) {
     const int64_t S = start + n;
-    const int32_t* positions = step.positions.data() + row0;
+    const int32_t* positions = step.positions_dev + row0;
     int64_t n_indices = 0;
     // With at most index_topk visible tokens DSA is dense causal attention: skip scoring (the keys are cached).
     if (cfg_.has_indexer() && S > step.index_topk) {
-      n_indices = step.index_topk;
-      step.indices.resize(static_cast<size_t>(n * n_indices));
+      n_indices = step.index_topk;  // (room for n rows of them: begin_step sized indices_dev by the longest segment)
       IndexerTopkArgs ia;
       ia.q = qi.view.rows_slice(row0, n);
       ia.q_scale = fp8 ? qs.view.rows_slice(row0, n) : Tensor2D{};
@@ -632,13 +670,13 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       ia.k_scale = fp8 ? sg.cache->tensor(kl, KvTensor::IndexScale) : Tensor2D{};
       ia.k_packed = sg.cache->pool().packed(kl, KvTensor::IndexKey);
       ia.n_keys = S;
-      ia.block_table = sg.cache->block_table().data();
+      ia.block_table = sg.block_table;
       ia.block_tokens = sg.cache->block_tokens();
       ia.n_heads = Hi;
       ia.head_dim = Di;
       ia.positions = positions;
       ia.topk = n_indices;
-      ia.out_indices = step.indices.data();
+      ia.out_indices = step.indices_dev;
       be_.indexer_topk(ia);
     }
     MlaArgs ma;
@@ -647,7 +685,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     ma.k_pe = sg.cache->tensor(kl, KvTensor::RopeKey);
     ma.latent_packed = sg.cache->pool().packed(kl, KvTensor::Latent);
     ma.n_keys = S;
-    ma.block_table = sg.cache->block_table().data();
+    ma.block_table = sg.block_table;
     ma.block_tokens = sg.cache->block_tokens();
     const Tensor2D kvb = wkv_b_[size_t(l)].view;  // (only its shape when the backend reads the stored weight)
     ma.wkv_b = !split    ? kvb
@@ -660,7 +698,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     ma.v_dim = dv;
     ma.softmax_scale = softmax_scale_;
     ma.positions = positions;
-    ma.indices = n_indices ? step.indices.data() : nullptr;
+    ma.indices = n_indices ? step.indices_dev : nullptr;
     ma.n_indices = n_indices;
     ma.out = o_heads.rows_slice(row0, n);
     if (step.attention != AttentionForm::Auto) {
@@ -733,8 +771,6 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) 
     return;
   }
   const int64_t T = step.n, K = cfg_.num_experts_per_tok;
-  step.experts.resize(static_cast<size_t>(T * K));
-  step.expert_weights.resize(static_cast<size_t>(T * K));
   MoeRouteArgs ra;
   ra.x = x;
   ra.gate = &lw.moe.gate;
@@ -746,8 +782,8 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) 
   ra.sigmoid = cfg_.scoring_func == "sigmoid";
   ra.normalize = cfg_.norm_topk_prob;
   ra.routed_scale = float(cfg_.routed_scaling_factor);
-  ra.out_experts = step.experts.data();
-  ra.out_weights = step.expert_weights.data();
+  ra.out_experts = step.experts_dev;
+  ra.out_weights = step.expert_weights_dev;
   be_.moe_route(ra);
   if (shard_.distributed()) {
     moe_expert_parallel(l, x, step, out);
@@ -757,14 +793,14 @@ void DeepseekV32::feed_forward(int64_t l, Tensor2D x, Step& step, Tensor2D out) 
   MoeExpertsArgs ea;
   ea.x = x;
   ea.experts = experts_[size_t(l)];
-  ea.expert_ids = step.experts.data();
-  ea.weights = step.expert_weights.data();
+  ea.expert_ids = step.experts_dev;
+  ea.weights = step.expert_weights_dev;
   ea.top_k = K;
   ea.quant = step.quant;
   ea.out = out;
   // The shared expert goes with the routed ones where the backend can fuse it (one pass over all their weights).
   const ExpertWeights shared{&lw.moe.shared.gate_proj, &lw.moe.shared.up_proj, &lw.moe.shared.down_proj};
-  const bool fuse_shared = cfg_.n_shared_experts > 0 && be_.moe_fuses_shared_expert();
+  const bool fuse_shared = cfg_.n_shared_experts > 0 && be_.supports(BackendFeature::MoeFusedSharedExpert);
   if (fuse_shared) ea.shared = &shared;
   be_.moe_experts(ea);
   if (cfg_.n_shared_experts > 0 && !fuse_shared) {
@@ -815,11 +851,15 @@ void DeepseekV32::moe_expert_parallel(int64_t l, Tensor2D x, Step& step, Tensor2
   const int64_t T = step.n, K = cfg_.num_experts_per_tok, D = cfg_.hidden_size;
   Communicator& comm = *shard_.comm;
   const int r = shard_.rank, W = shard_.world;
+  // This rank's share of the routing, worked out on the host (one small copy each way per layer).
+  step.experts.resize(size_t(T * K));
   step.own_experts.resize(size_t(T * K));
+  be_.bytes_to_host(step.experts.data(), step.experts_dev, step.experts.size() * sizeof(int32_t));
   for (int64_t i = 0; i < T * K; ++i) {
     const int32_t e = step.experts[size_t(i)];
     step.own_experts[size_t(i)] = e >= shard_.expert_begin && e < shard_.expert_end ? e : -1;
   }
+  be_.bytes_from_host(step.own_experts_dev, step.own_experts.data(), step.own_experts.size() * sizeof(int32_t));
   // The last rank adds the shared expert after the routed ones (spec §5.3: unweighted); it computes it first, while
   // the running sum is still on its way.
   Matrix shared;
@@ -835,8 +875,8 @@ void DeepseekV32::moe_expert_parallel(int64_t l, Tensor2D x, Step& step, Tensor2
     MoeExpertsArgs ea;
     ea.x = x.rows_slice(t0, n);
     ea.experts = experts_[size_t(l)];
-    ea.expert_ids = step.own_experts.data() + t0 * K;
-    ea.weights = step.expert_weights.data() + t0 * K;
+    ea.expert_ids = step.own_experts_dev + t0 * K;
+    ea.weights = step.expert_weights_dev + t0 * K;
     ea.top_k = K;
     ea.quant = step.quant;
     ea.slots = slots.view;
@@ -849,7 +889,7 @@ void DeepseekV32::moe_expert_parallel(int64_t l, Tensor2D x, Step& step, Tensor2
       comm.recv(step.partial.data(), step.partial.size() * 4, r - 1);
       be_.from_host(o, step.partial.data());
     }
-    be_.moe_combine({slots.view, step.own_experts.data() + t0 * K, K, o});
+    be_.moe_combine({slots.view, step.own_experts_dev + t0 * K, K, o});
     if (r + 1 < W) {
       be_.to_host(step.partial.data(), o);
       comm.send(step.partial.data(), step.partial.size() * 4, r + 1);

@@ -137,6 +137,7 @@ class DeepseekV32 {
       KvCache* cache;
       int64_t row0, n, start;
       bool exact_rows = false;  // attention row by row, as n one-token steps would compute it
+      const int32_t* block_table = nullptr;  // the cache's block table in backend memory (set by begin_step)
     };
     int64_t n = 0;  // rows (tokens) in the step, all sequences together
     // Starts a step of `rows` rows (the segments, ids and positions are then filled; their storage is reused).
@@ -157,12 +158,22 @@ class DeepseekV32 {
     // MTP rows of committed tokens only fill the MTP cache (a draft starts after them, from the main model's state):
     // their layer runs up to the cache writes — latent, rope key, indexer key — and stops (mtp_layer, attention).
     bool cache_only = false;
-    // Host scratch of the layers, reused layer after layer: the indexer's top-k positions of one segment, the
-    // unit key scales of reference precision, the router's choices.
-    std::vector<int32_t> indices, experts;
-    std::vector<float> ones, expert_weights;
-    // Expert parallelism: the router's choices with other ranks' experts as -1, and the running sum in host memory.
-    std::vector<int32_t> own_experts;
+    // The step's index data in backend memory (backend interface v2, lib/backend/backend.hpp): begin_step uploads
+    // what the host knows (ids, positions, each segment's block table) in one copy and keeps room for what the ops
+    // write and the next op reads (the indexer's top-k of one attention call, the router's choices), so no op's
+    // result goes through the host. Grow-only: a warm decode step allocates nothing.
+    Buffer index_mem;
+    std::vector<int32_t> index_host;  // the uploaded part, staged on the host
+    const int32_t* ids_dev = nullptr;
+    const int32_t* positions_dev = nullptr;
+    int32_t* indices_dev = nullptr;          // [max segment rows, index_topk]
+    int32_t* experts_dev = nullptr;          // [n, num_experts_per_tok]
+    float* expert_weights_dev = nullptr;     // [n, num_experts_per_tok]
+    int32_t* own_experts_dev = nullptr;      // expert parallelism: experts_dev with other ranks' experts as -1
+    // Host scratch of the layers: the unit key scales of reference precision.
+    std::vector<float> ones;
+    // Expert parallelism: the router's choices on the host, with other ranks' experts as -1, and the running sum.
+    std::vector<int32_t> experts, own_experts;
     std::vector<float> partial;
     // Split heads: this rank's attention outputs, every rank's, and o assembled from them (host memory).
     std::vector<float> heads_mine, heads_all, heads_full;
@@ -173,7 +184,8 @@ class DeepseekV32 {
   }
   void attention(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
   void feed_forward(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
-  // Fills `step` for the given segments (each with its cache, ids and start) and the options.
+  // Completes `step` once its segments, ids and positions are filled and their caches prepared for the new rows:
+  // the options, and the step's index data uploaded to the backend.
   void begin_step(Step& step, const EvalOptions& opts);
   // The MTP module over step's rows: `hidden` [n, D] the main model's final hidden states, step.ids the next tokens.
   // Writes the MTP cache rows and leaves shared_head.norm's output (the pre-lm_head state) in `out` [n, D]; with
@@ -191,6 +203,8 @@ class DeepseekV32 {
   ModelWeights w_;
   Backend& be_;
   std::vector<float> inv_freq_;
+  Buffer inv_freq_mem_;  // inv_freq_ in backend memory (RopeArgs::inv_freq)
+  const float* inv_freq_dev() const { return static_cast<const float*>(inv_freq_mem_.data()); }
   float softmax_scale_ = 0.0f;
   Weight lm_head_rows_;  // distributed: this rank's rows of lm_head (a view; what Model prepared for the backend)
   // Vocab-parallel lm_head scratch: this rank's logits (padded to ceil(vocab / world) columns), rank 0's gathered.

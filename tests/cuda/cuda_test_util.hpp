@@ -41,9 +41,8 @@ struct OwnedWeight {
   std::vector<float> scales;
 };
 
-// Test weights live until the process ends: backends cache per-weight state by the host data pointer (the CUDA
-// backend its device copy), as they may for a model's mapped checkpoint, so a freed test weight whose address
-// came back for another weight would alias a stale cached copy.
+// Test weights live until the process ends, so that the raw pointers the tests hand around stay valid (the
+// backends' prepared copies are found through Weight::prepared, not by address).
 inline OwnedWeight* keep(std::unique_ptr<OwnedWeight> o) {
   static std::vector<std::unique_ptr<OwnedWeight>> all;
   all.push_back(std::move(o));
@@ -154,6 +153,30 @@ inline Matrix upload(Backend& b, const std::vector<float>& host, int64_t rows, i
 inline std::vector<float> download(Backend& b, Tensor2D t) {
   std::vector<float> v(size_t(t.rows * t.cols));
   b.to_host(v.data(), t);
+  return v;
+}
+
+// Index data (positions, block tables, index lists, routing) in a backend's memory, where the Backend interface
+// takes it (interface v2): a copy of `host`, or room for n values.
+template <class T>
+struct BackendArray {
+  Buffer buffer;
+  T* data() const { return static_cast<T*>(buffer.data()); }
+};
+template <class T>
+BackendArray<T> to_backend(Backend& b, const std::vector<T>& host) {
+  BackendArray<T> a{b.allocate(std::max<size_t>(host.size(), 1) * sizeof(T), false)};
+  if (!host.empty()) b.bytes_from_host(a.data(), host.data(), host.size() * sizeof(T));
+  return a;
+}
+template <class T>
+BackendArray<T> backend_array(Backend& b, size_t n) {
+  return {b.allocate(std::max<size_t>(n, 1) * sizeof(T), true)};
+}
+template <class T>
+std::vector<T> from_backend(Backend& b, const T* p, size_t n) {
+  std::vector<T> v(n);
+  if (n) b.bytes_to_host(v.data(), p, n * sizeof(T));
   return v;
 }
 

@@ -103,9 +103,13 @@ void check_route(const RouteCase& c, uint32_t seed) {
   a.out_weights = wc.data();
   b.cpu->moe_route(a);
   a.x = xg.view;
-  a.out_experts = ig.data();
-  a.out_weights = wg.data();
+  auto ig_gpu = to_backend(*b.gpu, ig);  // (ig's -7 fill: a slot the kernel leaves unwritten shows)
+  auto wg_gpu = to_backend(*b.gpu, wg);
+  a.out_experts = ig_gpu.data();
+  a.out_weights = wg_gpu.data();
   b.gpu->moe_route(a);
+  ig = from_backend(*b.gpu, ig_gpu.data(), ig.size());
+  wg = from_backend(*b.gpu, wg_gpu.data(), wg.size());
   int64_t ties = 0;
   for (int64_t t = 0; t < c.T; ++t) {
     const bool same = std::equal(ic.begin() + t * c.top_k, ic.begin() + (t + 1) * c.top_k, ig.begin() + t * c.top_k);
@@ -226,6 +230,10 @@ Diff experts_diff(const ExpertSet& s, int64_t T, int64_t K, int64_t E_pool, cons
   a.x = xc.view;
   a.out = oc.view;
   b.cpu->moe_experts(a);
+  const auto ids_gpu = to_backend(*b.gpu, ids);
+  const auto w_gpu = to_backend(*b.gpu, w);
+  a.expert_ids = ids_gpu.data();
+  a.weights = w_gpu.data();
   a.x = xg.view;
   a.out = og.view;
   b.gpu->moe_experts(a);
@@ -301,8 +309,12 @@ TEST_CASE("moe_route: exact ties pick the lower expert id (the CPU's order)") {
   Matrix xc = upload(*b.cpu, x, 2, H), xg = upload(*b.gpu, x, 2, H);
   a.x = xc.view; a.out_experts = ic.data(); a.out_weights = wc.data();
   b.cpu->moe_route(a);
-  a.x = xg.view; a.out_experts = ig.data(); a.out_weights = wg.data();
+  auto ig_gpu = backend_array<int32_t>(*b.gpu, ig.size());
+  auto wg_gpu = backend_array<float>(*b.gpu, wg.size());
+  a.x = xg.view; a.out_experts = ig_gpu.data(); a.out_weights = wg_gpu.data();
   b.gpu->moe_route(a);
+  ig = from_backend(*b.gpu, ig_gpu.data(), ig.size());
+  wg = from_backend(*b.gpu, wg_gpu.data(), wg.size());
   CHECK(ig == ic);
   CHECK(wg == wc);
 }
@@ -359,10 +371,12 @@ TEST_CASE("moe_experts refuses an out-of-range expert id") {
   Matrix x = b.gpu->matrix(1, 128), o = b.gpu->matrix(1, 128);
   const std::vector<int32_t> ids = {4};
   const std::vector<float> w = {1.0f};
+  const auto ids_gpu = to_backend(*b.gpu, ids);
+  const auto w_gpu = to_backend(*b.gpu, w);
   MoeExpertsArgs a;
   a.experts = s.experts;
-  a.expert_ids = ids.data();
-  a.weights = w.data();
+  a.expert_ids = ids_gpu.data();
+  a.weights = w_gpu.data();
   a.top_k = 1;
   a.x = x.view;
   a.out = o.view;

@@ -1,6 +1,7 @@
 // The CUDA backend's mla_attention and indexer_topk (cuda/attention/cuda_backend_attention.cu) against the CPU
-// backend, through the Backend interface exactly as lib/model/ calls them: host positions, host block tables and
-// index lists, host top-k output (and out_scores), fp32 views into backend matrices, including a q view that is not
+// backend, through the Backend interface exactly as lib/model/ calls them: positions, block tables, index lists and
+// the top-k output in backend memory (interface v2), out_scores on the host, fp32 views into backend matrices,
+// including a q view that is not
 // 16-byte aligned (the op copies it) and an output view narrower than its row stride. The kernels themselves are
 // covered in depth by test_mla.cu and test_indexer.cu; this checks the glue. Tolerances as there: fp32 summation
 // order for MLA (max|d| <= 2e-4·max|ref|), bit-exact scores and indices for the integer-valued indexer inputs.
@@ -44,6 +45,14 @@ std::vector<float> get(Backend& b, Tensor2D t) {
   b.to_host(v.data(), t);
   return v;
 }
+
+// Index data on `b` (positions, block tables, index lists, top-k output: backend memory in interface v2).
+Buffer put_index(Backend& b, const std::vector<int32_t>& host) {
+  Buffer buf = b.allocate(std::max<size_t>(host.size(), 1) * 4, /*zero=*/false);
+  if (!host.empty()) b.bytes_from_host(buf.data(), host.data(), host.size() * 4);
+  return buf;
+}
+const int32_t* i32(const Buffer& buf) { return static_cast<const int32_t*>(buf.data()); }
 
 // A packed cache buffer on `b`, zero-filled (both backends then agree on the bytes no row was written to).
 struct PackedBuf {
@@ -286,15 +295,16 @@ void check_mla(Backend& cpu, Backend& gpu, const MlaShape& c, double tol = 2e-4,
       a.latent = Tensor2D{nullptr, rows, C, C};
       a.k_pe = Tensor2D{nullptr, rows, R, R};
     }
+    const Buffer table_b = put_index(b, table), pos_b = put_index(b, pos), idx_b = put_index(b, idx);
     a.n_keys = S;
-    a.block_table = c.block_tokens > 0 ? table.data() : nullptr;
+    a.block_table = c.block_tokens > 0 ? i32(table_b) : nullptr;
     a.block_tokens = bt;
     a.wkv_b = mw.view;
     a.wkv_b_stored = fp8_kvb ? &stored : nullptr;
     a.n_heads = H, a.nope_dim = dn, a.rope_dim = R, a.v_dim = dv;
     a.softmax_scale = 0.1352337789f;
-    a.positions = pos.data();
-    a.indices = c.topk ? idx.data() : nullptr;
+    a.positions = i32(pos_b);
+    a.indices = c.topk ? i32(idx_b) : nullptr;
     a.n_indices = c.topk;
     a.mode = c.mode;
     a.out = mo.view.cols_slice(2, H * dv);
@@ -316,14 +326,8 @@ void check_mla(Backend& cpu, Backend& gpu, const MlaShape& c, double tol = 2e-4,
   CHECK(max_err <= tol * max_ref + 1e-7, "%s: max|d| %.3g, max|ref| %.3g (tolerance %.1e relative); worst at query "
         "%zu, column %zu: cpu %.7g, cuda %.7g", c.name, max_err, max_ref, tol, worst / size_t(H * dv),
         worst % size_t(H * dv), double(out[0][worst]), double(out[1][worst]));
-  // The CUDA backend keys its device copies of weights by host address: keep the bytes alive (and their
-  // addresses unused by later cases) until the process ends.
-  static std::vector<std::vector<uint8_t>> keep_bytes;
-  static std::vector<std::vector<float>> keep_scales;
-  if (fp8_kvb) {
-    keep_bytes.push_back(std::move(w8));
-    keep_scales.push_back(std::move(w8s));
-  }
+  // (The weight's bytes may be freed now: the backends find their copies through its handle, which dies with it,
+  // so a later case whose weight lands at the same address gets a fresh copy.)
   std::printf("%-48s max|d|/max|ref| %.2e\n", c.name, max_ref > 0 ? max_err / max_ref : max_err);
 }
 
@@ -382,15 +386,17 @@ void check_indexer(Backend& cpu, Backend& gpu, int64_t H, int64_t D, int64_t S, 
       a.k = Tensor2D{nullptr, rows, D, D};
       a.k_scale = scales ? Tensor2D{nullptr, rows, 1, 1} : Tensor2D{};
     }
+    const Buffer table_b = put_index(b, table), pos_b = put_index(b, pos), out_b = put_index(b, idx[i]);
     a.n_keys = S;
-    a.block_table = block_tokens > 0 ? table.data() : nullptr;
+    a.block_table = block_tokens > 0 ? i32(table_b) : nullptr;
     a.block_tokens = bt;
     a.n_heads = H, a.head_dim = D;
-    a.positions = pos.data();
+    a.positions = i32(pos_b);
     a.topk = topk;
-    a.out_indices = idx[i].data();
+    a.out_indices = static_cast<int32_t*>(out_b.data());
     a.out_scores = sc[i].data();
     b.indexer_topk(a);
+    b.bytes_to_host(idx[i].data(), out_b.data(), idx[i].size() * 4);
   }
   const char* kvn = kv == KvDtype::FP8 ? "fp8" : "f32";
   size_t bad_idx = 0, bad_sc = 0, first_sc = 0;

@@ -33,7 +33,8 @@ class CpuBackend final : public Backend {
   Buffer allocate(size_t bytes, bool zero = true) override;
   void fill_zero(Tensor2D x) override;
   void copy(Tensor2D dst, Tensor2D src) override;
-  bool supports_kv_dtype(KvDtype) const override { return true; }
+  // Every feature: both packed cache dtypes, kv_b read as stored, the shared expert fused, the slot mode.
+  bool supports(BackendFeature) const override { return true; }
   void round_to_bf16(Tensor2D x) override;
   void kv_pack(const KvPackArgs& a) override;
   void copy_bytes(void* dst, const void* src, size_t bytes) override;
@@ -58,11 +59,8 @@ class CpuBackend final : public Backend {
   void fp8_quantize(Tensor2D x, int64_t group, bool ue8m0, bool dequantize, Tensor2D out, Tensor2D scales) override;
   void indexer_topk(const IndexerTopkArgs& a) override;
   void mla_attention(const MlaArgs& a) override;
-  bool mla_needs_fp32_kv_b() const override { return false; }
   void moe_route(const MoeRouteArgs& a) override;
   void moe_experts(const MoeExpertsArgs& a) override;
-  bool moe_fuses_shared_expert() const override { return true; }
-  bool supports_moe_slots() const override { return true; }
   void moe_combine(const MoeCombineArgs& a) override;
   void linear_many(Tensor2D x, std::span<const LinearOut> outs, const LinearQuant& q) override;
 

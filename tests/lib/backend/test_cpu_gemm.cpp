@@ -206,7 +206,7 @@ TEST_CASE("MLA reading the stored kv_b (FP8 or BF16, no fp32 copy) equals readin
   for (auto& v : bf) v = f32_to_bf16(nd(gen) * 0.05f);
   Weight kvb16{"kv_b_proj.weight", DType::BF16, {H * (dn + dv), C}, reinterpret_cast<const uint8_t*>(bf.data()), nullptr};
   CpuBackend be({2});
-  REQUIRE_FALSE(be.mla_needs_fp32_kv_b());
+  REQUIRE(be.supports(BackendFeature::MlaStoredKvB));
   Matrix q = be.matrix(2, H * (dn + dr)), lat = be.matrix(S, C), kpe = be.matrix(S, dr);
   for (Matrix* m : {&q, &lat, &kpe})
     for (int64_t i = 0; i < m->view.rows * m->view.cols; ++i) m->view.data[i] = nd(gen);
@@ -260,7 +260,7 @@ TEST_CASE("the shared expert inside the fused MoE, and linear_many, equal the se
   for (int64_t e = 0; e < E; ++e) experts.push_back({&gate[size_t(e)].w, &up[size_t(e)].w, &down[size_t(e)].w});
   const ExpertWeights shared{&sg.w, &su.w, &sd.w};
   CpuBackend fused({3}), plain({2});
-  REQUIRE(fused.moe_fuses_shared_expert());
+  REQUIRE(fused.supports(BackendFeature::MoeFusedSharedExpert));
   for (const auto& ew : experts)
     for (const Weight* w : {ew.gate, ew.up, ew.down}) fused.prepare_weight(*w);
   for (const Weight* w : {shared.gate, shared.up, shared.down}) fused.prepare_weight(*w);
