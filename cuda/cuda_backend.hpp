@@ -5,8 +5,9 @@
 // by prepare_weight (or on first use) into a table of device copies that Weight::prepared points into.
 // Streams: every op is enqueued on the backend's own stream; the ops that return host data (to_host, bytes_to_host)
 // synchronize it, and so does moe_experts, which reads the routing's expert counts on the host for its launch
-// shapes. Index data (positions, block tables, top-k, routing) arrives and stays in device memory (interface v2). No hidden per-thread state: one backend is used by one thread at a time (the
-// model serializes its evaluations), several backends may coexist.
+// shapes. Index data (positions, block tables, top-k, routing) arrives and stays in device memory (interface v2).
+// No hidden per-thread state: one backend is used by one thread at a time (the model serializes its evaluations),
+// several backends may coexist.
 // Errors: every CUDA/cuBLASLt status becomes dsinfer::Error (Device, OutOfMemory, Unsupported) with file:line.
 #pragma once
 #include <cuda_runtime.h>
