@@ -607,8 +607,9 @@ void CpuBackend::mla_attention(const MlaArgs& args) {
           "mla q/k_pe shapes");
   require(args.block_table || args.latent.rows >= S, "mla: fewer cache rows than keys");
   require(args.wkv_b.rows == H * kv_head && args.wkv_b.cols == C && args.out.cols == H * dv, "mla wkv_b/out shapes");
-  // Without the model's fp32 copy of kv_b (mla_needs_fp32_kv_b() is false), the forms that read it get one made
-  // here from the stored weight, with the same values; the absorbed vector kernels read the stored weight directly.
+  // Without the model's fp32 copy of kv_b (this backend supports BackendFeature::MlaStoredKvB), the forms that read
+  // it get one made here from the stored weight, with the same values; the absorbed vector kernels read the stored
+  // weight directly.
   MlaArgs a = args;
   const bool absorbed = a.mode == MlaMode::Absorbed;
   const bool vectorized = absorbed && mla_absorbed_vectorized(a);
