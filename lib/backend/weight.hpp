@@ -29,7 +29,7 @@ struct Weight {
   // prepared form is without changing what the weight is. A backend checks that the entry was made from these
   // bytes and this shape (a Weight copied and then re-pointed at other rows carries a stale handle) and treats a
   // handle of another backend, or a stale one, as no handle.
-  mutable WeightHandle prepared;
+  mutable WeightHandle prepared{};
 
   bool present() const { return data != nullptr; }
   int64_t rows() const { return shape.empty() ? 0 : shape[0]; }

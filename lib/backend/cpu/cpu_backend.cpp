@@ -376,14 +376,16 @@ void CpuBackend::linear(Tensor2D x, const Weight& w, Tensor2D out, const LinearQ
 void CpuBackend::prepare_weight(const Weight& w) { prepare_weight(w, WeightUse::Linear); }
 
 void CpuBackend::prepare_weight(const Weight& w, WeightUse use) {
-  if (use != WeightUse::Linear || !w.present()) return;
-  if (w.dtype == DType::F8_E4M3 && w.shape.size() == 2 && w.scale_inv && w.block == kActGroup) {
-    if (!packed_.count(w.data)) packed_.emplace(w.data, pack_fp8_weight(w));
-  } else if (dense_gemm_supports(w)) {
-    if (!packed_dense_.count(w.data)) packed_dense_.emplace(w.data, pack_dense_weight(w));
-  } else {
+  if (use != WeightUse::Linear || !w.present() || prepared(w)) return;
+  PreparedWeight p{w.data, w.dtype, w.rows(), w.cols(), std::nullopt, std::nullopt};
+  if (w.dtype == DType::F8_E4M3 && w.shape.size() == 2 && w.scale_inv && w.block == kActGroup)
+    p.fp8 = pack_fp8_weight(w);
+  else if (dense_gemm_supports(w))
+    p.dense = pack_dense_weight(w);
+  else
     return;
-  }
+  prepared_.push_back(std::move(p));
+  w.prepared = WeightHandle{id(), int32_t(prepared_.size() - 1)};
   // The kernels read only the packed copy from now on: hand the checkpoint's pages back so resident memory holds
   // the weight once. MADV_PAGEOUT keeps the contents (a page read again is faulted back in from the file, or was
   // never dropped if it is anonymous memory), unlike MADV_DONTNEED on private memory.
@@ -394,15 +396,21 @@ void CpuBackend::prepare_weight(const Weight& w, WeightUse use) {
 
 // Packed copies are found by the weight's first byte; the shape must match too, because a view of a weight's first
 // rows (a distributed rank's share) starts at the same byte as the whole weight.
+const CpuBackend::PreparedWeight* CpuBackend::prepared(const Weight& w) const {
+  const int32_t at = handle_index(w, prepared_.size());
+  if (at < 0) return nullptr;
+  const PreparedWeight& p = prepared_[size_t(at)];
+  return p.host == w.data && p.dtype == w.dtype && p.rows == w.rows() && p.cols == w.cols() ? &p : nullptr;
+}
+
 const PackedFp8Weight* CpuBackend::packed_fp8(const Weight& w) const {
-  auto it = packed_.find(w.data);
-  return it == packed_.end() || it->second.n != w.rows() || it->second.k != w.cols() ? nullptr : &it->second;
+  const PreparedWeight* p = prepared(w);
+  return p && p->fp8 ? &*p->fp8 : nullptr;
 }
 
 const PackedDenseWeight* CpuBackend::packed_dense(const Weight& w) const {
-  auto it = packed_dense_.find(w.data);
-  if (it == packed_dense_.end() || w.dtype == DType::F8_E4M3) return nullptr;
-  return it->second.n != w.rows() || it->second.k != w.cols() ? nullptr : &it->second;
+  const PreparedWeight* p = prepared(w);
+  return p && p->dense ? &*p->dense : nullptr;
 }
 
 void CpuBackend::silu_mul(Tensor2D gate, Tensor2D up, Tensor2D out) {

@@ -8,7 +8,7 @@
 #include "backend/cpu/fp8_gemm.hpp"
 #include "backend/cpu/scratch_arena.hpp"
 
-#include <unordered_map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -90,9 +90,17 @@ class CpuBackend final : public Backend {
   // the others the pool's threads.
   ScratchArena scratch_;
   BufferCache* buffers_;  // recycled activation memory (one reference held here, one per live buffer)
-  // Filled at load time only (prepare_weight), read concurrently afterwards.
-  std::unordered_map<const uint8_t*, PackedFp8Weight> packed_;
-  std::unordered_map<const uint8_t*, PackedDenseWeight> packed_dense_;
+  // The repacked linear weights, indexed by WeightHandle::index. Filled at load time only (prepare_weight), read
+  // concurrently afterwards.
+  struct PreparedWeight {
+    const uint8_t* host = nullptr;  // the bytes, dtype and shape it was packed from (a stale handle differs)
+    DType dtype = DType::F32;
+    int64_t rows = 0, cols = 0;
+    std::optional<PackedFp8Weight> fp8;
+    std::optional<PackedDenseWeight> dense;
+  };
+  const PreparedWeight* prepared(const Weight& w) const;  // w's entry, or null (not prepared here, or stale)
+  std::vector<PreparedWeight> prepared_;
 };
 
 // Shared scalar definitions used by the CPU ops and their tests.
