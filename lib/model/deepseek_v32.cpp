@@ -171,6 +171,12 @@ void DeepseekV32::begin_step(Step& step, const EvalOptions& opts) {
   step.experts_dev = step.indices_dev + indices_n;
   step.expert_weights_dev = reinterpret_cast<float*>(step.experts_dev + aligned(T * K));
   step.own_experts_dev = step.experts_dev + 2 * aligned(T * K);
+  // Reference precision's unit indexer-key scales, on the backend once for the longest segment seen.
+  if (cfg_.has_indexer() && step.precision != Precision::Fp8 && ones_.view.rows < max_rows) {
+    ones_ = be_.matrix(max_rows, 1);
+    const std::vector<float> host(size_t(max_rows), 1.0f);
+    be_.from_host(ones_.view, host.data());
+  }
 }
 
 void MtpState::truncate_main(int64_t n, int64_t hidden) {
@@ -626,21 +632,20 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       }
     }
     for (const auto& sg : step.segments) {
-      Matrix k_new = be_.matrix(sg.n, Di), ks_new = be_.matrix(sg.n, 1);
+      // The keys' scales: the quantizer's in fp8 precision, else ones (begin_step keeps enough of them on the backend).
+      Matrix k_new = be_.matrix(sg.n, Di), ks_new = fp8 ? be_.matrix(sg.n, 1) : Matrix{};
+      const Tensor2D ks = fp8 ? ks_new.view : ones_.view.rows_slice(0, sg.n);
       be_.layer_norm(kraw.view.rows_slice(sg.row0, sg.n), iw.k_norm_weight, iw.k_norm_bias, 1e-6f, k_new.view);
       be_.rope({k_new.view, 1, Di, 0, dr, inv_freq_dev(), step.positions_dev + sg.row0, RopeLayout::HalfSplit});
       if (fp8) {
         be_.hadamard(k_new.view, Di);
         be_.fp8_quantize(k_new.view, Di, step.ue8m0, false, k_new.view, ks_new.view);
-      } else {
-        step.ones.assign(static_cast<size_t>(sg.n), 1.0f);
-        be_.from_host(ks_new.view, step.ones.data());
       }
       if (sg.cache->dtype() == KvDtype::F32) {
         sg.cache->write(kl, KvTensor::IndexKey, sg.start, k_new.view);
-        sg.cache->write(kl, KvTensor::IndexScale, sg.start, ks_new.view);
-      } else {  // fp8 precision: k_new already holds e4m3 values and ks_new their scales
-        sg.cache->write_index_key(kl, sg.start, k_new.view, ks_new.view, /*key_is_e4m3=*/fp8, step.ue8m0);
+        sg.cache->write(kl, KvTensor::IndexScale, sg.start, ks);
+      } else {  // fp8 precision: k_new already holds e4m3 values and ks their scales
+        sg.cache->write_index_key(kl, sg.start, k_new.view, ks, /*key_is_e4m3=*/fp8, step.ue8m0);
       }
     }
   }

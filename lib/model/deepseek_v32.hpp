@@ -170,8 +170,6 @@ class DeepseekV32 {
     int32_t* experts_dev = nullptr;          // [n, num_experts_per_tok]
     float* expert_weights_dev = nullptr;     // [n, num_experts_per_tok]
     int32_t* own_experts_dev = nullptr;      // expert parallelism: experts_dev with other ranks' experts as -1
-    // Host scratch of the layers: the unit key scales of reference precision.
-    std::vector<float> ones;
     // Expert parallelism: the router's choices on the host, with other ranks' experts as -1, and the running sum.
     std::vector<int32_t> experts, own_experts;
     std::vector<float> partial;
@@ -205,6 +203,7 @@ class DeepseekV32 {
   std::vector<float> inv_freq_;
   Buffer inv_freq_mem_;  // inv_freq_ in backend memory (RopeArgs::inv_freq)
   const float* inv_freq_dev() const { return static_cast<const float*>(inv_freq_mem_.data()); }
+  Matrix ones_;  // [rows, 1] of 1.0f: the indexer keys' scales in reference precision (grown by begin_step)
   float softmax_scale_ = 0.0f;
   Weight lm_head_rows_;  // distributed: this rank's rows of lm_head (a view; what Model prepared for the backend)
   // Vocab-parallel lm_head scratch: this rank's logits (padded to ceil(vocab / world) columns), rank 0's gathered.
