@@ -120,6 +120,12 @@ Buffer CudaBackend::allocate(size_t bytes, bool zero) {
   return Buffer(p, bytes, [](void* q) { cudaFreeAsync(q, cudaStreamLegacy); });
 }
 
+BackendMemoryStats CudaBackend::memory_stats() const {
+  BackendMemoryStats st;
+  for (const Scratch& s : scratch_) st.scratch_bytes += s.ptr ? s.bytes : 0;
+  return st;
+}
+
 void* CudaBackend::scratch(int slot, size_t bytes) {
   require(slot >= 0 && slot < kScratchSlots, "scratch slot out of range");
   Scratch& s = scratch_[size_t(slot)];

@@ -36,6 +36,7 @@ class CudaBackend final : public Backend {
   std::string_view name() const override { return "cuda"; }
 
   Buffer allocate(size_t bytes, bool zero = true) override;
+  BackendMemoryStats memory_stats() const override;  // the scratch slots (the pool's cache is the driver's)
   void fill_zero(Tensor2D x) override;
   void copy(Tensor2D dst, Tensor2D src) override;
   void to_host(float* dst, Tensor2D src) override;

@@ -226,6 +226,13 @@ class DSINFER_CXX_API Model {
     int64_t bytes_used = 0;       // the blocks in use, every dtype's pool (and the MTP layer's caches)
   };
   KvCacheStats kv_cache_stats() const;
+  // What the backend holds besides the weights and the KV caches: the ops' scratch (grow-only buffers, sized by the
+  // largest step run so far) and freed activation buffers kept for reuse. release_memory() gives both back.
+  struct BackendMemoryStats {
+    int64_t scratch_bytes = 0;
+    int64_t cached_activation_bytes = 0;
+  };
+  BackendMemoryStats backend_memory_stats() const;
   // Gives memory the model keeps for reuse back to the system: the pages of free KV cache blocks, recycled
   // activation buffers and the ops' scratch (CPU backend). Nothing observable changes; the next forward may run a
   // little slower while it touches fresh pages. What a long-running server calls when it goes idle. Waits for a

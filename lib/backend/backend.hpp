@@ -231,6 +231,12 @@ struct LinearOut {
   Tensor2D out;
 };
 
+// What a backend holds besides weights, KV caches and live activations; release_memory() gives both back.
+struct BackendMemoryStats {
+  size_t scratch_bytes = 0;            // the ops' working buffers, kept between calls (grow-only)
+  size_t cached_activation_bytes = 0;  // freed activation buffers kept for reuse
+};
+
 class Backend {
  public:
   Backend();
@@ -259,6 +265,7 @@ class Backend {
   // Gives memory kept for reuse (recycled activation buffers) back to the system; called between forwards, e.g.
   // when a server goes idle. Default: nothing.
   virtual void release_memory() {}
+  virtual BackendMemoryStats memory_stats() const { return {}; }
   Matrix matrix(int64_t rows, int64_t cols);  // zero-filled fp32 [rows, cols]
   virtual void fill_zero(Tensor2D x) = 0;
   virtual void copy(Tensor2D dst, Tensor2D src) = 0;

@@ -597,6 +597,11 @@ Model::KvCacheStats Model::kv_cache_stats() const {
   return st;
 }
 
+Model::BackendMemoryStats Model::backend_memory_stats() const {
+  const dsinfer::BackendMemoryStats b = impl_->backend->memory_stats();
+  return {int64_t(b.scratch_bytes), int64_t(b.cached_activation_bytes)};
+}
+
 void Model::release_memory() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   if (impl_->leader) impl_->leader->send(Message(Command::ReleaseMemory));

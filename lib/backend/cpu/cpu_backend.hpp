@@ -14,20 +14,15 @@
 
 namespace dsinfer {
 
-// What a backend holds besides weights, KV caches and live activations (see CpuBackend::memory_stats).
-struct BackendMemoryStats {
-  size_t scratch_bytes = 0;            // the ops' working buffers, kept between calls (ScratchArena)
-  size_t cached_activation_bytes = 0;  // freed activation buffers kept for reuse (BufferCache)
-};
-
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& opts);
   ~CpuBackend() override;
   void discard(void* p, size_t bytes) override;  // whole pages inside the range: MADV_DONTNEED
   void release_memory() override;                // the recycled activation buffers and the scratch arena
-  // Safe to call while ops run (the figures are then a moment's).
-  BackendMemoryStats memory_stats() const;
+  // scratch_bytes: the ScratchArena; cached_activation_bytes: the BufferCache. Safe to call while ops run (the
+  // figures are then a moment's).
+  BackendMemoryStats memory_stats() const override;
   std::string_view name() const override { return "cpu"; }
 
   Buffer allocate(size_t bytes, bool zero = true) override;

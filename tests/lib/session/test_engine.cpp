@@ -285,7 +285,10 @@ TEST_CASE("Model::release_memory gives free KV pages and cached buffers back wit
   };
   const auto first = run();  // its blocks are free again once the session is gone
   CHECK(model->kv_cache_stats().blocks_used == 0);
+  CHECK(model->backend_memory_stats().scratch_bytes > 0);  // the ops' scratch, kept between steps
   model->release_memory();
+  CHECK(model->backend_memory_stats().scratch_bytes == 0);
+  CHECK(model->backend_memory_stats().cached_activation_bytes == 0);
   CHECK(run() == first);
   Session held(*model, *tok);
   held.set_messages(user("A session alive across the release keeps its cache."));
