@@ -101,22 +101,69 @@ DeepseekV32::DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& 
     for (auto& e : layer.moe.experts) ex.push_back({&e.gate_proj, &e.up_proj, &e.down_proj});
     experts_.push_back(std::move(ex));
   }
-  // Attention split by heads (docs/distributed.md): MLA for this rank's heads only, reading their rows of kv_b.
+  // Weights split by rows among the ranks (docs/distributed.md), as views: each rank takes `per_rank` consecutive
+  // rows. Every rank must decide alike (the split ones exchange results), so the test is on the share, not on this
+  // rank's start: an FP8 weight splits only where every rank's rows start on a scale block.
+  const int64_t n_attn = cfg_.num_hidden_layers + (w_.mtp ? 1 : 0);
+  auto splits = [&](auto&& weight_of_layer, int64_t per_rank) {
+    bool ok = true;
+    for (int64_t l = 0; l < n_attn; ++l) {
+      const Weight& w = weight_of_layer(l);
+      ok = ok && (w.dtype != DType::F8_E4M3 || per_rank % w.block == 0);
+    }
+    return ok;
+  };
+  // Attention split by heads: MLA for this rank's heads only, reading their rows of kv_b.
   const int64_t H = cfg_.num_attention_heads, kv_head = cfg_.qk_nope_head_dim + cfg_.v_head_dim;
-  if (shard_.distributed() && H % shard_.world == 0) {
+  const int64_t qkh = cfg_.qk_nope_head_dim + cfg_.qk_rope_head_dim;
+  auto kv_b = [&](int64_t l) -> const Weight& { return layer_weights(l).attn.kv_b_proj; };
+  auto query = [&](int64_t l) -> const Weight& { return query_weight(l); };
+  auto o_proj = [&](int64_t l) -> const Weight& { return layer_weights(l).attn.o_proj; };
+  if (shard_.distributed() && H % shard_.world == 0 && splits(kv_b, H / shard_.world * kv_head)) {
+    shard_.split_heads = true;
     shard_.head_begin = H / shard_.world * shard_.rank;
     shard_.head_end = shard_.head_begin + H / shard_.world;
-    const int64_t row0 = shard_.head_begin * kv_head, row1 = shard_.head_end * kv_head;
-    bool ok = true;  // a view of FP8 rows keeps whole scale blocks only
-    for (int64_t l = 0; l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l) {
-      const Weight& kvb = layer_weights(l).attn.kv_b_proj;
-      ok = ok && (kvb.dtype != DType::F8_E4M3 || row0 % kvb.block == 0);
-    }
-    for (int64_t l = 0; ok && l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l)
-      kv_b_heads_.push_back(weight_rows(layer_weights(l).attn.kv_b_proj, row0, row1));
-    shard_.split_heads = ok;
+    for (int64_t l = 0; l < n_attn; ++l)
+      kv_b_heads_.push_back(weight_rows(kv_b(l), shard_.head_begin * kv_head, shard_.head_end * kv_head));
+  }
+  // The attention projections: q_b's (q's) rows of this rank's heads, and o_proj's rows of this rank's share of the
+  // hidden features. Each output of a linear is one weight row times the input, whatever the other rows, so the
+  // outputs gathered in rank order are bitwise the whole projection's.
+  if (shard_.split_heads && splits(query, H / shard_.world * qkh)) {
+    shard_.split_q = true;
+    for (int64_t l = 0; l < n_attn; ++l)
+      q_heads_.push_back(weight_rows(query(l), shard_.head_begin * qkh, shard_.head_end * qkh));
+  }
+  const int64_t D = cfg_.hidden_size;
+  if (shard_.distributed() && D % shard_.world == 0 && splits(o_proj, D / shard_.world)) {
+    shard_.split_o = true;
+    shard_.hidden_begin = D / shard_.world * shard_.rank;
+    shard_.hidden_end = shard_.hidden_begin + D / shard_.world;
+    for (int64_t l = 0; l < n_attn; ++l)
+      o_rows_.push_back(weight_rows(o_proj(l), shard_.hidden_begin, shard_.hidden_end));
   }
   if (shard_.distributed()) lm_head_rows_ = weight_rows(w_.lm_head, shard_.vocab_begin, shard_.vocab_end);
+}
+
+const Weight& DeepseekV32::query_weight(int64_t layer) const {
+  const AttentionWeights& a = layer_weights(layer).attn;
+  return cfg_.q_lora_rank > 0 ? a.q_b_proj : a.q_proj;
+}
+
+std::vector<const Weight*> DeepseekV32::row_views() const {
+  std::vector<const Weight*> v;
+  for (const Weight& w : q_heads_) v.push_back(&w);
+  for (const Weight& w : o_rows_) v.push_back(&w);
+  if (shard_.distributed() && lm_head_rows_.rows() > 0) v.push_back(&lm_head_rows_);
+  return v;
+}
+
+bool DeepseekV32::read_as_rows(const Weight& w) const {
+  if (shard_.distributed() && &w == &w_.lm_head) return true;
+  for (int64_t l = 0; l < cfg_.num_hidden_layers + (w_.mtp ? 1 : 0); ++l)
+    if ((shard_.split_q && &w == &query_weight(l)) || (shard_.split_o && &w == &layer_weights(l).attn.o_proj))
+      return true;
+  return false;
 }
 
 void DeepseekV32::forward(KvCache& cache, std::span<const int32_t> ids, const EvalOptions& opts,
@@ -565,7 +612,11 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
     rank_keys = rank_keys || (queries && indexer && sg.start + sg.n > step.index_topk);
   const int64_t Hi = cfg_.index_n_heads, Di = cfg_.index_head_dim;
   Matrix q, qa, qr, kv = be_.matrix(T, kvr + dr), qi, hw, qs, kraw;
-  if (queries) q = be_.matrix(T, H * qkh);
+  // Split heads with q_b split too: q holds this rank's heads only (from its rows of q_b); else every head.
+  const int64_t q_h0 = shard_.split_q ? shard_.head_begin : 0;
+  const int64_t q_heads = shard_.split_q ? shard_.head_end - shard_.head_begin : H;
+  const Weight& wq = shard_.split_q ? q_heads_[size_t(l)] : query_weight(l);
+  if (queries) q = be_.matrix(T, q_heads * qkh);
   if (queries && low_rank_q) qa = be_.matrix(T, cfg_.q_lora_rank);
   if (indexer) kraw = be_.matrix(T, Di);
   if (rank_keys) {
@@ -575,7 +626,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   {
     LinearOut of_x[3];
     size_t n_of = 0;
-    if (queries) of_x[n_of++] = {low_rank_q ? &aw.q_a_proj : &aw.q_proj, low_rank_q ? qa.view : q.view};
+    if (queries) of_x[n_of++] = {low_rank_q ? &aw.q_a_proj : &wq, low_rank_q ? qa.view : q.view};
     of_x[n_of++] = {&aw.kv_a_proj_with_mqa, kv.view};
     if (indexer) of_x[n_of++] = {&lw.indexer.wk, kraw.view};
     be_.linear_many(x, std::span<const LinearOut>(of_x, n_of), step.quant);
@@ -584,12 +635,12 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
   if (queries && low_rank_q) {
     qr = be_.matrix(T, cfg_.q_lora_rank);
     be_.rms_norm(qa.view, aw.q_a_layernorm, eps, qr.view);
-    LinearOut of_qr[2] = {{&aw.q_b_proj, q.view}, {&lw.indexer.wq_b, qi.view}};
+    LinearOut of_qr[2] = {{&wq, q.view}, {&lw.indexer.wq_b, qi.view}};
     be_.linear_many(qr.view, std::span<const LinearOut>(of_qr, rank_keys ? 2 : 1), step.quant);
   } else if (rank_keys) {
     be_.linear(qr.view, lw.indexer.wq_b, qi.view, step.quant);
   }
-  if (queries) be_.rope({q.view, H, qkh, dn, dr, inv_freq_dev(), step.positions_dev, RopeLayout::Interleaved});
+  if (queries) be_.rope({q.view, q_heads, qkh, dn, dr, inv_freq_dev(), step.positions_dev, RopeLayout::Interleaved});
 
   // Keys: one latent per token (RMSNorm'd c) plus the shared rotated rope key, written into each sequence's cache.
   for (const auto& sg : step.segments) {
@@ -685,7 +736,7 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       be_.indexer_topk(ia);
     }
     MlaArgs ma;
-    ma.q = q.view.rows_slice(row0, n).cols_slice(h0 * qkh, nh * qkh);
+    ma.q = q.view.rows_slice(row0, n).cols_slice((h0 - q_h0) * qkh, nh * qkh);
     ma.latent = sg.cache->tensor(kl, KvTensor::Latent);
     ma.k_pe = sg.cache->tensor(kl, KvTensor::RopeKey);
     ma.latent_packed = sg.cache->pool().packed(kl, KvTensor::Latent);
@@ -743,21 +794,30 @@ void DeepseekV32::attention(int64_t l, Tensor2D x, Step& step, Tensor2D out) {
       attend(sg, sg.row0, sg.n, sg.start);
     }
   }
-  if (split) {
-    // Every rank's heads, in rank order, into every rank's o: the values one process computes (a head's attention
-    // does not depend on the others), so o_proj (replicated) gives bitwise its output.
-    const int64_t w = nh * dv, W = shard_.world;
-    step.heads_mine.resize(size_t(T * w));
-    step.heads_all.resize(size_t(W * T * w));
-    step.heads_full.resize(size_t(T * H * dv));
-    be_.to_host(step.heads_mine.data(), o_mine.view);
-    shard_.comm->all_gather(step.heads_mine.data(), step.heads_all.data(), step.heads_mine.size() * sizeof(float));
-    for (int64_t r = 0; r < W; ++r)
-      for (int64_t t = 0; t < T; ++t)
-        std::copy_n(step.heads_all.data() + (r * T + t) * w, w, step.heads_full.data() + t * H * dv + r * w);
-    be_.from_host(o.view, step.heads_full.data());
+  // Every rank's heads, in rank order, into every rank's o: the values one process computes (a head's attention does
+  // not depend on the others).
+  if (split) all_gather_columns(o_mine.view, o.view, step);
+  if (!shard_.split_o) {
+    be_.linear(o.view, aw.o_proj, out, step.quant);
+    return;
   }
-  be_.linear(o.view, aw.o_proj, out, step.quant);
+  // This rank's rows of o_proj (its share of the hidden features), then every rank's share side by side.
+  Matrix out_mine = be_.matrix(T, shard_.hidden_end - shard_.hidden_begin);
+  be_.linear(o.view, o_rows_[size_t(l)], out_mine.view, step.quant);
+  all_gather_columns(out_mine.view, out, step);
+}
+
+void DeepseekV32::all_gather_columns(Tensor2D mine, Tensor2D full, Step& step) {
+  const int64_t T = mine.rows, w = mine.cols, W = shard_.world;
+  step.gather_mine.resize(size_t(T * w));
+  step.gather_all.resize(size_t(W * T * w));
+  step.gather_full.resize(size_t(T * W * w));
+  be_.to_host(step.gather_mine.data(), mine);
+  shard_.comm->all_gather(step.gather_mine.data(), step.gather_all.data(), step.gather_mine.size() * sizeof(float));
+  for (int64_t r = 0; r < W; ++r)
+    for (int64_t t = 0; t < T; ++t)
+      std::copy_n(step.gather_all.data() + (r * T + t) * w, w, step.gather_full.data() + t * W * w + r * w);
+  be_.from_host(full, step.gather_full.data());
 }
 
 void DeepseekV32::swiglu(const MlpWeights& mlp, Tensor2D x, const LinearQuant& q, Tensor2D out) {

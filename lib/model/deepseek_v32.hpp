@@ -71,6 +71,13 @@ struct ModelShard {
   // gathered before o_proj; else every rank computes every head.
   bool split_heads = false;
   int64_t head_begin = 0, head_end = 0;
+  // With split heads, q_b (q) split too: this rank computes its heads' queries only, from its rows of the weight
+  // (where they start on an FP8 scale block).
+  bool split_q = false;
+  // o_proj split by rows: this rank computes hidden features [hidden_begin, hidden_end) of the attention's output
+  // and the ranks' parts are gathered (where hidden divides evenly and, for FP8, a rank's rows start on a block).
+  bool split_o = false;
+  int64_t hidden_begin = 0, hidden_end = 0;
   // The vocab-parallel lm_head: this rank computes the logits of vocab rows [vocab_begin, vocab_end) (consecutive
   // ranges of ceil(vocab / world) rows) and rank 0 gathers them.
   int64_t vocab_begin = 0, vocab_end = 0;
@@ -87,6 +94,10 @@ class DeepseekV32 {
   DeepseekV32(const ModelConfig& cfg, ModelWeights weights, Backend& backend, ModelShard shard = {});
   const ModelShard& shard() const { return shard_; }
   const Weight& lm_head_rows() const { return lm_head_rows_; }  // distributed: this rank's rows of lm_head
+  // Distributed: the views of weight rows this rank reads (its rows of q_b, o_proj and lm_head), and whether a
+  // weight of weights() is read only through such a view (its other rows are never read: not to be prepared).
+  std::vector<const Weight*> row_views() const;
+  bool read_as_rows(const Weight& w) const;
 
   const ModelConfig& config() const { return cfg_; }
   const ModelWeights& weights() const { return w_; }
@@ -173,14 +184,17 @@ class DeepseekV32 {
     // Expert parallelism: the router's choices on the host, with other ranks' experts as -1, and the running sum.
     std::vector<int32_t> experts, own_experts;
     std::vector<float> partial;
-    // Split heads: this rank's attention outputs, every rank's, and o assembled from them (host memory).
-    std::vector<float> heads_mine, heads_all, heads_full;
+    // all_gather_columns' host buffers: this rank's part, every rank's, the assembled whole.
+    std::vector<float> gather_mine, gather_all, gather_full;
   };
   // layer: 0 .. num_hidden_layers - 1, or num_hidden_layers for the MTP module's decoder layer (its cache layer 0).
   const LayerWeights& layer_weights(int64_t layer) const {
     return layer < cfg_.num_hidden_layers ? w_.layers[size_t(layer)] : w_.mtp->layer;
   }
   void attention(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
+  // Every rank's `mine` [T, w], in rank order, side by side into every rank's `full` [T, world·w].
+  void all_gather_columns(Tensor2D mine, Tensor2D full, Step& step);
+  const Weight& query_weight(int64_t layer) const;  // q_b_proj, or q_proj without a low-rank query
   void feed_forward(int64_t layer, Tensor2D x, Step& step, Tensor2D out);
   // Completes `step` once its segments, ids and positions are filled and their caches prepared for the new rows:
   // the options, and the step's index data uploaded to the backend.
@@ -209,6 +223,8 @@ class DeepseekV32 {
   // Vocab-parallel lm_head scratch: this rank's logits (padded to ceil(vocab / world) columns), rank 0's gathered.
   std::vector<float> logits_mine_, logits_all_;
   std::vector<Weight> kv_b_heads_;  // split heads: per layer, the rows of this rank's heads of kv_b_proj (a view)
+  std::vector<Weight> q_heads_;     // split q: per layer, the rows of this rank's heads of q_b_proj (q_proj)
+  std::vector<Weight> o_rows_;      // split o: per layer, this rank's rows of o_proj
   std::vector<Matrix> wkv_b_;  // per layer: kv_b_proj dequantized to fp32 once (spec §3.4), or only its shape when the backend reads it as stored
   std::vector<std::vector<ExpertWeights>> experts_;  // per MoE layer: routed experts as the backend takes them
   ModelShard shard_;

@@ -468,32 +468,38 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
       for (auto& l : weights.layers) drop(l);
       if (weights.mtp) drop(weights.mtp->layer);
     }
+    // The model first (it decides which weights a distributed rank reads only through views of its rows), then the
+    // backend prepares what will be read: every weight, except that a distributed rank prepares its rows of q_b,
+    // o_proj and lm_head (where they are split) instead of the whole tensors, whose other rows it never reads. A
+    // lm_head tied to the embedding is prepared as the embedding it also is.
+    progress(0.2, "building the model");
+    impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend, shard);
+    const DeepseekV32& net = *impl->net;
+    info.attention_split_by_heads = net.shard().split_heads;
+    const ModelWeights& mw = net.weights();
+    const bool lm_head_tied = mw.lm_head.data == mw.embed_tokens.data;
     int64_t n_weights = 0, done = 0, held_bytes = 0;
-    for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
-    // A distributed rank computes only its rows of lm_head (prepared below, once the model has made the view): a
-    // separate lm_head is not prepared whole, a tied one is prepared as the embedding it also is.
-    const bool lm_head_split = shard.distributed();
-    const bool lm_head_tied = weights.lm_head.data == weights.embed_tokens.data;
-    for_each_weight(weights, [&](const Weight& w, Backend::WeightUse use) {
-      if (!w.present() || (lm_head_split && &w == &weights.lm_head)) return;
-      if (lm_head_split && lm_head_tied && &w == &weights.embed_tokens) use = Backend::WeightUse::Other;
+    for_each_weight(mw, [&](const Weight& w, Backend::WeightUse) { n_weights += w.present(); });
+    auto prepare = [&](const Weight& w, Backend::WeightUse use) {
       held_bytes += stored_bytes(w);
       impl->backend->prepare_weight(w, use);
-      if (++done % 64 == 0) progress(0.2 + 0.7 * double(done) / double(n_weights), "preparing weights");
+      if (++done % 64 == 0) progress(0.2 + 0.75 * double(done) / double(n_weights), "preparing weights");
+    };
+    for_each_weight(mw, [&](const Weight& w, Backend::WeightUse use) {
+      if (!w.present() || net.read_as_rows(w)) return;
+      if (shard.distributed() && lm_head_tied && &w == &mw.embed_tokens) use = Backend::WeightUse::Other;
+      prepare(w, use);
     });
-    if (weights.mtp)
-      for_each_mtp_weight(*weights.mtp, [&](const Weight& w, Backend::WeightUse use) {
-        if (!w.present()) return;
-        held_bytes += stored_bytes(w);
-        impl->backend->prepare_weight(w, use);
+    if (mw.mtp)
+      for_each_mtp_weight(*mw.mtp, [&](const Weight& w, Backend::WeightUse use) {
+        if (w.present() && !net.read_as_rows(w)) prepare(w, use);
       });
-    progress(0.9, "building the model");
-    impl->net = std::make_unique<DeepseekV32>(c, std::move(weights), *impl->backend, shard);
-    info.attention_split_by_heads = impl->net->shard().split_heads;
-    if (lm_head_split) {
-      const Weight& rows = impl->net->lm_head_rows();
-      if (rows.rows() > 0) impl->backend->prepare_weight(rows, Backend::WeightUse::Linear);
-      if (!lm_head_tied) held_bytes += stored_bytes(rows);
+    for (const Weight* v : net.row_views()) {
+      if (v == &net.lm_head_rows() && lm_head_tied) {  // (its bytes are the embedding's, counted there)
+        impl->backend->prepare_weight(*v, Backend::WeightUse::Linear);
+        continue;
+      }
+      prepare(*v, Backend::WeightUse::Linear);
     }
     info.distributed_ranks = shard.world;
     info.rank_weight_bytes.assign(size_t(shard.world), 0);

@@ -172,12 +172,25 @@ void check_shares(const Model& dist, const Model& ref, const std::string& dir) {
   const int64_t expert_bytes = 3 * inner * D * (ref.info().fp8_weights ? 1 : 2) * moe_layers;
   // The lm_head (BF16, not tied in these models) is split by vocab rows: ceil(V / W) per rank, the last the rest.
   const int64_t V = c["vocab_size"], per_rank = (V + W - 1) / W, lm_row_bytes = D * 2;
+  // The attention projections by rows (docs/distributed.md), in every attention layer (the MTP layer's too): with
+  // split heads, q_b's rows of a rank's heads; o_proj's rows of a rank's share of the hidden features. An FP8 weight
+  // is split only where a rank's rows start on a 128-row scale block.
+  const int64_t H = c["num_attention_heads"], qk = int64_t(c["qk_nope_head_dim"]) + int64_t(c["qk_rope_head_dim"]);
+  const int64_t dv = c["v_head_dim"], q_rank = c["q_lora_rank"], wbytes = ref.info().fp8_weights ? 1 : 2;
+  const int64_t attn_layers = int64_t(c["num_hidden_layers"]) + (ref.info().has_mtp ? 1 : 0);
+  const bool fp8 = ref.info().fp8_weights;
+  const bool split_q = d.attention_split_by_heads && (!fp8 || (H / W * qk) % 128 == 0);
+  const bool split_o = W > 1 && D % W == 0 && (!fp8 || (D / W) % 128 == 0);
+  const int64_t q_saved = split_q ? attn_layers * (H - H / W) * qk * q_rank * wbytes : 0;
+  const int64_t o_saved = split_o ? attn_layers * (D - D / W) * H * dv * wbytes : 0;
+  std::fprintf(stderr, "[rank 0] %s: q_b split %d, o_proj split %d\n", dir.c_str(), int(split_q), int(split_o));
   for (int r = 0; r < W; ++r) {
     const int64_t owned = E * (r + 1) / W - E * r / W;
     const int64_t vocab_rows = W == 1 ? V : std::min(V, per_rank * (r + 1)) - std::min(V, per_rank * r);
     const int64_t expected = whole - E * expert_bytes + owned * expert_bytes - V * lm_row_bytes +
-                             vocab_rows * lm_row_bytes;
+                             vocab_rows * lm_row_bytes - q_saved - o_saved;
     CHECK(d.rank_weight_bytes[size_t(r)] == expected);
+    if (d.rank_weight_bytes[size_t(r)] != expected) std::fprintf(stderr, "expected %lld\n", (long long)expected);
     std::fprintf(stderr, "[rank 0] %s: rank %d holds %lld of %lld weight bytes (%lld routed experts)\n", dir.c_str(), r,
                  (long long)d.rank_weight_bytes[size_t(r)], (long long)whole, (long long)owned);
   }
