@@ -24,10 +24,11 @@
 
 namespace dsinfer {
 
-// The version of this interface. A backend reports the version it was written against (Backend::interface_version)
-// and create_backend refuses one that differs, so that a backend built separately (a plugin, the CUDA library of
-// another build) cannot be driven through a vtable it does not have. Version 2 (issue 19): index data in backend
-// memory, capabilities through supports(), weights prepared into backend-owned handles, a per-backend scratch arena.
+// The version of this interface. A backend reports the version it was compiled against (Backend::interface_version,
+// declared right after name() and to stay there) and create_backend refuses one that differs, so that a backend
+// built separately against another version of this header (the CUDA library of another build) is refused instead
+// of being driven through a different vtable. Version 2 (issue 19): index data in backend memory, capabilities
+// through supports(), weights prepared into backend-owned handles, a per-backend scratch arena.
 constexpr int kBackendInterfaceVersion = 2;
 
 // What a backend may or may not do; the model and the KV pool ask Backend::supports() instead of assuming.
