@@ -142,6 +142,13 @@ DSINFER_API int dsinfer_model_has_mtp(const dsinfer_model* m);
  * precision) cache dtype, and the bytes a context of `tokens` tokens needs in it (whole blocks). 0 for NULL. */
 DSINFER_API int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m);
 DSINFER_API int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens);
+/* What the backend holds besides the weights and the KV caches: the ops' scratch (grow-only buffers, sized by the
+ * largest step so far) and freed activation buffers kept for reuse; 0 for NULL. dsinfer_model_release_memory gives
+ * both back, with the free KV blocks' pages (what a long-running server calls when idle; it waits for a running
+ * evaluation and changes no result). Errors: DSINFER_E_INVALID_ARG (NULL). */
+DSINFER_API int64_t dsinfer_model_scratch_bytes(const dsinfer_model* m);
+DSINFER_API int64_t dsinfer_model_cached_activation_bytes(const dsinfer_model* m);
+DSINFER_API dsinfer_status dsinfer_model_release_memory(const dsinfer_model* m);
 /* A distributed model's ranks (1 for a model of one process, 0 for NULL), and the weight bytes rank `rank` holds (the
  * main model and the MTP module: its share of the routed experts plus the replicated rest; for one process, the bytes
  * it holds); 0 for NULL or a rank outside [0, ranks). */

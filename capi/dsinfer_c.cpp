@@ -335,6 +335,18 @@ int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m) { return m ? m-
 int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens) {
   return m && tokens >= 0 ? m->m->kv_cache_bytes(tokens) : 0;
 }
+int64_t dsinfer_model_scratch_bytes(const dsinfer_model* m) {
+  return m ? m->m->backend_memory_stats().scratch_bytes : 0;
+}
+int64_t dsinfer_model_cached_activation_bytes(const dsinfer_model* m) {
+  return m ? m->m->backend_memory_stats().cached_activation_bytes : 0;
+}
+dsinfer_status dsinfer_model_release_memory(const dsinfer_model* m) {
+  return guarded([&] {
+    require(m, "model must not be NULL");
+    m->m->release_memory();
+  });
+}
 int32_t dsinfer_model_distributed_ranks(const dsinfer_model* m) { return m ? m->m->info().distributed_ranks : 0; }
 int32_t dsinfer_model_attention_split_by_heads(const dsinfer_model* m) {
   return m && m->m->info().attention_split_by_heads ? 1 : 0;

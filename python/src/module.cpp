@@ -479,6 +479,21 @@ PYBIND11_MODULE(_dsinfer, m) {
         return translate([&] { return pm.model->kv_cache_bytes(tokens, d); });
       }, py::arg("tokens"), py::arg("dtype") = "auto",
          "KV cache bytes a context of `tokens` tokens needs (whole blocks, all layers), before allocation")
+      .def("backend_memory_stats", [](const PyModel& pm) {
+        const auto st = pm.model->backend_memory_stats();
+        py::dict d;
+        d["scratch_bytes"] = st.scratch_bytes;
+        d["cached_activation_bytes"] = st.cached_activation_bytes;
+        return d;
+      }, "What the backend holds besides weights and KV caches: scratch_bytes (the ops' grow-only buffers) and "
+         "cached_activation_bytes (freed activation buffers kept for reuse); release_memory() gives both back")
+      .def("release_memory", [](const PyModel& pm) {
+        translate([&] {
+          py::gil_scoped_release nogil;  // waits for a running evaluation
+          pm.model->release_memory();
+        });
+      }, "Gives the backend's scratch, cached activation buffers and the free KV blocks' pages back to the system; "
+         "no result changes")
       .def("logits", [](const PyModel& pm, const std::vector<int32_t>& ids, const std::string& precision) {
         return translate([&] {
           EvalOptions o;

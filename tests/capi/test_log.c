@@ -67,6 +67,22 @@ int main(int argc, char** argv) {
     p.kv_block_tokens = 0; /* 64 */
     CHECK(dsinfer_model_load(argv[1], &p, &b) == DSINFER_OK);
     CHECK(dsinfer_model_kv_cache_bytes(a, 1) * 4 == dsinfer_model_kv_cache_bytes(b, 1));
+    /* The backend's memory: an evaluation leaves scratch behind, release gives it back; NULL is refused. */
+    {
+      dsinfer_tokenizer* t = NULL;
+      dsinfer_session* s = NULL;
+      const int32_t ids[4] = {1, 2, 3, 4};
+      CHECK(dsinfer_tokenizer_load(argv[1], &t) == DSINFER_OK);
+      CHECK(dsinfer_session_create(a, t, NULL, &s) == DSINFER_OK);
+      CHECK(dsinfer_session_prefill(s, ids, 4) == DSINFER_OK);
+      CHECK(dsinfer_model_scratch_bytes(a) > 0);
+      dsinfer_session_free(s);
+      dsinfer_tokenizer_free(t);
+    }
+    CHECK(dsinfer_model_release_memory(a) == DSINFER_OK);
+    CHECK(dsinfer_model_scratch_bytes(a) == 0 && dsinfer_model_cached_activation_bytes(a) == 0);
+    CHECK(dsinfer_model_release_memory(NULL) == DSINFER_E_INVALID_ARG);
+    CHECK(dsinfer_model_scratch_bytes(NULL) == 0);
     dsinfer_model_free(a);
     dsinfer_model_free(b);
   }

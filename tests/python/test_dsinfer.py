@@ -220,6 +220,16 @@ def test_kv_cache_memory_is_known_before_allocation(model):
         model.kv_cache_bytes(1, "int4")
 
 
+def test_backend_memory_stats_and_release_memory(model):
+    model.logits([1, 2, 3, 4, 5])  # an evaluation leaves the ops' scratch behind
+    before = model.backend_memory_stats()
+    assert set(before) == {"scratch_bytes", "cached_activation_bytes"}
+    assert before["scratch_bytes"] > 0
+    model.release_memory()
+    after = model.backend_memory_stats()
+    assert after == {"scratch_bytes": 0, "cached_activation_bytes": 0}
+
+
 def test_speculative_decoding_gives_the_same_tokens(tok):
     """Issue 18: speculative=k drafts with the MTP module; the tokens are the plain ones (greedy and seeded)."""
     mtp_dir = os.path.join(os.path.dirname(MODEL), "v32-tiny-mtp")

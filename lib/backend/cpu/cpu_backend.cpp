@@ -394,8 +394,8 @@ void CpuBackend::prepare_weight(const Weight& w, WeightUse use) {
   if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
 }
 
-// Packed copies are found by the weight's first byte; the shape must match too, because a view of a weight's first
-// rows (a distributed rank's share) starts at the same byte as the whole weight.
+// Packed copies are found through the weight's handle; the entry must have been made from the same bytes, dtype and
+// shape (a copied Weight re-pointed at other rows, such as a distributed rank's view, carries a stale handle).
 const CpuBackend::PreparedWeight* CpuBackend::prepared(const Weight& w) const {
   const int32_t at = handle_index(w, prepared_.size());
   if (at < 0) return nullptr;
