@@ -275,9 +275,15 @@ def test_models_health_metrics(server, client):
     for name in ("dsinfer_queue_depth", "dsinfer_running_sessions", "dsinfer_kv_blocks_used",
                  "dsinfer_prefix_cache_hit_tokens_total", "dsinfer_generation_tokens_total",
                  "dsinfer_time_to_first_token_seconds_count", "dsinfer_inter_token_latency_seconds_count",
-                 "dsinfer_batch_sessions_count"):
+                 "dsinfer_batch_sessions_count", "dsinfer_backend_scratch_bytes",
+                 "dsinfer_backend_cached_activation_bytes"):
         assert name in m
     assert m['dsinfer_requests_total{endpoint="/v1/chat/completions",status="200"}'] > 0
+    # Idle again, the scheduler gives the backend's scratch back (release_memory) and the gauge shows it.
+    deadline = time.time() + 10
+    while server.metrics()["dsinfer_backend_scratch_bytes"] != 0:
+        assert time.time() < deadline, server.metrics()
+        time.sleep(0.05)
 
 
 def test_python_client_matches_server(server, client):

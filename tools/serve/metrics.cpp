@@ -142,6 +142,11 @@ std::string Metrics::text(bool ready) const {
   metric("dsinfer_kv_blocks_used", "gauge",
          "KV cache blocks in use (running sessions and the prefix cache)", double(gauges_.kv_blocks_used));
   metric("dsinfer_kv_blocks_total", "gauge", "KV cache blocks in the pool", double(gauges_.kv_blocks_total));
+  metric("dsinfer_backend_scratch_bytes", "gauge", "the backend's op scratch, kept between steps (freed when idle)",
+         double(gauges_.backend_scratch_bytes));
+  metric("dsinfer_backend_cached_activation_bytes", "gauge",
+         "freed activation buffers the backend keeps for reuse (freed when idle)",
+         double(gauges_.backend_cached_activation_bytes));
   metric("dsinfer_kv_block_tokens", "gauge", "tokens per KV cache block", double(gauges_.kv_block_tokens));
   metric("dsinfer_prefix_cache_entries", "gauge",
          "finished conversations kept for prefix reuse", double(gauges_.prefix_cache_entries));

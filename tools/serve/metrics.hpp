@@ -28,6 +28,7 @@ class Metrics {
     int64_t waiting = 0, running_requests = 0, running_sessions = 0;
     int64_t kv_blocks_used = 0, kv_blocks_total = 0, kv_block_tokens = 0;
     int64_t prefix_cache_entries = 0;
+    int64_t backend_scratch_bytes = 0, backend_cached_activation_bytes = 0;  // Model::backend_memory_stats
   };
   void set_gauges(const Gauges& g);
   Gauges gauges() const;

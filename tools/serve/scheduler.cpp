@@ -232,6 +232,9 @@ void Scheduler::update_gauges() {
   g.kv_blocks_total = st.blocks_total;
   g.kv_block_tokens = st.block_tokens;
   g.prefix_cache_entries = int64_t(prefix_.size());
+  const auto mem = model_.backend_memory_stats();
+  g.backend_scratch_bytes = mem.scratch_bytes;
+  g.backend_cached_activation_bytes = mem.cached_activation_bytes;
   metrics_.set_gauges(g);
 }
 
@@ -253,6 +256,7 @@ void Scheduler::loop() {
 #if defined(__GLIBC__)
         malloc_trim(0);
 #endif
+        update_gauges();  // (/metrics shows what the release left: an idle server's backend holds no scratch)
         lock.lock();
         cv_.wait(lock, [&] { return stop_ || reset_ || cancel_all_ || !queue_.empty(); });
       }
