@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       user.content = q;
       conversation.push_back(user);
       std::printf("\nuser: %s\nassistant:", q.c_str());
-      example::run_turn(session, conversation, tools, 4, print_event);
+      example::run_turn(session, *tok, conversation, tools, 4, print_event);
       std::printf("\n");
     }
     std::printf("\n--- %zu messages in the conversation\n", conversation.size());

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dsinfer/constraint.hpp"
 #include "dsinfer/session.hpp"
 
 namespace example {
@@ -16,11 +17,17 @@ using ToolFn = std::function<std::string(const std::string& arguments_json)>;
 
 // Runs one user turn to its final answer. `conversation` holds everything so far (system with tools, users, ...);
 // on return it also holds the assistant turns and tool results of this turn. Returns the final assistant message.
-inline dsinfer::ChatMessage run_turn(dsinfer::Session& session, std::vector<dsinfer::ChatMessage>& conversation,
+// The tools declared on the first message are held to, as OpenAI's tool_choice "auto" is served: the model may
+// answer or call, and a call it makes parses and names a declared tool with arguments that follow its schema.
+inline dsinfer::ChatMessage run_turn(dsinfer::Session& session, const dsinfer::Tokenizer& tokenizer,
+                                     std::vector<dsinfer::ChatMessage>& conversation,
                                      const std::map<std::string, ToolFn>& tools, int max_rounds = 8,
                                      const std::function<void(const dsinfer::ChatEvent&)>& on_event = {}) {
   dsinfer::GenerateParams gen;
   gen.max_tokens = 512;
+  if (!conversation.empty() && !conversation.front().tools_json.empty())
+    gen.constraint = dsinfer::Constraint::compile(
+        tokenizer, dsinfer::constraint_from_request("", conversation.front().tools_json, "\"auto\""));
   for (int round = 0; round < max_rounds; ++round) {
     // Only the part of the conversation the cache does not hold yet is evaluated.
     session.set_messages(conversation);

@@ -1,6 +1,7 @@
 // eval_chat — scores a chat model on held-out conversations, through dsinfer's own sessions.
 //   eval_chat --model DIR --data heldout.jsonl [--n N] [--precision fp8|reference] [--sampling greedy|default]
-//             [--seed S] [--threads T] [--max-tokens N] [--out results.json] [--expect results.json --tolerance P]
+//             [--seed S] [--threads T] [--max-tokens N] [--tool-grammar on|off] [--out results.json]
+//             [--expect results.json --tolerance P]
 //
 // Each line of the data file is a conversation {"thinking", "unseen_tools", "tools", "messages", "checks"} written by
 // training/generate_data.py. For every checked assistant turn i the session is given messages[0, i) (the reference
@@ -12,7 +13,9 @@
 //   chat        no tool call, and the reply holds the expected words (a capital, or "know" in "I don't know")
 //   json        the reply is JSON equal to the expected object (a response_format conversation)
 // and every reply must be well-formed (the streaming DSML parser reported no error, and the generation ended on
-// its own rather than at --max-tokens). Prints rates as percentages; --out writes them as JSON; --expect compares
+// its own rather than at --max-tokens). --tool-grammar on (the default, as the server and Session.chat do with
+// tools and tool_choice "auto"): the replies are generated under ConstraintSpec::TextOrToolCalls, so a call parses and
+// names a declared tool with valid arguments; off: the model's own output. Prints rates as percentages; --out writes them as JSON; --expect compares
 // with recorded rates and exits 1 when one differs from its record by more than --tolerance points.
 #include <fmt/format.h>
 
@@ -26,6 +29,7 @@
 #include <vector>
 
 #include "dsinfer/chat.hpp"
+#include "dsinfer/constraint.hpp"
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/session.hpp"
 #include "dsinfer/tokenizer.hpp"
@@ -48,7 +52,7 @@ struct Rate {
 };
 
 struct Args {
-  std::string model, data, out, expect, precision = "fp8", sampling = "greedy";
+  std::string model, data, out, expect, precision = "fp8", sampling = "greedy", tool_grammar = "on";
   int64_t n = -1, threads = 2, max_tokens = 256;
   uint64_t seed = 1;
   double tolerance = 5.0;
@@ -66,6 +70,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--expect") a.expect = v;
     else if (k == "--precision") a.precision = v;
     else if (k == "--sampling") a.sampling = v;
+    else if (k == "--tool-grammar") a.tool_grammar = v;
     else if (k == "--n") a.n = std::stoll(v);
     else if (k == "--threads") a.threads = std::stoll(v);
     else if (k == "--max-tokens") a.max_tokens = std::stoll(v);
@@ -77,6 +82,7 @@ Args parse(int argc, char** argv) {
   if (a.threads < 1 || a.threads > 1024) throw std::runtime_error("--threads expects 1 to 1024");
   if (a.precision != "fp8" && a.precision != "reference") throw std::runtime_error("--precision fp8|reference");
   if (a.sampling != "greedy" && a.sampling != "default") throw std::runtime_error("--sampling greedy|default");
+  if (a.tool_grammar != "on" && a.tool_grammar != "off") throw std::runtime_error("--tool-grammar on|off");
   return a;
 }
 
@@ -140,6 +146,10 @@ int main(int argc, char** argv) {
       dsinfer::Session session(*model, *tok, sp);
       if (args.sampling == "default") session.set_sampler(dsinfer::make_default_chain(gen_cfg, args.seed + conversations));
       const ojson& msgs = doc.at("messages");
+      std::shared_ptr<const dsinfer::Constraint> tool_grammar;
+      if (args.tool_grammar == "on" && !doc.at("tools").empty())
+        tool_grammar = dsinfer::Constraint::compile(
+            *tok, dsinfer::constraint_from_request("", doc.at("tools").dump(), "\"auto\"", true, sp.thinking));
       for (const auto& [index, ocheck] : doc.at("checks").items()) {  // in turn order, as written
         const size_t i = std::stoul(index);
         const json check = json::parse(ocheck.dump());
@@ -148,6 +158,7 @@ int main(int argc, char** argv) {
         session.set_messages(dsinfer::chat_messages_from_json(prefix.dump()));
         dsinfer::GenerateParams gp;
         gp.max_tokens = args.max_tokens;
+        gp.constraint = tool_grammar;
         bool parse_error = false;
         const auto finish = session.generate(gp, [&](const dsinfer::ChatEvent& e) {
           parse_error |= e.kind == dsinfer::ChatEvent::Kind::Error;
@@ -184,6 +195,7 @@ int main(int argc, char** argv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     json result = {{"model", args.model}, {"data", args.data}, {"conversations", conversations},
                    {"precision", args.precision}, {"sampling", args.sampling}, {"seed", args.seed},
+                   {"tool_grammar", args.tool_grammar},
                    {"generated_tokens", generated_tokens}, {"seconds", seconds}};
     auto report = [&](const std::string& key, const Rate& r) {
       result["rates"][key] = {{"percent", r.percent()}, {"ok", r.ok}, {"total", r.total}};

@@ -26,11 +26,15 @@ struct DSINFER_CXX_API ConstraintSpec {
     JsonObject,  // any JSON object (OpenAI's json_object)
     Regex,       // `regex`: text that matches it as a whole (an ECMAScript subset)
     ToolCalls,   // a DSML function-call block invoking the tools of `tools_json`
+    // Free text that may end with one DSML function-call block as ToolCalls describes (tool_choice "auto"): the text
+    // is not constrained except that it holds no DSML tags; once it reaches "\n\n<｜DSML｜" the block must follow,
+    // then the end. So a call, when the model makes one, always parses and names a declared tool.
+    TextOrToolCalls,
   };
   Kind kind = Kind::None;
   std::string json_schema;  // JsonSchema
   std::string regex;        // Regex
-  // ToolCalls: the OpenAI tool list ([{"type": "function", "function": {"name", "parameters"}}]). Every invocation
+  // ToolCalls, TextOrToolCalls: the OpenAI tool list ([{"type": "function", "function": {"name", "parameters"}}]). Every invocation
   // names a declared tool and passes its parameters as its schema says: string-typed ones as raw text
   // (string="true"), the others as JSON that validates against their schema (string="false"); required ones always,
   // in the schema's order.
@@ -51,8 +55,10 @@ struct DSINFER_CXX_API ConstraintSpec {
 //   "strict": true}} -> JsonSchema(S) (without strict: true the schema is only shown to the model, as with OpenAI);
 //   {"type": "regex", "regex": R} (dsinfer's extension) -> Regex; {"type": "text"} -> nothing.
 //   tool_choice "required" -> ToolCalls; {"type": "function", "function": {"name": N}} -> ToolCalls of N;
-//   "auto" (the default) and "none" enforce no call; with an enforced response format, tools and tool_choice auto
-//   the answer may be either. A tool call takes precedence over the response format.
+//   "auto" (the default) with tools -> TextOrToolCalls (the model may answer in text or call; a call it makes is
+//   held to the tools' schemas, as llama.cpp's lazy tool grammars do); "none" enforces nothing; with an enforced
+//   response format, tools and tool_choice auto the answer may be either. A tool call takes precedence over the
+//   response format.
 // Errors: InvalidArgument naming the field (malformed JSON, unknown type, a named tool that is not declared,
 // tool_choice required without tools), also for inputs over the limits of Constraint::compile.
 // Threads: any number at once.

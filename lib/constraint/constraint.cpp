@@ -193,6 +193,9 @@ ConstraintSpec constraint_from_request(std::string_view response_format_json, st
   } else if (choice == "auto" && !tools.empty() && spec.enforces()) {
     spec.or_tool_calls = true;
     spec.tools_json = tools.dump();
+  } else if (choice == "auto" && !tools.empty()) {
+    spec.kind = ConstraintSpec::Kind::TextOrToolCalls;
+    spec.tools_json = tools.dump();
   }
   return spec;
 }
@@ -384,11 +387,20 @@ json parameters_format(const json& params, const std::string& where) {
   return {{"type", "sequence"}, {"elements", elements}};
 }
 
-// The structural tag of a DSML function-call block (spec §10.1): "\n\n<｜DSML｜function_calls>\n", one or more
-// invocations of the allowed tools, each <｜DSML｜invoke name="N">\n + parameters + </｜DSML｜invoke>\n, then
-// </｜DSML｜function_calls>. A tool without parameters is written <｜DSML｜invoke name="N">\n\n</｜DSML｜invoke>, as
-// the official encoder joins an empty parameter list.
-json tool_calls_format(const ConstraintSpec& spec) {
+// A DSML function-call block (spec §10.1) is "\n\n<｜DSML｜function_calls>\n", one or more invocations of the
+// allowed tools, each <｜DSML｜invoke name="N">\n + parameters + </｜DSML｜invoke>\n, then </｜DSML｜function_calls>.
+// A tool without parameters is written <｜DSML｜invoke name="N">\n\n</｜DSML｜invoke>, as the official encoder joins
+// an empty parameter list.
+constexpr const char* kCallsBegin = "\n\n<｜DSML｜function_calls>\n";
+constexpr const char* kCallsEnd = "</｜DSML｜function_calls>";
+// Free text that may be followed by a block: the block begins where the trigger appears (xgrammar needs a trigger
+// that begins the block's opening), and the text may not hold the DSML tags anywhere else. (Not "<｜DSML｜" itself:
+// xgrammar rejects a trigger that ends with an excluded string.)
+constexpr const char* kCallsTrigger = "\n\n<｜DSML｜";
+const char* const kDsmlTags[] = {"<｜DSML｜function_calls", "<｜DSML｜invoke", "<｜DSML｜parameter", "</｜DSML｜"};
+
+// The invocations inside a block, as an xgrammar structural-tag format.
+json invocations_format(const ConstraintSpec& spec) {
   json tools = parse_tools(spec.tools_json);
   for (size_t i = 0; i < tools.size(); ++i) {
     json& f = tools[i]["function"];
@@ -409,10 +421,21 @@ json tool_calls_format(const ConstraintSpec& spec) {
   }
   if (invokes.empty()) invalid(fmt::format("no declared tool is named \"{}\"", spec.tool_name));
   const json one = invokes.size() == 1 ? invokes[0] : json{{"type", "or"}, {"elements", invokes}};
-  const json calls = spec.parallel_tool_calls ? json{{"type", "plus"}, {"content", one}} : one;
+  return spec.parallel_tool_calls ? json{{"type", "plus"}, {"content", one}} : one;
+}
+
+// A whole block.
+json tool_calls_format(const ConstraintSpec& spec) {
   return {{"type", "sequence"},
-          {"elements", json::array({const_string("\n\n<｜DSML｜function_calls>\n"), calls,
-                                    const_string("</｜DSML｜function_calls>")})}};
+          {"elements", json::array({const_string(kCallsBegin), invocations_format(spec), const_string(kCallsEnd)})}};
+}
+
+// Free text (no DSML tags in it) that may end with one block: what tool_choice "auto" allows. The text part is
+// not constrained at all; once the text reaches "\n\n<｜DSML｜" the block must follow, and after it only the end.
+json text_or_tool_calls_format(const ConstraintSpec& spec) {
+  const json tag = {{"type", "tag"}, {"begin", kCallsBegin}, {"content", invocations_format(spec)}, {"end", kCallsEnd}};
+  return {{"type", "triggered_tags"}, {"triggers", json::array({kCallsTrigger})}, {"tags", json::array({tag})},
+          {"excludes", kDsmlTags}, {"at_least_one", false}, {"stop_after_first", true}};
 }
 
 // xgrammar's warnings name what it would not enforce; each one makes the constraint unsupported.
@@ -595,13 +618,17 @@ std::shared_ptr<const Constraint> Constraint::compile(const Tokenizer& tokenizer
       if (spec.regex.empty()) invalid("the regex is empty");
       answer = {{"type", "regex"}, {"pattern", spec.regex}};
       break;
-    case ConstraintSpec::Kind::ToolCalls: {
+    case ConstraintSpec::Kind::ToolCalls:
       what = "the tool schemas";
       answer = tool_calls_format(spec);
       break;
-    }
+    case ConstraintSpec::Kind::TextOrToolCalls:
+      what = "the tool schemas";
+      answer = text_or_tool_calls_format(spec);
+      break;
   }
-  if (spec.or_tool_calls && spec.kind != ConstraintSpec::Kind::ToolCalls && spec.enforces()) {
+  if (spec.or_tool_calls && spec.kind != ConstraintSpec::Kind::ToolCalls &&
+      spec.kind != ConstraintSpec::Kind::TextOrToolCalls && spec.enforces()) {
     ConstraintSpec calls = spec;
     calls.tool_name.clear();
     answer = {{"type", "or"}, {"elements", json::array({answer, tool_calls_format(calls)})}};

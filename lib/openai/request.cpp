@@ -8,6 +8,7 @@
 
 #include "dsinfer/openai.hpp"
 #include "util/json_input.hpp"
+#include "util/log.hpp"
 
 namespace dsinfer::openai {
 
@@ -188,9 +189,11 @@ void read_response_format(const json& j, Request& r) {
 
 // What response_format and tool_choice ask to be enforced, compiled for the tokenizer here (on the HTTP thread,
 // before the request is queued), so a schema that is invalid or cannot be enforced exactly is a 400 naming its field
-// and nothing is generated. The response format is read alone first, so its errors name it; the tools join only
-// when a call is asked for (tool_choice required / named) or may replace an enforced format (tool_choice auto), so
-// a request that enforces nothing is read as before.
+// and nothing is generated. The response format is read alone first, so its errors name it; then the tools join
+// unless tool_choice is "none". With tool_choice "auto" and no enforced format the model may answer in text or call,
+// and a call it makes is held to the tools (ConstraintSpec::TextOrToolCalls); where those tools cannot be enforced
+// exactly (a keyword the grammar engine cannot express), such a request is served unconstrained, as OpenAI serves
+// non-strict tools, and the server log says so — the client asked for no guarantee.
 void read_constraint(const json& j, const Tokenizer& tok, Request& r) {
   const bool chat = r.endpoint == Endpoint::ChatCompletions;
   const ThinkingMode thinking = chat ? r.thinking : ThinkingMode::Chat;
@@ -205,15 +208,21 @@ void read_constraint(const json& j, const Tokenizer& tok, Request& r) {
     }
   };
   ConstraintSpec spec = spec_of("response_format", "", "");
-  const bool call = r.tool_choice == ToolChoice::Required || r.tool_choice == ToolChoice::Function;
-  const bool call_or_format = r.tool_choice == ToolChoice::Auto && spec.enforces();
-  if (chat && present(j, "tools") && (call || call_or_format))
+  if (chat && present(j, "tools") && r.tool_choice != ToolChoice::None)
     spec = spec_of("tools", j["tools"].dump(), present(j, "tool_choice") ? j["tool_choice"].dump() : std::string());
   const bool capped = thinking == ThinkingMode::Thinking && max_reasoning >= 0;
   if (!spec.enforces() && !capped) return;
   try {
     r.constraint = Constraint::compile(tok, spec);
   } catch (const Error& e) {
+    if (spec.kind == ConstraintSpec::Kind::TextOrToolCalls) {  // implicit: serve it as before, unconstrained
+      log_fmt(LogLevel::Warn, "tool calls of this request are not enforced: {}", e.what());
+      if (!capped) return;
+      spec.kind = ConstraintSpec::Kind::None;
+      spec.tools_json.clear();
+      r.constraint = Constraint::compile(tok, spec);
+      return;
+    }
     std::string field = !spec.enforces() ? "max_reasoning_tokens"
                         : spec.kind == ConstraintSpec::Kind::ToolCalls ? "tools" : "response_format";
     if (spec.or_tool_calls) {  // the format or the tools: the one that fails alone is at fault

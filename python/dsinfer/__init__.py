@@ -10,6 +10,7 @@
 import atexit as _atexit
 import enum as _enum
 import json as _json
+import warnings as _warnings
 
 from . import _dsinfer
 from ._dsinfer import __version__
@@ -349,11 +350,20 @@ class Session:
         """One turn, streamed. response_format and tool_choice work as in OpenAI's API: the format is rendered into
         the prompt and enforced when it is json_object, json_schema with "strict": true, or regex; tool_choice
         "required" or {"type": "function", "function": {"name": ...}} makes the answer a tool call that parses and
-        whose arguments follow the tool's schema. In thinking mode the reasoning stays free (max_reasoning_tokens,
-        with a constraint: after that many reasoning tokens only </think> may follow)."""
+        whose arguments follow the tool's schema; with tools and tool_choice "auto" (the default) the model answers
+        in text or calls a tool, and a call it makes parses and follows the schemas too (where a schema cannot be
+        enforced exactly, a UserWarning says so and the call is not held to it). In thinking mode the reasoning
+        stays free (max_reasoning_tokens, with a constraint: after that many reasoning tokens only </think> may
+        follow)."""
         request = _request(messages, tools, response_format, tool_choice, parallel_tool_calls, max_reasoning_tokens)
-        if kw.get("constraint") is None and (response_format is not None or tool_choice is not None):
-            c = self._s._constraint(request)
+        if kw.get("constraint") is None and (response_format is not None or tool_choice is not None or tools):
+            try:
+                c = self._s._constraint(request)
+            except (InvalidArgumentError, UnsupportedError) as e:
+                if response_format is not None or tool_choice not in (None, "auto"):
+                    raise
+                _warnings.warn(f"the tool calls are not enforced: {e}", stacklevel=2)
+                c = None
             if c is not None:
                 kw["constraint"] = Constraint(None, None, _impl=c)
         self._s._set_messages_json(request)

@@ -61,7 +61,8 @@ TEST_CASE("the tool-calling loop runs the tool and feeds the result back into th
     conversation[0].role = "system";
     conversation[0].content = "You help.";
     conversation[0].tools_json =
-        R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])";
+        R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {)"
+        R"("city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}])";
     conversation[1].role = "user";
     conversation[1].content = "Weather in Hangzhou?";
     std::string seen_args;
@@ -70,7 +71,7 @@ TEST_CASE("the tool-calling loop runs the tool and feeds the result back into th
                                                        return std::string("{\"weather\": \"sunny\"}");
                                                      }}};
     int arg_deltas = 0;
-    const ChatMessage reply = example::run_turn(session, conversation, tools, 4, [&](const ChatEvent& e) {
+    const ChatMessage reply = example::run_turn(session, *tok, conversation, tools, 4, [&](const ChatEvent& e) {
       arg_deltas += e.kind == ChatEvent::Kind::ToolArgsDelta;
       REQUIRE(e.kind != ChatEvent::Kind::Error);
     });

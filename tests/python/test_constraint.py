@@ -362,6 +362,48 @@ def test_session_chat_enforces_response_format_with_thinking(tok):
     assert "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n" in prompt
 
 
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "models", "dsinfer-v32-mini")
+DEMO_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"]}}},
+    {"type": "function", "function": {"name": "calculate", "description": "Evaluate an arithmetic expression",
+                                      "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                                                     "required": ["expression"]}}},
+]
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHIPPED, "config.json")), reason="no shipped model")
+def test_session_chat_holds_auto_tool_calls_to_the_tools():
+    # The trained model calls tools on its own (tool_choice "auto", the default); whatever it calls is declared and
+    # its arguments validate, at temperature 1.
+    model = dsinfer.Model.load(SHIPPED, n_threads=2)
+    tok = dsinfer.Tokenizer.load(SHIPPED)
+    s = dsinfer.Session(model, tok, capacity=4096)
+    calls = 0
+    for seed in range(8):
+        s.set_sampler([dsinfer.Temperature(1.0), dsinfer.Dist(seed)])
+        reply = s.chat([{"role": "user", "content": "What's the weather like in Paris right now?"}], tools=DEMO_TOOLS,
+                       max_tokens=200)
+        for call in reply["tool_calls"] or []:
+            calls += 1
+            schema = {t["function"]["name"]: t["function"]["parameters"] for t in DEMO_TOOLS}[call["function"]["name"]]
+            jsonschema.validate(json.loads(call["function"]["arguments"]), schema)
+    assert calls > 0
+
+
+def test_session_chat_serves_unenforceable_auto_tools_with_a_warning(tok):
+    model = dsinfer.Model.load(MODEL, n_threads=2)
+    s = dsinfer.Session(model, tok, capacity=4096)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"not": {"type": "string"}}}}}}]
+    messages = [{"role": "user", "content": "Hi"}]
+    with pytest.warns(UserWarning, match="not enforced"):
+        s.chat(messages, tools=tools, max_tokens=4)
+    with pytest.raises(dsinfer.UnsupportedError):
+        s.chat(messages, tools=tools, tool_choice="required", max_tokens=4)
+
+
 def test_constraint_as_a_chain_stage(tok):
     model = dsinfer.Model.load(MODEL, n_threads=2)
     c = dsinfer.Constraint.regex(tok, "(yes|no|maybe)")

@@ -209,7 +209,7 @@ TEST_CASE("requests map to constraints as OpenAI's fields say", "[constraint]") 
   CHECK(s.kind == ConstraintSpec::Kind::JsonSchema);
   CHECK(json::parse(s.json_schema) == json{{"type", "integer"}});
   CHECK(constraint_from_request("", tools, R"("required")").kind == ConstraintSpec::Kind::ToolCalls);
-  CHECK(constraint_from_request("", tools, R"("auto")").kind == ConstraintSpec::Kind::None);
+  CHECK(constraint_from_request("", tools, R"("auto")").kind == ConstraintSpec::Kind::TextOrToolCalls);
   auto named = constraint_from_request("", tools, R"({"type": "function", "function": {"name": "get_weather"}})");
   CHECK(named.tool_name == "get_weather");
   CHECK(constraint_from_request(R"({"type": "json_object"})", tools, "").or_tool_calls);
@@ -329,4 +329,87 @@ TEST_CASE("tool_choice auto with an enforced format: the answer is either", "[co
   }
   CHECK(calls + objects >= 30);
   CHECK(objects > 0);
+}
+
+namespace {
+// Whether the constraint takes `text` token by token (the fixture tokenizer's encoding) and whether it is then
+// complete (end-of-sentence allowed).
+struct Fed {
+  bool taken = true;
+  bool complete = false;
+};
+Fed feed(const Tokenizer& tok, std::shared_ptr<const Constraint> c, const std::string& text) {
+  ConstraintSampler cs(std::move(c));
+  std::vector<uint32_t> bits;
+  Fed out;
+  for (int32_t id : tok.encode(text)) {
+    cs.fill_bitmask(bits);
+    if (!((bits[size_t(id) / 32] >> (id % 32)) & 1u)) {
+      out.taken = false;
+      return out;
+    }
+    cs.accept(id);
+  }
+  out.complete = cs.complete();
+  return out;
+}
+}  // namespace
+
+TEST_CASE("tool_choice auto: free text, or text and then a call that parses and names a declared tool",
+          "[constraint]") {
+  const Tokenizer& tok = fixture_tokenizer();
+  const std::string tools = R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+      "required": ["city"]}}}, {"type": "function", "function": {"name": "noop", "parameters": {"type": "object",
+      "properties": {}}}}])";
+  const ConstraintSpec spec = constraint_from_request("", tools, R"("auto")");
+  REQUIRE(spec.kind == ConstraintSpec::Kind::TextOrToolCalls);
+  CHECK(constraint_from_request("", tools, "").kind == ConstraintSpec::Kind::TextOrToolCalls);  // auto is the default
+  CHECK(constraint_from_request("", tools, R"("none")").kind == ConstraintSpec::Kind::None);
+  auto c = Constraint::compile(tok, spec);
+
+  const std::string call = "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+                           "<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n"
+                           "</｜DSML｜invoke>\n</｜DSML｜function_calls>";
+  // Text alone, with blank lines and markup-like text in it: taken and complete.
+  for (const std::string text : {"It is sunny in Paris.", "Two lines.\n\nAnd <b>more</b> < 3 | x", ""}) {
+    INFO(text);
+    const Fed f = feed(tok, c, text);
+    CHECK(f.taken);
+    CHECK(f.complete);
+  }
+  // A call, with or without text before it.
+  for (const std::string& text : {call, "Let me look that up." + call}) {
+    INFO(text);
+    const Fed f = feed(tok, c, text);
+    CHECK(f.taken);
+    CHECK(f.complete);
+  }
+  // Inside a call it is not complete; after it nothing but the end.
+  CHECK_FALSE(feed(tok, c, call.substr(0, call.size() - 10)).complete);
+  CHECK_FALSE(feed(tok, c, call + "Done.").taken);
+  // Calls the tools do not allow: an undeclared tool or parameter, a value against the schema, a missing required
+  // parameter, DSML markup outside a block, a block that does not begin as DeepSeek's encoder writes it.
+  std::string undeclared = call;
+  undeclared.replace(undeclared.find("get_weather"), 11, "get_weathers");
+  std::string bad_param = call;
+  bad_param.replace(bad_param.find("\"days\""), 6, "\"week\"");
+  std::string out_of_range = call;
+  out_of_range.replace(out_of_range.find(">3<"), 3, ">9<");
+  const std::string missing = "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n</｜DSML｜invoke>";
+  for (const std::string& text : {undeclared, bad_param, out_of_range, missing,
+                                  std::string("Sure <｜DSML｜invoke name=\"noop\">"),
+                                  std::string("Done.</｜DSML｜function_calls>"),
+                                  std::string("\n<｜DSML｜function_calls>\n"),
+                                  std::string("\n\n<｜DSML｜invoke name=\"noop\">")}) {
+    INFO(text);
+    CHECK_FALSE(feed(tok, c, text).taken);
+  }
+  // parallel_tool_calls false: one invocation.
+  auto one = Constraint::compile(tok, constraint_from_request("", tools, R"("auto")", /*parallel_tool_calls=*/false));
+  const std::string two = call.substr(0, call.find("</｜DSML｜function_calls>")) +
+                          "<｜DSML｜invoke name=\"noop\">\n\n</｜DSML｜invoke>\n</｜DSML｜function_calls>";
+  CHECK(feed(tok, c, two).complete);
+  CHECK_FALSE(feed(tok, one, two).taken);
 }

@@ -308,8 +308,25 @@ TEST_CASE("response_format and tool_choice compile into the request's constraint
   CHECK(req(R"(, "response_format": {"type": "json_object"})").constraint->spec().kind == K::JsonObject);
   CHECK(req(R"x(, "response_format": {"type": "regex", "regex": "(yes|no)"})x").constraint->spec().kind == K::Regex);
   CHECK(req(R"(, "response_format": {"type": "json_object"})", Endpoint::Completions).constraint->spec().kind == K::JsonObject);
-  // tool_choice: auto enforces nothing; required and a named function enforce a call block.
-  CHECK(req(fmt::format(R"(, "tools": {})", kCityTools)).constraint == nullptr);
+  // tool_choice: auto (the default) allows text or a call block that follows the tools; none enforces nothing;
+  // required and a named function enforce a call block.
+  const Request automatic = req(fmt::format(R"(, "tools": {})", kCityTools));
+  REQUIRE(automatic.constraint);
+  CHECK(automatic.constraint->spec().kind == K::TextOrToolCalls);
+  CHECK(req(fmt::format(R"(, "tools": {}, "tool_choice": "auto")", kCityTools)).constraint->spec().kind ==
+        K::TextOrToolCalls);
+  CHECK(req(fmt::format(R"(, "tools": {}, "tool_choice": "none")", kCityTools)).constraint == nullptr);
+  // Tools the grammar engine cannot hold a call to: with auto the request is served unconstrained (the client
+  // asked for no guarantee); asking for a call makes it a 400 naming the tools.
+  const std::string unenforceable = R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+      "properties": {"x": {"not": {"type": "string"}}}}}}])";
+  CHECK(req(fmt::format(R"(, "tools": {})", unenforceable)).constraint == nullptr);
+  try {
+    req(fmt::format(R"(, "tools": {}, "tool_choice": "required")", unenforceable));
+    FAIL("expected a 400");
+  } catch (const ApiError& e) {
+    CHECK(e.param() == "tools");
+  }
   const Request required = req(fmt::format(R"(, "tools": {}, "tool_choice": "required")", kCityTools));
   REQUIRE(required.constraint);
   CHECK(required.constraint->spec().kind == K::ToolCalls);
