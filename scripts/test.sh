@@ -2,19 +2,24 @@
 # Installs what the tests need, builds everything (CUDA code too where nvcc exists) and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's wall time is printed ("[time] ..."), so a CI log shows where its minutes go (the budget is 30).
+phase_start=$SECONDS
+phase_done() { echo "[time] $1: $((SECONDS - phase_start)) s (total $SECONDS s)"; phase_start=$SECONDS; }
 bash scripts/install_deps.sh
+phase_done "dependencies"
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
 # The release build has MPI (distributed runs: tests/lib/dist under mpirun); the sanitizer builds do not (OpenMPI's
 # own allocations would be reported as leaks).
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_TESTS=ON -DDSINFER_MPI=ON >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
+phase_done "release build"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS"
+phase_done "release tests"
 
 # Sanitizers (issue 20), CPU only (the CUDA backend is not instrumented), benchmarks off, clang at -O1 with debug
 # info. SANITIZERS=0 skips them.
 if [ "${SANITIZERS:-1}" != 0 ]; then
-  san_start=$SECONDS
   models_dir="$(cd "$BUILD" && pwd)/models"  # the sanitizer builds use the checkpoints generated above
   # 1. AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer over the whole ctest suite: any report (a heap
   #    overflow, a use after free, undefined behaviour, a leak at exit) fails the test that made it.
@@ -24,13 +29,12 @@ if [ "${SANITIZERS:-1}" != 0 ]; then
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=66:strict_string_checks=1:detect_stack_use_after_return=0" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=67" \
     ctest --test-dir "$BUILD-asan" --output-on-failure -j "$JOBS" -LE long  # test_long_prompt: release build only
-  echo "ASan+UBSan suite: $((SECONDS - san_start)) s"
+  phase_done "ASan+UBSan build and suite"
   # 2. ThreadSanitizer (any report fails the run): the thread pool (its workers, a thread that cannot be started),
   #    the C ABI's sessions on one model from four threads, and the session/engine tests where threads meet: a cancel
   #    from another thread during a generation, the engine stepping many sessions through the model's worker
   #    threads (sessions joining, leaving, failing, cancelled). The rest of test_session is single-threaded logic
   #    that the ASan run covers; under TSan it would add minutes.
-  tsan_start=$SECONDS
   cmake -S . -B "$BUILD-tsan" -DDSINFER_TSAN=ON -DDSINFER_BENCH=OFF -DDSINFER_CUDA=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_MODELS_DIR="$models_dir" >/dev/null
   cmake --build "$BUILD-tsan" -j "$JOBS" --target test_capi_threads test_util test_session >/dev/null
@@ -38,7 +42,7 @@ if [ "${SANITIZERS:-1}" != 0 ]; then
   TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/capi/test_capi_threads" "$BUILD/models/v32-tiny"
   TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/lib/session/test_session" \
     "cancel from another thread stops a running generation,*concurrent sessions give the same tokens as alone,continuous batching:*"
-  echo "TSan tests: $((SECONDS - tsan_start)) s"
+  phase_done "TSan build and tests"
 fi
 
 # The Python package, installed with pip into a fresh virtual environment, and its pytest suite.
@@ -51,14 +55,17 @@ rm -rf "$BUILD/wheel"
 wheel=$(ls "$BUILD"/wheel/dsinfer-*.whl)
 "$BUILD/pyvenv/bin/pip" install --quiet "$wheel" pytest jsonschema openai
 "$BUILD/pyvenv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"  # this build's, whatever was installed
+phase_done "wheel build and venv"
 DSINFER_WHEEL="$wheel" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_SCENARIOS_C="$BUILD/tests/capi/capi_scenarios_c" \
   DSINFER_SAMPLE_CONSTRAINED="$BUILD/tests/lib/constraint/sample_constrained" DSINFER_EXAMPLES="$BUILD/examples" \
-  DSINFER_BAD_MODEL="$BUILD/tests/capi/bad-model" "$BUILD/pyvenv/bin/python" -m pytest -q tests/python
+  DSINFER_BAD_MODEL="$BUILD/tests/capi/bad-model" "$BUILD/pyvenv/bin/python" -m pytest -q --durations=10 tests/python
+phase_done "Python tests"
 
 # `dsinfer serve` with the official openai client on loopback: protocol, errors, faults, then the bounded load test.
 # (DSINFER_TEST_MPI: the release build has MPI, so test_distributed.py runs the server under mpirun too.)
 DSINFER_CLI="$BUILD/tools/dsinfer" DSINFER_TEST_MODEL="$BUILD/models/v32-tiny" DSINFER_TEST_MPI=1 \
-  "$BUILD/pyvenv/bin/python" -m pytest -q tests/server
+  "$BUILD/pyvenv/bin/python" -m pytest -q --durations=5 tests/server
+phase_done "server tests"
 
 # --- Fuzzing (tests/fuzz, docs/fuzzing.md) --------------------------------------------------------------------
 # The build above already replayed every seed corpus (ctest fuzz_*_replay). Here the targets also run briefly under
@@ -69,3 +76,4 @@ if [ "${FUZZ_SECONDS:-10}" -gt 0 ]; then
   FUZZ_BUILD="$BUILD-fuzz" FUZZ_PARALLEL=2 JOBS="$JOBS" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}" \
     fuzz_safetensors fuzz_config fuzz_tokenizer fuzz_chat fuzz_completion fuzz_stream
 fi
+phase_done "fuzzing"
