@@ -214,9 +214,10 @@ class DSINFER_CXX_API Model {
   // A new sequence holding `src`'s cached tokens, sharing their cache blocks (copy on write): a common prefix is
   // stored once. capacity >= src.size(); 0 = src's capacity.
   std::unique_ptr<Sequence> copy_sequence(const Sequence& src, int64_t capacity = 0) const;
-  // Writes / reads a sequence's cache: a versioned binary format checked against this model's fingerprint.
-  // Errors: Io, Format (not a dsinfer sequence file, other version, truncated), InvalidArgument (saved from a
-  // different model).
+  // Writes / reads a sequence's cache (with its MTP state when enable_mtp is on: its rows, the hidden state the next
+  // draft reads, deferred rows): a versioned binary format checked against this model's fingerprint; versions 1 and 2
+  // (no MTP state) are still read. Errors: Io, Format (not a dsinfer sequence file, other version, truncated,
+  // inconsistent sizes), InvalidArgument (saved from a different model).
   void save_sequence(const Sequence& seq, std::ostream& out) const;
   std::unique_ptr<Sequence> load_sequence(std::istream& in, int64_t capacity = 0) const;
   struct KvCacheStats {
@@ -272,6 +273,9 @@ class DSINFER_CXX_API Model {
   struct Impl;
   explicit Model(std::unique_ptr<Impl> impl);
   static std::unique_ptr<Model> load_shard(const std::string& dir, const ModelLoadParams& params, bool worker);
+  // load_sequence's MTP part (version 3 files), on rank 0 and, from its broadcast, on every worker.
+  void install_mtp_state(Sequence& seq, int64_t rows, std::vector<uint8_t>& row_bytes, std::vector<float> pending,
+                         std::vector<int32_t> deferred_ids, std::vector<float> deferred_hidden) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -40,7 +40,7 @@ namespace {
 // meet. Only rank 0 computes logits.
 enum class Command : uint32_t {
   Shutdown = 1, NewSequence, DropSequence, Truncate, CopySequence, RestoreSequence, Eval, EvalBatch, EnableMtp,
-  MtpDraft, ReleaseMemory
+  MtpDraft, ReleaseMemory, RestoreMtp
 };
 
 struct Message {
@@ -703,10 +703,16 @@ void Model::mtp_draft(std::span<DraftEntry> entries, const EvalOptions& opts) co
 }
 
 namespace {
-// Sequence files. Version 2: magic, fingerprint, token count, the cache dtype (KvDtype as u64), the cache bytes
-// (KvCache::to_host's layout for that dtype). Version 1 (before the packed dtypes): the same without the dtype, an
-// f32 cache; still read.
-constexpr char kSeqMagic[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '2'};
+// Sequence files. Version 3: magic, fingerprint, token count, the cache dtype (KvDtype as u64), the cache bytes
+// (KvCache::to_host's layout for that dtype), then the MTP module's state (MtpState): u64 1 when the sequence has
+// one, else 0; when 1, its committed rows (u64 count, then their one-layer cache bytes in the same dtype), the main
+// model's hidden state the next MTP row reads (u64 count, 0 or hidden_size, then f32s) and the deferred rows'
+// inputs (u64 count, then their token ids as i32 and their hidden states as f32). Without it a restored speculating
+// session rebuilt the MTP rows from the tokens with zero hidden states, and drafted worse until the context moved on.
+// Version 2: the same without the MTP part; version 1 (before the packed dtypes): also without the dtype, an f32
+// cache. Both are still read.
+constexpr char kSeqMagic[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '3'};
+constexpr char kSeqMagicV2[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '2'};
 constexpr char kSeqMagicV1[8] = {'D', 'S', 'I', 'S', 'E', 'Q', '0', '1'};
 void write_u64(std::ostream& o, uint64_t v) { o.write(reinterpret_cast<const char*>(&v), 8); }
 // A restored sequence's cache: n tokens' rows, whose bytes (KvCache::to_host's layout) `fill` writes into the buffer
@@ -739,7 +745,39 @@ uint64_t read_u64(std::istream& in) {
   if (!in) throw Error(ErrorCode::Format, "sequence file is truncated");
   return v;
 }
+// n values of T, after checking that the stream (where it can tell) has their bytes: a crafted count must not
+// allocate gigabytes before "truncated".
+template <class T>
+std::vector<T> read_array(std::istream& in, uint64_t n, const char* what) {
+  if (const auto left = stream_bytes_left(in); left && *left / sizeof(T) < n)
+    throw Error(ErrorCode::Format, fmt::format("sequence file is truncated in {}", what));
+  std::vector<T> v(static_cast<size_t>(n));
+  in.read(reinterpret_cast<char*>(v.data()), std::streamsize(n * sizeof(T)));
+  if (!in) throw Error(ErrorCode::Format, fmt::format("sequence file is truncated in {}", what));
+  return v;
+}
+template <class T>
+void write_array(std::ostream& o, const std::vector<T>& v) {
+  write_u64(o, v.size());
+  o.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * sizeof(T)));
+}
 }  // namespace
+
+// A restored sequence's MTP state (the rows' bytes as KvCache::to_host wrote them), on rank 0 and on every worker.
+void Model::install_mtp_state(Sequence& seq, int64_t rows, std::vector<uint8_t>& row_bytes, std::vector<float> pending,
+                              std::vector<int32_t> deferred_ids, std::vector<float> deferred_hidden) const {
+  Sequence::Impl& s = *seq.impl_;
+  auto m = std::make_unique<MtpState>();
+  m->cache = std::make_unique<KvCache>(impl_->mtp_pool(s.cache->dtype()), s.cache->capacity() + kMaxDraftTokens);
+  restore_cache(*m->cache, rows, [&](std::vector<uint8_t>& host) {
+    if (host.size() != row_bytes.size()) throw Error(ErrorCode::Format, "sequence file: the MTP cache has the wrong size");
+    host.swap(row_bytes);
+  });
+  m->pending = std::move(pending);
+  m->deferred_ids = std::move(deferred_ids);
+  m->deferred_hidden = std::move(deferred_hidden);
+  s.mtp = std::move(m);
+}
 
 void Model::save_sequence(const Sequence& seq, std::ostream& out) const {
   if (seq.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");
@@ -751,6 +789,25 @@ void Model::save_sequence(const Sequence& seq, std::ostream& out) const {
   std::vector<uint8_t> host;
   seq.impl_->cache->to_host(host);
   out.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size()));
+  const MtpState* mtp = seq.impl_->mtp.get();
+  write_u64(out, mtp ? 1 : 0);
+  if (mtp) {
+    // Only the committed rows: draft rows (written by mtp_draft, forgotten by the next evaluation) are not state.
+    const int64_t rows = mtp->cache->size() - mtp->draft_depth;
+    write_u64(out, uint64_t(rows));
+    if (mtp->draft_depth > 0) {
+      auto committed = mtp->cache->fork(mtp->cache->capacity());  // shares the blocks: allocates nothing
+      committed->truncate(rows);
+      committed->to_host(host);
+    } else {
+      mtp->cache->to_host(host);
+    }
+    out.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size()));
+    write_array(out, mtp->pending);
+    write_array(out, mtp->deferred_ids);
+    out.write(reinterpret_cast<const char*>(mtp->deferred_hidden.data()),
+              std::streamsize(mtp->deferred_hidden.size() * sizeof(float)));
+  }
   if (!out) throw Error(ErrorCode::Io, "writing the sequence failed");
 }
 
@@ -760,8 +817,9 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
   if (!in || std::string_view(magic, 6) != std::string_view(kSeqMagic, 6))
     throw Error(ErrorCode::Format, "not a dsinfer sequence file");
   const bool v1 = std::string_view(magic, 8) == std::string_view(kSeqMagicV1, 8);
-  if (!v1 && std::string_view(magic, 8) != std::string_view(kSeqMagic, 8))
-    throw Error(ErrorCode::Format, fmt::format("sequence file version {} is not supported (this build reads 01 and {})",
+  const bool v2 = std::string_view(magic, 8) == std::string_view(kSeqMagicV2, 8);
+  if (!v1 && !v2 && std::string_view(magic, 8) != std::string_view(kSeqMagic, 8))
+    throw Error(ErrorCode::Format, fmt::format("sequence file version {} is not supported (this build reads 01 to {})",
                                                std::string(magic + 6, 2), std::string(kSeqMagic + 6, 2)));
   const uint64_t flen = read_u64(in);
   if (flen > 4096) throw Error(ErrorCode::Format, "sequence file header is corrupt");
@@ -809,6 +867,41 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
       impl_->leader->send(m, host);
     }
   });
+  if (v1 || v2 || read_u64(in) == 0) return seq;
+  // The MTP state, checked against the model and the main cache before anything is allocated for it.
+  const int64_t hidden = impl_->info.hidden_size;
+  if (!impl_->net->has_mtp()) throw Error(ErrorCode::Format, "sequence file holds MTP state; this model has no MTP module");
+  const uint64_t rows = read_u64(in);
+  if (rows > uint64_t(std::max<int64_t>(n - 1, 0)))
+    throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: {} MTP rows for {} tokens", rows, n));
+  const uint64_t row_bytes = uint64_t(KvBlockPool::bytes_per_token_layer(impl_->config, dtype)) * rows;
+  std::vector<uint8_t> mtp_rows = read_array<uint8_t>(in, row_bytes, "the MTP cache");
+  const uint64_t n_pending = read_u64(in);
+  if (n_pending != 0 && n_pending != uint64_t(hidden))
+    throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: an MTP hidden state of {} values", n_pending));
+  std::vector<float> pending = read_array<float>(in, n_pending, "the MTP hidden state");
+  const uint64_t n_deferred = read_u64(in);
+  if (n_deferred > uint64_t(kMaxDeferredMtpRows) || (n > 0 && rows + n_deferred != uint64_t(n - 1)))
+    throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: {} MTP rows and {} deferred ones for {} tokens",
+                                               rows, n_deferred, n));
+  std::vector<int32_t> deferred_ids = read_array<int32_t>(in, n_deferred, "the deferred MTP rows");
+  for (const int32_t t : deferred_ids)
+    if (t < 0 || t >= impl_->info.vocab_size)
+      throw Error(ErrorCode::Format, fmt::format("sequence file: deferred MTP token id {} is not in the vocabulary", t));
+  std::vector<float> deferred_hidden = read_array<float>(in, n_deferred * uint64_t(hidden), "the deferred MTP rows");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->leader) {  // the workers get the same state (they cannot read the caller's stream)
+    Message m(Command::RestoreMtp);
+    m.put(seq->impl_->id);
+    m.put(int64_t(rows));
+    m.put_span(std::span<const float>(pending));
+    m.put_span(std::span<const int32_t>(deferred_ids));
+    m.put_span(std::span<const float>(deferred_hidden));
+    m.put(uint64_t(mtp_rows.size()));
+    impl_->leader->send(m, mtp_rows);
+  }
+  install_mtp_state(*seq, int64_t(rows), mtp_rows, std::move(pending), std::move(deferred_ids),
+                    std::move(deferred_hidden));
   return seq;
 }
 
@@ -1043,6 +1136,18 @@ void Model::run_worker(const std::string& dir, const ModelLoadParams& params) {
         case Command::ReleaseMemory:
           model->release_memory();
           break;
+        case Command::RestoreMtp: {
+          Sequence& s = sequence(in.get<uint64_t>());
+          const auto rows = in.get<int64_t>();
+          auto pending = in.get_vector<float>();
+          auto deferred_ids = in.get_vector<int32_t>();
+          auto deferred_hidden = in.get_vector<float>();
+          std::vector<uint8_t> bytes(static_cast<size_t>(in.get<uint64_t>()));
+          if (!bytes.empty()) comm.broadcast(bytes.data(), bytes.size(), 0);
+          model->install_mtp_state(s, rows, bytes, std::move(pending), std::move(deferred_ids),
+                                   std::move(deferred_hidden));
+          break;
+        }
         default:
           throw Error(ErrorCode::Internal, fmt::format("unknown distributed command {}", uint32_t(command)));
       }

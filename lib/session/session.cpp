@@ -905,7 +905,10 @@ void Session::restore(const std::string& path) {
     if (t < 0 || t >= vocab) throw Error(ErrorCode::Format, fmt::format("{}: saved token id {} is not in the vocabulary", path, t));
   if (pend[0] < -1 || pend[0] >= vocab)
     throw Error(ErrorCode::Format, fmt::format("{}: the saved pending token id {} is not in the vocabulary", path, pend[0]));
+  // A file with the MTP state (version 3) keeps it for a speculating session; otherwise a speculating session
+  // rebuilds it from the tokens (weaker drafts at first), and one that does not speculate drops it.
   if (impl_->uses_mtp()) impl_->model.enable_mtp(*seq, true, tokens, impl_->params.eval);
+  else if (impl_->model.mtp_enabled(*seq)) impl_->model.enable_mtp(*seq, false, {}, impl_->params.eval);
   impl_->seq = std::move(seq);
   impl_->tokens = std::move(tokens);
   impl_->logits = std::move(logits);

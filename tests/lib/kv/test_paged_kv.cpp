@@ -127,7 +127,7 @@ TEST_CASE("KV memory is known before allocation: bytes per token and per context
   CHECK(load(4096, 16, KvCacheDtype::F32)->info().kv_bytes_per_token_layer == 900);
 }
 
-TEST_CASE("save and restore keep each cache dtype bit for bit; a version-1 file still loads", "[kv][save]") {
+TEST_CASE("save and restore keep each cache dtype bit for bit; version-1 and -2 files still load", "[kv][save]") {
   auto m = load(4096, 16);
   std::vector<int32_t> ids(37);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(5 + (i * 53) % 3000);
@@ -140,7 +140,7 @@ TEST_CASE("save and restore keep each cache dtype bit for bit; a version-1 file 
     std::stringstream file;
     m->save_sequence(*seq, file);
     const std::string bytes = file.str();
-    CHECK(bytes.substr(0, 8) == "DSISEQ02");
+    CHECK(bytes.substr(0, 8) == "DSISEQ03");
     auto restored = m->load_sequence(file, 64);
     CHECK(restored->size() == int64_t(ids.size()));
     CHECK(restored->kv_cache_dtype() == dtype);
@@ -156,6 +156,12 @@ TEST_CASE("save and restore keep each cache dtype bit for bit; a version-1 file 
   auto fresh = m->new_sequence(64, KvCacheDtype::F32);
   m->eval(*fresh, ids);
   CHECK(m->eval(*old, next) == m->eval(*fresh, next));
+  // Version 2 is version 3 without the MTP part (here its flag, 0).
+  std::stringstream v2("DSISEQ02" + f32_file.substr(8, f32_file.size() - 16));
+  auto old2 = m->load_sequence(v2, 64);
+  auto fresh2 = m->new_sequence(64, KvCacheDtype::F32);
+  m->eval(*fresh2, ids);
+  CHECK(m->eval(*old2, next) == m->eval(*fresh2, next));
   // Another version is a clear error.
   std::stringstream v9("DSISEQ09" + f32_file.substr(8));
   CHECK_THROWS_WITH(m->load_sequence(v9), Catch::Contains("version 09 is not supported"));

@@ -46,10 +46,17 @@ std::string file_bytes(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-// Session state as bytes: the cache (every layer: latents, rope keys, indexer keys), tokens, logits, pending id.
-std::string state_bytes(const Session& s, const std::string& tag) {
+// Session state as bytes: the cache (every layer: latents, rope keys, indexer keys), tokens, logits, pending id —
+// without the MTP state a speculating session also saves (a plain session has none): the file as a session that
+// does not speculate writes it after restoring it.
+std::string state_bytes(const Model& model, const Tokenizer& tok, const Session& s, const std::string& tag) {
   const fs::path p = fs::temp_directory_path() / fmt::format("dsinfer-spec-{}-{}.bin", ::getpid(), tag);
   s.save(p.string());
+  SessionParams plain;
+  plain.capacity = s.tokens().size() + 16;
+  Session r(model, tok, plain);
+  r.restore(p.string());
+  r.save(p.string());
   std::string b = file_bytes(p);
   fs::remove(p);
   return b;
@@ -70,7 +77,7 @@ Run generate(const Fixture& f, SessionParams sp, int64_t n, bool greedy = true,
   g.max_tokens = n;
   g.stop_at_eos = false;
   s.generate(g);
-  return {s.generated(), state_bytes(s, "run"), s.speculative_stats()};
+  return {s.generated(), state_bytes(*f.model, *f.tok, s, "run"), s.speculative_stats()};
 }
 
 SessionParams spec_params(int64_t k, bool adaptive = false, Precision pr = Precision::Fp8) {
@@ -211,6 +218,36 @@ TEST_CASE("speculating sessions fork, share blocks and restore like plain ones",
   CHECK(run(spec_params(4, /*adaptive=*/true)) == want);
 }
 
+TEST_CASE("a restored speculating session goes on as the saved one", "[speculative]") {
+  // The MTP state goes through Session::save/restore: the restored session saves the same file (a rebuilt MTP
+  // state would differ: its rows would see zero hidden states), and both go on alike. That restored drafts are
+  // bitwise the saved session's is test_mtp's "a saved sequence keeps its MTP state".
+  Fixture f("v32-tiny-mtp", 16);
+  const SessionParams sp = spec_params(2);
+  Session s(*f.model, *f.tok, sp);
+  s.set_sampler(greedy_chain());
+  s.prefill(kPrompt);
+  GenerateParams g;
+  g.max_tokens = 16;
+  g.stop_at_eos = false;
+  s.generate(g);
+  const fs::path p = fs::temp_directory_path() / fmt::format("dsinfer-spec-restore-{}.bin", ::getpid());
+  s.save(p.string());
+  Session r(*f.model, *f.tok, sp);
+  r.set_sampler(greedy_chain());
+  r.restore(p.string());
+  const std::string saved = file_bytes(p);
+  r.save(p.string());
+  CHECK(file_bytes(p) == saved);
+  fs::remove(p);
+  s.reset_speculative_stats();
+  s.generate(g);
+  r.generate(g);
+  CHECK(r.generated() == s.generated());
+  CHECK(r.speculative_stats().drafted_at == s.speculative_stats().drafted_at);
+  CHECK(state_bytes(*f.model, *f.tok, r, "restored") == state_bytes(*f.model, *f.tok, s, "saved"));
+}
+
 TEST_CASE("deferred MTP rows give the drafts of rows run every step", "[speculative]") {
   // Sequence A runs its MTP rows with every one-token evaluation; sequence B defers them (EvalOptions::defer_mtp)
   // through a cut among the deferred rows, past the 64-row limit (a catch-up inside an evaluation), into a copy
@@ -335,10 +372,10 @@ TEST_CASE("sessions stepped together by an engine each speculate and get their p
   for (size_t i = 0; i < 3; ++i) {
     INFO("session " << i);
     CHECK(sessions[i]->generated() == want[i].ids);
-    CHECK(state_bytes(*sessions[i], "engine") == want[i].state);
+    CHECK(state_bytes(*f.model, *f.tok, *sessions[i], "engine") == want[i].state);
   }
   CHECK(sessions[3]->generated() == want_seeded.ids);
-  CHECK(state_bytes(*sessions[3], "engine-seeded") == want_seeded.state);
+  CHECK(state_bytes(*f.model, *f.tok, *sessions[3], "engine-seeded") == want_seeded.state);
   CHECK(sessions[0]->speculative_stats().drafted > 0);
   CHECK(sessions[1]->speculative_stats().accepted > 0);
   CHECK(sessions[2]->speculative_stats().drafted == 0);
