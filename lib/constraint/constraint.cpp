@@ -399,6 +399,25 @@ constexpr const char* kCallsEnd = "</｜DSML｜function_calls>";
 constexpr const char* kCallsTrigger = "\n\n<｜DSML｜";
 const char* const kDsmlTags[] = {"<｜DSML｜function_calls", "<｜DSML｜invoke", "<｜DSML｜parameter", "</｜DSML｜"};
 
+// One parameter of a tool whose schema declares none but allows any ({"type": "object"} without "properties"):
+// any name that fits the tag, its value raw text (string="true") or any JSON value (string="false").
+json open_parameter_format() {
+  const std::string open = "<｜DSML｜parameter name=\"", close = "</｜DSML｜parameter>\n";
+  const json text = {{"type", "sequence"},
+                     {"elements", json::array({const_string("\" string=\"true\">"),
+                                               {{"type", "any_text"},
+                                                {"excludes", json::array({"/｜DSML｜parameter", "<｜DSML｜"})}},
+                                               const_string(close)})}};
+  const json value = {{"type", "sequence"},
+                      {"elements", json::array({const_string("\" string=\"false\">"),
+                                                {{"type", "json_schema"}, {"json_schema", json::object()},
+                                                 {"max_whitespace_cnt", kMaxWhitespaceRunInArguments}},
+                                                const_string(close)})}};
+  return {{"type", "sequence"},
+          {"elements", json::array({const_string(open), {{"type", "regex"}, {"pattern", "[^\"<>\\n]{1,64}"}},
+                                    {{"type", "or"}, {"elements", json::array({text, value})}}})}};
+}
+
 // The invocations inside a block, as an xgrammar structural-tag format.
 json invocations_format(const ConstraintSpec& spec) {
   json tools = parse_tools(spec.tools_json);
@@ -413,9 +432,19 @@ json invocations_format(const ConstraintSpec& spec) {
     const std::string name = f["name"].get<std::string>();
     if (!spec.tool_name.empty() && name != spec.tool_name) continue;
     const json params = f.contains("parameters") && f["parameters"].is_object() ? f["parameters"] : json::object();
-    const bool none = !params.contains("properties") || !params["properties"].is_object() || params["properties"].empty();
+    // No "parameters" (OpenAI: an empty parameter list), or "properties": {} -> no parameters; an object schema
+    // without "properties" that does not forbid additional ones ({"type": "object"}) -> any parameters.
+    const bool open = f.contains("parameters") && params.is_object() && !params.contains("properties") &&
+                      !(params.contains("additionalProperties") && params["additionalProperties"] == false);
+    const bool none = !open && (!params.contains("properties") || !params["properties"].is_object() ||
+                                params["properties"].empty());
     json elements = json::array({const_string("<｜DSML｜invoke name=\"" + name + "\">\n" + (none ? "\n" : ""))});
-    if (!none) elements.push_back(parameters_format(params, fmt::format("tools[{}].function.parameters", i)));
+    if (open)
+      elements.push_back({{"type", "or"},
+                          {"elements", json::array({const_string("\n"),
+                                                    {{"type", "plus"}, {"content", open_parameter_format()}}})}});
+    else if (!none)
+      elements.push_back(parameters_format(params, fmt::format("tools[{}].function.parameters", i)));
     elements.push_back(const_string("</｜DSML｜invoke>\n"));
     invokes.push_back({{"type", "sequence"}, {"elements", elements}});
   }

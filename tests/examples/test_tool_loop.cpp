@@ -61,8 +61,7 @@ TEST_CASE("the tool-calling loop runs the tool and feeds the result back into th
     conversation[0].role = "system";
     conversation[0].content = "You help.";
     conversation[0].tools_json =
-        R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {)"
-        R"("city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}])";
+        R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])";
     conversation[1].role = "user";
     conversation[1].content = "Weather in Hangzhou?";
     std::string seen_args;

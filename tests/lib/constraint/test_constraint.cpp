@@ -406,6 +406,28 @@ TEST_CASE("tool_choice auto: free text, or text and then a call that parses and 
     INFO(text);
     CHECK_FALSE(feed(tok, c, text).taken);
   }
+  // A tool whose schema declares no parameters but allows any ({"type": "object"}) takes any, as text or JSON; one
+  // with "properties": {} (or no "parameters" at all) takes none.
+  const std::string open_tools = R"([{"type": "function", "function": {"name": "anything", "parameters": {"type":
+      "object"}}}, {"type": "function", "function": {"name": "nothing", "parameters": {"type": "object",
+      "properties": {}}}}, {"type": "function", "function": {"name": "bare"}}])";
+  auto open = Constraint::compile(tok, constraint_from_request("", open_tools, R"("auto")"));
+  const std::string any_args = "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"anything\">\n"
+                               "<｜DSML｜parameter name=\"city\" string=\"true\">Paris, \"old town\"</｜DSML｜parameter>\n"
+                               "<｜DSML｜parameter name=\"days\" string=\"false\">[1, {\"a\": null}]</｜DSML｜parameter>\n"
+                               "</｜DSML｜invoke>\n</｜DSML｜function_calls>";
+  CHECK(feed(tok, open, any_args).complete);
+  for (const std::string name : {"anything", "nothing", "bare"}) {
+    INFO(name);
+    CHECK(feed(tok, open, "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"" + name +
+                              "\">\n\n</｜DSML｜invoke>\n</｜DSML｜function_calls>").complete);
+  }
+  std::string to_nothing = any_args;
+  to_nothing.replace(to_nothing.find("anything"), 8, "nothing");
+  CHECK_FALSE(feed(tok, open, to_nothing).taken);
+  std::string bad_json = any_args;
+  bad_json.replace(bad_json.find("[1, "), 4, "[1,, ");
+  CHECK_FALSE(feed(tok, open, bad_json).taken);
   // parallel_tool_calls false: one invocation.
   auto one = Constraint::compile(tok, constraint_from_request("", tools, R"("auto")", /*parallel_tool_calls=*/false));
   const std::string two = call.substr(0, call.find("</｜DSML｜function_calls>")) +
