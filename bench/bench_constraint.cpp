@@ -1,7 +1,8 @@
 // Constrained decoding cost, two measurements (bench/bench_constraint.py runs both and xgrammar beside them):
 //
 //   bench_constraint mask TOKENIZER_DIR SCHEMAS_JSON TRAJECTORIES_OUT [--steps N] [--runs R]
-//     For each schema in SCHEMAS_JSON (a list): the compile time (the first compile also builds the vocabulary
+//     For each schema in SCHEMAS_JSON (a list; an entry {"request": {...}} is an OpenAI-style request body instead,
+//     compiled as constraint_from_request_json does, e.g. tools with tool_choice "auto"): the compile time (the first compile also builds the vocabulary
 //     index, reported apart), then R runs sampled from random logits under the constraint; every step times the
 //     whole constraint stage on the full candidate list (xgrammar's mask for the state plus keeping the allowed
 //     candidates), which is what a constrained step adds to sampling. Prints one JSON line per schema; writes the
@@ -74,8 +75,12 @@ int run_mask(int argc, char** argv) {
   bool first = true;
   for (size_t si = 0; si < schemas.size(); ++si) {
     ConstraintSpec spec;
-    spec.kind = ConstraintSpec::Kind::JsonSchema;
-    spec.json_schema = schemas[si].dump();
+    if (schemas[si].is_object() && schemas[si].size() == 1 && schemas[si].contains("request")) {
+      spec = constraint_from_request_json(schemas[si]["request"].dump());
+    } else {
+      spec.kind = ConstraintSpec::Kind::JsonSchema;
+      spec.json_schema = schemas[si].dump();
+    }
     const auto t0 = Clock::now();
     auto c = Constraint::compile(*tok, spec);
     const double compile_ms = us_since(t0) / 1000;
