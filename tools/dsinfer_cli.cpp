@@ -310,7 +310,9 @@ std::string encode_messages_file(const Args& a) { return encode_request(a, read_
 
 // Text in, text out: tokenize, decode while streaming the detokenized pieces, stop at eos.
 // A chat request file's top-level response_format (json_object, strict json_schema, regex) and tool_choice
-// (required, a named function) are enforced as the official API would: the reply follows them (constraint.hpp).
+// (required, a named function) are enforced as the official API would: the reply follows them (constraint.hpp);
+// with tools and tool_choice "auto" (the default) a call the model makes is held to the tools, as the server does
+// (tools it cannot enforce exactly are then not enforced, with a warning).
 int run_text(const Args& a) {
   const bool chat = a.command == "chat";
   const std::string request = chat ? read_messages(a) : std::string();
@@ -321,8 +323,13 @@ int run_text(const Args& a) {
   std::unique_ptr<dsinfer::ConstraintSampler> constraint;
   if (chat) {
     const dsinfer::ConstraintSpec spec = dsinfer::constraint_from_request_json(request, thinking_mode(a));
-    if (spec.enforces())
-      constraint = std::make_unique<dsinfer::ConstraintSampler>(dsinfer::Constraint::compile(*tok, spec));
+    try {
+      if (spec.enforces())
+        constraint = std::make_unique<dsinfer::ConstraintSampler>(dsinfer::Constraint::compile(*tok, spec));
+    } catch (const dsinfer::Error& e) {
+      if (spec.kind != dsinfer::ConstraintSpec::Kind::TextOrToolCalls) throw;
+      std::fprintf(stderr, "dsinfer: the tool calls are not enforced: %s\n", e.what());
+    }
   }
   auto model = load(a);
   // A chat prompt already holds its BOS as text; a plain prompt gets the tokenizer's post-processor (BOS).
