@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "backend/cpu/attention_kernels.hpp"
@@ -95,6 +96,53 @@ TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cp
           CHECK(part[13] == 9.0f);
           CHECK(same_bits(part.data() + 10, want.data() + 10, 3));
         }
+}
+
+TEST_CASE("indexer scores from an FP8 key cache: vector kernel equals the reference for every e4m3 code",
+          "[cpu][indexer][kernels]") {
+  // The packed cache's keys are decoded 16 bytes at a time in the vector kernel; every one of the 256 codes
+  // (zeros of both signs, subnormals, ±448, and the NaN codes 0x7F / 0xFF that take the table) appears in the
+  // keys, at every position within a 16-byte chunk, for queries of 4 heads (the 8-lane path) and of 16.
+  ScratchArena arena(1);
+  const WorkerScratch scratch(arena, 0);
+  INFO("kernel family " << int(cpu_kernel_isa()));
+  std::mt19937 gen(13);
+  const int64_t D = 64, P = 16, S = 64;  // 64 keys of 64 bytes: 4096 bytes, every code 16 times
+  const int64_t pages = S / P;
+  std::vector<uint8_t> cache(size_t(pages * P * (D + 4)));
+  std::vector<uint8_t> codes(size_t(S * D));
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = uint8_t((i * 37 + i / 256) % 256);
+  for (int64_t row = 0; row < S; ++row) {
+    const int64_t page = row / P, off = row % P;
+    uint8_t* page_base = cache.data() + page * P * (D + 4);
+    std::memcpy(page_base + off * D, codes.data() + row * D, size_t(D));
+    const float scale = 0.25f + float(row % 5);
+    std::memcpy(page_base + P * D + off * 4, &scale, 4);
+  }
+  std::set<uint8_t> seen(codes.begin(), codes.end());
+  REQUIRE(seen.size() == 256);
+  for (int64_t H : {4, 16}) {
+    auto q = normal(gen, size_t(H * D)), wt = normal(gen, size_t(H));
+    IndexerTopkArgs a;
+    a.k_packed.dtype = KvDtype::FP8;
+    a.k_packed.data = cache.data();
+    a.k_packed.dim = D;
+    a.k_packed.page_tokens = P;
+    a.n_keys = S;
+    a.n_heads = H;
+    a.head_dim = D;
+    std::vector<float> got(size_t(S), 1.0f), want(size_t(S), 2.0f);
+    IndexerQuery prepared;
+    std::vector<float> storage(size_t(indexer_query_floats(H, D)));
+    indexer_prepare_query(q.data(), wt.data(), H, D, storage.data(), prepared);
+    indexer_scores(prepared, a, 0, S, got.data(), scratch);
+    indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data(), scratch);
+    INFO("H " << H);
+    CHECK(same_bits(got.data(), want.data(), size_t(S)));
+    int nan = 0;
+    for (float x : want) nan += std::isnan(x);
+    CHECK(nan > 0);  // keys holding a NaN code score NaN on both sides
+  }
 }
 
 TEST_CASE("absorbed MLA: vector kernel from FP8, BF16 or fp32 kv_b equals the reference bit for bit",
