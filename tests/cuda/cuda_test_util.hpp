@@ -221,10 +221,3 @@ inline Diff compare(const std::vector<float>& ref, const std::vector<float>& got
 }
 
 }  // namespace dsinfer::cuda_test
-
-// The main of every CUDA test executable: skip (77) without a device, else run Catch2.
-#define DSINFER_CUDA_TEST_MAIN(name)                                             \
-  int main(int argc, char** argv) {                                              \
-    if (const int rc = ::dsinfer::cuda_test::skip_without_device(name)) return rc; \
-    return Catch::Session().run(argc, argv);                                     \
-  }

@@ -1,6 +1,5 @@
 // CUDA backend vs CPU backend: memory ops, embed, norms, SwiGLU, add, RoPE, Hadamard, FP8 activation
 // quantization and weight dequantization, on random inputs at real DeepSeek-V3.2 widths and odd ones.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -220,5 +219,3 @@ TEST_CASE("fp8_quantize is bit-identical (ue8m0 and plain scales, q and q*s, par
     }
   }
 }
-
-DSINFER_CUDA_TEST_MAIN("test_cuda_elementwise")

@@ -2,7 +2,6 @@
 // and prefill row counts, odd shapes, every weight dtype, both FP8 paths (the skinny kernel and cuBLASLt's
 // block-scaled GEMM). For the real shapes the CPU computes a 256-column slice of the output (a row slice of the
 // weight) to keep the reference fast; the GPU computes the whole output.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cstdio>
@@ -160,5 +159,3 @@ TEST_CASE("linear refuses bad shapes and aliasing") {
   CHECK_THROWS_AS(b.gpu->linear(x.view, w->w, bad.view, LinearQuant{}), Error);
   CHECK_THROWS_AS(b.gpu->linear(x.view, w->w, x.view, LinearQuant{}), Error);
 }
-
-DSINFER_CUDA_TEST_MAIN("test_cuda_linear")

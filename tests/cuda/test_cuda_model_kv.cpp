@@ -10,7 +10,6 @@
 // tree) into $DSINFER_GPU_MODELS or /tmp/dsinfer_gpu_models, where scripts/gpu_check.sh's end-to-end step also puts
 // them. Tolerance: logits within 1e-3 of the largest logit (the f32 cache path agrees to ~3e-5 absolute), greedy
 // tokens equal; failures print the worst position, its two values and the token counts. Exits 77 without a device.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -173,5 +172,3 @@ TEST_CASE("fp8 KV cache: CUDA model vs CPU model, v32-tiny, reference precision"
 TEST_CASE("fp8 KV cache: CUDA model vs CPU model, v3-tiny (no indexer), fp8 precision") {
   run_preset("v3-tiny", Precision::Fp8);
 }
-
-DSINFER_CUDA_TEST_MAIN("test_cuda_model_kv")

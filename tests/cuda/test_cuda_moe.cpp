@@ -1,7 +1,6 @@
 // CUDA MoE vs CPU MoE: the router (sigmoid/softmax, bias, group-limited top-k, normalization, routed scale, tie
 // order) at V3.2's real sizes and small ones, and the routed experts (CUB grouping, grouped FP8 GEMMs through the
 // skinny kernel and cuBLASLt, fused SwiGLU + quantization, weighted combine; the generic path for other dtypes).
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -382,5 +381,3 @@ TEST_CASE("moe_experts refuses an out-of-range expert id") {
   a.out = o.view;
   CHECK_THROWS_AS(b.gpu->moe_experts(a), Error);
 }
-
-DSINFER_CUDA_TEST_MAIN("test_cuda_moe")
