@@ -265,9 +265,10 @@ DSINFER_API dsinfer_status dsinfer_sampler_custom_create(const dsinfer_sampler_i
 /* Compiles what an OpenAI-style request body enforces, from its top-level fields: response_format (json_object;
  * json_schema with "strict": true; {"type": "regex", "regex": ...}), tools with tool_choice "required" or
  * {"type": "function", "function": {"name": ...}}, tools with tool_choice "auto" (the default: text, or a tool-call
- * block held to the tools), parallel_tool_calls, max_reasoning_tokens; other keys (messages, ...) are ignored. With `thinking` the reasoning is free and the constraint starts after </think>. A request that
- * enforces nothing gives a constraint that enforces nothing (dsinfer_constraint_enforces returns 0). Errors, before
- * anything is generated: DSINFER_E_INVALID_ARG (malformed schema, regex or tools, a tool_choice naming an undeclared
+ * block held to the tools), parallel_tool_calls, max_reasoning_tokens; other keys (messages, ...) are ignored.
+ * With `thinking` the reasoning is free and the constraint starts after </think>. A request that enforces nothing
+ * gives a constraint that enforces nothing (dsinfer_constraint_enforces returns 0). Errors, before anything is
+ * generated: DSINFER_E_INVALID_ARG (malformed schema, regex or tools, a tool_choice naming an undeclared
  * tool, a constraint no text satisfies, over the limits: 1 MiB, nesting 64), DSINFER_E_UNSUPPORTED (a JSON Schema
  * keyword that cannot be enforced exactly). Creates: free with dsinfer_constraint_free. The tokenizer is borrowed
  * only during the call. */

@@ -34,8 +34,8 @@ struct DSINFER_CXX_API ConstraintSpec {
   Kind kind = Kind::None;
   std::string json_schema;  // JsonSchema
   std::string regex;        // Regex
-  // ToolCalls, TextOrToolCalls: the OpenAI tool list ([{"type": "function", "function": {"name", "parameters"}}]). Every invocation
-  // names a declared tool and passes its parameters as its schema says: string-typed ones as raw text
+  // ToolCalls, TextOrToolCalls: the OpenAI tool list ([{"type": "function", "function": {"name", "parameters"}}]).
+  // Every invocation names a declared tool and passes its parameters as its schema says: string-typed ones as raw text
   // (string="true"), the others as JSON that validates against their schema (string="false"); required ones always,
   // in the schema's order.
   std::string tools_json;

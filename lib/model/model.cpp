@@ -881,7 +881,7 @@ std::unique_ptr<Sequence> Model::load_sequence(std::istream& in, int64_t capacit
     throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: an MTP hidden state of {} values", n_pending));
   std::vector<float> pending = read_array<float>(in, n_pending, "the MTP hidden state");
   const uint64_t n_deferred = read_u64(in);
-  if (n_deferred > uint64_t(kMaxDeferredMtpRows) || (n > 0 && rows + n_deferred != uint64_t(n - 1)))
+  if (n_deferred > uint64_t(kMaxDeferredMtpRows) || rows + n_deferred != uint64_t(std::max<int64_t>(n - 1, 0)))
     throw Error(ErrorCode::Format, fmt::format("sequence file is corrupt: {} MTP rows and {} deferred ones for {} tokens",
                                                rows, n_deferred, n));
   std::vector<int32_t> deferred_ids = read_array<int32_t>(in, n_deferred, "the deferred MTP rows");
