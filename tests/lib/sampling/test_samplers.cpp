@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "dsinfer/sampler.hpp"
 
@@ -49,6 +50,80 @@ TEST_CASE("truncating samplers keep the right sets", "[sampling]") {
   CHECK(kept(make_typical_sampler(0.45f), kLogits) == V{1, 2});
   // temperature 0 keeps only the best.
   CHECK(kept(make_temperature_sampler(0.0f), kLogits) == V{0});
+}
+
+TEST_CASE("truncating samplers on a large vocabulary keep what a sort of all of it keeps, in its order",
+          "[sampling]") {
+  // top_k, top_p, min_p and temperature 0 put only the candidates they keep in order (a selection, then a sort of
+  // those); the reference here sorts everything (sort_by_logit, the order's definition: higher logit first, ties by
+  // lower id) and cuts. Logits with many ties (rounded to 1/8) and -inf (masked ids), shuffled ids, cuts from the
+  // first candidate to past the first block of 64 and into the thousands.
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (const bool peaked : {false, true}) {
+    Candidates c;
+    for (int32_t i = 0; i < 20000; ++i) {
+      c.ids.push_back(int32_t((i * 7919) % 20000));
+      float l = std::round(normal(rng) * 8.0f) / 8.0f;
+      if (i % 97 == 0) l = -INFINITY;
+      c.logits.push_back(l);
+    }
+    if (peaked)
+      for (int k = 0; k < 40; ++k) c.logits[size_t(rng() % c.size())] += 9.0f;
+    auto reference = [&](float cut_p, size_t min_keep) {  // top-p after a full sort
+      Candidates r = c;
+      r.sort_by_logit();
+      r.softmax();
+      double cum = 0;
+      size_t n = r.size();
+      for (size_t i = 0; i < r.size(); ++i)
+        if ((cum += r.probs[i]) >= cut_p && i + 1 >= min_keep) {
+          n = i + 1;
+          break;
+        }
+      r.resize(n);
+      return r;
+    };
+    auto same = [](const Candidates& a, const Candidates& b) {
+      CHECK(a.ids == b.ids);
+      CHECK(a.logits == b.logits);
+      CHECK(a.sorted);
+    };
+    for (const int64_t k : {1, 2, 63, 64, 65, 320, 1000, 19999}) {
+      Candidates a = c, r = c;
+      make_top_k_sampler(k)->apply(a);
+      r.sort_by_logit();
+      r.resize(size_t(k));
+      same(a, r);
+    }
+    for (const float p : {1e-6f, 0.3f, 0.9f, 0.95f, 0.999f}) {
+      for (const size_t min_keep : {size_t(1), size_t(100)}) {
+        Candidates a = c;
+        make_top_p_sampler(p, min_keep)->apply(a);
+        const Candidates r = reference(p, min_keep);
+        // The normalizer is summed in the candidates' order (here: unsorted), the reference's in sorted order:
+        // the same cut unless a partial sum falls within rounding of p, which these inputs do not.
+        same(a, r);
+      }
+    }
+    for (const float p : {0.01f, 0.5f, 1.0f}) {
+      Candidates a = c, r = c;
+      make_min_p_sampler(p, 3)->apply(a);
+      r.sort_by_logit();
+      size_t n = 0;
+      while (n < r.size() && (r.logits[n] >= r.logits[0] + std::log(p) || n < 3)) ++n;
+      r.resize(n);
+      same(a, r);
+    }
+    Candidates a = c, r = c;
+    make_temperature_sampler(0.0f)->apply(a);
+    r.sort_by_logit();
+    size_t n = 1;
+    while (n < r.size() && r.logits[n] == r.logits[0]) ++n;
+    r.resize(n);
+    same(a, r);
+    CHECK(a.size() >= 1);
+  }
 }
 
 TEST_CASE("temperature, penalties and logit bias change logits as defined", "[sampling]") {
