@@ -283,19 +283,39 @@ TOOLS = [
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 
 
-def run_sampler(request, n, thinking=False, seed0=0, max_tokens=3000):
+def run_sampler(request, n, thinking=False, seed0=0, max_tokens=3000, processes=1):
+    """n seeded samplings (seeds seed0 ..) as parsed JSON lines. processes > 1 splits the seeds between that many
+    sample_constrained processes of one thread each, run at once (the lines are the same as from one process:
+    every sampling has its own seed and its own fork of the prompt)."""
     if not os.path.exists(SAMPLER):
         pytest.skip(f"{SAMPLER} not built")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(request, f, ensure_ascii=False)
+    outs = []
     try:
-        args = [SAMPLER, MODEL, f.name, str(n), "--seed0", str(seed0), "--max-tokens", str(max_tokens)] + \
-            (["--thinking"] if thinking else [])
-        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+        per = -(-n // processes)
+        jobs = []
+        for start in range(0, n, per):
+            args = [SAMPLER, MODEL, f.name, str(min(per, n - start)), "--seed0", str(seed0 + start),
+                    "--max-tokens", str(max_tokens), "--threads", "1" if processes > 1 else "2"] + \
+                (["--thinking"] if thinking else [])
+            # Into files, not pipes: a process whose pipe is full while the test reads another's would wait.
+            out = tempfile.TemporaryFile("w+", encoding="utf-8")
+            outs.append(out)
+            jobs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, text=True))
+        for job in jobs:
+            _, err = job.communicate()
+            assert job.returncode == 0, err
+        lines = []
+        for out in outs:
+            out.seek(0)
+            # split on "\n" only: str.splitlines() also splits at U+2028, U+0085, ... which JSON strings may hold raw
+            lines += [json.loads(line) for line in out.read().split("\n") if line]
+        return lines
     finally:
         os.unlink(f.name)
-    # split on "\n" only: str.splitlines() also splits at U+2028, U+0085, ... which JSON strings may hold raw
-    return [json.loads(line) for line in out.split("\n") if line]
+        for out in outs:
+            out.close()
 
 
 def check_tool_calls(lines, thinking, names=None):
@@ -312,12 +332,13 @@ def check_tool_calls(lines, thinking, names=None):
 
 
 def test_tool_choice_required_1000_samplings_parse_and_validate():
-    # One invocation each (parallel_tool_calls false) keeps the 1,000 runs at about 3 minutes on 2 cores: with
-    # parallel calls the random model chains a mean of about 4 invocations (up to 15 seen) and the run takes 20
-    # minutes. Parallel calls are checked on fewer samplings below.
+    # One invocation each (parallel_tool_calls false) keeps the 1,000 runs at about 80 s on 2 cores (two processes
+    # of one thread: 110 s as one process of two): with parallel calls the random model chains a mean of about 4
+    # invocations (up to 15 seen) and the run takes 20 minutes. Parallel calls are checked on fewer samplings below.
     request = {"messages": [{"role": "user", "content": "What is the weather in Paris for 3 days?"}],
                "tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False}
-    lines = run_sampler(request, 1000)
+    lines = run_sampler(request, 1000, processes=2)
+    assert [line["seed"] for line in lines] == list(range(1000))
     assert len(lines) == 1000
     check_tool_calls(lines, thinking=False)
     assert all(len(dsinfer.parse_completion(x["text"] + EOS_TEXT)["tool_calls"]) == 1 for x in lines)
