@@ -1,9 +1,11 @@
 // Decode speed with and without speculative decoding (issue 18), greedy.
-//   bench_speculative --model DIR [--threads N] [--prompt N | --prompt-file FILE] [--decode N] [--k 0,1,2,3]
-//                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N] [--batch B]
-// For each K in --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of
-// --reps runs) and prints tokens/s, the speed-up over K = 0, the acceptance (overall and by draft position) and how
-// many steps drafted; also tokens per CPU second (use --threads 1 on a shared machine). Every run's tokens are checked against the plain run's (speculation must not change them).
+//   bench_speculative --model DIR [--threads N,...] [--prompt N | --prompt-file FILE] [--decode N] [--k 0,1,2,3]
+//                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N] [--batch B,...]
+// For each thread count in --threads (the model loaded once per count), each batch size in --batch and each K in
+// --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of --reps runs) and
+// prints tokens/s, the speed-up over K = 0, the acceptance (overall and by draft position) and how many steps
+// drafted; also tokens per CPU second (use --threads 1 on a shared machine). Every run's tokens are checked against
+// the plain run's (speculation must not change them).
 // --batch B > 1: B sessions decode together in an Engine (each speculating for itself; session i's prompt is the
 // prompt with its last token replaced, so the B continuations differ); tokens/s counts all sessions' tokens.
 // --draft mtp (the default) drafts with the checkpoint's MTP module. --draft oracle:P needs no MTP module: the
@@ -47,9 +49,9 @@ std::vector<int64_t> parse_list(const std::string& s) {
 
 int main(int argc, char** argv) {
   std::string dir, prompt_file, draft = "mtp", precision = "fp8";
-  int threads = 2, prompt_len = 64, decode = 64, reps = 2, batch = 1;
+  int prompt_len = 64, decode = 64, reps = 2;
   bool adaptive = false;
-  std::vector<int64_t> ks = {0, 1, 2, 3};
+  std::vector<int64_t> ks = {0, 1, 2, 3}, thread_counts = {2}, batches = {1};
   for (int i = 1; i < argc; i += 2) {
     const std::string f = argv[i];
     if (i + 1 >= argc) {
@@ -58,12 +60,12 @@ int main(int argc, char** argv) {
     }
     const std::string v = argv[i + 1];
     if (f == "--model") dir = v;
-    else if (f == "--threads") threads = std::stoi(v);
+    else if (f == "--threads") thread_counts = parse_list(v);
     else if (f == "--prompt") prompt_len = std::stoi(v);
     else if (f == "--prompt-file") prompt_file = v;
     else if (f == "--decode") decode = std::stoi(v);
     else if (f == "--reps") reps = std::stoi(v);
-    else if (f == "--batch") batch = std::stoi(v);
+    else if (f == "--batch") batches = parse_list(v);
     else if (f == "--k") ks = parse_list(v);
     else if (f == "--adaptive") adaptive = v == "1";
     else if (f == "--draft") draft = v;
@@ -73,10 +75,16 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (batch < 1 || batch > 256) {
-    fmt::print(stderr, "--batch expects 1 to 256\n");
-    return 2;
-  }
+  for (const int64_t b : batches)
+    if (b < 1 || b > 256) {
+      fmt::print(stderr, "--batch expects sizes from 1 to 256\n");
+      return 2;
+    }
+  for (const int64_t t : thread_counts)
+    if (t < 1 || t > 1024) {
+      fmt::print(stderr, "--threads expects counts from 1 to 1024\n");
+      return 2;
+    }
   if (dir.empty()) {
     fmt::print(stderr, "usage: bench_speculative --model DIR [flags] (see the source's header)\n");
     return 2;
@@ -90,122 +98,128 @@ int main(int argc, char** argv) {
   if (std::find(ks.begin(), ks.end(), 0) == ks.end()) ks.insert(ks.begin(), 0);  // the baseline and the truth
   std::sort(ks.begin(), ks.end());
 
-  dsinfer::ModelLoadParams lp;
-  lp.n_threads = threads;
-  auto model = dsinfer::Model::load(dir, lp);
-  auto tok = dsinfer::Tokenizer::load(dir);
-  const dsinfer::ModelInfo& info = model->info();
-  std::vector<int32_t> prompt;
-  if (!prompt_file.empty()) {
-    std::ifstream f(prompt_file, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    prompt = tok->encode(ss.str(), true);
-  } else {
-    uint64_t s = 1000;
-    const int64_t usable = std::min<int64_t>(tok->size(), info.vocab_size);
-    for (int i = 0; i < prompt_len; ++i) {
-      s = s * 6364136223846793005ull + 1442695040888963407ull;
-      prompt.push_back(int32_t(3 + (s >> 33) % uint64_t(usable - 3)));
+  for (const int64_t threads : thread_counts) {
+    dsinfer::ModelLoadParams lp;
+    lp.n_threads = int(threads);
+    auto model = dsinfer::Model::load(dir, lp);
+    auto tok = dsinfer::Tokenizer::load(dir);
+    const dsinfer::ModelInfo& info = model->info();
+    std::vector<int32_t> prompt;
+    if (!prompt_file.empty()) {
+      std::ifstream f(prompt_file, std::ios::binary);
+      std::stringstream ss;
+      ss << f.rdbuf();
+      prompt = tok->encode(ss.str(), true);
+    } else {
+      uint64_t s = 1000;
+      const int64_t usable = std::min<int64_t>(tok->size(), info.vocab_size);
+      for (int i = 0; i < prompt_len; ++i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        prompt.push_back(int32_t(3 + (s >> 33) % uint64_t(usable - 3)));
+      }
     }
-  }
-  fmt::print("model {}: {} layers, mtp module {}, decode reads {:.1f} MB per step, a draft {:.1f} MB\n", dir,
-             info.num_layers, info.has_mtp ? "yes" : "no", double(info.decode_weight_bytes) / 1e6,
-             double(info.mtp_draft_weight_bytes) / 1e6);
-  fmt::print("{} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, batch {}\n", threads,
-             precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch);
-  const int64_t usable_vocab = std::min<int64_t>(tok->size(), info.vocab_size);
-  auto prompt_of = [&](int b) {  // session b's prompt: the last token varied
-    std::vector<int32_t> p = prompt;
-    if (b > 0) p.back() = int32_t(3 + (int64_t(p.back()) - 3 + 17 * b) % (usable_vocab - 3));
-    return p;
-  };
+    fmt::print("model {}: {} layers, mtp module {}, decode reads {:.1f} MB per step, a draft {:.1f} MB\n", dir,
+               info.num_layers, info.has_mtp ? "yes" : "no", double(info.decode_weight_bytes) / 1e6,
+               double(info.mtp_draft_weight_bytes) / 1e6);
+    const int64_t usable_vocab = std::min<int64_t>(tok->size(), info.vocab_size);
+    auto prompt_of = [&](int b) {  // session b's prompt: the last token varied
+      std::vector<int32_t> p = prompt;
+      if (b > 0) p.back() = int32_t(3 + (int64_t(p.back()) - 3 + 17 * b) % (usable_vocab - 3));
+      return p;
+    };
 
-  std::vector<std::vector<int32_t>> truth(static_cast<size_t>(batch));
-  double base_tps = 0, base_cpu_tps = 0;
-  for (const int64_t k : ks) {
-    double best = 1e30, best_cpu = 1e30;
-    dsinfer::SpeculativeStats stats;
-    std::vector<std::vector<int32_t>> out(static_cast<size_t>(batch));
-    for (int r = 0; r < reps; ++r) {
-      dsinfer::SessionParams sp;
-      sp.capacity = int64_t(prompt.size()) + decode + 32;
-      sp.eval.precision = precision == "reference" ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
-      sp.raw_text = true;
-      sp.speculative.draft_tokens = k;
-      sp.speculative.adaptive = adaptive;
-      std::vector<std::unique_ptr<dsinfer::Session>> sessions;
-      for (int b = 0; b < batch; ++b) {
-        if (k > 0 && oracle_p >= 0) {
-          auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k) + 104729 * uint64_t(b));
-          const size_t plen = prompt.size();
-          const std::vector<int32_t>* want = &truth[size_t(b)];
-          sp.speculative.drafter = [want, plen, oracle_p, rng, usable_vocab](std::span<const int32_t> ctx, int32_t,
-                                                                             int64_t max, std::vector<int32_t>& o) {
-            std::uniform_real_distribution<double> u(0.0, 1.0);
-            for (int64_t i = 0; i < max; ++i) {
-              const size_t j = ctx.size() + 1 - plen + size_t(i);
-              if (j >= want->size()) break;
-              o.push_back(u(*rng) < oracle_p ? (*want)[j] : int32_t(((*want)[j] + 1) % usable_vocab));
+    for (const int64_t batch_wanted : batches) {
+      const int batch = int(batch_wanted);
+      fmt::print("{} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, batch {}\n", threads,
+                 precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch);
+      std::vector<std::vector<int32_t>> truth(static_cast<size_t>(batch));
+      double base_tps = 0, base_cpu_tps = 0;
+      for (const int64_t k : ks) {
+        double best = 1e30, best_cpu = 1e30;
+        dsinfer::SpeculativeStats stats;
+        std::vector<std::vector<int32_t>> out(static_cast<size_t>(batch));
+        for (int r = 0; r < reps; ++r) {
+          dsinfer::SessionParams sp;
+          sp.capacity = int64_t(prompt.size()) + decode + 32;
+          sp.eval.precision = precision == "reference" ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
+          sp.raw_text = true;
+          sp.speculative.draft_tokens = k;
+          sp.speculative.adaptive = adaptive;
+          std::vector<std::unique_ptr<dsinfer::Session>> sessions;
+          for (int b = 0; b < batch; ++b) {
+            if (k > 0 && oracle_p >= 0) {
+              auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k) + 104729 * uint64_t(b));
+              const size_t plen = prompt.size();
+              const std::vector<int32_t>* want = &truth[size_t(b)];
+              sp.speculative.drafter = [want, plen, oracle_p, rng, usable_vocab](std::span<const int32_t> ctx, int32_t,
+                                                                                 int64_t max, std::vector<int32_t>& o) {
+                std::uniform_real_distribution<double> u(0.0, 1.0);
+                for (int64_t i = 0; i < max; ++i) {
+                  const size_t j = ctx.size() + 1 - plen + size_t(i);
+                  if (j >= want->size()) break;
+                  o.push_back(u(*rng) < oracle_p ? (*want)[j] : int32_t(((*want)[j] + 1) % usable_vocab));
+                }
+              };
             }
-          };
+            auto session = std::make_unique<dsinfer::Session>(*model, *tok, sp);
+            auto chain = std::make_unique<dsinfer::SamplerChain>();
+            chain->add(dsinfer::make_greedy_sampler());
+            session->set_sampler(std::move(chain));
+            session->prefill(prompt_of(b));  // outside the timed part, as for one session
+            sessions.push_back(std::move(session));
+          }
+          dsinfer::GenerateParams gp;
+          gp.max_tokens = decode;
+          gp.stop_at_eos = false;
+          const auto t0 = std::chrono::steady_clock::now();
+          const double c0 = cpu_seconds();
+          if (batch == 1) {
+            sessions[0]->generate(gp);
+          } else {
+            std::vector<dsinfer::Session*> ptrs;
+            for (auto& s : sessions) ptrs.push_back(s.get());
+            dsinfer::Engine engine(*model);
+            engine.generate(ptrs, gp);
+          }
+          best = std::min(best, seconds_since(t0));
+          best_cpu = std::min(best_cpu, cpu_seconds() - c0);
+          stats = dsinfer::SpeculativeStats{};
+          for (int b = 0; b < batch; ++b) {
+            const auto& st = sessions[size_t(b)]->speculative_stats();
+            stats.steps += st.steps;
+            stats.drafted += st.drafted;
+            stats.accepted += st.accepted;
+            stats.plain_steps += st.plain_steps;
+            stats.drafted_at.resize(std::max(stats.drafted_at.size(), st.drafted_at.size()), 0);
+            stats.accepted_at.resize(stats.drafted_at.size(), 0);
+            for (size_t i = 0; i < st.drafted_at.size(); ++i) {
+              stats.drafted_at[i] += st.drafted_at[i];
+              stats.accepted_at[i] += st.accepted_at[i];
+            }
+            out[size_t(b)] = sessions[size_t(b)]->generated();
+          }
         }
-        auto session = std::make_unique<dsinfer::Session>(*model, *tok, sp);
-        auto chain = std::make_unique<dsinfer::SamplerChain>();
-        chain->add(dsinfer::make_greedy_sampler());
-        session->set_sampler(std::move(chain));
-        session->prefill(prompt_of(b));  // outside the timed part, as for one session
-        sessions.push_back(std::move(session));
-      }
-      dsinfer::GenerateParams gp;
-      gp.max_tokens = decode;
-      gp.stop_at_eos = false;
-      const auto t0 = std::chrono::steady_clock::now();
-      const double c0 = cpu_seconds();
-      if (batch == 1) {
-        sessions[0]->generate(gp);
-      } else {
-        std::vector<dsinfer::Session*> ptrs;
-        for (auto& s : sessions) ptrs.push_back(s.get());
-        dsinfer::Engine engine(*model);
-        engine.generate(ptrs, gp);
-      }
-      best = std::min(best, seconds_since(t0));
-      best_cpu = std::min(best_cpu, cpu_seconds() - c0);
-      stats = dsinfer::SpeculativeStats{};
-      for (int b = 0; b < batch; ++b) {
-        const auto& st = sessions[size_t(b)]->speculative_stats();
-        stats.steps += st.steps;
-        stats.drafted += st.drafted;
-        stats.accepted += st.accepted;
-        stats.plain_steps += st.plain_steps;
-        stats.drafted_at.resize(std::max(stats.drafted_at.size(), st.drafted_at.size()), 0);
-        stats.accepted_at.resize(stats.drafted_at.size(), 0);
-        for (size_t i = 0; i < st.drafted_at.size(); ++i) {
-          stats.drafted_at[i] += st.drafted_at[i];
-          stats.accepted_at[i] += st.accepted_at[i];
+        if (k == 0) truth = out;
+        const bool same = out == truth;
+        size_t n_tokens = 0;
+        for (const auto& o : out) n_tokens += o.size();
+        const double tps = double(n_tokens) / best, cpu_tps = double(n_tokens) / best_cpu;
+        if (k == 0) {
+          base_tps = tps;
+          base_cpu_tps = cpu_tps;
         }
-        out[size_t(b)] = sessions[size_t(b)]->generated();
+        std::string by;
+        for (size_t i = 0; i < stats.drafted_at.size(); ++i)
+          by += fmt::format("{}{:.0f}%", i ? " " : "",
+                            stats.drafted_at[i] ? 100.0 * double(stats.accepted_at[i]) / double(stats.drafted_at[i])
+                                                : 0.0);
+        fmt::print("k={:<2} {:7.2f} tok/s x{:.2f} | {:7.2f} tok/cpu-s x{:.2f} | acceptance {:5.1f}% (by position: {}) "
+                   "| {} verifications, {} plain steps{}\n", k, tps, tps / base_tps, cpu_tps, cpu_tps / base_cpu_tps,
+                   100.0 * stats.acceptance(), by.empty() ? "-" : by, stats.steps, stats.plain_steps,
+                   same ? "" : "  TOKENS DIFFER FROM PLAIN DECODING");
+        if (!same) return 1;
       }
     }
-    if (k == 0) truth = out;
-    const bool same = out == truth;
-    size_t n_tokens = 0;
-    for (const auto& o : out) n_tokens += o.size();
-    const double tps = double(n_tokens) / best, cpu_tps = double(n_tokens) / best_cpu;
-    if (k == 0) {
-      base_tps = tps;
-      base_cpu_tps = cpu_tps;
-    }
-    std::string by;
-    for (size_t i = 0; i < stats.drafted_at.size(); ++i)
-      by += fmt::format("{}{:.0f}%", i ? " " : "",
-                        stats.drafted_at[i] ? 100.0 * double(stats.accepted_at[i]) / double(stats.drafted_at[i]) : 0.0);
-    fmt::print("k={:<2} {:7.2f} tok/s x{:.2f} | {:7.2f} tok/cpu-s x{:.2f} | acceptance {:5.1f}% (by position: {}) "
-               "| {} verifications, {} plain steps{}\n", k, tps, tps / base_tps, cpu_tps, cpu_tps / base_cpu_tps,
-               100.0 * stats.acceptance(), by.empty() ? "-" : by, stats.steps, stats.plain_steps,
-               same ? "" : "  TOKENS DIFFER FROM PLAIN DECODING");
-    if (!same) return 1;
   }
   return 0;
 }
