@@ -119,6 +119,12 @@ PRESETS = {
         "num_hidden_layers": 8, "first_k_dense_replace": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
         "n_routed_experts": 48, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8, "topk_group": 4,
         "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64}),
+    # v32-tiny with V3.2's vocabulary size, for what costs per vocabulary id (sampling, constraints: bench_engine,
+    # bench_constraint); give it a tokenizer of that size (bench/make_bench_vocab.py). ~70 M parameters, not used by
+    # the tests.
+    "v32-tiny-vocab": dict(seed=1, fp8=True, config={
+        **COMMON, **INDEXER, **FP8, "vocab_size": 129280,
+        "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}),
     # v32-tiny plus one MTP module (spec §7) stored as layer num_hidden_layers, written after every v32-tiny tensor
     # from the same seed: its main-model tensors are bitwise v32-tiny's (the v32-tiny goldens hold for it).
     "v32-tiny-mtp": dict(seed=1, fp8=True, config={

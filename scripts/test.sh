@@ -33,15 +33,16 @@ if [ "${SANITIZERS:-1}" != 0 ]; then
   # 2. ThreadSanitizer (any report fails the run): the thread pool (its workers, a thread that cannot be started),
   #    the C ABI's sessions on one model from four threads, and the session/engine tests where threads meet: a cancel
   #    from another thread during a generation, the engine stepping many sessions through the model's worker
-  #    threads (sessions joining, leaving, failing, cancelled). The rest of test_session is single-threaded logic
-  #    that the ASan run covers; under TSan it would add minutes.
+  #    threads (sessions joining, leaving, failing, cancelled) and sampling them on its own workers. The rest of
+  #    test_session is single-threaded logic that the ASan run covers; under TSan it would add minutes.
   cmake -S . -B "$BUILD-tsan" -DDSINFER_TSAN=ON -DDSINFER_BENCH=OFF -DDSINFER_CUDA=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_MODELS_DIR="$models_dir" >/dev/null
   cmake --build "$BUILD-tsan" -j "$JOBS" --target test_capi_threads test_util test_session >/dev/null
   TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/lib/util/test_util" "[thread_pool]"
   TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/capi/test_capi_threads" "$BUILD/models/v32-tiny"
   TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$BUILD-tsan/tests/lib/session/test_session" \
-    "cancel from another thread stops a running generation,*concurrent sessions give the same tokens as alone,continuous batching:*"
+    "cancel from another thread stops a running generation,*concurrent sessions give the same tokens as alone,\
+continuous batching:*,the engine samples*"
   phase_done "TSan build and tests"
 fi
 

@@ -113,6 +113,8 @@ class DSINFER_CXX_API ConstraintSampler : public Sampler {
   void accept(int32_t token) override;
   void reset() override;
   std::unique_ptr<Sampler> clone() const override;
+  // Its matcher is its own; the compiled grammar it reads is shared and immutable.
+  bool thread_compatible() const override { return true; }
 
   // The tokens apply() would keep, as a bitmask: bit id%32 of word id/32, (vocab_size()+31)/32 words, resized to fit.
   // For callers that mask logits themselves (a batch on a device, another runtime's sampler).

@@ -241,6 +241,9 @@ class DSINFER_CXX_API Model {
   void release_memory() const;
   // Identifies the checkpoint: its config and a hash of sampled weight bytes.
   const std::string& fingerprint() const;
+  // The CPU threads the model was loaded to use (ModelLoadParams::n_threads; 0 resolved to the hardware's count).
+  // An Engine samples its sessions on as many (docs/threading.md).
+  int host_threads() const;
 
   // Speculative decoding with the MTP module (info().has_mtp). enable_mtp(seq, tokens) gives the sequence an MTP
   // cache: from then on every evaluation also runs the MTP layer over the new tokens (a small part of a forward).

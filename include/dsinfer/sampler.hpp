@@ -37,6 +37,11 @@ class DSINFER_CXX_API Sampler {
   virtual void accept(int32_t token) {}
   virtual void reset() {}
   virtual std::unique_ptr<Sampler> clone() const = 0;  // a copy with the same parameters and state (RNG included)
+  // Whether apply/accept/reset touch nothing but this object's own state, so that an Engine may run them on one of
+  // its worker threads while other sessions' samplers run on others. Default false: a sampler that says nothing is
+  // called only from the thread stepping the engine, one session at a time (user samplers, C and Python callbacks).
+  // The built-ins, constraints and chains made only of such samplers say true.
+  virtual bool thread_compatible() const { return false; }
 };
 
 // Samplers applied in order; the last one to run must select a token (greedy or dist), else sample() fails with
@@ -49,6 +54,7 @@ class DSINFER_CXX_API SamplerChain : public Sampler {
   void accept(int32_t token) override;
   void reset() override;
   std::unique_ptr<Sampler> clone() const override;
+  bool thread_compatible() const override;  // every sampler in it is
   size_t size() const { return samplers_.size(); }
 
   // Builds candidates from logits[0, n_usable) — ids at or beyond the tokenizer size are never candidates — runs

@@ -155,7 +155,10 @@ class DSINFER_CXX_API Session {
 // evaluated in the first step it takes part in, so prefill chunks and decode tokens share a forward. Every session
 // gets exactly the tokens it would get alone. A speculating session (SessionParams::speculative) sends its drafted
 // tokens along in the same forward and may take several tokens in one step. Borrows the model and the sessions it holds. The sessions share one
-// precision. Use from one thread at a time.
+// precision. Use from one thread at a time. Sessions whose samplers are all thread-compatible (the built-ins and
+// constraints: Sampler::thread_compatible) are sampled at the start of a step in parallel on the engine's own
+// worker threads (Model::host_threads, started at the first step that has two such sessions); the others, and
+// every event callback, run on the calling thread in session order.
 class DSINFER_CXX_API Engine {
  public:
   // max_step_prompt_tokens > 0 bounds the prompt tokens one step evaluates while other sessions decode (chunked
@@ -163,8 +166,10 @@ class DSINFER_CXX_API Engine {
   // the decoding sessions go on, so no step stalls them for a whole long prompt. With no session decoding, whole
   // prompts go in one step. Chunks are at least 2 tokens (the multi-token
   // attention form), which keeps every session's results bitwise those it gets alone. 0 = a whole prompt per step.
-  explicit Engine(const Model& model, int64_t max_step_prompt_tokens = 0)
-      : model_(model), max_step_prompt_tokens_(max_step_prompt_tokens) {}
+  explicit Engine(const Model& model, int64_t max_step_prompt_tokens = 0);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
   // Runs until every session has finished; on_event(i, event) receives session i's events (may be empty).
   // Errors from any session (full cache, sampler failure, cancel) end the whole call; every session stays usable.
   // The engine must hold no sessions added with add().
@@ -203,9 +208,11 @@ class DSINFER_CXX_API Engine {
     int32_t next = -1;
     int64_t verify_from = -1;     // this step verifies drafts (speculative decoding): the session's size before it
   };
+  struct SamplingWorkers;  // a thread pool, started when first needed
   const Model& model_;
   int64_t max_step_prompt_tokens_ = 0;
   std::vector<Active> active_;
+  std::unique_ptr<SamplingWorkers> workers_;
 };
 
 }  // namespace dsinfer

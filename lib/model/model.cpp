@@ -183,6 +183,7 @@ struct Model::Impl {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<DeepseekV32> net;
   std::mutex mutex;  // one forward at a time per model (the backend's thread pool is not reentrant)
+  int host_threads = 1;
   std::vector<DeepseekV32::BatchItem> batch_items;  // eval_batch's list, reused under `mutex` (no per-step allocation)
   std::string fingerprint;
   // One pool per cache dtype (indexed by KvDtype), made when a sequence first needs it.
@@ -410,6 +411,9 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     bo.n_threads = params.n_threads;
     bo.cuda = params.cuda;
     impl->backend = create_backend(params.backend, bo);
+    impl->host_threads = params.n_threads > 0 ? params.n_threads
+                                              : int(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1,
+                                                                         unsigned(ThreadPool::kMaxThreads)));
 
     ModelInfo& info = impl->info;
     const ModelConfig& c = impl->config;
@@ -622,6 +626,7 @@ void Model::release_memory() const {
 }
 
 const std::string& Model::fingerprint() const { return impl_->fingerprint; }
+int Model::host_threads() const { return impl_->host_threads; }
 
 std::unique_ptr<Sequence> Model::copy_sequence(const Sequence& src, int64_t capacity) const {
   if (src.impl_->owner != this) throw Error(ErrorCode::InvalidArgument, "the sequence was created by a different model");

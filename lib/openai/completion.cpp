@@ -71,6 +71,7 @@ class LogprobRecorder final : public Sampler {
   }
   void reset() override { entries.clear(); }
   std::unique_ptr<Sampler> clone() const override { return std::make_unique<LogprobRecorder>(*this); }
+  bool thread_compatible() const override { return true; }
 
   std::vector<LogprobEntry> entries;
 

@@ -142,6 +142,7 @@ namespace {
 template <class Derived>
 struct Cloneable : Sampler {
   std::unique_ptr<Sampler> clone() const override { return std::make_unique<Derived>(static_cast<const Derived&>(*this)); }
+  bool thread_compatible() const override { return true; }  // the built-ins hold only their own state
 };
 
 struct Greedy : Cloneable<Greedy> {
@@ -368,6 +369,10 @@ void SamplerChain::accept(int32_t token) {
 
 void SamplerChain::reset() {
   for (auto& s : samplers_) s->reset();
+}
+
+bool SamplerChain::thread_compatible() const {
+  return std::all_of(samplers_.begin(), samplers_.end(), [](const auto& s) { return s->thread_compatible(); });
 }
 
 std::unique_ptr<Sampler> SamplerChain::clone() const {

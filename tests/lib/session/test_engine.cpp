@@ -5,7 +5,9 @@
 
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "dsinfer/session.hpp"
 
@@ -115,6 +117,96 @@ TEST_CASE("1, 4 and 16 concurrent sessions give the same tokens as alone", "[eng
       CHECK(streamed[size_t(i)] == sessions[size_t(i)]->generated_text());
     }
   }
+}
+
+namespace {
+// A user sampler that records the threads it runs on, then picks the argmax; says thread_compatible() as asked.
+struct ThreadRecordingGreedy final : Sampler {
+  explicit ThreadRecordingGreedy(bool compatible) : compatible(compatible) {}
+  bool compatible;
+  std::shared_ptr<std::set<std::thread::id>> threads = std::make_shared<std::set<std::thread::id>>();
+  std::string name() const override { return "recording_greedy"; }
+  void apply(Candidates& c) override {
+    static std::mutex mu;  // the compatible ones run concurrently
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      threads->insert(std::this_thread::get_id());
+    }
+    make_greedy_sampler()->apply(c);
+  }
+  std::unique_ptr<Sampler> clone() const override { return std::make_unique<ThreadRecordingGreedy>(*this); }
+  bool thread_compatible() const override { return compatible; }
+};
+}  // namespace
+
+TEST_CASE("the engine samples thread-compatible chains on its workers, other samplers on the caller's thread",
+          "[engine][session]") {
+  // 9 sessions on a model of 2 threads, in three kinds: built-in samplers, a user sampler that is not
+  // thread-compatible (the default: only ever called on the thread stepping the engine) and one that is (sampled
+  // on the engine's workers too). Every session gets the tokens and streamed text it gets alone; events reach the
+  // callback on the caller's thread.
+  auto model = Model::load(kModel, ModelLoadParams{.n_threads = 2});
+  REQUIRE(model->host_threads() == 2);
+  auto tok = Tokenizer::load(kModel);
+  GenerateParams g;
+  g.max_tokens = 12;
+  g.stop_at_eos = false;
+  std::vector<std::shared_ptr<std::set<std::thread::id>>> serial_seen, parallel_seen;
+  auto make = [&](int i) {
+    SessionParams sp;
+    sp.capacity = 256;
+    auto s = std::make_unique<Session>(*model, *tok, sp);
+    auto chain = std::make_unique<SamplerChain>();
+    if (i % 3 == 0) {
+      chain->add(make_temperature_sampler(1.0f)).add(make_top_p_sampler(0.9f)).add(make_dist_sampler(uint64_t(7 + i)));
+      CHECK(chain->thread_compatible());
+    } else {
+      auto user_sampler = std::make_unique<ThreadRecordingGreedy>(i % 3 == 2);
+      (i % 3 == 2 ? parallel_seen : serial_seen).push_back(user_sampler->threads);
+      chain->add(std::move(user_sampler));
+      CHECK(chain->thread_compatible() == (i % 3 == 2));
+    }
+    s->set_sampler(std::move(chain));
+    s->set_messages(user(fmt::format("Session {} asks.", i)));
+    return s;
+  };
+  const int n = 9;
+  std::vector<std::vector<int32_t>> alone;
+  std::vector<std::string> alone_text;
+  for (int i = 0; i < n; ++i) {
+    auto s = make(i);
+    s->generate(g);
+    alone.push_back(s->generated());
+    alone_text.push_back(s->generated_text());
+  }
+  serial_seen.clear();
+  parallel_seen.clear();
+  std::vector<std::unique_ptr<Session>> owned;
+  std::vector<Session*> sessions;
+  for (int i = 0; i < n; ++i) {
+    owned.push_back(make(i));
+    sessions.push_back(owned.back().get());
+  }
+  const std::thread::id caller = std::this_thread::get_id();
+  std::vector<std::string> streamed(static_cast<size_t>(n));
+  bool events_elsewhere = false;
+  Engine engine(*model);
+  engine.generate(sessions, g, [&](size_t i, const ChatEvent& e) {
+    events_elsewhere |= std::this_thread::get_id() != caller;
+    if (e.kind == ChatEvent::Kind::ContentDelta) streamed[i] += e.text;
+  });
+  CHECK_FALSE(events_elsewhere);
+  for (int i = 0; i < n; ++i) {
+    CHECK(sessions[size_t(i)]->generated() == alone[size_t(i)]);
+    CHECK(sessions[size_t(i)]->generated_text() == alone_text[size_t(i)]);
+    CHECK(streamed[size_t(i)] == alone_text[size_t(i)]);
+  }
+  REQUIRE(serial_seen.size() == 3);
+  for (const auto& threads : serial_seen) CHECK(*threads == std::set<std::thread::id>{caller});
+  REQUIRE(parallel_seen.size() == 3);
+  std::set<std::thread::id> all;
+  for (const auto& threads : parallel_seen) all.insert(threads->begin(), threads->end());
+  CHECK(all.size() == 2);  // the caller (the pool's thread 0) and the engine's one worker
 }
 
 TEST_CASE("continuous batching: sessions that join and leave between steps get the tokens they get alone",
