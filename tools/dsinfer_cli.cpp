@@ -323,13 +323,11 @@ int run_text(const Args& a) {
   std::unique_ptr<dsinfer::ConstraintSampler> constraint;
   if (chat) {
     const dsinfer::ConstraintSpec spec = dsinfer::constraint_from_request_json(request, thinking_mode(a));
-    try {
-      if (spec.enforces())
-        constraint = std::make_unique<dsinfer::ConstraintSampler>(dsinfer::Constraint::compile(*tok, spec));
-    } catch (const dsinfer::Error& e) {
-      if (spec.kind != dsinfer::ConstraintSpec::Kind::TextOrToolCalls) throw;
-      std::fprintf(stderr, "dsinfer: the tool calls are not enforced: %s\n", e.what());
-    }
+    std::string tools_not_enforced;
+    if (auto c = dsinfer::compile_request_constraint(*tok, spec, &tools_not_enforced))
+      constraint = std::make_unique<dsinfer::ConstraintSampler>(std::move(c));
+    if (!tools_not_enforced.empty())
+      std::fprintf(stderr, "dsinfer: the tool calls are not enforced: %s\n", tools_not_enforced.c_str());
   }
   auto model = load(a);
   // A chat prompt already holds its BOS as text; a plain prompt gets the tokenizer's post-processor (BOS).

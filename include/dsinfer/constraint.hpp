@@ -131,6 +131,16 @@ class DSINFER_CXX_API ConstraintSampler : public Sampler {
   bool fill_state_mask();
 };
 
+// How dsinfer's front doors compile a request's constraint (the server, the CLI's request files, Python's
+// Session.chat): nullptr when the spec enforces nothing and caps no reasoning. Tools under tool_choice "auto"
+// (Kind::TextOrToolCalls: the client asked for no guarantee, as OpenAI serves non-strict tools) that cannot be
+// enforced exactly are left out when `tools_not_enforced` is given: it receives the reason, and what else the spec
+// asks (a reasoning cap) is still compiled. Every other failure throws as Constraint::compile does (also those tools
+// when `tools_not_enforced` is null). Threads: any number at once.
+DSINFER_CXX_API
+std::shared_ptr<const Constraint> compile_request_constraint(const Tokenizer& tokenizer, ConstraintSpec spec,
+                                                             std::string* tools_not_enforced = nullptr);
+
 // The factory an application or server calls: compiles the request's constraint for `tokenizer` and returns its
 // sampler stage, or nullptr when the request enforces nothing. Errors: as constraint_from_request and compile.
 DSINFER_CXX_API

@@ -919,6 +919,23 @@ bool ConstraintSampler::terminated() const { return st_->terminated; }
 bool ConstraintSampler::in_reasoning() const { return st_->reasoning; }
 const Constraint& ConstraintSampler::constraint() const { return *st_->c; }
 
+std::shared_ptr<const Constraint> compile_request_constraint(const Tokenizer& tokenizer, ConstraintSpec spec,
+                                                             std::string* tools_not_enforced) {
+  if (tools_not_enforced) tools_not_enforced->clear();
+  const bool capped = spec.thinking == ThinkingMode::Thinking && spec.max_reasoning_tokens >= 0;
+  if (!spec.enforces() && !capped) return nullptr;
+  try {
+    return Constraint::compile(tokenizer, spec);
+  } catch (const Error& e) {
+    if (spec.kind != ConstraintSpec::Kind::TextOrToolCalls || !tools_not_enforced) throw;
+    *tools_not_enforced = e.what();
+  }
+  if (!capped) return nullptr;
+  spec.kind = ConstraintSpec::Kind::None;
+  spec.tools_json.clear();
+  return Constraint::compile(tokenizer, spec);
+}
+
 std::unique_ptr<ConstraintSampler> make_constraint_sampler(const Tokenizer& tokenizer, std::string_view request_json,
                                                            ThinkingMode thinking) {
   const ConstraintSpec spec = constraint_from_request_json(request_json, thinking);

@@ -210,19 +210,12 @@ void read_constraint(const json& j, const Tokenizer& tok, Request& r) {
   ConstraintSpec spec = spec_of("response_format", "", "");
   if (chat && present(j, "tools") && r.tool_choice != ToolChoice::None)
     spec = spec_of("tools", j["tools"].dump(), present(j, "tool_choice") ? j["tool_choice"].dump() : std::string());
-  const bool capped = thinking == ThinkingMode::Thinking && max_reasoning >= 0;
-  if (!spec.enforces() && !capped) return;
+  std::string tools_not_enforced;
   try {
-    r.constraint = Constraint::compile(tok, spec);
+    r.constraint = compile_request_constraint(tok, spec, &tools_not_enforced);
+    if (!tools_not_enforced.empty())
+      log_fmt(LogLevel::Warn, "tool calls of this request are not enforced: {}", tools_not_enforced);
   } catch (const Error& e) {
-    if (spec.kind == ConstraintSpec::Kind::TextOrToolCalls) {  // implicit: serve it as before, unconstrained
-      log_fmt(LogLevel::Warn, "tool calls of this request are not enforced: {}", e.what());
-      if (!capped) return;
-      spec.kind = ConstraintSpec::Kind::None;
-      spec.tools_json.clear();
-      r.constraint = Constraint::compile(tok, spec);
-      return;
-    }
     std::string field = !spec.enforces() ? "max_reasoning_tokens"
                         : spec.kind == ConstraintSpec::Kind::ToolCalls ? "tools" : "response_format";
     if (spec.or_tool_calls) {  // the format or the tools: the one that fails alone is at fault

@@ -357,13 +357,9 @@ class Session:
         follow)."""
         request = _request(messages, tools, response_format, tool_choice, parallel_tool_calls, max_reasoning_tokens)
         if kw.get("constraint") is None and (response_format is not None or tool_choice is not None or tools):
-            try:
-                c = self._s._constraint(request)
-            except (InvalidArgumentError, UnsupportedError) as e:
-                if response_format is not None or tool_choice not in (None, "auto"):
-                    raise
-                _warnings.warn(f"the tool calls are not enforced: {e}", stacklevel=2)
-                c = None
+            c, tools_not_enforced = self._s._constraint(request)
+            if tools_not_enforced:
+                _warnings.warn(f"the tool calls are not enforced: {tools_not_enforced}", stacklevel=2)
             if c is not None:
                 kw["constraint"] = Constraint(None, None, _impl=c)
         self._s._set_messages_json(request)

@@ -719,11 +719,16 @@ PYBIND11_MODULE(_dsinfer, m) {
           return event_to_python(e);
         });
       })
+      // (the constraint or None, why the tools are not enforced or ""): tools under tool_choice "auto" that cannot be
+      // enforced exactly are served unenforced, as the server does; Session.chat_stream warns.
       .def("_constraint", [](PySession& s, const std::string& request) -> py::object {
         return translate([&]() -> py::object {
           const ConstraintSpec spec = constraint_from_request_json(request);
-          if (!spec.enforces()) return py::none();
-          return py::cast(PyConstraint{s.tok, Constraint::compile(*s.tok, spec)});
+          std::string tools_not_enforced;
+          std::shared_ptr<const Constraint> c = compile_request_constraint(*s.tok, spec, &tools_not_enforced);
+          py::object constraint = py::none();
+          if (c) constraint = py::cast(PyConstraint{s.tok, std::move(c)});
+          return py::make_tuple(constraint, tools_not_enforced);
         });
       })
       .def("cancel", [](PySession& s) { s.s->cancel(); })

@@ -196,6 +196,40 @@ TEST_CASE("thinking: the reasoning is free, the constraint starts after </think>
   }
 }
 
+TEST_CASE("compile_request_constraint: unenforceable tools under tool_choice auto are left out, with the reason",
+          "[constraint]") {
+  const Tokenizer& tok = fixture_tokenizer();
+  const std::string unenforceable = R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+      "properties": {"x": {"not": {"type": "string"}}}}}}])";
+  const std::string fine = R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+      "properties": {"x": {"type": "integer"}}}}}])";
+  std::string why = "stale";
+  // Nothing to enforce: no constraint, no reason.
+  CHECK(compile_request_constraint(tok, ConstraintSpec{}, &why) == nullptr);
+  CHECK(why.empty());
+  // Enforceable tools under auto: compiled.
+  auto c = compile_request_constraint(tok, constraint_from_request("", fine, ""), &why);
+  REQUIRE(c != nullptr);
+  CHECK(c->spec().kind == ConstraintSpec::Kind::TextOrToolCalls);
+  CHECK(why.empty());
+  // Unenforceable under auto: left out, the reason names the keyword; strict when no reason is asked for.
+  const ConstraintSpec auto_spec = constraint_from_request("", unenforceable, "");
+  CHECK(compile_request_constraint(tok, auto_spec, &why) == nullptr);
+  CHECK_THAT(why, Catch::Contains("not"));
+  CHECK_THROWS_AS(compile_request_constraint(tok, auto_spec), Error);
+  // With a reasoning cap in thinking mode, the cap is still enforced.
+  const ConstraintSpec capped =
+      constraint_from_request("", unenforceable, "", true, ThinkingMode::Thinking, /*max_reasoning_tokens=*/5);
+  auto cap_only = compile_request_constraint(tok, capped, &why);
+  REQUIRE(cap_only != nullptr);
+  CHECK(cap_only->spec().kind == ConstraintSpec::Kind::None);
+  CHECK(cap_only->spec().max_reasoning_tokens == 5);
+  CHECK_FALSE(why.empty());
+  // Asked for (required): never left out.
+  CHECK_THROWS_AS(compile_request_constraint(tok, constraint_from_request("", unenforceable, R"("required")"), &why),
+                  Error);
+}
+
 TEST_CASE("requests map to constraints as OpenAI's fields say", "[constraint]") {
   const std::string tools = R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
       "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])";
