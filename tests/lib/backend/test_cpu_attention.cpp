@@ -54,6 +54,23 @@ MlaArgs paged_mla_args(std::vector<float>& q, std::vector<float>& kpe, int64_t r
 
 bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 
+// The indexer's scores of keys [0, n_keys) for query q (H heads of D) with head weights wt: the vector kernel's
+// (after its query preparation) into `got`, the scalar reference's into `want`. Returns the prepared query, which
+// points into `storage`, for more calls on sub-ranges.
+IndexerQuery score_both(const std::vector<float>& q, const std::vector<float>& wt, const IndexerTopkArgs& a,
+                        const WorkerScratch& scratch, std::vector<float>& storage, std::vector<float>& got,
+                        std::vector<float>& want) {
+  const int64_t H = a.n_heads, D = a.head_dim, S = a.n_keys;
+  got.assign(size_t(S), 1.0f);
+  want.assign(size_t(S), 2.0f);
+  IndexerQuery prepared;
+  storage.assign(size_t(indexer_query_floats(H, D)), 0.0f);
+  indexer_prepare_query(q.data(), wt.data(), H, D, storage.data(), prepared);
+  indexer_scores(prepared, a, 0, S, got.data(), scratch);
+  indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data(), scratch);
+  return prepared;
+}
+
 }  // namespace
 
 TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cpu][indexer][kernels]") {
@@ -81,12 +98,8 @@ TEST_CASE("indexer scores: vector kernel equals the reference bit for bit", "[cp
           a.block_tokens = paged ? bt : 0;
           a.n_heads = H;
           a.head_dim = D;
-          std::vector<float> got(size_t(S), 1.0f), want(size_t(S), 2.0f);
-          IndexerQuery prepared;
-          std::vector<float> storage(size_t(indexer_query_floats(H, D)));
-          indexer_prepare_query(q.data(), wt.data(), H, D, storage.data(), prepared);
-          indexer_scores(prepared, a, 0, S, got.data(), scratch);
-          indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data(), scratch);
+          std::vector<float> got, want, storage;
+          const IndexerQuery prepared = score_both(q, wt, a, scratch, storage, got, want);
           INFO("H " << H << " D " << D << " paged " << paged << " scaled " << scaled);
           REQUIRE(same_bits(got.data(), want.data(), size_t(S)));
           // A sub-range writes only its keys.
@@ -131,12 +144,8 @@ TEST_CASE("indexer scores from an FP8 key cache: vector kernel equals the refere
     a.n_keys = S;
     a.n_heads = H;
     a.head_dim = D;
-    std::vector<float> got(size_t(S), 1.0f), want(size_t(S), 2.0f);
-    IndexerQuery prepared;
-    std::vector<float> storage(size_t(indexer_query_floats(H, D)));
-    indexer_prepare_query(q.data(), wt.data(), H, D, storage.data(), prepared);
-    indexer_scores(prepared, a, 0, S, got.data(), scratch);
-    indexer_scores_reference(q.data(), wt.data(), a, 0, S, want.data(), scratch);
+    std::vector<float> got, want, storage;
+    score_both(q, wt, a, scratch, storage, got, want);
     INFO("H " << H);
     CHECK(same_bits(got.data(), want.data(), size_t(S)));
     int nan = 0;
