@@ -6,7 +6,7 @@ if(DSINFER_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "DSINFER_FUZZ needs clang (libFuzzer): configure with CC=clang CXX=clang++")
   endif()
-  add_compile_options(-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -g -O1
+  add_compile_options(-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -g1 -O1
                       -fsanitize-coverage-ignorelist=${PROJECT_SOURCE_DIR}/tests/fuzz/coverage_ignorelist.txt)
   add_compile_definitions(DSINFER_NO_MULTIVERSION)
   add_link_options(-fsanitize=address,undefined)

@@ -17,7 +17,7 @@ phase_done "release build"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS"
 phase_done "release tests"
 
-# Sanitizers (issue 20), CPU only (the CUDA backend is not instrumented), benchmarks off, clang at -O1 with debug
+# Sanitizers (issue 20), CPU only (the CUDA backend is not instrumented), benchmarks off, -O1 with line tables
 # info. SANITIZERS=0 skips them.
 if [ "${SANITIZERS:-1}" != 0 ]; then
   models_dir="$(cd "$BUILD" && pwd)/models"  # the sanitizer builds use the checkpoints generated above

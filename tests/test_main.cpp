@@ -1,2 +1,4 @@
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
+// The main of the CPU test executables.
+#include "catch_runner.hpp"
+
+int main(int argc, char** argv) { return dsinfer::test::run_catch(argc, argv); }
