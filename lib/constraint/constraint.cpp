@@ -384,7 +384,12 @@ json parameters_format(const json& params, const std::string& where) {
                                             value, const_string("</｜DSML｜parameter>\n")})}};
     elements.push_back(required.count(key) ? param : json{{"type", "optional"}, {"content", param}});
   }
-  return {{"type", "sequence"}, {"elements", elements}};
+  const json sequence = {{"type", "sequence"}, {"elements", elements}};
+  if (!required.empty() || elements.empty()) return sequence;
+  // No parameter is required: a call that passes none is written as the encoder writes an empty argument list, an
+  // empty line between the invoke tags. (The invoke tags without that line, an empty sequence, stay allowed too and
+  // parse as the same call: to exclude them, each parameter would need its own copy of the ones after it.)
+  return {{"type", "or"}, {"elements", json::array({const_string("\n"), sequence})}};
 }
 
 // A DSML function-call block (spec §10.1) is "\n\n<｜DSML｜function_calls>\n", one or more invocations of the

@@ -469,3 +469,46 @@ TEST_CASE("tool_choice auto: free text, or text and then a call that parses and 
   CHECK(feed(tok, c, two).complete);
   CHECK_FALSE(feed(tok, one, two).taken);
 }
+
+TEST_CASE("a tool-call block is allowed exactly as the chat encoder writes it, arguments or none", "[constraint]") {
+  // The grammar must allow what the model was trained on: the official encoder's rendering of a call. A tool whose
+  // parameters are all optional, called with none, is written with an empty line between the invoke tags.
+  const Tokenizer& tok = fixture_tokenizer();
+  const std::string tools = R"([{"type": "function", "function": {"name": "search", "parameters": {"type": "object",
+      "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}}}}},
+      {"type": "function", "function": {"name": "noop", "parameters": {"type": "object", "properties": {}}}},
+      {"type": "function", "function": {"name": "find", "parameters": {"type": "object",
+      "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["b"]}}}])";
+  ConstraintSpec spec;
+  spec.kind = ConstraintSpec::Kind::ToolCalls;
+  spec.tools_json = tools;
+  auto constraint = Constraint::compile(tok, spec);
+  const std::vector<std::pair<std::string, std::string>> calls = {
+      {"search", "{}"},         {"search", R"({"query": "x"})"},  {"search", R"({"limit": 3})"},
+      {"search", R"({"query": "x", "limit": 3})"}, {"noop", "{}"}, {"find", R"({"b": 1})"},
+      {"find", R"({"a": "y", "b": 2})"}};
+  for (const auto& [name, arguments] : calls) {
+    const std::string request = R"({"messages": [{"role": "user", "content": "Go."}, {"role": "assistant",
+        "content": "", "tool_calls": [{"type": "function", "function": {"name": ")" + name + R"(", "arguments": )" +
+                                json(arguments).dump() + R"(}}]}]})";
+    const std::string prompt = encode_chat(chat_messages_from_json(request));
+    const size_t begin = prompt.find("\n\n<｜DSML｜function_calls>");
+    const std::string end_tag = "</｜DSML｜function_calls>";
+    const size_t end = prompt.find(end_tag);
+    REQUIRE(begin != std::string::npos);
+    REQUIRE(end != std::string::npos);
+    const std::string block = prompt.substr(begin, end + end_tag.size() - begin);
+    INFO(block);
+    ConstraintSampler cs(constraint);
+    std::vector<uint32_t> mask;
+    bool allowed = true;
+    for (int32_t id : tok.encode(block)) {
+      cs.fill_bitmask(mask);
+      allowed = (mask[size_t(id) / 32] >> (id % 32)) & 1u;
+      if (!allowed) break;
+      cs.accept(id);
+    }
+    CHECK(allowed);
+    CHECK(cs.complete());
+  }
+}
