@@ -33,7 +33,7 @@ if [ "${1:-}" = "--prebuild" ]; then
   export PATH=/usr/local/cuda/bin:$PATH
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
     -DDSINFER_TESTS=ON -DDSINFER_BENCH=ON >/dev/null || exit 1
-  tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
+  tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp tests/cuda/dist/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
   benches=$(ls bench/cuda/bench_*.cu bench/cuda/bench_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
   cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target $tests $benches dsinfer_cli || exit 1
   rm -rf "$DIR" && mkdir -p "$DIR/tests/cuda" "$DIR/bench/cuda" "$DIR/tools" "$DIR/lib"
@@ -120,7 +120,7 @@ case "$CC" in
 esac
 log "GPU: ${GPU:-unknown} (compute capability ${CC:-?}), driver ${DRIVER:-?}, nvcc ${NVCC:-?}, building for sm_$ARCH"
 
-tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
+tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp tests/cuda/dist/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
 benches=$(ls bench/cuda/bench_*.cu bench/cuda/bench_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
 # A re-run after a fix may take a subset: GPU_CHECK_TESTS / GPU_CHECK_BENCHES (names, space-separated; empty
 # for none) and GPU_CHECK_E2E=0 (no end-to-end step).

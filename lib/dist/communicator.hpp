@@ -1,7 +1,7 @@
 // Communication between the processes ("ranks") that run one model together (docs/distributed.md). Only what the
 // model needs: a broadcast (rank 0's commands, the MoE result), an all-gather in rank order (the attention heads'
-// partial sums) and ordered point-to-point sends (the expert combine's chain). No home-made transport: the one
-// implementation is MPI (DSINFER_MPI); NCCL would be a second one beside the CUDA backend.
+// partial sums) and ordered point-to-point sends (the expert combine's chain). No home-made transport: MPI
+// (DSINFER_MPI) between CPU processes, NCCL between GPUs (cuda/dist, built with the CUDA backend).
 //
 // Every call blocks the caller until its part is done. Collectives must be made by every rank in the same order.
 // A peer that does not take part within the communicator's timeout makes the call throw Error(Device) naming the
@@ -41,5 +41,14 @@ void mpi_world_place(int* rank, int* size);
 
 // Whether this build has MPI (DSINFER_MPI=ON).
 bool mpi_available();
+
+// NCCL between GPUs, one device per rank, made collectively by every rank of `bootstrap` (which carries NCCL's id
+// from rank 0; not used afterwards). device >= 0: this rank's device; -1: the ranks on one host (by host name) take
+// its devices in rank order. The calls take device or host buffers (host ones are staged through a device buffer);
+// timeout_s as for MPI. libnccl.so.2 (2.14 or newer) is loaded at the first call. Not yet used by the model: the
+// CUDA backend has no expert-parallel mode (docs/distributed.md). Errors, alike on every rank and naming the rank
+// that failed: Unsupported in a build without the CUDA backend and nccl.h, or where libnccl.so.2 is missing or too
+// old; Device when a rank has no device of its own or NCCL fails.
+std::shared_ptr<Communicator> nccl_communicator(Communicator& bootstrap, int device, double timeout_s);
 
 }  // namespace dsinfer

@@ -1,20 +1,19 @@
 // The MPI communicator (DSINFER_MPI). Every operation is started non-blocking and then polled, so that a peer that
 // never answers becomes an error after the timeout instead of a hang, and so that a waiting rank sleeps instead of
-// spinning: ranks often share cores (tests run four on two), and a busy-waiting rank would take the compute time of
-// the rank it waits for.
+// spinning (dist/backoff.hpp).
 #include "dist/communicator.hpp"
 
 #include <fmt/format.h>
 #include <mpi.h>
 
-#include <chrono>
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "dist/backoff.hpp"
 #include "dsinfer/error.hpp"
 #include "util/log.hpp"
 
@@ -47,25 +46,16 @@ std::string mpi_error_text(int rc) {
   return std::string(text, size_t(len));
 }
 
-// Polls r until it completes: a short spin (a reply usually comes within microseconds), then sleeps that grow to
-// 1 ms (10 ms when idle). Returns false when timeout_s > 0 passes first (never when idle); MPI errors go to `rc`.
+// Polls r until it completes (dist/backoff.hpp). Returns false when timeout_s > 0 passes first (never when idle);
+// MPI errors go to `rc`.
 bool poll(MPI_Request& r, double timeout_s, bool idle, int* rc) {
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  auto pause = std::chrono::microseconds(0);
-  const auto max_pause = std::chrono::microseconds(idle ? 10000 : 1000);
+  Backoff wait(idle);
   for (;;) {
     int done = 0;
     *rc = MPI_Test(&r, &done, MPI_STATUS_IGNORE);
     if (*rc != MPI_SUCCESS || done) return true;
-    const auto waited = clock::now() - start;
-    if (!idle && timeout_s > 0 && waited > std::chrono::duration<double>(timeout_s)) return false;
-    if (waited < std::chrono::microseconds(200)) {
-      std::this_thread::yield();
-      continue;
-    }
-    pause = std::min(max_pause, pause + std::chrono::microseconds(20));
-    std::this_thread::sleep_for(pause);
+    if (!idle && timeout_s > 0 && wait.waited_s() > timeout_s) return false;
+    wait.pause();
   }
 }
 
