@@ -353,10 +353,11 @@ class Session:
         whose arguments follow the tool's schema; with tools and tool_choice "auto" (the default) the model answers
         in text or calls a tool, and a call it makes parses and follows the schemas too (where a schema cannot be
         enforced exactly, a UserWarning says so and the call is not held to it). In thinking mode the reasoning
-        stays free (max_reasoning_tokens, with a constraint: after that many reasoning tokens only </think> may
-        follow)."""
+        stays free; max_reasoning_tokens caps it (after that many reasoning tokens only </think> may follow), with
+        or without a format, as the server and the CLI do."""
         request = _request(messages, tools, response_format, tool_choice, parallel_tool_calls, max_reasoning_tokens)
-        if kw.get("constraint") is None and (response_format is not None or tool_choice is not None or tools):
+        if kw.get("constraint") is None and (response_format is not None or tool_choice is not None or tools or
+                                             max_reasoning_tokens is not None):
             c, tools_not_enforced = self._s._constraint(request)
             if tools_not_enforced:
                 _warnings.warn(f"the tool calls are not enforced: {tools_not_enforced}", stacklevel=2)

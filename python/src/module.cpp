@@ -279,6 +279,7 @@ struct PySession {
   std::shared_ptr<Tokenizer> tok;
   std::unique_ptr<Session> s;
   std::unique_ptr<SessionUse> use = std::make_unique<SessionUse>();
+  ThinkingMode thinking = ThinkingMode::Chat;  // the session's mode (SessionParams::thinking)
 };
 
 // dsinfer.Client's request: the server's protocol (openai::LocalCompletion) on a private engine.
@@ -652,7 +653,8 @@ PYBIND11_MODULE(_dsinfer, m) {
              p.thinking = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
              return translate([&] {
                p.eval.precision = precision_from_name(precision);
-               return PySession{model.model, tok.tok, std::make_unique<Session>(*model.model, *tok.tok, p)};
+               return PySession{model.model, tok.tok, std::make_unique<Session>(*model.model, *tok.tok, p),
+                               std::make_unique<SessionUse>(), p.thinking};
              });
            }),
            py::arg("model"), py::arg("tokenizer"), py::arg("capacity") = 4096, py::arg("precision") = "fp8",
@@ -723,7 +725,8 @@ PYBIND11_MODULE(_dsinfer, m) {
       // enforced exactly are served unenforced, as the server does; Session.chat_stream warns.
       .def("_constraint", [](PySession& s, const std::string& request) -> py::object {
         return translate([&]() -> py::object {
-          const ConstraintSpec spec = constraint_from_request_json(request);
+          // In the session's mode: a thinking session's max_reasoning_tokens is enforced even without a format.
+          const ConstraintSpec spec = constraint_from_request_json(request, s.thinking);
           std::string tools_not_enforced;
           std::shared_ptr<const Constraint> c = compile_request_constraint(*s.tok, spec, &tools_not_enforced);
           py::object constraint = py::none();
@@ -777,7 +780,7 @@ PYBIND11_MODULE(_dsinfer, m) {
       .def("fork", [](const PySession& s) {
         return translate([&] {
           SessionUseGuard use(*s.use, false);
-          return PySession{s.model, s.tok, s.s->fork()};
+          return PySession{s.model, s.tok, s.s->fork(), std::make_unique<SessionUse>(), s.thinking};
         });
       })
       .def("save", [](const PySession& s, const std::string& path) {

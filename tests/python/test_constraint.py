@@ -383,6 +383,22 @@ def test_session_chat_enforces_response_format_with_thinking(tok):
     assert "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n" in prompt
 
 
+
+def test_session_chat_caps_reasoning_without_a_format(tok):
+    # max_reasoning_tokens alone (no tools, no response format) in a thinking session: after that many reasoning
+    # tokens only </think> may follow, as the server and the CLI enforce it; a fork keeps the session's mode.
+    model = dsinfer.Model.load(MODEL, n_threads=2)
+    think_end = tok.encode("</think>")
+    assert len(think_end) == 1
+    s = dsinfer.Session(model, tok, capacity=4096, thinking=True)
+    for session in (s, s.fork()):
+        for seed in range(3):
+            session.set_sampler([dsinfer.Temperature(1.0), dsinfer.Dist(seed)])
+            reply = session.chat([{"role": "user", "content": "Think briefly."}], max_reasoning_tokens=6,
+                                 max_tokens=40)
+            assert think_end[0] in session.generated[:7], session.generated
+            assert isinstance(reply["reasoning_content"], str)
+
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "models", "dsinfer-v32-mini")
 DEMO_TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
