@@ -31,20 +31,31 @@ if(NOT _xg_sha STREQUAL DSINFER_XGRAMMAR_SHA256)
   message(FATAL_ERROR "${_xg_tarball}: sha256 ${_xg_sha}, expected ${DSINFER_XGRAMMAR_SHA256}")
 endif()
 
-set(_xg_root "${PROJECT_BINARY_DIR}/_deps/${_xg_name}")
-if(NOT EXISTS "${_xg_root}/.dsinfer-patched-2")
-  file(REMOVE_RECURSE "${_xg_root}")
-  file(ARCHIVE_EXTRACT INPUT "${_xg_tarball}" DESTINATION "${PROJECT_BINARY_DIR}/_deps")
+# The patched sources are extracted once per tarball and patch level: beside the tarball in .deps/ (shared by every
+# build folder and by `pip install .`, so that a compiler cache can reuse xgrammar's objects across them, as
+# scripts/test.sh does with ccache), or in the build folder for a tarball given with DSINFER_XGRAMMAR_SDIST. They are
+# extracted under a temporary name and renamed when complete, so builds configured at once never see half a tree.
+set(_xg_patch_level 2)  # raise it when the patches below change
+if(DSINFER_XGRAMMAR_SDIST)
+  set(_xg_root "${PROJECT_BINARY_DIR}/_deps/${_xg_name}-dsinfer${_xg_patch_level}")
+else()
+  set(_xg_root "${PROJECT_SOURCE_DIR}/.deps/${_xg_name}-dsinfer${_xg_patch_level}")
+endif()
+if(NOT EXISTS "${_xg_root}")
+  string(RANDOM LENGTH 8 _xg_tag)
+  set(_xg_tmp "${_xg_root}.tmp-${_xg_tag}")
+  file(ARCHIVE_EXTRACT INPUT "${_xg_tarball}" DESTINATION "${_xg_tmp}")
+  set(_xg_src "${_xg_tmp}/${_xg_name}")
   # Fixes found by tests/lib/constraint and tests/python/test_constraint.py, applied to the extracted sources (each
   # must be found, so a new version cannot pass through silently).
   function(_xg_patch file old new)
-    file(READ "${_xg_root}/${file}" text)
+    file(READ "${_xg_src}/${file}" text)
     string(FIND "${text}" "${old}" at)
     if(at EQUAL -1)
-      message(FATAL_ERROR "${_xg_root}/${file}: the text to patch was not found:\n${old}")
+      message(FATAL_ERROR "${_xg_src}/${file}: the text to patch was not found:\n${old}")
     endif()
     string(REPLACE "${old}" "${new}" text "${text}")
-    file(WRITE "${_xg_root}/${file}" "${text}")
+    file(WRITE "${_xg_src}/${file}" "${text}")
   endfunction()
   # 1. A string with minLength/maxLength allowed raw control characters U+0000-U+001F, which JSON forbids (the
   #    unbounded string rule excludes them).
@@ -82,7 +93,8 @@ if(NOT EXISTS "${_xg_root}/.dsinfer-patched-2")
     }
   }
   for (const auto& [low, high] : ranges) {]=])
-  file(WRITE "${_xg_root}/.dsinfer-patched-2" "")
+  file(RENAME "${_xg_src}" "${_xg_root}" RESULT _xg_renamed)  # (fails harmlessly when another build was first)
+  file(REMOVE_RECURSE "${_xg_tmp}")
 endif()
 
 file(GLOB _xg_sources "${_xg_root}/cpp/*.cc" "${_xg_root}/cpp/support/*.cc" "${_xg_root}/cpp/converter_ext/*.cc")

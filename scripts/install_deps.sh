@@ -5,7 +5,8 @@ set -euo pipefail
 # clang and libclang-rt-dev: libFuzzer and the sanitizer runtimes (tests/fuzz, scripts/fuzz.sh, the ASan+UBSan job of
 # scripts/test.sh).
 # libopenmpi-dev and openmpi-bin: distributed runs (DSINFER_MPI, lib/dist) and their tests under mpirun.
-pkgs=(cmake g++ make pkg-config libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev libcpp-httplib-dev python3 python3-dev python3-venv binutils clang libclang-rt-dev libopenmpi-dev openmpi-bin)
+# ccache: scripts/test.sh's wheel build reuses the release build's objects through it.
+pkgs=(cmake g++ make pkg-config libfmt-dev nlohmann-json3-dev catch2 libpcre2-dev libcpp-httplib-dev python3 python3-dev python3-venv binutils clang libclang-rt-dev libopenmpi-dev openmpi-bin ccache)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -9,9 +9,21 @@ bash scripts/install_deps.sh
 phase_done "dependencies"
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
+# ccache (scripts/install_deps.sh installs it): the wheel build below then reuses the release build's objects of
+# xgrammar, a minute of compiling (same compiler, flags and paths: cmake/xgrammar.cmake extracts it once into .deps/).
+# Depend mode hashes the compiler's own dependency output instead of running the preprocessor, so a miss costs
+# almost nothing. The cache lives in the build folder; CC/CXX name the compiler alike for both builds (ccache hashes
+# its name).
+launcher=()
+if command -v ccache >/dev/null; then
+  mkdir -p "$BUILD"
+  export CCACHE_DIR="$(cd "$BUILD" && pwd)/ccache" CCACHE_DEPEND=1 CCACHE_NOHASHDIR=1
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
 # The release build has MPI (distributed runs: tests/lib/dist under mpirun); the sanitizer builds do not (OpenMPI's
 # own allocations would be reported as leaks).
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_TESTS=ON -DDSINFER_MPI=ON >/dev/null
+CC=gcc CXX=g++ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_TESTS=ON -DDSINFER_MPI=ON "${launcher[@]}" \
+  >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 phase_done "release build"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS"
@@ -52,7 +64,10 @@ fi
 python3 -m venv "$BUILD/pyvenv"
 "$BUILD/pyvenv/bin/pip" install --quiet --upgrade pip
 rm -rf "$BUILD/wheel"
-"$BUILD/pyvenv/bin/pip" wheel --quiet --no-deps -w "$BUILD/wheel" .
+wheel_settings=()
+[ ${#launcher[@]} -eq 0 ] || wheel_settings=(--config-settings=cmake.define.CMAKE_C_COMPILER_LAUNCHER=ccache
+                                             --config-settings=cmake.define.CMAKE_CXX_COMPILER_LAUNCHER=ccache)
+CC=gcc CXX=g++ "$BUILD/pyvenv/bin/pip" wheel --quiet --no-deps -w "$BUILD/wheel" "${wheel_settings[@]}" .
 wheel=$(ls "$BUILD"/wheel/dsinfer-*.whl)
 "$BUILD/pyvenv/bin/pip" install --quiet "$wheel" pytest jsonschema openai
 "$BUILD/pyvenv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"  # this build's, whatever was installed
