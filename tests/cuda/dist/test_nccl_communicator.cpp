@@ -56,6 +56,16 @@ std::vector<uint8_t> pattern(int rank, int call, size_t n) {
   return v;
 }
 
+// Every rank's pattern, in rank order: what a gather brings.
+std::vector<uint8_t> every_rank_pattern(int size, int call, size_t n) {
+  std::vector<uint8_t> all;
+  for (int r = 0; r < size; ++r) {
+    const auto p = pattern(r, call, n);
+    all.insert(all.end(), p.begin(), p.end());
+  }
+  return all;
+}
+
 // A buffer in host or device memory.
 struct Buf {
   bool device;
@@ -133,12 +143,7 @@ TEST_CASE("NCCL calls give what the interface promises, host and device buffers"
         Buf in(device, n), out(device, n * size_t(size));
         in.set(pattern(rank, call, n));
         comm->all_gather(in.ptr(), out.ptr(), n);
-        std::vector<uint8_t> want;
-        for (int r = 0; r < size; ++r) {
-          const auto p = pattern(r, call, n);
-          want.insert(want.end(), p.begin(), p.end());
-        }
-        CHECK(out.get() == want);
+        CHECK(out.get() == every_rank_pattern(size, call, n));
         ++call;
       }
       for (int root = 0; root < size; ++root) {  // gather to each root
@@ -146,14 +151,7 @@ TEST_CASE("NCCL calls give what the interface promises, host and device buffers"
         in.set(pattern(rank, call, n));
         out.set(std::vector<uint8_t>(n * size_t(size), 0));
         comm->gather(in.ptr(), out.ptr(), n, root);
-        if (rank == root) {
-          std::vector<uint8_t> want;
-          for (int r = 0; r < size; ++r) {
-            const auto p = pattern(r, call, n);
-            want.insert(want.end(), p.begin(), p.end());
-          }
-          CHECK(out.get() == want);
-        }
+        if (rank == root) CHECK(out.get() == every_rank_pattern(size, call, n));
         ++call;
       }
       if (size > 1) {  // a ring of sends: even ranks send first, odd ones receive first
