@@ -2,6 +2,7 @@
 //   generate_text MODEL_DIR "your question" [max_new_tokens]
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "dsinfer/chat.hpp"
@@ -13,7 +14,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s MODEL_DIR \"question\" [max_new_tokens]\n", argv[0]);
     return 2;
   }
-  const int max_new = argc > 3 ? std::stoi(argv[3]) : 32;
+  int max_new = 32;
+  if (argc > 3) {
+    char* end = nullptr;
+    const long n = std::strtol(argv[3], &end, 10);
+    if (end == argv[3] || *end != '\0' || n < 1 || n > 1000000) {
+      std::fprintf(stderr, "max_new_tokens must be a whole number from 1 to 1000000, got \"%s\"\n", argv[3]);
+      return 2;
+    }
+    max_new = int(n);
+  }
   try {
     dsinfer::ModelLoadParams params;
     params.progress = [](double f, std::string_view stage) {
