@@ -124,7 +124,7 @@ Args parse_args(int argc, char** argv, const std::map<std::string, std::set<std:
     if (f == "help") throw HelpRequest{a.command};
     if (!it->second.count(f)) throw UsageError(fmt::format("unknown flag --{} for \"{}\"", f, a.command), a.command);
     if (kSwitches.count(f) || (a.command == "prompt" && f == "ids")) {
-      a.flags[f] = "1";
+      a.flags.insert_or_assign(f, std::string("1"));  // (not = "1": a false -Wrestrict in GCC 12)
       continue;
     }
     if (i + 1 >= argc) throw UsageError(fmt::format("flag --{} needs a value", f), a.command);

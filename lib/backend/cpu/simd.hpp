@@ -11,8 +11,10 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #define DSINFER_HAVE_AVX2_KERNELS 1
-// GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined values and trip this warning.
+// GCC 12's AVX-512 conversion intrinsics start from _mm512_undefined values and trip this warning (clang has none).
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #endif
 
 namespace dsinfer {

@@ -49,7 +49,7 @@ std::atomic<long> g_news{0}, g_mallocs{0};
 bool g_trace = false;
 thread_local bool t_tracing = false;  // set while a backtrace is printed: what that allocates is not counted
 
-void note(std::atomic<long>& counter, const char* what, size_t bytes) {
+[[maybe_unused]] void note(std::atomic<long>& counter, const char* what, size_t bytes) {  // (unused in sanitizer builds)
   if (!g_counting.load(std::memory_order_relaxed) || t_tracing) return;
   counter.fetch_add(1, std::memory_order_relaxed);
   if (!g_trace) return;
