@@ -82,7 +82,7 @@ void check_regex_limits(std::string_view re, const char* what) {
 
 const json* find_tool(const json& tools, const std::string& name) {
   for (const auto& t : tools)
-    if (t.contains("function") && t["function"].value("name", "") == name) return &t;
+    if (t.contains("function") && t["function"].contains("name") && t["function"]["name"] == name) return &t;
   return nullptr;
 }
 
@@ -145,7 +145,7 @@ ConstraintSpec constraint_from_request(std::string_view response_format_json, st
           invalid("response_format.json_schema.strict must be a boolean");
         if (!js.contains("schema") || !(js["schema"].is_object() || js["schema"].is_boolean()))
           invalid("response_format.json_schema needs a \"schema\" (a JSON Schema object)");
-        if (js.value("strict", false) == true) {
+        if (js.contains("strict") && js["strict"] == true) {  // (null: not strict)
           spec.kind = ConstraintSpec::Kind::JsonSchema;
           spec.json_schema = js["schema"].dump();
         }
@@ -169,7 +169,7 @@ ConstraintSpec constraint_from_request(std::string_view response_format_json, st
       choice = tc.get<std::string>();
       if (choice != "auto" && choice != "none" && choice != "required")
         invalid(fmt::format("tool_choice \"{}\" is not \"auto\", \"none\" or \"required\"", choice));
-    } else if (tc.is_object() && tc.value("type", "") == "function" && tc.contains("function") &&
+    } else if (tc.is_object() && tc.contains("type") && tc["type"] == "function" && tc.contains("function") &&
                tc["function"].is_object() && tc["function"].contains("name") && tc["function"]["name"].is_string()) {
       choice = "function";
       named = tc["function"]["name"].get<std::string>();

@@ -140,7 +140,7 @@ std::vector<std::string> tool_names(const json& j) {
   if (!tools.is_array()) throw bad("tools", "\"tools\" must be a list");
   for (size_t i = 0; i < tools.size(); ++i) {
     const json& t = tools[i];
-    if (!t.is_object() || t.value("type", "function") != "function" || !t.contains("function") ||
+    if (!t.is_object() || (t.contains("type") && t["type"] != "function") || !t.contains("function") ||
         !t["function"].is_object() || !t["function"].contains("name") || !t["function"]["name"].is_string())
       throw bad("tools", fmt::format("tools[{}] must be {{\"type\": \"function\", \"function\": {{\"name\": ..., "
                                      "\"parameters\": ...}}}}", i));
@@ -158,7 +158,8 @@ void read_tool_choice(const json& j, const std::vector<std::string>& tools, Requ
   if (c == "none") r.tool_choice = ToolChoice::None;
   else if (c == "auto") r.tool_choice = ToolChoice::Auto;
   else if (c == "required") r.tool_choice = ToolChoice::Required;
-  else if (c.is_object() && c.value("type", "") == "function" && c.contains("function") && c["function"].is_object() &&
+  else if (c.is_object() && c.contains("type") && c["type"] == "function" && c.contains("function") &&
+           c["function"].is_object() &&
            c["function"].contains("name") && c["function"]["name"].is_string()) {
     r.tool_choice = ToolChoice::Function;
     r.tool_choice_function = c["function"]["name"].get<std::string>();

@@ -30,7 +30,8 @@ std::string read_chat_template(const std::string& dir) {
   if (t.is_string()) return t.get<std::string>();
   if (t.is_array())
     for (const auto& e : t)
-      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+      if (e.is_object() && e.contains("name") && e["name"] == "default" && e.contains("template") &&
+          e["template"].is_string())
         return e["template"].get<std::string>();
   return {};
 }

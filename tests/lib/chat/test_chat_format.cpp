@@ -64,6 +64,10 @@ TEST_CASE("chat format: from a checkpoint directory", "[chat_format]") {
   std::ofstream(dir / "tokenizer_config.json")
       << R"({"chat_template": [{"name": "tool_use", "template": "x"}, {"name": "default", "template": "{% if thinking %}</think>"}]})";
   CHECK(checkpoint_chat_format(dir.string()) == ChatFormat::DeepseekV31);
+  // A named template whose name is not a string is not the default one (and no JSON library exception escapes).
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"chat_template": [{"name": 5, "template": "x"}, {"name": "default", "template": "{% if thinking %}</think>"}]})";
+  CHECK(checkpoint_chat_format(dir.string()) == ChatFormat::DeepseekV31);
   std::ofstream(dir / "config.json") << R"({"model_type": "deepseek_v32"})";
   CHECK(checkpoint_chat_format(dir.string()) == ChatFormat::DeepseekV32Exp);  // the V3.1-style template above
   fs::remove(dir / "tokenizer_config.json");

@@ -288,6 +288,22 @@ TEST_CASE("bad constraints are clear errors before generation", "[constraint]") 
   CHECK(compile_error(tools) == ErrorCode::InvalidArgument);
   tools.tools_json = R"([{"type": "function", "function": {"name": "a\"b"}}])";
   CHECK(compile_error(tools) == ErrorCode::InvalidArgument);
+  // Request fields of the wrong JSON type are errors naming them, never a JSON library exception.
+  auto request_error = [](const std::string& body) {
+    try {
+      constraint_from_request_json(body);
+    } catch (const Error& e) {
+      INFO(e.what());
+      return e.code();
+    }
+    return ErrorCode::Ok;
+  };
+  const std::string f = R"("tools": [{"type": "function", "function": {"name": "f"}}])";
+  CHECK(request_error("{" + f + R"(, "tool_choice": {"type": 5}})") == ErrorCode::InvalidArgument);
+  CHECK(request_error("{" + f + R"(, "tool_choice": {"type": "function", "function": []}})") ==
+        ErrorCode::InvalidArgument);
+  CHECK(request_error(R"({"response_format": {"type": "json_schema", "json_schema": {"strict": null,
+      "schema": {}}}})") == ErrorCode::Ok);
 }
 
 TEST_CASE("DSML tool calls from the random-weight model parse and name only declared tools", "[constraint]") {

@@ -69,6 +69,8 @@ TEST_CASE("request fields: defaults, ranges, and 400s that name the field", "[op
            {"seed", R"("seed": 1.5)"},
            {"top_logprobs", R"("top_logprobs": 2)"},
            {"tools", R"("tools": [{"type": "function"}])"},
+           {"tools", R"("tools": [{"type": {"a": 1}, "function": {"name": "f"}}])"},
+           {"tool_choice", R"("tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": 5})"},
            {"tool_choice", R"("tool_choice": "sometimes")"},
            {"response_format", R"("response_format": {"type": "yaml"})"},
            {"stream_options", R"("stream_options": {"include_usage": true})"},
@@ -300,6 +302,8 @@ TEST_CASE("response_format and tool_choice compile into the request's constraint
   // Without "strict": true the schema is only shown to the model (OpenAI's rule).
   CHECK(req(fmt::format(R"(, "response_format": {{"type": "json_schema", "json_schema": {{"name": "r", "schema": {}}}}})",
                         kRecordSchema)).constraint == nullptr);
+  CHECK(req(fmt::format(R"(, "response_format": {{"type": "json_schema", "json_schema": {{"name": "r", "strict": null,
+                        "schema": {}}}}})", kRecordSchema)).constraint == nullptr);  // null: not strict
   const Request strict = req(fmt::format(R"(, "response_format": {})", strict_format(kRecordSchema)));
   REQUIRE(strict.constraint);
   CHECK(strict.constraint->spec().kind == K::JsonSchema);
