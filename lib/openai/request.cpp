@@ -159,8 +159,7 @@ void read_tool_choice(const json& j, const std::vector<std::string>& tools, Requ
   else if (c == "auto") r.tool_choice = ToolChoice::Auto;
   else if (c == "required") r.tool_choice = ToolChoice::Required;
   else if (c.is_object() && c.contains("type") && c["type"] == "function" && c.contains("function") &&
-           c["function"].is_object() &&
-           c["function"].contains("name") && c["function"]["name"].is_string()) {
+           c["function"].is_object() && c["function"].contains("name") && c["function"]["name"].is_string()) {
     r.tool_choice = ToolChoice::Function;
     r.tool_choice_function = c["function"]["name"].get<std::string>();
     if (std::find(tools.begin(), tools.end(), r.tool_choice_function) == tools.end())
