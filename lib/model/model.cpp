@@ -411,9 +411,7 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     bo.n_threads = params.n_threads;
     bo.cuda = params.cuda;
     impl->backend = create_backend(params.backend, bo);
-    impl->host_threads = params.n_threads > 0 ? params.n_threads
-                                              : int(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1,
-                                                                         unsigned(ThreadPool::kMaxThreads)));
+    impl->host_threads = ThreadPool::resolve_threads(params.n_threads);
 
     ModelInfo& info = impl->info;
     const ModelConfig& c = impl->config;

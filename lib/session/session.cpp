@@ -347,14 +347,14 @@ struct Session::Impl {
     end(FinishReason::None);
   }
 
-  // The token this step evaluates: the one a verification carried over (already sampled and emitted), else a new
-  // sample. nullopt when the generation ended.
   // Whether take_next may run on an Engine's worker thread: its samplers (the chain, a constraint) touch only their
   // own state. The rest of a sampling step is this session's alone (detokenizer, parser, stop strings, queue).
   bool samples_concurrently() const {
-    return (constrained_chain ? constrained_chain->thread_compatible() : sampler->thread_compatible());
+    return constrained_chain ? constrained_chain->thread_compatible() : sampler->thread_compatible();
   }
 
+  // The token this step evaluates: the one a verification carried over (already sampled and emitted), else a new
+  // sample. nullopt when the generation ended.
   std::optional<int32_t> take_next() {
     if (!carried) return sample_step();
     const int32_t t = *carried;

@@ -44,12 +44,15 @@ bool spin_then_yield(const Ready& ready) {
 ThreadPool::ThreadPool(int n_threads)
     : ThreadPool(n_threads, [](std::function<void()> body) { return std::thread(std::move(body)); }) {}
 
+int ThreadPool::resolve_threads(int n_threads) {
+  return n_threads > 0 ? n_threads : int(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, kMaxThreads));
+}
+
 ThreadPool::ThreadPool(int n_threads, const ThreadStarter& start_thread) {
   if (n_threads < 0 || n_threads > kMaxThreads)
     throw Error(ErrorCode::InvalidArgument,
                 fmt::format("n_threads must be 0 (all hardware threads) to {}, got {}", kMaxThreads, n_threads));
-  if (n_threads == 0) n_threads = int(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, kMaxThreads));
-  n_threads_ = n_threads;
+  n_threads_ = resolve_threads(n_threads);
   workers_.reserve(size_t(n_threads_ - 1));
   // A thread that cannot be created (a memory or process limit) must not leave the ones already started waiting on
   // a condition variable that is being destroyed (that hung the process): stop and join them, then report.

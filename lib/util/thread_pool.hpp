@@ -39,6 +39,9 @@ class ThreadPool {
   // The most threads a pool takes: far above any CPU's useful count, low enough that a typo cannot ask for millions.
   static constexpr int kMaxThreads = 1024;
 
+  // The thread count n_threads asks for: itself, or for 0 std::thread::hardware_concurrency() (1 to kMaxThreads).
+  static int resolve_threads(int n_threads);
+
   // n_threads 0 means std::thread::hardware_concurrency() (at most kMaxThreads). The calling thread also works, so
   // n_threads - 1 workers are started. Throws Error(InvalidArgument) for n_threads < 0 or > kMaxThreads, and
   // Error(OutOfMemory) when a worker cannot be started (the ones already started are stopped first).
