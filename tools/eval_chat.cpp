@@ -17,6 +17,8 @@
 // tools and tool_choice "auto"): the replies are generated under ConstraintSpec::TextOrToolCalls, so a call parses and
 // names a declared tool with valid arguments; off: the model's own output. Prints rates as percentages; --out writes them as JSON; --expect compares
 // with recorded rates and exits 1 when one differs from its record by more than --tolerance points.
+// --sampling greedy is argmax decoding; default is the checkpoint's generation_config.json sampling, conversation i
+// seeded with S + i.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -144,7 +147,14 @@ int main(int argc, char** argv) {
       sp.eval.precision = args.precision == "fp8" ? dsinfer::Precision::Fp8 : dsinfer::Precision::Reference;
       sp.thinking = thinking ? dsinfer::ThinkingMode::Thinking : dsinfer::ThinkingMode::Chat;
       dsinfer::Session session(*model, *tok, sp);
-      if (args.sampling == "default") session.set_sampler(dsinfer::make_default_chain(gen_cfg, args.seed + conversations));
+      // A Session samples as the checkpoint's generation_config.json says unless told otherwise: greedy must be set.
+      if (args.sampling == "default") {
+        session.set_sampler(dsinfer::make_default_chain(gen_cfg, args.seed + conversations));
+      } else {
+        auto chain = std::make_unique<dsinfer::SamplerChain>();
+        chain->add(dsinfer::make_greedy_sampler());
+        session.set_sampler(std::move(chain));
+      }
       const ojson& msgs = doc.at("messages");
       std::shared_ptr<const dsinfer::Constraint> tool_grammar;
       if (args.tool_grammar == "on" && !doc.at("tools").empty())
