@@ -178,6 +178,11 @@ def evaluation_section(eval_dir, mtp_text=None):
     limits = ("Below the project's targets (FP8, greedy): " + "; ".join(short) + ". Expect wrong or missing tool "
               "calls, above all with tools whose names and descriptions it has not seen, and replies that misstate a "
               "result now and then.") if short else "Every target of the project (issue 15) is met."
+    greedy_wins = all(ev["fp8_greedy"]["rates"][k]["percent"] >= ev["fp8_sampled"]["rates"][k]["percent"]
+                      for k in ev["fp8_greedy"]["rates"] if k in ev["fp8_sampled"]["rates"])
+    advice = ("Greedy decoding scores at least as well as the\ngeneration_config sampling on every measure: for tool "
+              "use, ask for it (`dsinfer chat --greedy`, a greedy sampler chain,\n`temperature: 0` in a request). "
+              if greedy_wins else "")
     return f"""## Evaluation (through dsinfer: tools/eval_chat, {ev['fp8_greedy']['conversations']} held-out conversations)
 
 | measure | FP8, greedy | FP8, generation_config sampling (seed 1) | reference precision, greedy | FP8, greedy, no tool grammar |
@@ -187,7 +192,7 @@ def evaluation_section(eval_dir, mtp_text=None):
 Each assistant turn is scored with the reference conversation up to it. The first three columns generate as dsinfer
 serves a request with tools (tool_choice "auto": a call the model begins is held to the listed tools, so it parses
 and names a declared tool with valid arguments; docs/structured-output.md); the last is the model's own output
-(`eval_chat --tool-grammar off`). {mtp_sentence}
+(`eval_chat --tool-grammar off`). {advice}{mtp_sentence}
 
 {limits}
 """
