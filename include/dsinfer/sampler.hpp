@@ -64,6 +64,7 @@ class DSINFER_CXX_API SamplerChain : public Sampler {
 
  private:
   std::vector<std::unique_ptr<Sampler>> samplers_;
+  Candidates candidates_;  // sample()'s arrays, kept from call to call
 };
 
 // Built-ins. Parameters are range-checked (InvalidArgument naming the parameter and its range).

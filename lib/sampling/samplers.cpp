@@ -55,12 +55,13 @@ std::vector<Ranked> ranked(const Candidates& c, Take take = nullptr) {
   return r;
 }
 
-// Keeps the candidates at order[0, n).pos, in that order.
+// Keeps the candidates at order[0, n).pos, in that order. The arrays keep their capacity (a chain reuses them).
 void keep_in_order(Candidates& c, const std::vector<Ranked>& order, size_t n) {
   auto gather = [&](auto& v) {
     std::remove_reference_t<decltype(v)> out(n);
     for (size_t i = 0; i < n; ++i) out[i] = v[order[i].pos];
-    v.swap(out);
+    std::copy(out.begin(), out.end(), v.begin());
+    v.resize(n);
   };
   gather(c.ids);
   gather(c.logits);
@@ -385,10 +386,15 @@ int32_t SamplerChain::sample(std::span<const float> logits, int64_t n_usable) {
   if (samplers_.empty()) throw Error(ErrorCode::InvalidArgument, "the sampler chain is empty: it needs a selector (greedy or dist)");
   n_usable = std::min<int64_t>(n_usable, int64_t(logits.size()));
   if (n_usable <= 0) throw Error(ErrorCode::InvalidArgument, "no token ids to sample from");
-  Candidates c;
+  // The candidate arrays are the chain's, reused from call to call: fresh ones for V3.2's 129,280 ids are 1 MB that
+  // the allocator would map (or grow the heap by) and give back on every call, page faults included.
+  Candidates& c = candidates_;
   c.ids.resize(size_t(n_usable));
   std::iota(c.ids.begin(), c.ids.end(), 0);
   c.logits.assign(logits.begin(), logits.begin() + n_usable);
+  c.probs.clear();
+  c.sorted = c.has_probs = false;
+  c.selected = -1;
   apply(c);
   if (c.selected < 0 || c.selected >= int64_t(c.size()))
     throw Error(ErrorCode::InvalidArgument,

@@ -184,6 +184,50 @@ TEST_CASE("chains select; greedy picks the argmax; ids beyond the usable vocabul
   CHECK_THROWS_AS(empty.sample(logits, 4), Error);
 }
 
+TEST_CASE("each sample() starts from fresh candidates, though the chain keeps their arrays", "[sampling]") {
+  // The first sampler of the chain sees what a new Candidates would hold: every usable id in order, no probs, not
+  // sorted, nothing selected — after calls whose top_p sorted, softmaxed, shrank and selected.
+  struct Check : Sampler {
+    int64_t expect_n = 0;
+    int calls = 0;
+    std::string name() const override { return "check"; }
+    void apply(Candidates& c) override {
+      ++calls;
+      REQUIRE(int64_t(c.size()) == expect_n);
+      for (size_t i = 0; i < c.size(); ++i) REQUIRE(c.ids[i] == int32_t(i));
+      CHECK_FALSE(c.sorted);
+      CHECK_FALSE(c.has_probs);
+      CHECK(c.probs.empty());
+      CHECK(c.selected == -1);
+    }
+    std::unique_ptr<Sampler> clone() const override { return std::make_unique<Check>(*this); }
+  };
+  auto check = std::make_unique<Check>();
+  Check* seen = check.get();
+  SamplerChain chain;
+  chain.add(std::move(check)).add(make_top_p_sampler(0.9f)).add(make_dist_sampler(3));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  for (int64_t n : {64, 7, 64, 1, 30}) {
+    std::vector<float> logits(80);
+    for (auto& x : logits) x = normal(rng);
+    seen->expect_n = n;
+    const int32_t t = chain.sample(logits, n);
+    CHECK((t >= 0 && t < n));
+  }
+  CHECK(seen->calls == 5);
+  // And the tokens are a fresh chain's: top_k + greedy (no RNG) against a new chain per call.
+  SamplerChain kept;
+  kept.add(make_top_k_sampler(3)).add(make_greedy_sampler());
+  for (int64_t n : {50, 5, 50, 2}) {
+    std::vector<float> logits(50);
+    for (auto& x : logits) x = normal(rng);
+    SamplerChain fresh;
+    fresh.add(make_top_k_sampler(3)).add(make_greedy_sampler());
+    CHECK(kept.sample(logits, n) == fresh.sample(logits, n));
+  }
+}
+
 TEST_CASE("the same seed gives the same tokens; clone copies the RNG state", "[sampling]") {
   const std::vector<float> logits(50, 0.0f);
   auto run = [&](SamplerChain& c) {
