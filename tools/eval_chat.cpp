@@ -22,6 +22,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
+#include <climits>
+#include <cstdint>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -61,6 +64,16 @@ struct Args {
   double tolerance = 5.0;
 };
 
+// A whole-string number in [lo, hi], or an error naming the flag (std::stoll would accept "12abc" and report "stoll").
+template <class T>
+T number(const std::string& flag, const std::string& v, T lo, T hi) {
+  T x{};
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (ec != std::errc() || end != v.data() + v.size() || !(x >= lo && x <= hi))
+    throw std::runtime_error(fmt::format("{} expects a number from {} to {}, got \"{}\"", flag, lo, hi, v));
+  return x;
+}
+
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -74,15 +87,14 @@ Args parse(int argc, char** argv) {
     else if (k == "--precision") a.precision = v;
     else if (k == "--sampling") a.sampling = v;
     else if (k == "--tool-grammar") a.tool_grammar = v;
-    else if (k == "--n") a.n = std::stoll(v);
-    else if (k == "--threads") a.threads = std::stoll(v);
-    else if (k == "--max-tokens") a.max_tokens = std::stoll(v);
-    else if (k == "--seed") a.seed = std::stoull(v);
-    else if (k == "--tolerance") a.tolerance = std::stod(v);
+    else if (k == "--n") a.n = number<int64_t>(k, v, 0, INT64_MAX);
+    else if (k == "--threads") a.threads = number<int64_t>(k, v, 1, 1024);
+    else if (k == "--max-tokens") a.max_tokens = number<int64_t>(k, v, 1, int64_t(1) << 20);
+    else if (k == "--seed") a.seed = number<uint64_t>(k, v, 0, UINT64_MAX);
+    else if (k == "--tolerance") a.tolerance = number<double>(k, v, 0.0, 100.0);
     else throw std::runtime_error("unknown flag " + k);
   }
   if (a.model.empty() || a.data.empty()) throw std::runtime_error("--model and --data are required");
-  if (a.threads < 1 || a.threads > 1024) throw std::runtime_error("--threads expects 1 to 1024");
   if (a.precision != "fp8" && a.precision != "reference") throw std::runtime_error("--precision fp8|reference");
   if (a.sampling != "greedy" && a.sampling != "default") throw std::runtime_error("--sampling greedy|default");
   if (a.tool_grammar != "on" && a.tool_grammar != "off") throw std::runtime_error("--tool-grammar on|off");
