@@ -4,12 +4,12 @@
 #pragma once
 #include <fmt/format.h>
 
-#include <charconv>
 #include <climits>
 #include <string>
 #include <string_view>
 
 #include "dsinfer/cuda_options.hpp"
+#include "parse_number.hpp"
 
 namespace dsinfer::tools {
 
@@ -23,10 +23,6 @@ constexpr const char* kBackendFlagsUsage =
 
 // Applies the --cuda list to o; returns what is wrong with it ("" when nothing is).
 inline std::string apply_cuda_flag(std::string_view list, CudaOptions& o) {
-  auto to_int = [](std::string_view s, int64_t hi, int64_t* v) {
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
-    return ec == std::errc() && end == s.data() + s.size() && *v >= 0 && *v <= hi;
-  };
   size_t pos = 0;
   while (pos <= list.size()) {
     size_t comma = list.find(',', pos);
@@ -37,12 +33,12 @@ inline std::string apply_cuda_flag(std::string_view list, CudaOptions& o) {
     if (eq == std::string_view::npos)
       return fmt::format("--cuda expects KEY=VALUE items separated by commas, got \"{}\"", item);
     const std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
-    int64_t n = 0;
     if (key == "device" || key == "small_m_max") {
       const int64_t hi = key == "device" ? INT_MAX : CudaOptions::kMaxSmallM;
-      if (!to_int(value, hi, &n)) return fmt::format("--cuda {} expects an integer in [0, {}], got \"{}\"", key, hi, value);
-      if (key == "device") o.device = int(n);
-      else o.small_m_max = n;
+      const auto n = parse_number<int64_t>(value, 0, hi);
+      if (!n) return fmt::format("--cuda {} expects an integer in [0, {}], got \"{}\"", key, hi, value);
+      if (key == "device") o.device = int(*n);
+      else o.small_m_max = *n;
     } else if (key == "small_m_tensor_cores" || key == "cublaslt_fp8") {
       if (value != "0" && value != "1") return fmt::format("--cuda {} expects 0 or 1, got \"{}\"", key, value);
       (key == "cublaslt_fp8" ? o.cublaslt_fp8 : o.small_m_tensor_cores) = value == "1";

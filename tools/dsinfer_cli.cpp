@@ -7,7 +7,6 @@
 //   dsinfer info     --model DIR
 #include <fmt/format.h>
 
-#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +31,7 @@
 #include "dsinfer/tokenizer.hpp"
 #include "cuda_flag.hpp"
 #include "mpi_launch.hpp"
+#include "parse_number.hpp"
 #include "serve/serve.hpp"
 
 namespace {
@@ -140,20 +140,14 @@ const std::string& required(const Args& a, const std::string& f) {
 }
 
 int64_t parse_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi)
-    throw UsageError(fmt::format("--{} expects an integer in [{}, {}], got \"{}\"", flag, lo, hi, s));
-  return v;
+  if (const auto v = dsinfer::tools::parse_number<int64_t>(s, lo, hi)) return *v;
+  throw UsageError(fmt::format("--{} expects an integer in [{}, {}], got \"{}\"", flag, lo, hi, s));
 }
 
 double parse_float(const Args& a, const std::string& flag, double lo, double hi) {
   const std::string& s = a.flags.at(flag);
-  double v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size() || !(v >= lo && v <= hi))
-    throw UsageError(fmt::format("--{} expects a number in [{}, {}], got \"{}\"", flag, lo, hi, s), a.command);
-  return v;
+  if (const auto v = dsinfer::tools::parse_number<double>(s, lo, hi)) return *v;
+  throw UsageError(fmt::format("--{} expects a number in [{}, {}], got \"{}\"", flag, lo, hi, s), a.command);
 }
 
 std::vector<int32_t> parse_ids(const std::string& s) {

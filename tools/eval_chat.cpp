@@ -22,10 +22,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <charconv>
-#include <climits>
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -39,6 +37,7 @@
 #include "dsinfer/dsinfer.hpp"
 #include "dsinfer/session.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "parse_number.hpp"
 
 namespace {
 
@@ -64,14 +63,11 @@ struct Args {
   double tolerance = 5.0;
 };
 
-// A whole-string number in [lo, hi], or an error naming the flag (std::stoll would accept "12abc" and report "stoll").
+// A numeric flag's value, or an error naming the flag.
 template <class T>
 T number(const std::string& flag, const std::string& v, T lo, T hi) {
-  T x{};
-  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
-  if (ec != std::errc() || end != v.data() + v.size() || !(x >= lo && x <= hi))
-    throw std::runtime_error(fmt::format("{} expects a number from {} to {}, got \"{}\"", flag, lo, hi, v));
-  return x;
+  if (const auto x = dsinfer::tools::parse_number<T>(v, lo, hi)) return *x;
+  throw std::runtime_error(fmt::format("{} expects a number from {} to {}, got \"{}\"", flag, lo, hi, v));
 }
 
 Args parse(int argc, char** argv) {

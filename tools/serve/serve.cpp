@@ -25,6 +25,7 @@
 #include "dsinfer/tokenizer.hpp"
 #include "cuda_flag.hpp"
 #include "mpi_launch.hpp"
+#include "parse_number.hpp"
 #include "metrics.hpp"
 #include "scheduler.hpp"
 
@@ -58,11 +59,8 @@ struct Options {
 };
 
 int64_t to_int(const std::string& flag, const std::string& s, int64_t lo, int64_t hi) {
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi)
-    throw UsageError(fmt::format("--{} expects an integer in [{}, {}], got \"{}\"", flag, lo, hi, s));
-  return v;
+  if (const auto v = dsinfer::tools::parse_number<int64_t>(s, lo, hi)) return *v;
+  throw UsageError(fmt::format("--{} expects an integer in [{}, {}], got \"{}\"", flag, lo, hi, s));
 }
 
 Options parse_options(int argc, char** argv) {
