@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "backend/cpu/simd.hpp"
 #include "backend/kv_format.hpp"
@@ -220,8 +221,11 @@ struct V {
 inline V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 inline V operator+(V a, V b) { return {_mm512_add_ps(a.v, b.v)}; }
 inline V operator*(V a, V b) { return {_mm512_mul_ps(a.v, b.v)}; }
-constexpr int kKeys = 4;   // indexer keys per tile; MLA keys per score tile
+constexpr int kKeys = 4;   // MLA keys per score tile
 constexpr int kHeads = 4;  // MLA heads per pass over the keys
+// Indexer keys per tile, for queries of NC × 16 heads (NC accumulators per key) and of at most 8 heads.
+constexpr int indexer_keys_per_tile(int) { return 4; }
+constexpr int kIndexerHalfKeys = 4;
 constexpr int kColsA = 8;  // q_abs columns (×16) per pass over W_UK
 constexpr int kColsC = 4;  // o_lat columns (×16) per pass over the keys
 #include "backend/cpu/attention_kernels.inc"
@@ -280,6 +284,11 @@ constexpr int kKeys = 2;
 constexpr int kHeads = 2;
 constexpr int kColsA = 4;
 constexpr int kColsC = 2;
+// An FMA's result is ready 4-5 cycles later and two issue per cycle, so 8-10 independent accumulator chains keep
+// the units busy: with 4 (two keys of 16 heads) the scan ran at about half the FMA rate. 12 of the 16 ymm
+// registers hold accumulators (two per key and 16-head chunk), two the query, one the broadcast key value.
+constexpr int indexer_keys_per_tile(int nc) { return nc == 1 ? 6 : nc == 2 ? 3 : nc == 3 ? 2 : 1; }
+constexpr int kIndexerHalfKeys = 8;  // queries of at most 8 heads: one ymm accumulator per key
 #include "backend/cpu/attention_kernels.inc"
 }  // namespace
 }  // namespace avx2

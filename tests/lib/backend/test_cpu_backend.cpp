@@ -386,6 +386,54 @@ TEST_CASE("a decode query's top-k, selected over keys split across threads, equa
   }
 }
 
+TEST_CASE("indexer top-k over many keys with spread scores: the histogram-narrowed selection keeps the exact set",
+          "[cpu][indexer]") {
+  // Past 4k keys per selection the top k are found among the entries of the histogram bucket that holds the k-th
+  // highest and above. Continuous scores of both signs (two heads, one weight negative), plus runs of equal keys,
+  // for one query (keys split over the threads) and for a batch (one selection per query), against a stable sort.
+  CpuBackend be({3});
+  Rand rnd(21);
+  const int64_t S = 7000, H = 2, D = 8, B = 3;
+  Matrix q = be.matrix(B, H * D), k = be.matrix(S, D), w = be.matrix(B, H);
+  rnd.fill(q.view);
+  rnd.fill(k.view);
+  for (int64_t b = 0; b < B; ++b) {
+    w.view.row(b)[0] = 1.0f;
+    w.view.row(b)[1] = -0.75f;
+  }
+  for (int64_t s = 100; s < 400; ++s) std::memcpy(k.view.row(s), k.view.row(99), size_t(D) * sizeof(float));
+  for (const int64_t K : {int64_t(1), int64_t(64), int64_t(300), int64_t(1500)})
+    for (const int64_t T : {int64_t(1), B}) {
+      std::vector<int32_t> positions(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(S - 1 - 1000 * t);
+      std::vector<int32_t> idx(static_cast<size_t>(T * K));
+      std::vector<float> scores(static_cast<size_t>(T * S));
+      IndexerTopkArgs a;
+      a.q = Tensor2D{q.view.data, T, H * D, H * D};
+      a.w = Tensor2D{w.view.data, T, H, H};
+      a.head_scale = 1.0f;
+      a.k = k.view;
+      a.n_keys = S;
+      a.n_heads = H;
+      a.head_dim = D;
+      a.positions = positions.data();
+      a.topk = K;
+      a.out_indices = idx.data();
+      a.out_scores = scores.data();
+      be.indexer_topk(a);
+      for (int64_t t = 0; t < T; ++t) {
+        const float* sc = scores.data() + t * S;
+        std::vector<int32_t> rank(size_t(positions[size_t(t)]) + 1);
+        std::iota(rank.begin(), rank.end(), 0);
+        std::stable_sort(rank.begin(), rank.end(), [&](int32_t i, int32_t j) { return sc[i] > sc[j]; });
+        std::vector<int32_t> want(rank.begin(), rank.begin() + K);
+        std::sort(want.begin(), want.end());
+        INFO("K " << K << " T " << T << " t " << t);
+        CHECK(std::vector<int32_t>(idx.begin() + t * K, idx.begin() + (t + 1) * K) == want);
+      }
+    }
+}
+
 TEST_CASE("MoE routing is group-limited, bias-steered and weighted by unbiased scores", "[cpu][moe]") {
   CpuBackend be({1});
   // 8 experts in 4 groups of 2; keep 2 groups; pick top-2. Gate = identity-like so logits are chosen directly.

@@ -1,0 +1,201 @@
+// The CPU lightning indexer alone (CpuBackend::indexer_topk over an FP8 key cache in DeepSeek's 132-byte layout)
+// against this machine's fused multiply-add rate, measured in the same run.
+//   bench_cpu_indexer [--threads N] [--heads H] [--dim D] [--topk K] [--depths 4096,16384,65536] [--queries T] [--reps N]
+// At each depth S: one op scoring T queries against S cached keys (T = 1: a decode step's scan; larger T: a prefill
+// chunk's), then the top K per query. Reports ms per op, keys scored per second, and GFMA/s counted as T·S·H·D
+// (the q·k products; the per-key relu, weights and selection are extra work not counted) next to the FMA rate of a
+// register-resident loop on the same threads: the share says how far the scan is from the arithmetic limit. Every
+// figure is the best of --reps runs. Defaults: the v32-bench model's indexer (16 heads x 64, top 256).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.hpp"
+#include "backend/cpu/simd.hpp"
+#include "backend/kv_format.hpp"
+#include "parse_number.hpp"
+#include "util/thread_pool.hpp"
+
+using namespace dsinfer;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+template <class F>
+double best_of(int reps, F&& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = now();
+    f();
+    best = std::min(best, now() - t0);
+  }
+  return best;
+}
+
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+// 12 independent chains of 8-lane FMAs (enough to cover the latency of two FMA units); returns the lanes' sum so
+// the loop is not optimized away.
+DSINFER_AVX2_FN float fma_loop_avx2(int64_t iters) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i));
+  const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
+  for (int64_t n = 0; n < iters; ++n)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  __m256 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, acc[i]);
+  float out[8];
+  _mm256_storeu_ps(out, s);
+  return std::accumulate(out, out + 8, 0.0f);
+}
+
+__attribute__((target("avx512f"))) float fma_loop_avx512(int64_t iters) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i));
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);
+  for (int64_t n = 0; n < iters; ++n)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  __m512 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
+  float out[16];
+  _mm512_storeu_ps(out, s);
+  return std::accumulate(out, out + 16, 0.0f);
+}
+#endif
+
+// Fused multiply-adds per second on `threads` threads at the vector width the kernels use (0 without vector kernels).
+double fma_rate(int threads, int reps) {
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  const bool wide = cpu_kernel_isa() == CpuIsa::Avx512;
+  if (cpu_kernel_isa() == CpuIsa::Scalar) return 0;
+  const int64_t iters = 20'000'000;
+  ThreadPool pool(threads);
+  std::vector<float> sink(static_cast<size_t>(threads));
+  const double t = best_of(reps, [&] {
+    pool.parallel_for(threads, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) sink[size_t(i)] = wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters);
+    });
+  });
+  return double(threads) * double(iters) * 12 * (wide ? 16 : 8) / t;
+#else
+  (void)threads, (void)reps;
+  return 0;
+#endif
+}
+
+bool parse_list(const std::string& s, std::vector<int64_t>& out) {
+  out.clear();
+  size_t i = 0;
+  while (i <= s.size()) {
+    const size_t j = std::min(s.find(',', i), s.size());
+    const auto v = tools::parse_number<int64_t>(std::string_view(s).substr(i, j - i), 1, int64_t(1) << 24);
+    if (!v) return false;
+    out.push_back(*v);
+    i = j + 1;
+  }
+  return !out.empty();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t threads = 2, H = 16, D = 64, topk = 256, T = 1, reps = 5;
+  std::vector<int64_t> depths = {4096, 16384, 65536};
+  for (int i = 1; i < argc; i += 2) {
+    const std::string f = argv[i];
+    if (i + 1 >= argc) {
+      fmt::print(stderr, "flag {} needs a value\n", f);
+      return 2;
+    }
+    const std::string v = argv[i + 1];
+    auto number = [&](int64_t& dst, int64_t lo, int64_t hi) {
+      const auto n = tools::parse_number<int64_t>(v, lo, hi);
+      if (n) dst = *n;
+      else fmt::print(stderr, "{}: a whole number in [{}, {}], not '{}'\n", f, lo, hi, v);
+      return n.has_value();
+    };
+    bool ok = true;
+    if (f == "--threads") ok = number(threads, 1, 1024);
+    else if (f == "--heads") ok = number(H, 1, 64);
+    else if (f == "--dim") ok = number(D, 1, 1024);
+    else if (f == "--topk") ok = number(topk, 1, 1 << 20);
+    else if (f == "--queries") ok = number(T, 1, 4096);
+    else if (f == "--reps") ok = number(reps, 1, 1000);
+    else if (f == "--depths") {
+      ok = parse_list(v, depths);
+      if (!ok) fmt::print(stderr, "--depths: comma-separated whole numbers in [1, 2^24], not '{}'\n", v);
+    } else {
+      fmt::print(stderr, "unknown flag {}\n", f);
+      return 2;
+    }
+    if (!ok) return 2;
+  }
+  const int64_t S_max = *std::max_element(depths.begin(), depths.end());
+  if (T > S_max) {
+    fmt::print(stderr, "--queries {} exceeds the deepest depth {}\n", T, S_max);
+    return 2;
+  }
+
+  // The FP8 key cache in pages of 64 tokens (the KV pool's block), pages in shuffled order as a pool hands them
+  // out; random e4m3 codes without the NaN codes, random positive scales.
+  std::mt19937 gen(1);
+  const int64_t P = 64, pages = (S_max + P - 1) / P;
+  PackedKv cache;
+  cache.dtype = KvDtype::FP8;
+  cache.dim = D;
+  cache.page_tokens = P;
+  std::vector<uint8_t> bytes(size_t(pages * P * kvfmt::index_key_bytes(KvDtype::FP8, D)));
+  for (auto& b : bytes) do b = uint8_t(gen()); while ((b & 0x7f) == 0x7f);
+  cache.data = bytes.data();
+  for (int64_t row = 0; row < pages * P; ++row) {
+    const float scale = 0.5f + float(gen() % 1000) / 1000.0f;
+    std::memcpy(kvfmt::index_key_scale(cache, row), &scale, 4);
+  }
+  std::vector<int32_t> table(static_cast<size_t>(pages));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), gen);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(size_t(T * H * D)), w(size_t(T * H));
+  for (auto& x : q) x = normal(gen);
+  for (auto& x : w) x = normal(gen);
+  std::vector<int32_t> positions(static_cast<size_t>(T)), indices(static_cast<size_t>(T * topk));
+
+  CpuBackend be({int(threads)});
+  const double peak = fma_rate(int(threads), 3);
+  fmt::print("CPU indexer: {} kernels, {} threads, {} heads x {}, top {}, {} quer{} per op; FMA loop {:.1f} GFMA/s\n",
+             cpu_isa_name(cpu_kernel_isa()), threads, H, D, topk, T, T == 1 ? "y" : "ies", peak / 1e9);
+  fmt::print("| depth | ms per op | keys scored per s | GFMA/s (q·k) | share of the FMA loop |\n|---|---|---|---|---|\n");
+  for (const int64_t S : depths) {
+    if (S < T) continue;
+    for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(S - T + t);  // the chunk ends at the depth
+    IndexerTopkArgs a;
+    a.q = Tensor2D{q.data(), T, H * D, H * D};
+    a.w = Tensor2D{w.data(), T, H, H};
+    a.head_scale = 1.0f / std::sqrt(float(H * D));
+    a.k = Tensor2D{nullptr, pages * P, D, D};
+    a.k_packed = cache;
+    a.n_keys = S;
+    a.block_table = table.data();
+    a.block_tokens = P;
+    a.n_heads = H;
+    a.head_dim = D;
+    a.positions = positions.data();
+    a.topk = topk;
+    a.out_indices = indices.data();
+    be.indexer_topk(a);  // warm: scratch allocated, pages touched
+    const double t = best_of(int(reps), [&] { be.indexer_topk(a); });
+    double pairs = 0;  // (query, visible key) pairs
+    for (int64_t i = 0; i < T; ++i) pairs += double(positions[size_t(i)] + 1);
+    const double fmas = pairs * double(H * D);
+    fmt::print("| {} | {:.3f} | {:.3g} | {:.1f} | {:.2f} |\n", S, 1e3 * t, pairs / t, fmas / t / 1e9,
+               peak > 0 ? fmas / t / peak : 0.0);
+  }
+  return 0;
+}
