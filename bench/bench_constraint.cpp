@@ -22,6 +22,7 @@
 #include <random>
 #include <sstream>
 
+#include "bench_flags.hpp"
 #include "dsinfer/constraint.hpp"
 #include "dsinfer/session.hpp"
 
@@ -49,8 +50,8 @@ int run_mask(int argc, char** argv) {
   std::ifstream f(argv[3]);
   const nlohmann::ordered_json schemas = nlohmann::ordered_json::parse(f);  // property order is part of a schema
   std::ofstream traj(argv[4]);
-  const int max_steps = std::stoi(flag(argc, argv, "--steps", "256"));
-  const int runs = std::stoi(flag(argc, argv, "--runs", "4"));
+  const int max_steps = dsinfer::bench::number_flag("--steps", flag(argc, argv, "--steps", "256"), 1, 1 << 20);
+  const int runs = dsinfer::bench::number_flag("--runs", flag(argc, argv, "--runs", "4"), 1, 1 << 20);
   const int64_t V = tok->size();
 
   // The unconstrained baseline of one sampling step's candidate handling: building the full candidate list, as
@@ -133,8 +134,8 @@ int run_mask(int argc, char** argv) {
 }
 
 int run_decode(int argc, char** argv) {
-  const int tokens = std::stoi(flag(argc, argv, "--tokens", "128"));
-  const int reps = std::stoi(flag(argc, argv, "--reps", "5"));
+  const int tokens = dsinfer::bench::number_flag("--tokens", flag(argc, argv, "--tokens", "128"), 1, 1 << 20);
+  const int reps = dsinfer::bench::number_flag("--reps", flag(argc, argv, "--reps", "5"), 1, 1 << 20);
   ModelLoadParams lp;
   auto model = Model::load(argv[2], lp);
   auto tok = Tokenizer::load(argv[2]);

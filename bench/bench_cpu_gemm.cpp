@@ -16,6 +16,7 @@
 
 #include <immintrin.h>
 
+#include "bench_flags.hpp"
 #include "read_bandwidth.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/dense_gemm.hpp"
@@ -53,11 +54,11 @@ int main(int argc, char** argv) {
   int64_t mb = 512;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i];
-    if (f == "--threads") threads = std::stoi(argv[i + 1]);
-    else if (f == "--mb") mb = std::stoll(argv[i + 1]);
-    else if (f == "--reps") reps = std::stoi(argv[i + 1]);
+    if (f == "--threads") threads = bench::number_flag(f, argv[i + 1], 1, 1024);
+    else if (f == "--mb") mb = bench::number_flag<int64_t>(f, argv[i + 1], 1, 1 << 20);
+    else if (f == "--reps") reps = bench::number_flag(f, argv[i + 1], 1, 1 << 20);
     else if (f == "--clock") g_cpu_clock = std::string(argv[i + 1]) == "cpu";
-    else if (f == "--prefetch") g_prefetch = std::stoll(argv[i + 1]);
+    else if (f == "--prefetch") g_prefetch = bench::number_flag<int64_t>(f, argv[i + 1], 0, 1 << 20);
     else { fmt::print(stderr, "unknown flag {}\n", f); return 2; }
   }
   ThreadPool pool(threads);

@@ -1,6 +1,7 @@
 // The CPU lightning indexer alone (CpuBackend::indexer_topk over an FP8 key cache in DeepSeek's 132-byte layout)
 // against this machine's fused multiply-add rate, measured in the same run.
-//   bench_cpu_indexer [--threads N] [--heads H] [--dim D] [--topk K] [--depths 4096,16384,65536] [--queries T] [--reps N]
+//   bench_cpu_indexer [--threads N] [--heads H] [--dim D] [--topk K] [--depths 4096,16384,65536] [--queries T]
+//                     [--reps N]
 // At each depth S: one op scoring T queries against S cached keys (T = 1: a decode step's scan; larger T: a prefill
 // chunk's), then the top K per query. Reports ms per op, keys scored per second, and GFMA/s counted as T·S·H·D
 // (the q·k products; the per-key relu, weights and selection are extra work not counted) next to the FMA rate of a
@@ -17,10 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/simd.hpp"
 #include "backend/kv_format.hpp"
-#include "parse_number.hpp"
 #include "util/thread_pool.hpp"
 
 using namespace dsinfer;
@@ -90,19 +91,6 @@ double fma_rate(int threads, int reps) {
 #endif
 }
 
-bool parse_list(const std::string& s, std::vector<int64_t>& out) {
-  out.clear();
-  size_t i = 0;
-  while (i <= s.size()) {
-    const size_t j = std::min(s.find(',', i), s.size());
-    const auto v = tools::parse_number<int64_t>(std::string_view(s).substr(i, j - i), 1, int64_t(1) << 24);
-    if (!v) return false;
-    out.push_back(*v);
-    i = j + 1;
-  }
-  return !out.empty();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -115,27 +103,17 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string v = argv[i + 1];
-    auto number = [&](int64_t& dst, int64_t lo, int64_t hi) {
-      const auto n = tools::parse_number<int64_t>(v, lo, hi);
-      if (n) dst = *n;
-      else fmt::print(stderr, "{}: a whole number in [{}, {}], not '{}'\n", f, lo, hi, v);
-      return n.has_value();
-    };
-    bool ok = true;
-    if (f == "--threads") ok = number(threads, 1, 1024);
-    else if (f == "--heads") ok = number(H, 1, 64);
-    else if (f == "--dim") ok = number(D, 1, 1024);
-    else if (f == "--topk") ok = number(topk, 1, 1 << 20);
-    else if (f == "--queries") ok = number(T, 1, 4096);
-    else if (f == "--reps") ok = number(reps, 1, 1000);
-    else if (f == "--depths") {
-      ok = parse_list(v, depths);
-      if (!ok) fmt::print(stderr, "--depths: comma-separated whole numbers in [1, 2^24], not '{}'\n", v);
-    } else {
+    if (f == "--threads") threads = bench::number_flag<int64_t>(f, v, 1, 1024);
+    else if (f == "--heads") H = bench::number_flag<int64_t>(f, v, 1, 64);
+    else if (f == "--dim") D = bench::number_flag<int64_t>(f, v, 1, 1024);
+    else if (f == "--topk") topk = bench::number_flag<int64_t>(f, v, 1, 1 << 20);
+    else if (f == "--queries") T = bench::number_flag<int64_t>(f, v, 1, 4096);
+    else if (f == "--reps") reps = bench::number_flag<int64_t>(f, v, 1, 1000);
+    else if (f == "--depths") depths = bench::number_list_flag<int64_t>(f, v, 1, int64_t(1) << 24);
+    else {
       fmt::print(stderr, "unknown flag {}\n", f);
       return 2;
     }
-    if (!ok) return 2;
   }
   const int64_t S_max = *std::max_element(depths.begin(), depths.end());
   if (T > S_max) {
@@ -171,7 +149,8 @@ int main(int argc, char** argv) {
   const double peak = fma_rate(int(threads), 3);
   fmt::print("CPU indexer: {} kernels, {} threads, {} heads x {}, top {}, {} quer{} per op; FMA loop {:.1f} GFMA/s\n",
              cpu_isa_name(cpu_kernel_isa()), threads, H, D, topk, T, T == 1 ? "y" : "ies", peak / 1e9);
-  fmt::print("| depth | ms per op | keys scored per s | GFMA/s (q·k) | share of the FMA loop |\n|---|---|---|---|---|\n");
+  fmt::print("| depth | ms per op | keys scored per s | GFMA/s (q·k) | share of the FMA loop |\n");
+  fmt::print("|---|---|---|---|---|\n");
   for (const int64_t S : depths) {
     if (S < T) continue;
     for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(S - T + t);  // the chunk ends at the depth

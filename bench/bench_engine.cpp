@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "dsinfer/session.hpp"
 
 int main(int argc, char** argv) {
@@ -15,8 +16,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--model") dir = v;
-    else if (f == "--threads") threads = std::stoi(v);
-    else if (f == "--tokens") tokens = std::stoi(v);
+    else if (f == "--threads") threads = dsinfer::bench::number_flag(f, v, 1, 1024);
+    else if (f == "--tokens") tokens = dsinfer::bench::number_flag(f, v, 1, 1 << 20);
     else if (f == "--precision") prec = v == "reference" ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
   }
   if (dir.empty()) {

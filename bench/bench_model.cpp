@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "dsinfer/model.hpp"
 #include "mpi_launch.hpp"
 #include "read_bandwidth.hpp"
@@ -66,14 +67,15 @@ int main(int argc, char** argv) {
     }
     const std::string v = argv[i + 1];
     if (f == "--model") dir = v;
-    else if (f == "--threads") threads = std::stoi(v);
-    else if (f == "--prompt") prompt = std::stoi(v);
-    else if (f == "--decode") decode = std::stoi(v);
-    else if (f == "--reps") reps = std::stoi(v);
+    else if (f == "--threads") threads = dsinfer::bench::number_flag(f, v, 1, 1024);
+    else if (f == "--prompt") prompt = dsinfer::bench::number_flag(f, v, 1, 1 << 24);
+    else if (f == "--decode") decode = dsinfer::bench::number_flag(f, v, 0, 1 << 24);
+    else if (f == "--reps") reps = dsinfer::bench::number_flag(f, v, 1, 1 << 20);
     else if (f == "--precision") precisions = {v};
-    else if (f == "--index-topk") index_topk = std::stoll(v);
-    else if (f == "--decode-index-topk") decode_index_topk = std::stoll(v);
-    else if (f == "--chunk") chunk = std::stoll(v);
+    else if (f == "--index-topk") index_topk = dsinfer::bench::number_flag<int64_t>(f, v, 1, int64_t(1) << 40);
+    else if (f == "--decode-index-topk")
+      decode_index_topk = dsinfer::bench::number_flag<int64_t>(f, v, 1, int64_t(1) << 40);
+    else if (f == "--chunk") chunk = dsinfer::bench::number_flag<int64_t>(f, v, 1, int64_t(1) << 24);
     else if (f == "--attention") {
       if (v != "auto" && v != "mha" && v != "absorbed") {
         fmt::print(stderr, "--attention: auto, mha or absorbed, not {}\n", v);

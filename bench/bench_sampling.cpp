@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "dsinfer/sampler.hpp"
 
 namespace {
@@ -24,10 +25,10 @@ int main(int argc, char** argv) {
   int64_t vocab = 129280, tokens = 200, reps = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i];
-    const int64_t v = std::stoll(argv[i + 1]);
-    if (f == "--vocab") vocab = v;
-    else if (f == "--tokens") tokens = v;
-    else if (f == "--reps") reps = v;
+    auto v = [&] { return dsinfer::bench::number_flag<int64_t>(f, argv[i + 1], 1, int64_t(1) << 24); };
+    if (f == "--vocab") vocab = v();
+    else if (f == "--tokens") tokens = v();
+    else if (f == "--reps") reps = v();
     else {
       fmt::print(stderr, "unknown flag {}\n", f);
       return 2;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "dsinfer/session.hpp"
 
 namespace {
@@ -39,12 +40,6 @@ double cpu_seconds() {
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-std::vector<int64_t> parse_list(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
-  return out;
-}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -60,13 +55,13 @@ int main(int argc, char** argv) {
     }
     const std::string v = argv[i + 1];
     if (f == "--model") dir = v;
-    else if (f == "--threads") thread_counts = parse_list(v);
-    else if (f == "--prompt") prompt_len = std::stoi(v);
+    else if (f == "--threads") thread_counts = dsinfer::bench::number_list_flag<int64_t>(f, v, 1, 1024);
+    else if (f == "--prompt") prompt_len = dsinfer::bench::number_flag(f, v, 1, 1 << 24);
     else if (f == "--prompt-file") prompt_file = v;
-    else if (f == "--decode") decode = std::stoi(v);
-    else if (f == "--reps") reps = std::stoi(v);
-    else if (f == "--batch") batches = parse_list(v);
-    else if (f == "--k") ks = parse_list(v);
+    else if (f == "--decode") decode = dsinfer::bench::number_flag(f, v, 1, 1 << 24);
+    else if (f == "--reps") reps = dsinfer::bench::number_flag(f, v, 1, 1 << 20);
+    else if (f == "--batch") batches = dsinfer::bench::number_list_flag<int64_t>(f, v, 1, 256);
+    else if (f == "--k") ks = dsinfer::bench::number_list_flag<int64_t>(f, v, 0, 16);
     else if (f == "--adaptive") adaptive = v == "1";
     else if (f == "--draft") draft = v;
     else if (f == "--precision") precision = v;
@@ -75,22 +70,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  for (const int64_t b : batches)
-    if (b < 1 || b > 256) {
-      fmt::print(stderr, "--batch expects sizes from 1 to 256\n");
-      return 2;
-    }
-  for (const int64_t t : thread_counts)
-    if (t < 1 || t > 1024) {
-      fmt::print(stderr, "--threads expects counts from 1 to 1024\n");
-      return 2;
-    }
   if (dir.empty()) {
     fmt::print(stderr, "usage: bench_speculative --model DIR [flags] (see the source's header)\n");
     return 2;
   }
   double oracle_p = -1;
-  if (draft.rfind("oracle:", 0) == 0) oracle_p = std::stod(draft.substr(7));
+  if (draft.rfind("oracle:", 0) == 0)
+    oracle_p = dsinfer::bench::number_flag("--draft oracle:P", std::string_view(draft).substr(7), 0.0, 1.0);
   else if (draft != "mtp") {
     fmt::print(stderr, "--draft expects mtp or oracle:P\n");
     return 2;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "dsinfer/tokenizer.hpp"
 
 int main(int argc, char** argv) {
@@ -18,7 +19,7 @@ int main(int argc, char** argv) {
     const std::string f = argv[i];
     if (f == "--tokenizer") dir = argv[i + 1];
     else if (f == "--corpus") corpus = argv[i + 1];
-    else if (f == "--reps") reps = std::stoi(argv[i + 1]);
+    else if (f == "--reps") reps = dsinfer::bench::number_flag(f, argv[i + 1], 1, 1 << 20);
   }
   if (dir.empty() || corpus.empty()) {
     fmt::print(stderr, "usage: bench_tokenizer --tokenizer DIR --corpus FILE [--reps N]\n");
