@@ -16,6 +16,7 @@
 #include "dsinfer/sampler.hpp"
 #include "dsinfer/session.hpp"
 #include "dsinfer/tokenizer.hpp"
+#include "util/json_input.hpp"  // excerpt: refused values quoted at a bounded length
 
 struct dsinfer_model {
   std::unique_ptr<dsinfer::Model> m;
@@ -242,7 +243,7 @@ dsinfer::ModelLoadParams to_load_params(const dsinfer_model_params* params) {
   if (p.cuda_indexer_kernel) lp.cuda.indexer_kernel = p.cuda_indexer_kernel;
   if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
     throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
-                         std::string("kv_cache_dtype must be auto, f32, bf16 or fp8, not ") + p.kv_cache_dtype);
+                         "kv_cache_dtype must be auto, f32, bf16 or fp8, not \"" + dsinfer::excerpt(p.kv_cache_dtype) + "\"");
   if (p.progress) {
     auto cb = p.progress;
     void* ud = p.progress_user_data;

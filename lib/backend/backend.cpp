@@ -9,6 +9,7 @@
 #include "backend/cuda_options.hpp"
 #include "dsinfer/error.hpp"
 #include "util/dtype.hpp"
+#include "util/json_input.hpp"
 
 #include <vector>
 
@@ -100,10 +101,10 @@ std::unique_ptr<Backend> create_backend(std::string_view name, const BackendOpti
     return b;
   }
   throw Error(ErrorCode::InvalidArgument,
-              fmt::format("unknown backend \"{}\" (this build has: cpu, cuda, cuda:N)", name));
+              fmt::format("unknown backend \"{}\" (this build has: cpu, cuda, cuda:N)", excerpt(name)));
 #else
   throw Error(ErrorCode::InvalidArgument,
-              fmt::format("unknown backend \"{}\" (this build has: cpu)", name));
+              fmt::format("unknown backend \"{}\" (this build has: cpu)", excerpt(name)));
 #endif
 }
 

@@ -92,6 +92,20 @@ int main(int argc, char** argv) {
   p.cpu_kernels = "sse9";
   CHECK(load(argv[1], &p) == DSINFER_E_INVALID_ARG);
   CHECK(strstr(dsinfer_last_error(), "cpu_kernels") != NULL);
+  /* A refused name is quoted at a bounded length, however long (here 100,000 bytes). */
+  {
+    static char long_name[100001];
+    memset(long_name, 'x', sizeof long_name - 1);
+    const char** fields[] = {&p.cpu_kernels, &p.kv_cache_dtype, &p.backend};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; ++i) {
+      DSINFER_MODEL_PARAMS_INIT(&p);
+      *fields[i] = long_name;
+      CHECK(load(argv[1], &p) == DSINFER_E_INVALID_ARG);
+      CHECK(strstr(dsinfer_last_error(), "xxx...") != NULL);
+      CHECK(strlen(dsinfer_last_error()) < 1000);
+    }
+  }
+  DSINFER_MODEL_PARAMS_INIT(&p);
   p.cpu_kernels = "auto";
   CHECK(load(argv[1], &p) == DSINFER_OK);
   printf("log callback and load options OK\n");

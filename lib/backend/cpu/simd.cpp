@@ -4,6 +4,7 @@
 #include <string>
 
 #include "dsinfer/error.hpp"
+#include "util/json_input.hpp"
 #include "util/log.hpp"
 
 namespace dsinfer {
@@ -79,7 +80,7 @@ CpuIsa fix_cpu_kernel_isa(std::string_view requested) {
   const std::string r(requested.empty() ? "auto" : requested);
   if (parse_isa(r.c_str()) == -2)
     throw Error(ErrorCode::InvalidArgument,
-                "cpu_kernels must be auto, avx512, avx2 or scalar, not \"" + r + "\"");
+                "cpu_kernels must be auto, avx512, avx2 or scalar, not \"" + excerpt(r) + "\"");
   return cpu_isa_detail::fix(r.c_str());
 }
 
