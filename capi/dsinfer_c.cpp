@@ -242,8 +242,8 @@ dsinfer::ModelLoadParams to_load_params(const dsinfer_model_params* params) {
   if (p.cuda_mla_kernel) lp.cuda.mla_kernel = p.cuda_mla_kernel;
   if (p.cuda_indexer_kernel) lp.cuda.indexer_kernel = p.cuda_indexer_kernel;
   if (p.kv_cache_dtype && !dsinfer::kv_cache_dtype_from_name(p.kv_cache_dtype, &lp.kv_cache_dtype))
-    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument,
-                         "kv_cache_dtype must be auto, f32, bf16 or fp8, not \"" + dsinfer::excerpt(p.kv_cache_dtype) + "\"");
+    throw dsinfer::Error(dsinfer::ErrorCode::InvalidArgument, "kv_cache_dtype must be auto, f32, bf16 or fp8, not \"" +
+                                                                  dsinfer::excerpt(p.kv_cache_dtype) + "\"");
   if (p.progress) {
     auto cb = p.progress;
     void* ud = p.progress_user_data;

@@ -285,8 +285,9 @@ constexpr int kHeads = 2;
 constexpr int kColsA = 4;
 constexpr int kColsC = 2;
 // An FMA's result is ready 4-5 cycles later and two issue per cycle, so 8-10 independent accumulator chains keep
-// the units busy: with 4 (two keys of 16 heads) the scan ran at about half the FMA rate. 12 of the 16 ymm
-// registers hold accumulators (two per key and 16-head chunk), two the query, one the broadcast key value.
+// the units busy: with 4 (two keys of 16 heads) the scan ran at under 0.4 of the FMA rate (bench_cpu_indexer).
+// 12 of the 16 ymm registers hold accumulators (two per key and 16-head chunk), two the query, one the broadcast
+// key value.
 constexpr int indexer_keys_per_tile(int nc) { return nc == 1 ? 6 : nc == 2 ? 3 : nc == 3 ? 2 : 1; }
 constexpr int kIndexerHalfKeys = 8;  // queries of at most 8 heads: one ymm accumulator per key
 #include "backend/cpu/attention_kernels.inc"
