@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <ctime>
 #include <cstring>
 #include <random>
@@ -18,6 +17,7 @@
 
 #include "bench_flags.hpp"
 #include "read_bandwidth.hpp"
+#include "timing.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/dense_gemm.hpp"
 #include "backend/cpu/fp8_gemm.hpp"
@@ -34,18 +34,12 @@ double now() {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return bench::wall_seconds();
 }
 
 template <class F>
 double best_of(int reps, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = now();
-    f();
-    best = std::min(best, now() - t0);
-  }
-  return best;
+  return bench::best_of(reps, f, now);
 }
 }  // namespace
 

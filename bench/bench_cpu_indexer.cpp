@@ -10,7 +10,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -19,6 +18,7 @@
 #include <vector>
 
 #include "bench_flags.hpp"
+#include "timing.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/simd.hpp"
 #include "backend/kv_format.hpp"
@@ -27,19 +27,6 @@
 using namespace dsinfer;
 
 namespace {
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-template <class F>
-double best_of(int reps, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = now();
-    f();
-    best = std::min(best, now() - t0);
-  }
-  return best;
-}
 
 #ifdef DSINFER_HAVE_AVX2_KERNELS
 // 12 independent chains of 8-lane FMAs (enough to cover the latency of two FMA units); returns the lanes' sum so
@@ -79,7 +66,7 @@ double fma_rate(int threads, int reps) {
   const int64_t iters = 20'000'000;
   ThreadPool pool(threads);
   std::vector<float> sink(static_cast<size_t>(threads));
-  const double t = best_of(reps, [&] {
+  const double t = bench::best_of(reps, [&] {
     pool.parallel_for(threads, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) sink[size_t(i)] = wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters);
     });
@@ -169,7 +156,7 @@ int main(int argc, char** argv) {
     a.topk = topk;
     a.out_indices = indices.data();
     be.indexer_topk(a);  // warm: scratch allocated, pages touched
-    const double t = best_of(int(reps), [&] { be.indexer_topk(a); });
+    const double t = bench::best_of(int(reps), [&] { be.indexer_topk(a); });
     double pairs = 0;  // (query, visible key) pairs
     for (int64_t i = 0; i < T; ++i) pairs += double(positions[size_t(i)] + 1);
     const double fmas = pairs * double(H * D);
