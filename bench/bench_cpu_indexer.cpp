@@ -3,10 +3,11 @@
 //   bench_cpu_indexer [--threads N] [--heads H] [--dim D] [--topk K] [--depths 4096,16384,65536] [--queries T]
 //                     [--reps N]
 // At each depth S: one op scoring T queries against S cached keys (T = 1: a decode step's scan; larger T: a prefill
-// chunk's), then the top K per query. Reports ms per op, keys scored per second, and GFMA/s counted as T·S·H·D
-// (the q·k products; the per-key relu, weights and selection are extra work not counted) next to the FMA rate of a
-// register-resident loop on the same threads: the share says how far the scan is from the arithmetic limit. Every
-// figure is the best of --reps runs. Defaults: the v32-bench model's indexer (16 heads x 64, top 256).
+// chunk's: queries at the last T positions, each seeing the keys up to its own), then the top K per query. Reports
+// ms per op, (query, visible key) pairs scored per second, and GFMA/s counted as H·D per pair (the q·k products;
+// the per-key relu, weights and selection are extra work not counted) next to the FMA rate of a register-resident
+// loop on as many threads: the share says how far the scan is from the arithmetic limit. Op times are the best of
+// --reps runs, the FMA loop's the best of 3. Defaults: the v32-bench model's indexer (16 heads x 64, top 256).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -136,7 +137,7 @@ int main(int argc, char** argv) {
   const double peak = fma_rate(int(threads), 3);
   fmt::print("CPU indexer: {} kernels, {} threads, {} heads x {}, top {}, {} quer{} per op; FMA loop {:.1f} GFMA/s\n",
              cpu_isa_name(cpu_kernel_isa()), threads, H, D, topk, T, T == 1 ? "y" : "ies", peak / 1e9);
-  fmt::print("| depth | ms per op | keys scored per s | GFMA/s (q·k) | share of the FMA loop |\n");
+  fmt::print("| depth | ms per op | (query, key) pairs per s | GFMA/s (q·k) | share of the FMA loop |\n");
   fmt::print("|---|---|---|---|---|\n");
   for (const int64_t S : depths) {
     if (S < T) continue;
