@@ -47,5 +47,6 @@ TRAIN = {
     "copy_weight": 4.0,         # loss weight of copy targets relative to the other loss tokens (LOG.md: P1 vs P2)
     "context_weight": 0.3,      # loss weight of the tokens the assistant does not write (0: assistant-only)
     "tie_head": True,           # the head trained as the embedding x D^-1/2 (model.tie_head), saved as both tensors
-    "bf16": True,               # bf16 autocast for the forward and backward outside the FP8-aware steps
+    "bf16": True,               # bf16 autocast outside the FP8-aware steps, where oneDNN computes bf16 on this CPU
+                                # (train.bf16_autocast_pays: AVX-512/AMX; on an AVX2-only CPU a step is ~10x slower)
 }
