@@ -15,6 +15,7 @@
 
 #include "dsinfer/sampler.hpp"
 #include "util/json_input.hpp"
+#include "util/softmax.hpp"
 
 namespace dsinfer {
 
@@ -38,20 +39,40 @@ struct Ranked {
   bool operator<(const Ranked& o) const { return key < o.key; }
 };
 
-// The keys of the candidates at the positions `take` accepts (every candidate by default), in position order.
-template <class Take = std::nullptr_t>
-std::vector<Ranked> ranked(const Candidates& c, Take take = nullptr) {
+// Candidate i's key.
+Ranked rank_of(const Candidates& c, size_t i) {
+  // Branch-free (the signs of a vocabulary's logits are a coin toss): + 0.0f turns -0 into +0; a negative float's
+  // bits all flip, a positive one's sign bit is set, so that the unsigned order is the float order.
+  const uint32_t b = std::bit_cast<uint32_t>(c.logits[i] + 0.0f);
+  const uint32_t ordered = b ^ (uint32_t(int32_t(b) >> 31) | 0x80000000u);
+  return {(uint64_t(~ordered) << 32) | (uint32_t(c.ids[i]) ^ 0x80000000u), i};  // higher logit, lower id first
+}
+
+// The keys of all candidates, in position order.
+std::vector<Ranked> ranked(const Candidates& c) {
+  std::vector<Ranked> r(c.size());
+  for (size_t i = 0; i < c.size(); ++i) r[i] = rank_of(c, i);
+  return r;
+}
+
+// The keys of the candidates whose value (a logit or a probability) is at least `threshold`, in position order.
+// Usually a few of a vocabulary: groups of 8 values none of which passes are skipped after one test the compiler
+// can vectorize, instead of a branch per candidate.
+std::vector<Ranked> ranked_at_least(const Candidates& c, const std::vector<float>& value, float threshold) {
+  uint32_t passing = 0;  // counted first (a vectorized pass), so the keys are allocated once at their size
+  for (size_t i = 0; i < c.size(); ++i) passing += uint32_t(value[i] >= threshold);  // ids are int32: no overflow
   std::vector<Ranked> r;
-  r.reserve(c.size());
-  for (size_t i = 0; i < c.size(); ++i) {
-    if constexpr (!std::is_same_v<Take, std::nullptr_t>)
-      if (!take(i)) continue;
-    // Branch-free (the signs of a vocabulary's logits are a coin toss): + 0.0f turns -0 into +0; a negative float's
-    // bits all flip, a positive one's sign bit is set, so that the unsigned order is the float order.
-    const uint32_t b = std::bit_cast<uint32_t>(c.logits[i] + 0.0f);
-    const uint32_t ordered = b ^ (uint32_t(int32_t(b) >> 31) | 0x80000000u);
-    r.push_back({(uint64_t(~ordered) << 32) | (uint32_t(c.ids[i]) ^ 0x80000000u), i});  // higher logit, lower id first
+  r.reserve(passing);
+  size_t i = 0;
+  for (; i + 8 <= c.size(); i += 8) {
+    bool any = false;
+    for (size_t j = i; j < i + 8; ++j) any |= value[j] >= threshold;
+    if (!any) continue;
+    for (size_t j = i; j < i + 8; ++j)
+      if (value[j] >= threshold) r.push_back(rank_of(c, j));
   }
+  for (; i < c.size(); ++i)
+    if (value[i] >= threshold) r.push_back(rank_of(c, i));
   return r;
 }
 
@@ -109,7 +130,7 @@ void keep_highest(Candidates& c, size_t n) {
     else
       std::nth_element(logits.begin(), nth_at, logits.end(), std::greater<float>());
     const float nth = *nth_at;
-    std::vector<Ranked> order = ranked(c, [&](size_t i) { return c.logits[i] >= nth; });
+    std::vector<Ranked> order = ranked_at_least(c, c.logits, nth);
     std::sort(order.begin(), order.end());
     keep_in_order(c, order, n);
   }
@@ -128,11 +149,7 @@ void Candidates::sort_by_logit() {
 
 void Candidates::softmax() {
   probs.resize(ids.size());
-  if (ids.empty()) return;
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;
-  for (size_t i = 0; i < ids.size(); ++i) sum += probs[i] = std::exp(logits[i] - mx);
-  for (auto& p : probs) p = float(p / sum);
+  dsinfer::softmax(logits.data(), ids.size(), probs.data());  // util/softmax.hpp: the same bits on every CPU
   has_probs = true;
 }
 
@@ -166,14 +183,20 @@ struct Dist : Cloneable<Dist> {
     if (!c.has_probs) c.softmax();
     const double u = double(rng() >> 11) * 0x1.0p-53;  // uniform in [0, 1), exactly, without <random>'s distributions
     double acc = 0;
+    int64_t last_possible = -1;
     for (size_t i = 0; i < c.size(); ++i) {
       acc += c.probs[i];
+      if (c.probs[i] > 0.0f) last_possible = int64_t(i);
       if (u < acc) {
         c.selected = int64_t(i);
         return;
       }
     }
-    c.selected = int64_t(c.size()) - 1;  // rounding left the sum just below 1
+    // Rounding left the sum just below u: the last candidate that has a probability (never one at 0, which a
+    // constraint or a -inf bias excluded).
+    if (last_possible < 0)
+      throw Error(ErrorCode::InvalidArgument, "no candidate has a probability above 0 (every logit -inf or NaN)");
+    c.selected = last_possible;
   }
   void reset() override { rng.seed(seed); }
 };
@@ -185,7 +208,7 @@ struct Temperature : Cloneable<Temperature> {
     if (t == 0.0f) {  // keep only the best token(s): temperature 0 is greedy
       const float best = *std::max_element(c.logits.begin(), c.logits.end());
       keep_highest(c, size_t(std::count(c.logits.begin(), c.logits.end(), best)));
-    } else {
+    } else if (t != 1.0f) {  // l / 1 is l: V3.2's default temperature leaves the logits as they are
       for (auto& l : c.logits) l /= t;
     }
     c.has_probs = false;
@@ -229,16 +252,22 @@ struct TopP : Cloneable<TopP> {
       c.has_probs = false;
       return;
     }
-    std::array<double, 256> mass{};
-    for (const float q : c.probs) mass[(std::bit_cast<uint32_t>(q) >> 23) & 0xFF] += q;
+    // Four histograms over alternate candidates, summed after: most probabilities share a few exponents, and one
+    // histogram would chain every addition through the same few memory cells. (t only narrows what is ordered;
+    // the cut itself is exact, so the histograms' rounding cannot change the result.)
+    std::array<std::array<double, 256>, 4> mass{};
+    const size_t n4 = c.size() / 4 * 4;
+    for (size_t i = 0; i < n4; i += 4)
+      for (size_t j = 0; j < 4; ++j) mass[j][(std::bit_cast<uint32_t>(c.probs[i + j]) >> 23) & 0xFF] += c.probs[i + j];
+    for (size_t i = n4; i < c.size(); ++i) mass[0][(std::bit_cast<uint32_t>(c.probs[i]) >> 23) & 0xFF] += c.probs[i];
     float t = 0.0f;
     double above = 0;
     for (uint32_t e = 255; e > 0; --e)
-      if ((above += mass[e]) >= p) {
+      if ((above += (mass[0][e] + mass[1][e]) + (mass[2][e] + mass[3][e])) >= p) {
         t = std::bit_cast<float>(e << 23);
         break;
       }
-    std::vector<Ranked> order = ranked(c, [&](size_t i) { return c.probs[i] >= t; });
+    std::vector<Ranked> order = ranked_at_least(c, c.probs, t);
     size_t n = order.size() >= min_keep ? order_until(order, enough) : order.size();
     if (!(cum >= p && n >= min_keep)) {
       cum = 0;
@@ -263,7 +292,7 @@ struct MinP : Cloneable<MinP> {
       keep_highest(c, std::max(above, min_keep));
       return;
     }
-    std::vector<Ranked> order = ranked(c, [&](size_t i) { return c.logits[i] >= cut; });
+    std::vector<Ranked> order = ranked_at_least(c, c.logits, cut);
     std::sort(order.begin(), order.end());
     keep_in_order(c, order, order.size());
     c.has_probs = false;

@@ -7,6 +7,7 @@
 #include "backend/cpu/simd.hpp"
 #include "backend/kv_format.hpp"
 #include "dsinfer/error.hpp"
+#include "util/softmax.hpp"
 
 // V is passed and returned by value only between always-inlined functions of one instruction set.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -63,17 +64,8 @@ float tree16(const float* l) {
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
-// p[0..n) ← softmax(p) in fp32 with the sum in double (shared by the reference and the vector kernels).
-void softmax_in_place(float* p, int64_t n) {
-  const float mx = *std::max_element(p, p + n);
-  double sum = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    p[j] = std::exp(p[j] - mx);
-    sum += p[j];
-  }
-  const float inv = float(1.0 / sum);
-  for (int64_t j = 0; j < n; ++j) p[j] *= inv;
-}
+// p[0..n) ← softmax(p), util/softmax.hpp's (shared by the reference and the vector kernels, and with the sampler).
+void softmax_in_place(float* p, int64_t n) { softmax(p, size_t(n), p); }
 
 }  // namespace
 

@@ -52,7 +52,7 @@ void indexer_scores_reference(const float* q, const float* wt, const IndexerTopk
 //   q_abs[c] = fused multiply-add chain over d < dn of q_nope[d] · W_UK[d][c], from +0;
 //   score_j  = tree16 dot of [q_abs | q_rope] with [latent_j | k_pe_j] (one 16-lane dot over kvr + dr values),
 //              times softmax_scale;
-//   p        = softmax(score): max, exp(s - max), the sum in double in key order, times float(1 / sum);
+//   p        = softmax(score) as util/softmax.hpp defines it (the same bits on every CPU);
 //   o_lat[c] = fused multiply-add chain over the keys in order of p_j · latent_j[c], from +0;
 //   out[v]   = tree16 dot of o_lat with W_UV[v].
 // The MLA kernels work in `scratch` (the ScratchSlot::Mla* slots after MlaKeys).

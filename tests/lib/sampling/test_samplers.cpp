@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "dsinfer/sampler.hpp"
@@ -262,6 +263,31 @@ TEST_CASE("the seeded random sampler's frequencies match the probabilities (chi-
   // seed is fixed, so the test is deterministic.
   INFO("chi2 = " << chi2 << ", counts " << count[0] << " " << count[1] << " " << count[2] << " " << count[3]);
   CHECK(chi2 < 16.27);
+}
+
+TEST_CASE("the random sampler never picks a candidate of probability 0, even when the sum falls short", "[sampling]") {
+  // Probabilities a sampler before it left summing to 0.5 (rounding leaves a real sum a hair below 1): a draw above
+  // the sum must fall back on the last candidate that has a probability, never on the excluded one after it.
+  struct HalfMass : Sampler {
+    std::string name() const override { return "half_mass"; }
+    void apply(Candidates& c) override {
+      c.probs = {0.25f, 0.25f, 0.0f};
+      c.has_probs = true;
+    }
+    std::unique_ptr<Sampler> clone() const override { return std::make_unique<HalfMass>(); }
+  };
+  std::vector<int> count(3, 0);
+  SamplerChain chain;
+  chain.add(std::make_unique<HalfMass>()).add(make_dist_sampler(9));
+  for (int i = 0; i < 400; ++i) count[size_t(chain.sample(std::vector<float>(3, 0.0f), 3))]++;
+  CHECK(count[2] == 0);
+  CHECK(count[1] > 250);  // draws in [0.25, 1): about 3 in 4
+  // Every logit -inf: nothing can be sampled, and the error says so.
+  SamplerChain dist;
+  dist.add(make_dist_sampler(1));
+  const float inf = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH(dist.sample(std::vector<float>{-inf, -inf}, 2),
+                    Catch::Contains("no candidate has a probability above 0"));
 }
 
 TEST_CASE("a user sampler can force a token or fail with a clear error", "[sampling]") {
