@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -55,24 +56,29 @@ std::vector<Ranked> ranked(const Candidates& c) {
   return r;
 }
 
+// Calls f(i) for each i, in order, with value[i] >= threshold: usually a few of a vocabulary, so groups of 8 values
+// none of which passes are skipped after one test the compiler can vectorize, instead of a branch per value.
+template <class F>
+void for_each_at_least(const std::vector<float>& value, float threshold, F f) {
+  size_t i = 0;
+  for (; i + 8 <= value.size(); i += 8) {
+    bool any = false;
+    for (size_t j = i; j < i + 8; ++j) any |= value[j] >= threshold;
+    if (!any) continue;
+    for (size_t j = i; j < i + 8; ++j)
+      if (value[j] >= threshold) f(j);
+  }
+  for (; i < value.size(); ++i)
+    if (value[i] >= threshold) f(i);
+}
+
 // The keys of the candidates whose value (a logit or a probability) is at least `threshold`, in position order.
-// Usually a few of a vocabulary: groups of 8 values none of which passes are skipped after one test the compiler
-// can vectorize, instead of a branch per candidate.
 std::vector<Ranked> ranked_at_least(const Candidates& c, const std::vector<float>& value, float threshold) {
   uint32_t passing = 0;  // counted first (a vectorized pass), so the keys are allocated once at their size
   for (size_t i = 0; i < c.size(); ++i) passing += uint32_t(value[i] >= threshold);  // ids are int32: no overflow
   std::vector<Ranked> r;
   r.reserve(passing);
-  size_t i = 0;
-  for (; i + 8 <= c.size(); i += 8) {
-    bool any = false;
-    for (size_t j = i; j < i + 8; ++j) any |= value[j] >= threshold;
-    if (!any) continue;
-    for (size_t j = i; j < i + 8; ++j)
-      if (value[j] >= threshold) r.push_back(rank_of(c, j));
-  }
-  for (; i < c.size(); ++i)
-    if (value[i] >= threshold) r.push_back(rank_of(c, i));
+  for_each_at_least(value, threshold, [&](size_t i) { r.push_back(rank_of(c, i)); });
   return r;
 }
 
@@ -232,9 +238,11 @@ struct TopP : Cloneable<TopP> {
     if (p >= 1.0f) return;
     // The probabilities over all candidates (normalized in their current order), summed highest first until they
     // reach p. Only the candidates that can be among those are put in order: a histogram of the probabilities by
-    // binary exponent gives the lowest power of two t such that the candidates >= t hold at least p; those are the
-    // highest (a probability grows with the logit), so the cut falls among them — unless the sum in order lands
-    // within rounding below p, where all are ordered.
+    // binary exponent gives the lowest power of two t such that the candidates >= t hold at least p; the ordered
+    // ones are those whose logit reaches the lowest logit among them, a prefix of the order that holds them all
+    // (the softmax's exponential is within an ulp but not monotone: a higher logit can get a probability one ulp
+    // lower), so the cut falls among them — unless the sum in order lands within rounding below p, where all are
+    // ordered.
     c.softmax();
     double cum = 0;
     auto enough = [&](size_t i, size_t at) {
@@ -267,7 +275,9 @@ struct TopP : Cloneable<TopP> {
         t = std::bit_cast<float>(e << 23);
         break;
       }
-    std::vector<Ranked> order = ranked_at_least(c, c.probs, t);
+    float lowest = std::numeric_limits<float>::infinity();  // the lowest logit with a probability >= t
+    for_each_at_least(c.probs, t, [&](size_t i) { lowest = std::min(lowest, c.logits[i]); });
+    std::vector<Ranked> order = ranked_at_least(c, c.logits, lowest);
     size_t n = order.size() >= min_keep ? order_until(order, enough) : order.size();
     if (!(cum >= p && n >= min_keep)) {
       cum = 0;

@@ -15,7 +15,9 @@ void softmax(const float* x, size_t n, float* out);
 // exp(x) for x <= 0 (x - max in a softmax), within 1 ulp of the true value (0.94 at worst over every float argument
 // from ln(FLT_MIN) to 0); 0 below ln(FLT_MIN) = -87.34 and for -inf. Computed as 2^k · p(r) with k = round(x / ln 2),
 // r = x - k·ln 2 in two fused steps (|r| <= ln 2 / 2) and p the Taylor polynomial of degree 7 (truncation error 5e-9
-// relative), by Horner's rule in fused multiply-adds.
+// relative), by Horner's rule in fused multiply-adds. Not monotone: 2,878 of the 1.1e9 steps from one float
+// argument to the next go down by an ulp, so an order by probability can differ from the order by logit there
+// (top_p orders by logit and does not assume it).
 float softmax_exp(float x);
 
 namespace softmax_detail {

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "dsinfer/sampler.hpp"
+#include "util/softmax.hpp"
 
 using namespace dsinfer;
 
@@ -263,6 +264,27 @@ TEST_CASE("the seeded random sampler's frequencies match the probabilities (chi-
   // seed is fixed, so the test is deterministic.
   INFO("chi2 = " << chi2 << ", counts " << count[0] << " " << count[1] << " " << count[2] << " " << count[3]);
   CHECK(chi2 < 16.27);
+}
+
+TEST_CASE("top_p follows the logit order where rounding gives a higher logit a lower probability", "[sampling]") {
+  // The softmax's exponential is within an ulp of exp but not monotone. Two adjacent logits xb < xa with
+  // exp(xa) < exp(xb), and a fourth logit f that makes b's probability exactly 0.25 and a's just below: top_p 0.5
+  // keeps the maximum and a (probabilities 0.32 + 0.25 in logit order), as a full sort does, not the maximum and b.
+  float xa = 0.0f, xb = 0.0f;
+  for (float x = -0.25f; x < 0.0f && xa == 0.0f; x = std::nextafter(x, 0.0f))
+    if (softmax_exp(x) < softmax_exp(std::nextafter(x, -1.0f))) {
+      xa = x;
+      xb = std::nextafter(x, -1.0f);
+    }
+  REQUIRE(xa != 0.0f);
+  std::vector<float> logits;
+  for (float f = -0.7f; f < -0.45f && logits.empty(); f = std::nextafter(f, 0.0f)) {
+    Candidates c = make({0.0f, xa, xb, f});
+    c.softmax();
+    if (c.probs[2] == 0.25f && c.probs[1] < 0.25f) logits = c.logits;
+  }
+  REQUIRE(!logits.empty());
+  CHECK(kept(make_top_p_sampler(0.5f), logits) == std::vector<int32_t>{0, 1});
 }
 
 TEST_CASE("the random sampler never picks a candidate of probability 0, even when the sum falls short", "[sampling]") {
