@@ -127,6 +127,7 @@ bool softmax_avx2(const float*, size_t, float*) { return false; }
 }  // namespace softmax_detail
 
 void softmax(const float* x, size_t n, float* out) {
+  if (n == 0) return;  // (1 / S with S = 0 would divide by zero)
   if (!softmax_detail::softmax_avx2(x, n, out)) softmax_detail::softmax_portable(x, n, out);
 }
 
