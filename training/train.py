@@ -264,7 +264,10 @@ def bf16_autocast_pays():
     """Whether PyTorch's bf16 matrix products run in oneDNN's vectorised kernels on this CPU (AVX-512 or AMX). Where
     they do not (an AVX2-only CPU), autocast falls back to generic kernels: a 4,096-token step of this model took
     40-90 s in bf16 against 4.2 s in fp32 on a 2-vCPU AMD EPYC without AVX-512 (training/LOG.md, 2026-12-05)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an internal op of PyTorch's: a version without it trains in fp32
+        return False
 
 
 def lr_at(step, total, peak, warmup, min_ratio):
