@@ -2,13 +2,12 @@
 //   bench_sampling [--vocab N] [--tokens N] [--reps N]
 // For each logit distribution and each chain it prints microseconds per sampled token (the best of --reps runs of
 // --tokens samplings, each from fresh logits) and the ratio to one pass over the logits (their maximum in 8 lanes,
-// which the compiler vectorizes: reading the floats, what any sampler must at least do). Distributions: "flat" (standard normal logits: a random-weight
-// model, where top_p 0.95 keeps most of the vocabulary) and "peaked" (the same plus 20 on five ids: as from a
-// trained model, a handful of ids hold almost all the probability).
+// which the compiler vectorizes: reading the floats, what any sampler must at least do). Distributions: "flat"
+// (standard normal logits: a random-weight model, where top_p 0.95 keeps most of the vocabulary) and "peaked" (the
+// same plus 20 on five ids: as from a trained model, a handful of ids hold almost all the probability).
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <functional>
 #include <random>
 #include <string>
@@ -16,10 +15,8 @@
 
 #include "bench_flags.hpp"
 #include "dsinfer/sampler.hpp"
+#include "timing.hpp"
 
-namespace {
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-}  // namespace
 
 int main(int argc, char** argv) {
   int64_t vocab = 129280, tokens = 200, reps = 3;
@@ -82,7 +79,7 @@ int main(int argc, char** argv) {
     double floor_us = 1e30;
     volatile int64_t sink = 0;
     for (int64_t r = 0; r < reps; ++r) {
-      const double t0 = now_s();
+      const double t0 = dsinfer::bench::wall_seconds();
       for (int64_t t = 0; t < tokens; ++t) {
         const auto& row = logits[size_t(t % rows)];
         float lane[8];
@@ -93,16 +90,16 @@ int main(int argc, char** argv) {
         for (; i < row.size(); ++i) lane[0] = std::max(lane[0], row[i]);
         sink = sink + int64_t(*std::max_element(lane, lane + 8));
       }
-      floor_us = std::min(floor_us, (now_s() - t0) * 1e6 / double(tokens));
+      floor_us = std::min(floor_us, (dsinfer::bench::wall_seconds() - t0) * 1e6 / double(tokens));
     }
     fmt::print("\n{} logits: one pass over them {:.1f} us\n", peaked ? "peaked" : "flat", floor_us);
     for (const auto& ch : chains) {
       double best = 1e30;
       for (int64_t r = 0; r < reps; ++r) {
         auto chain = ch.make();
-        const double t0 = now_s();
+        const double t0 = dsinfer::bench::wall_seconds();
         for (int64_t t = 0; t < tokens; ++t) sink = sink + chain->sample(logits[size_t(t % rows)], vocab);
-        best = std::min(best, (now_s() - t0) * 1e6 / double(tokens));
+        best = std::min(best, (dsinfer::bench::wall_seconds() - t0) * 1e6 / double(tokens));
       }
       fmt::print("  {:<60} {:9.1f} us/token  {:6.1f}x the pass\n", ch.name, best, best / floor_us);
     }

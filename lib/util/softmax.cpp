@@ -60,7 +60,8 @@ namespace {
 #define DSINFER_SOFTMAX_TARGET __attribute__((target("avx2,fma")))
 
 DSINFER_SOFTMAX_TARGET inline __m256 exp8(__m256 x) {
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 k =
+      _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fmadd_ps(k, _mm256_set1_ps(-kLn2Hi), x);
   r = _mm256_fmadd_ps(k, _mm256_set1_ps(-kLn2Lo), r);
   __m256 p = _mm256_set1_ps(kInvFact[0]);
@@ -114,6 +115,8 @@ DSINFER_SOFTMAX_TARGET void softmax8(const float* x, size_t n, float* out) {
 
 }  // namespace
 
+// Its own CPU check rather than backend/cpu/simd.hpp's kernel family: util sits below the backends, and both paths
+// give the same bits, so DSINFER_CPU_KERNELS has nothing to choose here.
 bool softmax_avx2(const float* x, size_t n, float* out) {
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (!supported) return false;

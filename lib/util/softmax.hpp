@@ -1,4 +1,4 @@
-// Softmax over a vocabulary's logits, the same bits on every CPU: the sampler chain's probabilities (Candidates::softmax).
+// Softmax with the same bits on every CPU: the sampler chain's probabilities (Candidates::softmax) and CPU attention.
 #pragma once
 #include <cstddef>
 
