@@ -1,6 +1,6 @@
 // eval_chat — scores a chat model on held-out conversations, through dsinfer's own sessions.
 //   eval_chat --model DIR --data heldout.jsonl [--n N] [--precision fp8|reference] [--sampling greedy|default]
-//             [--seed S] [--threads T] [--max-tokens N] [--tool-grammar on|off] [--out results.json]
+//             [--seed S] [--threads T] [--max-tokens N] [--grammar on|off] [--out results.json]
 //             [--expect results.json --tolerance P]
 //
 // Each line of the data file is a conversation {"thinking", "unseen_tools", "tools", "messages", "checks"} written by
@@ -13,10 +13,12 @@
 //   chat        no tool call, and the reply holds the expected words (a capital, or "know" in "I don't know")
 //   json        the reply is JSON equal to the expected object (a response_format conversation)
 // and every reply must be well-formed (the streaming DSML parser reported no error, and the generation ended on
-// its own rather than at --max-tokens). --tool-grammar on (the default, as the server and Session.chat do with
-// tools and tool_choice "auto"): the replies are generated under ConstraintSpec::TextOrToolCalls, so a call parses and
-// names a declared tool with valid arguments; off: the model's own output. Prints rates as percentages; --out writes them as JSON; --expect compares
-// with recorded rates and exits 1 when one differs from its record by more than --tolerance points.
+// its own rather than at --max-tokens). --grammar on (the default) enforces what the request asks, as the server does
+// with the same request: a conversation with tools is generated under ConstraintSpec::TextOrToolCalls (tool_choice
+// "auto": a call parses and names a declared tool with valid arguments), one whose system message carries a
+// response_format under that format's JSON schema; off: the model's own output (--tool-grammar is the older name).
+// Prints rates as percentages; --out writes them as JSON; --expect compares with recorded rates and exits 1 when one
+// differs from its record by more than --tolerance points.
 // --sampling greedy is argmax decoding; default is the checkpoint's generation_config.json sampling, conversation i
 // seeded with S + i.
 #include <fmt/format.h>
@@ -57,7 +59,7 @@ struct Rate {
 };
 
 struct Args {
-  std::string model, data, out, expect, precision = "fp8", sampling = "greedy", tool_grammar = "on";
+  std::string model, data, out, expect, precision = "fp8", sampling = "greedy", grammar = "on";
   int64_t n = -1, threads = 2, max_tokens = 256;
   uint64_t seed = 1;
   double tolerance = 5.0;
@@ -82,7 +84,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--expect") a.expect = v;
     else if (k == "--precision") a.precision = v;
     else if (k == "--sampling") a.sampling = v;
-    else if (k == "--tool-grammar") a.tool_grammar = v;
+    else if (k == "--grammar" || k == "--tool-grammar") a.grammar = v;
     else if (k == "--n") a.n = number<int64_t>(k, v, 0, INT64_MAX);
     else if (k == "--threads") a.threads = number<int64_t>(k, v, 1, 1024);
     else if (k == "--max-tokens") a.max_tokens = number<int64_t>(k, v, 1, int64_t(1) << 20);
@@ -93,7 +95,7 @@ Args parse(int argc, char** argv) {
   if (a.model.empty() || a.data.empty()) throw std::runtime_error("--model and --data are required");
   if (a.precision != "fp8" && a.precision != "reference") throw std::runtime_error("--precision fp8|reference");
   if (a.sampling != "greedy" && a.sampling != "default") throw std::runtime_error("--sampling greedy|default");
-  if (a.tool_grammar != "on" && a.tool_grammar != "off") throw std::runtime_error("--tool-grammar on|off");
+  if (a.grammar != "on" && a.grammar != "off") throw std::runtime_error("--grammar on|off");
   return a;
 }
 
@@ -117,6 +119,15 @@ bool contains_all(const std::string& text, const json& words) {
   for (const auto& w : words)
     if (text.find(w.get<std::string>()) == std::string::npos) return false;
   return true;
+}
+
+// The response_format a conversation's system message carries (where an OpenAI request has it at the top level: the
+// encoder attaches it there), as JSON, or "" for none.
+std::string response_format(const ojson& messages) {
+  std::string format;
+  for (const auto& m : messages)
+    if (m.value("role", "") == "system" && m.contains("response_format")) format = m["response_format"].dump();
+  return format;
 }
 
 }  // namespace
@@ -164,10 +175,15 @@ int main(int argc, char** argv) {
         session.set_sampler(std::move(chain));
       }
       const ojson& msgs = doc.at("messages");
-      std::shared_ptr<const dsinfer::Constraint> tool_grammar;
-      if (args.tool_grammar == "on" && !doc.at("tools").empty())
-        tool_grammar = dsinfer::Constraint::compile(
-            *tok, dsinfer::constraint_from_request("", doc.at("tools").dump(), "\"auto\"", true, sp.thinking));
+      std::shared_ptr<const dsinfer::Constraint> grammar;
+      if (args.grammar == "on") {
+        const bool tools = !doc.at("tools").empty();
+        const std::string format = response_format(msgs);
+        if (tools || !format.empty())
+          grammar = dsinfer::Constraint::compile(
+              *tok, dsinfer::constraint_from_request(format, tools ? doc.at("tools").dump() : "",
+                                                     tools ? "\"auto\"" : "", true, sp.thinking));
+      }
       for (const auto& [index, ocheck] : doc.at("checks").items()) {  // in turn order, as written
         const size_t i = std::stoul(index);
         const json check = json::parse(ocheck.dump());
@@ -176,7 +192,7 @@ int main(int argc, char** argv) {
         session.set_messages(dsinfer::chat_messages_from_json(prefix.dump()));
         dsinfer::GenerateParams gp;
         gp.max_tokens = args.max_tokens;
-        gp.constraint = tool_grammar;
+        gp.constraint = grammar;
         bool parse_error = false;
         const auto finish = session.generate(gp, [&](const dsinfer::ChatEvent& e) {
           parse_error |= e.kind == dsinfer::ChatEvent::Kind::Error;
@@ -213,7 +229,7 @@ int main(int argc, char** argv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     json result = {{"model", args.model}, {"data", args.data}, {"conversations", conversations},
                    {"precision", args.precision}, {"sampling", args.sampling}, {"seed", args.seed},
-                   {"tool_grammar", args.tool_grammar},
+                   {"grammar", args.grammar},
                    {"generated_tokens", generated_tokens}, {"seconds", seconds}};
     auto report = [&](const std::string& key, const Rate& r) {
       result["rates"][key] = {{"percent", r.percent()}, {"ok", r.ok}, {"total", r.total}};

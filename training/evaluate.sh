@@ -28,7 +28,7 @@ E=build/tools/eval_chat
      --out "$EVAL/fp8_sampled.json"
 "$E" --model "$MODEL" --data "$GOLDEN/heldout.jsonl" --precision reference --sampling greedy \
      --out "$EVAL/reference_greedy.json"
-"$E" --model "$MODEL" --data "$GOLDEN/heldout.jsonl" --precision fp8 --sampling greedy --tool-grammar off \
+"$E" --model "$MODEL" --data "$GOLDEN/heldout.jsonl" --precision fp8 --sampling greedy --grammar off \
      --out "$EVAL/fp8_greedy_nogrammar.json"
 # The CTest case's record: the first 50 conversations, FP8, greedy (failures dropped: the record is the rates).
 "$E" --model "$MODEL" --data "$GOLDEN/heldout.jsonl" --n 50 --precision fp8 --sampling greedy --out "$EVAL/ci50.json"
