@@ -194,7 +194,8 @@ def evaluation_section(eval_dir, mtp_text=None):
 Each assistant turn is scored with the reference conversation up to it. The first three columns generate as dsinfer
 serves the same request: with tools (tool_choice "auto") a call the model begins is held to the listed tools, so it
 parses and names a declared tool with valid arguments; with a response_format the reply is held to its JSON schema
-(docs/structured-output.md). The last is the model's own output (`eval_chat --grammar off`). {advice}{mtp_sentence}
+(docs/structured-output.md). The last is the model's own output (`eval_chat --grammar off`).
+{advice}{mtp_sentence}
 
 {limits}
 """
