@@ -169,15 +169,45 @@ struct Cloneable : Sampler {
   bool thread_compatible() const override { return true; }  // the built-ins hold only their own state
 };
 
+// The position of the highest of x[0, n), ties to the lowest id (kIds false: the ids are the positions). A NaN is
+// never chosen unless it is x[0], which nothing compares above. One pass in 8 lanes, each keeping its best value, id
+// and position, updated without a branch (bitwise & and |, then selects), then the lanes compared by the same rule:
+// eight independent chains where one compare after another through a single best, branching on each, was the cost.
+template <bool kIds>
+size_t highest(const float* x, const int32_t* ids, size_t n) {
+  if (n == 0) return 0;
+  auto id = [&](size_t i) { return kIds ? ids[i] : int32_t(i); };
+  float value[8];
+  int32_t best[8];
+  std::fill(value, value + 8, x[0]);
+  std::fill(best, best + 8, id(0));
+  int32_t at[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (size_t j = 0; j < 8; ++j) {
+      const float v = x[i + j];
+      const int32_t d = id(i + j);
+      // Positions only grow: a tie never wins there, so the id compare is needed only for given ids.
+      const bool better = kIds ? (v > value[j]) | ((v == value[j]) & (d < best[j])) : v > value[j];
+      value[j] = better ? v : value[j];
+      best[j] = better ? d : best[j];
+      at[j] = better ? int32_t(i + j) : at[j];
+    }
+  for (; i < n; ++i)  // the tail goes to lane 0
+    if (x[i] > value[0] || (x[i] == value[0] && id(i) < best[0])) {
+      value[0] = x[i];
+      best[0] = id(i);
+      at[0] = int32_t(i);
+    }
+  size_t pick = 0;
+  for (size_t j = 1; j < 8; ++j)
+    if (value[j] > value[pick] || (value[j] == value[pick] && best[j] < best[pick])) pick = j;
+  return size_t(at[pick]);
+}
+
 struct Greedy : Cloneable<Greedy> {
   std::string name() const override { return "greedy"; }
-  void apply(Candidates& c) override {
-    int64_t best = 0;
-    for (size_t i = 1; i < c.size(); ++i)
-      if (c.logits[i] > c.logits[size_t(best)] || (c.logits[i] == c.logits[size_t(best)] && c.ids[i] < c.ids[size_t(best)]))
-        best = int64_t(i);
-    c.selected = best;
-  }
+  void apply(Candidates& c) override { c.selected = int64_t(highest<true>(c.logits.data(), c.ids.data(), c.size())); }
 };
 
 struct Dist : Cloneable<Dist> {
@@ -425,6 +455,10 @@ int32_t SamplerChain::sample(std::span<const float> logits, int64_t n_usable) {
   if (samplers_.empty()) throw Error(ErrorCode::InvalidArgument, "the sampler chain is empty: it needs a selector (greedy or dist)");
   n_usable = std::min<int64_t>(n_usable, int64_t(logits.size()));
   if (n_usable <= 0) throw Error(ErrorCode::InvalidArgument, "no token ids to sample from");
+  // A greedy chain (temperature 0, tool use, evaluation) picks straight from the logits: the candidate arrays would
+  // be ids and a copy of the logits, 1 MB written at V3.2's vocabulary, for the same answer.
+  if (samplers_.size() == 1 && dynamic_cast<const Greedy*>(samplers_[0].get()))
+    return int32_t(highest<false>(logits.data(), nullptr, size_t(n_usable)));
   // The candidate arrays are the chain's, reused from call to call: fresh ones for V3.2's 129,280 ids are 1 MB that
   // the allocator would map (or grow the heap by) and give back on every call, page faults included.
   Candidates& c = candidates_;

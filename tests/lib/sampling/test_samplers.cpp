@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <numeric>
+#include <algorithm>
 #include <random>
 
 #include "dsinfer/sampler.hpp"
@@ -159,6 +161,48 @@ TEST_CASE("temperature, penalties and logit bias change logits as defined", "[sa
   c = make({2.0f, -1.0f, 0.5f});
   make_logit_bias_sampler({{1, 10.0f}})->apply(c);
   CHECK(c.logits[1] == 9.0f);
+}
+
+// Greedy's rule, one candidate after another: the highest logit, ties to the lowest id; a NaN never wins unless it
+// is the first candidate (nothing compares above it).
+static int64_t greedy_reference(const Candidates& c) {
+  int64_t best = 0;
+  for (size_t i = 1; i < c.size(); ++i)
+    if (c.logits[i] > c.logits[size_t(best)] || (c.logits[i] == c.logits[size_t(best)] && c.ids[i] < c.ids[size_t(best)]))
+      best = int64_t(i);
+  return best;
+}
+
+TEST_CASE("greedy picks as one compare after another would, in order or shuffled, with ties, NaN and -inf",
+          "[sampling]") {
+  std::mt19937 rng(11);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (int trial = 0; trial < 3000; ++trial) {
+    const size_t n = 1 + size_t(rng() % (trial < 2000 ? 40 : 3000));  // every tail length of the 8 lanes
+    std::vector<float> logits(n);
+    for (auto& l : logits) {
+      const uint32_t r = rng() % 100;
+      // Few distinct values, so that ties are common; the top one sometimes NaN, -inf or -0.
+      l = r < 3 ? nan : r < 6 ? -inf : r < 8 ? -0.0f : float(int(rng() % 7) - 3);
+    }
+    if (trial % 7 == 0) logits[0] = nan;
+    SamplerChain greedy;
+    greedy.add(make_greedy_sampler());
+    const Candidates in_order = make(logits);
+    INFO("n " << n << ", trial " << trial);
+    REQUIRE(greedy.sample(logits, int64_t(n)) == in_order.ids[size_t(greedy_reference(in_order))]);
+    Candidates shuffled = make(logits);  // as a sampler before it may leave them: ids out of order
+    std::vector<size_t> perm(n);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (size_t i = 0; i < n; ++i) {
+      shuffled.ids[i] = int32_t(perm[i]);
+      shuffled.logits[i] = logits[perm[i]];
+    }
+    const int64_t want = greedy_reference(shuffled);
+    make_greedy_sampler()->apply(shuffled);
+    REQUIRE(shuffled.selected == want);
+  }
 }
 
 TEST_CASE("chains select; greedy picks the argmax; ids beyond the usable vocabulary are never chosen", "[sampling]") {
