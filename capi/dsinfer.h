@@ -303,7 +303,8 @@ typedef struct dsinfer_session_params {
    * when the checkpoint has no MTP module (dsinfer_model_has_mtp). The output is unchanged: token for token what
    * decoding without speculation gives, for every sampler. */
   int32_t speculative_draft_tokens;
-  int32_t speculative_adaptive;  /* default 1: fewer or no drafts while acceptance is low; 0 = always the maximum */
+  int32_t speculative_adaptive;  /* default 1: fewer or no drafts while acceptance is low, none for good where the
+                                    session's timings show drafts cannot pay; 0 = always the maximum */
 } dsinfer_session_params;
 DSINFER_API void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size);
 #define DSINFER_SESSION_PARAMS_INIT(p) dsinfer_session_params_init((p), sizeof *(p))

@@ -1,6 +1,7 @@
 // Session: the cache, sampler and generation loop of one conversation.
 #include "dsinfer/session.hpp"
 #include "dsinfer/constraint.hpp"
+#include "session/speculation_policy.hpp"
 #include "util/thread_pool.hpp"
 
 #include <fmt/format.h>
@@ -90,26 +91,13 @@ struct Session::Impl {
   // step evaluates it instead of sampling.
   std::optional<int32_t> carried;
   SpeculativeStats spec_stats;
-  // Running estimate of a draft's acceptance given the previous one's: a prior of 0.8 worth two drafts, then the
-  // mean of what was seen, then an exponential mean (weight 0.1) from the eighth checked draft on. A model whose
-  // drafts are never accepted stops drafting after about three rejections instead of ~15.
-  double spec_acceptance = 0.8;
-  int64_t spec_checked = 0;
-  int64_t spec_steps_since_probe = 0;
-  // Plain steps between one-draft probes while no k pays: 16, doubled after each probe that does not change that
-  // (up to 128), so that a model whose drafts never pay loses little to probing; back to 16 once drafting pays.
-  int64_t spec_probe_interval = 16;
-  // Adaptive speculation's measured costs (seconds, running means; 0 = not measured yet): a plain one-token step
-  // (which skips the MTP layer: its row waits for the next draft), and a step with k drafts (drafting + verifying).
-  double plain_seconds = 0;
-  double spec_seconds[Model::kMaxDraftTokens + 1] = {};
-  double spec_calibration = 1.0;  // measured / modelled cost of the last measured k (scales the model for other k)
-  int64_t spec_steps_since_plain = 0;
+  SpeculationPolicy policy;  // adaptive speculation's drafts per step (SpeculativeParams::adaptive)
   std::vector<int32_t> draft_ids;  // [next, d1..dk] of the current verification (storage reused)
   std::vector<float> verify_logits;
   std::vector<Model::DraftEntry> draft_entry;
 
-  Impl(const Model& m, const Tokenizer& t, const SessionParams& p) : model(m), tok(t), params(p) {
+  Impl(const Model& m, const Tokenizer& t, const SessionParams& p)
+      : model(m), tok(t), params(p), policy(p.speculative.draft_tokens, modelled_draft_cost(m.info())) {
     check_speculative(model, p);
     seq = model.new_sequence(p.capacity);
     if (uses_mtp()) model.enable_mtp(*seq, true, {}, p.eval);
@@ -125,7 +113,12 @@ struct Session::Impl {
                                           "has none (config.json num_nextn_predict_layers 0, or the layer is not stored)");
   }
   bool speculating() const { return params.speculative.draft_tokens > 0; }
-  bool uses_mtp() const { return speculating() && !params.speculative.drafter; }
+  // The MTP state is kept while drafts may come from it: not with a drafter, nor once adaptive speculation stood down.
+  bool uses_mtp() const { return speculating() && !params.speculative.drafter && !policy.stood_down(); }
+  // A draft row's cost in plain steps, by the bytes it reads (decode is memory bound) — SpeculationPolicy's model.
+  static double modelled_draft_cost(const ModelInfo& info) {
+    return info.decode_weight_bytes > 0 ? double(info.mtp_draft_weight_bytes) / double(info.decode_weight_bytes) : 0.1;
+  }
 
   int64_t usable_vocab() const { return std::min<int64_t>(tok.size(), model.info().vocab_size); }
 
@@ -367,8 +360,6 @@ struct Session::Impl {
     return t;
   }
 
-  static void running_mean(double& mean, double x) { mean = mean > 0 ? 0.8 * mean + 0.2 * x : x; }
-
   void step() {
     const std::optional<int32_t> next = take_next();
     if (!next) return;
@@ -388,37 +379,12 @@ struct Session::Impl {
       abort_step();
       throw;
     }
-    if (adaptive) {
-      running_mean(plain_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      spec_steps_since_plain = 0;
-    }
+    if (adaptive) policy.plain_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
-  // The cost of a step with k drafts in plain steps, as modelled (see draft_count).
-  double modelled_cost(int64_t k) const {
-    const ModelInfo& info = model.info();
-    const double draft_cost = info.decode_weight_bytes > 0
-                                  ? double(info.mtp_draft_weight_bytes) / double(info.decode_weight_bytes)
-                                  : 0.1;
-    return 1.0 + 0.57 * double(k) + draft_cost * double(k);
-  }
-  // ... and as this session measured it where it has timed both kinds of step, else the model scaled by how far the
-  // last measurement was from it.
-  double spec_cost(int64_t k, bool timed) const {
-    if (!timed) return modelled_cost(k);
-    if (plain_seconds > 0 && spec_seconds[k] > 0) return spec_seconds[k] / plain_seconds;
-    return spec_calibration * modelled_cost(k);
-  }
-
-  // How many tokens to draft this step. Expected tokens per step with k drafts, each accepted with probability a
-  // given the one before: 1 + a + ... + a^k. Cost in single-step units (spec_cost): timed by this session once it
-  // has run both kinds of step; before that, verifying k + 1 rows costs about 1 + 0.57 k on the CPU backend
-  // (measured on a large model: 2/3/4 rows 1.62x/2.20x/2.71x one row) and each draft row reads the MTP layer and
-  // the lm_head (ModelInfo's byte counts; decode is memory bound). A small model is compute bound, where k + 1 rows
-  // cost nearly k + 1 steps: only the timing tells. The best k by that ratio; when none pays (k = 0) a one-draft
-  // probe after 16 plain steps (then 32, 64, 128 while none pays) keeps the estimates current, and while drafting
-  // pays a plain step every 32 steps keeps the plain cost current. In an Engine (timed = false) a step's time is the
-  // whole batch's: the model alone decides.
+  // How many tokens to draft this step: all that fit (draft_tokens, less where the cache or max_tokens leaves less
+  // room), or as many as pay (SpeculationPolicy) when adaptive. When the policy stands down the MTP state goes: its
+  // rows would cost a little in every forward for drafts that can no longer come.
   int64_t draft_count(bool timed = true) {
     const int64_t kmax = params.speculative.draft_tokens;
     int64_t room = params.capacity - int64_t(tokens.size()) - 1;  // verify writes next + k tokens
@@ -427,28 +393,9 @@ struct Session::Impl {
     const int64_t limit = std::min(kmax, room);
     if (limit <= 0) return 0;
     if (!params.speculative.adaptive) return limit;
-    if (timed && (plain_seconds == 0 || spec_steps_since_plain >= 32)) return 0;
-    int64_t best = 0;
-    double best_rate = 1.0, expected = 1.0, p = 1.0;
-    for (int64_t k = 1; k <= limit; ++k) {
-      p *= spec_acceptance;
-      expected += p;
-      const double rate = expected / spec_cost(k, timed);
-      if (rate > best_rate) {
-        best_rate = rate;
-        best = k;
-      }
-    }
-    if (best == 0 && ++spec_steps_since_probe >= spec_probe_interval) {
-      spec_steps_since_probe = 0;
-      spec_probe_interval = std::min<int64_t>(2 * spec_probe_interval, 128);
-      return 1;
-    }
-    if (best > 0) {
-      spec_steps_since_probe = 0;
-      spec_probe_interval = 16;
-    }
-    return best;
+    const int64_t k = policy.draft_count(limit, timed);
+    if (policy.stood_down() && model.mtp_enabled(*seq)) model.enable_mtp(*seq, false, {}, params.eval);
+    return k;
   }
 
   // One speculative step: `next` (sampled from the current logits) and k MTP drafts after it go through the main
@@ -513,9 +460,7 @@ struct Session::Impl {
     }
     const int64_t drafted = int64_t(draft_ids.size()) - 1;
     if (params.speculative.adaptive && drafted > 0) {
-      running_mean(spec_seconds[drafted], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      spec_steps_since_plain += 1;
-      if (plain_seconds > 0) spec_calibration = spec_seconds[drafted] / plain_seconds / modelled_cost(drafted);
+      policy.verify_step(drafted, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     accept_verified(S);
   }
@@ -551,11 +496,7 @@ struct Session::Impl {
         spec_stats.drafted += 1;
         spec_stats.drafted_at[size_t(r)] += 1;
         const bool ok = *t == draft_ids[size_t(r + 1)];
-        if (params.speculative.adaptive) {
-          spec_checked += 1;
-          const double w = std::max(0.1, 1.0 / double(spec_checked + 2));
-          spec_acceptance += w * ((ok ? 1.0 : 0.0) - spec_acceptance);
-        }
+        if (params.speculative.adaptive) policy.checked(ok);
         if (ok) {
           spec_stats.accepted += 1;
           spec_stats.accepted_at[size_t(r)] += 1;
@@ -634,6 +575,12 @@ std::unique_ptr<Session> Session::fork(const SessionParams& params) const {
                                                         params.capacity, impl_->seq->size()));
   auto s = std::make_unique<Session>(impl_->model, impl_->tok, params);
   s->impl_->seq = impl_->model.copy_sequence(*impl_->seq, params.capacity);
+  // A fork that speculates as its parent does starts from the parent's measurements (same model, same machine): a
+  // parent that stood down has no MTP state, and its fork should not rebuild one only to stand down again.
+  const SpeculativeParams &mine = impl_->params.speculative, &theirs = params.speculative;
+  if (mine.draft_tokens == theirs.draft_tokens && mine.adaptive && theirs.adaptive &&
+      bool(mine.drafter) == bool(theirs.drafter))
+    s->impl_->policy = impl_->policy;
   // The copy keeps the MTP state of a speculating parent; a session that does not speculate drops it (it costs a
   // little in every forward), and one that does without a parent state rebuilds it from the tokens.
   impl_->model.enable_mtp(*s->impl_->seq, s->impl_->uses_mtp(), impl_->tokens, params.eval);

@@ -316,7 +316,8 @@ class Session:
         keeps its state across generations; set_sampler() with new samplers starts it over.
         speculative=k (1..16) decodes with up to k tokens drafted per step by the checkpoint's MTP module
         (model.info["has_mtp"]; UnsupportedError without it): the output is exactly the same, only faster when
-        drafts are accepted; speculative_adaptive backs off while they are not. See speculative_stats."""
+        drafts are accepted; speculative_adaptive backs off while they are not, and stops for good where this
+        machine's timings show no draft could pay. See speculative_stats."""
         self._s = _impl if _impl is not None else _dsinfer.Session(model, tokenizer, capacity, precision, thinking,
                                                                     seed, speculative, speculative_adaptive)
 
