@@ -304,7 +304,7 @@ typedef struct dsinfer_session_params {
    * decoding without speculation gives, for every sampler. */
   int32_t speculative_draft_tokens;
   int32_t speculative_adaptive;  /* default 1: fewer or no drafts while acceptance is low, none for good where the
-                                    session's timings show drafts cannot pay; 0 = always the maximum */
+                                    session's timings show drafts cannot gain 10 %; 0 = always the maximum */
 } dsinfer_session_params;
 DSINFER_API void dsinfer_session_params_init(dsinfer_session_params* p, size_t struct_size);
 #define DSINFER_SESSION_PARAMS_INIT(p) dsinfer_session_params_init((p), sizeof *(p))

@@ -30,9 +30,9 @@ struct DSINFER_CXX_API SpeculativeParams {
   int64_t draft_tokens = 0;  // 0 = off; 1 .. Model::kMaxDraftTokens drafts per step at most
   // Back off when drafts do not pay: the number of drafts per step follows the measured acceptance and the timed
   // cost of a verification against a plain step (none while drafting does not pay, with a one-draft probe after 16,
-  // 32, 64, then every 128 plain steps; those plain steps skip the MTP layer). Where two timed verifications show
-  // that no number of drafts could pay even if all were accepted, the session stops speculating for good and drops
-  // its MTP state (docs/speculative.md). false = always draft_tokens.
+  // 32, 64, then every 128 plain steps; those plain steps skip the MTP layer). Where the session's timings show that
+  // even every draft accepted would gain under 10 %, it stops speculating for good and drops its MTP state
+  // (docs/speculative.md). false = always draft_tokens.
   bool adaptive = true;
   // Another source of drafts instead of the MTP module (prompt lookup, a test's oracle): called with the tokens in
   // the cache, the token about to be evaluated after them and the most drafts wanted; appends up to that many ids to

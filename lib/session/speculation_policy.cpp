@@ -6,7 +6,13 @@
 namespace dsinfer {
 
 namespace {
-void running_mean(double& mean, double x) { mean = mean > 0 ? 0.8 * mean + 0.2 * x : x; }
+// A running mean of step times in which the second sample replaces the first: a step's first run of a shape pays page
+// faults and scratch growth, and a mean that kept it (weight 0.8 per later sample) took ~10 probes, ~900 steps, to
+// forget one cold verification at 3x its cost.
+void running_mean(double& mean, int64_t& samples, double x) {
+  mean = samples >= 2 ? 0.8 * mean + 0.2 * x : x;
+  samples += 1;
+}
 }  // namespace
 
 double SpeculationPolicy::cost(int64_t k, bool timed) const {
@@ -17,10 +23,16 @@ double SpeculationPolicy::cost(int64_t k, bool timed) const {
 
 int64_t SpeculationPolicy::draft_count(int64_t limit, bool timed) {
   if (stood_down_) return 0;
-  if (timed && verifications_timed_ >= 2 && plain_seconds_ > 0) {
-    bool could_pay = false;  // with every draft accepted, k drafts give k + 1 tokens a step
-    for (int64_t k = 1; k <= max_drafts_ && !could_pay; ++k) could_pay = double(k + 1) / cost(k, true) > 1.0;
-    if (!could_pay) {
+  if (timed && verify_samples_[1] > kStandDownSamples && plain_seconds_ > 0) {
+    // Costs at their lowest: k = 1 as measured, other k as measured where they were, else scaled from k = 1.
+    const double cost1 = verify_min_seconds_[1] / plain_seconds_;
+    bool worth_it = false;  // with every draft accepted, k drafts give k + 1 tokens a step
+    for (int64_t k = 1; k <= max_drafts_ && !worth_it; ++k) {
+      const double c = verify_samples_[k] > kStandDownSamples ? verify_min_seconds_[k] / plain_seconds_
+                                                               : cost1 * modelled_cost(k) / modelled_cost(1);
+      worth_it = double(k + 1) / c >= kStandDownGain;
+    }
+    if (!worth_it) {
       stood_down_ = true;
       return 0;
     }
@@ -50,14 +62,16 @@ int64_t SpeculationPolicy::draft_count(int64_t limit, bool timed) {
 }
 
 void SpeculationPolicy::plain_step(double seconds) {
-  running_mean(plain_seconds_, seconds);
+  running_mean(plain_seconds_, plain_samples_, seconds);
   steps_since_plain_ = 0;
 }
 
 void SpeculationPolicy::verify_step(int64_t drafted, double seconds) {
-  running_mean(verify_seconds_[drafted], seconds);
+  if (verify_samples_[drafted] > 0)  // the first is left out (see kStandDownSamples)
+    verify_min_seconds_[drafted] =
+        verify_min_seconds_[drafted] > 0 ? std::min(verify_min_seconds_[drafted], seconds) : seconds;
+  running_mean(verify_seconds_[drafted], verify_samples_[drafted], seconds);
   steps_since_plain_ += 1;
-  verifications_timed_ += 1;
   if (plain_seconds_ > 0) calibration_ = verify_seconds_[drafted] / plain_seconds_ / modelled_cost(drafted);
 }
 

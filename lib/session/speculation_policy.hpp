@@ -18,10 +18,15 @@ class SpeculationPolicy {
   // when none pays, a one-draft probe after 16 plain steps (then 32, 64, 128 while none pays) keeps the estimates
   // current, and while drafting pays a plain step every 32 keeps the plain cost current. timed: this session's own
   // step times are its costs (alone; in an Engine a step's time is the whole batch's, and the model decides).
-  // Stands down for good — 0 from then on, stood_down() true — once two timed verifications have been measured and
-  // their costs say that no k up to max_drafts could pay even if every draft were accepted (a compute-bound model,
-  // where k + 1 rows cost about k + 1 steps): probing then only loses time, and the session drops its MTP state.
+  // Stands down for good — 0 from then on, stood_down() true — where even every draft accepted would gain under
+  // kStandDownGain (a compute-bound model, where k + 1 rows cost about k + 1 steps): the upkeep of speculating (MTP
+  // rows for every token, probes that lose most of a step) costs about what it could at best win, and the session
+  // drops its MTP state. Judged on the cheapest of at least kStandDownSamples timed one-draft verifications after
+  // the first (a step's first run of a new shape pays page faults and scratch growth; one slow sample must not end
+  // speculation where it pays), against the mean plain step.
   int64_t draft_count(int64_t limit, bool timed);
+  static constexpr double kStandDownGain = 1.1;
+  static constexpr int64_t kStandDownSamples = 2;
 
   void plain_step(double seconds);                  // a timed step without drafts
   void verify_step(int64_t drafted, double seconds);  // a timed step that drafted and verified `drafted` tokens
@@ -51,9 +56,12 @@ class SpeculationPolicy {
   // Measured costs (seconds, running means; 0 = not measured yet): a plain one-token step (which skips the MTP
   // layer: its row waits for the next draft), and a step with k drafts (drafting + verifying).
   double plain_seconds_ = 0;
+  int64_t plain_samples_ = 0;
   double verify_seconds_[Model::kMaxDraftTokens + 1] = {};
   double calibration_ = 1.0;  // measured / modelled cost of the last measured k (scales the model for other k)
-  int64_t verifications_timed_ = 0;
+  // Per k: timed verifications, and the cheapest of them after the first (0 = none yet).
+  int64_t verify_samples_[Model::kMaxDraftTokens + 1] = {};
+  double verify_min_seconds_[Model::kMaxDraftTokens + 1] = {};
   int64_t steps_since_plain_ = 0;
   bool stood_down_ = false;
 };

@@ -317,7 +317,7 @@ class Session:
         speculative=k (1..16) decodes with up to k tokens drafted per step by the checkpoint's MTP module
         (model.info["has_mtp"]; UnsupportedError without it): the output is exactly the same, only faster when
         drafts are accepted; speculative_adaptive backs off while they are not, and stops for good where this
-        machine's timings show no draft could pay. See speculative_stats."""
+        machine's timings show drafts could not gain 10 %. See speculative_stats."""
         self._s = _impl if _impl is not None else _dsinfer.Session(model, tokenizer, capacity, precision, thinking,
                                                                     seed, speculative, speculative_adaptive)
 
