@@ -168,7 +168,8 @@ TEST_CASE("temperature, penalties and logit bias change logits as defined", "[sa
 static int64_t greedy_reference(const Candidates& c) {
   int64_t best = 0;
   for (size_t i = 1; i < c.size(); ++i)
-    if (c.logits[i] > c.logits[size_t(best)] || (c.logits[i] == c.logits[size_t(best)] && c.ids[i] < c.ids[size_t(best)]))
+    if (c.logits[i] > c.logits[size_t(best)] ||
+        (c.logits[i] == c.logits[size_t(best)] && c.ids[i] < c.ids[size_t(best)]))
       best = int64_t(i);
   return best;
 }

@@ -37,7 +37,8 @@ Run drive(SpeculationPolicy& policy, int64_t steps, int64_t limit, double plain_
 
 }  // namespace
 
-TEST_CASE("speculation stands down when two rows cost two steps or more, even with every draft accepted", "[speculative]") {
+TEST_CASE("speculation stands down when two rows cost two steps or more, even with every draft accepted",
+          "[speculative]") {
   // A compute-bound model: verifying 1 draft costs 2.2 plain steps, so even k = 1 at full acceptance gives 2 tokens
   // for 2.2 steps.
   SpeculationPolicy policy(/*max_drafts=*/1, /*draft_cost=*/0.5);
