@@ -163,6 +163,31 @@ TEST_CASE("temperature, penalties and logit bias change logits as defined", "[sa
   CHECK(c.logits[1] == 9.0f);
 }
 
+TEST_CASE("top_k keeps what a sort by key keeps, NaN included, at every tail length", "[sampling]") {
+  // The heap pass skips groups of 8 logits below its worst kept one; a NaN compares below nothing and must still be
+  // ordered by its key, as sort_by_logit orders it.
+  std::mt19937 rng(3);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int trial = 0; trial < 400; ++trial) {
+    const size_t size = 16 + size_t(rng() % 600);
+    Candidates c;
+    c.ids.resize(size);
+    std::iota(c.ids.begin(), c.ids.end(), 0);
+    std::shuffle(c.ids.begin(), c.ids.end(), rng);
+    for (size_t i = 0; i < size; ++i) {
+      const uint32_t r = rng() % 50;  // few distinct values (ties), a NaN of either sign now and then
+      c.logits.push_back(r == 0 ? nan : r == 1 ? -nan : float(int(rng() % 9) - 4) * 0.5f);
+    }
+    const size_t k = 1 + size_t(rng() % (size / 16));
+    Candidates a = c, r = c;
+    make_top_k_sampler(int64_t(k))->apply(a);
+    r.sort_by_logit();
+    r.resize(k);
+    INFO("size " << size << ", k " << k);
+    REQUIRE(a.ids == r.ids);
+  }
+}
+
 // Greedy's rule, one candidate after another: the highest logit, ties to the lowest id; a NaN never wins unless it
 // is the first candidate (nothing compares above it).
 static int64_t greedy_reference(const Candidates& c) {
