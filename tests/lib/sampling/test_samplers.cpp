@@ -2,12 +2,12 @@
 // contract, and a statistical test of the seeded random sampler.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <numeric>
-#include <algorithm>
 #include <random>
 
 #include "dsinfer/sampler.hpp"
