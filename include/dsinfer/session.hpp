@@ -19,7 +19,8 @@ namespace dsinfer {
 
 enum class FinishReason { None, Eos, StopString, MaxTokens };
 
-class Constraint;  // constraint.hpp
+class Constraint;   // constraint.hpp
+class StepCostFit;  // internal (lib/session/speculation_policy.hpp)
 
 // Speculative decoding with the checkpoint's MTP module (docs/speculative.md): each step the MTP module drafts up
 // to `draft_tokens` tokens (one module chained), the main model checks them in one forward, and the session's own
@@ -29,10 +30,11 @@ class Constraint;  // constraint.hpp
 struct DSINFER_CXX_API SpeculativeParams {
   int64_t draft_tokens = 0;  // 0 = off; 1 .. Model::kMaxDraftTokens drafts per step at most
   // Back off when drafts do not pay: the number of drafts per step follows the measured acceptance and the timed
-  // cost of a verification against a plain step (none while drafting does not pay, with a one-draft probe after 16,
-  // 32, 64, then every 128 plain steps; those plain steps skip the MTP layer). Where the session's timings show that
-  // even every draft accepted would gain under 10 %, it stops speculating for good and drops its MTP state
-  // (docs/speculative.md). false = always draft_tokens.
+  // cost of a verification against a plain step (in an Engine, what the session's rows add to the batch's forward;
+  // none while drafting does not pay, with a one-draft probe after 16, 32, 64, then every 128 plain steps; those
+  // plain steps skip the MTP layer). Where the session's timings show that even every draft accepted would gain
+  // under 10 %, it stops speculating for good and drops its MTP state (docs/speculative.md). false = always
+  // draft_tokens.
   bool adaptive = true;
   // Another source of drafts instead of the MTP module (prompt lookup, a test's oracle): called with the tokens in
   // the cache, the token about to be evaluated after them and the most drafts wanted; appends up to that many ids to
@@ -209,12 +211,14 @@ class DSINFER_CXX_API Engine {
     size_t prompt_done = 0;       // of which evaluated (chunked prefill)
     int32_t next = -1;
     int64_t verify_from = -1;     // this step verifies drafts (speculative decoding): the session's size before it
+    double draft_seconds = 0;     // the time its drafts took (adaptive speculation)
   };
   struct SamplingWorkers;  // a thread pool, started when first needed
   const Model& model_;
   int64_t max_step_prompt_tokens_ = 0;
   std::vector<Active> active_;
   std::unique_ptr<SamplingWorkers> workers_;
+  std::unique_ptr<StepCostFit> step_cost_;  // the forward's time by its rows, for adaptive speculation
 };
 
 }  // namespace dsinfer

@@ -654,7 +654,7 @@ struct Engine::SamplingWorkers {
 };
 
 Engine::Engine(const Model& model, int64_t max_step_prompt_tokens)
-    : model_(model), max_step_prompt_tokens_(max_step_prompt_tokens) {}
+    : model_(model), max_step_prompt_tokens_(max_step_prompt_tokens), step_cost_(std::make_unique<StepCostFit>()) {}
 Engine::~Engine() = default;
 
 Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEvent&)>& on_event) {
@@ -672,6 +672,9 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
   // The budget only matters while some session decodes (it is what a long prefill would stall); with none, whole
   // prompts go in one forward (fewer passes over the weights).
   const bool decoding = std::any_of(active_.begin(), active_.end(), [](const Active& a) { return a.prompt.empty(); });
+  // Adaptive speculation times the steps that only decode (a prompt chunk would be most of a step's time): what a
+  // session's rows cost the step (StepCostFit).
+  const bool timed = std::all_of(active_.begin(), active_.end(), [](const Active& a) { return a.prompt.empty(); });
   int64_t prompt_budget = max_step_prompt_tokens_ > 0 && decoding ? std::max<int64_t>(2, max_step_prompt_tokens_) : INT64_MAX;
   bool first_prompt = true;
   // The decoding sessions' next tokens: sampled first, in parallel on the engine's workers for the sessions whose
@@ -744,10 +747,12 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
       a.next = *t;
       // A speculating session sends its drafts with the token (each session of the batch drafts for itself); the
       // rows are verified in this step's shared forward.
-      const int64_t k = s.speculating() ? s.draft_count(/*timed=*/false) : 0;
+      const int64_t k = s.speculating() ? s.draft_count(timed) : 0;
       if (k > 0) {
         try {
+          const auto t0 = std::chrono::steady_clock::now();
           s.draft(a.next, k);
+          a.draft_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         } catch (const Error& err) {
           drain(*a.session);
           r.failed.push_back({a.session, err});
@@ -770,9 +775,21 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
     batch.push_back(std::move(e));
     who.push_back(i);
   }
+  double forward_seconds = 0;  // when the step is timed and evaluated in one forward
+  int64_t step_rows = 0;
+  for (const Model::BatchEntry& e : batch) step_rows += int64_t(e.ids.size());
   auto commit = [&](size_t k) {
     Active& a = active_[who[k]];
     Session::Impl& s = *a.session->impl_;
+    if (forward_seconds > 0 && s.speculating() && s.params.speculative.adaptive) {
+      const int64_t drafted = int64_t(batch[k].ids.size()) - 1;
+      if (a.verify_from < 0) {
+        s.policy.plain_step(step_cost_->plain_seconds(step_rows, forward_seconds));
+      } else if (drafted > 0) {
+        const double cost = step_cost_->verify_seconds(step_rows, forward_seconds, drafted, a.draft_seconds);
+        if (cost > 0) s.policy.verify_step(drafted, cost);
+      }
+    }
     if (a.verify_from >= 0) {  // the session samples its verified rows (events, accept, stop checks) and rolls back
       const int64_t from = a.verify_from;
       a.verify_from = -1;
@@ -825,7 +842,12 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
     const EvalOptions& opts = active_[who[0]].session->impl_->params.eval;
     bool together = true;
     try {
+      const auto t0 = std::chrono::steady_clock::now();
       model_.eval_batch(batch, opts);
+      if (timed) {
+        forward_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        step_cost_->add(step_rows, forward_seconds);
+      }
     } catch (const std::exception&) {
       together = false;  // nothing changed; find out which entries fail by evaluating each alone
     }

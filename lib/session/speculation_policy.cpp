@@ -15,15 +15,14 @@ void running_mean(double& mean, int64_t& samples, double x) {
 }
 }  // namespace
 
-double SpeculationPolicy::cost(int64_t k, bool timed) const {
-  if (!timed) return modelled_cost(k);
+double SpeculationPolicy::cost(int64_t k) const {
   if (plain_seconds_ > 0 && verify_seconds_[k] > 0) return verify_seconds_[k] / plain_seconds_;
   return calibration_ * modelled_cost(k);
 }
 
 int64_t SpeculationPolicy::draft_count(int64_t limit, bool timed) {
   if (stood_down_) return 0;
-  if (timed && verify_samples_[1] > kStandDownSamples && plain_seconds_ > 0) {
+  if (verify_samples_[1] > kStandDownSamples && plain_seconds_ > 0) {
     // Costs at their lowest: k = 1 as measured, other k as measured where they were, else scaled from k = 1.
     const double cost1 = verify_min_seconds_[1] / plain_seconds_;
     bool worth_it = false;  // with every draft accepted, k drafts give k + 1 tokens a step
@@ -43,7 +42,7 @@ int64_t SpeculationPolicy::draft_count(int64_t limit, bool timed) {
   for (int64_t k = 1; k <= limit; ++k) {
     p *= acceptance_;
     expected += p;
-    const double rate = expected / cost(k, timed);
+    const double rate = expected / cost(k);
     if (rate > best_rate) {
       best_rate = rate;
       best = k;
@@ -79,6 +78,27 @@ void SpeculationPolicy::checked(bool accepted) {
   checked_ += 1;
   const double w = std::max(0.1, 1.0 / double(checked_ + 2));
   acceptance_ += w * ((accepted ? 1.0 : 0.0) - acceptance_);
+}
+
+void StepCostFit::add(int64_t rows, double seconds) {
+  constexpr double kDecay = 0.99;
+  const double r = double(rows);
+  weight_ = kDecay * weight_ + 1.0;
+  rows_ = kDecay * rows_ + r;
+  rows2_ = kDecay * rows2_ + r * r;
+  seconds_ = kDecay * seconds_ + seconds;
+  rows_seconds_ = kDecay * rows_seconds_ + r * seconds;
+}
+
+double StepCostFit::verify_seconds(int64_t rows, double seconds, int64_t drafted, double drafting_seconds) const {
+  if (weight_ == 0) return -1;
+  const double mean_rows = rows_ / weight_;
+  const double variance = rows2_ / weight_ - mean_rows * mean_rows;
+  if (variance < 1e-6) return -1;
+  const double slope = (rows_seconds_ / weight_ - mean_rows * seconds_ / weight_) / variance;
+  const double row = std::max(0.0, slope);
+  const double without = std::max(seconds - row * double(drafted), 0.0);  // the step had the session not drafted
+  return without / double(rows - drafted) + row * double(drafted) + drafting_seconds;
 }
 
 }  // namespace dsinfer

@@ -16,8 +16,9 @@ class SpeculationPolicy {
   // Drafts for the next step, 0 .. limit (limit >= 1). Expected tokens per step with k drafts, each accepted with
   // probability a given the one before: 1 + a + ... + a^k; cost in plain steps (cost()). The best k by that ratio;
   // when none pays, a one-draft probe after 16 plain steps (then 32, 64, 128 while none pays) keeps the estimates
-  // current, and while drafting pays a plain step every 32 keeps the plain cost current. timed: this session's own
-  // step times are its costs (alone; in an Engine a step's time is the whole batch's, and the model decides).
+  // current, and while drafting pays a plain step every 32 keeps the plain cost current. timed: the step will be
+  // timed (plain_step / verify_step follow it), so the policy may ask for a plain step to time; an untimed step (an
+  // Engine's step that also evaluates a prompt) decides on what was timed before, or on the model where nothing was.
   // Stands down for good — 0 from then on, stood_down() true — where even every draft accepted would gain under
   // kStandDownGain (a compute-bound model, where k + 1 rows cost about k + 1 steps): the upkeep of speculating (MTP
   // rows for every token, probes that lose most of a step) costs about what it could at best win, and the session
@@ -28,15 +29,17 @@ class SpeculationPolicy {
   static constexpr double kStandDownGain = 1.1;
   static constexpr int64_t kStandDownSamples = 2;
 
-  void plain_step(double seconds);                  // a timed step without drafts
-  void verify_step(int64_t drafted, double seconds);  // a timed step that drafted and verified `drafted` tokens
+  // Timed steps: a session's own (drafting and the forward, sampling excluded), or in an Engine what the session's
+  // rows cost the batch's step (StepCostFit::plain_seconds / verify_seconds).
+  void plain_step(double seconds);                  // a step without drafts
+  void verify_step(int64_t drafted, double seconds);  // a step that drafted and verified `drafted` tokens
   void checked(bool accepted);                       // one draft compared with the token the chain picked
 
   bool stood_down() const { return stood_down_; }
   double acceptance() const { return acceptance_; }
-  // A step with k drafts in plain steps: timed by this session where it has run both kinds of step, else the model
-  // (below) scaled by how far the last measurement was from it.
-  double cost(int64_t k, bool timed) const;
+  // A step with k drafts in plain steps: as timed where both kinds of step were, else the model (below) scaled by
+  // how far the last measurement was from it (unscaled before any).
+  double cost(int64_t k) const;
   // The model: verifying k + 1 rows costs about 1 + 0.57 k on the CPU backend (measured on a large model: 2/3/4 rows
   // 1.62x/2.20x/2.71x one row), plus k draft rows.
   double modelled_cost(int64_t k) const { return 1.0 + 0.57 * double(k) + draft_cost_ * double(k); }
@@ -64,6 +67,26 @@ class SpeculationPolicy {
   double verify_min_seconds_[Model::kMaxDraftTokens + 1] = {};
   int64_t steps_since_plain_ = 0;
   bool stood_down_ = false;
+};
+
+// What a session's rows cost an Engine's step, whose forward evaluates every session's rows at once. The forward's
+// time is fitted as T(R) = a + b R over the timed steps (R rows; least squares, each step's weight decaying by 0.99 a
+// step), so b is what one more row adds: ~0 where reading the weights dominates (drafts nearly free), ~T / R where
+// the rows' arithmetic does (k drafts cost about k plain rows). A session's plain step costs a row's share, T / R; a
+// step where it drafted k costs what its one row would have without the drafts, T(R - k) / (R - k), plus b k for the
+// drafts and its own drafting time. Alone (R = 1 + k) that is the session's step time; in a batch it is what the
+// session's drafts add to the batch's time, the figure that decides whether they pay — where a share of the step by
+// rows would count a draft among 16 sessions as 1/16 of the gain it brings.
+class StepCostFit {
+ public:
+  void add(int64_t rows, double seconds);  // a timed forward
+  double plain_seconds(int64_t rows, double seconds) const { return seconds / double(rows); }
+  // A session that drafted `drafted` of the step's rows; negative while the fit cannot tell a row's cost (every
+  // timed step had the same number of rows).
+  double verify_seconds(int64_t rows, double seconds, int64_t drafted, double drafting_seconds) const;
+
+ private:
+  double weight_ = 0, rows_ = 0, rows2_ = 0, seconds_ = 0, rows_seconds_ = 0;  // decayed sums
 };
 
 }  // namespace dsinfer
