@@ -31,8 +31,8 @@ struct DSINFER_CXX_API SpeculativeParams {
   int64_t draft_tokens = 0;  // 0 = off; 1 .. Model::kMaxDraftTokens drafts per step at most
   // Back off when drafts do not pay: the number of drafts per step follows the measured acceptance and the timed
   // cost of a verification against a plain step (in an Engine, what the session's rows add to the batch's forward;
-  // none while drafting does not pay, with a one-draft probe after 16, 32, 64, then every 128 plain steps; those
-  // plain steps skip the MTP layer). Where the session's timings show that even every draft accepted would gain
+  // none while drafting does not pay, with a one-draft probe every 16 plain steps until three were timed, then
+  // after 32, 64, then every 128; those plain steps skip the MTP layer). Where the session's timings show that even every draft accepted would gain
   // under 10 %, it stops speculating for good and drops its MTP state (docs/speculative.md). false = always
   // draft_tokens.
   bool adaptive = true;

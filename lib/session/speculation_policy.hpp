@@ -15,10 +15,11 @@ class SpeculationPolicy {
 
   // Drafts for the next step, 0 .. limit (limit >= 1). Expected tokens per step with k drafts, each accepted with
   // probability a given the one before: 1 + a + ... + a^k; cost in plain steps (cost()). The best k by that ratio;
-  // when none pays, a one-draft probe after 16 plain steps (then 32, 64, 128 while none pays) keeps the estimates
-  // current, and while drafting pays a plain step every 32 keeps the plain cost current. timed: the step will be
-  // timed (plain_step / verify_step follow it), so the policy may ask for a plain step to time; an untimed step (an
-  // Engine's step that also evaluates a prompt) decides on what was timed before, or on the model where nothing was.
+  // when none pays, a one-draft probe after 16 plain steps (then 32, 64, 128 while none pays, once timed probes can
+  // decide standing down; every 16 before) keeps the estimates current, and while drafting pays a plain step every
+  // 32 keeps the plain cost current. timed: the step will be timed (plain_step / verify_step follow it), so the
+  // policy may ask for a plain step to time; an untimed step (an Engine's step that also evaluates a prompt) decides
+  // on what was timed before, or on the model where nothing was.
   // Stands down for good — 0 from then on, stood_down() true — where even every draft accepted would gain under
   // kStandDownGain (a compute-bound model, where k + 1 rows cost about k + 1 steps): the upkeep of speculating (MTP
   // rows for every token, probes that lose most of a step) costs about what it could at best win, and the session
@@ -54,7 +55,8 @@ class SpeculationPolicy {
   int64_t checked_ = 0;
   int64_t steps_since_probe_ = 0;
   // Plain steps between one-draft probes while no k pays: 16, doubled after each probe that does not change that
-  // (up to 128), so that a model whose drafts never pay loses little to probing; back to 16 once drafting pays.
+  // (up to 128; not before the timed probes can decide standing down), so that a model whose drafts never pay loses
+  // little to probing; back to 16 once drafting pays.
   int64_t probe_interval_ = 16;
   // Measured costs (seconds, running means; 0 = not measured yet): a plain one-token step (which skips the MTP
   // layer: its row waits for the next draft), and a step with k drafts (drafting + verifying).
