@@ -2,10 +2,10 @@
 //   bench_speculative --model DIR [--threads N,...] [--prompt N | --prompt-file FILE] [--decode N] [--k 0,1,2,3]
 //                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N] [--batch B,...]
 // For each thread count in --threads (the model loaded once per count), each batch size in --batch and each K in
-// --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of --reps runs) and
-// prints tokens/s, the speed-up over K = 0, the acceptance (overall and by draft position) and how many steps
-// drafted; also tokens per CPU second (use --threads 1 on a shared machine). Every run's tokens are checked against
-// the plain run's (speculation must not change them).
+// --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of --reps runs, which
+// go round the Ks in turn: K = 0, 1, ..., then again) and prints tokens/s, the speed-up over K = 0, the acceptance
+// (overall and by draft position) and how many steps drafted; also tokens per CPU second (use --threads 1 on a
+// shared machine). Every run's tokens are checked against the plain run's (speculation must not change them).
 // --batch B > 1: B sessions decode together in an Engine (each speculating for itself; session i's prompt is the
 // prompt with its last token replaced, so the B continuations differ); tokens/s counts all sessions' tokens.
 // --draft mtp (the default) drafts with the checkpoint's MTP module. --draft oracle:P needs no MTP module: the
@@ -119,91 +119,103 @@ int main(int argc, char** argv) {
       fmt::print("{} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, batch {}\n", threads,
                  precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch);
       std::vector<std::vector<int32_t>> truth(static_cast<size_t>(batch));
-      double base_tps = 0, base_cpu_tps = 0;
-      for (const int64_t k : ks) {
+      struct Result {
         double best = 1e30, best_cpu = 1e30;
         dsinfer::SpeculativeStats stats;
-        std::vector<std::vector<int32_t>> out(static_cast<size_t>(batch));
-        for (int r = 0; r < reps; ++r) {
-          dsinfer::SessionParams sp;
-          sp.capacity = int64_t(prompt.size()) + decode + 32;
-          sp.eval.precision = precision == "reference" ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
-          sp.raw_text = true;
-          sp.speculative.draft_tokens = k;
-          sp.speculative.adaptive = adaptive;
-          std::vector<std::unique_ptr<dsinfer::Session>> sessions;
-          for (int b = 0; b < batch; ++b) {
-            if (k > 0 && oracle_p >= 0) {
-              auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k) + 104729 * uint64_t(b));
-              const size_t plen = prompt.size();
-              const std::vector<int32_t>* want = &truth[size_t(b)];
-              sp.speculative.drafter = [want, plen, oracle_p, rng, usable_vocab](std::span<const int32_t> ctx, int32_t,
-                                                                                 int64_t max, std::vector<int32_t>& o) {
-                std::uniform_real_distribution<double> u(0.0, 1.0);
-                for (int64_t i = 0; i < max; ++i) {
-                  const size_t j = ctx.size() + 1 - plen + size_t(i);
-                  if (j >= want->size()) break;
-                  o.push_back(u(*rng) < oracle_p ? (*want)[j] : int32_t(((*want)[j] + 1) % usable_vocab));
-                }
-              };
-            }
-            auto session = std::make_unique<dsinfer::Session>(*model, *tok, sp);
-            auto chain = std::make_unique<dsinfer::SamplerChain>();
-            chain->add(dsinfer::make_greedy_sampler());
-            session->set_sampler(std::move(chain));
-            session->prefill(prompt_of(b));  // outside the timed part, as for one session
-            sessions.push_back(std::move(session));
+        std::vector<std::vector<int32_t>> out;
+        bool same = true;
+      };
+      // One timed generation of every session with k drafts (rep r seeds the oracle drafter).
+      auto run = [&](int64_t k, int r, Result& res) {
+        dsinfer::SessionParams sp;
+        sp.capacity = int64_t(prompt.size()) + decode + 32;
+        sp.eval.precision = precision == "reference" ? dsinfer::Precision::Reference : dsinfer::Precision::Fp8;
+        sp.raw_text = true;
+        sp.speculative.draft_tokens = k;
+        sp.speculative.adaptive = adaptive;
+        std::vector<std::unique_ptr<dsinfer::Session>> sessions;
+        for (int b = 0; b < batch; ++b) {
+          if (k > 0 && oracle_p >= 0) {
+            auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k) + 104729 * uint64_t(b));
+            const size_t plen = prompt.size();
+            const std::vector<int32_t>* want = &truth[size_t(b)];
+            sp.speculative.drafter = [want, plen, oracle_p, rng, usable_vocab](std::span<const int32_t> ctx, int32_t,
+                                                                               int64_t max, std::vector<int32_t>& o) {
+              std::uniform_real_distribution<double> u(0.0, 1.0);
+              for (int64_t i = 0; i < max; ++i) {
+                const size_t j = ctx.size() + 1 - plen + size_t(i);
+                if (j >= want->size()) break;
+                o.push_back(u(*rng) < oracle_p ? (*want)[j] : int32_t(((*want)[j] + 1) % usable_vocab));
+              }
+            };
           }
-          dsinfer::GenerateParams gp;
-          gp.max_tokens = decode;
-          gp.stop_at_eos = false;
-          const auto t0 = std::chrono::steady_clock::now();
-          const double c0 = cpu_seconds();
-          if (batch == 1) {
-            sessions[0]->generate(gp);
-          } else {
-            std::vector<dsinfer::Session*> ptrs;
-            for (auto& s : sessions) ptrs.push_back(s.get());
-            dsinfer::Engine engine(*model);
-            engine.generate(ptrs, gp);
-          }
-          best = std::min(best, seconds_since(t0));
-          best_cpu = std::min(best_cpu, cpu_seconds() - c0);
-          stats = dsinfer::SpeculativeStats{};
-          for (int b = 0; b < batch; ++b) {
-            const auto& st = sessions[size_t(b)]->speculative_stats();
-            stats.steps += st.steps;
-            stats.drafted += st.drafted;
-            stats.accepted += st.accepted;
-            stats.plain_steps += st.plain_steps;
-            stats.drafted_at.resize(std::max(stats.drafted_at.size(), st.drafted_at.size()), 0);
-            stats.accepted_at.resize(stats.drafted_at.size(), 0);
-            for (size_t i = 0; i < st.drafted_at.size(); ++i) {
-              stats.drafted_at[i] += st.drafted_at[i];
-              stats.accepted_at[i] += st.accepted_at[i];
-            }
-            out[size_t(b)] = sessions[size_t(b)]->generated();
-          }
+          auto session = std::make_unique<dsinfer::Session>(*model, *tok, sp);
+          auto chain = std::make_unique<dsinfer::SamplerChain>();
+          chain->add(dsinfer::make_greedy_sampler());
+          session->set_sampler(std::move(chain));
+          session->prefill(prompt_of(b));  // outside the timed part, as for one session
+          sessions.push_back(std::move(session));
         }
-        if (k == 0) truth = out;
-        const bool same = out == truth;
+        dsinfer::GenerateParams gp;
+        gp.max_tokens = decode;
+        gp.stop_at_eos = false;
+        const auto t0 = std::chrono::steady_clock::now();
+        const double c0 = cpu_seconds();
+        if (batch == 1) {
+          sessions[0]->generate(gp);
+        } else {
+          std::vector<dsinfer::Session*> ptrs;
+          for (auto& s : sessions) ptrs.push_back(s.get());
+          dsinfer::Engine engine(*model);
+          engine.generate(ptrs, gp);
+        }
+        res.best = std::min(res.best, seconds_since(t0));
+        res.best_cpu = std::min(res.best_cpu, cpu_seconds() - c0);
+        res.stats = dsinfer::SpeculativeStats{};
+        res.out.assign(static_cast<size_t>(batch), {});
+        for (int b = 0; b < batch; ++b) {
+          const auto& st = sessions[size_t(b)]->speculative_stats();
+          res.stats.steps += st.steps;
+          res.stats.drafted += st.drafted;
+          res.stats.accepted += st.accepted;
+          res.stats.plain_steps += st.plain_steps;
+          res.stats.drafted_at.resize(std::max(res.stats.drafted_at.size(), st.drafted_at.size()), 0);
+          res.stats.accepted_at.resize(res.stats.drafted_at.size(), 0);
+          for (size_t i = 0; i < st.drafted_at.size(); ++i) {
+            res.stats.drafted_at[i] += st.drafted_at[i];
+            res.stats.accepted_at[i] += st.accepted_at[i];
+          }
+          res.out[size_t(b)] = sessions[size_t(b)]->generated();
+        }
+        if (k == 0 && r == 0) truth = res.out;  // k = 0 runs first in every rep (ks is sorted)
+        res.same = res.same && res.out == truth;
+      };
+      // The reps go round every k in turn, so a drift of the machine's speed over the run reaches every k alike.
+      std::vector<Result> results(ks.size());
+      for (int r = 0; r < reps; ++r)
+        for (size_t i = 0; i < ks.size(); ++i) run(ks[i], r, results[i]);
+      double base_tps = 0, base_cpu_tps = 0;
+      for (size_t i = 0; i < ks.size(); ++i) {
+        const int64_t k = ks[i];
+        const Result& res = results[i];
         size_t n_tokens = 0;
-        for (const auto& o : out) n_tokens += o.size();
-        const double tps = double(n_tokens) / best, cpu_tps = double(n_tokens) / best_cpu;
+        for (const auto& o : res.out) n_tokens += o.size();
+        const double tps = double(n_tokens) / res.best, cpu_tps = double(n_tokens) / res.best_cpu;
         if (k == 0) {
           base_tps = tps;
           base_cpu_tps = cpu_tps;
         }
         std::string by;
-        for (size_t i = 0; i < stats.drafted_at.size(); ++i)
-          by += fmt::format("{}{:.0f}%", i ? " " : "",
-                            stats.drafted_at[i] ? 100.0 * double(stats.accepted_at[i]) / double(stats.drafted_at[i])
-                                                : 0.0);
+        for (size_t j = 0; j < res.stats.drafted_at.size(); ++j)
+          by += fmt::format("{}{:.0f}%", j ? " " : "",
+                            res.stats.drafted_at[j]
+                                ? 100.0 * double(res.stats.accepted_at[j]) / double(res.stats.drafted_at[j])
+                                : 0.0);
         fmt::print("k={:<2} {:7.2f} tok/s x{:.2f} | {:7.2f} tok/cpu-s x{:.2f} | acceptance {:5.1f}% (by position: {}) "
                    "| {} verifications, {} plain steps{}\n", k, tps, tps / base_tps, cpu_tps, cpu_tps / base_cpu_tps,
-                   100.0 * stats.acceptance(), by.empty() ? "-" : by, stats.steps, stats.plain_steps,
-                   same ? "" : "  TOKENS DIFFER FROM PLAIN DECODING");
-        if (!same) return 1;
+                   100.0 * res.stats.acceptance(), by.empty() ? "-" : by, res.stats.steps, res.stats.plain_steps,
+                   res.same ? "" : "  TOKENS DIFFER FROM PLAIN DECODING");
+        if (!res.same) return 1;
       }
     }
   }
