@@ -32,9 +32,9 @@ struct DSINFER_CXX_API SpeculativeParams {
   // Back off when drafts do not pay: the number of drafts per step follows the measured acceptance and the timed
   // cost of a verification against a plain step (in an Engine, what the session's rows add to the batch's forward;
   // none while drafting does not pay, with a one-draft probe every 16 plain steps until three were timed, then
-  // after 32, 64, then every 128; those plain steps skip the MTP layer). Where the session's timings show that even every draft accepted would gain
-  // under 10 %, it stops speculating for good and drops its MTP state (docs/speculative.md). false = always
-  // draft_tokens.
+  // after 32, 64, then every 128; those plain steps skip the MTP layer). Where the session's timings show that even
+  // every draft accepted would gain under 10 %, it stops speculating for good and drops its MTP state
+  // (docs/speculative.md). false = always draft_tokens.
   bool adaptive = true;
   // Another source of drafts instead of the MTP module (prompt lookup, a test's oracle): called with the tokens in
   // the cache, the token about to be evaluated after them and the most drafts wanted; appends up to that many ids to
