@@ -82,7 +82,7 @@ class SpeculationPolicy {
 class StepCostFit {
  public:
   void add(int64_t rows, double seconds);  // a timed forward
-  double plain_seconds(int64_t rows, double seconds) const { return seconds / double(rows); }
+  static double plain_seconds(int64_t rows, double seconds) { return seconds / double(rows); }
   // A session that drafted `drafted` of the step's rows; negative while the fit cannot tell a row's cost (every
   // timed step had the same number of rows).
   double verify_seconds(int64_t rows, double seconds, int64_t drafted, double drafting_seconds) const;
