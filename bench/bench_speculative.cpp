@@ -1,6 +1,7 @@
 // Decode speed with and without speculative decoding (issue 18), greedy.
 //   bench_speculative --model DIR [--threads N,...] [--prompt N | --prompt-file FILE] [--decode N] [--k 0,1,2,3]
 //                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N] [--batch B,...]
+//                     [--backend cpu|cuda]
 // For each thread count in --threads (the model loaded once per count), each batch size in --batch and each K in
 // --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of --reps runs, which
 // go round the Ks in turn: K = 0, 1, ..., then again) and prints tokens/s, the speed-up over K = 0, the acceptance
@@ -43,7 +44,7 @@ double cpu_seconds() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, prompt_file, draft = "mtp", precision = "fp8";
+  std::string dir, prompt_file, draft = "mtp", precision = "fp8", backend = "cpu";
   int prompt_len = 64, decode = 64, reps = 2;
   bool adaptive = false;
   std::vector<int64_t> ks = {0, 1, 2, 3}, thread_counts = {2}, batches = {1};
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
     else if (f == "--adaptive") adaptive = v == "1";
     else if (f == "--draft") draft = v;
     else if (f == "--precision") precision = v;
+    else if (f == "--backend") backend = v;
     else {
       fmt::print(stderr, "unknown flag {}\n", f);
       return 2;
@@ -87,6 +89,7 @@ int main(int argc, char** argv) {
   for (const int64_t threads : thread_counts) {
     dsinfer::ModelLoadParams lp;
     lp.n_threads = int(threads);
+    lp.backend = backend;
     auto model = dsinfer::Model::load(dir, lp);
     auto tok = dsinfer::Tokenizer::load(dir);
     const dsinfer::ModelInfo& info = model->info();
@@ -116,8 +119,8 @@ int main(int argc, char** argv) {
 
     for (const int64_t batch_wanted : batches) {
       const int batch = int(batch_wanted);
-      fmt::print("{} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, batch {}\n", threads,
-                 precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch);
+      fmt::print("{} backend, {} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, batch {}\n",
+                 backend, threads, precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch);
       std::vector<std::vector<int32_t>> truth(static_cast<size_t>(batch));
       struct Result {
         double best = 1e30, best_cpu = 1e30;

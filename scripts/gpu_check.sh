@@ -35,17 +35,20 @@ if [ "${1:-}" = "--prebuild" ]; then
     -DDSINFER_TESTS=ON -DDSINFER_BENCH=ON >/dev/null || exit 1
   tests=$(ls tests/cuda/test_*.cu tests/cuda/test_*.cpp tests/cuda/dist/test_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
   benches=$(ls bench/cuda/bench_*.cu bench/cuda/bench_*.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.[^.]*$//' | sort -u)
-  cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target $tests $benches dsinfer_cli || exit 1
+  cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target $tests $benches dsinfer_cli bench_speculative || exit 1
   rm -rf "$DIR" && mkdir -p "$DIR/tests/cuda" "$DIR/bench/cuda" "$DIR/tools" "$DIR/lib"
   for t in $tests; do cp "$BUILD/tests/cuda/$t" "$DIR/tests/cuda/"; done
   for b in $benches; do cp "$BUILD/bench/cuda/$b" "$DIR/bench/cuda/"; done
   cp "$BUILD/tools/dsinfer" "$DIR/tools/"
+  cp "$BUILD/bench/bench_speculative" "$DIR/bench/"
   # Every shared library outside the C/C++ runtime and cuBLASLt (libdsinfer, fmt, PCRE2, cpp-httplib, cudart...;
   # OpenSSL and zlib are on every GPU image and would only add megabytes to what travels).
-  ldd "$DIR"/tools/dsinfer "$DIR"/tests/cuda/* "$DIR"/bench/cuda/* | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+  ldd "$DIR"/tools/dsinfer "$DIR"/tests/cuda/* "$DIR"/bench/cuda/* "$DIR"/bench/bench_speculative |
+    awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libgcc_s|libstdc\+\+|libdl|libpthread|librt|libcublasLt|libssl|libcrypto|libz)\.so' |
     while read -r lib; do cp -L "$lib" "$DIR/lib/"; done
-  strip --strip-unneeded "$DIR"/tools/* "$DIR"/tests/cuda/* "$DIR"/bench/cuda/* "$DIR"/lib/libdsinfer.so.* 2>/dev/null
+  strip --strip-unneeded "$DIR"/tools/* "$DIR"/tests/cuda/* "$DIR"/bench/cuda/* "$DIR"/bench/bench_speculative \
+    "$DIR"/lib/libdsinfer.so.* 2>/dev/null
   tar cJf "$DIR.tar.xz" -C "$(dirname "$DIR")" "$(basename "$DIR")" || exit 1
   du -sh "$DIR" "$DIR.tar.xz"
   exit 0
@@ -132,10 +135,11 @@ build_here() {
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
     -DDSINFER_TESTS=ON -DDSINFER_BENCH=ON > "$OUT/configure.log" 2>&1 || { log "configure FAILED"; tail -30 "$OUT/configure.log"; }
   # One target at a time on failure would be slow; build all at once, then again per target to know which broke.
-  if ! cmake --build "$BUILD" -j "$JOBS" --target $tests $benches dsinfer_cli > "$OUT/build.log" 2>&1; then
+  if ! cmake --build "$BUILD" -j "$JOBS" --target $tests $benches dsinfer_cli bench_speculative > "$OUT/build.log" 2>&1
+  then
     build_ok=0
     log "build FAILED (see build.log); building targets one by one"
-    for t in $tests $benches dsinfer_cli; do
+    for t in $tests $benches dsinfer_cli bench_speculative; do
       cmake --build "$BUILD" -j "$JOBS" --target "$t" >> "$OUT/build.log" 2>&1 || log "target $t failed to build"
     done
   fi
@@ -217,16 +221,21 @@ done
 } >> "$OUT/summary.md"
 MODELS=${GPU_CHECK_MODELS:-/tmp/dsinfer_gpu_models}
 IDS=0,17,4042,31,999,12,7,2048,555,64,3000,1
-for preset in $([ "${GPU_CHECK_E2E:-1}" = 0 ] || echo v32-tiny v3-tiny v32-tiny-bf16 v32-micro); do
+# The shipped trained model (models/dsinfer-v32-mini, in the tree) last.
+for preset in $([ "${GPU_CHECK_E2E:-1}" = 0 ] || echo v32-tiny v3-tiny v32-tiny-bf16 v32-micro dsinfer-v32-mini); do
   [ "$(step_limit 30)" -lt 20 ] && { echo "| $preset | - | - | NOT RUN (time budget) | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
-  python3 scripts/make_small_checkpoint.py --preset "$preset" --out "$MODELS/$preset" >> "$OUT/e2e.log" 2>&1 ||
-    { echo "| $preset | - | - | checkpoint not generated | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
+  model_dir=$MODELS/$preset
+  if [ "$preset" = dsinfer-v32-mini ]; then model_dir=models/dsinfer-v32-mini
+  else
+    python3 scripts/make_small_checkpoint.py --preset "$preset" --out "$model_dir" >> "$OUT/e2e.log" 2>&1 ||
+      { echo "| $preset | - | - | checkpoint not generated | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
+  fi
   combos="fp8:f32 reference:f32 fp8:fp8"
-  case "$preset" in v32-tiny|v32-micro) combos="$combos reference:fp8" ;; esac
+  case "$preset" in v32-tiny|v32-micro|dsinfer-v32-mini) combos="$combos reference:fp8" ;; esac
   for combo in $combos; do
     prec=${combo%%:*}; kv=${combo##*:}
     [ "$(step_limit 30)" -lt 20 ] && { echo "| $preset | $prec | $kv | NOT RUN (time budget) | | | |" >> "$OUT/summary.md"; n_fail=$((n_fail + 1)); continue; }
-    run() { timeout "$(step_limit 60)" "$BUILD/tools/dsinfer" "$@" --model "$MODELS/$preset" --precision "$prec" --kv-cache-dtype "$kv" --threads 8 2>>"$OUT/e2e.log"; }
+    run() { timeout "$(step_limit 60)" "$BUILD/tools/dsinfer" "$@" --model "$model_dir" --precision "$prec" --kv-cache-dtype "$kv" --threads 8 2>>"$OUT/e2e.log"; }
     cpu=$(run generate --ids "$IDS" --n 64 --backend cpu); rc_cpu=$?
     gpu=$(run generate --ids "$IDS" --n 64 --backend cuda); rc_gpu=$?
     run logits --ids "$IDS" --out "$MODELS/cpu.f32" --backend cpu >/dev/null
@@ -249,6 +258,37 @@ print(f'{float(np.max(np.abs(a - b))):.3g} | {float(np.max(np.abs(a))):.3g}' if 
     echo "| $preset | $prec | $kv | $eq | $first | $diff |" >> "$OUT/summary.md"
   done
 done
+
+# Speculative decoding on the GPU (issue 18): the shipped model's MTP head drafting (greedy, tokens checked against
+# plain decoding by the benchmark itself), fixed draft counts and adaptive, batch 1/4/16 in an Engine; then the
+# benchmark-sized model with oracle drafts at 85 % acceptance (its MTP head is untrained). GPU_CHECK_SPECULATIVE=0
+# skips it.
+if [ "${GPU_CHECK_SPECULATIVE:-1}" != 0 ]; then
+  SPEC=$BUILD/bench/bench_speculative
+  SHIPPED=models/dsinfer-v32-mini
+  echo >> "$OUT/summary.md"; echo "## Speculative decoding on the GPU (bench_speculative --backend cuda)" >> "$OUT/summary.md"
+  if [ -x "$SPEC" ] && "$BUILD/tools/dsinfer" prompt --model "$SHIPPED" --messages bench/speculative_request.json \
+       > "$MODELS.prompt.txt" 2>> "$OUT/speculative.log"; then
+    for args in "--k 0,1,2,3 --adaptive 0" "--k 0,1,2 --adaptive 1"; do
+      [ "$(step_limit 60)" -lt 30 ] && { log "speculative ($args): not run (time budget)"; continue; }
+      echo "### $SHIPPED, $args" >> "$OUT/speculative.log"
+      timeout "$(step_limit "$BENCH_TIMEOUT")" "$SPEC" --model "$SHIPPED" --prompt-file "$MODELS.prompt.txt" --backend cuda \
+        --threads 8 --batch 1,4,16 --decode 256 --reps 3 $args >> "$OUT/speculative.log" 2>&1
+      log "speculative $SHIPPED $args: rc=$?"
+    done
+    if [ "$(step_limit 120)" -ge 60 ] &&
+       python3 scripts/make_small_checkpoint.py --preset v32-bench --out "$MODELS/v32-bench" >> "$OUT/speculative.log" 2>&1
+    then
+      echo "### v32-bench, oracle drafts at 0.85" >> "$OUT/speculative.log"
+      timeout "$(step_limit "$BENCH_TIMEOUT")" "$SPEC" --model "$MODELS/v32-bench" --backend cuda --threads 8 --batch 1,4,16 \
+        --prompt 512 --decode 128 --reps 3 --k 0,1,2,3 --draft oracle:0.85 >> "$OUT/speculative.log" 2>&1
+      log "speculative v32-bench oracle:0.85: rc=$?"
+    fi
+  else
+    log "speculative: bench_speculative missing or the prompt failed (see speculative.log)"
+  fi
+  grep -E '^(model|cuda backend|### |k=)|differ|rror' "$OUT/speculative.log" >> "$OUT/summary.md" 2>/dev/null
+fi
 
 echo >> "$OUT/summary.md"
 echo "## Benchmarks (full output in <bench>.log)" >> "$OUT/summary.md"
