@@ -6,7 +6,8 @@
 // libnccl.so.2 is opened when the first NCCL communicator is made, not linked: a CUDA build of dsinfer runs on
 // machines without NCCL, and only a distributed GPU run needs it.
 //
-// Buffers may be device memory (used in place) or host memory (staged through a device buffer of the
+// Buffers may be device memory (used in place; the work writing them must be complete or queued on the legacy default
+// stream, which the communicator's stream follows) or host memory (staged through a device buffer of the
 // communicator's, grown to the largest call). NCCL runs non-blocking (ncclConfig_t::blocking = 0): every call is
 // enqueued on the communicator's own stream, then polled as the MPI communicator polls (dist/backoff.hpp),
 // so a peer that does not take part within the timeout aborts the communicator (ncclCommAbort) and the call throws
@@ -101,7 +102,11 @@ class NcclCommunicator final : public Communicator {
   // Collective: every rank calls it with the same id. Throws as the calls do.
   void start(const ncclUniqueId& id) {
     DSINFER_CUDA_CHECK(cudaSetDevice(device_));
-    DSINFER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // A blocking stream (ordered after the legacy default stream's work): a caller's device buffer written there
+    // last, by a kernel or a cudaMemcpy from pageable memory (which may return before its DMA lands), is complete
+    // before NCCL or the gather's own copy reads or overwrites it. The first GPU run (H100, 2026-12-05) showed the
+    // race with a non-blocking stream: a 3 MB gather's root part was overwritten by the test's earlier zero fill.
+    DSINFER_CUDA_CHECK(cudaStreamCreate(&stream_));
     DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;

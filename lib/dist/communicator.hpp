@@ -44,7 +44,8 @@ bool mpi_available();
 
 // NCCL between GPUs, one device per rank, made collectively by every rank of `bootstrap` (which carries NCCL's id
 // from rank 0; not used afterwards). device >= 0: this rank's device; -1: the ranks on one host (by host name) take
-// its devices in rank order. The calls take device or host buffers (host ones are staged through a device buffer);
+// its devices in rank order. The calls take device or host buffers (host ones are staged through a device buffer;
+// a device buffer's writes must be complete or queued on the legacy default stream, which the calls wait for);
 // timeout_s as for MPI. libnccl.so.2 (2.14 or newer) is loaded at the first call. Not yet used by the model: the
 // CUDA backend has no expert-parallel mode (docs/distributed.md). Errors, alike on every rank and naming the rank
 // that failed: Unsupported in a build without the CUDA backend and nccl.h, or where libnccl.so.2 is missing or too
