@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "bench_flags.hpp"
+#include "dsinfer/error.hpp"
 #include "dsinfer/session.hpp"
 
 namespace {
@@ -41,9 +42,7 @@ double cpu_seconds() {
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   std::string dir, prompt_file, draft = "mtp", precision = "fp8", backend = "cpu";
   int prompt_len = 64, decode = 64, reps = 2;
   bool adaptive = false;
@@ -223,4 +222,15 @@ int main(int argc, char** argv) {
     }
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const dsinfer::Error& e) {  // a model that does not load, a backend that is missing: said, not aborted
+    fmt::print(stderr, "bench_speculative: {}\n", e.what());
+    return 1;
+  }
 }
