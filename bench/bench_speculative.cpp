@@ -1,7 +1,7 @@
 // Decode speed with and without speculative decoding (issue 18), greedy.
 //   bench_speculative --model DIR [--threads N,...] [--prompt N | --prompt-file FILE] [--decode N] [--k 0,1,2,3]
 //                     [--adaptive 0|1] [--draft mtp|oracle:P] [--precision fp8|reference] [--reps N] [--batch B,...]
-//                     [--backend cpu|cuda]
+//                     [--backend cpu|cuda] [--waves N]
 // For each thread count in --threads (the model loaded once per count), each batch size in --batch and each K in
 // --k (0 = plain decoding) it prefills the prompt, then times --decode greedy tokens (the best of --reps runs, which
 // go round the Ks in turn: K = 0, 1, ..., then again) and prints tokens/s, the speed-up over K = 0, the acceptance
@@ -9,6 +9,8 @@
 // shared machine). Every run's tokens are checked against the plain run's (speculation must not change them).
 // --batch B > 1: B sessions decode together in an Engine (each speculating for itself; session i's prompt is the
 // prompt with its last token replaced, so the B continuations differ); tokens/s counts all sessions' tokens.
+// --waves N > 1: N batches of B new sessions, one after another, through one Engine (as a server's requests arrive;
+// with --adaptive 1 later sessions can start from an earlier one's stand-down); tokens/s counts every wave's.
 // --draft mtp (the default) drafts with the checkpoint's MTP module. --draft oracle:P needs no MTP module: the
 // drafts are the plain run's own continuation, each replaced by a wrong token with probability 1 - P (seeded), so
 // the verification's gain can be measured at a chosen acceptance on any checkpoint; it leaves out the cost of
@@ -44,7 +46,7 @@ double cpu_seconds() {
 
 int run(int argc, char** argv) {
   std::string dir, prompt_file, draft = "mtp", precision = "fp8", backend = "cpu";
-  int prompt_len = 64, decode = 64, reps = 2;
+  int prompt_len = 64, decode = 64, reps = 2, waves = 1;
   bool adaptive = false;
   std::vector<int64_t> ks = {0, 1, 2, 3}, thread_counts = {2}, batches = {1};
   for (int i = 1; i < argc; i += 2) {
@@ -66,6 +68,7 @@ int run(int argc, char** argv) {
     else if (f == "--draft") draft = v;
     else if (f == "--precision") precision = v;
     else if (f == "--backend") backend = v;
+    else if (f == "--waves") waves = dsinfer::bench::number_flag(f, v, 1, 64);
     else {
       fmt::print(stderr, "unknown flag {}\n", f);
       return 2;
@@ -118,8 +121,9 @@ int run(int argc, char** argv) {
 
     for (const int64_t batch_wanted : batches) {
       const int batch = int(batch_wanted);
-      fmt::print("{} backend, {} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, batch {}\n",
-                 backend, threads, precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch);
+      fmt::print("{} backend, {} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, "
+                 "batch {}{}\n", backend, threads, precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch,
+                 waves > 1 ? fmt::format(" x {} waves", waves) : "");
       std::vector<std::vector<int32_t>> truth(static_cast<size_t>(batch));
       struct Result {
         double best = 1e30, best_cpu = 1e30;
@@ -135,8 +139,9 @@ int run(int argc, char** argv) {
         sp.raw_text = true;
         sp.speculative.draft_tokens = k;
         sp.speculative.adaptive = adaptive;
-        std::vector<std::unique_ptr<dsinfer::Session>> sessions;
-        for (int b = 0; b < batch; ++b) {
+        std::vector<std::unique_ptr<dsinfer::Session>> sessions;  // wave w's session b at w * batch + b
+        for (int i = 0; i < batch * waves; ++i) {
+          const int b = i % batch;
           if (k > 0 && oracle_p >= 0) {
             auto rng = std::make_shared<std::mt19937_64>(uint64_t(r) * 7919 + uint64_t(k) + 104729 * uint64_t(b));
             const size_t plen = prompt.size();
@@ -163,20 +168,22 @@ int run(int argc, char** argv) {
         gp.stop_at_eos = false;
         const auto t0 = std::chrono::steady_clock::now();
         const double c0 = cpu_seconds();
-        if (batch == 1) {
+        if (batch == 1 && waves == 1) {
           sessions[0]->generate(gp);
         } else {
-          std::vector<dsinfer::Session*> ptrs;
-          for (auto& s : sessions) ptrs.push_back(s.get());
           dsinfer::Engine engine(*model);
-          engine.generate(ptrs, gp);
+          for (int w = 0; w < waves; ++w) {
+            std::vector<dsinfer::Session*> ptrs;
+            for (int b = 0; b < batch; ++b) ptrs.push_back(sessions[size_t(w * batch + b)].get());
+            engine.generate(ptrs, gp);
+          }
         }
         res.best = std::min(res.best, seconds_since(t0));
         res.best_cpu = std::min(res.best_cpu, cpu_seconds() - c0);
         res.stats = dsinfer::SpeculativeStats{};
-        res.out.assign(static_cast<size_t>(batch), {});
-        for (int b = 0; b < batch; ++b) {
-          const auto& st = sessions[size_t(b)]->speculative_stats();
+        res.out.assign(sessions.size(), {});
+        for (size_t b = 0; b < sessions.size(); ++b) {
+          const auto& st = sessions[b]->speculative_stats();
           res.stats.steps += st.steps;
           res.stats.drafted += st.drafted;
           res.stats.accepted += st.accepted;
@@ -187,10 +194,10 @@ int run(int argc, char** argv) {
             res.stats.drafted_at[i] += st.drafted_at[i];
             res.stats.accepted_at[i] += st.accepted_at[i];
           }
-          res.out[size_t(b)] = sessions[size_t(b)]->generated();
+          res.out[b] = sessions[b]->generated();
         }
-        if (k == 0 && r == 0) truth = res.out;  // k = 0 runs first in every rep (ks is sorted)
-        res.same = res.same && res.out == truth;
+        if (k == 0 && r == 0) truth.assign(res.out.begin(), res.out.begin() + batch);  // k = 0 runs first (sorted)
+        for (size_t b = 0; b < res.out.size(); ++b) res.same = res.same && res.out[b] == truth[b % size_t(batch)];
       };
       // The reps go round every k in turn, so a drift of the machine's speed over the run reaches every k alike.
       std::vector<Result> results(ks.size());
