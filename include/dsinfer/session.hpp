@@ -20,7 +20,7 @@ namespace dsinfer {
 enum class FinishReason { None, Eos, StopString, MaxTokens };
 
 class Constraint;   // constraint.hpp
-class StepCostFit;  // internal (lib/session/speculation_policy.hpp)
+struct EngineSpeculation;  // internal (lib/session/speculation_policy.hpp)
 
 // Speculative decoding with the checkpoint's MTP module (docs/speculative.md): each step the MTP module drafts up
 // to `draft_tokens` tokens (one module chained), the main model checks them in one forward, and the session's own
@@ -33,8 +33,9 @@ struct DSINFER_CXX_API SpeculativeParams {
   // cost of a verification against a plain step (in an Engine, what the session's rows add to the batch's forward;
   // none while drafting does not pay, with a one-draft probe every 16 plain steps until three were timed, then
   // after 32, 64, then every 128; those plain steps skip the MTP layer). Where the session's timings show that even
-  // every draft accepted would gain under 10 %, it stops speculating for good and drops its MTP state
-  // (docs/speculative.md). false = always draft_tokens.
+  // every draft accepted would gain under 10 %, it stops speculating for good and drops its MTP state; in an Engine
+  // the next sessions with the same draft_tokens start from that verdict (up to 15 of them, then one measures
+  // again; docs/speculative.md). false = always draft_tokens.
   bool adaptive = true;
   // Another source of drafts instead of the MTP module (prompt lookup, a test's oracle): called with the tokens in
   // the cache, the token about to be evaluated after them and the most drafts wanted; appends up to that many ids to
@@ -218,7 +219,8 @@ class DSINFER_CXX_API Engine {
   int64_t max_step_prompt_tokens_ = 0;
   std::vector<Active> active_;
   std::unique_ptr<SamplingWorkers> workers_;
-  std::unique_ptr<StepCostFit> step_cost_;  // the forward's time by its rows, for adaptive speculation
+  // Adaptive speculation: the forward's time by its rows, and the last stand-down for sessions that join later.
+  std::unique_ptr<EngineSpeculation> speculation_;
 };
 
 }  // namespace dsinfer

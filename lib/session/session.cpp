@@ -382,6 +382,18 @@ struct Session::Impl {
     if (adaptive) policy.plain_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
+  // In an Engine: a session that would measure from nothing (nothing timed yet) starts from the stand-down another
+  // session of the engine measured (StandDownRecord), joining `batch` sessions, and drops the MTP state it would
+  // not use. Asked when it joins and at its decode steps until it has measured (the batch may grow after add).
+  void take_stand_down(StandDownRecord& record, int64_t batch) {
+    const SpeculativeParams& sp = params.speculative;
+    if (!speculating() || !sp.adaptive || sp.drafter || policy.stood_down() || policy.measured()) return;
+    if (const SpeculationPolicy* p = record.hand_over(sp.draft_tokens, batch)) {
+      policy = *p;
+      if (model.mtp_enabled(*seq)) model.enable_mtp(*seq, false, {}, params.eval);
+    }
+  }
+
   // How many tokens to draft this step: all that fit (draft_tokens, less where the cache or max_tokens leaves less
   // room), or as many as pay (SpeculationPolicy) when adaptive. When the policy stands down the MTP state goes: its
   // rows would cost a little in every forward for drafts that can no longer come.
@@ -631,6 +643,7 @@ void Engine::add(Session& session, const GenerateParams& params) {
   if (a.prompt.empty() && s.logits.empty())
     throw Error(ErrorCode::InvalidArgument, "Engine::add: nothing to continue from (queue a prompt first)");
   s.start(params, /*evaluate_queued=*/false);
+  s.take_stand_down(speculation_->stand_down, int64_t(active_.size()) + 1);
   active_.push_back(std::move(a));
 }
 
@@ -654,7 +667,8 @@ struct Engine::SamplingWorkers {
 };
 
 Engine::Engine(const Model& model, int64_t max_step_prompt_tokens)
-    : model_(model), max_step_prompt_tokens_(max_step_prompt_tokens), step_cost_(std::make_unique<StepCostFit>()) {}
+    : model_(model), max_step_prompt_tokens_(max_step_prompt_tokens),
+      speculation_(std::make_unique<EngineSpeculation>()) {}
 Engine::~Engine() = default;
 
 Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEvent&)>& on_event) {
@@ -747,7 +761,12 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
       a.next = *t;
       // A speculating session sends its drafts with the token (each session of the batch drafts for itself); the
       // rows are verified in this step's shared forward.
+      s.take_stand_down(speculation_->stand_down, int64_t(active_.size()));  // (the batch may have grown since add)
+      const bool was_down = s.policy.stood_down();
       const int64_t k = s.speculating() ? s.draft_count(timed) : 0;
+      // A stand-down this session measured (not one handed to it) is kept for the sessions that join later.
+      if (!was_down && s.policy.stood_down() && !s.params.speculative.drafter)
+        speculation_->stand_down.record(s.policy, s.params.speculative.draft_tokens, int64_t(active_.size()));
       if (k > 0) {
         try {
           const auto t0 = std::chrono::steady_clock::now();
@@ -784,9 +803,9 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
     if (forward_seconds > 0 && s.speculating() && s.params.speculative.adaptive) {
       const int64_t drafted = int64_t(batch[k].ids.size()) - 1;
       if (a.verify_from < 0) {
-        s.policy.plain_step(step_cost_->plain_seconds(step_rows, forward_seconds));
+        s.policy.plain_step(speculation_->cost.plain_seconds(step_rows, forward_seconds));
       } else if (drafted > 0) {
-        const double cost = step_cost_->verify_seconds(step_rows, forward_seconds, drafted, a.draft_seconds);
+        const double cost = speculation_->cost.verify_seconds(step_rows, forward_seconds, drafted, a.draft_seconds);
         if (cost > 0) s.policy.verify_step(drafted, cost);
       }
     }
@@ -846,7 +865,7 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
       model_.eval_batch(batch, opts);
       if (timed) {
         forward_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        step_cost_->add(step_rows, forward_seconds);
+        speculation_->cost.add(step_rows, forward_seconds);
       }
     } catch (const std::exception&) {
       together = false;  // nothing changed; find out which entries fail by evaluating each alone

@@ -105,4 +105,31 @@ double StepCostFit::verify_seconds(int64_t rows, double seconds, int64_t drafted
   return without / double(rows - drafted) + row * double(drafted) + drafting_seconds;
 }
 
+bool SpeculationPolicy::measured() const {
+  if (plain_samples_ > 0 || checked_ > 0) return true;
+  for (const int64_t n : verify_samples_)
+    if (n > 0) return true;
+  return false;
+}
+
+void StandDownRecord::record(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch) {
+  if (policy_ && max_drafts_ == max_drafts && batch_ < batch) {
+    handed_ = 0;  // the same verdict at a larger batch: the record (good for more batches) is renewed
+    return;
+  }
+  policy_ = policy;
+  max_drafts_ = max_drafts;
+  batch_ = batch;
+  handed_ = 0;
+}
+
+const SpeculationPolicy* StandDownRecord::hand_over(int64_t max_drafts, int64_t batch) {
+  if (!policy_ || max_drafts != max_drafts_ || batch < batch_) return nullptr;
+  if (++handed_ > kHandOvers) {
+    policy_.reset();
+    return nullptr;
+  }
+  return &*policy_;
+}
+
 }  // namespace dsinfer

@@ -2,6 +2,7 @@
 // Pure bookkeeping (no model, no clock): the Session feeds it timings and outcomes, so the policy is tested alone.
 #pragma once
 #include <cstdint>
+#include <optional>
 
 #include "dsinfer/model.hpp"
 
@@ -37,6 +38,8 @@ class SpeculationPolicy {
   void checked(bool accepted);                       // one draft compared with the token the chain picked
 
   bool stood_down() const { return stood_down_; }
+  // Whether anything was timed or checked yet (a policy that has measured nothing starts from the model).
+  bool measured() const;
   double acceptance() const { return acceptance_; }
   // A step with k drafts in plain steps: as timed where both kinds of step were, else the model (below) scaled by
   // how far the last measurement was from it (unscaled before any).
@@ -89,6 +92,34 @@ class StepCostFit {
 
  private:
   double weight_ = 0, rows_ = 0, rows2_ = 0, seconds_ = 0, rows_seconds_ = 0;  // decayed sums
+};
+
+// An Engine's memory of a stand-down, for the sessions that join it later (a server's requests): without it each new
+// session pays the probes that lead to the same verdict (on a compute-bound model at most ~5 % of a short reply).
+// A session that measured for itself and stood down leaves its policy here with its draft count and the number of
+// sessions in that step; a new session drafting as many with the MTP module, joining a batch at least as large
+// (where a draft row costs at least as large a share of the step), starts from that policy: stood down, no MTP state.
+// The record serves kHandOvers sessions, then is dropped, so that the next one measures again (the machine's load
+// may have changed); a fresh stand-down renews it.
+class StandDownRecord {
+ public:
+  static constexpr int64_t kHandOvers = 15;
+  // policy: stood down (the caller checks), measured by a session drafting up to max_drafts in a step of `batch`
+  // sessions. Replaces a record of another draft count or of a larger batch; renews one of the same or a smaller.
+  void record(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch);
+  // The policy a new session drafting up to max_drafts, joining a batch of `batch` sessions (itself included),
+  // starts from; nullptr where there is none for it (it measures for itself).
+  const SpeculationPolicy* hand_over(int64_t max_drafts, int64_t batch);
+
+ private:
+  std::optional<SpeculationPolicy> policy_;
+  int64_t max_drafts_ = 0, batch_ = 0, handed_ = 0;
+};
+
+// What an Engine keeps for its sessions' adaptive speculation.
+struct EngineSpeculation {
+  StepCostFit cost;
+  StandDownRecord stand_down;
 };
 
 }  // namespace dsinfer

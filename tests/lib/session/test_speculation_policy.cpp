@@ -180,3 +180,42 @@ TEST_CASE("a policy never timed (an Engine's steps with prompts) never stands do
   CHECK_FALSE(policy.stood_down());
   CHECK(r.verifications > 5);  // it still probes
 }
+
+TEST_CASE("an engine hands a measured stand-down to sessions that join later, for a while", "[speculative]") {
+  SpeculationPolicy fresh(2, 0.5);
+  CHECK_FALSE(fresh.measured());
+  SpeculationPolicy down(2, 0.5);
+  drive(down, 50, 2, 1.0, [](int64_t k) { return 1.1 * double(k + 1); }, /*accept=*/true);
+  REQUIRE(down.stood_down());
+  CHECK(down.measured());
+
+  StandDownRecord record;
+  CHECK(record.hand_over(2, 4) == nullptr);  // nothing measured yet
+  record.record(down, /*max_drafts=*/2, /*batch=*/4);
+  // Only to sessions drafting as many, joining a batch at least as large: a draft row costs a smaller share of a
+  // smaller batch's step, where the verdict may not hold.
+  CHECK(record.hand_over(1, 4) == nullptr);
+  CHECK(record.hand_over(2, 3) == nullptr);
+  const SpeculationPolicy* p = record.hand_over(2, 4);
+  REQUIRE(p != nullptr);
+  CHECK(p->stood_down());
+  SpeculationPolicy joined = *p;
+  CHECK(joined.draft_count(2, true) == 0);  // it drafts nothing, ever
+  // kHandOvers sessions in all, then the next measures for itself and the record is gone.
+  for (int64_t i = 1; i < StandDownRecord::kHandOvers; ++i) CHECK(record.hand_over(2, 16) != nullptr);
+  CHECK(record.hand_over(2, 16) == nullptr);
+  CHECK(record.hand_over(2, 16) == nullptr);
+
+  // A fresh stand-down renews the record; one at a larger batch keeps the smaller batch's reach.
+  record.record(down, 2, 4);
+  for (int64_t i = 0; i < 10; ++i) CHECK(record.hand_over(2, 4) != nullptr);
+  record.record(down, 2, 8);
+  CHECK(record.hand_over(2, 4) != nullptr);
+  for (int64_t i = 1; i < StandDownRecord::kHandOvers; ++i) CHECK(record.hand_over(2, 8) != nullptr);
+  CHECK(record.hand_over(2, 8) == nullptr);
+  // One for another draft count replaces it.
+  record.record(down, 2, 1);
+  record.record(down, 1, 16);
+  CHECK(record.hand_over(2, 16) == nullptr);
+  CHECK(record.hand_over(1, 16) != nullptr);
+}
