@@ -759,9 +759,9 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
         continue;
       }
       a.next = *t;
+      s.take_stand_down(speculation_->stand_down, int64_t(active_.size()));  // (the batch may have grown since add)
       // A speculating session sends its drafts with the token (each session of the batch drafts for itself); the
       // rows are verified in this step's shared forward.
-      s.take_stand_down(speculation_->stand_down, int64_t(active_.size()));  // (the batch may have grown since add)
       const bool was_down = s.policy.stood_down();
       const int64_t k = s.speculating() ? s.draft_count(timed) : 0;
       // A stand-down this session measured (not one handed to it) is kept for the sessions that join later.
