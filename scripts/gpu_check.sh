@@ -277,7 +277,7 @@ if [ "${GPU_CHECK_SPECULATIVE:-1}" != 0 ]; then
       [ "$(step_limit 60)" -lt 30 ] && { log "speculative ($args): not run (time budget)"; continue; }
       echo "### $SHIPPED, $args" >> "$OUT/speculative.log"
       timeout "$(step_limit "$BENCH_TIMEOUT")" "$SPEC" --model "$SHIPPED" --prompt-file "$MODELS.prompt.txt" --backend cuda \
-        --threads 8 --batch 1,4,16 --decode 256 --reps 3 $args >> "$OUT/speculative.log" 2>&1
+        --threads 8 --batch 1,4,16 --decode 128 --reps 3 $args >> "$OUT/speculative.log" 2>&1
       log "speculative $SHIPPED $args: rc=$?"
     done
     if [ "$(step_limit 120)" -ge 60 ] &&
