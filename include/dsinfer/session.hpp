@@ -33,9 +33,10 @@ struct DSINFER_CXX_API SpeculativeParams {
   // cost of a verification against a plain step (in an Engine, what the session's rows add to the batch's forward;
   // none while drafting does not pay, with a one-draft probe every 16 plain steps until three were timed, then
   // after 32, 64, then every 128; those plain steps skip the MTP layer). Where the session's timings show that even
-  // every draft accepted would gain under 10 %, it stops speculating for good and drops its MTP state; in an Engine
-  // the next sessions with the same draft_tokens start from that verdict (up to 15 of them, then one measures
-  // again; docs/speculative.md). false = always draft_tokens.
+  // every draft accepted would gain under 10 %, it stops speculating for good and drops its MTP state. In an Engine
+  // a new session with the same draft_tokens starts from that verdict (up to 15 of them, then one measures again),
+  // or else from the measurements of the last session that left without one (docs/speculative.md). false = always
+  // draft_tokens.
   bool adaptive = true;
   // Another source of drafts instead of the MTP module (prompt lookup, a test's oracle): called with the tokens in
   // the cache, the token about to be evaluated after them and the most drafts wanted; appends up to that many ids to

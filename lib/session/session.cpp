@@ -382,16 +382,24 @@ struct Session::Impl {
     if (adaptive) policy.plain_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
-  // In an Engine: a session that would measure from nothing (nothing timed yet) starts from the stand-down another
-  // session of the engine measured (StandDownRecord), joining `batch` sessions, and drops the MTP state it would
-  // not use. Asked when it joins and at its decode steps until it has measured (the batch may grow after add).
-  void take_stand_down(StandDownRecord& record, int64_t batch) {
-    const SpeculativeParams& sp = params.speculative;
-    if (!speculating() || !sp.adaptive || sp.drafter || policy.stood_down() || policy.measured()) return;
-    if (const SpeculationPolicy* p = record.hand_over(sp.draft_tokens, batch)) {
+  // In an Engine (SpeculationRecord): a session that would measure from nothing (nothing timed yet), joining
+  // `batch` sessions, starts from a stand-down another session of the engine measured (and drops the MTP state it
+  // would not use), else from the measurements a session left without a verdict. Asked when it joins and at its
+  // decode steps until it has measured (the batch may grow after it joins).
+  bool records_speculation() const {
+    return speculating() && params.speculative.adaptive && !params.speculative.drafter;
+  }
+  void take_measurements(SpeculationRecord& record, int64_t batch) {
+    if (!records_speculation() || policy.stood_down() || policy.measured()) return;
+    if (const SpeculationPolicy* p = record.hand_over(params.speculative.draft_tokens, batch)) {
       policy = *p;
-      if (model.mtp_enabled(*seq)) model.enable_mtp(*seq, false, {}, params.eval);
+      if (policy.stood_down() && model.mtp_enabled(*seq)) model.enable_mtp(*seq, false, {}, params.eval);
     }
+  }
+  // Leaving an Engine of `batch` sessions: measurements without a verdict stay for the sessions that join later.
+  void leave_measurements(SpeculationRecord& record, int64_t batch) const {
+    if (records_speculation() && !policy.stood_down() && policy.measured())
+      record.record_leaving(policy, params.speculative.draft_tokens, batch);
   }
 
   // How many tokens to draft this step: all that fit (draft_tokens, less where the cache or max_tokens leaves less
@@ -643,7 +651,7 @@ void Engine::add(Session& session, const GenerateParams& params) {
   if (a.prompt.empty() && s.logits.empty())
     throw Error(ErrorCode::InvalidArgument, "Engine::add: nothing to continue from (queue a prompt first)");
   s.start(params, /*evaluate_queued=*/false);
-  s.take_stand_down(speculation_->stand_down, int64_t(active_.size()) + 1);
+  s.take_measurements(speculation_->record, int64_t(active_.size()) + 1);
   active_.push_back(std::move(a));
 }
 
@@ -656,6 +664,7 @@ void Engine::remove(Session& session) {
       s.queued.assign(a.prompt.begin() + int64_t(a.prompt_done), a.prompt.end());
     if (s.running) s.end(FinishReason::None);
     s.queue.clear();
+    s.leave_measurements(speculation_->record, int64_t(active_.size()));
     active_.erase(active_.begin() + int64_t(i));
     return;
   }
@@ -759,14 +768,14 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
         continue;
       }
       a.next = *t;
-      s.take_stand_down(speculation_->stand_down, int64_t(active_.size()));  // (the batch may have grown since add)
+      s.take_measurements(speculation_->record, int64_t(active_.size()));  // (the batch may have grown since add)
       // A speculating session sends its drafts with the token (each session of the batch drafts for itself); the
       // rows are verified in this step's shared forward.
       const bool was_down = s.policy.stood_down();
       const int64_t k = s.speculating() ? s.draft_count(timed) : 0;
       // A stand-down this session measured (not one handed to it) is kept for the sessions that join later.
-      if (!was_down && s.policy.stood_down() && !s.params.speculative.drafter)
-        speculation_->stand_down.record(s.policy, s.params.speculative.draft_tokens, int64_t(active_.size()));
+      if (!was_down && s.policy.stood_down() && s.records_speculation())
+        speculation_->record.record_stand_down(s.policy, s.params.speculative.draft_tokens, int64_t(active_.size()));
       if (k > 0) {
         try {
           const auto t0 = std::chrono::steady_clock::now();
@@ -897,6 +906,8 @@ Engine::StepResult Engine::step(const std::function<void(Session&, const ChatEve
     }
   }
   size_t kept = 0;
+  for (size_t i = 0; i < active_.size(); ++i)
+    if (leaves[i]) active_[i].session->impl_->leave_measurements(speculation_->record, int64_t(active_.size()));
   for (size_t i = 0; i < active_.size(); ++i)
     if (!leaves[i]) {
       if (kept != i) active_[kept] = std::move(active_[i]);  // (a self-move would empty a queued prompt)

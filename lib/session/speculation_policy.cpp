@@ -112,24 +112,26 @@ bool SpeculationPolicy::measured() const {
   return false;
 }
 
-void StandDownRecord::record(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch) {
-  if (policy_ && max_drafts_ == max_drafts && batch_ < batch) {
-    handed_ = 0;  // the same verdict at a larger batch: the record (good for more batches) is renewed
-    return;
-  }
-  policy_ = policy;
-  max_drafts_ = max_drafts;
-  batch_ = batch;
+void SpeculationRecord::record_stand_down(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch) {
+  measured_.reset();  // a verdict supersedes the measurements that led to it
   handed_ = 0;
+  // The same verdict at a larger batch renews the record, which keeps its reach to smaller batches.
+  if (stand_down_ && stand_down_->max_drafts == max_drafts && stand_down_->batch < batch) return;
+  stand_down_ = Entry{policy, max_drafts, batch};
 }
 
-const SpeculationPolicy* StandDownRecord::hand_over(int64_t max_drafts, int64_t batch) {
-  if (!policy_ || max_drafts != max_drafts_ || batch < batch_) return nullptr;
-  if (++handed_ > kHandOvers) {
-    policy_.reset();
+void SpeculationRecord::record_leaving(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch) {
+  measured_ = Entry{policy, max_drafts, batch};
+}
+
+const SpeculationPolicy* SpeculationRecord::hand_over(int64_t max_drafts, int64_t batch) {
+  if (stand_down_ && stand_down_->applies(max_drafts, batch)) {
+    if (++handed_ <= kHandOvers) return &stand_down_->policy;
+    stand_down_.reset();  // served its sessions: the next measures from nothing
+    measured_.reset();
     return nullptr;
   }
-  return &*policy_;
+  return measured_ && measured_->applies(max_drafts, batch) ? &measured_->policy : nullptr;
 }
 
 }  // namespace dsinfer

@@ -94,32 +94,43 @@ class StepCostFit {
   double weight_ = 0, rows_ = 0, rows2_ = 0, seconds_ = 0, rows_seconds_ = 0;  // decayed sums
 };
 
-// An Engine's memory of a stand-down, for the sessions that join it later (a server's requests): without it each new
-// session pays the probes that lead to the same verdict (on a compute-bound model at most ~5 % of a short reply).
-// A session that measured for itself and stood down leaves its policy here with its draft count and the number of
-// sessions in that step; a new session drafting as many with the MTP module, joining a batch at least as large
-// (where a draft row costs at least as large a share of the step), starts from that policy: stood down, no MTP state.
-// The record serves kHandOvers sessions, then is dropped, so that the next one measures again (the machine's load
-// may have changed); a fresh stand-down renews it.
-class StandDownRecord {
+// An Engine's record of its sessions' speculation measurements, for the sessions that join it later (a server's
+// requests): without it each new session measures from nothing and pays the probes that lead to a verdict (a
+// stand-down comes at step 48 at the soonest), so a reply shorter than that pays them every time.
+// - A stand-down: a session that stood down by its measurements leaves its policy here, with its draft count and
+//   the number of sessions in that step. A new session drafting as many with the MTP module that has measured
+//   nothing, joining a batch at least as large (where a draft row costs at least as large a share of the step),
+//   starts from it: stood down, no MTP state. It serves kHandOvers sessions, then is dropped (with the
+//   measurements below), so that the next one measures again; a fresh stand-down renews it.
+// - Measurements without a verdict: a session that leaves the engine having measured but not stood down leaves its
+//   policy too (the last such one is kept); while there is no stand-down, a new session as above starts from those
+//   measurements, as a fork does from its parent's, and goes on measuring where the other stopped.
+class SpeculationRecord {
  public:
   static constexpr int64_t kHandOvers = 15;
   // policy: stood down (the caller checks), measured by a session drafting up to max_drafts in a step of `batch`
   // sessions. Replaces a record of another draft count or of a larger batch; renews one of the same or a smaller.
-  void record(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch);
+  void record_stand_down(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch);
+  // policy: measured, not stood down, of a session leaving a batch of `batch` sessions.
+  void record_leaving(const SpeculationPolicy& policy, int64_t max_drafts, int64_t batch);
   // The policy a new session drafting up to max_drafts, joining a batch of `batch` sessions (itself included),
-  // starts from; nullptr where there is none for it (it measures for itself).
+  // starts from: a stand-down, else measurements without a verdict; nullptr where there is neither for it.
   const SpeculationPolicy* hand_over(int64_t max_drafts, int64_t batch);
 
  private:
-  std::optional<SpeculationPolicy> policy_;
-  int64_t max_drafts_ = 0, batch_ = 0, handed_ = 0;
+  struct Entry {
+    SpeculationPolicy policy;
+    int64_t max_drafts, batch;
+    bool applies(int64_t k, int64_t b) const { return k == max_drafts && b >= batch; }
+  };
+  std::optional<Entry> stand_down_, measured_;
+  int64_t handed_ = 0;  // stand-downs handed over since the last was recorded
 };
 
 // What an Engine keeps for its sessions' adaptive speculation.
 struct EngineSpeculation {
   StepCostFit cost;
-  StandDownRecord stand_down;
+  SpeculationRecord record;
 };
 
 }  // namespace dsinfer

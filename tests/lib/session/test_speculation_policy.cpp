@@ -189,9 +189,9 @@ TEST_CASE("an engine hands a measured stand-down to sessions that join later, fo
   REQUIRE(down.stood_down());
   CHECK(down.measured());
 
-  StandDownRecord record;
+  SpeculationRecord record;
   CHECK(record.hand_over(2, 4) == nullptr);  // nothing measured yet
-  record.record(down, /*max_drafts=*/2, /*batch=*/4);
+  record.record_stand_down(down, /*max_drafts=*/2, /*batch=*/4);
   // Only to sessions drafting as many, joining a batch at least as large: a draft row costs a smaller share of a
   // smaller batch's step, where the verdict may not hold.
   CHECK(record.hand_over(1, 4) == nullptr);
@@ -202,20 +202,56 @@ TEST_CASE("an engine hands a measured stand-down to sessions that join later, fo
   SpeculationPolicy joined = *p;
   CHECK(joined.draft_count(2, true) == 0);  // it drafts nothing, ever
   // kHandOvers sessions in all, then the next measures for itself and the record is gone.
-  for (int64_t i = 1; i < StandDownRecord::kHandOvers; ++i) CHECK(record.hand_over(2, 16) != nullptr);
+  for (int64_t i = 1; i < SpeculationRecord::kHandOvers; ++i) CHECK(record.hand_over(2, 16) != nullptr);
   CHECK(record.hand_over(2, 16) == nullptr);
   CHECK(record.hand_over(2, 16) == nullptr);
 
   // A fresh stand-down renews the record; one at a larger batch keeps the smaller batch's reach.
-  record.record(down, 2, 4);
+  record.record_stand_down(down, 2, 4);
   for (int64_t i = 0; i < 10; ++i) CHECK(record.hand_over(2, 4) != nullptr);
-  record.record(down, 2, 8);
+  record.record_stand_down(down, 2, 8);
   CHECK(record.hand_over(2, 4) != nullptr);
-  for (int64_t i = 1; i < StandDownRecord::kHandOvers; ++i) CHECK(record.hand_over(2, 8) != nullptr);
+  for (int64_t i = 1; i < SpeculationRecord::kHandOvers; ++i) CHECK(record.hand_over(2, 8) != nullptr);
   CHECK(record.hand_over(2, 8) == nullptr);
   // One for another draft count replaces it.
-  record.record(down, 2, 1);
-  record.record(down, 1, 16);
+  record.record_stand_down(down, 2, 1);
+  record.record_stand_down(down, 1, 16);
   CHECK(record.hand_over(2, 16) == nullptr);
   CHECK(record.hand_over(1, 16) != nullptr);
+}
+
+TEST_CASE("sessions that leave without a verdict pass their measurements on, so short ones still reach it",
+          "[speculative]") {
+  // A compute-bound model (verification 2.2 steps): a session alone stands down at step 48 (three probes, the first
+  // left out). Replies of 40 tokens never get there on their own: every one pays two probes.
+  auto verify = [](int64_t k) { return 1.1 * double(k + 1); };
+  SpeculationRecord record;
+  int64_t probes = 0;
+  for (int reply = 0; reply < 8; ++reply) {
+    SpeculationPolicy policy(1, 0.5);
+    if (const SpeculationPolicy* p = record.hand_over(1, 1)) policy = *p;
+    probes += drive(policy, 40, 1, 1.0, verify, /*accept=*/true).verifications;
+    if (policy.stood_down()) record.record_stand_down(policy, 1, 1);
+    else record.record_leaving(policy, 1, 1);
+  }
+  // The first reply probes twice, the second goes on from its measurements and stands down at its first probe;
+  // the other six start stood down.
+  CHECK(probes == 3);
+  const SpeculationPolicy* p = record.hand_over(1, 1);
+  REQUIRE(p != nullptr);
+  CHECK(p->stood_down());
+
+  // Measurements without a verdict go only to the same draft count and a batch at least as large; a stand-down
+  // recorded later replaces them.
+  SpeculationRecord other;
+  SpeculationPolicy partial(2, 0.5);
+  drive(partial, 20, 2, 1.0, verify, true);
+  REQUIRE(partial.measured());
+  REQUIRE_FALSE(partial.stood_down());
+  other.record_leaving(partial, 2, 4);
+  CHECK(other.hand_over(1, 4) == nullptr);
+  CHECK(other.hand_over(2, 2) == nullptr);
+  REQUIRE(other.hand_over(2, 4) != nullptr);
+  CHECK_FALSE(other.hand_over(2, 4)->stood_down());
+  CHECK(other.hand_over(2, 4)->measured());
 }
