@@ -382,13 +382,15 @@ struct Session::Impl {
     if (adaptive) policy.plain_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
-  // In an Engine (SpeculationRecord): a session that would measure from nothing (nothing timed yet), joining
-  // `batch` sessions, starts from a stand-down another session of the engine measured (and drops the MTP state it
-  // would not use), else from the measurements a session left without a verdict. Asked when it joins and at its
-  // decode steps until it has measured (the batch may grow after it joins).
+  // Whether an Engine's SpeculationRecord takes this session's measurements and hands it others': adaptive, with
+  // the MTP module's drafts (a drafter's costs are its own).
   bool records_speculation() const {
     return speculating() && params.speculative.adaptive && !params.speculative.drafter;
   }
+  // In an Engine: a session that would measure from nothing (nothing timed yet), joining `batch` sessions, starts
+  // from a stand-down another session of the engine measured (and drops the MTP state it would not use), else from
+  // the measurements a session left without a verdict. Asked when it joins and at its decode steps until it has
+  // measured (the batch may grow after it joins).
   void take_measurements(SpeculationRecord& record, int64_t batch) {
     if (!records_speculation() || policy.stood_down() || policy.measured()) return;
     if (const SpeculationPolicy* p = record.hand_over(params.speculative.draft_tokens, batch)) {
