@@ -122,8 +122,8 @@ int run(int argc, char** argv) {
     for (const int64_t batch_wanted : batches) {
       const int batch = int(batch_wanted);
       fmt::print("{} backend, {} threads, {} precision, prompt {} tokens, {} decoded, drafts: {}, adaptive {}, "
-                 "batch {}{}\n", backend, threads, precision, prompt.size(), decode, draft, adaptive ? "on" : "off", batch,
-                 waves > 1 ? fmt::format(" x {} waves", waves) : "");
+                 "batch {}{}\n", backend, threads, precision, prompt.size(), decode, draft, adaptive ? "on" : "off",
+                 batch, waves > 1 ? fmt::format(" x {} waves", waves) : "");
       std::vector<std::vector<int32_t>> truth(static_cast<size_t>(batch));
       struct Result {
         double best = 1e30, best_cpu = 1e30;

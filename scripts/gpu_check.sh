@@ -270,22 +270,24 @@ done
 if [ "${GPU_CHECK_SPECULATIVE:-1}" != 0 ]; then
   SPEC=$BUILD/bench/bench_speculative
   SHIPPED=models/dsinfer-v32-mini
-  echo >> "$OUT/summary.md"; echo "## Speculative decoding on the GPU (bench_speculative --backend cuda)" >> "$OUT/summary.md"
+  { echo; echo "## Speculative decoding on the GPU (bench_speculative --backend cuda)"; } >> "$OUT/summary.md"
   if [ -x "$SPEC" ] && "$BUILD/tools/dsinfer" prompt --model "$SHIPPED" --messages bench/speculative_request.json \
        > "$MODELS.prompt.txt" 2>> "$OUT/speculative.log"; then
     for args in "--k 0,1,2,3 --adaptive 0" "--k 0,1,2 --adaptive 1"; do
       [ "$(step_limit 60)" -lt 30 ] && { log "speculative ($args): not run (time budget)"; continue; }
       echo "### $SHIPPED, $args" >> "$OUT/speculative.log"
-      timeout "$(step_limit "$BENCH_TIMEOUT")" "$SPEC" --model "$SHIPPED" --prompt-file "$MODELS.prompt.txt" --backend cuda \
-        --threads 8 --batch 1,4,16 --decode 128 --reps 3 $args >> "$OUT/speculative.log" 2>&1
+      timeout "$(step_limit "$BENCH_TIMEOUT")" "$SPEC" --model "$SHIPPED" --prompt-file "$MODELS.prompt.txt" \
+        --backend cuda --threads 8 --batch 1,4,16 --decode 128 --reps 3 $args >> "$OUT/speculative.log" 2>&1
       log "speculative $SHIPPED $args: rc=$?"
     done
     if [ "$(step_limit 120)" -ge 60 ] &&
-       python3 scripts/make_small_checkpoint.py --preset v32-bench --out "$MODELS/v32-bench" >> "$OUT/speculative.log" 2>&1
+       python3 scripts/make_small_checkpoint.py --preset v32-bench --out "$MODELS/v32-bench" \
+         >> "$OUT/speculative.log" 2>&1
     then
       echo "### v32-bench, oracle drafts at 0.85" >> "$OUT/speculative.log"
-      timeout "$(step_limit "$BENCH_TIMEOUT")" "$SPEC" --model "$MODELS/v32-bench" --backend cuda --threads 8 --batch 1,4,16 \
-        --prompt 512 --decode 128 --reps 3 --k 0,1,2,3 --draft oracle:0.85 >> "$OUT/speculative.log" 2>&1
+      timeout "$(step_limit "$BENCH_TIMEOUT")" "$SPEC" --model "$MODELS/v32-bench" --backend cuda --threads 8 \
+        --batch 1,4,16 --prompt 512 --decode 128 --reps 3 --k 0,1,2,3 --draft oracle:0.85 \
+        >> "$OUT/speculative.log" 2>&1
       log "speculative v32-bench oracle:0.85: rc=$?"
     fi
   else
