@@ -10,7 +10,8 @@
 // --batch B > 1: B sessions decode together in an Engine (each speculating for itself; session i's prompt is the
 // prompt with its last token replaced, so the B continuations differ); tokens/s counts all sessions' tokens.
 // --waves N > 1: N batches of B new sessions, one after another, through one Engine (as a server's requests arrive;
-// with --adaptive 1 later sessions can start from an earlier one's stand-down); tokens/s counts every wave's.
+// with --adaptive 1 later sessions start from what earlier ones measured: SpeculationRecord); tokens/s counts every
+// wave's.
 // --draft mtp (the default) drafts with the checkpoint's MTP module. --draft oracle:P needs no MTP module: the
 // drafts are the plain run's own continuation, each replaced by a wrong token with probability 1 - P (seeded), so
 // the verification's gain can be measured at a chosen acceptance on any checkpoint; it leaves out the cost of

@@ -19,7 +19,7 @@ namespace dsinfer {
 
 enum class FinishReason { None, Eos, StopString, MaxTokens };
 
-class Constraint;   // constraint.hpp
+class Constraint;          // constraint.hpp
 struct EngineSpeculation;  // internal (lib/session/speculation_policy.hpp)
 
 // Speculative decoding with the checkpoint's MTP module (docs/speculative.md): each step the MTP module drafts up
