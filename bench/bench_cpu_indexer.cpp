@@ -62,7 +62,7 @@ __attribute__((target("avx512f"))) float fma_loop_avx512(int64_t iters) {
 // Fused multiply-adds per second on `threads` threads at the vector width the kernels use (0 without vector kernels).
 double fma_rate(int threads, int reps) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-  const bool wide = cpu_kernel_isa() == CpuIsa::Avx512;
+  const bool wide = cpu_vector_isa() == CpuIsa::Avx512;
   if (cpu_kernel_isa() == CpuIsa::Scalar) return 0;
   const int64_t iters = 20'000'000;
   ThreadPool pool(threads);
@@ -127,9 +127,14 @@ int main(int argc, char** argv) {
   std::vector<int32_t> table(static_cast<size_t>(pages));
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), gen);
+  // Queries as fp8 precision gives them: e4m3 values (unscaled; their scales are in the head weights).
   std::normal_distribution<float> normal;
   std::vector<float> q(size_t(T * H * D)), w(size_t(T * H));
-  for (auto& x : q) x = normal(gen);
+  for (auto& x : q) {
+    uint8_t b;
+    do b = uint8_t(gen()); while ((b & 0x7f) == 0x7f);
+    x = e4m3_table()[b];
+  }
   for (auto& x : w) x = normal(gen);
   std::vector<int32_t> positions(static_cast<size_t>(T)), indices(static_cast<size_t>(T * topk));
 

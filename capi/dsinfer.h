@@ -92,8 +92,10 @@ typedef struct dsinfer_model_params {
   /* Appended in 0.1 (ABI 1). Tokens per KV cache block, 0 to 65536; 0 = 64 (else DSINFER_E_INVALID_ARG). */
   int64_t kv_block_tokens;
   /* The CPU kernel family, a cap: "auto" (NULL), "avx512", "avx2" or "scalar"; the families compute bitwise-identical
-   * results. Fixed once per process by the first load that names one: a later load naming another fails with
-   * DSINFER_E_INVALID_ARG. The environment variable DSINFER_CPU_KERNELS overrides it. */
+   * results. "amx" asks for AVX-512 with the indexer's scores on AMX tiles, faster at long contexts, whose scores
+   * differ from the others' in the last bits (docs/options.md). Fixed once per process by the first load that names
+   * one: a later load naming another fails with DSINFER_E_INVALID_ARG. The environment variable DSINFER_CPU_KERNELS
+   * overrides it. */
   const char* cpu_kernels;
   /* Appended after 0.1.0 (ABI 1 unchanged). The CUDA backend's device and kernel choices (docs/cuda.md); the CPU
    * backend ignores them. Defaults are what DSINFER_MODEL_PARAMS_INIT sets (an older caller's smaller struct gets

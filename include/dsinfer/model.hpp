@@ -57,7 +57,9 @@ struct DSINFER_CXX_API ModelLoadParams {
   // Called during load with the fraction done [0, 1] and the stage; may be empty. Runs on the loading thread.
   std::function<void(double fraction, std::string_view stage)> progress;
   // The CPU kernel family, as a cap: "auto" (the best this CPU runs), "avx512", "avx2" or "scalar" (a cap above what
-  // the CPU runs gives the best it runs). The families compute bitwise-identical results; only speed differs. The
+  // the CPU runs gives the best it runs). The families compute bitwise-identical results; only speed differs. "amx"
+  // asks for AVX-512 with the lightning indexer's scores on AMX tiles (where the CPU has them, else the best family):
+  // faster at long contexts, its indexer scores differ from the others' in the last bits. The
   // family is fixed once per process, by the first load that names one (or by the first evaluation): a later load
   // naming a different one throws Error(InvalidArgument). Environment override: DSINFER_CPU_KERNELS.
   std::string cpu_kernels = "auto";

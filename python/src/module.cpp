@@ -411,7 +411,7 @@ PYBIND11_MODULE(_dsinfer, m) {
         "Loads a Hugging Face checkpoint directory. progress(fraction, stage) is called during the load; "
         "n_threads 0 = all cores; kv_cache_tokens (0 = 32768) and kv_block_tokens size the KV cache pool; "
         "kv_cache_dtype 'auto', 'f32', 'bf16' or 'fp8'; cpu_kernels 'auto', 'avx512', 'avx2' or 'scalar' caps the CPU "
-        "kernel family (fixed once per process; docs/options.md). backend 'cpu', or 'cuda' / 'cuda:N' in a CUDA "
+        "kernel family ('amx': AVX-512 with the indexer on AMX tiles, its own last bits) (fixed once per process; docs/options.md). backend 'cpu', or 'cuda' / 'cuda:N' in a CUDA "
         "build. The cuda_* options tune the CUDA backend (the CPU backend ignores them; docs/cuda.md): cuda_device "
         "(>= 0; 'cuda:N' wins), cuda_small_m_max (0 to 4096: GEMMs of up to that many rows run the skinny kernels), "
         "cuda_small_m_tensor_cores and cuda_cublaslt_fp8 (allow those kernels), cuda_mla_kernel and "

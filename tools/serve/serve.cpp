@@ -38,7 +38,7 @@ constexpr const char* kUsage =
     "                     [--max-sessions 16] [--max-queue 64] [--ctx 4096] [--served-model-name NAME]\n"
     "                     [--prefix-cache 16] [--max-body-bytes 8388608] [--precision fp8|reference]\n"
     "                     [--drain-seconds 30] [--max-step-prompt-tokens 256] [--speculative mtp[:K]]\n"
-    "                     [--backend cpu|cuda|cuda:N] [--cuda KEY=VALUE,...] [--cpu-kernels auto|avx512|avx2|scalar]\n"
+    "                     [--backend cpu|cuda|cuda:N] [--cuda KEY=VALUE,...] [--cpu-kernels auto|amx|avx512|avx2|scalar]\n"
     "  An OpenAI-compatible server: POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize,\n"
     "  /reset_prefix_cache; GET /v1/models, /health, /metrics. --api-key (or DSINFER_API_KEY) protects all but\n"
     "  /health and /metrics. SIGTERM/SIGINT: stop accepting, finish running requests (at most --drain-seconds),\n"

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "backend/cpu/indexer_amx.hpp"
 #include "backend/cpu/simd.hpp"
 #include "backend/kv_format.hpp"
 #include "dsinfer/error.hpp"
@@ -299,7 +300,7 @@ constexpr int kIndexerHalfKeys = 8;  // queries of at most 8 heads: one ymm accu
 
 int64_t indexer_query_floats(int64_t heads, int64_t dim) {
   const int64_t Hp = (heads + 15) / 16 * 16;
-  return dim * Hp + Hp;
+  return dim * Hp + Hp + (indexer_amx_query_halves(Hp, dim) + 1) / 2;
 }
 
 void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, float* storage,
@@ -315,6 +316,8 @@ void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64
   for (int64_t i = 0; i < dim; ++i)
     for (int64_t h = 0; h < Hp; ++h) out.qT[size_t(i * Hp + h)] = h < heads ? q[h * dim + i] : 0.0f;
   for (int64_t h = 0; h < Hp; ++h) out.wp[size_t(h)] = h < heads ? wt[h] : 0.0f;
+  out.qB = nullptr;
+  if (cpu_kernel_isa() == CpuIsa::Amx) indexer_amx_prepare_query(out, reinterpret_cast<uint16_t*>(out.wp + Hp));
 }
 
 void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a, int64_t s0,
@@ -326,9 +329,10 @@ void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTop
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const IndexerQuery& q = *qs[0];
   if (q.padded <= 64 && q.heads == a.n_heads && q.dim == a.head_dim) {
-    if (cpu_kernel_isa() == CpuIsa::Avx512)
+    if (cpu_kernel_isa() == CpuIsa::Amx && indexer_scores_amx(qs, nq, a, s0, ends, scores, scratch)) return;
+    if (cpu_vector_isa() == CpuIsa::Avx512)
       return avx512::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores, scratch);
-    if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores, scratch);
+    if (cpu_vector_isa() == CpuIsa::Avx2) return avx2::indexer_scores_vec(qs, nq, a, s0, s1, ends, scores, scratch);
   }
 #endif
   for (int i = 0; i < nq; ++i)
@@ -374,7 +378,7 @@ KvbRows kv_b_rows(const MlaArgs& a) {
 
 bool mla_absorbed_vectorized(const MlaArgs& a) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-  return cpu_kernel_isa() != CpuIsa::Scalar && kv_b_rows(a).kind >= 0;
+  return cpu_vector_isa() != CpuIsa::Scalar && kv_b_rows(a).kind >= 0;
 #else
   (void)a;
   return false;
@@ -383,8 +387,8 @@ bool mla_absorbed_vectorized(const MlaArgs& a) {
 
 int64_t mla_absorbed_head_block() {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-  if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::kHeads;
-  if (cpu_kernel_isa() == CpuIsa::Avx2) return avx2::kHeads;
+  if (cpu_vector_isa() == CpuIsa::Avx512) return avx512::kHeads;
+  if (cpu_vector_isa() == CpuIsa::Avx2) return avx2::kHeads;
 #endif
   return 1;
 }
@@ -393,7 +397,7 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
                   WorkerScratch scratch, bool rows_ready) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const KvbRows w = kv_b_rows(a);
-  if (cpu_kernel_isa() != CpuIsa::Scalar && w.kind >= 0 && n > 0) {
+  if (cpu_vector_isa() != CpuIsa::Scalar && w.kind >= 0 && n > 0) {
     const int64_t C = a.latent.cols, heads = std::max<int64_t>(avx512::kHeads, avx2::kHeads);
     const MlaScratch s{scratch.get<float>(ScratchSlot::MlaQAbs, size_t(heads * C)),
                        scratch.get<float>(ScratchSlot::MlaProbs, size_t(heads * n)),
@@ -402,7 +406,7 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
     const float** lat = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
     const float** kpe = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
     if (!rows_ready) gather_latent_rows(a, keys, n, scratch, lat, kpe);
-    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
+    if (cpu_vector_isa() == CpuIsa::Avx512) return avx512::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
     return avx2::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
   }
 #endif
@@ -413,7 +417,7 @@ void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, 
              WorkerScratch scratch) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const bool shapes = a.nope_dim % 16 == 0 && a.rope_dim % 16 == 0 && a.v_dim % 16 == 0;
-  if (cpu_kernel_isa() != CpuIsa::Scalar && shapes && n > 0) {
+  if (cpu_vector_isa() != CpuIsa::Scalar && shapes && n > 0) {
     float* p = scratch.get<float>(ScratchSlot::MlaProbs, size_t(n));
     const float** rows = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
     const float** kpe = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
@@ -423,7 +427,7 @@ void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, 
       rows[j] = kv + (int64_t(keys[j]) * H + h) * kv_head;
       kpe[j] = a.k_pe.row(cache_row(a.block_table, a.block_tokens, keys[j]));
     }
-    if (cpu_kernel_isa() == CpuIsa::Avx512) return avx512::mha_head_vec(a, rows, kpe, n, t, h, p, v);
+    if (cpu_vector_isa() == CpuIsa::Avx512) return avx512::mha_head_vec(a, rows, kpe, n, t, h, p, v);
     return avx2::mha_head_vec(a, rows, kpe, n, t, h, p, v);
   }
 #endif

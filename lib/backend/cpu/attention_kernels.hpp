@@ -30,6 +30,7 @@ struct IndexerQuery {
   int64_t heads = 0, dim = 0, padded = 0;
   float* qT = nullptr;        // [D][padded], in the storage given to indexer_prepare_query
   float* wp = nullptr;        // [padded], after qT
+  const uint16_t* qB = nullptr;  // the Amx family: the heads as bf16 tiles after wp (indexer_amx.hpp), or null
 };
 // The floats of storage one prepared query takes.
 int64_t indexer_query_floats(int64_t heads, int64_t dim);
@@ -41,6 +42,7 @@ void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0,
 // query i's scores into scores[i] (indexed by key position). Each key is read (a packed cache's decoded) once for
 // all of them; every score equals indexer_scores' bit for bit.
 constexpr int kIndexerMaxQueries = 64;
+
 void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a, int64_t s0,
                          const int64_t* ends, float* const* scores, WorkerScratch scratch);
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,

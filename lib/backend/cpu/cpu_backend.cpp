@@ -504,13 +504,14 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h)
       all_wt[size_t(t * H + h)] = a.w.row(t)[h] * a.head_scale * (a.q_scale.data ? a.q_scale.row(t)[h] : 1.0f);
-  constexpr int64_t kKeys = 64;
-  const int64_t blocks = (S + kKeys - 1) / kKeys;
+  // Keys per unit: the Amx family's kernel loads its tile configuration once per call, which 256 keys amortize.
+  const int64_t unit_keys = cpu_kernel_isa() == CpuIsa::Amx ? 256 : 64;
+  const int64_t blocks = (S + unit_keys - 1) / unit_keys;
   const float* wt_all = all_wt;
   for (int64_t q0 = 0; q0 < T; q0 += tile) {
     const int64_t Tq = std::min(tile, T - q0);
     float* tile_scores = all_scores;  // query q0 + i's scores at tile_scores + i * S
-    // Units of (kGroup queries, kKeys keys): each key block is read once for the group (a packed cache decodes it),
+    // Units of (kGroup queries, unit_keys keys): each key block is read once for the group (a packed cache decodes it),
     // and the groups go to the threads in balanced order (early queries see fewer keys).
     constexpr int64_t kGroup = 16;
     const int64_t groups = (Tq + kGroup - 1) / kGroup;
@@ -524,7 +525,7 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
       int64_t ends[kGroup];
       float* rows[kGroup];
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t g = balanced_row(u / blocks, groups), s0 = (u % blocks) * kKeys;
+        const int64_t g = balanced_row(u / blocks, groups), s0 = (u % blocks) * unit_keys;
         const int64_t t0 = q0 + g * kGroup, n = std::min(kGroup, q0 + Tq - t0);
         int nq = 0;
         for (int64_t i = 0; i < n; ++i) {
@@ -534,7 +535,7 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
             indexer_prepare_query(a.q.row(t), wt_all + t * H, H, D, storage + i * query_floats, query[i]);
           if (visible <= s0) continue;
           qs[nq] = &query[i];
-          ends[nq] = std::min(visible, s0 + kKeys);
+          ends[nq] = std::min(visible, s0 + unit_keys);
           rows[nq] = tile_scores + (t - q0) * S;
           ++nq;
         }

@@ -363,7 +363,7 @@ void dense_gemm_panels(const float* x, int64_t ldx, int64_t T, const PackedDense
                        float* y, int64_t ldy, DenseKernel kernel) {
   if (T <= 0 || p0 >= p1) return;
 #ifdef DSINFER_HAVE_AVX2_KERNELS
-  const CpuIsa best = cpu_kernel_isa();
+  const CpuIsa best = cpu_vector_isa();
   const CpuIsa which = kernel == DenseKernel::Scalar                       ? CpuIsa::Scalar
                        : kernel == DenseKernel::Avx2 && best == CpuIsa::Avx512 ? CpuIsa::Avx2
                                                                                 : best;

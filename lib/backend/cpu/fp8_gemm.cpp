@@ -326,7 +326,7 @@ DSINFER_AVX512_FN void panels_avx512(const float* xq, int64_t ldx, const float* 
 #endif  // DSINFER_HAVE_AVX2_KERNELS
 
 using Isa = CpuIsa;
-Isa isa() { return cpu_kernel_isa(); }
+Isa isa() { return cpu_vector_isa(); }
 
 }  // namespace
 

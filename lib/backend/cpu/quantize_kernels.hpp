@@ -14,7 +14,7 @@ namespace dsinfer {
 // s when `dequantize` (the cache's quantize-dequantize). Returns s. out may be x. A group holding a NaN goes through
 // the reference whatever the kernel (the vector max would not skip it as std::max does).
 float fp8_quantize_group(const float* x, int64_t n, bool ue8m0, bool dequantize, float* out,
-                         CpuIsa isa = cpu_kernel_isa());
+                         CpuIsa isa = cpu_vector_isa());
 float fp8_quantize_group_reference(const float* x, int64_t n, bool ue8m0, bool dequantize, float* out);
 
 }  // namespace dsinfer

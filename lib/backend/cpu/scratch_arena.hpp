@@ -25,6 +25,7 @@ enum class ScratchSlot : uint8_t {
   IndexerHeadWeights,  // indexer_topk: w · head_scale · q_scale [T, H] f32
   IndexerQueries,      // indexer_topk: a group's prepared queries (IndexerQuery storage), per worker
   IndexerKeys,         // the indexer kernels: a packed cache's keys decoded [64, D] f32, per worker
+  IndexerKeysBf16,     // the Amx family's indexer kernel: 16 keys as bf16 [16, D] u16, per worker
   TopkRanked,          // indexer_topk: the ranked keys [S] u64 (per worker, or the caller's shared by a decode query)
   TopkOrder,           // indexer_topk: the chosen positions [topk] i32, per worker
   TopkPartKept,        // indexer_topk (decode): how many each part kept [threads] i64

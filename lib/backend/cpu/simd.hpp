@@ -19,10 +19,17 @@
 
 namespace dsinfer {
 
-enum class CpuIsa { Scalar, Avx2, Avx512 };
+// The CPU kernel families. Scalar, Avx2 and Avx512 compute bitwise-identical results; Amx is Avx512 with the
+// lightning indexer's scores on AMX tiles (indexer_amx.hpp), whose bf16 dot products round in their own way, so its
+// scores (and top-k choices between near-equal keys) are its own: it is never chosen unless asked for.
+enum class CpuIsa { Scalar, Avx2, Avx512, Amx };
 
-// The best kernel family this CPU runs (AVX2 needs FMA and F16C too; AVX-512 needs F, BW and VL). Detected once.
+// The best bitwise-identical kernel family this CPU runs (AVX2 needs FMA and F16C too; AVX-512 needs F, BW and VL).
+// Detected once.
 CpuIsa cpu_best_isa();
+// Whether this CPU and kernel run the Amx family: AVX-512 as above, AMX-TILE, AMX-BF16, AVX512-BF16, VBMI, and the
+// kernel's permission to use the tile data (requested here, once per process).
+bool cpu_amx_available();
 
 // The family the kernels run, fixed once per process (every op of every model sees the same one: call sites decide
 // buffer layouts and head blocking by it, so it must never change under a running forward). The first of these
@@ -38,12 +45,19 @@ inline CpuIsa cpu_kernel_isa() {
   return c >= 0 ? CpuIsa(c) : cpu_isa_detail::fix(nullptr);
 }
 
+// The family of every kernel but the indexer's scores: the Amx family runs the Avx512 kernels elsewhere.
+inline CpuIsa cpu_vector_isa() {
+  const CpuIsa isa = cpu_kernel_isa();
+  return isa == CpuIsa::Amx ? CpuIsa::Avx512 : isa;
+}
+
 // ModelLoadParams::cpu_kernels: "auto", "avx512", "avx2" or "scalar", a cap on the family (a cap above what the CPU
-// runs gives the best it runs). Fixes the family if it is not fixed yet; DSINFER_CPU_KERNELS in the environment
-// overrides the request. Throws Error(InvalidArgument) for another name, or for a cap that differs from the family
+// runs gives the best it runs), or "amx", which asks for the Amx family (where it is not available: the best
+// family, logged). Fixes the family if it is not fixed yet; DSINFER_CPU_KERNELS in the environment overrides the
+// request. Throws Error(InvalidArgument) for another name, or for a request whose family differs from the one
 // already fixed for this process ("auto" never conflicts).
 CpuIsa fix_cpu_kernel_isa(std::string_view requested);
-const char* cpu_isa_name(CpuIsa isa);  // "scalar", "avx2", "avx512"
+const char* cpu_isa_name(CpuIsa isa);  // "scalar", "avx2", "avx512", "amx"
 
 #ifdef DSINFER_HAVE_AVX2_KERNELS
 #define DSINFER_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
