@@ -9,6 +9,7 @@
 //   a[i] = l[i] + l[i+8] (i < 8), b[i] = a[i] + a[i+4] (i < 4), c[i] = b[i] + b[i+2] (i < 2), result c[0] + c[1].
 // One zmm register, or two ymm, hold those lanes.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/backend.hpp"
@@ -47,6 +48,21 @@ void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTop
                          const int64_t* ends, float* const* scores, WorkerScratch scratch);
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,
                               float* scores, WorkerScratch scratch);
+
+// f(p, n, row) for the runs of key positions [p, p + n) that cover [s0, s1) in order and whose rows row .. row + n - 1
+// are consecutive and, for a packed cache, in one page (so that their values and scales are consecutive too): one
+// block-table lookup a run instead of cache_row's and kvfmt's divisions at every key.
+template <class F>
+void for_each_key_run(const IndexerTopkArgs& a, int64_t s0, int64_t s1, F&& f) {
+  for (int64_t p = s0; p < s1;) {
+    const int64_t row = cache_row(a.block_table, a.block_tokens, p);
+    int64_t n = s1 - p;
+    if (a.block_table) n = std::min(n, a.block_tokens - p % a.block_tokens);
+    if (a.k_packed.packed()) n = std::min(n, a.k_packed.page_tokens - row % a.k_packed.page_tokens);
+    f(p, n, row);
+    p += n;
+  }
+}
 
 // Absorbed MLA (MlaMode::Absorbed) of query row t for heads [h0, h1), over the cached positions keys[0..n), written
 // to a.out. kv_b values come from a.wkv_b_stored (FP8 as fl(e4m3 · scale), BF16 as is) or from the fp32 copy

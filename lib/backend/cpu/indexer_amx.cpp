@@ -42,21 +42,6 @@ void indexer_amx_prepare_query(IndexerQuery& q, uint16_t* storage) {
 #endif
 namespace {
 
-// f(p, n, row) for the runs of key positions [p, p + n) that cover [s0, s1) in order and whose rows row .. row + n - 1
-// are consecutive and, for a packed cache, in one page (so that their values and scales are consecutive too): one
-// block-table lookup a run instead of cache_row's and kvfmt's divisions at every key.
-template <class F>
-void for_each_key_run(const IndexerTopkArgs& a, int64_t s0, int64_t s1, F&& f) {
-  for (int64_t p = s0; p < s1;) {
-    const int64_t row = cache_row(a.block_table, a.block_tokens, p);
-    int64_t n = s1 - p;
-    if (a.block_table) n = std::min(n, a.block_tokens - p % a.block_tokens);
-    if (a.k_packed.packed()) n = std::min(n, a.k_packed.page_tokens - row % a.k_packed.page_tokens);
-    f(p, n, row);
-    p += n;
-  }
-}
-
 // Tile registers: tmm0-3 scores (C: 16 keys x 16 heads each), tmm4-5 keys (A: 16 keys x 32 dims, alternately),
 // tmm6-7 a query's dims x heads (B: 32 dims x 16 heads, alternately, or held through the call when a lone query
 // has at most two); all 16 rows of 64 bytes.

@@ -185,6 +185,12 @@ TEST_CASE("amx indexer: the same bits from any batch, split of the keys and cach
     indexer_scores(prepared[0], packed, 0, 37, split.data(), scratch);
     indexer_scores(prepared[0], packed, 37, S, split.data(), scratch);
     CHECK(same_bits(split.data(), alone[0].data(), size_t(S)));
+    // A sub-range writes only its keys.
+    std::vector<float> part(size_t(S), 9.0f);
+    indexer_scores(prepared[0], packed, 10, 13, part.data(), scratch);
+    CHECK(part[9] == 9.0f);
+    CHECK(part[13] == 9.0f);
+    CHECK(same_bits(part.data() + 10, alone[0].data() + 10, 3));
     // An F32 cache holding the same values and scales.
     indexer_scores(prepared[0], f32, 0, S, from_f32.data(), scratch);
     CHECK(same_bits(from_f32.data(), alone[0].data(), size_t(S)));
@@ -215,6 +221,15 @@ TEST_CASE("amx indexer: NaN codes and queries that bf16 cannot hold take the ref
   indexer_scores_reference(q.data(), wt.data(), a, 0, S, ref.data(), scratch);
   CHECK(std::isnan(ref[5]));
   CHECK(same_bits(&got[5], &ref[5], 1));
+
+  // An F32 cache key that bf16 cannot hold: the reference's score for it, the tiles' for the others.
+  const IndexerTopkArgs f32 = args_for(cache, false, S, H, D, table, bt);
+  cache.values[size_t(cache_row(table.data(), bt, 9) * D + 7)] = 1.0f + 1.0f / 1024.0f / 1024.0f;
+  std::vector<float> from_f32(static_cast<size_t>(S));
+  indexer_scores(prepared, f32, 0, S, from_f32.data(), scratch);
+  indexer_scores_reference(q.data(), wt.data(), f32, 0, S, ref.data(), scratch);
+  CHECK(same_bits(&from_f32[9], &ref[9], 1));
+  CHECK(same_bits(&from_f32[10], &got[10], 1));
 
   // A query of values bf16 cannot hold (reference precision) gets no tiles: the other families' bits.
   for (auto& x : q) x = normal(gen);
