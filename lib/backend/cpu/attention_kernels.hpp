@@ -43,7 +43,6 @@ void indexer_scores(const IndexerQuery& q, const IndexerTopkArgs& a, int64_t s0,
 // query i's scores into scores[i] (indexed by key position). Each key is read (a packed cache's decoded) once for
 // all of them; every score equals indexer_scores' bit for bit.
 constexpr int kIndexerMaxQueries = 64;
-
 void indexer_scores_many(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a, int64_t s0,
                          const int64_t* ends, float* const* scores, WorkerScratch scratch);
 void indexer_scores_reference(const float* q, const float* wt, const IndexerTopkArgs& a, int64_t s0, int64_t s1,

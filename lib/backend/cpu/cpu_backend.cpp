@@ -511,8 +511,8 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
   for (int64_t q0 = 0; q0 < T; q0 += tile) {
     const int64_t Tq = std::min(tile, T - q0);
     float* tile_scores = all_scores;  // query q0 + i's scores at tile_scores + i * S
-    // Units of (kGroup queries, unit_keys keys): each key block is read once for the group (a packed cache decodes it),
-    // and the groups go to the threads in balanced order (early queries see fewer keys).
+    // Units of (kGroup queries, unit_keys keys): each key block is read once for the group (a packed cache decodes
+    // it), and the groups go to the threads in balanced order (early queries see fewer keys).
     constexpr int64_t kGroup = 16;
     const int64_t groups = (Tq + kGroup - 1) / kGroup;
     const int64_t query_floats = indexer_query_floats(H, D);

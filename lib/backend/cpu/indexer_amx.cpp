@@ -259,7 +259,8 @@ void scores_amx(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a,
       for (int kt = 0; kt < used; ++kt) {
         const int64_t k0 = g0 + 16 * kt;
         const int mk = int(std::min<int64_t>(16, m - 16 * kt));
-        const __m512 score = _mm512_mul_ps(reduce_heads<NC>(cbuf + 256 * NC * kt, qs[i]->wp), _mm512_loadu_ps(mul + 16 * kt));
+        const __m512 score =
+            _mm512_mul_ps(reduce_heads<NC>(cbuf + 256 * NC * kt, qs[i]->wp), _mm512_loadu_ps(mul + 16 * kt));
         _mm512_mask_storeu_ps(scores[i] + k0, __mmask16((1u << mk) - 1u), score);
         for (uint32_t bad = inexact[kt] & ((1u << mk) - 1u); bad; bad &= bad - 1) {
           const int64_t key = k0 + __builtin_ctz(bad);

@@ -36,5 +36,15 @@ TEST_CASE("cpu_kernels: a cap, fixed by the first request, checked afterwards", 
   } else {
     CHECK(fix_cpu_kernel_isa("avx2") == CpuIsa::Scalar);
   }
+  // "amx" names a family of its own (never picked by a cap): against scalar it conflicts too, where this CPU runs
+  // anything better (the Amx family, or the best family in its place).
+  if (cpu_best_isa() >= CpuIsa::Avx2) {
+    try {
+      fix_cpu_kernel_isa("amx");
+      FAIL("amx was accepted beside scalar");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("already runs the scalar") != std::string::npos);  // a name it knows
+    }
+  }
   CHECK(cpu_kernel_isa() == CpuIsa::Scalar);
 }
