@@ -40,15 +40,17 @@ struct MlaScratch {
 // The latent and rope-key rows of keys[0..n) as fp32 pointers: into the cache (F32) or, for a packed cache, into
 // the scratch's MlaDecoded after decoding them there (exact: e4m3 · scale and bf16 are fp32 values, so every kernel
 // computes what it computes over an F32 cache holding those values).
+// decode: how a packed row becomes fp32 (the vector kernels pass their own, with the same values).
+using DecodeLatentRow = void (*)(const PackedKv&, int64_t, float*, float*);
 void gather_latent_rows(const MlaArgs& a, const int32_t* keys, int64_t n, WorkerScratch scratch, const float** lat,
-                        const float** kpe) {
+                        const float** kpe, DecodeLatentRow decode = kvfmt::decode_latent_row) {
   const int64_t C = a.latent.cols, dr = a.rope_dim, w = C + dr;
   float* decoded = a.latent_packed.packed() ? scratch.get<float>(ScratchSlot::MlaDecoded, size_t(n * w)) : nullptr;
   for (int64_t j = 0; j < n; ++j) {
     const int64_t row = cache_row(a.block_table, a.block_tokens, keys[j]);
     if (a.latent_packed.packed()) {
       float* d = decoded + j * w;
-      kvfmt::decode_latent_row(a.latent_packed, row, d, d + C);
+      decode(a.latent_packed, row, d, d + C);
       lat[j] = d;
       kpe[j] = d + C;
     } else {
@@ -405,7 +407,9 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
     // (With rows_ready these are the previous call's: the same n, so the same memory, still holding its rows.)
     const float** lat = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
     const float** kpe = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
-    if (!rows_ready) gather_latent_rows(a, keys, n, scratch, lat, kpe);
+    if (!rows_ready)
+      gather_latent_rows(a, keys, n, scratch, lat, kpe,
+                         cpu_vector_isa() == CpuIsa::Avx512 ? avx512::decode_latent_vec : avx2::decode_latent_vec);
     if (cpu_vector_isa() == CpuIsa::Avx512) return avx512::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
     return avx2::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
   }

@@ -13,6 +13,7 @@
 #include "backend/cpu/attention_kernels.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/simd.hpp"
+#include "backend/kv_format.hpp"
 #include "util/dtype.hpp"
 
 using namespace dsinfer;
@@ -213,6 +214,86 @@ TEST_CASE("absorbed MLA: vector kernel from FP8, BF16 or fp32 kv_b equals the re
         }
     }
   }
+}
+
+TEST_CASE("absorbed MLA from a packed FP8 or BF16 latent cache: vector kernel equals the reference bit for bit",
+          "[cpu][mla][kernels]") {
+  // The vector kernels decode the cache's rows 16 values at a time; every e4m3 code but the NaN codes, and tails
+  // shorter than 16 (C 200: a 72-value second group; rope 20), appear; then a NaN code in one key's row (its chunk
+  // takes the table), which makes every output NaN on both sides.
+  INFO("kernel family " << int(cpu_kernel_isa()));
+  ScratchArena arena(1);
+  const WorkerScratch scratch(arena, 0);
+  std::mt19937 gen(17);
+  struct Dims {
+    int64_t H, dn, dr, dv, C;
+  };
+  for (const Dims dims : {Dims{4, 16, 16, 24, 128}, Dims{3, 8, 16, 5, 48}, Dims{2, 16, 20, 16, 200}})
+    for (KvDtype dtype : {KvDtype::FP8, KvDtype::BF16}) {
+      const int64_t H = dims.H, dn = dims.dn, dr = dims.dr, dv = dims.dv, C = dims.C, R = H * (dn + dv);
+      const int64_t S = 40, bt = 16;
+      const auto table = shuffled_blocks(gen, S, bt);
+      const int64_t rows = int64_t(table.size()) * bt;
+      PackedKv packed;
+      packed.dtype = dtype;
+      packed.dim = C;
+      packed.rope_dim = dr;
+      std::vector<uint8_t> bytes(size_t(rows * kvfmt::latent_row_bytes(dtype, C, dr)));
+      packed.data = bytes.data();
+      size_t code = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        uint8_t* b = kvfmt::latent_row(packed, r);
+        if (dtype == KvDtype::FP8) {
+          for (int64_t i = 0; i < C; ++i) {
+            b[i] = uint8_t(code++ * 37 % 256);
+            if ((b[i] & 0x7F) == 0x7F) b[i] -= 1;  // NaN codes below
+          }
+          for (int64_t g = 0; g < kvfmt::latent_scales(C); ++g) {
+            const float scale = 0.01f + float(gen() % 100) / 1000.0f;
+            std::memcpy(b + C + 4 * g, &scale, 4);
+          }
+          b += C + 4 * kvfmt::latent_scales(C);
+        } else {
+          for (int64_t i = 0; i < C; ++i) {
+            const uint16_t h = f32_to_bf16(normal(gen, 1)[0]);
+            std::memcpy(b + 2 * i, &h, 2);
+          }
+          b += 2 * C;
+        }
+        for (int64_t i = 0; i < dr; ++i) {
+          const uint16_t h = f32_to_bf16(normal(gen, 1)[0]);
+          std::memcpy(b + 2 * i, &h, 2);
+        }
+      }
+      std::vector<float> kpe_unused, kvb = normal(gen, size_t(R * C), 0.05f), q = normal(gen, size_t(2 * H * (dn + dr)));
+      MlaArgs a = paged_mla_args(q, kpe_unused, rows, table, bt, S, H, dn, dr, dv, 0.1f, MlaMode::Absorbed);
+      a.k_pe = Tensor2D{nullptr, rows, dr, dr};
+      a.latent = Tensor2D{nullptr, rows, C, C};
+      a.latent_packed = packed;
+      a.wkv_b = Tensor2D{kvb.data(), R, C, C};
+      for (int64_t n : {1, 5, 37}) {
+        std::vector<int32_t> keys(static_cast<size_t>(n));
+        for (int64_t j = 0; j < n; ++j) keys[size_t(j)] = int32_t((j * 7 + 3) % S);
+        std::vector<float> got(size_t(2 * H * dv), 1.0f), want(size_t(2 * H * dv), 2.0f);
+        a.out = Tensor2D{want.data(), 2, H * dv, H * dv};
+        mla_absorbed_reference(a, keys.data(), n, 1, 0, H, scratch);
+        a.out = Tensor2D{got.data(), 2, H * dv, H * dv};
+        mla_absorbed(a, keys.data(), n, 1, 0, H, scratch);
+        INFO("H " << H << " C " << C << " dr " << dr << " dtype " << int(dtype) << " n " << n);
+        CHECK(same_bits(got.data() + H * dv, want.data() + H * dv, size_t(H * dv)));
+        CHECK(!std::isnan(want[size_t(H * dv)]));
+      }
+      if (dtype != KvDtype::FP8) continue;
+      kvfmt::latent_row(packed, cache_row(table.data(), bt, 3))[C - 1] = 0xFF;  // key 3 is selected first
+      const int32_t keys[2] = {3, 4};
+      std::vector<float> got(size_t(2 * H * dv), 1.0f), want(size_t(2 * H * dv), 2.0f);
+      a.out = Tensor2D{want.data(), 2, H * dv, H * dv};
+      mla_absorbed_reference(a, keys, 2, 1, 0, H, scratch);
+      a.out = Tensor2D{got.data(), 2, H * dv, H * dv};
+      mla_absorbed(a, keys, 2, 1, 0, H, scratch);
+      CHECK(std::isnan(want[size_t(H * dv)]));
+      CHECK(same_bits(got.data() + H * dv, want.data() + H * dv, size_t(H * dv)));
+    }
 }
 
 TEST_CASE("absorbed MLA through the backend agrees with the MHA form (dense and sparse, stored FP8 kv_b)",
