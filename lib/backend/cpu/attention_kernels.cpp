@@ -302,7 +302,8 @@ constexpr int kIndexerHalfKeys = 8;  // queries of at most 8 heads: one ymm accu
 
 int64_t indexer_query_floats(int64_t heads, int64_t dim) {
   const int64_t Hp = (heads + 15) / 16 * 16;
-  return dim * Hp + Hp + (indexer_amx_query_halves(Hp, dim) + 1) / 2;
+  const int64_t tiles = cpu_kernel_isa() == CpuIsa::Amx ? (indexer_amx_query_halves(Hp, dim) + 1) / 2 : 0;
+  return dim * Hp + Hp + tiles;
 }
 
 void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, float* storage,

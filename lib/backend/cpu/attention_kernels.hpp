@@ -33,7 +33,7 @@ struct IndexerQuery {
   float* wp = nullptr;        // [padded], after qT
   const uint16_t* qB = nullptr;  // the Amx family: the heads as bf16 tiles after wp (indexer_amx.hpp), or null
 };
-// The floats of storage one prepared query takes.
+// The floats of storage one prepared query takes (in the Amx family its bf16 tiles too).
 int64_t indexer_query_floats(int64_t heads, int64_t dim);
 void indexer_prepare_query(const float* q, const float* wt, int64_t heads, int64_t dim, float* storage,
                            IndexerQuery& out);
