@@ -204,23 +204,29 @@ TEST_CASE("amx indexer: NaN codes and queries that bf16 cannot hold take the ref
   const int64_t H = 16, D = 64, S = 40, bt = 16;
   const auto table = shuffled_table(gen, (S + bt - 1) / bt);
   KeyCache cache = make_cache(gen, KvDtype::FP8, int64_t(table.size()) * bt, bt, D);
-  const int64_t nan_row = cache_row(table.data(), bt, 5);
-  kvfmt::index_key_values(cache.packed, nan_row)[3] = 0xFF;
   const IndexerTopkArgs a = args_for(cache, true, S, H, D, table, bt);
   std::normal_distribution<float> normal;
   std::vector<float> wt(static_cast<size_t>(H));
   for (auto& w : wt) w = normal(gen);
   std::vector<float> storage(static_cast<size_t>(indexer_query_floats(H, D))), got(static_cast<size_t>(S)),
-        ref(static_cast<size_t>(S));
+        ref(static_cast<size_t>(S)), clean(static_cast<size_t>(S));
 
   auto q = e4m3_query(gen, H * D);
   IndexerQuery prepared;
   indexer_prepare_query(q.data(), wt.data(), H, D, storage.data(), prepared);
   REQUIRE(prepared.qB != nullptr);
+  indexer_scores(prepared, a, 0, S, clean.data(), scratch);
+  // NaN codes in key 5 (the first block's run) and key 21 (5 keys into the second block's run, in the same batch of
+  // keys): those two get the reference's scores, every other key keeps the tiles' bits.
+  for (const int64_t key : {5, 21}) kvfmt::index_key_values(cache.packed, cache_row(table.data(), bt, key))[3] = 0xFF;
   indexer_scores(prepared, a, 0, S, got.data(), scratch);
   indexer_scores_reference(q.data(), wt.data(), a, 0, S, ref.data(), scratch);
-  CHECK(std::isnan(ref[5]));
-  CHECK(same_bits(&got[5], &ref[5], 1));
+  for (const int64_t key : {5, 21}) {
+    CHECK(std::isnan(ref[size_t(key)]));
+    CHECK(same_bits(&got[size_t(key)], &ref[size_t(key)], 1));
+  }
+  for (int64_t s = 0; s < S; ++s)
+    if (s != 5 && s != 21) CHECK(same_bits(&got[size_t(s)], &clean[size_t(s)], 1));
 
   // An F32 cache key that bf16 cannot hold: the reference's score for it, the tiles' for the others.
   const IndexerTopkArgs f32 = args_for(cache, false, S, H, D, table, bt);
