@@ -127,8 +127,8 @@ int main(int argc, char** argv) {
   // 64-byte aligned like the KV pool's blocks (a vector's data may start anywhere: every key row would then span
   // two cache lines).
   const size_t cache_bytes = size_t(pages * P * kvfmt::index_key_bytes(KvDtype::FP8, D));
-  std::unique_ptr<uint8_t, void (*)(void*)> bytes(static_cast<uint8_t*>(std::aligned_alloc(64, (cache_bytes + 63) / 64 * 64)),
-                                                  std::free);
+  std::unique_ptr<uint8_t, void (*)(void*)> bytes(
+      static_cast<uint8_t*>(std::aligned_alloc(64, (cache_bytes + 63) / 64 * 64)), std::free);
   for (size_t i = 0; i < cache_bytes; ++i) do bytes.get()[i] = uint8_t(gen()); while ((bytes.get()[i] & 0x7f) == 0x7f);
   cache.data = bytes.get();
   for (int64_t row = 0; row < pages * P; ++row) {

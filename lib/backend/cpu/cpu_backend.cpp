@@ -18,6 +18,7 @@
 #include "backend/cpu/fp8_gemm.hpp"
 #include "backend/cpu/quantize_kernels.hpp"
 #include "backend/cpu/simd.hpp"
+#include "backend/cpu/topk_select.hpp"
 #include "backend/kv_format.hpp"
 
 #include <sys/mman.h>
@@ -543,40 +544,11 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
         indexer_scores_many(qs, nq, a, s0, ends, rows, scratch);
       }
     });
-    // The k highest scores, equal scores ranked by earlier position (a strict total order, so the set is
-    // determined); selection, then the chosen positions in ascending order. Each position becomes one integer that
-    // orders as that rule does — the score's bits made monotonic (−0 folded into +0 first) above the position's
-    // complement — so the selection compares plain integers instead of chasing indices. select() ranks keys
-    // [s0, s1) of query t into ranked[s0, s1) and moves their top min(k, s1 - s0) to the front of that range.
-    //
-    // Over many keys the selection first narrows: a histogram of the integers' top kBucketBits bits, filled in the
-    // same pass, gives the bucket that holds the m-th highest; the entries of that bucket and above (the top m and
-    // the bucket's others) move to the front, in order, and nth_element runs over those only. The same integers
-    // under the same order: the same set, in about two passes over the keys instead of introselect's several.
+    // The k highest scores, equal scores ranked by earlier position (topk_select.hpp); then the chosen positions in
+    // ascending order. select() ranks keys [s0, s1) of query t into ranked[s0, s1) and moves their top
+    // min(k, s1 - s0) to the front of that range.
     auto select = [&](int64_t t, int64_t s0, int64_t s1, int64_t k, uint64_t* ranked) {
-      const float* scores = tile_scores + (t - q0) * S;
-      const int64_t n = s1 - s0, m = std::min(k, n);
-      constexpr int kBucketBits = 11;
-      constexpr int kShift = 64 - kBucketBits;
-      const bool narrow = n > 4 * m;
-      uint32_t count[size_t(1) << kBucketBits];
-      if (narrow) std::fill(std::begin(count), std::end(count), 0u);
-      for (int64_t s = s0; s < s1; ++s) {
-        const uint32_t b = f32_to_bits(scores[s] + 0.0f), key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-        ranked[s] = (uint64_t(key) << 32) | uint64_t(~uint32_t(s));
-        if (narrow) ++count[key >> (kShift - 32)];
-      }
-      if (m == 0) return m;
-      int64_t candidates = n;
-      if (narrow) {
-        uint64_t bucket = (uint64_t(1) << kBucketBits) - 1;
-        for (int64_t above = 0; above + count[bucket] < m; --bucket) above += count[bucket];
-        candidates = 0;
-        for (int64_t s = s0; s < s1; ++s)
-          if ((ranked[s] >> kShift) >= bucket) ranked[s0 + candidates++] = ranked[s];
-      }
-      std::nth_element(ranked + s0, ranked + s0 + (m - 1), ranked + s0 + candidates, std::greater<>());
-      return m;
+      return select_top_keys(tile_scores + (t - q0) * S, s0, s1, k, ranked);
     };
     auto finish = [&](int64_t t, int64_t k, const uint64_t* top, int32_t* order) {
       const int64_t visible = std::min<int64_t>(a.positions[t] + 1, S);
@@ -585,7 +557,7 @@ void CpuBackend::indexer_topk(const IndexerTopkArgs& a) {
         float* so = a.out_scores + t * S;
         for (int64_t s = 0; s < S; ++s) so[s] = s < visible ? scores[s] : -std::numeric_limits<float>::infinity();
       }
-      for (int64_t i = 0; i < k; ++i) order[size_t(i)] = int32_t(~uint32_t(top[i]));
+      for (int64_t i = 0; i < k; ++i) order[size_t(i)] = topk_entry_position(top[i]);
       std::sort(order, order + k);
       int32_t* out = a.out_indices + t * a.topk;
       for (int64_t i = 0; i < a.topk; ++i) out[i] = i < k ? order[size_t(i)] : -1;
