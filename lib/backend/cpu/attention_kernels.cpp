@@ -37,16 +37,19 @@ struct MlaScratch {
   float* o_lat;  // [heads, C]
 };
 
-// The latent and rope-key rows of keys[0..n) as fp32 pointers: into the cache (F32) or, for a packed cache, into
-// the scratch's MlaDecoded after decoding them there (exact: e4m3 · scale and bf16 are fp32 values, so every kernel
+// The latent and rope-key rows of keys[j0..j1) as fp32 pointers: into the cache (F32) or, for a packed cache, into
+// decoded[j][C + dr] after decoding them there (exact: e4m3 · scale and bf16 are fp32 values, so every kernel
 // computes what it computes over an F32 cache holding those values).
 // decode: how a packed row becomes fp32 (the vector kernels pass their own, with the same values).
+float* decoded_rows(const MlaArgs& a, int64_t n, WorkerScratch scratch) {
+  if (!a.latent_packed.packed()) return nullptr;
+  return scratch.get<float>(ScratchSlot::MlaDecoded, size_t(n * (a.latent.cols + a.rope_dim)));
+}
 using DecodeLatentRow = void (*)(const PackedKv&, int64_t, float*, float*);
-void gather_latent_rows(const MlaArgs& a, const int32_t* keys, int64_t n, WorkerScratch scratch, const float** lat,
-                        const float** kpe, DecodeLatentRow decode = kvfmt::decode_latent_row) {
+void gather_latent_rows(const MlaArgs& a, const int32_t* keys, int64_t j0, int64_t j1, float* decoded,
+                        const float** lat, const float** kpe, DecodeLatentRow decode = kvfmt::decode_latent_row) {
   const int64_t C = a.latent.cols, dr = a.rope_dim, w = C + dr;
-  float* decoded = a.latent_packed.packed() ? scratch.get<float>(ScratchSlot::MlaDecoded, size_t(n * w)) : nullptr;
-  for (int64_t j = 0; j < n; ++j) {
+  for (int64_t j = j0; j < j1; ++j) {
     const int64_t row = cache_row(a.block_table, a.block_tokens, keys[j]);
     if (a.latent_packed.packed()) {
       float* d = decoded + j * w;
@@ -105,7 +108,7 @@ void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, in
   const int64_t qk_head = dn + dr, kv_head = dn + dv;
   const float** lat_rows = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
   const float** kpe_rows = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
-  gather_latent_rows(a, keys, n, scratch, lat_rows, kpe_rows);
+  gather_latent_rows(a, keys, 0, n, decoded_rows(a, n, scratch), lat_rows, kpe_rows);
   auto lat = [&](int64_t j) { return lat_rows[size_t(j)]; };
   auto kpe = [&](int64_t j) { return kpe_rows[size_t(j)]; };
   float* q_abs = scratch.get<float>(ScratchSlot::MlaQAbs, size_t(C));
@@ -396,8 +399,18 @@ int64_t mla_absorbed_head_block() {
   return 1;
 }
 
-void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
-                  WorkerScratch scratch, bool rows_ready) {
+void mla_gather_rows(const MlaArgs& a, const int32_t* keys, int64_t j0, int64_t j1, float* decoded, const float** lat,
+                     const float** kpe) {
+#ifdef DSINFER_HAVE_AVX2_KERNELS
+  if (cpu_vector_isa() != CpuIsa::Scalar)
+    return gather_latent_rows(a, keys, j0, j1, decoded, lat, kpe,
+                              cpu_vector_isa() == CpuIsa::Avx512 ? avx512::decode_latent_vec : avx2::decode_latent_vec);
+#endif
+  gather_latent_rows(a, keys, j0, j1, decoded, lat, kpe);
+}
+
+void mla_absorbed_gathered(const MlaArgs& a, const float* const* lat, const float* const* kpe, int64_t n, int64_t t,
+                           int64_t h0, int64_t h1, WorkerScratch scratch) {
 #ifdef DSINFER_HAVE_AVX2_KERNELS
   const KvbRows w = kv_b_rows(a);
   if (cpu_vector_isa() != CpuIsa::Scalar && w.kind >= 0 && n > 0) {
@@ -405,17 +418,22 @@ void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, i
     const MlaScratch s{scratch.get<float>(ScratchSlot::MlaQAbs, size_t(heads * C)),
                        scratch.get<float>(ScratchSlot::MlaProbs, size_t(heads * n)),
                        scratch.get<float>(ScratchSlot::MlaOutLatent, size_t(heads * C))};
-    // (With rows_ready these are the previous call's: the same n, so the same memory, still holding its rows.)
-    const float** lat = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
-    const float** kpe = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
-    if (!rows_ready)
-      gather_latent_rows(a, keys, n, scratch, lat, kpe,
-                         cpu_vector_isa() == CpuIsa::Avx512 ? avx512::decode_latent_vec : avx2::decode_latent_vec);
     if (cpu_vector_isa() == CpuIsa::Avx512) return avx512::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
     return avx2::mla_absorbed_vec(a, w, lat, kpe, n, t, h0, h1, s);
   }
 #endif
-  mla_absorbed_reference(a, keys, n, t, h0, h1, scratch);
+  (void)a, (void)lat, (void)kpe, (void)n, (void)t, (void)h0, (void)h1, (void)scratch;
+  throw Error(ErrorCode::Internal, "mla_absorbed_gathered without a vector kernel for these arguments");
+}
+
+void mla_absorbed(const MlaArgs& a, const int32_t* keys, int64_t n, int64_t t, int64_t h0, int64_t h1,
+                  WorkerScratch scratch, bool rows_ready) {
+  if (!mla_absorbed_vectorized(a) || n <= 0) return mla_absorbed_reference(a, keys, n, t, h0, h1, scratch);
+  // (With rows_ready these are the previous call's: the same n, so the same memory, still holding its rows.)
+  const float** lat = scratch.get<const float*>(ScratchSlot::MlaRowPtrs, size_t(n));
+  const float** kpe = scratch.get<const float*>(ScratchSlot::MlaRopePtrs, size_t(n));
+  if (!rows_ready) mla_gather_rows(a, keys, 0, n, decoded_rows(a, n, scratch), lat, kpe);
+  mla_absorbed_gathered(a, lat, kpe, n, t, h0, h1, scratch);
 }
 
 void mla_mha(const MlaArgs& a, const float* kv, const int32_t* keys, int64_t n, int64_t t, int64_t h,

@@ -81,6 +81,14 @@ void mla_absorbed_reference(const MlaArgs& a, const int32_t* keys, int64_t n, in
                             WorkerScratch scratch);
 // Whether mla_absorbed has a vector kernel for these arguments (else it runs the reference, which needs a.wkv_b).
 bool mla_absorbed_vectorized(const MlaArgs& a);
+// The vector kernel in two parts, so that threads can share a query's rows: mla_gather_rows points lat[j] / kpe[j]
+// at the latent row and rope key of keys[j] for j in [j0, j1) (a packed cache's rows decoded into decoded[j][C + dr],
+// the values mla_absorbed reads); mla_absorbed_gathered is mla_absorbed over rows so gathered (same bits), and
+// needs mla_absorbed_vectorized(a) and n > 0.
+void mla_gather_rows(const MlaArgs& a, const int32_t* keys, int64_t j0, int64_t j1, float* decoded, const float** lat,
+                     const float** kpe);
+void mla_absorbed_gathered(const MlaArgs& a, const float* const* lat, const float* const* kpe, int64_t n, int64_t t,
+                           int64_t h0, int64_t h1, WorkerScratch scratch);
 // MHA form (MlaMode::Mha) of query row t, head h, over keys[0..n), given kv = the cache expanded through kv_b,
 // [S, H*(dn+dv)] (row s: per head k_nope then v). Per head:
 //   score_j = tree16 dot of [q_nope | q_rope] with [k_nope_j | k_pe_j], times softmax_scale;

@@ -341,6 +341,59 @@ TEST_CASE("absorbed MLA through the backend agrees with the MHA form (dense and 
   }
 }
 
+TEST_CASE("a decode query's latent rows gathered by several threads give one thread's bits", "[cpu][mla][kernels]") {
+  // One query (a decode step) over a packed FP8 latent cache: with several threads its selected rows are decoded
+  // once, split over the threads, when they are many (here 200 or 300 rows of 288 values), and by each thread for its
+  // own head blocks when few (12 rows); every form gives the single-threaded op's bits, which are the reference's.
+  INFO("kernel family " << int(cpu_kernel_isa()));
+  std::mt19937 gen(23);
+  const int64_t H = 16, dn = 32, dr = 32, dv = 32, C = 256, R = H * (dn + dv), S = 300, bt = 64;
+  const auto table = shuffled_blocks(gen, S, bt);
+  const int64_t rows = int64_t(table.size()) * bt;
+  PackedKv packed;
+  packed.dtype = KvDtype::FP8;
+  packed.dim = C;
+  packed.rope_dim = dr;
+  std::vector<uint8_t> bytes(size_t(rows * kvfmt::latent_row_bytes(KvDtype::FP8, C, dr)));
+  packed.data = bytes.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* b = kvfmt::latent_row(packed, r);
+    for (int64_t i = 0; i < C; ++i) do b[i] = uint8_t(gen()); while ((b[i] & 0x7F) == 0x7F);
+    for (int64_t g = 0; g < kvfmt::latent_scales(C); ++g) {
+      const float scale = 0.001f + float(gen() % 100) / 10000.0f;
+      std::memcpy(b + C + 4 * g, &scale, 4);
+    }
+    for (int64_t i = 0; i < dr; ++i) {
+      const uint16_t h = f32_to_bf16(normal(gen, 1)[0]);
+      std::memcpy(b + C + 4 * kvfmt::latent_scales(C) + 2 * i, &h, 2);
+    }
+  }
+  std::vector<float> kpe_unused, kvb = normal(gen, size_t(R * C), 0.05f), q = normal(gen, size_t(2 * H * (dn + dr)));
+  MlaArgs a = paged_mla_args(q, kpe_unused, rows, table, bt, S, H, dn, dr, dv, 0.1f, MlaMode::Absorbed);
+  a.q.rows = 1;
+  a.k_pe = Tensor2D{nullptr, rows, dr, dr};
+  a.latent = Tensor2D{nullptr, rows, C, C};
+  a.latent_packed = packed;
+  a.wkv_b = Tensor2D{kvb.data(), R, C, C};
+  const int32_t position = int32_t(S - 1);
+  a.positions = &position;
+  std::vector<int32_t> indices(static_cast<size_t>(S));
+  for (int64_t i = 0; i < S; ++i) indices[size_t(i)] = int32_t((i * 7 + 3) % S);
+  CpuBackend one({1}), three({3});
+  for (const int64_t n : {int64_t(0), int64_t(12), int64_t(200)}) {  // 0: dense, every key
+    a.indices = n ? indices.data() : nullptr;
+    a.n_indices = n;
+    std::vector<float> single(size_t(H * dv), 1.0f), split(size_t(H * dv), 2.0f);
+    a.out = Tensor2D{single.data(), 1, H * dv, H * dv};
+    one.mla_attention(a);
+    a.out = Tensor2D{split.data(), 1, H * dv, H * dv};
+    three.mla_attention(a);
+    INFO("keys " << (n ? n : S));
+    CHECK(same_bits(split.data(), single.data(), single.size()));
+    CHECK(!std::isnan(single[0]));
+  }
+}
+
 TEST_CASE("MHA-form MLA: vector kernel equals the reference bit for bit", "[cpu][mla][kernels]") {
   INFO("kernel family " << int(cpu_kernel_isa()));
   ScratchArena arena(1);
