@@ -30,9 +30,19 @@ bool select_by_sampled_threshold(const float* scores, int64_t s0, int64_t s1, in
   // as the entries do except for NaNs, which pass it (the negative ones needlessly, which costs nothing).
   const uint32_t key = sample[want - 1];
   const float threshold = bits_to_f32((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
+  // A branch per key while few keys pass (it is then predictable); when many do (a large k: at k 2048 over 32K keys
+  // a fifth), every entry is written and only the passing ones kept, since a branch taken at random would be
+  // mispredicted at a fifth of the keys.
   int64_t kept = 0;
-  for (int64_t s = s0; s < s1; ++s)
-    if (!(scores[s] < threshold)) ranked[s0 + kept++] = topk_entry(monotonic(scores[s]), s);
+  if (want * 16 >= kTopkSamples) {
+    for (int64_t s = s0; s < s1; ++s) {
+      ranked[s0 + kept] = topk_entry(monotonic(scores[s]), s);
+      kept += !(scores[s] < threshold);
+    }
+  } else {
+    for (int64_t s = s0; s < s1; ++s)
+      if (!(scores[s] < threshold)) ranked[s0 + kept++] = topk_entry(monotonic(scores[s]), s);
+  }
   if (kept < m) return false;
   std::nth_element(ranked + s0, ranked + s0 + (m - 1), ranked + s0 + kept, std::greater<>());
   return true;
