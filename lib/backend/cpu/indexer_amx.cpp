@@ -100,26 +100,18 @@ inline uint64_t e4m3_to_bf16(const E4m3Bf16Tables& t, const uint8_t* b, int n, u
   return nan;
 }
 
-// n consecutive keys of D codes each (D a multiple of 64) as bf16 rows out[n][D]; bit i of the result: key i holds
-// a NaN code. e4m3_to_bf16's steps with the tables held in registers through the run (the single-key form reloads
-// them at every key, since its stores may alias them).
+// n consecutive keys of D codes each (D a multiple of 32) as bf16 rows out[n][D]; bit i of the result: key i holds
+// a NaN code. The tables are copied for the run so that they stay in registers (read through `t`, a static, they
+// are loaded again at every key: the stores to `out` may alias them).
 inline uint64_t e4m3_rows_to_bf16(const E4m3Bf16Tables& t, const uint8_t* values, int64_t n, int64_t D,
                                   uint16_t* out) {
-  const __m512i hi0 = t.hi0, hi1 = t.hi1, lo0 = t.lo0, lo1 = t.lo1;
-  const __m512i nan_hi = _mm512_set1_epi8(0x7F), sign = _mm512_set1_epi8(int8_t(0x80));
-  const __m512i i0 = _mm512_load_si512(kLoHiInterleave), i1 = _mm512_add_epi8(i0, _mm512_set1_epi8(32));
+  const E4m3Bf16Tables tables = t;
   uint64_t nan_keys = 0;
   for (int64_t i = 0; i < n; ++i) {
     uint64_t nan = 0;
-    for (int64_t d = 0; d < D; d += 64) {
-      const __m512i x = _mm512_loadu_si512(values + i * D + d);
-      __m512i hi = _mm512_permutex2var_epi8(hi0, x, hi1);
-      const __m512i lo = _mm512_permutex2var_epi8(lo0, x, lo1);
-      nan |= _mm512_cmpeq_epi8_mask(hi, nan_hi);
-      hi = _mm512_ternarylogic_epi32(hi, x, sign, 0xF8);
-      _mm512_storeu_si512(out + i * D + d, _mm512_permutex2var_epi8(lo, i0, hi));
-      _mm512_storeu_si512(out + i * D + d + 32, _mm512_permutex2var_epi8(lo, i1, hi));
-    }
+    for (int64_t d = 0; d < D; d += 64)  // (constant widths: the inlined single-key form loses its width tests)
+      nan |= D - d >= 64 ? e4m3_to_bf16(tables, values + i * D + d, 64, out + i * D + d)
+                         : e4m3_to_bf16(tables, values + i * D + d, 32, out + i * D + d);
     nan_keys |= uint64_t(nan != 0) << i;
   }
   return nan_keys;
@@ -154,21 +146,16 @@ uint64_t fill_keys(const IndexerTopkArgs& a, int64_t g0, int n, uint16_t* kb, fl
       const uint8_t* values = kvfmt::index_key_values(a.k_packed, row);
       const uint8_t* scales = kvfmt::index_key_scale(a.k_packed, row);
       const bool fp8 = a.k_packed.dtype == KvDtype::FP8;
-      if (fp8 && D % 64 == 0) {
+      if (fp8) {
         inexact |= e4m3_rows_to_bf16(tables, values, run, D, kb + r0 * D) << r0;
         std::memcpy(mul + r0, scales, size_t(run) * 4);  // little-endian fp32, as kvfmt::load_f32 reads them
         return;
       }
-      for (int64_t i = 0; i < run; ++i) {
+      for (int64_t i = 0; i < run; ++i) {  // BF16: the cache's halves are the values
         uint16_t* out = kb + (r0 + i) * D;
         uint64_t bad = 0;
-        if (fp8) {
-          for (int64_t d = 0; d < D; d += 64)
-            bad |= e4m3_to_bf16(tables, values + i * D + d, int(std::min<int64_t>(64, D - d)), out + d);
-        } else {  // BF16: the cache's halves are the values
-          std::memcpy(out, values + 2 * i * D, size_t(D) * 2);
-          for (int64_t d = 0; d < D; ++d) bad |= (out[d] & 0x7F80u) == 0x7F80u;
-        }
+        std::memcpy(out, values + 2 * i * D, size_t(D) * 2);
+        for (int64_t d = 0; d < D; ++d) bad |= (out[d] & 0x7F80u) == 0x7F80u;
         mul[r0 + i] = kvfmt::load_f32(scales + 4 * i);
         if (bad) inexact |= uint64_t(1) << (r0 + i);
       }
