@@ -18,11 +18,15 @@
 // drafting (the MTP rows: ModelInfo::mtp_draft_weight_bytes per draft, printed for reference).
 // --prompt-file: a text file tokenized with the checkpoint's tokenizer (a realistic prompt for a trained model);
 // else --prompt N ids from a fixed LCG.
+// "bound xB" (a session alone): the speed-up the run's own steps allow where a step's time is the time to read its
+// weights: its tokens over the bytes its plain steps, verifications (every weight once, but the union of the rows'
+// routed experts, for balanced and independent routing) and MTP drafts read, in plain steps (docs/speculative.md).
 #include <fmt/format.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -43,6 +47,20 @@ double cpu_seconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// The bandwidth bound above: one plain step reads 1 (ModelInfo::decode_weight_bytes); a verification with d drafts
+// 1 + routed · (n·(1 - (1 - top/n)^(d + 1)) / top - 1), routed the routed experts' share of a step, d the run's mean
+// drafts per verification; an MTP draft mtp_draft_weight_bytes / decode_weight_bytes (drafts from a drafter: 0).
+double bound_speedup(const dsinfer::ModelInfo& info, const dsinfer::SpeculativeStats& st, int64_t tokens, bool mtp) {
+  const double step = double(info.decode_weight_bytes);
+  const double routed = double(info.decode_routed_expert_bytes) / step;
+  const double n = double(info.n_routed_experts), top = double(info.experts_per_token);
+  const double drafts = double(st.drafted) / double(st.steps);
+  const double distinct = n > 0 ? n * (1 - std::pow(1 - top / n, drafts + 1)) : 0;
+  const double verification = 1 + (n > 0 ? routed * (distinct / top - 1) : 0);
+  const double draft = mtp ? double(info.mtp_draft_weight_bytes) / step : 0;
+  return double(tokens) / (double(st.plain_steps) + double(st.steps) * verification + double(st.drafted) * draft);
 }
 
 int run(int argc, char** argv) {
@@ -221,9 +239,14 @@ int run(int argc, char** argv) {
                             res.stats.drafted_at[j]
                                 ? 100.0 * double(res.stats.accepted_at[j]) / double(res.stats.drafted_at[j])
                                 : 0.0);
+        // The bandwidth bound of this run's own steps, for a session alone (bound_speedup).
+        const std::string bound =
+            batch == 1 && waves == 1 && k > 0 && res.stats.steps > 0
+                ? fmt::format(" | bound x{:.2f}", bound_speedup(info, res.stats, int64_t(n_tokens), oracle_p < 0))
+                : "";
         fmt::print("k={:<2} {:7.2f} tok/s x{:.2f} | {:7.2f} tok/cpu-s x{:.2f} | acceptance {:5.1f}% (by position: {}) "
-                   "| {} verifications, {} plain steps{}\n", k, tps, tps / base_tps, cpu_tps, cpu_tps / base_cpu_tps,
-                   100.0 * res.stats.acceptance(), by.empty() ? "-" : by, res.stats.steps, res.stats.plain_steps,
+                   "| {} verifications, {} plain steps{}{}\n", k, tps, tps / base_tps, cpu_tps, cpu_tps / base_cpu_tps,
+                   100.0 * res.stats.acceptance(), by.empty() ? "-" : by, res.stats.steps, res.stats.plain_steps, bound,
                    res.same ? "" : "  TOKENS DIFFER FROM PLAIN DECODING");
         if (!res.same) return 1;
       }

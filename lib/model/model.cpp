@@ -295,6 +295,19 @@ void for_each_mtp_weight(const MtpWeights& m, F&& f) {
   for_each_layer_weight(m.layer, f);
 }
 
+// ModelInfo::decode_routed_expert_bytes: top_k / n_routed of each MoE layer's routed expert bytes.
+int64_t decode_routed_expert_bytes(const ModelWeights& mw, const ModelConfig& c) {
+  int64_t total = 0;
+  for (const auto& l : mw.layers) {
+    if (!l.is_moe || c.n_routed_experts <= 0) continue;
+    int64_t routed = 0;
+    for (const auto& e : l.moe.experts)
+      for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
+    total += routed * c.num_experts_per_tok / c.n_routed_experts;
+  }
+  return total;
+}
+
 // ModelInfo::decode_weight_bytes.
 int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
   int64_t total = 0;
@@ -303,14 +316,12 @@ int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
     const int64_t table = stored_bytes(mw.embed_tokens);
     total -= table - table / std::max<int64_t>(1, mw.embed_tokens.rows());
   }
-  for (const auto& l : mw.layers) {
-    if (!l.is_moe || c.n_routed_experts <= 0) continue;
-    int64_t routed = 0;
-    for (const auto& e : l.moe.experts)
-      for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
-    total -= routed - routed * c.num_experts_per_tok / c.n_routed_experts;
-  }
-  return total;
+  int64_t all_routed = 0;
+  for (const auto& l : mw.layers)
+    if (l.is_moe && c.n_routed_experts > 0)
+      for (const auto& e : l.moe.experts)
+        for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) all_routed += stored_bytes(*w);
+  return total - all_routed + decode_routed_expert_bytes(mw, c);
 }
 
 }  // namespace
@@ -435,6 +446,11 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     // process holds are prepared: all of them, or in a distributed run its share of the routed experts and the rest.
     for_each_weight(weights, [&](const Weight& w, Backend::WeightUse) { count_weight(w, info); });
     info.decode_weight_bytes = decode_weight_bytes(weights, c);
+    info.decode_routed_expert_bytes = decode_routed_expert_bytes(weights, c);
+    if (c.n_routed_experts > 0) {
+      info.n_routed_experts = c.n_routed_experts;
+      info.experts_per_token = c.num_experts_per_tok;
+    }
     if (weights.mtp) {
       info.has_mtp = true;
       int64_t routed = 0;

@@ -340,6 +340,9 @@ TEST_CASE("the weight bytes a decode step reads match a count from config.json",
   auto model = load_model("v32-tiny-bf16");
   CHECK(model->info().decode_weight_bytes == expected);
   CHECK(model->info().indexer_query_bytes == 2 * L * indexer_query);
+  CHECK(model->info().decode_routed_expert_bytes == 2 * (L - dense_layers) * top_k * 3 * D * Im);
+  CHECK(model->info().n_routed_experts == E);
+  CHECK(model->info().experts_per_token == top_k);
 }
 
 TEST_CASE("bad token ids and a full cache are clear errors that leave the sequence usable", "[model][errors]") {
