@@ -1,7 +1,7 @@
 // The CPU lightning indexer alone (CpuBackend::indexer_topk over an FP8 key cache in DeepSeek's 132-byte layout)
 // against this machine's fused multiply-add rate, measured in the same run.
 //   bench_cpu_indexer [--threads N] [--heads H] [--dim D] [--topk K] [--depths 4096,16384,65536] [--queries T]
-//                     [--reps N] [--cold MB]
+//                     [--reps N] [--cold MB] [--pages shuffled|ordered]
 // At each depth S: one op scoring T queries against S cached keys (T = 1: a decode step's scan; larger T: a prefill
 // chunk's: queries at the last T positions, each seeing the keys up to its own), then the top K per query. Reports
 // ms per op, (query, visible key) pairs scored per second, and GFMA/s counted as H·D per pair (the q·k products;
@@ -11,6 +11,8 @@
 // --cold MB reads MB megabytes of other memory on every thread before each run (untimed), as a decode step's weight
 // reads do between two layers' scans, so that the keys come from memory instead of the caches the previous run left
 // them in (without it, depths whose keys fit in the caches measure the kernel on cached keys).
+// --pages: the key cache's pages in shuffled order (the default: a pool whose blocks were freed and taken again,
+// as by forks and ended sessions) or in order (a fresh pool hands its blocks out in order, as in bench_model).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -89,6 +91,7 @@ double fma_rate(int threads, int reps) {
 
 int main(int argc, char** argv) {
   int64_t threads = 2, H = 16, D = 64, topk = 256, T = 1, reps = 5, cold_mb = 0;
+  bool shuffled_pages = true;
   std::vector<int64_t> depths = {4096, 16384, 65536};
   for (int i = 1; i < argc; i += 2) {
     const std::string f = argv[i];
@@ -105,6 +108,13 @@ int main(int argc, char** argv) {
     else if (f == "--reps") reps = bench::number_flag<int64_t>(f, v, 1, 1000);
     else if (f == "--cold") cold_mb = bench::number_flag<int64_t>(f, v, 0, 1 << 16);
     else if (f == "--depths") depths = bench::number_list_flag<int64_t>(f, v, 1, int64_t(1) << 24);
+    else if (f == "--pages") {
+      if (v != "shuffled" && v != "ordered") {
+        fmt::print(stderr, "--pages takes shuffled or ordered, not {}\n", v);
+        return 2;
+      }
+      shuffled_pages = v == "shuffled";
+    }
     else {
       fmt::print(stderr, "unknown flag {}\n", f);
       return 2;
@@ -116,8 +126,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // The FP8 key cache in pages of 64 tokens (the KV pool's block), pages in shuffled order as a pool hands them
-  // out; random e4m3 codes without the NaN codes, random positive scales.
+  // The FP8 key cache in pages of 64 tokens (the KV pool's block), in the order --pages says; random e4m3 codes
+  // without the NaN codes, random positive scales.
   std::mt19937 gen(1);
   const int64_t P = 64, pages = (S_max + P - 1) / P;
   PackedKv cache;
@@ -137,7 +147,7 @@ int main(int argc, char** argv) {
   }
   std::vector<int32_t> table(static_cast<size_t>(pages));
   std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), gen);
+  if (shuffled_pages) std::shuffle(table.begin(), table.end(), gen);
   // Queries as fp8 precision gives them: e4m3 values (unscaled; their scales are in the head weights).
   std::normal_distribution<float> normal;
   std::vector<float> q(size_t(T * H * D)), w(size_t(T * H));
@@ -151,10 +161,11 @@ int main(int argc, char** argv) {
 
   // The memory --cold reads: each thread sums its part (the sum is kept so the reads are not optimized away).
   std::vector<uint64_t> other(size_t(cold_mb) << 17, 1);
-  ThreadPool evict_pool{int(threads)};
+  // (Its own pool, made only for --cold: an idle pool's workers would take time from the op's.)
+  std::unique_ptr<ThreadPool> evict_pool = cold_mb ? std::make_unique<ThreadPool>(int(threads)) : nullptr;
   std::vector<uint64_t> other_sums(static_cast<size_t>(threads));
   auto evict = [&] {
-    evict_pool.parallel_for(int64_t(threads), [&](int64_t i0, int64_t i1) {
+    evict_pool->parallel_for(int64_t(threads), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const size_t n = other.size() / size_t(threads), b = size_t(i) * n;
         other_sums[size_t(i)] += std::accumulate(other.begin() + long(b), other.begin() + long(b + n), uint64_t(0));
@@ -163,8 +174,10 @@ int main(int argc, char** argv) {
   };
   CpuBackend be({int(threads)});
   const double peak = fma_rate(int(threads), 3);
-  fmt::print("CPU indexer: {} kernels, {} threads, {} heads x {}, top {}, {} quer{} per op; FMA loop {:.1f} GFMA/s\n",
-             cpu_isa_name(cpu_kernel_isa()), threads, H, D, topk, T, T == 1 ? "y" : "ies", peak / 1e9);
+  fmt::print("CPU indexer: {} kernels, {} threads, {} heads x {}, top {}, {} quer{} per op, pages {}{}; FMA loop "
+             "{:.1f} GFMA/s\n", cpu_isa_name(cpu_kernel_isa()), threads, H, D, topk, T, T == 1 ? "y" : "ies",
+             shuffled_pages ? "shuffled" : "ordered", cold_mb ? fmt::format(", {} MB read before each op", cold_mb) : "",
+             peak / 1e9);
   fmt::print("| depth | ms per op | (query, key) pairs per s | GFMA/s (q·k) | share of the FMA loop |\n");
   fmt::print("|---|---|---|---|---|\n");
   for (const int64_t S : depths) {
