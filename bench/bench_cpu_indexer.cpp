@@ -174,10 +174,10 @@ int main(int argc, char** argv) {
   };
   CpuBackend be({int(threads)});
   const double peak = fma_rate(int(threads), 3);
+  const std::string cold = cold_mb ? fmt::format(", {} MB read before each op", cold_mb) : "";
   fmt::print("CPU indexer: {} kernels, {} threads, {} heads x {}, top {}, {} quer{} per op, pages {}{}; FMA loop "
              "{:.1f} GFMA/s\n", cpu_isa_name(cpu_kernel_isa()), threads, H, D, topk, T, T == 1 ? "y" : "ies",
-             shuffled_pages ? "shuffled" : "ordered", cold_mb ? fmt::format(", {} MB read before each op", cold_mb) : "",
-             peak / 1e9);
+             shuffled_pages ? "shuffled" : "ordered", cold, peak / 1e9);
   fmt::print("| depth | ms per op | (query, key) pairs per s | GFMA/s (q·k) | share of the FMA loop |\n");
   fmt::print("|---|---|---|---|---|\n");
   for (const int64_t S : depths) {
