@@ -1,9 +1,11 @@
 #include "backend/cpu/buffer_cache.hpp"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 namespace dsinfer {
 
@@ -23,6 +25,33 @@ static_assert(sizeof(Header) <= kHeader);
 // prefill of the 1.2 GB benchmark model) than the blocks alive at any moment.
 constexpr size_t kMaxBlock = size_t(1) << 20;
 constexpr size_t kMaxCached = size_t(64) << 20;
+
+// Maps `bytes` of fresh memory for a block above kMaxBlock. One of at least a huge page (2 MB on x86-64) starts on a
+// huge-page boundary and asks for transparent huge pages (under the system setting `madvise`, the default of Debian
+// and Ubuntu, memory gets them only when asked): a long context's decode step scans every indexer key of every
+// layer's pool and gathers latent rows at random, long after the weights' reads have evicted those pages' TLB
+// entries, and with 4 KB pages the scan waits on the page walks (docs/design-log.md, "CPU kernels"). The cost: a
+// block's partly used huge pages are resident whole once touched (the KV pool's: at most 2 MB more per layer and
+// tensor).
+void* map_block(size_t bytes) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (bytes < kHuge) {
+    void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return m == MAP_FAILED ? nullptr : m;
+  }
+  // Map a huge page more than needed, then unmap the part before the first boundary and what follows the block.
+  void* m = mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  const uintptr_t start = uintptr_t(m), aligned = (start + kHuge - 1) / kHuge * kHuge;
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE)), mapped_end = start + bytes + kHuge;
+  const uintptr_t end = (aligned + bytes + page - 1) / page * page;  // <= mapped_end: aligned < start + kHuge
+  if (aligned > start) munmap(m, aligned - start);
+  if (mapped_end > end) munmap(reinterpret_cast<void*>(end), mapped_end - end);
+#ifdef MADV_HUGEPAGE
+  (void)madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);  // a hint: without THP, 4 KB pages
+#endif
+  return reinterpret_cast<void*>(aligned);
+}
 }  // namespace
 
 BufferCache* BufferCache::create() { return new BufferCache(); }
@@ -47,9 +76,8 @@ void* BufferCache::take(size_t bytes, bool zero) {
     }
   }
   if (!block && rounded > kMaxBlock) {
-    void* m = mmap(nullptr, rounded + kHeader, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return nullptr;
-    block = m;  // page-aligned, so the caller's memory is 64-byte aligned too
+    block = map_block(rounded + kHeader);  // page-aligned, so the caller's memory is 64-byte aligned too
+    if (!block) return nullptr;
   }
   if (!block) {
     block = std::aligned_alloc(64, rounded + kHeader);

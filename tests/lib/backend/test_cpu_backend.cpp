@@ -4,6 +4,9 @@
 
 #include <bit>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <memory>
 #include <cmath>
 #include <random>
@@ -509,4 +512,47 @@ TEST_CASE("activation buffers are recycled, zeroed on request, and may outlive t
   be.reset();  // buffers still alive: released later without the backend
   m.view.data[14] = 1.0f;
   REQUIRE(m.view.data[0] == 0.0f);
+}
+
+namespace {
+// The VmFlags line of /proc/self/smaps for the mapping that holds address p ("" if none).
+std::string vm_flags_of(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream range(line);
+    if (range >> std::hex >> lo >> dash >> hi && dash == '-' && line.find(':') > line.find(' ')) {
+      inside = uintptr_t(p) >= lo && uintptr_t(p) < hi;
+      continue;
+    }
+    if (inside && line.rfind("VmFlags:", 0) == 0) return line;
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("blocks of a huge page or more start at a huge-page boundary and ask for transparent huge pages",
+          "[cpu][memory]") {
+  CpuBackend be(BackendOptions{1});
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t bytes = 3 * kHuge + 100;
+  Buffer b = be.allocate(bytes, /*zero=*/true);
+  const auto* p = static_cast<const unsigned char*>(b.data());
+  REQUIRE((reinterpret_cast<uintptr_t>(p) - 64) % kHuge == 0);  // its 64-byte header first
+  bool zero = true;
+  for (size_t i = 0; i < bytes; i += 4096) zero = zero && p[i] == 0;
+  REQUIRE((zero && p[bytes - 1] == 0));
+  std::memset(b.data(), 0x5a, bytes);  // every byte of it is the caller's
+  if (std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {  // a kernel with THP takes the hint
+    const std::string flags = vm_flags_of(p);
+    INFO(flags);
+    CHECK(flags.find(" hg") != std::string::npos);
+  }
+  // A block under a huge page is mapped as it comes.
+  Buffer small = be.allocate(kHuge / 2 + 4096);
+  REQUIRE(reinterpret_cast<uintptr_t>(small.data()) % 64 == 0);
+  CHECK(vm_flags_of(small.data()).find(" hg") == std::string::npos);
 }
