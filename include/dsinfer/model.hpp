@@ -97,13 +97,13 @@ struct DSINFER_CXX_API ModelInfo {
   // the routed experts (top_k of each MoE layer's: its routed bytes × top_k / n_routed_experts). What a decode step
   // streams from memory, so tok/s times this is the read bandwidth decode achieves.
   int64_t decode_weight_bytes = 0;
-  // Of those, the routed experts' (top_k of n_routed_experts in each MoE layer, their scales included): the part that
-  // grows when a step evaluates several rows, since each row picks its own experts and the step reads their union
-  // (a speculative verification: docs/speculative.md). n_routed_experts / experts_per_token: config.json's
-  // n_routed_experts and num_experts_per_tok (0 for a model without MoE layers).
+  // Of those, the routed experts' (top_k of n_routed_experts in each MoE layer): the part that grows when a step
+  // evaluates several rows, since each row picks its own experts and the step reads their union (a speculative
+  // verification: docs/speculative.md). n_routed_experts / experts_per_token: config.json's n_routed_experts and
+  // num_experts_per_tok (0 for a model without MoE layers).
   int64_t decode_routed_expert_bytes = 0;
   int64_t n_routed_experts = 0, experts_per_token = 0;
-  // Of those, the indexer's query weights (wq_b, weights_proj, every layer): a step reads them only when one of its
+  // Of decode_weight_bytes, the indexer's query weights (wq_b, weights_proj, every layer): a step reads them only when one of its
   // sequences sees more than index_topk keys (until then top-k keeps every key and ranking is skipped).
   int64_t indexer_query_bytes = 0;
   // KV cache memory (known before anything is allocated): the dtype a sequence evaluated in fp8 precision gets with
