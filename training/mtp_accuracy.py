@@ -17,11 +17,8 @@ import sys
 import torch
 from tokenizers import Tokenizer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "reference"))
-import hf_oracle  # noqa: E402
-from parity import training_model  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity import load_exported  # noqa: E402
 from train import collate, encode_corpus  # noqa: E402
 
 
@@ -33,9 +30,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = json.load(open(os.path.join(args.model, "config.json")))
-    state, _ = hf_oracle.load_state(args.model)
-    model = training_model(cfg, state)
+    _, model = load_exported(args.model)
     tok = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
     convs, _ = encode_corpus(os.path.join(args.data, "heldout.jsonl"), tok, 1 << 20)
     convs.sort(key=lambda c: len(c[0]))

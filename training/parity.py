@@ -40,6 +40,14 @@ def training_model(cfg, state):
     return model
 
 
+def load_exported(model_dir):
+    """config.json and the training code's model (eval mode) holding an exported checkpoint's weights."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    state, _ = hf_oracle.load_state(model_dir)
+    return cfg, training_model(cfg, state)
+
+
 def rel(a, b):
     """max over rows of max|a-b| / max|b|."""
     return float(((a - b).abs().amax(-1) / b.abs().amax(-1)).max())

@@ -12,7 +12,6 @@ assistant writes, against r assistant tokens drawn at random from all conversati
 no neighbourhood) and the formula n·(1 - (1 - top_k/n)^r) for balanced, independent routing.
 """
 import argparse
-import json
 import os
 import random
 import sys
@@ -20,12 +19,9 @@ import sys
 import torch
 from tokenizers import Tokenizer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "reference"))
-import hf_oracle  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import MoE  # noqa: E402
-from parity import training_model  # noqa: E402
+from parity import load_exported  # noqa: E402
 from train import collate, encode_corpus  # noqa: E402
 
 
@@ -38,9 +34,7 @@ def main():
     ap.add_argument("--fp8", action="store_true", help="FP8 numerics (default: reference)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = json.load(open(os.path.join(args.model, "config.json")))
-    state, _ = hf_oracle.load_state(args.model)
-    model = training_model(cfg, state)
+    cfg, model = load_exported(args.model)
     model.set_fp8(args.fp8)
     tok = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
     convs, _ = encode_corpus(os.path.join(args.data, "heldout.jsonl"), tok, 1 << 20)
