@@ -10,9 +10,9 @@ was) speculation with k drafts yields at most
 
     (1 + a + ... + a^k) / (bytes(verify k + 1 rows) / bytes(one row) + k · bytes(one draft) / bytes(one row))
 
-times the plain decode rate. Correlated routing of neighbouring tokens (shared experts) would raise it; compute
-time on a machine that is not bandwidth-bound changes everything, which is why DeepSeek's 1.8x (at large batch,
-where every expert is read anyway) is not this bound.
+times the plain decode rate. Correlated routing of neighbouring tokens (shared experts) would raise it. Where a step
+is not bound by its weight bytes (a large batch, which reads every expert anyway; a step bound by latency) the bound
+does not apply, which is where DeepSeek's reported 1.8x belongs.
 
     python3 bench/speculative_bound.py                       # DeepSeek-V3.2's dimensions (the spec's table)
     python3 bench/speculative_bound.py --config DIR/config.json [--step-bytes B] [--free-drafts]
