@@ -28,6 +28,7 @@
 
 #include "bench_flags.hpp"
 #include "timing.hpp"
+#include "backend/cpu/buffer_cache.hpp"
 #include "backend/cpu/cpu_backend.hpp"
 #include "backend/cpu/simd.hpp"
 #include "backend/kv_format.hpp"
@@ -134,11 +135,17 @@ int main(int argc, char** argv) {
   cache.dtype = KvDtype::FP8;
   cache.dim = D;
   cache.page_tokens = P;
-  // 64-byte aligned like the KV pool's blocks (a vector's data may start anywhere: every key row would then span
-  // two cache lines).
+  // From the CPU backend's block allocator, as the KV pool's tensors: 64-byte aligned (a vector's data may start
+  // anywhere: every key row would then span two cache lines) and, from 2 MB, in transparent huge pages.
   const size_t cache_bytes = size_t(pages * P * kvfmt::index_key_bytes(KvDtype::FP8, D));
-  std::unique_ptr<uint8_t, void (*)(void*)> bytes(
-      static_cast<uint8_t*>(std::aligned_alloc(64, (cache_bytes + 63) / 64 * 64)), std::free);
+  BufferCache* blocks = BufferCache::create();
+  std::unique_ptr<uint8_t, void (*)(void*)> bytes(static_cast<uint8_t*>(blocks->take(cache_bytes, false)),
+                                                  BufferCache::free_block);
+  blocks->release_ref();  // the block keeps the cache alive
+  if (!bytes) {
+    fmt::print(stderr, "no memory for {} bytes of keys\n", cache_bytes);
+    return 1;
+  }
   for (size_t i = 0; i < cache_bytes; ++i) do bytes.get()[i] = uint8_t(gen()); while ((bytes.get()[i] & 0x7f) == 0x7f);
   cache.data = bytes.get();
   for (int64_t row = 0; row < pages * P; ++row) {
