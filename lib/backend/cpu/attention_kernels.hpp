@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "backend/backend.hpp"
+#include "backend/kv_format.hpp"
 #include "backend/cpu/scratch_arena.hpp"
 
 namespace dsinfer {
@@ -61,6 +62,34 @@ void for_each_key_run(const IndexerTopkArgs& a, int64_t s0, int64_t s1, F&& f) {
     f(p, n, row);
     p += n;
   }
+}
+
+// Asks for the cache line holding p. An asm statement rather than __builtin_prefetch: GCC counts the builtin as no
+// side effect, so a function that only asks for lines is taken as pure and its calls are dropped (GCC 12 removed
+// every call of prefetch_keys below, whose lines are asked for in for_each_key_run's callback).
+inline void prefetch_line(const void* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
+// Asks for the cache lines of a packed cache's keys [s0, s1) (values and scales) without waiting for them. A key
+// scan asks for its next batch before decoding the current one: in a decode step the weights' reads have evicted a
+// layer's keys since its last scan, and the hardware's own prefetch, which stops at every 4 KB, leaves the scan
+// waiting on them (docs/design-log.md, "CPU kernels").
+inline void prefetch_keys(const IndexerTopkArgs& a, int64_t s0, int64_t s1) {
+  if (!a.k_packed.packed() || s0 >= s1) return;
+  const int64_t value_bytes = a.k_packed.dtype == KvDtype::FP8 ? 1 : 2;
+  auto lines = [](const uint8_t* p, int64_t bytes) {
+    const uintptr_t first = uintptr_t(p) & ~uintptr_t(63), end = uintptr_t(p) + uintptr_t(bytes);
+    for (uintptr_t line = first; line < end; line += 64) prefetch_line(reinterpret_cast<const void*>(line));
+  };
+  for_each_key_run(a, s0, s1, [&](int64_t, int64_t run, int64_t row) {
+    lines(kvfmt::index_key_values(a.k_packed, row), run * a.head_dim * value_bytes);
+    lines(kvfmt::index_key_scale(a.k_packed, row), run * 4);
+  });
 }
 
 // Absorbed MLA (MlaMode::Absorbed) of query row t for heads [h0, h1), over the cached positions keys[0..n), written

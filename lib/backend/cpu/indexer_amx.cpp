@@ -259,6 +259,8 @@ void scores_amx(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a,
     for (int64_t b = 0; b < NC * J; ++b) tile_load(6 + int(b), qs[0]->qB + b * 512, 64);
   for (int64_t g0 = s0; g0 < s1; g0 += 16 * KT) {
     const int64_t n = std::min<int64_t>(16 * KT, s1 - g0);
+    // The next batch's keys while this one is decoded; past s1 too, where this thread's next unit of keys starts.
+    prefetch_keys(a, g0 + 16 * KT, std::min(g0 + 32 * KT, a.n_keys));
     const uint64_t batch_inexact = fill_keys(a, g0, int(n), kb, mul);
     for (int kt = 0; kt < KT; ++kt) inexact[kt] = uint32_t(batch_inexact >> (16 * kt)) & 0xFFFFu;
     for (int i = 0; i < nq; ++i) {
