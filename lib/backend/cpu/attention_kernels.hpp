@@ -65,8 +65,8 @@ void for_each_key_run(const IndexerTopkArgs& a, int64_t s0, int64_t s1, F&& f) {
 }
 
 // Asks for the cache line holding p. An asm statement rather than __builtin_prefetch: with the builtin, GCC 12 at -O2
-// emitted nothing for prefetch_keys below (its lines asked for in for_each_key_run's callback; a function calling
-// it alone compiled to a bare return).
+// emitted nothing for a function that asked for a range of keys' lines in for_each_key_run's callback (a function
+// calling it alone compiled to a bare return).
 inline void prefetch_line(const void* p) {
 #if defined(__x86_64__) || defined(__i386__)
   asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
@@ -75,22 +75,55 @@ inline void prefetch_line(const void* p) {
 #endif
 }
 
-// Asks for the cache lines of a packed cache's keys [s0, s1) (values and scales) without waiting for them. A key
-// scan asks for its next batch before decoding the current one: in a decode step the weights' reads have evicted a
-// layer's keys since its last scan, and the hardware's own prefetch, which stops at every 4 KB, leaves the scan
-// waiting on them (docs/design-log.md, "CPU kernels").
-inline void prefetch_keys(const IndexerTopkArgs& a, int64_t s0, int64_t s1) {
-  if (!a.k_packed.packed() || s0 >= s1) return;
-  const int64_t value_bytes = a.k_packed.dtype == KvDtype::FP8 ? 1 : 2;
-  auto lines = [](const uint8_t* p, int64_t bytes) {
-    const uintptr_t first = uintptr_t(p) & ~uintptr_t(63), end = uintptr_t(p) + uintptr_t(bytes);
-    for (uintptr_t line = first; line < end; line += 64) prefetch_line(reinterpret_cast<const void*>(line));
+// The cache lines of a packed cache's keys [s0, s1) (values and scales), asked for a few at a time without waiting
+// for them. A key scan plans its next batch's lines and asks for a share after each key it decodes: in a decode step
+// the weights' reads have evicted a layer's keys since its previous scan, and the hardware's own prefetch, which
+// stops at every 4 KB, leaves the scan waiting on them; asked for all at once, the lines keep the core waiting for
+// free fill buffers instead (docs/design-log.md, "CPU kernels").
+class KeyPrefetch {
+ public:
+  // The lines of keys [s0, s1) (none when the cache is not packed), to be asked for over `shares` calls of next().
+  void plan(const IndexerTopkArgs& a, int64_t s0, int64_t s1, int64_t shares) {
+    n_ranges_ = 0;
+    range_ = 0;
+    int64_t lines = 0;
+    if (a.k_packed.packed() && s0 < s1) {
+      const int64_t value_bytes = a.k_packed.dtype == KvDtype::FP8 ? 1 : 2;
+      for_each_key_run(a, s0, s1, [&](int64_t, int64_t run, int64_t row) {
+        lines += add(kvfmt::index_key_values(a.k_packed, row), run * a.head_dim * value_bytes);
+        lines += add(kvfmt::index_key_scale(a.k_packed, row), run * 4);
+      });
+    }
+    per_share_ = shares > 0 ? (lines + shares - 1) / shares : lines;
+  }
+  // The next share of the lines.
+  void next() {
+    for (int64_t left = per_share_; left > 0 && range_ < n_ranges_;) {
+      Range& r = ranges_[range_];
+      for (; left > 0 && r.lines > 0; --left, --r.lines, r.first += 64) prefetch_line(r.first);
+      if (r.lines == 0) ++range_;
+    }
+  }
+
+ private:
+  struct Range {
+    const uint8_t* first;  // a line's start
+    int64_t lines;
   };
-  for_each_key_run(a, s0, s1, [&](int64_t, int64_t run, int64_t row) {
-    lines(kvfmt::index_key_values(a.k_packed, row), run * a.head_dim * value_bytes);
-    lines(kvfmt::index_key_scale(a.k_packed, row), run * 4);
-  });
-}
+  // The lines of [p, p + bytes) as a range; 0 when the plan is full (a batch of keys spans at most two pages, so two
+  // value and two scale ranges, unless its pages are smaller than the batch: those past the last range go unasked).
+  int64_t add(const uint8_t* p, int64_t bytes) {
+    if (n_ranges_ == kMaxRanges || bytes <= 0) return 0;
+    const uint8_t* first = p - (uintptr_t(p) & 63);
+    const int64_t lines = (p + bytes - first + 63) / 64;
+    ranges_[n_ranges_++] = {first, lines};
+    return lines;
+  }
+  static constexpr int kMaxRanges = 8;
+  Range ranges_[kMaxRanges];
+  int n_ranges_ = 0, range_ = 0;
+  int64_t per_share_ = 0;
+};
 
 // Absorbed MLA (MlaMode::Absorbed) of query row t for heads [h0, h1), over the cached positions keys[0..n), written
 // to a.out. kv_b values come from a.wkv_b_stored (FP8 as fl(e4m3 · scale), BF16 as is) or from the fp32 copy

@@ -100,14 +100,15 @@ inline uint64_t e4m3_to_bf16(const E4m3Bf16Tables& t, const uint8_t* b, int n, u
   return nan;
 }
 
-// n consecutive keys of D codes each (D a multiple of 32) as bf16 rows out[n][D]; bit i of the result: key i holds
-// a NaN code. The tables are copied for the run so that they stay in registers (read through `t`, a static, they
-// are loaded again at every key: the stores to `out` may alias them).
+// n consecutive keys of D codes each (D a multiple of 32) as bf16 rows out[n][D], asking for a share of `ahead`'s
+// lines at each; bit i of the result: key i holds a NaN code. The tables are copied for the run so that they stay in
+// registers (read through `t`, a static, they are loaded again at every key: the stores to `out` may alias them).
 inline uint64_t e4m3_rows_to_bf16(const E4m3Bf16Tables& t, const uint8_t* values, int64_t n, int64_t D,
-                                  uint16_t* out) {
+                                  uint16_t* out, KeyPrefetch& ahead) {
   const E4m3Bf16Tables tables = t;
   uint64_t nan_keys = 0;
   for (int64_t i = 0; i < n; ++i) {
+    ahead.next();
     uint64_t nan = 0;
     for (int64_t d = 0; d < D; d += 64)  // (constant widths: the inlined single-key form loses its width tests)
       nan |= D - d >= 64 ? e4m3_to_bf16(tables, values + i * D + d, 64, out + i * D + d)
@@ -136,7 +137,7 @@ inline uint32_t f32_row_to_bf16(const float* v, uint16_t* out) {
 // each key's score multiplier; bit r of the result: key r is not bf16-exact (scored by the reference instead).
 // A whole batch at once: decoding its keys in one pass, a page's run after the other, lets the core have more of
 // their cache lines on the way than a call per tile of 16 did (a cold 64K-key scan 11-13 % faster).
-uint64_t fill_keys(const IndexerTopkArgs& a, int64_t g0, int n, uint16_t* kb, float* mul) {
+uint64_t fill_keys(const IndexerTopkArgs& a, int64_t g0, int n, uint16_t* kb, float* mul, KeyPrefetch& ahead) {
   static const E4m3Bf16Tables tables;
   const int64_t D = a.head_dim;
   uint64_t inexact = 0;
@@ -147,11 +148,12 @@ uint64_t fill_keys(const IndexerTopkArgs& a, int64_t g0, int n, uint16_t* kb, fl
       const uint8_t* scales = kvfmt::index_key_scale(a.k_packed, row);
       const bool fp8 = a.k_packed.dtype == KvDtype::FP8;
       if (fp8) {
-        inexact |= e4m3_rows_to_bf16(tables, values, run, D, kb + r0 * D) << r0;
+        inexact |= e4m3_rows_to_bf16(tables, values, run, D, kb + r0 * D, ahead) << r0;
         std::memcpy(mul + r0, scales, size_t(run) * 4);  // little-endian fp32, as kvfmt::load_f32 reads them
         return;
       }
       for (int64_t i = 0; i < run; ++i) {  // BF16: the cache's halves are the values
+        ahead.next();
         uint16_t* out = kb + (r0 + i) * D;
         uint64_t bad = 0;
         std::memcpy(out, values + 2 * i * D, size_t(D) * 2);
@@ -252,6 +254,7 @@ void scores_amx(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a,
   alignas(64) float cbuf[4 * 256];
   alignas(64) float mul[KT * 16];
   uint32_t inexact[KT];
+  KeyPrefetch ahead;
   // Configured at each call and released after it: the tile state is the thread's, and code between two calls (the
   // application's own AMX work) may configure it otherwise.
   load_tile_config();
@@ -259,9 +262,9 @@ void scores_amx(const IndexerQuery* const* qs, int nq, const IndexerTopkArgs& a,
     for (int64_t b = 0; b < NC * J; ++b) tile_load(6 + int(b), qs[0]->qB + b * 512, 64);
   for (int64_t g0 = s0; g0 < s1; g0 += 16 * KT) {
     const int64_t n = std::min<int64_t>(16 * KT, s1 - g0);
-    // The next batch's keys while this one is decoded; past s1 too, where this thread's next unit of keys starts.
-    prefetch_keys(a, g0 + 16 * KT, std::min(g0 + 32 * KT, a.n_keys));
-    const uint64_t batch_inexact = fill_keys(a, g0, int(n), kb, mul);
+    // The next batch's keys, asked for while this one is decoded; past s1 too, where this thread's next unit starts.
+    ahead.plan(a, g0 + 16 * KT, std::min(g0 + 32 * KT, a.n_keys), n);
+    const uint64_t batch_inexact = fill_keys(a, g0, int(n), kb, mul, ahead);
     for (int kt = 0; kt < KT; ++kt) inexact[kt] = uint32_t(batch_inexact >> (16 * kt)) & 0xFFFFu;
     for (int i = 0; i < nq; ++i) {
       const int64_t m = std::min<int64_t>(n, ends[i] - g0);  // this query's keys in the batch
