@@ -103,8 +103,9 @@ struct DSINFER_CXX_API ModelInfo {
   // num_experts_per_tok (0 for a model without MoE layers).
   int64_t decode_routed_expert_bytes = 0;
   int64_t n_routed_experts = 0, experts_per_token = 0;
-  // Of decode_weight_bytes, the indexer's query weights (wq_b, weights_proj, every layer): a step reads them only when one of its
-  // sequences sees more than index_topk keys (until then top-k keeps every key and ranking is skipped).
+  // Of decode_weight_bytes, the indexer's query weights (wq_b, weights_proj, every layer): a step reads them only
+  // when one of its sequences sees more than index_topk keys (until then top-k keeps every key and ranking is
+  // skipped).
   int64_t indexer_query_bytes = 0;
   // KV cache memory (known before anything is allocated): the dtype a sequence evaluated in fp8 precision gets with
   // the load parameters (never Auto), and the bytes one token takes in it, in one layer and in all layers.

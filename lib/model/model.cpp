@@ -295,20 +295,26 @@ void for_each_mtp_weight(const MtpWeights& m, F&& f) {
   for_each_layer_weight(m.layer, f);
 }
 
-// ModelInfo::decode_routed_expert_bytes: top_k / n_routed of each MoE layer's routed expert bytes.
+// The stored bytes of a MoE block's routed experts, all of them and the top_k / n_routed share a decode row reads.
+int64_t routed_expert_bytes(const MoeWeights& moe) {
+  int64_t bytes = 0;
+  for (const auto& e : moe.experts)
+    for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) bytes += stored_bytes(*w);
+  return bytes;
+}
+int64_t routed_expert_bytes_read(const MoeWeights& moe, const ModelConfig& c) {
+  return c.n_routed_experts > 0 ? routed_expert_bytes(moe) * c.num_experts_per_tok / c.n_routed_experts : 0;
+}
+
+// ModelInfo::decode_routed_expert_bytes.
 int64_t decode_routed_expert_bytes(const ModelWeights& mw, const ModelConfig& c) {
   int64_t total = 0;
-  for (const auto& l : mw.layers) {
-    if (!l.is_moe || c.n_routed_experts <= 0) continue;
-    int64_t routed = 0;
-    for (const auto& e : l.moe.experts)
-      for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
-    total += routed * c.num_experts_per_tok / c.n_routed_experts;
-  }
+  for (const auto& l : mw.layers)
+    if (l.is_moe) total += routed_expert_bytes_read(l.moe, c);
   return total;
 }
 
-// ModelInfo::decode_weight_bytes.
+// ModelInfo::decode_weight_bytes: every weight, one embedding row, the routed experts' share a row reads.
 int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
   int64_t total = 0;
   for_each_weight(mw, [&](const Weight& w, Backend::WeightUse) { total += stored_bytes(w); });
@@ -316,12 +322,9 @@ int64_t decode_weight_bytes(const ModelWeights& mw, const ModelConfig& c) {
     const int64_t table = stored_bytes(mw.embed_tokens);
     total -= table - table / std::max<int64_t>(1, mw.embed_tokens.rows());
   }
-  int64_t all_routed = 0;
   for (const auto& l : mw.layers)
-    if (l.is_moe && c.n_routed_experts > 0)
-      for (const auto& e : l.moe.experts)
-        for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) all_routed += stored_bytes(*w);
-  return total - all_routed + decode_routed_expert_bytes(mw, c);
+    if (l.is_moe && c.n_routed_experts > 0) total -= routed_expert_bytes(l.moe) - routed_expert_bytes_read(l.moe, c);
+  return total;
 }
 
 }  // namespace
@@ -453,15 +456,14 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     }
     if (weights.mtp) {
       info.has_mtp = true;
-      int64_t routed = 0;
       for_each_mtp_weight(*weights.mtp, [&](const Weight& w, Backend::WeightUse) {
         if (!w.present()) return;
         info.mtp_parameter_count += w.numel();
         info.mtp_weight_bytes += stored_bytes(w);
       });
-      for (const auto& e : weights.mtp->layer.moe.experts)
-        for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) routed += stored_bytes(*w);
-      const int64_t unread = c.n_routed_experts > 0 ? routed - routed * c.num_experts_per_tok / c.n_routed_experts : 0;
+      const MoeWeights& moe = weights.mtp->layer.moe;
+      const int64_t unread =
+          c.n_routed_experts > 0 ? routed_expert_bytes(moe) - routed_expert_bytes_read(moe, c) : 0;
       info.mtp_draft_weight_bytes = info.mtp_weight_bytes + stored_bytes(weights.lm_head) - unread;
     }
     for (const auto& l : weights.layers)
