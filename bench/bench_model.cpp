@@ -6,7 +6,9 @@
 // prompt makes attention dense (the indexer off: what DSA saves), --decode-index-topk does so for the decode steps
 // only (dense decode at a depth whose dense prefill would take too long: what the cache holds does not change a
 // step's cost); --chunk sets EvalOptions::max_chunk_tokens; --no-empty-decode skips the decode from an empty cache.
-// The KV cache's bytes per token are printed with the model.
+// The KV cache's bytes per token are printed with the model, and with each fp8 decode figure the cache bytes a step
+// reads (every indexer key once the sequence sees more than index_topk, and the selected latent rows) and the rate
+// of weights and cache together: at depth, the read bandwidth bounds that sum.
 // Decode is measured twice, because attention's share of a step grows with the cache: N greedy steps right after
 // the prompt (positions P .. P+N-1, like llama-bench's `-d P` tests) and N steps from an empty cache (positions
 // 0 .. N-1, like llama-bench's plain tgN). Each decode figure also comes as the weight bytes it streams per second
@@ -142,6 +144,16 @@ int main(int argc, char** argv) {
                                 ? std::clamp<int64_t>(info.index_topk - start, 0, n) : 0;  // steps that skip ranking
       return (double(info.decode_weight_bytes) - double(info.indexer_query_bytes) * double(light) / double(n)) / 1e9;
     };
+    // Mean KV cache bytes per step over the same steps (fp8 precision's cache dtype), with `topk` the decode steps'
+    // index_topk: a step that sees S > topk keys scans every indexer key and reads topk latent rows, else all S rows.
+    auto step_cache_gb = [&](int64_t start, int64_t n, int64_t topk) {
+      const double key = double(info.kv_index_bytes_per_token_layer);
+      const double row = double(info.kv_bytes_per_token_layer) - key;
+      double bytes = 0;
+      for (int64_t s = start + 1; s <= start + n; ++s)
+        bytes += info.has_indexer && s > topk ? double(s) * key + double(topk) * row : double(s) * row;
+      return bytes * double(info.num_layers) / double(n) / 1e9;
+    };
     std::vector<int32_t> ids(static_cast<size_t>(prompt));
     for (int i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(3 + (i * 7919) % std::max<int64_t>(1, info.vocab_size - 3));
     for (const auto& prec : precisions) {
@@ -186,6 +198,12 @@ int main(int argc, char** argv) {
                  prec, pf[pf.size() / 2], prompt, dc[dc.size() / 2], decode, d0[d0.size() / 2], decode, reps);
       fmt::print("{:>9}  decode streams weights at {:.1f} GB/s after the prompt, {:.1f} GB/s from an empty cache\n",
                  "", dc[dc.size() / 2] * step_gb(prompt, decode), d0[d0.size() / 2] * step_gb(0, decode));
+      if (prec == "fp8") {  // what the cache adds to a step (the bound on flatness at depth: weights and cache)
+        const int64_t topk = od.index_topk > 0 ? od.index_topk : info.index_topk;
+        const double cache = step_cache_gb(prompt, decode, topk);
+        fmt::print("{:>9}  and reads {:.1f} MB of KV cache a step after the prompt: weights and cache at {:.1f} GB/s\n",
+                   "", cache * 1e3, dc[dc.size() / 2] * (step_gb(prompt, decode) + cache));
+      }
     }
     model.reset();  // (a distributed run's workers finish here)
   } catch (const dsinfer::Error& e) {

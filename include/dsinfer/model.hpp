@@ -113,6 +113,10 @@ struct DSINFER_CXX_API ModelInfo {
   KvCacheDtype kv_cache_dtype = KvCacheDtype::F32;
   int64_t kv_bytes_per_token_layer = 0;
   int64_t kv_bytes_per_token = 0;
+  // Of kv_bytes_per_token_layer, the indexer key's with its scale (0 without an indexer). A decode step reads it for
+  // every cached token once the sequence sees more than index_topk keys (the indexer's scan), and the rest (the
+  // latent row) for the index_topk tokens selected, or for every token while it sees at most index_topk.
+  int64_t kv_index_bytes_per_token_layer = 0;
   // The multi-token-prediction module (DeepSeek's layer num_hidden_layers, spec §7): loaded when config.json's
   // num_nextn_predict_layers > 0 and the checkpoint stores it. Its tensors are not in parameter_count /
   // weight_bytes above; a sequence with MTP on (Model::enable_mtp) also holds kv_bytes_per_token_layer per token

@@ -462,6 +462,7 @@ PYBIND11_MODULE(_dsinfer, m) {
         d["kv_cache_dtype"] = kv_cache_dtype_name(i.kv_cache_dtype);
         d["kv_bytes_per_token_layer"] = i.kv_bytes_per_token_layer;
         d["kv_bytes_per_token"] = i.kv_bytes_per_token;
+        d["kv_index_bytes_per_token_layer"] = i.kv_index_bytes_per_token_layer;
         d["chat_format"] = chat_format_name(detect_chat_format(i.model_type, i.chat_template));
         d["has_mtp"] = i.has_mtp;  // the MTP module (speculative decoding)
         d["mtp_parameter_count"] = i.mtp_parameter_count;

@@ -214,6 +214,7 @@ def test_kv_cache_memory_is_known_before_allocation(model):
     assert info["kv_cache_dtype"] == "fp8"
     assert info["kv_bytes_per_token_layer"] == 196 + 68
     assert info["kv_bytes_per_token"] == 4 * 264
+    assert info["kv_index_bytes_per_token_layer"] == 68  # the key scan's share of each token's row
     assert model.kv_cache_bytes(20000) == 20032 * 4 * 264  # whole blocks of 64 tokens
     assert model.kv_cache_bytes(20032, "f32") == 20032 * 4 * 900
     with pytest.raises(ValueError):

@@ -103,6 +103,7 @@ TEST_CASE("KV memory is known before allocation: bytes per token and per context
   CHECK(info.kv_cache_dtype == KvCacheDtype::Fp8);
   CHECK(info.kv_bytes_per_token_layer == 196 + 68);
   CHECK(info.kv_bytes_per_token == 4 * (196 + 68));
+  CHECK(info.kv_index_bytes_per_token_layer == 68);
   CHECK(m->kv_cache_bytes(1) == 16 * 4 * 264);  // one whole block
   CHECK(m->kv_cache_bytes(20000) == 20000 * 4 * 264);
   CHECK(m->kv_cache_bytes(20000, KvCacheDtype::F32) == 20000 * 4 * 900);
@@ -125,6 +126,7 @@ TEST_CASE("KV memory is known before allocation: bytes per token and per context
   CHECK(m->kv_cache_stats().bytes_used == m->kv_cache_bytes(20) + m->kv_cache_bytes(20, KvCacheDtype::F32));
   // And an f32 model reports f32.
   CHECK(load(4096, 16, KvCacheDtype::F32)->info().kv_bytes_per_token_layer == 900);
+  CHECK(load(4096, 16, KvCacheDtype::F32)->info().kv_index_bytes_per_token_layer == 65 * 4);
 }
 
 TEST_CASE("save and restore keep each cache dtype bit for bit; version-1 and -2 files still load", "[kv][save]") {
