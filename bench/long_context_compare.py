@@ -20,7 +20,9 @@ the whole context. Depths past --peer-max-depth are not run for llama.cpp (its p
 on a 2-core machine); the largest depth it reached is in the table.
 
 Each measurement is appended as one JSON line to --results as soon as it ends, and a re-run skips what that file
-already holds (a long campaign survives an interruption). The table is printed from the file at the end.
+already holds (a long campaign survives an interruption). The table is printed from the file at the end, and with
+each depth's decode rate over the first depth's, the most that ratio can be where decode is bound by the bytes it
+reads: the weights and KV cache bytes of a step at the first depth over those at D (bench_model prints both).
 """
 import argparse
 import json
@@ -59,8 +61,15 @@ def measure_dsinfer(a, depth, dense_prefill, dense_decode):
     out, rss = rss_of(cmd)
     m = re.search(r"fp8: prefill\s+([\d.]+) tok/s.*decode\s+([\d.]+) tok/s \(\d+ tokens after the prompt\)", out)
     kv = re.search(r"KV cache (\w+): (\d+) bytes per token \((\d+) per layer\)", out)
-    return dict(prefill=float(m.group(1)), decode=float(m.group(2)), rss_mb=rss, kv_dtype=kv.group(1),
-                kv_bytes_token_layer=int(kv.group(3)))
+    r = dict(prefill=float(m.group(1)), decode=float(m.group(2)), rss_mb=rss, kv_dtype=kv.group(1),
+             kv_bytes_token_layer=int(kv.group(3)))
+    # What a decode step reads: the weights (less the indexer's queries while a sequence sees at most index_topk
+    # keys; at these depths it sees more) and the KV cache (bench_model's line after the decode figure).
+    w = re.search(r"\(([\d.]+) MB read per decoded token", out)
+    c = re.search(r"and reads ([\d.]+) MB of KV cache a step after the prompt", out)
+    if w and c:
+        r.update(weight_mb_step=float(w.group(1)), cache_mb_step=float(c.group(1)))
+    return r
 
 
 def main():
@@ -130,7 +139,12 @@ def main():
             cells.append(f"prefill {ours['prefill'] / peer['prefill']:.2f}x, "
                          f"decode {ours['decode'] / peer['decode']:.2f}x")
         if ours and base:
-            cells.append(f"decode {ours['decode'] / base['decode']:.2f} of depth {a.depths[0]}")
+            cell = f"decode {ours['decode'] / base['decode']:.2f} of depth {a.depths[0]}"
+            if "cache_mb_step" in ours and "cache_mb_step" in base:  # a step's bytes at D against at the first depth
+                bound = ((base["weight_mb_step"] + base["cache_mb_step"]) /
+                         (ours["weight_mb_step"] + ours["cache_mb_step"]))
+                cell += f" (at most {bound:.2f} where decode reads memory at one rate)"
+            cells.append(cell)
         print("  " + "; ".join(cells))
 
 
