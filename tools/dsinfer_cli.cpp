@@ -551,9 +551,10 @@ int run(int argc, char** argv) {
                i.model_type, i.has_indexer ? "yes" : "no", i.fp8_weights ? "yes" : "no", i.vocab_size,
                i.hidden_size, i.num_layers, i.parameter_count, i.weight_bytes);
     // KV cache memory, from the config alone (nothing is allocated for it here).
-    fmt::print("kv cache: {}, {} bytes per token per layer ({} of them the indexer key), {} bytes per token\n",
+    fmt::print("kv cache: {}, {} bytes per token per layer{}, {} bytes per token\n",
                dsinfer::kv_cache_dtype_name(i.kv_cache_dtype), i.kv_bytes_per_token_layer,
-               i.kv_index_bytes_per_token_layer, i.kv_bytes_per_token);
+               i.has_indexer ? fmt::format(" ({} of them the indexer key)", i.kv_index_bytes_per_token_layer) : "",
+               i.kv_bytes_per_token);
     const dsinfer::ChatFormat chat_format = dsinfer::detect_chat_format(i.model_type, i.chat_template);
     fmt::print("chat format: {}{}\n", dsinfer::chat_format_name(chat_format),
                chat_format == dsinfer::ChatFormat::DeepseekV32 || chat_format == dsinfer::ChatFormat::Unknown
