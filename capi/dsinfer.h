@@ -141,8 +141,10 @@ DSINFER_API int64_t dsinfer_model_vocab_size(const dsinfer_model* m);
 /* 1 when the checkpoint's MTP module is loaded (speculative decoding possible), 0 otherwise or for NULL. */
 DSINFER_API int dsinfer_model_has_mtp(const dsinfer_model* m);
 /* KV cache memory, known before allocation: bytes one token takes in all layers in the model's default (fp8
- * precision) cache dtype, and the bytes a context of `tokens` tokens needs in it (whole blocks). 0 for NULL. */
+ * precision) cache dtype, of those the indexer keys' (with their scales; 0 without an indexer: what a decode step's
+ * key scan reads of each cached token), and the bytes a context of `tokens` tokens needs (whole blocks). 0 for NULL. */
 DSINFER_API int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m);
+DSINFER_API int64_t dsinfer_model_kv_index_bytes_per_token(const dsinfer_model* m);
 DSINFER_API int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens);
 /* What the backend holds besides the weights and the KV caches: the ops' scratch (grow-only buffers, sized by the
  * largest step so far) and freed activation buffers kept for reuse; 0 for NULL. dsinfer_model_release_memory gives

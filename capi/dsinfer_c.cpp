@@ -333,6 +333,9 @@ void dsinfer_set_log_callback(dsinfer_log_callback callback, dsinfer_log_level m
 int64_t dsinfer_model_vocab_size(const dsinfer_model* m) { return m ? m->m->info().vocab_size : 0; }
 int dsinfer_model_has_mtp(const dsinfer_model* m) { return m && m->m->info().has_mtp ? 1 : 0; }
 int64_t dsinfer_model_kv_bytes_per_token(const dsinfer_model* m) { return m ? m->m->info().kv_bytes_per_token : 0; }
+int64_t dsinfer_model_kv_index_bytes_per_token(const dsinfer_model* m) {
+  return m ? m->m->info().kv_index_bytes_per_token_layer * m->m->info().num_layers : 0;
+}
 int64_t dsinfer_model_kv_cache_bytes(const dsinfer_model* m, int64_t tokens) {
   return m && tokens >= 0 ? m->m->kv_cache_bytes(tokens) : 0;
 }

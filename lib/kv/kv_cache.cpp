@@ -28,8 +28,12 @@ const char* kv_dtype_name(KvDtype d) {
 }
 
 int64_t KvBlockPool::bytes_per_token_layer(const ModelConfig& cfg, KvDtype dtype) {
-  const int64_t latent = kvfmt::latent_row_bytes(dtype, cfg.kv_lora_rank, cfg.qk_rope_head_dim);
-  return latent + (cfg.has_indexer() ? kvfmt::index_key_bytes(dtype, cfg.index_head_dim) : 0);
+  return kvfmt::latent_row_bytes(dtype, cfg.kv_lora_rank, cfg.qk_rope_head_dim) +
+         index_bytes_per_token_layer(cfg, dtype);
+}
+
+int64_t KvBlockPool::index_bytes_per_token_layer(const ModelConfig& cfg, KvDtype dtype) {
+  return cfg.has_indexer() ? kvfmt::index_key_bytes(dtype, cfg.index_head_dim) : 0;
 }
 
 KvBlockPool::KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens,

@@ -33,8 +33,10 @@ class KvBlockPool {
   KvBlockPool(Backend& backend, const ModelConfig& cfg, int64_t n_blocks, int64_t block_tokens,
               KvDtype dtype = KvDtype::F32);
 
-  // Bytes one token takes in one layer (latent + rope key, and for V3.2 the indexer key and its scale).
+  // Bytes one token takes in one layer (latent + rope key, and for V3.2 the indexer key and its scale), and of those
+  // the indexer key's with its scale (0 without an indexer).
   static int64_t bytes_per_token_layer(const ModelConfig& cfg, KvDtype dtype);
+  static int64_t index_bytes_per_token_layer(const ModelConfig& cfg, KvDtype dtype);
 
   Backend& backend() const { return backend_; }
   int64_t block_tokens() const { return block_tokens_; }

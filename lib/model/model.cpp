@@ -17,7 +17,6 @@
 #include "backend/backend.hpp"
 #include "backend/cpu/simd.hpp"
 #include "backend/cuda_options.hpp"
-#include "backend/kv_format.hpp"
 #include "checkpoint/hf_config.hpp"
 #include "checkpoint/safetensors_reader.hpp"
 #include "dist/communicator.hpp"
@@ -535,7 +534,7 @@ std::unique_ptr<Model> Model::load_shard(const std::string& dir, const ModelLoad
     info.kv_cache_dtype = to_public(fp8_dtype);
     info.kv_bytes_per_token_layer = KvBlockPool::bytes_per_token_layer(c, fp8_dtype);
     info.kv_bytes_per_token = info.kv_bytes_per_token_layer * c.num_hidden_layers;
-    info.kv_index_bytes_per_token_layer = c.has_indexer() ? kvfmt::index_key_bytes(fp8_dtype, c.index_head_dim) : 0;
+    info.kv_index_bytes_per_token_layer = KvBlockPool::index_bytes_per_token_layer(c, fp8_dtype);
     impl->pool(fp8_dtype);  // the default pool now, so that a dtype the backend cannot hold fails the load
     progress(1.0, "ready");
     log_fmt(LogLevel::Info,

@@ -67,6 +67,10 @@ int main(int argc, char** argv) {
     p.kv_block_tokens = 0; /* 64 */
     CHECK(dsinfer_model_load(argv[1], &p, &b) == DSINFER_OK);
     CHECK(dsinfer_model_kv_cache_bytes(a, 1) * 4 == dsinfer_model_kv_cache_bytes(b, 1));
+    /* v32-tiny, fp8: 4 layers of a 196-byte latent row and a 68-byte indexer key (64 e4m3 and a scale). */
+    CHECK(dsinfer_model_kv_bytes_per_token(a) == 4 * (196 + 68));
+    CHECK(dsinfer_model_kv_index_bytes_per_token(a) == 4 * 68);
+    CHECK(dsinfer_model_kv_index_bytes_per_token(NULL) == 0);
     /* The backend's memory: an evaluation leaves scratch behind, release gives it back; NULL is refused. */
     {
       dsinfer_tokenizer* t = NULL;
